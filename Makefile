@@ -1,0 +1,28 @@
+# The two front-door commands: `make run` serves the demo site, `make test` runs every test.
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test lint bench geo
+
+run:
+	scripts/bootstrap.sh run
+	$(BIN)/consent-gateway geo build --if-missing
+	$(BIN)/consent-gateway serve --host $(HOST) --port $(PORT)
+
+test:
+	scripts/bootstrap.sh test
+	$(BIN)/ruff check gateway tests bench
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q
+
+lint:
+	$(BIN)/ruff check gateway tests bench
+	$(BIN)/mypy
+
+bench:
+	$(BIN)/python -m bench.run
+
+geo:
+	$(BIN)/consent-gateway geo build
