@@ -170,6 +170,8 @@ class ResolvedBanner:
     html: str  # the banner as an HTML fragment
     texts: Mapping[str, str]
     fallbacks: tuple[str, ...] = ()  # text keys that fell back to the default language
+    preferences_html: str = ""  # the preferences panel, built lazily by the snippet
+    gpc_applied: bool = False  # GPC was signalled and this rule honours it
 
 
 @dataclass(frozen=True)
