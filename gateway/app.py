@@ -1,0 +1,110 @@
+"""The app factory: ``create_app(settings)``; the lifespan owns catalog, locator and recording."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.catalog import STATIC_DIR, LiveCatalog
+from gateway.errors import BadRequest, Unavailable
+from gateway.geo import Locator
+from gateway.recording_service import RecordingService
+from gateway.render import Renderer
+from gateway.serving import Gateway
+from gateway.settings import Settings, load_settings
+from gateway.snippet import Snippet
+from gateway.watch import Watcher
+from gateway.web import admin, ops, public, records
+from gateway.web.middleware import MetricsMiddleware
+
+log = logging.getLogger("gateway")
+
+
+def error_response(status: int, code: str, detail: str, **extra: Any) -> Response:
+    body = {"error": code, "detail": detail, **{k: v for k, v in extra.items() if v}}
+    headers = {"Cache-Control": "no-store"}
+    if "retry_after" in extra:
+        headers["Retry-After"] = str(extra.pop("retry_after"))
+        body.pop("retry_after", None)
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json",
+                    headers=headers)
+
+
+async def _bad_request(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, BadRequest)
+    return error_response(exc.status_code, exc.code, exc.detail, field=exc.field)
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Unavailable)
+    return error_response(503, "unavailable", exc.message, retry_after=exc.retry_after)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    response = error_response(exc.status_code, codes.get(exc.status_code, "http_error"),
+                              str(exc.detail))
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+def build_gateway(settings: Settings) -> Gateway:
+    """Load everything the serving path reads; raises ConfigError on invalid input."""
+    catalog = LiveCatalog(settings.banners_dir, settings.locales_dir)
+    catalog.load()
+    locator = Locator(settings)
+    locator.load()
+    return Gateway(settings, catalog, locator, Renderer(), Snippet.load(STATIC_DIR))
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """Build the ASGI app; everything heavy happens in the lifespan, not at import."""
+    settings = settings or load_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        gateway = build_gateway(settings)
+        recording = RecordingService(settings)
+        app.state.gateway = gateway
+        app.state.recording = recording
+        app.state.settings = settings
+        await recording.start()
+        await admin.publish_current(app.state)
+        watcher = Watcher(settings, gateway, on_reload=lambda: admin.publish_current(app.state))
+        if settings.reload:
+            watcher.start()
+        log.info("serving %d site(s) from %s", len(gateway.catalog), settings.banners_dir)
+        try:
+            yield
+        finally:
+            # Fixed order: stop reloading, drain and close recording, then close readers.
+            await watcher.stop()
+            await recording.stop()
+            gateway.locator.close()
+
+    return Starlette(
+        routes=[*public.routes(), *records.routes(), *admin.routes(), *ops.routes()],
+        middleware=[Middleware(MetricsMiddleware)],
+        exception_handlers={
+            BadRequest: _bad_request,
+            Unavailable: _unavailable,
+            HTTPException: _http_error,
+        },
+        lifespan=lifespan,
+    )
+
+
+def factory() -> Starlette:
+    """Entry for `uvicorn --factory gateway.app:factory` with settings from the environment."""
+    return create_app(load_settings())

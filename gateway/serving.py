@@ -1,0 +1,142 @@
+"""The serving path: visitor context → site → rule → resolved banner → cached response body."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from cachetools import LRUCache
+from starlette.datastructures import Headers
+
+from gateway import jurisdictions
+from gateway.catalog import LiveCatalog, SiteBundle
+from gateway.errors import BadRequest
+from gateway.geo import Locator
+from gateway.model import Region, ResolvedBanner, Rule
+from gateway.render import Renderer
+from gateway.settings import Settings
+from gateway.signals.gpc import gpc_requested
+from gateway.snippet import Snippet
+
+REGION_PARAM = re.compile(r"^([A-Za-z]{2})(?:-([A-Za-z0-9]{1,3}))?$")
+
+# Header families whose geo headers make a response vary.
+GEO_VARY: Mapping[str, tuple[str, ...]] = {
+    "cloudflare": ("CF-IPCountry", "CF-Region-Code"),
+    "cloudfront": ("CloudFront-Viewer-Country", "CloudFront-Viewer-Country-Region"),
+    "vercel": ("X-Vercel-IP-Country", "X-Vercel-IP-Country-Region"),
+}
+
+
+@dataclass(frozen=True)
+class Visitor:
+    """What the gateway knows about one request's visitor; never part of a cache key but region."""
+
+    ip: str | None
+    region: Region
+    gpc: bool
+    language: str  # the negotiated locale identifier, e.g. zh_Hans
+    rule: Rule
+
+
+@dataclass(frozen=True)
+class Body:
+    """A ready-to-send response body with its validator."""
+
+    content: bytes
+    etag: str
+    media_type: str
+    public: bool  # cacheable by shared caches (region came from a header or the URL)
+
+
+def parse_region_param(value: str) -> Region:
+    match = REGION_PARAM.match(value)
+    if not match:
+        raise BadRequest("invalid_parameter",
+                         "region: expected an ISO 3166 code such as DE or US-CA", field="region")
+    country, sub = match.group(1).upper(), match.group(2)
+    return Region(country=country, subdivision=sub.upper() if sub else None, source="query")
+
+
+class Gateway:
+    """Shared serving state: catalog, locator, renderer, and a cache of finished bodies."""
+
+    def __init__(self, settings: Settings, catalog: LiveCatalog, locator: Locator,
+                 renderer: Renderer, snippet: Snippet) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.locator = locator
+        self.renderer = renderer
+        self.snippet = snippet
+        self._bodies: LRUCache[tuple[Any, ...], Body] = LRUCache(16384)
+        vary = ["Accept-Language", "Sec-GPC"]
+        for family in settings.geo_headers:
+            vary.extend(GEO_VARY.get(family, ()))
+        vary.extend(h for h in (settings.geo_country_header, settings.geo_region_header) if h)
+        self.vary = ", ".join(vary)
+
+    def visitor(self, request: Any, bundle: SiteBundle) -> Visitor:
+        """Detect region, language, GPC and the rule for one request."""
+        headers: Headers = request.headers
+        params = request.query_params
+        peer = request.client.host if request.client else None
+        ip, region = self.locator.locate(peer, headers)
+        raw_region = params.get("region")
+        if raw_region is not None:
+            region = parse_region_param(raw_region)
+        locale = bundle.negotiator.choose(headers.get("accept-language"), params.get("lang"))
+        gpc = gpc_requested(headers.getlist("sec-gpc"))
+        rule = jurisdictions.rule_for(region, bundle.site.rule_overrides)
+        return Visitor(ip=ip, region=region, gpc=gpc, language=locale, rule=rule)
+
+    def resolve(self, bundle: SiteBundle, visitor: Visitor) -> ResolvedBanner:
+        return self.renderer.resolve(bundle, visitor.rule, visitor.language, visitor.gpc)
+
+    def record_url(self, request: Any, site_id: str) -> str:
+        base = self.settings.public_url.rstrip("/") or str(request.base_url).rstrip("/")
+        return f"{base}/v1/sites/{site_id}/consents"
+
+    def config_document(self, resolved: ResolvedBanner, visitor: Visitor, record_url: str
+                        ) -> dict[str, Any]:
+        return {
+            **resolved.config,
+            "region": visitor.region.as_json(),
+            "gpc": visitor.gpc,
+            "gpc_applied": resolved.gpc_applied,
+            "record_url": record_url,
+        }
+
+    def body(self, kind: str, bundle: SiteBundle, visitor: Visitor, record_url: str) -> Body:
+        """The finished body for config, banner or consent.js, cached per region and signal."""
+        resolved = self.resolve(bundle, visitor)
+        region = visitor.region
+        key = (kind, bundle.site.id, bundle.banner_version, id(resolved), region.code,
+               region.source, visitor.gpc, record_url)
+        cached = self._bodies.get(key)
+        if cached is not None:
+            return cached
+        if kind == "banner":
+            content = resolved.html.encode()
+            media_type = "text/html; charset=utf-8"
+        else:
+            document = self.config_document(resolved, visitor, record_url)
+            if kind == "config":
+                content = orjson.dumps(document)
+                media_type = "application/json"
+            else:
+                document["html"] = {"banner": resolved.html,
+                                    "preferences": resolved.preferences_html}
+                content = self.snippet.assemble(document)
+                media_type = "text/javascript; charset=utf-8"
+        etag = '"' + hashlib.blake2b(content, digest_size=12).hexdigest() + '"'
+        body = Body(content, etag, media_type, public=region.source in ("header", "query"))
+        self._bodies[key] = body
+        return body
+
+    def clear(self) -> None:
+        self._bodies.clear()
+        self.renderer.clear()

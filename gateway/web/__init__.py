@@ -1,0 +1,1 @@
+"""Thin Starlette endpoints: public (visitors), admin (bearer token), ops (health, metrics)."""

@@ -1,0 +1,56 @@
+"""Operator endpoints: liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+
+def _json(data: Any, status_code: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status_code, media_type="application/json",
+                    headers={"Cache-Control": "no-store"})
+
+
+async def healthz(request: Request) -> Response:
+    return _json({"status": "ok"})
+
+
+def readiness(app_state: Any) -> tuple[bool, dict[str, Any]]:
+    """Ready when sites are loaded, the last reload was valid and the outbox is writable."""
+    gateway = app_state.gateway
+    catalog = gateway.catalog
+    checks: dict[str, Any] = {
+        "sites": {b.site.id: b.banner_version for b in catalog},
+        "catalog_error": catalog.last_error,
+        "geo": gateway.locator.database_info(),
+    }
+    ready = len(catalog) > 0 and catalog.last_error is None
+    recording = getattr(app_state, "recording", None)
+    if recording is not None:
+        health = recording.health()
+        checks["recording"] = health
+        ready = ready and bool(health.get("ok", True))
+    return ready, checks
+
+
+async def readyz(request: Request) -> Response:
+    ready, checks = readiness(request.app.state)
+    return _json({"status": "ready" if ready else "not ready", **checks}, 200 if ready else 503)
+
+
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST,
+                    headers={"Cache-Control": "no-store"})
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/healthz", healthz, methods=["GET", "HEAD"]),
+        Route("/readyz", readyz, methods=["GET", "HEAD"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
