@@ -1,0 +1,1 @@
+"""Benchmarks: the gateway against a bare Starlette endpoint, in the same run."""

@@ -1,0 +1,121 @@
+"""Start servers pinned to one core, load them with wrk from the other, parse the figures."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    connections: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+    def row(self, baseline: Result | None = None) -> str:
+        ratio = f"{self.rps / baseline.rps:5.2f}x" if baseline else "  —  "
+        p99 = f"{self.p99_ms / baseline.p99_ms:5.2f}x" if baseline else "  —  "
+        return (f"{self.name:<22} c={self.connections:<3} {self.rps:>9.0f} rps  "
+                f"p50 {self.p50_ms:6.2f} ms  p99 {self.p99_ms:6.2f} ms  "
+                f"throughput {ratio}  p99 {p99}  errors {self.errors}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:  # noqa: S310 (loopback only)
+                if r.status < 500:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"server at {url} did not start")
+
+
+@contextlib.contextmanager
+def server(app: str, *, factory: bool = False, env: Mapping[str, str] | None = None,
+           ready_path: str = "/", cpu: str = "0") -> Iterator[str]:
+    """Run `uvicorn app` (one worker, uvloop, httptools) pinned to `cpu`; yield its base URL."""
+    port = free_port()
+    cmd = [PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
+           "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
+    if factory:
+        cmd.append("--factory")
+    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
+        cmd = ["taskset", "-c", cpu, *cmd]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait(base + ready_path)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    match = re.match(r"([\d.]+)(us|ms|s)", text)
+    if not match:
+        raise ValueError(text)
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def wrk(name: str, url: str, connections: int, seconds: int = 8,
+        script: str | None = None, headers: Mapping[str, str] | None = None,
+        cpu: str = "1") -> Result:
+    """One wrk run with --latency; a short warm-up run first."""
+    base = ["wrk", "-t", "1", "-c", str(connections), "--latency"]
+    for k, v in (headers or {}).items():
+        base += ["-H", f"{k}: {v}"]
+    if script:
+        base += ["-s", script]
+    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
+        base = ["taskset", "-c", cpu, *base]
+    subprocess.run([*base, "-d", "2", url], check=True, capture_output=True)
+    out = subprocess.run([*base, "-d", str(seconds), url], check=True, capture_output=True,
+                         text=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    errors = 0
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        errors += int(non2xx.group(1))
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if sock:
+        errors += sum(int(g) for g in sock.groups())
+    return Result(name, connections, rps, p50, p99, errors)
+
+
+def temp_data_dir() -> str:
+    return tempfile.mkdtemp(prefix="cg-bench-")

@@ -1,0 +1,41 @@
+"""Shared fixtures: settings on temporary data dirs and an app driven in-process."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from gateway.app import create_app
+from gateway.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_GEOIP = ROOT.parent / "shared" / "data" / "geoip"
+CITY_DB = SHARED_GEOIP / "GeoIP2-City-Test.mmdb"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def make_settings(tmp_path: Path, **changes: object) -> Settings:
+    base = Settings(
+        banners_dir=ROOT / "banners",
+        locales_dir=ROOT / "locales",
+        data_dir=tmp_path / "data",
+        reload=False,
+        node_id="test-node",
+        durability="process",
+    )
+    return base.replace(**changes)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings), base_url="http://127.0.0.1:8000") as c:
+        yield c

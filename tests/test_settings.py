@@ -1,0 +1,50 @@
+"""The settings table: precedence, validation, and that every setting is documented."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import ConfigError
+from gateway.settings import SETTINGS, load_settings, settings_table_markdown
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_then_env_then_cli() -> None:
+    s = load_settings(env={})
+    assert s.port == 8000 and s.durability == "power"
+    s = load_settings(env={"GATEWAY_PORT": "9000"})
+    assert s.port == 9000
+    s = load_settings(env={"GATEWAY_PORT": "9000"}, overrides={"port": "9100"})
+    assert s.port == 9100
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"GATEWAY_PORT": "eighty"}, "GATEWAY_PORT"),
+        ({"GATEWAY_PORT": "-1"}, "positive"),
+        ({"GATEWAY_DURABILITY": "maybe"}, "power, process"),
+        ({"GATEWAY_TRUSTED_PROXIES": "10.0.0.0/33"}, "GATEWAY_TRUSTED_PROXIES"),
+        ({"GATEWAY_RELOAD": "perhaps"}, "true or false"),
+        ({"GATEWAY_NO_SUCH_THING": "1"}, "unknown setting"),
+    ],
+)
+def test_invalid_values_name_the_variable(env: dict[str, str], needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(env=env)
+    assert needle in str(info.value)
+
+
+def test_paths_are_resolved() -> None:
+    s = load_settings(env={"GATEWAY_DATA_DIR": "relative/dir"})
+    assert s.data_dir.is_absolute()
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert settings_table_markdown() in readme, "regenerate the table: python -m gateway.docs"
+    for setting in SETTINGS:
+        assert setting.env in readme
