@@ -21,7 +21,15 @@ log = logging.getLogger("gateway.catalog")
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_TEMPLATES = PACKAGE_DIR / "templates"
-STATIC_DIR = PACKAGE_DIR.parent / "static"
+
+
+def _static_dir() -> Path:
+    """static/ beside the package in a checkout; from the working directory when installed."""
+    beside = PACKAGE_DIR.parent / "static"
+    return beside if beside.is_dir() else Path.cwd() / "static"
+
+
+STATIC_DIR = _static_dir()
 
 
 def _hash_files(paths: list[Path], root: Path) -> hashlib._Hash:
