@@ -1,0 +1,180 @@
+"""The snippet as served: size budget, script-safe config, start-up errors, default templates."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from jinja2 import ChoiceLoader, DictLoader, Environment, FileSystemLoader, PrefixLoader
+
+from gateway.errors import ConfigError
+from gateway.snippet import PLACEHOLDER, Snippet, script_json
+from tests.browser.democonfig import ROOT, TEMPLATES, demo_config
+
+STATIC = ROOT / "static"
+BUDGET = 7 * 1024  # bytes, gzipped: JS + CSS + one locale's strings and templates
+
+
+@pytest.fixture(scope="module")
+def snippet() -> Snippet:
+    return Snippet.load(STATIC)
+
+
+@pytest.mark.parametrize("rule", ["gdpr", "ccpa", "notice", "pipl"])
+def test_first_visit_fits_the_size_budget(snippet: Snippet, rule: str) -> None:
+    served = snippet.assemble(demo_config(rule))
+    size = len(gzip.compress(served, compresslevel=6))
+    assert size <= BUDGET, f"{rule}: {size} bytes gzipped, budget {BUDGET}"
+    # The budget must cover everything the first visit needs, so check it is all there.
+    text = served.decode()
+    assert "cg-banner" in text
+    assert "cg-prefs" in text
+    assert ":host" in text
+
+
+def test_minification_shrinks_the_source_and_removes_the_placeholder(snippet: Snippet) -> None:
+    source = (STATIC / "consent.js").read_bytes()
+    assert len(snippet.head) + len(snippet.tail) < 0.75 * len(source)
+    assert PLACEHOLDER.encode() not in snippet.head + snippet.tail
+    assert "/*" not in snippet.css
+    assert len(snippet.css) < len((STATIC / "consent.css").read_text())
+    assert re.fullmatch(r"[0-9a-f]{16}", snippet.digest)
+
+
+HOSTILE = [
+    "</script><script>alert(1)</script>",
+    "<!-- <script>",
+    "a\u2028b\u2029c",
+    "Tom & Jerry > Itchy",
+    "quote \" backslash \\ and ' single",
+    "emoji 🍪 and 中文 and العربية",
+]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_script_json_is_inert_in_a_script_and_round_trips(value: str) -> None:
+    data = script_json({"title": value, "list": [value]})
+    for raw in (b"<", b">", b"&", "\u2028".encode(), "\u2029".encode()):
+        assert raw not in data
+    assert json.loads(data) == {"title": value, "list": [value]}
+
+
+def test_assembled_snippet_is_valid_javascript_with_hostile_config(
+    snippet: Snippet, tmp_path: Path
+) -> None:
+    config = demo_config(text_overrides={"title": HOSTILE[0], "description": HOSTILE[2]})
+    config["site"] = HOSTILE[1]
+    served = snippet.assemble(config)
+    assert b"</script" not in served.lower()
+    node = shutil.which("node")
+    assert node, "node is installed by scripts/bootstrap.sh test"
+    path = tmp_path / "consent.js"
+    path.write_bytes(served)
+    # Parse only (the snippet needs a DOM to run; the browser tests run it).
+    result = subprocess.run([node, "--check", str(path)], capture_output=True, text=True,
+                            timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_css_is_added_unless_the_config_has_it(snippet: Snippet) -> None:
+    without = snippet.assemble({"a": 1})
+    assert script_json(snippet.css) in without
+    given = snippet.assemble({"css": "x{}"})
+    assert b'"css":"x{}"' in given
+    assert script_json(snippet.css) not in given
+
+
+def test_missing_placeholder_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "consent.js").write_text("(function(){var C = {};})();")
+    (tmp_path / "consent.css").write_text("p{}")
+    with pytest.raises(ConfigError, match="exactly once") as info:
+        Snippet.load(tmp_path)
+    assert info.value.where.endswith("consent.js")
+
+
+def test_missing_sources_are_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read") as info:
+        Snippet.load(tmp_path)
+    assert "consent.js" in info.value.hint
+
+
+FIRST_LAYER = [
+    ("gdpr", ["accept_all", "reject_all", "settings"], 'role="dialog" aria-modal="true"'),
+    ("pipl", ["accept_all", "reject_all", "settings"], 'role="dialog" aria-modal="true"'),
+    ("ccpa", ["do_not_sell", "limit_sensitive", "ok", "settings"], 'role="region"'),
+    ("notice", ["ok", "settings"], 'role="region"'),
+]
+
+
+@pytest.mark.parametrize(("rule", "actions", "role"), FIRST_LAYER)
+def test_banner_template_per_rule_model(rule: str, actions: list[str], role: str) -> None:
+    html = demo_config(rule)["html"]["banner"]
+    assert re.findall(r'data-cg-action="(\w+)"', html) == actions
+    assert role in html
+    assert 'aria-labelledby="cg-title"' in html
+    assert ('data-cg-gpc' in html) == (rule == "ccpa")
+
+
+def test_opt_in_buttons_have_equal_prominence() -> None:
+    html = demo_config("gdpr")["html"]["banner"]
+    buttons = re.findall(r"<button([^>]*)>", html)
+    assert len(buttons) == 3
+    # Same element, same (absent) class: the stylesheet cannot favour Accept over Reject.
+    assert {re.sub(r'data-cg-action="\w+"', "", b) for b in buttons} == {' type="button" '}
+
+
+def test_preferences_has_one_switch_per_optional_purpose() -> None:
+    html = demo_config("pipl")["html"]["preferences"]
+    assert re.findall(r'data-cg-purpose="(\w+)"', html) == ["analytics", "marketing",
+                                                            "personalization"]
+    assert html.count('role="switch"') == 3
+    assert "Always on" in html
+    # PIPL asks third-party sharing separately; the template says so next to that purpose.
+    assert html.count("needs your separate consent") == 1
+
+
+def test_templates_escape_site_copy() -> None:
+    html = demo_config(text_overrides={"title": '<img src=x onerror="alert(1)">'})["html"]
+    assert "<img" not in html["banner"]
+    assert "&lt;img src=x" in html["banner"]
+
+
+def test_a_site_overrides_one_block() -> None:
+    env = Environment(
+        loader=ChoiceLoader([
+            PrefixLoader({"default": FileSystemLoader(str(TEMPLATES))}, delimiter=":"),
+            DictLoader({"site/banner.html": (
+                '{% extends "default:banner.html" %}'
+                '{% block title %}<h2 id="cg-title">Cookies, {{ site.name }}</h2>{% endblock %}'
+            )}),
+        ]),
+        autoescape=True,
+    )
+    html = env.get_template("site/banner.html").render(
+        site={"name": "Shop", "privacy_policy_url": ""},
+        rule={"model": "opt-in", "gpc": False, "do_not_sell_link": False,
+              "limit_sensitive_link": False, "reject_on_first_layer": True},
+        texts={k: k for k in ("title", "description", "accept_all", "reject_all", "settings")},
+        language="en", dir="ltr",
+    )
+    assert '<h2 id="cg-title">Cookies, Shop</h2>' in html
+    assert 'data-cg-action="reject_all"' in html
+    assert ">title<" not in html
+
+
+def test_inline_config_drops_only_what_the_html_already_carries(snippet: Snippet) -> None:
+    config = demo_config("ccpa")
+    slim = snippet.inline_config(config)
+    assert slim["texts"] == {"saved": config["texts"]["saved"]}
+    assert [p["id"] for p in slim["purposes"]] == [p["id"] for p in config["purposes"]]
+    assert set(slim["purposes"][2]) == {"id", "essential", "default", "separate",
+                                        "sale_or_share", "cookies", "consent_mode"}
+    assert slim["html"] == config["html"]
+    assert slim["css"] == snippet.css
+    assert config["texts"]["title"]
+    assert "css" not in config
