@@ -1,0 +1,238 @@
+"""The forwarder: claims batches from the outbox, delivers them to every sink, then acks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import orjson
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from gateway.model import ConsentRecord
+from gateway.outbox import FILE_NAME, Outbox, OutboxItem
+from gateway.settings import Settings
+from gateway.sinks.base import PermanentSinkError, Sink
+
+log = logging.getLogger("gateway.forwarder")
+
+BASE_BACKOFF = 0.05
+_IDLE_POLL = 1.0
+
+
+def backoff_delay(
+    attempt: int, *, cap: float, rng: random.Random, base: float = BASE_BACKOFF
+) -> float:
+    """Exponential backoff with equal jitter: half the step fixed, half random, at most cap."""
+    step = min(cap, base * 2.0 ** min(attempt, 32))
+    return step / 2 + rng.uniform(0, step / 2)
+
+
+class Forwarder:
+    """One background task per outbox; at least once into each sink, ack after all commit."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        sinks: Sequence[Sink],
+        *,
+        batch_size: int = 1000,
+        max_backoff: float = 60.0,
+        base_backoff: float = BASE_BACKOFF,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.outbox = outbox
+        self.sinks = list(sinks)
+        self.batch_size = batch_size
+        self.max_backoff = max_backoff
+        self.base_backoff = base_backoff
+        self._rng = rng or random.Random()  # noqa: S311 -- jitter, not a secret
+        self._task: asyncio.Task[None] | None = None
+        self._draining = False
+        self.batches = 0
+        self.forwarded = 0
+        self.failures = 0
+        self.dead_lettered = 0
+        self.last_error: str | None = None
+        self.last_delivery: float | None = None  # monotonic time of the last ack
+        self.delays: list[float] = []  # recent backoff sleeps, newest last (for ops and tests)
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        self.outbox.rewind()
+        self._draining = False
+        self._task = asyncio.create_task(self._run(), name="forwarder")
+
+    async def stop(self, drain: float) -> None:
+        """Deliver what is queued for at most ``drain`` seconds, then stop."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._draining = True
+        self.outbox.arrived.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout=drain)
+        except TimeoutError:
+            log.warning(
+                "forwarder stopped after %.1fs with %d records still in the outbox; "
+                "they are delivered at the next start",
+                drain, self.outbox.depth,
+            )  # fmt: skip
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        while True:
+            self.outbox.arrived.clear()
+            try:
+                items = await self.outbox.claim(self.batch_size)
+            except Exception as exc:  # the outbox is local: log loudly, retry, never die
+                log.error("claiming from the outbox failed: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
+            if not items:
+                if self._draining:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.outbox.arrived.wait(), _IDLE_POLL)
+                continue
+            await self.deliver(items)
+
+    async def deliver(self, items: Sequence[OutboxItem]) -> None:
+        """Write one claimed batch to every sink, retrying transient failures, then ack."""
+        records: dict[str, ConsentRecord] = {}
+        by_id: dict[str, OutboxItem] = {}
+        dead: list[tuple[OutboxItem, str, str]] = []
+        for item in items:
+            try:
+                records[item.record_id] = item.record()
+                by_id[item.record_id] = item
+            except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as exc:
+                dead.append((item, "outbox", f"undecodable outbox row: {exc!r}"))
+        pending = list(self.sinks)
+        attempt = 0
+        while pending:
+            for sink in list(pending):
+                batch = list(records.values())
+                if not batch:
+                    pending.clear()
+                    break
+                try:
+                    await sink.write_batch(batch)
+                except PermanentSinkError as exc:
+                    for record_id in exc.record_ids:
+                        if records.pop(record_id, None) is not None:
+                            dead.append((by_id[record_id], sink.name, exc.reason))
+                    pending.remove(sink)
+                except Exception as exc:  # any other failure is transient by contract
+                    self.failures += 1
+                    self.last_error = f"{sink.name}: {exc}"
+                    log.warning("sink %s failed (attempt %d): %s", sink.name, attempt + 1, exc)
+                else:
+                    pending.remove(sink)
+            if pending:
+                delay = backoff_delay(
+                    attempt, cap=self.max_backoff, rng=self._rng, base=self.base_backoff
+                )
+                self.delays = [*self.delays[-31:], delay]
+                attempt += 1
+                await asyncio.sleep(delay)
+        if dead:
+            self.dead_lettered += len(dead)
+            for item, sink_name, reason in dead:
+                log.error("dead-lettered record %s (%s): %s", item.record_id, sink_name, reason)
+            await self.outbox.dead_letter(dead)
+        await self.outbox.ack(by_id[r].seq for r in records)
+        self.batches += 1
+        self.forwarded += len(records)
+        self.last_delivery = time.monotonic()
+        self.last_error = None
+
+
+class ForwarderCollector(Collector):
+    """Prometheus metrics read from the live outbox and forwarder at scrape time."""
+
+    def __init__(self, forwarder: Forwarder) -> None:
+        self._forwarder = forwarder
+
+    def collect(self) -> Iterator[Metric]:
+        f = self._forwarder
+        yield GaugeMetricFamily(
+            "consent_outbox_depth", "Undelivered records in the outbox.", value=f.outbox.depth
+        )
+        yield GaugeMetricFamily(
+            "consent_outbox_oldest_age_seconds",
+            "Age of the oldest undelivered record (0 when empty).",
+            value=f.outbox.oldest_age() or 0.0,
+        )
+        yield CounterMetricFamily(
+            "consent_outbox_commits", "Group commits of the outbox.", value=f.outbox.commits
+        )
+        yield CounterMetricFamily(
+            "consent_forwarder_batches", "Batches delivered to every sink.", value=f.batches
+        )
+        yield CounterMetricFamily(
+            "consent_forwarder_records", "Records delivered to every sink.", value=f.forwarded
+        )
+        yield CounterMetricFamily(
+            "consent_forwarder_failures", "Transient sink failures.", value=f.failures
+        )
+        yield CounterMetricFamily(
+            "consent_forwarder_dead_letters", "Records moved to dead letters.",
+            value=f.dead_lettered,
+        )  # fmt: skip
+
+
+def _outbox(settings: Settings) -> Outbox:
+    return Outbox(
+        settings.data_dir / FILE_NAME,
+        durability=settings.durability,
+        max_records=settings.outbox_max_records,
+    )
+
+
+async def outbox_status(settings: Settings) -> dict[str, Any]:
+    """What `consent-gateway outbox status` prints."""
+    outbox = _outbox(settings)
+    await outbox.open()
+    try:
+        dead = await outbox.dead_letters(limit=20)
+        return {
+            "path": str(outbox.path),
+            "durability": outbox.durability,
+            "depth": outbox.depth,
+            "oldest_age_seconds": outbox.oldest_age(),
+            "dead_letters": await outbox.dead_letter_count(),
+            "dead_letter_sample": [
+                {
+                    "record_id": d.record_id,
+                    "sink": d.sink,
+                    "reason": d.reason,
+                    "dead_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(d.dead_ns / 1e9)),
+                }
+                for d in dead
+            ],
+            "quarantined": str(outbox.quarantined) if outbox.quarantined else None,
+        }
+    finally:
+        await outbox.close()
+
+
+async def outbox_replay(settings: Settings) -> int:
+    """Queue every dead letter for delivery again; what `consent-gateway outbox replay` does."""
+    outbox = _outbox(settings)
+    await outbox.open()
+    try:
+        return await outbox.replay()
+    finally:
+        await outbox.close()

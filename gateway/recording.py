@@ -1,0 +1,327 @@
+"""Sans-IO core of the recording path: parse, validate and enrich a consent choice.
+
+Status codes: ``400`` when the body is not well formed (bad JSON, wrong types, missing or
+oversized fields), ``413`` when the body exceeds ``MAX_BODY_BYTES``, ``415`` for other media
+types, and ``422`` when a well-formed body contradicts the site (unknown purpose or banner
+version, an essential purpose refused, an action inconsistent with its choices).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import threading
+import time
+import uuid
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from gateway.errors import BadRequest
+from gateway.model import ACTIONS, CHANNELS, ConsentRecord, Region, Rule, Site
+
+MAX_BODY_BYTES = 16 * 1024
+MAX_CHOICES = 64
+MAX_USER_AGENT = 512
+MAX_ORIGIN = 256
+MAX_PAGE_URL = 2048
+
+_SUBJECT_RE = re.compile(r"[A-Za-z0-9._:@+=~-]{1,128}")
+_VERSION_RE = re.compile(r"[A-Za-z0-9._:+-]{1,64}")
+_PURPOSE_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_LANGUAGE_RE = re.compile(r"[A-Za-z]{2,3}(?:[_-][A-Za-z0-9]{1,8}){0,3}")
+_KEY_RE = re.compile(r"[\x21-\x7e]{1,128}")
+_UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_TEXT_TYPES = ("application/json", "text/plain")
+
+
+@dataclass(frozen=True)
+class ValidatedConsent:
+    """A consent body that passed every rule; ``choices`` lists every purpose of the site."""
+
+    site: str
+    subject_id: str
+    banner_version: str
+    action: str
+    choices: Mapping[str, bool]
+    channel: str
+    language: str | None
+    page_url: str
+    idempotency_key: str | None
+    withdraws: str | None
+
+
+@dataclass(frozen=True)
+class RecordContext:
+    """What the server knows about the request; ``ip`` is raw here and truncated by enrich."""
+
+    ip: str | None
+    region: Region
+    rule: Rule
+    gpc: bool
+    user_agent: str
+    origin: str
+    language: str
+    consent_revision: str
+
+
+def parse_body(raw: bytes, content_type: str) -> Mapping[str, Any]:
+    """Decode a JSON object sent as ``application/json`` or ``text/plain`` (sendBeacon)."""
+    if len(raw) > MAX_BODY_BYTES:
+        raise BadRequest(
+            "body_too_large", f"body exceeds {MAX_BODY_BYTES} bytes", status_code=413
+        )
+    media, _, params = content_type.partition(";")
+    if media.strip().lower() not in _TEXT_TYPES:
+        raise BadRequest(
+            "unsupported_media_type",
+            "send application/json or text/plain",
+            status_code=415,
+        )
+    charset = params.strip().lower()
+    if charset.startswith("charset=") and charset[8:].strip("\"' ") not in ("utf-8", "utf8"):
+        raise BadRequest("unsupported_charset", "the body must be UTF-8", status_code=415)
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest("invalid_json", f"the body is not valid UTF-8 JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise BadRequest("invalid_body", "the body must be a JSON object")
+    return body
+
+
+def _string(body: Mapping[str, Any], name: str, pattern: re.Pattern[str], what: str) -> str:
+    value = body.get(name)
+    if value is None:
+        raise BadRequest("missing_field", f"{name} is required", field=name)
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise BadRequest("invalid_field", f"{name} must be {what}", field=name)
+    return value
+
+
+def _optional(
+    body: Mapping[str, Any], name: str, pattern: re.Pattern[str], what: str
+) -> str | None:
+    if body.get(name) is None:
+        return None
+    return _string(body, name, pattern, what)
+
+
+def _page_url(body: Mapping[str, Any]) -> str:
+    value = body.get("page_url")
+    if value is None or value == "":
+        return ""
+    if (
+        not isinstance(value, str)
+        or len(value) > MAX_PAGE_URL
+        or _CONTROL_RE.search(value)
+        or not value.lower().startswith(("http://", "https://"))
+    ):
+        raise BadRequest(
+            "invalid_field",
+            f"page_url must be an http(s) URL of at most {MAX_PAGE_URL} characters",
+            field="page_url",
+        )
+    return value
+
+
+def _choices(body: Mapping[str, Any], site: Site) -> dict[str, bool]:
+    raw = body.get("choices")
+    if raw is None:
+        raise BadRequest("missing_field", "choices is required", field="choices")
+    if not isinstance(raw, dict) or len(raw) > MAX_CHOICES:
+        raise BadRequest(
+            "invalid_field",
+            f"choices must be an object of at most {MAX_CHOICES} purpose ids to booleans",
+            field="choices",
+        )
+    choices: dict[str, bool] = {}
+    for key, value in raw.items():
+        where = f"choices.{key}" if _PURPOSE_RE.fullmatch(key) else "choices"
+        if not isinstance(value, bool):
+            raise BadRequest("invalid_field", "each choice must be true or false", field=where)
+        purpose = site.purpose(key)
+        if purpose is None:
+            raise BadRequest(
+                "unknown_purpose", f"site {site.id} has no purpose {key!r}", field=where,
+                status_code=422,
+            )
+        if purpose.essential and not value:
+            raise BadRequest(
+                "essential_refused",
+                f"{key} is essential and cannot be refused",
+                field=where,
+                status_code=422,
+            )
+        choices[key] = value
+    for purpose in site.purposes:
+        if purpose.essential:
+            choices[purpose.id] = True
+        elif purpose.id not in choices:
+            raise BadRequest(
+                "missing_choice",
+                f"choices must give every optional purpose; {purpose.id} is missing",
+                field=f"choices.{purpose.id}",
+                status_code=422,
+            )
+    return choices
+
+
+def _check_action(action: str, choices: Mapping[str, bool], site: Site) -> None:
+    optional = site.optional_purposes
+    if action == "accept_all":
+        wrong = [p.id for p in optional if not choices[p.id]]
+    elif action in ("reject_all", "withdraw"):
+        wrong = [p.id for p in optional if choices[p.id]]
+    elif action == "gpc":
+        wrong = [p.id for p in optional if p.sale_or_share and choices[p.id]]
+    else:
+        wrong = []
+    if wrong:
+        raise BadRequest(
+            "inconsistent_action",
+            f"action {action} contradicts the choice for {wrong[0]}",
+            field=f"choices.{wrong[0]}",
+            status_code=422,
+        )
+
+
+def validate(
+    body: Mapping[str, Any], site: Site, known_versions: Collection[str]
+) -> ValidatedConsent:
+    """Check a parsed body against the site; raise ``BadRequest`` naming the field."""
+    subject_id = _string(
+        body, "subject_id", _SUBJECT_RE, "1-128 characters of A-Z a-z 0-9 . _ : @ + = ~ -"
+    )
+    banner_version = _string(body, "banner_version", _VERSION_RE, "a banner version id")
+    action = body.get("action")
+    if action is None:
+        raise BadRequest("missing_field", "action is required", field="action")
+    if action not in ACTIONS:
+        raise BadRequest(
+            "invalid_field", f"action must be one of {', '.join(ACTIONS)}", field="action"
+        )
+    channel = body.get("channel", "web")
+    if channel not in CHANNELS:
+        raise BadRequest(
+            "invalid_field", f"channel must be one of {', '.join(CHANNELS)}", field="channel"
+        )
+    language = _optional(body, "language", _LANGUAGE_RE, "a language tag such as de or pt-BR")
+    page_url = _page_url(body)
+    key = _optional(body, "idempotency_key", _KEY_RE, "1-128 printable ASCII characters")
+    withdraws = _optional(body, "withdraws", _UUID_RE, "a record id (lower-case UUID)")
+    choices = _choices(body, site)
+    if banner_version not in known_versions:
+        raise BadRequest(
+            "unknown_banner_version",
+            f"banner version {banner_version} is neither current nor retained",
+            field="banner_version",
+            status_code=422,
+        )
+    _check_action(action, choices, site)
+    return ValidatedConsent(
+        site=site.id,
+        subject_id=subject_id,
+        banner_version=banner_version,
+        action=action,
+        choices=choices,
+        channel=channel,
+        language=language,
+        page_url=page_url,
+        idempotency_key=key,
+        withdraws=withdraws,
+    )
+
+
+def truncate_ip(ip: str | None) -> str | None:
+    """The /24 (IPv4) or /48 (IPv6) network of an address, so the raw IP is never stored."""
+    if not ip:
+        return None
+    try:
+        address = ipaddress.ip_address(ip.strip())
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    prefix = 24 if address.version == 4 else 48
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+
+
+def bounded_text(value: str, limit: int) -> str:
+    """Strip control characters and cut to ``limit`` characters."""
+    return _CONTROL_RE.sub("", value)[:limit]
+
+
+def enrich(
+    consent: ValidatedConsent,
+    context: RecordContext,
+    *,
+    record_id: str,
+    recorded_at: str,
+    node_id: str,
+) -> ConsentRecord:
+    """Add what only the server knows; the result is the record as stored."""
+    return ConsentRecord(
+        record_id=record_id,
+        recorded_at=recorded_at,
+        site=consent.site,
+        subject_id=consent.subject_id,
+        banner_version=consent.banner_version,
+        consent_revision=context.consent_revision,
+        action=consent.action,
+        choices=consent.choices,
+        channel=consent.channel,
+        language=consent.language or context.language,
+        rule_id=context.rule.id,
+        region_country=context.region.country,
+        region_subdivision=context.region.subdivision,
+        region_source=context.region.source,
+        gpc=context.gpc,
+        ip_truncated=truncate_ip(context.ip),
+        user_agent=bounded_text(context.user_agent, MAX_USER_AGENT),
+        origin=bounded_text(context.origin, MAX_ORIGIN),
+        page_url=consent.page_url,
+        node_id=node_id,
+        idempotency_key=consent.idempotency_key,
+        withdraws=consent.withdraws,
+    )
+
+
+class Uuid7Clock:
+    """Monotonic UUIDv7 ids (RFC 9562 §5.7, method 1: a 12-bit counter in ``rand_a``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last_ms = 0
+        self._counter = 0
+
+    def next(self, unix_ns: int | None = None) -> tuple[str, int]:
+        """A new id and the Unix time in nanoseconds it was stamped with."""
+        now_ns = time.time_ns() if unix_ns is None else unix_ns
+        ms = now_ns // 1_000_000
+        rand = int.from_bytes(os.urandom(10), "big")
+        with self._lock:
+            if ms > self._last_ms:
+                # Seed the counter low in its range so a millisecond has room to grow.
+                self._last_ms, self._counter = ms, (rand >> 64) & 0x1FF
+            else:
+                self._counter += 1
+                if self._counter > 0xFFF:
+                    self._last_ms, self._counter = self._last_ms + 1, 0
+            ms, counter = self._last_ms, self._counter
+        value = (ms & 0xFFFF_FFFF_FFFF) << 80
+        value |= 0x7 << 76 | counter << 64
+        value |= 0b10 << 62 | (rand & 0x3FFF_FFFF_FFFF_FFFF)
+        return str(uuid.UUID(int=value)), max(now_ns, ms * 1_000_000)
+
+
+def rfc3339_utc(unix_ns: int) -> str:
+    """``2026-01-31T12:00:00.123456Z`` for a Unix time in nanoseconds."""
+    micros = unix_ns // 1000
+    moment = datetime.fromtimestamp(micros // 1_000_000, tz=UTC)
+    return moment.replace(microsecond=micros % 1_000_000).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

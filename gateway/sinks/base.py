@@ -1,0 +1,62 @@
+"""The contract every central store and fan-out target implements."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from gateway.model import ConsentRecord
+
+
+class SinkError(Exception):
+    """A sink failed; the forwarder retries the batch with backoff."""
+
+
+class PermanentSinkError(SinkError):
+    """A sink refuses these records for good; they go to the dead-letter table."""
+
+    def __init__(self, record_ids: Sequence[str], reason: str) -> None:
+        super().__init__(f"{len(record_ids)} record(s) refused: {reason}")
+        self.record_ids = tuple(record_ids)
+        self.reason = reason
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Where the forwarder delivers records; ``write_batch`` is idempotent on record_id."""
+
+    name: str
+
+    async def open(self) -> None: ...
+
+    async def write_batch(self, records: Sequence[ConsentRecord]) -> None:
+        """Commit every record, or raise: ``PermanentSinkError`` for refused records (the
+        others committed), any other exception for a transient failure of the whole batch."""
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class Store(Sink, Protocol):
+    """A sink that can answer reads: the primary (central) store."""
+
+    async def subject_history(self, site: str, subject_id: str) -> dict[str, Any]:
+        """``{"current": record | None, "history": [records, newest first]}``."""
+
+    async def publish_version(
+        self,
+        site_id: str,
+        banner_version: str,
+        consent_revision: str,
+        texts_by_locale: Mapping[str, Mapping[str, Any]],
+    ) -> None:
+        """Keep the exact texts of a banner version (idempotent per site and version)."""
+
+    async def banner_version(self, site_id: str, banner_version: str) -> dict[str, Any] | None:
+        """The stored texts of a version, or None."""
+
+    async def list_versions(self, site_id: str) -> list[dict[str, Any]]:
+        """Every stored version of a site, newest first, without texts."""
+
+
+HISTORY_LIMIT = 1000

@@ -1,0 +1,185 @@
+"""The embedded central store: SQLite in the data dir, zero set-up, one node."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from gateway.model import ConsentRecord
+from gateway.sinks.base import HISTORY_LIMIT
+
+FILE_NAME = "store.sqlite3"
+SCHEMA_VERSION = 1
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS consent_records (
+    record_id TEXT PRIMARY KEY,
+    site TEXT NOT NULL,
+    subject_id TEXT NOT NULL,
+    recorded_at TEXT NOT NULL,
+    body TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS consent_records_subject
+    ON consent_records (site, subject_id, recorded_at);
+CREATE TABLE IF NOT EXISTS latest_state (
+    site TEXT NOT NULL,
+    subject_id TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    recorded_at TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (site, subject_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS banner_versions (
+    site TEXT NOT NULL,
+    banner_version TEXT NOT NULL,
+    consent_revision TEXT NOT NULL,
+    texts TEXT NOT NULL,
+    published_at TEXT NOT NULL,
+    PRIMARY KEY (site, banner_version)
+) WITHOUT ROWID;
+"""
+
+# recorded_at is fixed-width RFC 3339 UTC, so text order is time order.
+_UPSERT_LATEST = """
+INSERT INTO latest_state (site, subject_id, record_id, recorded_at, body)
+VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (site, subject_id) DO UPDATE SET
+    record_id = excluded.record_id, recorded_at = excluded.recorded_at, body = excluded.body
+WHERE (excluded.recorded_at, excluded.record_id)
+    > (latest_state.recorded_at, latest_state.record_id)
+"""
+
+
+class SqliteStore:
+    """The default store; each call runs in a worker thread, one at a time."""
+
+    name = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._conn: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        self._conn = await asyncio.to_thread(self._connect)
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.executescript(_SCHEMA)
+        if conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 0:
+            conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+        return conn
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        if self._conn is None:
+            raise RuntimeError("the store is not open")
+        async with self._lock:
+            return await asyncio.to_thread(fn, self._conn, *args)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            async with self._lock:
+                await asyncio.to_thread(conn.close)
+
+    async def write_batch(self, records: Sequence[ConsentRecord]) -> None:
+        rows = [
+            (r.record_id, r.site, r.subject_id, r.recorded_at, orjson.dumps(r.as_json()).decode())
+            for r in records
+        ]
+        await self._call(_write, rows)
+
+    async def subject_history(self, site: str, subject_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(_history, site, subject_id)
+        return result
+
+    async def publish_version(
+        self,
+        site_id: str,
+        banner_version: str,
+        consent_revision: str,
+        texts_by_locale: Mapping[str, Mapping[str, Any]],
+    ) -> None:
+        texts = orjson.dumps(
+            {k: dict(v) for k, v in texts_by_locale.items()}, option=orjson.OPT_SORT_KEYS
+        ).decode()
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        await self._call(_publish, (site_id, banner_version, consent_revision, texts, now))
+
+    async def banner_version(self, site_id: str, banner_version: str) -> dict[str, Any] | None:
+        result: dict[str, Any] | None = await self._call(_version, site_id, banner_version)
+        return result
+
+    async def list_versions(self, site_id: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._call(_versions, site_id)
+        return result
+
+
+def _write(conn: sqlite3.Connection, rows: list[tuple[str, str, str, str, str]]) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.executemany("INSERT OR IGNORE INTO consent_records VALUES (?, ?, ?, ?, ?)", rows)
+        conn.executemany(_UPSERT_LATEST, [(r[1], r[2], r[0], r[3], r[4]) for r in rows])
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _history(conn: sqlite3.Connection, site: str, subject_id: str) -> dict[str, Any]:
+    latest = conn.execute(
+        "SELECT body FROM latest_state WHERE site = ? AND subject_id = ?", (site, subject_id)
+    ).fetchone()
+    rows = conn.execute(
+        "SELECT body FROM consent_records WHERE site = ? AND subject_id = ? "
+        "ORDER BY recorded_at DESC, record_id DESC LIMIT ?",
+        (site, subject_id, HISTORY_LIMIT),
+    ).fetchall()
+    return {
+        "current": orjson.loads(latest[0]) if latest else None,
+        "history": [orjson.loads(r[0]) for r in rows],
+    }
+
+
+def _publish(conn: sqlite3.Connection, row: tuple[str, str, str, str, str]) -> None:
+    conn.execute("INSERT OR IGNORE INTO banner_versions VALUES (?, ?, ?, ?, ?)", row)
+
+
+def _versions(conn: sqlite3.Connection, site: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT banner_version, consent_revision, published_at FROM banner_versions "
+        "WHERE site = ? ORDER BY published_at DESC, banner_version",
+        (site,),
+    ).fetchall()
+    return [
+        {"banner_version": r[0], "consent_revision": r[1], "published_at": r[2]} for r in rows
+    ]
+
+
+def _version(conn: sqlite3.Connection, site: str, version: str) -> dict[str, Any] | None:
+    row = conn.execute(
+        "SELECT consent_revision, texts, published_at FROM banner_versions "
+        "WHERE site = ? AND banner_version = ?",
+        (site, version),
+    ).fetchone()
+    if row is None:
+        return None
+    return {
+        "site": site,
+        "banner_version": version,
+        "consent_revision": row[0],
+        "texts": orjson.loads(row[1]),
+        "published_at": row[2],
+    }
