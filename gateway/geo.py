@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import functools
 import ipaddress
+import itertools
 import logging
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -355,9 +356,8 @@ class GeoDatabase:
                 for _ in reader:
                     pass
                 return "full"
-            for seen, _ in enumerate(reader):
-                if seen >= SAMPLE_WALK_NETWORKS:
-                    break
+            for _ in itertools.islice(reader, SAMPLE_WALK_NETWORKS):
+                pass
             # Not security: a fixed seed so the same file is always checked the same way.
             rng = random.Random(node_count)  # noqa: S311
             for i in range(SAMPLE_LOOKUPS):
