@@ -1,0 +1,244 @@
+"""Shared helpers for the recording tests: a throw-away PostgreSQL database, free ports,
+the demo site as the serving side would hand it over, and a small app with the recording
+routes on stand-ins of the lead's ``Gateway`` (same attributes, built from real values)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from starlette.applications import Starlette
+
+from gateway import jurisdictions
+from gateway.model import ConsentRecord, Region, Site
+from gateway.recording import Uuid7Clock, rfc3339_utc
+from gateway.recording_service import RecordingService
+from gateway.serving import Visitor
+from gateway.settings import Settings
+from gateway.sitefile import read_site
+from gateway.web import records
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN_DSN = os.environ.get("TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+ORIGIN = "http://127.0.0.1:8000"
+
+
+def dsn_for(name: str, port: int = 5432) -> str:
+    return f"postgresql://postgres@127.0.0.1:{port}/{name}"
+
+
+@contextlib.asynccontextmanager
+async def scratch_database() -> AsyncIterator[str]:
+    """A uniquely named database, dropped (with its connections) afterwards."""
+    name = f"cg_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield name
+    finally:
+        admin = await asyncpg.connect(ADMIN_DSN)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture
+async def pg_dsn() -> AsyncIterator[str]:
+    async with scratch_database() as name:
+        yield dsn_for(name)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class SiteBundle:
+    """The fields of the lead's catalog.SiteBundle the recording path reads."""
+
+    site: Site
+    banner_version: str
+    consent_revision: str
+    known_versions: frozenset[str]
+
+
+@functools.cache
+def demo_bundle() -> SiteBundle:
+    """The real demo site, with a fixed version (the translations are not needed here)."""
+    site = read_site(ROOT / "banners" / "demo")
+    return SiteBundle(site, "v-test-1", "rev-test-1", frozenset({"v-test-1", "v-test-0"}))
+
+
+def all_choices(value: bool) -> dict[str, bool]:
+    return {p.id: value for p in demo_bundle().site.optional_purposes}
+
+
+def consent_body(bundle: SiteBundle, subject: str, action: str = "accept_all", **extra: Any) -> dict[str, Any]:
+    value = action == "accept_all"
+    choices = {p.id: value for p in bundle.site.optional_purposes}
+    return {
+        "subject_id": subject,
+        "banner_version": bundle.banner_version,
+        "action": action,
+        "choices": choices,
+        **extra,
+    }
+
+
+@dataclass
+class StandInCatalog:
+    bundles: Mapping[str, SiteBundle]
+
+    def get(self, site_id: str) -> SiteBundle | None:
+        return self.bundles.get(site_id)
+
+
+class StandInGateway:
+    """The two things the records handlers read from the lead's Gateway."""
+
+    def __init__(self, bundles: Mapping[str, SiteBundle]) -> None:
+        self.catalog = StandInCatalog(bundles)
+
+    def visitor(self, request: Any, bundle: SiteBundle) -> Visitor:
+        country = request.headers.get("x-test-country", "DE")
+        region = Region(country=country, subdivision=None, source="header")
+        rule = jurisdictions.rule_for(region, bundle.site.rule_overrides)
+        gpc = request.headers.get("sec-gpc", "").strip() == "1"
+        ip = request.client.host if request.client else None
+        return Visitor(ip=ip, region=region, gpc=gpc, language="en", rule=rule)
+
+
+def recording_app(settings: Settings) -> Starlette:
+    """The recording routes with the real RecordingService and a stand-in serving side."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        bundle = demo_bundle()
+        app.state.gateway = StandInGateway({bundle.site.id: bundle})
+        app.state.recording = RecordingService(settings)
+        await app.state.recording.start()
+        try:
+            yield
+        finally:
+            await app.state.recording.stop()
+
+    return Starlette(routes=records.routes(), lifespan=lifespan)
+
+
+def recording_app_from_env() -> Starlette:
+    """uvicorn --factory entry for the crash and outage tests (settings from GATEWAY_*)."""
+    from gateway.settings import load_settings
+
+    return recording_app(load_settings())
+
+
+class TcpProxy:
+    """A loopback TCP proxy the outage test stops and restarts to cut PostgreSQL off."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    async def stop(self) -> None:
+        """Refuse new connections and cut every open one."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+        for task in list(self._pipes):
+            task.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers.update((writer, up_writer))
+        for src, dst in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pipe(src, dst))
+            self._pipes.add(task)
+            task.add_done_callback(self._pipes.discard)
+
+    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        try:
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+        except (OSError, asyncio.CancelledError):
+            pass
+        finally:
+            dst.transport.abort()
+            self._writers.discard(dst)
+
+
+_CLOCK_NS = [1_767_225_600_000_000_000]
+
+
+def make_record(
+    subject: str = "subject-1",
+    *,
+    site: str = "demo",
+    key: str | None = None,
+    recorded_at: str | None = None,
+    record_id: str | None = None,
+    analytics: bool = True,
+    **changes: Any,
+) -> ConsentRecord:
+    """A plausible stored record with a fresh time-ordered id."""
+    _CLOCK_NS[0] += 1_000
+    rid, ns = _TEST_CLOCK.next(_CLOCK_NS[0])
+    data = dict(
+        record_id=record_id or rid,
+        recorded_at=recorded_at or rfc3339_utc(ns),
+        site=site,
+        subject_id=subject,
+        banner_version="v-test-1",
+        consent_revision="rev-test-1",
+        action="custom",
+        choices={"necessary": True, "analytics": analytics, "marketing": False},
+        channel="web",
+        language="en",
+        rule_id="eu-gdpr",
+        region_country="DE",
+        region_subdivision=None,
+        region_source="header",
+        gpc=False,
+        ip_truncated="203.0.113.0/24",
+        user_agent="pytest",
+        origin=ORIGIN,
+        page_url="https://shop.example/",
+        node_id="test-node",
+        idempotency_key=key,
+    )
+    data.update(changes)
+    return ConsentRecord(**data)  # type: ignore[arg-type]
+
+
+_TEST_CLOCK = Uuid7Clock()

@@ -1,0 +1,154 @@
+"""The durable outbox: group commit, bounds, idempotency, dead letters, corruption."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import Unavailable
+from gateway.outbox import Outbox
+from tests.pg import make_record
+
+
+async def opened(tmp_path: Path, **kwargs: object) -> Outbox:
+    outbox = Outbox(tmp_path / "outbox.sqlite3", **kwargs)  # type: ignore[arg-type]
+    await outbox.open()
+    return outbox
+
+
+async def test_append_claim_ack_and_reopen(tmp_path: Path) -> None:
+    outbox = await opened(tmp_path)
+    records = [make_record(f"s{i}") for i in range(5)]
+    for r in records:
+        answer = await outbox.append(r, f"receipt-{r.record_id}")
+        assert (answer.record_id, answer.duplicate) == (r.record_id, False)
+    assert outbox.depth == 5 and outbox.oldest_age() is not None
+    claimed = await outbox.claim(3)
+    assert [i.record() for i in claimed] == records[:3]
+    assert [i.record_id for i in await outbox.claim(10)] == [r.record_id for r in records[3:]]
+    assert await outbox.claim(10) == []
+    await outbox.ack(i.seq for i in claimed)
+    assert outbox.depth == 2
+    await outbox.close()
+
+    again = await opened(tmp_path)
+    assert again.depth == 2
+    assert [i.record() for i in await again.claim(10)] == records[3:]
+    await again.close()
+
+
+async def test_concurrent_appends_share_commits(tmp_path: Path) -> None:
+    outbox = await opened(tmp_path, durability="power")
+    records = [make_record(f"s{i}") for i in range(300)]
+    answers = await asyncio.gather(*(outbox.append(r, "x") for r in records))
+    assert {a.record_id for a in answers} == {r.record_id for r in records}
+    assert outbox.commits < 100  # one fsync'd commit serves many waiting requests
+    await outbox.close()
+    with sqlite3.connect(tmp_path / "outbox.sqlite3") as conn:
+        assert conn.execute("SELECT count(*) FROM outbox").fetchone()[0] == 300
+
+
+@pytest.mark.parametrize(("durability", "level"), [("power", 2), ("process", 1)])
+async def test_durability_modes_set_synchronous(
+    tmp_path: Path, durability: str, level: int
+) -> None:
+    outbox = await opened(tmp_path, durability=durability)
+    sync = await outbox._submit(lambda c: c.execute("PRAGMA synchronous").fetchone()[0])
+    mode = await outbox._submit(lambda c: c.execute("PRAGMA journal_mode").fetchone()[0])
+    assert (sync, mode) == (level, "wal")
+    await outbox.close()
+
+
+async def test_same_idempotency_key_returns_the_original(tmp_path: Path) -> None:
+    outbox = await opened(tmp_path)
+    first = await outbox.append(make_record("a", key="k1"), "receipt-1")
+    # Concurrent retries land in one group commit: still one record.
+    retries = await asyncio.gather(*(outbox.append(make_record("a", key="k1"), "r") for _ in range(5)))
+    other_site = await outbox.append(make_record("a", key="k1", site="shop"), "receipt-2")
+    assert all((a.record_id, a.receipt, a.duplicate) == (first.record_id, "receipt-1", True)
+               for a in retries)
+    assert not other_site.duplicate and other_site.record_id != first.record_id
+    assert outbox.depth == 2
+    await outbox.close()
+
+
+async def test_full_outbox_answers_unavailable_and_never_drops(tmp_path: Path) -> None:
+    outbox = await opened(tmp_path, max_records=3, retry_after=7)
+    for i in range(3):
+        await outbox.append(make_record(f"s{i}"), "x")
+    with pytest.raises(Unavailable) as info:
+        await outbox.append(make_record("overflow"), "x")
+    assert info.value.retry_after == 7
+    claimed = await outbox.claim(1)
+    await outbox.ack([claimed[0].seq])
+    await outbox.append(make_record("fits-again"), "x")
+    assert outbox.depth == 3
+    await outbox.close()
+
+
+async def test_cancelled_request_still_commits(tmp_path: Path) -> None:
+    outbox = await opened(tmp_path)
+    task = asyncio.create_task(outbox.append(make_record("gone"), "x"))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await outbox.close()
+    reopened = await opened(tmp_path)
+    assert [i.record().subject_id for i in await reopened.claim(5)] == ["gone"]
+    await reopened.close()
+
+
+async def test_dead_letters_keep_the_reason_and_replay(tmp_path: Path) -> None:
+    outbox = await opened(tmp_path)
+    for i in range(3):
+        await outbox.append(make_record(f"s{i}"), "x")
+    items = await outbox.claim(3)
+    await outbox.dead_letter([(items[1], "postgres", "value too long")])
+    assert outbox.depth == 2
+    dead = await outbox.dead_letters()
+    assert [(d.record_id, d.sink, d.reason) for d in dead] == [
+        (items[1].record_id, "postgres", "value too long")
+    ]
+    assert await outbox.replay() == 1
+    assert await outbox.dead_letter_count() == 0
+    again = await outbox.claim(10)
+    assert [i.record_id for i in again] == [items[1].record_id]
+    assert again[0].body == items[1].body
+    await outbox.close()
+
+
+async def test_closed_outbox_refuses(tmp_path: Path) -> None:
+    outbox = await opened(tmp_path)
+    await outbox.close()
+    with pytest.raises(Unavailable):
+        await outbox.append(make_record(), "x")
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncate"])
+async def test_corrupt_outbox_is_quarantined_not_lost(tmp_path: Path, damage: str) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    outbox = await opened(tmp_path, durability="process")
+    await asyncio.gather(
+        *(outbox.append(make_record(f"s{i}", user_agent="u" * 300), "x") for i in range(400))
+    )
+    await outbox.close()
+    with sqlite3.connect(path) as conn:  # fold the WAL in so the damage hits real pages
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = path.read_bytes()
+    if damage == "garbage":
+        path.write_bytes(b"this is not a database" * 100)
+    else:
+        path.write_bytes(data[: len(data) // 3])
+    damaged = path.read_bytes()
+
+    fresh = await opened(tmp_path)
+    assert fresh.quarantined is not None
+    assert fresh.quarantined.read_bytes() == damaged
+    assert fresh.depth == 0 and fresh.writable
+    await fresh.append(make_record("after"), "x")
+    assert fresh.depth == 1
+    await fresh.close()

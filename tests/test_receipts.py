@@ -1,0 +1,109 @@
+"""Receipts prove a record's content and name its subject; any tampering is refused."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import stat
+from pathlib import Path
+
+import orjson
+import pytest
+
+from gateway.errors import ConfigError
+from gateway.model import ConsentRecord
+from gateway.receipts import KEY_FILE, InvalidReceipt, Receipts, content_hash, load_key
+from gateway.settings import Settings
+
+RECORD = ConsentRecord(
+    record_id="018f2b6e-0000-7000-8000-000000000001",
+    recorded_at="2026-01-01T00:00:00.000001Z",
+    site="demo",
+    subject_id="subject-1",
+    banner_version="v1",
+    consent_revision="r1",
+    action="custom",
+    choices={"necessary": True, "analytics": False},
+    channel="web",
+    language="de",
+    rule_id="eu-gdpr",
+    region_country="DE",
+    region_subdivision=None,
+    region_source="header",
+    gpc=False,
+    ip_truncated="203.0.113.0/24",
+    user_agent="UA",
+    origin="http://127.0.0.1:8000",
+    page_url="",
+    node_id="n1",
+)
+SIGNER = Receipts(b"k" * 32)
+
+
+def test_round_trip_carries_the_identity_and_the_content_hash() -> None:
+    claims = SIGNER.verify(SIGNER.issue(RECORD))
+    assert (claims.site, claims.subject_id, claims.record_id) == (
+        "demo", "subject-1", RECORD.record_id,
+    )
+    assert claims.content_hash == content_hash(RECORD)
+    assert SIGNER.proves(SIGNER.issue(RECORD), RECORD)
+
+
+def test_a_changed_record_is_not_proven() -> None:
+    token = SIGNER.issue(RECORD)
+    altered = dataclasses.replace(RECORD, choices={"necessary": True, "analytics": True})
+    assert not SIGNER.proves(token, altered)
+
+
+def _forge_payload(token: str, **changes: str) -> str:
+    _, payload, signature = token.split(".")
+    data = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    data.update(changes)
+    forged = base64.urlsafe_b64encode(orjson.dumps(data)).rstrip(b"=").decode()
+    return f"v1.{forged}.{signature}"
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda t: _forge_payload(t, u="someone-else"),
+        lambda t: _forge_payload(t, s="other-site"),
+        lambda t: t[:-2] + ("AA" if not t.endswith("AA") else "BB"),
+        lambda t: t.replace("v1.", "v2.", 1),
+        lambda t: t.rsplit(".", 1)[0],
+        lambda t: t + "é",
+        lambda t: "",
+        lambda t: "v1.." ,
+        lambda t: "v1." + "A" * 2000 + ".x",
+        lambda t: Receipts(b"z" * 32).issue(RECORD),
+    ],
+)
+def test_tampered_tokens_are_refused(tamper: object) -> None:
+    token = tamper(SIGNER.issue(RECORD))  # type: ignore[operator]
+    with pytest.raises(InvalidReceipt) as info:
+        SIGNER.verify(token)
+    assert info.value.status_code == 403
+
+
+def test_signed_garbage_payload_is_refused_cleanly() -> None:
+    payload = base64.urlsafe_b64encode(b"[1,2]").rstrip(b"=").decode()
+    token = f"v1.{payload}.{SIGNER._sign(payload)}"
+    with pytest.raises(InvalidReceipt):
+        SIGNER.verify(token)
+
+
+def test_generated_key_is_private_and_stable(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    first = load_key(settings)
+    path = tmp_path / "data" / KEY_FILE
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_key(settings) == first and len(first) >= 32
+    token = Receipts(first).issue(RECORD)
+    assert Receipts.from_settings(settings).verify(token).record_id == RECORD.record_id
+
+
+def test_configured_key_wins_and_short_key_file_is_refused(tmp_path: Path) -> None:
+    assert load_key(Settings(data_dir=tmp_path, receipt_key="secret")) == b"secret"
+    (tmp_path / KEY_FILE).write_bytes(b"short")
+    with pytest.raises(ConfigError):
+        load_key(Settings(data_dir=tmp_path))
