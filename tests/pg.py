@@ -90,7 +90,9 @@ def all_choices(value: bool) -> dict[str, bool]:
     return {p.id: value for p in demo_bundle().site.optional_purposes}
 
 
-def consent_body(bundle: SiteBundle, subject: str, action: str = "accept_all", **extra: Any) -> dict[str, Any]:
+def consent_body(
+    bundle: SiteBundle, subject: str, action: str = "accept_all", **extra: Any
+) -> dict[str, Any]:
     value = action == "accept_all"
     choices = {p.id: value for p in bundle.site.optional_purposes}
     return {

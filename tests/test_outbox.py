@@ -25,7 +25,8 @@ async def test_append_claim_ack_and_reopen(tmp_path: Path) -> None:
     for r in records:
         answer = await outbox.append(r, f"receipt-{r.record_id}")
         assert (answer.record_id, answer.duplicate) == (r.record_id, False)
-    assert outbox.depth == 5 and outbox.oldest_age() is not None
+    assert outbox.depth == 5
+    assert outbox.oldest_age() is not None
     claimed = await outbox.claim(3)
     assert [i.record() for i in claimed] == records[:3]
     assert [i.record_id for i in await outbox.claim(10)] == [r.record_id for r in records[3:]]
@@ -66,11 +67,14 @@ async def test_same_idempotency_key_returns_the_original(tmp_path: Path) -> None
     outbox = await opened(tmp_path)
     first = await outbox.append(make_record("a", key="k1"), "receipt-1")
     # Concurrent retries land in one group commit: still one record.
-    retries = await asyncio.gather(*(outbox.append(make_record("a", key="k1"), "r") for _ in range(5)))
+    retries = await asyncio.gather(
+        *(outbox.append(make_record("a", key="k1"), "r") for _ in range(5))
+    )
     other_site = await outbox.append(make_record("a", key="k1", site="shop"), "receipt-2")
     assert all((a.record_id, a.receipt, a.duplicate) == (first.record_id, "receipt-1", True)
                for a in retries)
-    assert not other_site.duplicate and other_site.record_id != first.record_id
+    assert not other_site.duplicate
+    assert other_site.record_id != first.record_id
     assert outbox.depth == 2
     await outbox.close()
 
@@ -148,7 +152,8 @@ async def test_corrupt_outbox_is_quarantined_not_lost(tmp_path: Path, damage: st
     fresh = await opened(tmp_path)
     assert fresh.quarantined is not None
     assert fresh.quarantined.read_bytes() == damaged
-    assert fresh.depth == 0 and fresh.writable
+    assert fresh.depth == 0
+    assert fresh.writable
     await fresh.append(make_record("after"), "x")
     assert fresh.depth == 1
     await fresh.close()

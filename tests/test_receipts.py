@@ -97,7 +97,8 @@ def test_generated_key_is_private_and_stable(tmp_path: Path) -> None:
     first = load_key(settings)
     path = tmp_path / "data" / KEY_FILE
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert load_key(settings) == first and len(first) >= 32
+    assert load_key(settings) == first
+    assert len(first) >= 32
     token = Receipts(first).issue(RECORD)
     assert Receipts.from_settings(settings).verify(token).record_id == RECORD.record_id
 

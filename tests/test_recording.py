@@ -186,7 +186,8 @@ def test_enrich_never_keeps_the_raw_ip_and_bounds_headers() -> None:
     record = enrich(consent, context, record_id="r", recorded_at="t", node_id="n")
     assert record.ip_truncated == "203.0.113.0/24"
     assert "203.0.113.77" not in orjson.dumps(record.as_json()).decode()
-    assert record.user_agent.startswith("UAxx") and len(record.user_agent) == 512
+    assert record.user_agent.startswith("UAxx")
+    assert len(record.user_agent) == 512
     assert (record.language, record.rule_id, record.gpc) == ("de", "eu-gdpr", True)
     assert (record.region_country, record.region_source) == ("DE", "header")
     assert record.consent_revision == "rev1"
@@ -196,7 +197,8 @@ def test_uuid7_layout_and_order() -> None:
     clock = Uuid7Clock()
     base_ns = 1_767_225_600_123_000_000
     ids = [clock.next(base_ns)[0] for _ in range(5000)]  # same millisecond: counter overflows
-    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
     first = uuid.UUID(ids[0])
     assert first.version == 7
     assert first.variant == uuid.RFC_4122

@@ -60,7 +60,8 @@ async def test_newer_record_wins_even_when_it_arrives_first(store: PostgresStore
     await store.write_batch([newer])
     await store.write_batch([older])
     current = (await store.subject_history("demo", "a"))["current"]
-    assert current["record_id"] == newer.record_id and current["choices"]["analytics"] is False
+    assert current["record_id"] == newer.record_id
+    assert current["choices"]["analytics"] is False
     # Both in one batch, oldest last: still the newest.
     newest = make_record("a")
     await store.write_batch([newest, make_record("b"), older])
@@ -90,7 +91,8 @@ async def test_banner_versions(store: PostgresStore) -> None:
     await store.publish_version("demo", "v1", "r1", texts)
     await store.publish_version("demo", "v1", "r1", {"de": {"title": "geändert"}})
     stored = await store.banner_version("demo", "v1")
-    assert stored is not None and stored["texts"] == texts
+    assert stored is not None
+    assert stored["texts"] == texts
     assert [v["banner_version"] for v in await store.list_versions("demo")] == ["v1"]
 
 

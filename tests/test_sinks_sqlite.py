@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from gateway.errors import ConfigError
+from gateway.settings import Settings
 from gateway.sinks import open_sinks, store_for
 from gateway.sinks.postgres import PostgresStore
 from gateway.sinks.sqlite import SqliteStore
 from gateway.sinks.webhook import WebhookSink
-from gateway.errors import ConfigError
-from gateway.settings import Settings
 from tests.pg import make_record
 
 
@@ -58,7 +58,8 @@ async def test_banner_versions_keep_the_first_texts(store: SqliteStore) -> None:
     await store.publish_version("demo", "v1", "r1", texts)
     await store.publish_version("demo", "v1", "r1", {"en": {"title": "changed"}})
     stored = await store.banner_version("demo", "v1")
-    assert stored is not None and stored["texts"] == texts
+    assert stored is not None
+    assert stored["texts"] == texts
     assert [v["banner_version"] for v in await store.list_versions("demo")] == ["v1"]
     assert await store.banner_version("demo", "v0") is None
 
