@@ -15,7 +15,7 @@ import hashlib
 import json
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from importlib import resources
 from types import MappingProxyType
 from typing import Any, get_args
@@ -111,6 +111,8 @@ def _load() -> tuple[dict[str, Rule], dict[str, str], str, dict[str, tuple[str, 
             problem = None if name in ("regions", "law") else field_problem(name, value, categories)
             if problem:
                 raise ConfigError(problem, where=f"{where}: templates.{rule_id}.{name}")
+        if not set(fields.get("exempt_purposes", [])) <= set(categories):
+            raise ConfigError("a template exempts categories only", where=f"{where}: {rule_id}")
         if set(fields.get("consent_mode", {})) != set(CONSENT_MODE_TYPES):
             raise ConfigError("consent_mode must set all 7 types", where=f"{where}: {rule_id}")
         rules[rule_id] = _build_rule(rule_id, fields)
@@ -135,11 +137,18 @@ NATIONAL_AGE_OF_CONSENT: Mapping[str, int] = MappingProxyType(_ages)
 _STRICTEST = RULES[STRICTEST_RULE_ID]
 # Hot-path tables: country → rule, and country → {subdivision suffix → rule}.
 _BY_COUNTRY: dict[str, Rule] = {c: RULES[r] for c, r in REGION_RULES.items() if "-" not in c}
-_BY_SUBDIVISION: dict[str, dict[str, Rule]] = {}
-for _code, _rid in REGION_RULES.items():
-    if "-" in _code:
-        _c, _s = _code.split("-", 1)
-        _BY_SUBDIVISION.setdefault(_c, {})[_s] = RULES[_rid]
+
+
+def _subdivision_table() -> dict[str, dict[str, Rule]]:
+    table: dict[str, dict[str, Rule]] = {}
+    for code, rule_id in REGION_RULES.items():
+        if "-" in code:
+            country, sub = code.split("-", 1)
+            table.setdefault(country, {})[sub] = RULES[rule_id]
+    return table
+
+
+_BY_SUBDIVISION = _subdivision_table()
 
 
 def _base_rule(country: str | None, sub: str | None) -> Rule:
@@ -189,7 +198,9 @@ def _region_problem(key: object) -> str | None:
     return 'malformed region code; use "DE", "US-CA" (ISO 3166-1/-2) or "*" for every region'
 
 
-def _override_problems(label: str, override: Any) -> list[str]:
+def _override_problems(
+    label: str, override: Any, purpose_ids: Collection[str] | None = None
+) -> list[str]:
     if not isinstance(override, Mapping):
         return [f'{label}: expected a table of rule fields, e.g. rule = "gdpr" or gpc = true']
     problems = []
@@ -205,14 +216,22 @@ def _override_problems(label: str, override: Any) -> list[str]:
             problem = field_problem(name, value, EXEMPT_CATEGORIES)
             if problem:
                 problems.append(f"{label}.{name}: {problem}")
+            elif name == "exempt_purposes" and purpose_ids is not None:
+                unknown = [v for v in value if v not in EXEMPT_CATEGORIES and v not in purpose_ids]
+                if unknown:
+                    problems.append(f"{label}.exempt_purposes: unknown {unknown} (hint: a purpose "
+                                    f"id of this site or one of {', '.join(EXEMPT_CATEGORIES)})")
     if override.get("model") == "opt-in" and override.get("default_granted") is True:
         problems.append(f"{label}: model 'opt-in' cannot have default_granted = true "
                         "(hint: opt-in means nothing optional is on before a choice)")
     return problems
 
 
-def validate_overrides(overrides: Any) -> list[str]:
-    """Every problem in a site's rule overrides, each naming the region key and field."""
+def validate_overrides(overrides: Any, purpose_ids: Collection[str] | None = None) -> list[str]:
+    """Every problem in a site's rule overrides, each naming the region key and field.
+
+    Given the site's ``purpose_ids``, ``exempt_purposes`` entries are checked against them too.
+    """
     if not overrides:
         return []
     if not isinstance(overrides, Mapping):
@@ -223,7 +242,7 @@ def validate_overrides(overrides: Any) -> list[str]:
         region_problem = _region_problem(key)
         if region_problem:
             problems.append(f"{label}: {region_problem}")
-        problems.extend(_override_problems(label, override))
+        problems.extend(_override_problems(label, override, purpose_ids))
     return problems
 
 
@@ -314,7 +333,11 @@ _SITE_RULES: dict[int, tuple[Mapping[str, Mapping[str, Any]], _SiteRules]] = {}
 
 
 def rule_for(region: Region, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Rule:
-    """The rule for a visitor's region, with a site's overrides; unknown fails closed."""
+    """The rule for a visitor's region, with a site's overrides; unknown fails closed.
+
+    Resolved rules are memoised per overrides object, so treat a site's overrides as immutable
+    (the catalog builds a new Site on reload) and expect the same Rule object for the same input.
+    """
     if not overrides:
         return _base_rule(region.country, region.subdivision)
     entry = _SITE_RULES.get(id(overrides))

@@ -332,6 +332,15 @@ def test_validate_overrides(overrides: dict[Any, Any], fragments: list[str]) -> 
         assert any(fragment in problem for problem in problems), (fragment, problems)
 
 
+def test_validate_overrides_checks_exempt_purposes_against_the_site() -> None:
+    overrides = {"FR": {"exempt_purposes": ["analytics", "audience", "stats"]}}
+    assert j.validate_overrides(overrides) == []
+    assert j.validate_overrides(overrides, purpose_ids={"audience", "marketing"}) == [
+        "\"FR\".exempt_purposes: unknown ['stats'] (hint: a purpose id of this site or one of "
+        "analytics, functionality, security)"
+    ]
+
+
 def test_validate_overrides_rejects_a_non_table() -> None:
     assert j.validate_overrides(["US-CA"]) == [
         'expected tables keyed by region, e.g. [rules."US-CA"] rule = "ccpa"'
