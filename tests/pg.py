@@ -9,8 +9,9 @@ import contextlib
 import functools
 import os
 import socket
+import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -244,3 +245,12 @@ def make_record(
 
 
 _TEST_CLOCK = Uuid7Clock()
+
+
+async def eventually(predicate: Callable[[], bool], within: float = 10.0) -> None:
+    """Poll until the predicate holds, or fail the test after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)

@@ -1,0 +1,163 @@
+"""The forwarder: delivery, backoff with jitter and a cap, dead letters, replay, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from prometheus_client import generate_latest
+
+from gateway.forwarder import Forwarder, backoff_delay, outbox_replay, outbox_status
+from gateway.outbox import FILE_NAME, Outbox
+from gateway.recording_service import RecordingService
+from gateway.settings import Settings
+from gateway.sinks.postgres import PostgresStore
+from gateway.sinks.sqlite import SqliteStore
+from tests.pg import eventually, free_port, make_record, pg_dsn  # noqa: F401
+
+
+def test_backoff_grows_with_jitter_and_stops_at_the_cap() -> None:
+    rng = random.Random(7)
+    for attempt in range(40):
+        step = min(2.0, 0.05 * 2**attempt)
+        delays = {backoff_delay(attempt, cap=2.0, rng=rng) for _ in range(20)}
+        assert all(step / 2 <= d <= step for d in delays)
+        assert len(delays) > 1  # jittered, so nodes retrying together spread out
+    assert max(backoff_delay(10_000, cap=2.0, rng=rng) for _ in range(100)) <= 2.0
+
+
+async def test_delivers_everything_and_reports_metrics(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / FILE_NAME, durability="process")
+    await outbox.open()
+    store = SqliteStore(tmp_path / "store.sqlite3")
+    await store.open()
+    records = [make_record(f"s{i % 10}") for i in range(2500)]
+    await asyncio.gather(*(outbox.append(r, "x") for r in records))
+    forwarder = Forwarder(outbox, [store], batch_size=1000)
+    forwarder.start()
+    await eventually(lambda: outbox.depth == 0)
+    history = await store.subject_history("demo", "s3")
+    assert len(history["history"]) == 250
+    assert (forwarder.forwarded, forwarder.batches) == (2500, 3)
+    late = make_record("late")
+    await outbox.append(late, "x")  # wakes the idle forwarder at once
+    await eventually(lambda: forwarder.forwarded == 2501, within=2)
+
+    from prometheus_client import CollectorRegistry
+
+    from gateway.forwarder import ForwarderCollector
+
+    registry = CollectorRegistry()
+    registry.register(ForwarderCollector(forwarder))
+    text = generate_latest(registry).decode()
+    assert "consent_outbox_depth 0.0" in text
+    assert "consent_forwarder_records_total 2501.0" in text
+    assert "consent_forwarder_batches_total 4.0" in text
+    assert "consent_outbox_oldest_age_seconds 0.0" in text
+    await forwarder.stop(drain=1)
+    await outbox.close()
+    await store.close()
+
+
+async def test_unreachable_store_backs_off_with_jitter_up_to_the_cap(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / FILE_NAME, durability="process")
+    await outbox.open()
+    await outbox.append(make_record("waiting"), "x")
+    dead_port = PostgresStore(
+        f"postgresql://postgres@127.0.0.1:{free_port()}/x", connect_timeout=1
+    )
+    forwarder = Forwarder(outbox, [dead_port], base_backoff=0.005, max_backoff=0.04)
+    forwarder.start()
+    await eventually(lambda: len(forwarder.delays) >= 8)
+    started = time.monotonic()
+    await forwarder.stop(drain=0.2)  # bounded: gives up on the backlog, keeps it
+    assert time.monotonic() - started < 1.0
+    assert forwarder.failures >= 8
+    assert forwarder.last_error is not None
+    assert "postgres" in forwarder.last_error
+    assert all(d <= 0.04 for d in forwarder.delays)
+    assert forwarder.delays[0] < 0.005 < max(forwarder.delays)  # it grew
+    assert outbox.depth == 1  # nothing lost
+    await outbox.close()
+    await dead_port.close()
+
+
+async def test_stop_drains_the_backlog_first(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / FILE_NAME, durability="process")
+    await outbox.open()
+    store = SqliteStore(tmp_path / "store.sqlite3")
+    await store.open()
+    forwarder = Forwarder(outbox, [store], batch_size=100)
+    forwarder.start()
+    await asyncio.gather(*(outbox.append(make_record(f"d{i}"), "x") for i in range(1000)))
+    await forwarder.stop(drain=10)
+    assert outbox.depth == 0
+    assert forwarder.forwarded == 1000
+    await outbox.close()
+    await store.close()
+
+
+async def test_undecodable_row_is_dead_lettered_not_retried_forever(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / FILE_NAME, durability="process")
+    await outbox.open()
+    good = make_record("good")
+    await outbox.append(good, "x")
+    await outbox.close()
+    with sqlite3.connect(tmp_path / FILE_NAME) as conn:
+        conn.execute("INSERT INTO outbox (record_id, queued_ns, body) VALUES ('bad', 0, x'00ff')")
+    await outbox.open()
+    store = SqliteStore(tmp_path / "store.sqlite3")
+    await store.open()
+    forwarder = Forwarder(outbox, [store])
+    forwarder.start()
+    await eventually(lambda: outbox.depth == 0)
+    dead = await outbox.dead_letters()
+    assert [(d.record_id, d.sink) for d in dead] == [("bad", "outbox")]
+    assert "undecodable" in dead[0].reason
+    assert (await store.subject_history("demo", "good"))["current"]["record_id"] == good.record_id
+    await forwarder.stop(drain=1)
+    await outbox.close()
+    await store.close()
+
+
+@pytest.mark.postgres
+async def test_refused_record_goes_to_dead_letters_and_replays(
+    tmp_path: Path, pg_dsn: str  # noqa: F811
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path, store_url=pg_dsn, durability="process", node_id="n", shutdown_drain=5
+    )
+    service = RecordingService(settings)
+    await service.start()
+    poison = make_record("poison", user_agent="nul\x00")  # PostgreSQL text refuses NUL
+    fine = [make_record(f"ok{i}") for i in range(3)]
+    for r in [fine[0], poison, *fine[1:]]:
+        await service.outbox.append(r, "x")
+    assert service.forwarder is not None
+    forwarder = service.forwarder
+    await eventually(lambda: forwarder.forwarded == 3 and forwarder.dead_lettered == 1)
+    await service.stop()
+
+    status = await outbox_status(settings)
+    assert status["depth"] == 0
+    assert status["dead_letters"] == 1
+    sample = status["dead_letter_sample"][0]
+    assert (sample["record_id"], sample["sink"]) == (poison.record_id, "postgres")
+    assert "refused" in sample["reason"]
+
+    assert await outbox_replay(settings) == 1
+    assert (await outbox_status(settings))["depth"] == 1
+    service = RecordingService(settings)
+    await service.start()
+    assert service.forwarder is not None
+    forwarder = service.forwarder
+    await eventually(lambda: forwarder.dead_lettered == 1)  # still poison: back to dead letters
+    for r in fine:
+        history = await service.history("demo", r.subject_id)
+        assert [h["record_id"] for h in history["history"]] == [r.record_id]
+    await service.stop()
+    assert (await outbox_status(settings))["dead_letters"] == 1
