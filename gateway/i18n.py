@@ -229,15 +229,24 @@ def _best(wanted: _Tag, offers: Sequence[_Offer]) -> str | None:
     return chosen
 
 
+# One-way pairs from CLDR's languageMatching (languageInfo.xml), which Babel does not ship: a
+# reader of the first is well served by the second when the site does not offer the first.
+_SUBSTITUTES: Mapping[str, str] = {"yue": "zh_Hant", "gsw": "de", "lb": "de"}
+
+
 def _negotiate(preferred: Sequence[str], offers: Sequence[_Offer], default: str) -> str:
     for range_ in preferred:
         if range_ == "*":
             return default
         wanted = _analyse(range_)
-        if wanted is not None:
-            found = _best(wanted, offers)
-            if found is not None:
-                return found
+        if wanted is None:
+            continue
+        found = _best(wanted, offers)
+        substitute = _SUBSTITUTES.get(wanted.identifier.partition("_")[0])
+        if found is None and substitute is not None:
+            found = _best(_analyse(substitute) or wanted, offers)
+        if found is not None:
+            return found
     return default
 
 
@@ -248,6 +257,7 @@ def negotiate(preferred: Sequence[str], available: Sequence[str], default: str) 
     es-MX → es_419, no → nb, en-GB → en. Scripts never cross (zh-TW does not get zh_Hans),
     but regions do within a language: a pt-PT visitor gets pt_BR when the site has no `pt` or
     `pt_PT`, since Brazilian Portuguese serves them better than the default language would.
+    A few CLDR one-way substitutes apply when nothing else matched (yue → zh_Hant, gsw → de).
     """
     return _negotiate(preferred, _offers(available), default)
 
@@ -269,13 +279,16 @@ class Negotiator:
         self._lock = threading.Lock()
 
     def choose(self, accept_language: str | None, lang_param: str | None) -> str:
-        """The locale for this request; raises BadRequest for a malformed header or `?lang=`."""
+        """The locale for this request; raises BadRequest for a malformed header or `?lang=`.
+
+        An empty `?lang=` (a form or URL template left blank) means no override.
+        """
         key = (accept_language, lang_param)
         with self._lock:
             cached = self._cache.get(key)
         if cached is not None:
             return cached
-        preferred = [parse_lang_param(lang_param)] if lang_param is not None else []
+        preferred = [parse_lang_param(lang_param)] if lang_param else []
         if accept_language:
             preferred += [range_ for range_, _q in parse_accept_language(accept_language)]
         chosen = _negotiate(preferred, self._offers, self.default)

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from babel.messages.catalog import Catalog
 from babel.messages.pofile import read_po
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.errors import BadRequest, ConfigError
 from gateway.i18n import (
@@ -177,6 +179,12 @@ WIDE = ["en", "de", "pt_BR", "zh_Hans", "zh_Hant", "es", "es_419", "nb", "ar"]
         (["nl-BE"], SITE, "nl"),
         (["it-CH"], SITE, "it"),
         (["iw"], ["en", "he"], "he"),  # deprecated language code
+        # CLDR one-way substitutes, only when the language itself is not offered.
+        (["yue-HK"], SITE, "zh_Hant"),
+        (["yue"], ["en", "zh_Hans"], "en"),
+        (["yue"], ["en", "zh_Hant", "yue"], "yue"),
+        (["gsw-CH"], SITE, "de"),
+        (["lb"], SITE, "de"),
         # Order: the first range that matches wins, however specific a later one is.
         (["fr-CH", "fr", "de"], SITE, "fr"),
         (["sv", "da", "de"], SITE, "de"),
@@ -284,6 +292,7 @@ def test_parse_lang_param_rejects(value: str) -> None:
         ("de-DE,de;q=0.9", "sv", "de"),  # an unoffered override falls through to the header
         (None, "sv", "en"),
         (None, "pt-PT", "pt_BR"),
+        ("ja", "", "ja"),  # a blank ?lang= is no override
     ],
 )
 def test_negotiator_choose(
@@ -322,6 +331,29 @@ def test_negotiator_validates_the_site() -> None:
     with pytest.raises(ConfigError, match="unknown locale 'xx'"):
         Negotiator(["en", "xx"], "en")
     assert Negotiator(DEMO_LOCALES, DEMO_DEFAULT).choose("zh-HK", None) == "zh_Hant"
+
+
+HEADERS = st.text(max_size=80) | st.lists(
+    st.sampled_from(["de", "zh-TW", "pt_br", "*", ";q=0.5", ";q=0", ",", " ", "x", "-"])
+).map("".join)
+DEMO_NEGOTIATOR = Negotiator(SITE, "en")
+
+
+@settings(max_examples=150, deadline=None)
+@given(HEADERS)
+def test_any_header_is_either_parsed_or_rejected_cleanly(header: str) -> None:
+    outcome: tuple[tuple[str, float], ...] | BadRequest
+    try:
+        outcome = parse_accept_language(header)
+    except BadRequest as error:
+        outcome = error
+    if isinstance(outcome, BadRequest):
+        assert outcome.field == "Accept-Language"
+    else:
+        weights = [q for _, q in outcome]
+        assert weights == sorted(weights, reverse=True)
+        assert all(0 < q <= 1 for q in weights)
+        assert DEMO_NEGOTIATOR.choose(header, None) in SITE
 
 
 # ---------------------------------------------------------------- bcp47, direction
