@@ -2,11 +2,14 @@
 
 The templates and the region map are data, in ``gateway/rules/jurisdictions.toml``. Lookup is
 most specific first (``US-CA``, then ``US``); anything unmapped or unknown gets
-``STRICTEST_RULE_ID``. A site's overrides (``[rules."<region>"]`` in its site.toml) are layered
-from least to most specific (``"*"``, then the country, then the subdivision): the most specific
-layer that names ``rule = "<template>"`` picks the template, then every layer's field changes
-apply in that order. A rule changed by an override gets a derived id (``gdpr+1a2b3c4d``) so that
-caches and consent records never mistake it for the shipped template.
+``STRICTEST_RULE_ID``. A site's overrides (``[rules."<region>"]`` in its site.toml) join that
+map: the template is the one named by the most specific code, the site's ``rule = "…"`` winning
+over the shipped map at the same code, ``"*"`` standing for every region nothing maps (so
+``[rules."US"] rule = "ccpa"`` covers the states without a rule of their own, and US-TX keeps
+``us-states`` unless ``[rules."US-TX"]`` names another). Field changes then apply to a code and
+everything under it, from ``"*"`` to the country to the subdivision. A rule changed by a field
+gets a derived id (``gdpr+1a2b3c4d``) so that caches and consent records never mistake it for
+the shipped template.
 """
 
 from __future__ import annotations
@@ -300,6 +303,14 @@ class _SiteRules:
             self._by_region[key] = rule
         return rule
 
+    def _template(self, codes: list[str]) -> Rule:
+        """The most specific code that names a template, the site's before the shipped map's."""
+        for code in reversed(codes):
+            rule_id = self._overrides.get(code, {}).get("rule") or REGION_RULES.get(code)
+            if rule_id:
+                return RULES[rule_id]
+        return _STRICTEST
+
     def _resolve(self, country: str | None, sub: str | None) -> Rule:
         country = country.strip().upper() if country else None
         sub = sub.strip().upper() if sub else None
@@ -309,11 +320,9 @@ class _SiteRules:
             if sub:
                 codes.append(f"{country}-{sub}")
         layers = [self._overrides[c] for c in codes if c in self._overrides]
-        base = _base_rule(country, sub)
+        base = self._template(codes)
         fields: dict[str, Any] = {}
         for layer in layers:
-            if "rule" in layer:
-                base = RULES[layer["rule"]]
             for name, value in layer.items():
                 if name == "consent_mode":
                     fields["consent_mode"] = {**fields.get("consent_mode", {}), **value}

@@ -201,10 +201,17 @@ def test_exemption_by_site_purpose_id() -> None:
 @pytest.mark.parametrize(
     ("overrides", "country", "subdivision", "expected"),
     [
-        # Site overrides beat the shipped map; among them the most specific layer wins.
-        ({"US": {"rule": "gdpr"}}, "US", "CA", {"id": "gdpr"}),
+        # The most specific code naming a template wins; the site's wins at the same code.
+        ({"US": {"rule": "gdpr"}}, "US", "FL", {"id": "gdpr"}),
+        ({"US": {"rule": "gdpr"}}, "US", None, {"id": "gdpr"}),
+        ({"US": {"rule": "gdpr"}}, "US", "CA", {"id": "ccpa"}),  # US-CA has a rule of its own
         ({"US": {"rule": "gdpr"}}, "DE", None, {"id": "gdpr"}),
-        ({"*": {"rule": "gdpr"}}, "CN", None, {"id": "gdpr"}),
+        ({"US-TX": {"rule": "ccpa"}}, "US", "TX", {"id": "ccpa"}),
+        ({"DE": {"rule": "uk"}}, "DE", "BY", {"id": "uk"}),
+        # "*" stands for every region nothing else maps: it replaces the fail-closed default.
+        ({"*": {"rule": "gdpr"}}, "MX", None, {"id": "gdpr"}),
+        ({"*": {"rule": "gdpr"}}, None, None, {"id": "gdpr"}),
+        ({"*": {"rule": "gdpr"}}, "CN", None, {"id": "pipl"}),
         ({"*": {"rule": "gdpr"}, "US-CA": {"rule": "ccpa"}}, "US", "CA", {"id": "ccpa"}),
         ({"US-CA": {"reject_on_first_layer": True}}, "US", "CA",
          {"reject_on_first_layer": True, "gpc": True, "model": "opt-out"}),
@@ -213,11 +220,15 @@ def test_exemption_by_site_purpose_id() -> None:
          {"reprompt_after_refusal_days": 90, "model": "opt-in"}),
         ({"*": {"reprompt_after_refusal_days": 90}, "DE": {"reprompt_after_refusal_days": 30}},
          "DE", None, {"reprompt_after_refusal_days": 30}),
-        # Field changes layer from "*" to the subdivision, on the template picked last.
-        ({"*": {"reject_on_first_layer": True}, "US": {"rule": "us-states"},
-          "US-CA": {"gpc": False}}, "US", "CA",
+        # Field changes apply to a code and everything under it, from "*" to the subdivision.
+        ({"*": {"reject_on_first_layer": True}, "US": {"rule": "us-states", "gpc": False},
+          "US-CA": {"do_not_sell_link": False}}, "US", "CA",
+         {"reject_on_first_layer": True, "gpc": False, "do_not_sell_link": False,
+          "limit_sensitive_link": True}),
+        ({"*": {"reject_on_first_layer": True}, "US": {"rule": "us-states", "gpc": False},
+          "US-CA": {"do_not_sell_link": False}}, "US", "FL",
          {"reject_on_first_layer": True, "gpc": False, "do_not_sell_link": True,
-          "limit_sensitive_link": False}),
+          "limit_sensitive_link": False, "age_of_consent": 18}),
         # A new model brings its own defaults unless the override states them.
         ({"US-CA": {"model": "opt-in"}}, "US", "CA",
          {"default_granted": False, "consent_mode": {
