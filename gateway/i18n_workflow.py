@@ -15,6 +15,7 @@ from babel.messages.catalog import Catalog
 from babel.messages.extract import DEFAULT_KEYWORDS, extract
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import PoFileError, read_po, write_po
+from jinja2 import Environment, TemplateSyntaxError
 
 from gateway import texts as builtin_texts
 from gateway.catalog import DEFAULT_TEMPLATES, PACKAGE_DIR
@@ -98,6 +99,12 @@ def template_messages(path: Path, root: Path) -> Iterator[tuple[str | tuple[str,
                                                                 list[str], str | None]]:
     """`_()`, `gettext`, `ngettext` and `{% trans %}` messages of one Jinja2 template."""
     where = _relative(path, root)
+    source = path.read_text(encoding="utf-8")
+    try:  # jinja2's extractor silently skips a broken template; translators would lose strings
+        Environment(autoescape=True, extensions=["jinja2.ext.i18n"]).parse(source)
+    except TemplateSyntaxError as exc:
+        raise ConfigError(f"template syntax: {exc.message}", where=f"{path}:{exc.lineno}",
+                          hint="fix the template (`consent-gateway check` shows it too)") from exc
     with path.open("rb") as fp:
         for lineno, message, comments, context in extract(
             "jinja2.ext:babel_extract", fp, keywords=DEFAULT_KEYWORDS, comment_tags=COMMENT_TAGS,
@@ -121,13 +128,8 @@ def build_template(site: Site, site_dir: Path, root: Path) -> Catalog:
     for msgid, location, comment in site_messages(site, site_dir / "site.toml", root):
         _add(catalog, msgid, location, [comment], None)
     for path in template_files(site_dir):
-        try:
-            for message, location, comments, context in template_messages(path, root):
-                _add(catalog, message, location, comments, context)
-        except Exception as exc:  # a syntax error is jinja2's; report it with the file
-            raise ConfigError(f"cannot extract strings: {exc}", where=str(path),
-                              hint="fix the template (`consent-gateway check` shows the line)"
-                              ) from exc
+        for message, location, comments, context in template_messages(path, root):
+            _add(catalog, message, location, comments, context)
     return catalog
 
 
@@ -251,7 +253,8 @@ def update_site(settings: Settings, site: Site) -> list[str]:
         catalog.update(template, no_fuzzy_matching=False)
         added = [m for m in catalog if m.id and m.id not in before]
         fuzzy = [m for m in catalog if m.id and m.fuzzy]
-        _write_atomic(path, _po_bytes(catalog))
+        # `#| msgid` lines show translators what the fuzzy entry used to say.
+        _write_atomic(path, _po_bytes(catalog, include_previous=True))
         lines.append(f"{_relative(path, root)}: {len(catalog)} messages, {len(added)} new, "
                      f"{len(fuzzy)} fuzzy, {len(catalog.obsolete)} obsolete")
     if not lines:

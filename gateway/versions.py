@@ -46,16 +46,11 @@ async def stored_versions(settings: Settings, site_id: str) -> list[dict[str, An
     if not settings.store_url and not (settings.data_dir / FILE_NAME).exists():
         return []  # the embedded store does not exist until the gateway first runs
     store = store_for(settings)
-    lister = getattr(store, "list_versions", None)
-    if lister is None:
-        raise ConfigError(f"the {store.name} store cannot list versions",
-                          hint="upgrade the gateway")
     await store.open()
     try:
-        rows: list[dict[str, Any]] = await lister(site_id)
+        return await store.list_versions(site_id)
     finally:
         await store.close()
-    return rows
 
 
 async def list_versions(settings: Settings, site: str) -> list[str]:
