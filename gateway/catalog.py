@@ -90,7 +90,8 @@ class SiteBundle:
 def load_site(site_dir: Path, locales_dir: Path) -> SiteBundle:
     """Read, validate and version one site; raises ConfigError naming file, key and hint."""
     site = read_site(site_dir)
-    problems = jurisdictions.validate_overrides(site.rule_overrides)
+    problems = jurisdictions.validate_overrides(
+        site.rule_overrides, purpose_ids={p.id for p in site.purposes})
     if problems:
         raise ConfigError(problems[0], where=f"{site_dir / 'site.toml'}: rules",
                           hint="see the rule table in the README")

@@ -117,9 +117,7 @@ class Renderer:
             }
             for p in site.purposes
         ]
-        mode_defaults = consent_mode.defaults(rule, site)
-        if gpc_applied:
-            mode_defaults = {**mode_defaults, **consent_mode.update(site, defaults)}
+        mode_defaults = consent_mode.defaults(rule, site, gpc=gpc_applied)
         language = bcp47(locale)
         text_dir = direction(locale)
         site_info = {
