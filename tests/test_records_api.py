@@ -1,0 +1,172 @@
+"""The recording endpoints end to end on a real RecordingService (stand-in serving side)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from starlette.testclient import TestClient
+
+from gateway.model import ConsentRecord
+from gateway.receipts import Receipts
+from gateway.settings import Settings
+from tests.pg import ORIGIN, consent_body, demo_bundle, free_port, recording_app
+
+BUNDLE = demo_bundle()
+URL = "/v1/sites/demo/consents"
+
+
+def make_settings(tmp_path: Path, **changes: object) -> Settings:
+    base = Settings(data_dir=tmp_path / "data", durability="process", node_id="node-a")
+    return base.replace(**changes)
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    with TestClient(recording_app(make_settings(tmp_path))) as c:
+        yield c
+
+
+def wait_delivered(client: TestClient) -> None:
+    deadline = time.monotonic() + 10
+    while client.app.state.recording.outbox.depth:  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_post_records_and_answers_with_a_receipt(client: TestClient, tmp_path: Path) -> None:
+    r = client.post(
+        URL,
+        json=consent_body(BUNDLE, "sub-1", page_url="https://shop.example/a"),
+        headers={"Origin": ORIGIN, "Sec-GPC": "1", "X-Test-Country": "FR", "User-Agent": "UA/1"},
+    )
+    assert r.status_code == 201
+    body = r.json()
+    assert set(body) == {"record_id", "recorded_at", "receipt"}
+    assert r.headers["access-control-allow-origin"] == ORIGIN
+    assert r.headers["cache-control"] == "no-store"
+    claims = Receipts.from_settings(make_settings(tmp_path)).verify(body["receipt"])
+    assert (claims.site, claims.subject_id) == ("demo", "sub-1")
+    assert claims.record_id == body["record_id"]
+
+    wait_delivered(client)
+    h = client.get("/v1/sites/demo/subjects/sub-1/consents",
+                   headers={"Authorization": f"Bearer {body['receipt']}", "Origin": ORIGIN})
+    assert h.status_code == 200
+    data = h.json()
+    assert data["choices"] == {"necessary": True, "analytics": True, "marketing": True,
+                               "personalization": True}
+    stored = data["current"]
+    assert stored["record_id"] == body["record_id"]
+    assert (stored["gpc"], stored["region_country"], stored["user_agent"]) == (True, "FR", "UA/1")
+    assert (stored["node_id"], stored["origin"], stored["banner_version"]) == (
+        "node-a", ORIGIN, BUNDLE.banner_version)
+    assert stored["consent_revision"] == BUNDLE.consent_revision
+    signer = Receipts.from_settings(make_settings(tmp_path))
+    assert signer.proves(body["receipt"], ConsentRecord.from_json(stored))
+
+
+def test_beacon_text_plain_is_accepted(client: TestClient) -> None:
+    r = client.post(URL, content=orjson.dumps(consent_body(BUNDLE, "beacon", "reject_all")),
+                    headers={"Content-Type": "text/plain;charset=UTF-8", "Origin": ORIGIN})
+    assert r.status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "code", "field"),
+    [
+        ({"content": b"{", "headers": {"Content-Type": "application/json"}},
+         400, "invalid_json", None),
+        ({"content": b"{}", "headers": {"Content-Type": "application/xml"}},
+         415, "unsupported_media_type", None),
+        ({"content": b"x" * 20000, "headers": {"Content-Type": "application/json"}},
+         413, "body_too_large", None),
+        ({"json": {**consent_body(BUNDLE, "s"), "banner_version": "gone"}},
+         422, "unknown_banner_version", "banner_version"),
+        ({"json": {**consent_body(BUNDLE, "s"), "choices": {"analytics": True}}},
+         422, "missing_choice", "choices.marketing"),
+        ({"json": consent_body(BUNDLE, "s"), "headers": {"Origin": "https://evil.example"}},
+         403, "origin_not_allowed", None),
+    ],
+)  # fmt: skip
+def test_bad_requests_are_json_and_record_nothing(
+    client: TestClient, kwargs: dict[str, object], status: int, code: str, field: str | None
+) -> None:
+    r = client.post(URL, **kwargs)  # type: ignore[arg-type]
+    assert r.status_code == status
+    assert r.json()["error"] == code
+    assert r.json().get("field") == field
+    assert client.app.state.recording.outbox.depth == 0  # type: ignore[attr-defined]
+    assert client.app.state.recording.outbox.commits == 0  # type: ignore[attr-defined]
+
+
+def test_unknown_site_is_404(client: TestClient) -> None:
+    r = client.post("/v1/sites/nope/consents", json=consent_body(BUNDLE, "s"))
+    assert (r.status_code, r.json()["error"]) == (404, "unknown_site")
+
+
+def test_preflight_only_for_allowed_origins(client: TestClient) -> None:
+    ok = client.options(URL, headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"})
+    assert ok.status_code == 204
+    assert ok.headers["access-control-allow-origin"] == ORIGIN
+    assert "POST" in ok.headers["access-control-allow-methods"]
+    assert "Origin" in ok.headers["vary"]
+    bad = client.options(URL, headers={"Origin": "https://evil.example",
+                                       "Access-Control-Request-Method": "POST"})
+    assert bad.status_code == 403
+    assert "access-control-allow-origin" not in bad.headers
+
+
+def test_same_idempotency_key_returns_the_same_receipt(client: TestClient) -> None:
+    body = consent_body(BUNDLE, "sub-2", idempotency_key="click-42")
+    first = client.post(URL, json=body)
+    again = client.post(URL, json=body)
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert first.json() == again.json()
+    assert again.headers["idempotent-replayed"] == "true"
+    wait_delivered(client)
+    h = client.get("/v1/sites/demo/subjects/sub-2/consents",
+                   params={"receipt": first.json()["receipt"]})
+    assert len(h.json()["history"]) == 1
+
+
+def test_history_needs_a_receipt_of_that_subject(client: TestClient) -> None:
+    receipt = client.post(URL, json=consent_body(BUNDLE, "sub-3")).json()["receipt"]
+    other = client.post(URL, json=consent_body(BUNDLE, "sub-4")).json()["receipt"]
+    base = "/v1/sites/demo/subjects/sub-3/consents"
+    cases = [
+        ({}, "receipt_required"),
+        ({"Authorization": f"Bearer {other}"}, "forbidden"),
+        ({"Authorization": f"Bearer {receipt[:-3]}xyz"}, "invalid_receipt"),
+        ({"Authorization": "Basic abc"}, "receipt_required"),
+    ]
+    for headers, code in cases:
+        r = client.get(base, headers=headers)
+        assert (r.status_code, r.json()["error"]) == (403, code)
+    assert client.get(base, headers={"Authorization": f"Bearer {receipt}"}).status_code == 200
+
+
+def test_full_outbox_answers_503_with_retry_after(tmp_path: Path) -> None:
+    # The store is unreachable, so nothing drains and the one-record outbox stays full.
+    settings = make_settings(
+        tmp_path, outbox_max_records=1,
+        store_url=f"postgresql://postgres@127.0.0.1:{free_port()}/none", shutdown_drain=0.1,
+    )  # fmt: skip
+    with TestClient(recording_app(settings)) as client:
+        first = client.post(URL, json=consent_body(BUNDLE, "a"))
+        assert first.status_code == 201
+        r = client.post(URL, json=consent_body(BUNDLE, "b"))
+        assert r.status_code == 503
+        assert r.json()["error"] == "unavailable"
+        assert int(r.headers["retry-after"]) > 0
+        health = client.app.state.recording.health()  # type: ignore[attr-defined]
+        assert health["outbox_depth"] == 1
+        assert health["outbox_writable"] is True
+        # Reading history needs the store: unreachable is a 503, never a 500.
+        h = client.get("/v1/sites/demo/subjects/a/consents",
+                       headers={"Authorization": "Bearer " + first.json()["receipt"]})
+        assert h.status_code == 503
+        assert "retry-after" in h.headers
