@@ -172,7 +172,8 @@ def check_templates(bundle: SiteBundle, report: CheckReport) -> None:
     for path in sorted(bundle.directory.rglob("*.html")):
         if path.relative_to(bundle.directory).as_posix() not in render.TEMPLATES:
             report.warn(str(path), f"not one of {', '.join(render.TEMPLATES)}: used only if "
-                        "another template includes it")
+                        "another template includes it",
+                        "to change a built-in template, use its exact file name")
     report.errors.extend(template_findings(bundle))
 
 

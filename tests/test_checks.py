@@ -1,0 +1,173 @@
+"""`check`: every problem a marketer or translator can make is reported with file, key and hint."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from babel.messages.pofile import read_po, write_po
+
+from gateway import checks
+from gateway.catalog import load_site
+from gateway.cli import main
+from gateway.errors import ConfigError
+from gateway.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    shutil.copytree(ROOT / "banners" / "demo", tmp_path / "banners" / "demo")
+    shutil.copytree(ROOT / "locales", tmp_path / "locales")
+    # Three locales keep each full check (every locale and rule rendered) well under a second.
+    toml = tmp_path / "banners" / "demo" / "site.toml"
+    lines = toml.read_text(encoding="utf-8").splitlines()
+    toml.write_text("\n".join('locales = ["en", "de", "fr"]' if line.startswith("locales =")
+                              else line for line in lines) + "\n", encoding="utf-8")
+    return Settings(banners_dir=tmp_path / "banners", locales_dir=tmp_path / "locales",
+                    data_dir=tmp_path / "data", reload=False)
+
+
+def _po(settings: Settings, locale: str = "de") -> Path:
+    return settings.locales_dir / locale / "LC_MESSAGES" / "demo.po"
+
+
+def _translate(settings: Settings, msgid: str | tuple[str, str], string: str | tuple[str, ...],
+               *, fuzzy: bool = False, locale: str = "de") -> None:
+    """Edit one entry as a .po editor would, adding it if the catalog lacks it."""
+    path = _po(settings, locale)
+    with path.open("rb") as fp:
+        catalog = read_po(fp, locale=locale)
+    key = msgid[0] if isinstance(msgid, tuple) else msgid
+    message = catalog.get(key) or catalog.add(msgid)
+    message.string = string
+    if fuzzy:
+        message.flags.add("fuzzy")
+    with path.open("wb") as fp:
+        write_po(fp, catalog)
+
+
+def _template(settings: Settings, name: str, text: str) -> None:
+    (settings.banners_dir / "demo" / name).write_text(text, encoding="utf-8")
+
+
+def _append_toml(settings: Settings, text: str) -> None:
+    toml = settings.banners_dir / "demo" / "site.toml"
+    toml.write_text(toml.read_text(encoding="utf-8") + text, encoding="utf-8")
+
+
+def test_shipped_tree_has_no_errors_and_full_coverage() -> None:
+    report = checks.run_checks(Settings(banners_dir=ROOT / "banners",
+                                        locales_dir=ROOT / "locales", reload=False))
+    assert report.errors == []
+    coverage = [line for line in report.notes if "translated (" in line]
+    assert len(coverage) == 11  # every locale of the demo but the default one
+    assert all("100% translated" in line for line in coverage)
+    assert report.lines()[-1].startswith("ok: 0 error(s)")
+
+
+Edit = Callable[[Settings], None]
+CASES: list[tuple[str, Edit, str, str, str]] = [
+    # (name, edit, level, where ends with, message part)
+    ("fuzzy", lambda s: _translate(s, "Accept all", "Alle annehmen", fuzzy=True),
+     "warning", "de/LC_MESSAGES/demo.po", "fuzzy entry 'Accept all': compile skips it"),
+    ("untranslated", lambda s: _translate(s, "Reject all", ""),
+     "warning", "de/LC_MESSAGES/demo.po", "1 untranslated: 'Reject all'"),
+    ("missing from catalog",
+     lambda s: _append_toml(s, '\n[texts]\ntitle = "Cookies, but fair"\n'),
+     "warning", "de/LC_MESSAGES/demo.po", "1 msgid(s) missing from the catalog"),
+    ("stale template",
+     lambda s: _append_toml(s, '\n[texts]\ntitle = "Cookies, but fair"\n'),
+     "warning", "locales/demo.pot", "the template lacks 1 of the site's texts"),
+    ("untranslated plural",
+     lambda s: (_template(s, "banner.html", '{% extends "default:banner.html" %}{% block footer'
+                          ' %}{{ ngettext("%(num)d partner", "%(num)d partners", 3) }}'
+                          "{% endblock %}"),
+                _translate(s, ("%(num)d partner", "%(num)d partners"), ("%(num)d Partner", ""))),
+     "warning", "de/LC_MESSAGES/demo.po", "plural forms missing in '%(num)d partner'"),
+    ("placeholder",
+     lambda s: (_template(s, "banner.html", '{% extends "default:banner.html" %}{% block footer'
+                          ' %}{{ _("Sold by %(name)s", name=site.name) }}{% endblock %}'),
+                _translate(s, "Sold by %(name)s", "Verkauft von %(nom)s")),
+     "error", "de/LC_MESSAGES/demo.po", "placeholders differ from the source"),
+    ("placeholder breaks rendering",
+     lambda s: (_template(s, "banner.html", '{% extends "default:banner.html" %}{% block footer'
+                          ' %}{{ _("Sold by %(name)s", name=site.name) }}{% endblock %}'),
+                _translate(s, "Sold by %(name)s", "Verkauft von %(nom)s")),
+     "error", "banners/demo", "render error: KeyError: 'nom'"),
+    ("unsafe html", lambda s: _translate(s, "Customize", '<img src=x onerror="alert(1)">'),
+     "error", "de/LC_MESSAGES/demo.po", "HTML outside the allow-list in 'Customize'"),
+    ("syntax", lambda s: _template(s, "banner.html", '{% extends "default:banner.html" %}\n'
+                                   "{% block title %}{{ texts.title }{% endblock %}"),
+     "error", "banners/demo/banner.html:2", "template syntax: unexpected '}'"),
+    ("undefined variable",
+     lambda s: _template(s, "preferences.html", '{% extends "default:preferences.html" %}'
+                         "{% block intro %}{{ texts.intro }}{% endblock %}"),
+     "error", "banners/demo", "has no attribute 'intro'"),
+    ("unknown template name", lambda s: _template(s, "baner.html", "<p>typo</p>"),
+     "warning", "banners/demo/baner.html", "not one of banner.html, preferences.html"),
+    ("po syntax", lambda s: _po(s).write_text('msgid "x"\nmsgstr "y"\nbroken line\n'),
+     "error", "de/LC_MESSAGES/demo.po", "invalid catalog"),
+    ("locale not offered",
+     lambda s: None, "warning", "es/LC_MESSAGES/demo.po",
+     "locale 'es' has a catalog but is not offered"),
+    ("unknown rule", lambda s: _append_toml(s, '\n[rules."DE"]\nrule = "gdrp"\n'),
+     "error", "site.toml: rules", "unknown template 'gdrp'"),
+    ("short token", lambda s: None, "warning", "GATEWAY_ADMIN_TOKEN", "shorter than 16"),
+]
+
+
+@pytest.mark.parametrize(("name", "edit", "level", "where", "message"), CASES,
+                         ids=[c[0] for c in CASES])
+def test_each_problem_is_found_where_it_is(
+    settings: Settings, name: str, edit: Edit, level: str, where: str, message: str
+) -> None:
+    edit(settings)
+    if name == "short token":
+        settings = settings.replace(admin_token="secret")
+    report = checks.run_checks(settings)
+    found = report.errors if level == "error" else report.warnings
+    hits = [f for f in found if f.where.endswith(where) and message in f.message]
+    assert hits, "\n".join(report.lines())
+    assert all(f.hint for f in hits)
+    if level == "warning":
+        assert report.errors == [], "\n".join(report.lines())
+
+
+def test_coverage_line_counts_fuzzy_and_untranslated(settings: Settings) -> None:
+    _translate(settings, "Accept all", "Alle annehmen", fuzzy=True)
+    _translate(settings, "Reject all", "")
+    report = checks.run_checks(settings)
+    assert "  de: 93% translated (28/30), 1 fuzzy, 1 untranslated" in report.notes
+    assert "  fr: 100% translated (30/30)" in report.notes
+
+
+def test_validate_bundle_refuses_a_template_no_visitor_could_see(settings: Settings) -> None:
+    _template(settings, "banner.html", '{% extends "default:banner.html" %}'
+              "{% block title %}{{ title }}{% endblock %}")
+    bundle = load_site(settings.banners_dir / "demo", settings.locales_dir)
+    with pytest.raises(ConfigError) as info:
+        checks.validate_bundle(bundle)
+    assert "'title' is undefined" in info.value.message
+
+
+def test_lines_end_with_a_verdict(settings: Settings) -> None:
+    _translate(settings, "Customize", "<script>x</script>")
+    lines = checks.run_checks(settings).lines()
+    assert lines[-1].startswith("FAILED: 1 error(s), ")
+    assert any(line.startswith("error: ") and "(hint: " in line for line in lines)
+
+
+@pytest.mark.parametrize(("edit", "code"), [(False, 0), (True, 1)])
+def test_cli_exit_code_follows_errors(
+    settings: Settings, capsys: pytest.CaptureFixture[str], edit: bool, code: int
+) -> None:
+    if edit:
+        _translate(settings, "Save choices", "%(x)s speichern")
+    argv = ["check", "--banners-dir", str(settings.banners_dir), "--locales-dir",
+            str(settings.locales_dir), "--data-dir", str(settings.data_dir)]
+    assert main(argv) == code
+    assert "site demo: banner_version" in capsys.readouterr().out
