@@ -37,5 +37,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings), base_url="http://127.0.0.1:8000") as c:
+    # The peer is the loopback proxy the default settings trust, so CDN headers count.
+    with TestClient(create_app(settings), base_url="http://127.0.0.1:8000",
+                    client=("127.0.0.1", 50000)) as c:
         yield c
