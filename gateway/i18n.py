@@ -44,6 +44,7 @@ def _excerpt(text: str) -> str:
     return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
+@lru_cache(maxsize=1024)  # a few hundred ranges cover nearly all real headers
 def _canonical_case(range_: str) -> str:
     """RFC 5646 §2.1.1 case and "-": language lower, script title, region upper, the rest lower."""
     if "-" not in range_ and "_" not in range_:
@@ -192,41 +193,47 @@ def _chain(identifier: str, default_script: str | None) -> tuple[str, ...]:
     return tuple(chain)
 
 
-class _Offer(NamedTuple):
+class _Candidate(NamedTuple):
+    """An offered locale as seen from one of its CLDR ancestors."""
+
+    distance: int  # steps from the offer up to that ancestor: 0 is the offer itself
+    order: int  # position in the site's list
+    region: str | None  # the offer's maximized region
     identifier: str  # exactly as the site spells it (its locales/ folder)
-    tag: _Tag
 
 
-def _offers(available: Sequence[str]) -> tuple[_Offer, ...]:
-    offers = []
-    for identifier in available:
+# CLDR ancestor (e.g. "pt", "zh_Hant", "en_001") → the offers that descend from it.
+_Index = Mapping[str, tuple[_Candidate, ...]]
+
+
+def _index(available: Sequence[str]) -> _Index:
+    """Index the site's locales by every CLDR ancestor, so a lookup walks one short chain."""
+    index: dict[str, list[_Candidate]] = {}
+    for order, identifier in enumerate(available):
         tag = _analyse(identifier)
         if tag is None or tag.script is None:  # no script: CLDR does not know the language
             raise ConfigError(
                 f"unknown locale {identifier!r}",
                 hint="use a Babel/CLDR identifier such as 'de', 'pt_BR', 'zh_Hant' or 'es_419'",
             )
-        offers.append(_Offer(identifier, tag))
-    return tuple(offers)
+        for distance, ancestor in enumerate(tag.chain):
+            candidate = _Candidate(distance, order, tag.region, identifier)
+            index.setdefault(ancestor, []).append(candidate)
+    return {ancestor: tuple(candidates) for ancestor, candidates in index.items()}
 
 
-def _best(wanted: _Tag, offers: Sequence[_Offer]) -> str | None:
+def _best(wanted: _Tag, index: _Index) -> str | None:
     """The offer sharing the most specific CLDR ancestor with the wanted tag, if any.
 
     Ties prefer the offer closest to that ancestor (`pt` over `pt_BR` for pt-PT), then the
     one in the wanted tag's likely region (pt_BR over pt_PT for plain `pt`), then site order.
     """
-    best: tuple[int, int, bool, int] | None = None
-    chosen = None
-    for order, offer in enumerate(offers):
-        for depth, ancestor in enumerate(wanted.chain):
-            if ancestor in offer.tag.chain:
-                other_region = offer.tag.region != wanted.region
-                score = (depth, offer.tag.chain.index(ancestor), other_region, order)
-                if best is None or score < best:
-                    best, chosen = score, offer.identifier
-                break
-    return chosen
+    for ancestor in wanted.chain:
+        candidates = index.get(ancestor)
+        if candidates:
+            best = min(candidates, key=lambda c: (c.distance, c.region != wanted.region, c.order))
+            return best.identifier
+    return None
 
 
 # One-way pairs from CLDR's languageMatching (languageInfo.xml), which Babel does not ship: a
@@ -234,7 +241,7 @@ def _best(wanted: _Tag, offers: Sequence[_Offer]) -> str | None:
 _SUBSTITUTES: Mapping[str, str] = {"yue": "zh_Hant", "gsw": "de", "lb": "de"}
 
 
-def _negotiate(preferred: Sequence[str], offers: Sequence[_Offer], default: str) -> str:
+def _negotiate(preferred: Sequence[str], offers: _Index, default: str) -> str:
     for range_ in preferred:
         if range_ == "*":
             return default
@@ -259,7 +266,7 @@ def negotiate(preferred: Sequence[str], available: Sequence[str], default: str) 
     `pt_PT`, since Brazilian Portuguese serves them better than the default language would.
     A few CLDR one-way substitutes apply when nothing else matched (yue → zh_Hant, gsw → de).
     """
-    return _negotiate(preferred, _offers(available), default)
+    return _negotiate(preferred, _index(available), default)
 
 
 class Negotiator:
@@ -273,7 +280,7 @@ class Negotiator:
             )
         self.available = tuple(available)
         self.default = default
-        self._offers = _offers(available)
+        self._offers = _index(available)
         self._cache: LRUCache[tuple[str | None, str | None], str] = LRUCache(cache_size)
         # LRUCache reorders itself on reads; the lock keeps it sound if a thread pool calls us.
         self._lock = threading.Lock()
