@@ -23,6 +23,10 @@ PLACEHOLDER = "__CG_CONFIG__"
 # first visit inside the 7 KB budget (the JSON /config endpoint still carries everything).
 SCRIPT_TEXTS = frozenset({"saved"})
 HTML_ONLY_PURPOSE_FIELDS = frozenset({"name", "description", "recipients", "retention"})
+HTML_ONLY_KEYS = ("privacy_policy_url", "controller")
+SCRIPT_RULE_FIELDS = frozenset(
+    {"id", "model", "gpc", "default_granted", "reprompt_days", "reprompt_after_refusal_days"}
+)
 
 # Characters that JSON allows but an inline <script> or a pre-ES2019 parser does not.
 _SCRIPT_ESCAPES: tuple[tuple[bytes, bytes], ...] = (
@@ -42,9 +46,26 @@ def script_json(value: Any) -> bytes:
     return data
 
 
+def source_hash(source: bytes) -> str:
+    """The hash static/build.mjs writes into the build's first line."""
+    return hashlib.sha256(source).hexdigest()[:16]
+
+
+def fresh_build(path: Path, source: bytes) -> str | None:
+    """The terser build (``npm run build``) if it exists and was made from ``source``."""
+    try:
+        first, _, code = path.read_text(encoding="utf-8").partition("\n")
+    except OSError:
+        return None
+    return code.strip() if first == f"/*! consent.js {source_hash(source)} */" else None
+
+
 @dataclass(frozen=True)
 class Snippet:
     """The minified consent.js split around its config placeholder, and the minified CSS."""
+
+    # The JS is static/consent.min.js (terser, `npm run build`) while that build matches
+    # consent.js, else consent.js through rjsmin: a stale build is never served.
 
     head: bytes
     tail: bytes
@@ -58,7 +79,7 @@ class Snippet:
         js_path = static_dir / "consent.js"
         css_path = static_dir / "consent.css"
         try:
-            js_source = js_path.read_text(encoding="utf-8")
+            js_source = js_path.read_bytes()
             css_source = css_path.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(
@@ -66,7 +87,10 @@ class Snippet:
                 hint="static/ must hold consent.js and consent.css",
                 where=str(static_dir),
             ) from exc
-        js: str = rjsmin.jsmin(js_source)
+        js = fresh_build(static_dir / "consent.min.js", js_source)
+        if js is None:
+            # No build, or a stale one: whitespace/comment minification keeps it correct.
+            js = rjsmin.jsmin(js_source.decode("utf-8"))
         parts = js.split(PLACEHOLDER)
         if len(parts) != 2:
             raise ConfigError(
@@ -88,6 +112,10 @@ class Snippet:
         slim.setdefault("css", self.css)
         if isinstance(slim.get("texts"), Mapping):
             slim["texts"] = {k: v for k, v in slim["texts"].items() if k in SCRIPT_TEXTS}
+        if isinstance(slim.get("rule"), Mapping):
+            slim["rule"] = {k: v for k, v in slim["rule"].items() if k in SCRIPT_RULE_FIELDS}
+        for key in HTML_ONLY_KEYS:
+            slim.pop(key, None)
         if isinstance(slim.get("purposes"), list):
             slim["purposes"] = [
                 {k: v for k, v in p.items() if k not in HTML_ONLY_PURPOSE_FIELDS}

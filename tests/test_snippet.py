@@ -13,7 +13,7 @@ import pytest
 from jinja2 import ChoiceLoader, DictLoader, Environment, FileSystemLoader, PrefixLoader
 
 from gateway.errors import ConfigError
-from gateway.snippet import PLACEHOLDER, Snippet, script_json
+from gateway.snippet import PLACEHOLDER, Snippet, script_json, source_hash
 from tests.browser.democonfig import ROOT, TEMPLATES, demo_config
 
 STATIC = ROOT / "static"
@@ -178,3 +178,22 @@ def test_inline_config_drops_only_what_the_html_already_carries(snippet: Snippet
     assert slim["css"] == snippet.css
     assert config["texts"]["title"]
     assert "css" not in config
+
+
+def test_the_committed_terser_build_is_fresh_and_used(snippet: Snippet) -> None:
+    source = (STATIC / "consent.js").read_bytes()
+    build = (STATIC / "consent.min.js").read_text().split("\n", 1)
+    assert build[0] == f"/*! consent.js {source_hash(source)} */", "run `npm run build`"
+    assert snippet.head + PLACEHOLDER.encode() + snippet.tail == build[1].strip().encode()
+
+
+def test_a_stale_build_falls_back_to_the_source(tmp_path: Path) -> None:
+    for name in ("consent.js", "consent.css", "consent.min.js"):
+        shutil.copy(STATIC / name, tmp_path / name)
+    with (tmp_path / "consent.js").open("a") as f:
+        f.write("\n// edited after the build\n")
+    stale = Snippet.load(tmp_path)
+    assert b"__CG_CONFIG__" not in stale.head
+    # rjsmin keeps the source's identifiers; the terser build mangles them.
+    assert b"readCookie" in stale.head + stale.tail
+    assert b"readCookie" not in Snippet.load(STATIC).head + Snippet.load(STATIC).tail
