@@ -1,0 +1,185 @@
+"""Admin endpoints: bearer auth, the preview page, versions and reload."""
+
+from __future__ import annotations
+
+import html
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from babel.messages.pofile import read_po, write_po
+from starlette.testclient import TestClient
+
+from gateway.app import create_app
+from gateway.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "admin-token-for-tests-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+ENDPOINTS = [
+    ("POST", "/admin/v1/reload"),
+    ("GET", "/admin/v1/sites/demo/versions"),
+    ("GET", "/admin/preview?site=demo&region=DE&lang=de"),
+]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    shutil.copytree(ROOT / "banners" / "demo", tmp_path / "banners" / "demo")
+    shutil.copytree(ROOT / "locales", tmp_path / "locales")
+    return Settings(banners_dir=tmp_path / "banners", locales_dir=tmp_path / "locales",
+                    data_dir=tmp_path / "data", reload=False, durability="process",
+                    node_id="test-node", admin_token=TOKEN)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings), base_url="http://127.0.0.1:8000") as c:
+        yield c
+
+
+@pytest.mark.parametrize(("method", "path"), ENDPOINTS)
+@pytest.mark.parametrize(
+    ("header", "status"),
+    [
+        (None, 401),
+        (f"Bearer {TOKEN[:-1]}", 401),
+        (f"Bearer {TOKEN}x", 401),
+        (f"Basic {TOKEN}", 401),
+        (TOKEN, 401),
+        ("Bearer ", 401),
+        (f"Bearer {TOKEN}", 200),
+        (f"bearer {TOKEN}", 200),
+    ],
+)
+def test_admin_needs_the_exact_bearer_token(
+    client: TestClient, method: str, path: str, header: str | None, status: int
+) -> None:
+    headers = {"Authorization": header} if header is not None else {}
+    response = client.request(method, path, headers=headers)
+    assert response.status_code == status
+    if status == 401:
+        assert response.json()["error"] == "unauthorized"
+        assert "Bearer" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(("method", "path"), ENDPOINTS)
+def test_admin_is_disabled_without_a_token(settings: Settings, method: str, path: str) -> None:
+    with TestClient(create_app(settings.replace(admin_token=""))) as client:
+        for headers in ({}, {"Authorization": "Bearer "}, {"Authorization": "Bearer x"}):
+            response = client.request(method, path, headers=headers)
+            assert response.status_code == 404
+            assert response.json()["error"] == "admin_disabled"
+
+
+def _frames(page: str) -> list[str]:
+    return [html.unescape(m) for m in re.findall(r'srcdoc="([^"]*)"', page)]
+
+
+def test_preview_frames_the_public_snippet_per_locale(client: TestClient) -> None:
+    response = client.get("/admin/preview?site=demo&region=DE&lang=de&lang=ja", headers=AUTH)
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "no-store"
+    page = response.text
+    frames = _frames(page)
+    assert len(frames) == 2
+    urls = [re.search(r'<script src="([^"]+)"', f).group(1) for f in frames]  # type: ignore[union-attr]
+    assert urls == ["/v1/sites/demo/consent.js?lang=de&region=DE",
+                    "/v1/sites/demo/consent.js?lang=ja&region=DE"]
+    assert all("connect-src 'none'" in f for f in frames)  # clicks in a preview record nothing
+    config = client.get("/v1/sites/demo/config?region=DE&lang=de").json()
+    assert f"<code>{config['banner_version']}</code>" in page
+    assert f"<code>{config['consent_revision']}</code>" in page
+    assert "<code>gdpr</code> opt-in" in page
+    assert "Deutsch · German" in page
+    assert "日本語 · Japanese" in page
+    # The framed snippet is public: no token needed, and it is the same for the visitor.
+    snippet = client.get(urls[0])
+    assert snippet.status_code == 200
+    assert config["banner_version"] in snippet.text
+    assert "Ihre Privatsphäre ist uns wichtig" in snippet.text
+
+
+def test_preview_rule_selector_picks_a_region_with_that_rule(client: TestClient) -> None:
+    page = client.get("/admin/preview?site=demo&rule=ccpa&lang=en", headers=AUTH).text
+    assert "<code>ccpa</code> opt-out" in page
+    assert "consent.js?lang=en&amp;region=US-CA" in page
+    assert 'value="US-CA"' in page
+    page = client.get("/admin/preview?site=demo&region=DE&rule=ccpa", headers=AUTH).text
+    assert "DE does not get the rule &#39;ccpa&#39;; showing a visitor in US-CA" in page
+    page = client.get("/admin/preview?site=demo&rule=default", headers=AUTH).text
+    assert "<code>default</code> opt-in" in page
+    assert "region=ZZ" in page
+
+
+def test_preview_defaults_and_negotiation(client: TestClient) -> None:
+    page = client.get("/admin/preview", headers=AUTH).text
+    assert len(_frames(page)) == 2  # the default language and one other, side by side
+    page = client.get("/admin/preview?site=demo&lang=pt-BR&lang=xx", headers=AUTH).text
+    assert "(asked for pt-BR)" in page
+    assert "(asked for xx)" in page  # served in the default language
+    assert "consent.js?lang=pt_BR" in page
+    assert "region=" not in "".join(_frames(page))  # no region: detected like a visitor's
+
+
+@pytest.mark.parametrize(
+    ("query", "status"),
+    [("site=nope", 404), ("site=demo&region=Germany", 400)],
+)
+def test_preview_bad_input(client: TestClient, query: str, status: int) -> None:
+    assert client.get(f"/admin/preview?{query}", headers=AUTH).status_code == status
+
+
+def test_preview_highlights_fallbacks(settings: Settings) -> None:
+    path = settings.locales_dir / "de" / "LC_MESSAGES" / "demo.po"
+    with path.open("rb") as fp:
+        catalog = read_po(fp, locale="de")
+    catalog["Accept all"].string = ""
+    catalog["Analytics"].flags.add("fuzzy")
+    with path.open("wb") as fp:
+        write_po(fp, catalog)
+    with TestClient(create_app(settings)) as client:
+        page = client.get("/admin/preview?site=demo&region=DE&lang=de&lang=fr",
+                          headers=AUTH).text
+    assert ("2 text(s) shown in\n en, not translated: accept_all, purpose analytics: name"
+            in page)
+    assert '<tr class="fallback"><td>accept_all</td><td>Accept all</td>' in page
+    assert page.count('class="fallback"') == 1
+    assert "Every text is translated" in page  # the fr column
+
+
+def test_versions_lists_what_start_up_published(client: TestClient) -> None:
+    body = client.get("/admin/v1/sites/demo/versions", headers=AUTH).json()
+    assert [v["banner_version"] for v in body["versions"]] == [body["current"]]
+    assert body["versions"][0]["consent_revision"] == body["consent_revision"]
+    assert client.get("/admin/v1/sites/nope/versions", headers=AUTH).status_code == 404
+
+
+def test_reload_swaps_valid_edits_and_refuses_broken_ones(
+    client: TestClient, settings: Settings
+) -> None:
+    before = client.get("/v1/sites/demo/config?region=DE").json()["banner_version"]
+    toml = settings.banners_dir / "demo" / "site.toml"
+    toml.write_text(toml.read_text().replace('name = "Analytics"', 'name = "Audience"'))
+    response = client.post("/admin/v1/reload", headers=AUTH)
+    assert response.status_code == 200
+    after = response.json()["sites"]["demo"]
+    assert after != before
+    assert client.get("/v1/sites/demo/config?region=DE").json()["banner_version"] == after
+    versions = client.get("/admin/v1/sites/demo/versions", headers=AUTH).json()["versions"]
+    assert {v["banner_version"] for v in versions} == {before, after}
+
+    po = settings.locales_dir / "fr" / "LC_MESSAGES" / "demo.po"
+    po.write_text(po.read_text(encoding="utf-8") + "\nmsgid broken\n", encoding="utf-8")
+    response = client.post("/admin/v1/reload", headers=AUTH)
+    assert response.status_code == 422
+    assert response.json()["reloaded"] is False
+    assert "fr/LC_MESSAGES/demo.po" in response.json()["error"]
+    assert client.get("/v1/sites/demo/config?region=FR&lang=fr").json()["banner_version"] == after
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert "fr/LC_MESSAGES/demo.po" in ready.json()["catalog_error"]
+    page = client.get("/admin/preview?site=demo", headers=AUTH).text
+    assert "the last reload was refused, this is the previous version" in page
