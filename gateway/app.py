@@ -95,7 +95,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     return Starlette(
         routes=[*public.routes(), *records.routes(), *admin.routes(), *ops.routes()],
-        middleware=[Middleware(MetricsMiddleware)],
+        middleware=[Middleware(MetricsMiddleware), Middleware(public.FastServe)],
         exception_handlers={
             BadRequest: _bad_request,
             Unavailable: _unavailable,

@@ -22,6 +22,7 @@ from gateway.settings import Settings
 from gateway.signals.gpc import gpc_requested
 from gateway.snippet import Snippet
 
+HOST = re.compile(r"^[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?$")
 REGION_PARAM = re.compile(r"^([A-Za-z]{2})(?:-([A-Za-z0-9]{1,3}))?$")
 
 # Header families whose geo headers make a response vary.
@@ -78,12 +79,16 @@ class Gateway:
             vary.extend(GEO_VARY.get(family, ()))
         vary.extend(h for h in (settings.geo_country_header, settings.geo_region_header) if h)
         self.vary = ", ".join(vary)
+        self.max_age = str(settings.cache_max_age).encode()
 
     def visitor(self, request: Any, bundle: SiteBundle) -> Visitor:
-        """Detect region, language, GPC and the rule for one request."""
-        headers: Headers = request.headers
-        params = request.query_params
+        """Detect region, language, GPC and the rule for a Starlette request."""
         peer = request.client.host if request.client else None
+        return self.visitor_from(bundle, peer, request.headers, request.query_params)
+
+    def visitor_from(self, bundle: SiteBundle, peer: str | None, headers: Headers,
+                     params: Mapping[str, str]) -> Visitor:
+        """Detect region, language, GPC and the rule from the raw request parts."""
         ip, region = self.locator.locate(peer, headers)
         raw_region = params.get("region")
         if raw_region is not None:
@@ -96,8 +101,14 @@ class Gateway:
     def resolve(self, bundle: SiteBundle, visitor: Visitor) -> ResolvedBanner:
         return self.renderer.resolve(bundle, visitor.rule, visitor.language, visitor.gpc)
 
-    def record_url(self, request: Any, site_id: str) -> str:
-        base = self.settings.public_url.rstrip("/") or str(request.base_url).rstrip("/")
+    def record_url(self, scheme: str, host: str | None, site_id: str) -> str:
+        """Where the snippet posts choices: the configured public URL, else this request's."""
+        base = self.settings.public_url.rstrip("/")
+        if not base:
+            if not host or not HOST.match(host):
+                raise BadRequest("invalid_header", "Host: expected a host name and port",
+                                 field="Host")
+            base = f"{scheme}://{host}"
         return f"{base}/v1/sites/{site_id}/consents"
 
     def config_document(self, resolved: ResolvedBanner, visitor: Visitor, record_url: str

@@ -26,6 +26,19 @@ class MetricsMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # Bound children: labels() hashes and locks on every call, too slow for the hot path.
+        self._counters: dict[tuple[str, int], Any] = {}
+        self._histograms: dict[str, Any] = {}
+
+    def _observe(self, name: str, status: int, seconds: float) -> None:
+        counter = self._counters.get((name, status))
+        if counter is None:
+            counter = self._counters[(name, status)] = REQUESTS.labels(name, str(status))
+        histogram = self._histograms.get(name)
+        if histogram is None:
+            histogram = self._histograms[name] = LATENCY.labels(name)
+        counter.inc()
+        histogram.observe(seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -52,8 +65,7 @@ class MetricsMiddleware:
         finally:
             endpoint: Any = scope.get("endpoint")
             name = getattr(endpoint, "__name__", "unmatched")
-            REQUESTS.labels(name, str(status)).inc()
-            LATENCY.labels(name).observe(time.perf_counter() - start)
+            self._observe(name, status, time.perf_counter() - start)
 
 
 async def _internal_error(send: Send) -> None:

@@ -1,32 +1,33 @@
-"""Visitor-facing endpoints of the serving path: config, banner, consent.js, gpc.json."""
+"""Visitor-facing endpoints of the serving path: config, banner, consent.js, gpc.json.
+
+The three banner endpoints are answered by ``answer()``. ``FastServe`` calls it straight from
+the ASGI scope, ahead of Starlette's routing and request objects, because this is the hot
+path; anything it cannot answer (errors included) goes on to the regular routes, which call
+the same function.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import re
+from collections.abc import Mapping
+from urllib.parse import parse_qsl
 
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.catalog import SiteBundle
-from gateway.errors import NotFound
-from gateway.serving import Body, Gateway
+from gateway.errors import GatewayError, NotFound
+from gateway.serving import Gateway
 from gateway.signals.gpc import well_known
 
 GPC_LAST_UPDATE = dt.date(2026, 11, 29)
+KINDS = {"config": "config", "banner": "banner", "consent.js": "js"}
+PATH = re.compile(r"^/v1/sites/([^/]{1,64})/(config|banner|consent\.js)$")
 
-
-def _gateway(request: Request) -> Gateway:
-    gateway: Gateway = request.app.state.gateway
-    return gateway
-
-
-def site_bundle(request: Request) -> SiteBundle:
-    site_id = request.path_params["site"]
-    bundle = _gateway(request).catalog.get(site_id)
-    if bundle is None:
-        raise NotFound("unknown_site", f"no site named {site_id[:64]!r}")
-    return bundle
+RawHeaders = list[tuple[bytes, bytes]]
 
 
 def etag_matches(header: str | None, etag: str) -> bool:
@@ -40,35 +41,78 @@ def etag_matches(header: str | None, etag: str) -> bool:
     return False
 
 
-def _respond(request: Request, body: Body, gateway: Gateway) -> Response:
-    max_age = gateway.settings.cache_max_age
-    scope = "public" if body.public else "private"
-    headers = {
-        "ETag": body.etag,
-        "Cache-Control": f"{scope}, max-age={max_age}",
-        "Vary": gateway.vary,
-        "X-Content-Type-Options": "nosniff",
-    }
-    if etag_matches(request.headers.get("if-none-match"), body.etag):
-        return Response(status_code=304, headers=headers)
-    return Response(body.content, media_type=body.media_type, headers=headers)
+def answer(gateway: Gateway, kind: str, site_id: str, peer: str | None, headers: Headers,
+           params: Mapping[str, str], scheme: str) -> tuple[int, RawHeaders, bytes]:
+    """Status, headers and body for one banner request; raises GatewayError on bad input."""
+    bundle = gateway.catalog.get(site_id)
+    if bundle is None:
+        raise NotFound("unknown_site", f"no site named {site_id[:64]!r}")
+    visitor = gateway.visitor_from(bundle, peer, headers, params)
+    record_url = gateway.record_url(scheme, headers.get("host"), site_id)
+    body = gateway.body(kind, bundle, visitor, record_url)
+    scope = b"public" if body.public else b"private"
+    out: RawHeaders = [
+        (b"etag", body.etag.encode()),
+        (b"cache-control", scope + b", max-age=" + gateway.max_age),
+        (b"vary", gateway.vary.encode()),
+        (b"x-content-type-options", b"nosniff"),
+    ]
+    if kind == "config":
+        # Apps and mini-programs fetch the config cross-origin, without credentials.
+        out.append((b"access-control-allow-origin", b"*"))
+    if etag_matches(headers.get("if-none-match"), body.etag):
+        return 304, out, b""
+    out.append((b"content-type", body.media_type.encode()))
+    return 200, out, body.content
 
 
-def _serve(kind: str):  # type: ignore[no-untyped-def]
+class FastServe:
+    """Pure ASGI front for the three banner endpoints; everything else passes through."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        match = PATH.match(scope["path"])
+        if match is None:
+            await self.app(scope, receive, send)
+            return
+        query = scope.get("query_string", b"")
+        params = dict(parse_qsl(query.decode("latin-1"))) if query else {}
+        client = scope.get("client")
+        try:
+            status, headers, body = answer(
+                scope["app"].state.gateway, KINDS[match.group(2)], match.group(1),
+                client[0] if client else None, Headers(scope=scope), params, scope["scheme"])
+        except GatewayError:
+            await self.app(scope, receive, send)  # the routes answer with the JSON error
+            return
+        scope["endpoint"] = ENDPOINTS[match.group(2)]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body",
+                    "body": b"" if scope["method"] == "HEAD" else body})
+
+
+def _endpoint(kind: str):  # type: ignore[no-untyped-def]
     async def endpoint(request: Request) -> Response:
-        gateway = _gateway(request)
-        bundle = site_bundle(request)
-        visitor = gateway.visitor(request, bundle)
-        record_url = gateway.record_url(request, bundle.site.id)
-        body = gateway.body(kind, bundle, visitor, record_url)
-        response = _respond(request, body, gateway)
-        if kind == "config":
-            # Apps and mini-programs fetch the config cross-origin without credentials.
-            response.headers["Access-Control-Allow-Origin"] = "*"
+        client = request.client
+        status, headers, body = answer(
+            request.app.state.gateway, kind, request.path_params["site"],
+            client.host if client else None, request.headers, request.query_params,
+            request.url.scheme)
+        response = Response(body, status_code=status)
+        response.raw_headers = [*response.raw_headers, *headers]
         return response
 
-    endpoint.__name__ = f"serve_{kind.replace('.', '_')}"
+    endpoint.__name__ = f"serve_{kind}"
     return endpoint
+
+
+ENDPOINTS = {path: _endpoint(kind) for path, kind in KINDS.items()}
 
 
 async def gpc_json(request: Request) -> Response:
@@ -81,8 +125,7 @@ async def gpc_json(request: Request) -> Response:
 
 def routes() -> list[Route]:
     return [
-        Route("/v1/sites/{site}/config", _serve("config"), methods=["GET", "HEAD"]),
-        Route("/v1/sites/{site}/banner", _serve("banner"), methods=["GET", "HEAD"]),
-        Route("/v1/sites/{site}/consent.js", _serve("js"), methods=["GET", "HEAD"]),
+        *(Route(f"/v1/sites/{{site}}/{path}", endpoint, methods=["GET", "HEAD"])
+          for path, endpoint in ENDPOINTS.items()),
         Route("/.well-known/gpc.json", gpc_json, methods=["GET", "HEAD"]),
     ]
