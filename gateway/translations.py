@@ -100,7 +100,8 @@ def review(catalog: Catalog, msgids: Iterable[str]) -> LocaleReport:
         if message.fuzzy:
             report.fuzzy.append(msgid)
             continue
-        strings = message.string if isinstance(message.string, tuple) else (message.string,)
+        raw = message.string
+        strings: tuple[str, ...] = (raw,) if isinstance(raw, str) else tuple(raw)
         if message.pluralizable and not all(strings):
             report.untranslated_plurals.append(msgid)
             continue
