@@ -161,7 +161,21 @@ def test_client_ip_rejects_garbage_from_trusted_peer(
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("::ffff:1.2.3.4", "1.2.3.4"), ("2001:0DB8::1", "2001:db8::1"), ("x", None), (None, None)],
+    [
+        ("::ffff:1.2.3.4", "1.2.3.4"),
+        ("::FFFF:1.2.3.4", "1.2.3.4"),
+        ("2001:0DB8::1", "2001:db8::1"),
+        ("2001:DB8:0:0:0:0:0:1", "2001:db8::1"),
+        ("2001:db8:0:1:1:1:1:1", "2001:db8:0:1:1:1:1:1"),  # one zero group stays
+        ("::1.2.3.4", "::102:304"),  # spelt as ipaddress does, not as glibc
+        ("fe80::1%eth0", "fe80::1%eth0"),
+        ("01.2.3.4", None),
+        ("1.2.3.4 ", None),
+        ("1.2.3", None),
+        ("x", None),
+        ("", None),
+        (None, None),
+    ],
 )
 def test_canonical_ip(text: str | None, expected: str | None) -> None:
     assert canonical_ip(text) == expected
