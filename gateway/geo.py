@@ -527,6 +527,11 @@ class Locator:
         # Keyed by the canonical IP text; lru_cache is C code, so a hit costs well under 1 µs.
         self._lookup = functools.lru_cache(maxsize=self.settings.geo_cache_size)(database.lookup)
 
+    @property
+    def geo_header_names(self) -> tuple[str, ...]:
+        """Lower-case names of the headers that can decide the region (for ``Vary``)."""
+        return tuple(dict.fromkeys(n for pair in self._pairs for n in pair if n))
+
     def locate(self, peer: str | None, headers: Headers) -> tuple[str | None, Region]:
         """The client IP and its region for one request."""
         ip = client_ip(peer, headers, self.trust)

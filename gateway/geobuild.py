@@ -61,6 +61,13 @@ class BuildStats:
     seconds: float
     size_bytes: int
 
+    def __str__(self) -> str:
+        return (
+            f"wrote {self.output}: {self.ranges_v4:,} IPv4 + {self.ranges_v6:,} IPv6 ranges "
+            f"({self.skipped:,} skipped), {self.countries} countries, {self.networks:,} networks, "
+            f"{self.size_bytes / 1e6:.1f} MB in {self.seconds:.1f} s"
+        )
+
     def as_json(self) -> dict[str, Any]:
         return {
             "output": str(self.output),

@@ -522,6 +522,18 @@ def test_locator_refuses_a_corrupt_database_at_load(tmp_path: Path) -> None:
     assert locator.database_info() == {"loaded": False}
 
 
+def test_locator_geo_header_names(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path, geo_headers=("cloudflare", "akamai"), geo_country_header="X-Geo-Country"
+    )
+    assert Locator(settings).geo_header_names == (
+        "x-geo-country",
+        "cf-ipcountry",
+        "cf-region-code",
+        "x-akamai-edgescape",
+    )
+
+
 def test_locator_rejects_unknown_header_family(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         Locator(make_settings(tmp_path, geo_headers=("cloudflare", "nginx")))
