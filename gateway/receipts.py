@@ -108,8 +108,7 @@ class Receipts:
         return cls(load_key(settings))
 
     def _sign(self, payload: str) -> str:
-        mac = hmac.new(self._key, payload.encode("ascii"), hashlib.sha256).digest()
-        return _b64(mac)
+        return _b64(hmac.digest(self._key, payload.encode("ascii"), "sha256"))
 
     def issue(self, record: ConsentRecord, canonical: bytes | None = None) -> str:
         """A token for this exact record (``canonical``: its canonical JSON, if at hand)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -98,9 +97,13 @@ WHERE (excluded.recorded_at, excluded.record_id)
 """
 
 
+# What PostgreSQL (or asyncpg encoding a value for it) refuses for good, row by row.
+_REFUSED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, ValueError, TypeError)
+
+
 def _row(r: ConsentRecord) -> tuple[Any, ...]:
     return (
-        uuid.UUID(r.record_id),
+        r.record_id,  # asyncpg encodes (and checks) uuid text itself, faster than uuid.UUID
         datetime.fromisoformat(r.recorded_at),
         r.site,
         r.subject_id,
@@ -121,7 +124,7 @@ def _row(r: ConsentRecord) -> tuple[Any, ...]:
         r.page_url,
         r.node_id,
         r.idempotency_key,
-        uuid.UUID(r.withdraws) if r.withdraws else None,
+        r.withdraws or None,
         orjson.dumps(dict(r.signals)).decode(),
     )
 
@@ -212,7 +215,7 @@ class PostgresStore:
             pool = await self._ensure()
             try:
                 await self._copy(pool, rows)
-            except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError):
+            except _REFUSED:
                 # One bad row fails the whole COPY: find it by writing rows one at a time.
                 refused.extend(await self._one_by_one(pool, rows))
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -233,7 +236,7 @@ class PostgresStore:
         for row in rows:
             try:
                 await self._copy(pool, [row])
-            except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+            except _REFUSED as exc:
                 log.error("PostgreSQL refused record %s: %s", row[0], exc)
                 refused.append(str(row[0]))
         return refused

@@ -47,10 +47,20 @@ CREATE TABLE IF NOT EXISTS banner_versions (
 ) WITHOUT ROWID;
 """
 
+# A batch is one JSON array parameter: a few statements per batch instead of one per record.
+_INSERT = """
+INSERT OR IGNORE INTO consent_records (record_id, site, subject_id, recorded_at, body)
+SELECT json_extract(value, '$.record_id'), json_extract(value, '$.site'),
+       json_extract(value, '$.subject_id'), json_extract(value, '$.recorded_at'), value
+FROM json_each(?)
+"""
+
 # recorded_at is fixed-width RFC 3339 UTC, so text order is time order.
 _UPSERT_LATEST = """
 INSERT INTO latest_state (site, subject_id, record_id, recorded_at, body)
-VALUES (?, ?, ?, ?, ?)
+SELECT json_extract(value, '$.site'), json_extract(value, '$.subject_id'),
+       json_extract(value, '$.record_id'), json_extract(value, '$.recorded_at'), value
+FROM json_each(?) WHERE true
 ON CONFLICT (site, subject_id) DO UPDATE SET
     record_id = excluded.record_id, recorded_at = excluded.recorded_at, body = excluded.body
 WHERE (excluded.recorded_at, excluded.record_id)
@@ -95,11 +105,8 @@ class SqliteStore:
                 await asyncio.to_thread(conn.close)
 
     async def write_batch(self, records: Sequence[ConsentRecord]) -> None:
-        rows = [
-            (r.record_id, r.site, r.subject_id, r.recorded_at, orjson.dumps(r.as_json()).decode())
-            for r in records
-        ]
-        await self._call(_write, rows)
+        batch = orjson.dumps([r.as_json() for r in records]).decode()
+        await self._call(_write, batch)
 
     async def subject_history(self, site: str, subject_id: str) -> dict[str, Any]:
         result: dict[str, Any] = await self._call(_history, site, subject_id)
@@ -127,11 +134,11 @@ class SqliteStore:
         return result
 
 
-def _write(conn: sqlite3.Connection, rows: list[tuple[str, str, str, str, str]]) -> None:
+def _write(conn: sqlite3.Connection, batch: str) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.executemany("INSERT OR IGNORE INTO consent_records VALUES (?, ?, ?, ?, ?)", rows)
-        conn.executemany(_UPSERT_LATEST, [(r[1], r[2], r[0], r[3], r[4]) for r in rows])
+        conn.execute(_INSERT, (batch,))
+        conn.execute(_UPSERT_LATEST, (batch,))
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

@@ -1,0 +1,243 @@
+"""Recording benchmark: durable POST against a bare JSON endpoint, then forwarder throughput.
+
+Run ``.venv/bin/python -m bench.record``. It starts (a) a bare Starlette endpoint that parses
+the same JSON and stores nothing and (b) the gateway (``gateway.app:factory``) in its default
+durability mode, each under uvicorn with one worker, uvloop and httptools, loads each with wrk
+at 16 and 64 connections, and prints rps, p50, p99 and the gateway/bare ratio. Then it fills an
+outbox and times the forwarder draining it into a scratch PostgreSQL database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+ORIGIN = "http://127.0.0.1:8000"
+
+LUA = r"""
+local counter = 0
+local threads = {}
+function setup(thread)
+  thread:set("tid", #threads + 1)
+  table.insert(threads, thread)
+end
+function init(args)
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
+  wrk.headers["Origin"] = "%(origin)s"
+end
+function request()
+  counter = counter + 1
+  local body = string.format(
+    '{"subject_id":"bench-%%d-%%d","banner_version":"%(version)s","action":"custom",' ..
+    '"choices":{"analytics":true,"marketing":false,"personalization":true},' ..
+    '"channel":"web","language":"en","page_url":"https://shop.example/checkout"}',
+    tid, counter)
+  return wrk.format(nil, nil, nil, body)
+end
+function done(summary, latency, requests)
+  io.write(string.format(
+    'RESULT {"requests":%%d,"duration_us":%%d,"non2xx":%%d,"socket_errors":%%d,' ..
+    '"p50_us":%%d,"p99_us":%%d}\n',
+    summary.requests, summary.duration, summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+async def _bare(request: Request) -> Response:
+    body = orjson.loads(await request.body())
+    answer = {"record_id": str(uuid.uuid4()), "subject_id": body["subject_id"], "receipt": "x"}
+    return Response(orjson.dumps(answer), 201, media_type="application/json")
+
+
+# The bare endpoint: same route shape, parses the same JSON, stores nothing.
+bare_app = Starlette(routes=[Route("/v1/sites/{site}/consents", _bare, methods=["POST"])])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _start(target: list[str], port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    cmd = [
+        sys.executable, "-m", "uvicorn", *target, "--host", "127.0.0.1", "--port", str(port),
+        "--workers", "1", "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+        "--log-level", "warning",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"server {target} did not start")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _wrk(port: int, connections: int, seconds: int, script: Path) -> dict[str, Any]:
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", str(script),
+         f"http://127.0.0.1:{port}/v1/sites/demo/consents"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))
+    data: dict[str, Any] = json.loads(line[len("RESULT ") :])
+    data["rps"] = data["requests"] / (data["duration_us"] / 1e6)
+    return data
+
+
+def http_bench(seconds: int, connections: tuple[int, ...], durability: str) -> dict[str, Any]:
+    """Load the bare endpoint and the gateway; returns results by (app, connections)."""
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="cg-bench-") as tmp:
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "GATEWAY_DATA_DIR": tmp,
+            "GATEWAY_BANNERS_DIR": str(ROOT / "banners"),
+            "GATEWAY_LOCALES_DIR": str(ROOT / "locales"),
+            "GATEWAY_RELOAD": "false",
+            "GATEWAY_DURABILITY": durability,
+            "GATEWAY_LOG_LEVEL": "warning",
+        }
+        targets = {
+            "bare": ["bench.record:bare_app"],
+            "gateway": ["--factory", "gateway.app:factory"],
+        }
+        for name, target in targets.items():
+            port = _free_port()
+            proc = _start(target, port, env)
+            try:
+                version = "bare"
+                if name == "gateway":
+                    config = httpx.get(f"http://127.0.0.1:{port}/v1/sites/demo/config").json()
+                    version = config["banner_version"]
+                script = Path(tmp) / f"{name}.lua"
+                script.write_text(LUA % {"version": version, "origin": ORIGIN})
+                _wrk(port, 16, 1, script)  # warm-up
+                for c in connections:
+                    results[f"{name}@{c}"] = _wrk(port, c, seconds, script)
+            finally:
+                _stop(proc)
+    return results
+
+
+async def forwarder_bench(records: int, batch_size: int) -> dict[str, Any]:
+    """Records/s from a filled outbox into a scratch PostgreSQL database, end to end."""
+    from gateway.forwarder import Forwarder
+    from gateway.outbox import Outbox
+    from gateway.recording import Uuid7Clock, rfc3339_utc
+    from gateway.model import ConsentRecord
+    from gateway.sinks.postgres import PostgresStore
+
+    name = f"cg_bench_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(ADMIN_DSN)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    dsn = f"postgresql://postgres@127.0.0.1:5432/{name}"
+    clock = Uuid7Clock()
+    try:
+        with tempfile.TemporaryDirectory(prefix="cg-bench-") as tmp:
+            outbox = Outbox(Path(tmp) / "outbox.sqlite3", durability="power")
+            await outbox.open()
+            for start in range(0, records, 5000):
+                chunk = []
+                for i in range(start, min(records, start + 5000)):
+                    rid, ns = clock.next()
+                    chunk.append(ConsentRecord(
+                        record_id=rid, recorded_at=rfc3339_utc(ns), site="demo",
+                        subject_id=f"subject-{i % 50_000}", banner_version="v1",
+                        consent_revision="r1", action="custom",
+                        choices={"necessary": True, "analytics": True, "marketing": False,
+                                 "personalization": True},
+                        channel="web", language="en", rule_id="eu-gdpr", region_country="DE",
+                        region_subdivision=None, region_source="header", gpc=False,
+                        ip_truncated="203.0.113.0/24", user_agent="Mozilla/5.0 bench",
+                        origin=ORIGIN, page_url="https://shop.example/checkout", node_id="bench",
+                    ))  # fmt: skip
+                await asyncio.gather(*(outbox.append(r, "receipt") for r in chunk))
+            store = PostgresStore(dsn, pool_size=4)
+            await store.open()
+            forwarder = Forwarder(outbox, [store], batch_size=batch_size)
+            started = time.perf_counter()
+            forwarder.start()
+            while outbox.depth:
+                await asyncio.sleep(0.005)
+            elapsed = time.perf_counter() - started
+            await forwarder.stop(drain=5)
+            await outbox.close()
+            await store.close()
+        conn = await asyncpg.connect(dsn)
+        stored = await conn.fetchval("SELECT count(*) FROM consent_records")
+        await conn.close()
+    finally:
+        admin = await asyncpg.connect(ADMIN_DSN)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+    return {"records": records, "stored": stored, "seconds": elapsed, "rps": records / elapsed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=5, help="wrk duration per run")
+    parser.add_argument("--durability", default="power", choices=["power", "process"])
+    parser.add_argument("--records", type=int, default=200_000, help="forwarder bench size")
+    parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument("--skip-forwarder", action="store_true")
+    args = parser.parse_args()
+    connections = (16, 64)
+    if not args.skip_http:
+        results = http_bench(args.seconds, connections, args.durability)
+        print(f"POST /v1/sites/demo/consents, durability={args.durability}, {args.seconds}s each")
+        print(f"{'app':<10}{'conns':>6}{'rps':>10}{'p50 ms':>9}{'p99 ms':>9}{'non2xx':>8}")
+        for key, r in results.items():
+            app, c = key.split("@")
+            print(f"{app:<10}{c:>6}{r['rps']:>10.0f}{r['p50_us'] / 1000:>9.2f}"
+                  f"{r['p99_us'] / 1000:>9.2f}{r['non2xx'] + r['socket_errors']:>8}")
+        for c in connections:
+            ratio = results[f"gateway@{c}"]["rps"] / results[f"bare@{c}"]["rps"]
+            print(f"gateway/bare at {c} connections: {ratio:.2f}x")
+    if not args.skip_forwarder:
+        fw = asyncio.run(forwarder_bench(args.records, 1000))
+        print(f"forwarder: {fw['records']} records outbox -> PostgreSQL in {fw['seconds']:.2f}s "
+              f"= {fw['rps']:.0f} records/s (stored {fw['stored']})")
+
+
+if __name__ == "__main__":
+    main()
