@@ -238,12 +238,14 @@ def _walk_forwarded_for(values: list[bytes], peer: str | None, trust: ProxyTrust
     if not hops:
         return peer
     # Each proxy appends the address it saw, so the first untrusted one from the right is the
-    # client as far as anyone we trust can vouch; entries left of it may be forged.
-    addresses = [_hop_address(h) for h in hops]
-    for ip in reversed(addresses):
+    # client as far as anyone we trust can vouch. Entries left of it are the client's own claims:
+    # never believed, and not parsed either, so their garbage is not an error.
+    ip: str | None = None
+    for hop in reversed(hops):
+        ip = _hop_address(hop)
         if not trust.trusts(ip):
             return ip
-    return addresses[0]  # every hop is one of ours: the client is a proxy itself
+    return ip  # every hop is one of ours (the leftmost is last): the client is a proxy itself
 
 
 _CLIENT_HEADERS = frozenset(n.encode() for n in (*VENDOR_IP_HEADERS, FORWARDED_FOR))

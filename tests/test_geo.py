@@ -63,6 +63,32 @@ def test_proxy_trust(ip: str | None, trusted: bool) -> None:
     assert trust.trusts(ip) is trusted  # the cached verdict is the same
 
 
+# Spellings from uvicorn's table: the same address written differently is the same proxy.
+DUAL = (
+    "2001:db8::",
+    "2001:0db8:0001:0000:0000:0ab9:C0A8:0102",
+    "2001:db8:3333:4444:5555:6666:1.2.3.4",
+    "::11.22.33.44",
+)
+
+
+@pytest.mark.parametrize(
+    ("ip", "trusted"),
+    [
+        ("2001:db8::", True),
+        ("2001:db8:1::ab9:c0a8:102", True),
+        ("2001:db8:3333:4444:5555:6666:102:304", True),
+        ("::b16:212c", True),
+        ("2001:db8:abcd:12::1", False),
+        ("::", False),
+        ("11.22.33.44", False),  # ::11.22.33.44 is IPv4-compatible, not IPv4-mapped
+        ("a:b:c:d::", False),
+    ],
+)
+def test_proxy_trust_ipv6_spellings(ip: str, trusted: bool) -> None:
+    assert ProxyTrust(DUAL).trusts(ip) is trusted
+
+
 def test_proxy_trust_mapped_network_trusts_plain_ipv4() -> None:
     trust = ProxyTrust(["::ffff:192.168.0.0/112"])
     assert trust.trusts("192.168.5.5")
@@ -98,6 +124,8 @@ CLIENT_CASES = [
     ("127.0.0.1", [("X-Forwarded-For", "1.2.3.4, 10.0.0.1")], "1.2.3.4"),
     ("127.0.0.1", [("X-Forwarded-For", "6.6.6.6, 1.2.3.4, 10.0.0.1")], "1.2.3.4"),
     ("127.0.0.1", [("X-Forwarded-For", "10.0.0.2, 10.0.0.1")], "10.0.0.2"),  # all ours
+    # Left of the first untrusted hop is the client's own claim: ignored, even if garbage.
+    ("127.0.0.1", [("X-Forwarded-For", "garbage, 1.2.3.4, 10.0.0.1")], "1.2.3.4"),
     ("127.0.0.1", [("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-For", "1.2.3.4")], "1.2.3.4"),
     ("127.0.0.1", [("X-Forwarded-For", "1.2.3.4"), ("X-Forwarded-For", "10.0.0.5")], "1.2.3.4"),
     ("127.0.0.1", [("X-Forwarded-For", "1.2.3.4:5678")], "1.2.3.4"),
