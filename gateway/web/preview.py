@@ -118,7 +118,7 @@ background:#fff;border-bottom:1px solid var(--line)}
 code{font:12px ui-monospace,SFMono-Regular,Menlo,monospace}
 .notice{margin:12px 24px 0;padding:8px 12px;border-radius:6px;background:var(--warn);
 color:var(--warn-ink)}
-main{display:flex;flex-wrap:wrap;gap:18px;padding:18px 24px}
+main{display:flex;flex-wrap:wrap;align-items:flex-start;gap:18px;padding:18px 24px}
 section{background:#fff;border:1px solid var(--line);border-radius:8px;width:440px;
 overflow:hidden}
 section h2{font-size:15px;margin:0;padding:10px 14px;border-bottom:1px solid var(--line)}
@@ -170,7 +170,8 @@ tr.fallback td{background:var(--warn)}
  {{ site.default_locale }}, not translated: {{ col.fallbacks | join(", ") }}</p>
 {% elif col.locale == site.default_locale %}<p class="status ok">Default language</p>
 {% else %}<p class="status ok">Every text is translated</p>{% endif %}
-<details><summary>Texts</summary><table>{% for key, text in col.resolved.texts.items() %}
+<details{% if col.fallbacks %} open{% endif %}><summary>Texts</summary><table>
+{%- for key, text in col.resolved.texts.items() %}
 <tr{% if key in col.fallbacks %} class="fallback"{% endif %}><td>{{ key }}</td><td>{{ text }}</td>
 </tr>{% endfor %}</table></details>
 </section>{% endfor %}</main>
