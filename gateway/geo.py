@@ -46,6 +46,10 @@ AKAMAI_EDGESCAPE = "x-akamai-edgescape"
 # Cloudflare: XX = no data, T1 = Tor; "**" and ZZ are used by others for unknown.
 UNKNOWN_COUNTRIES = frozenset({"XX", "T1", "ZZ", "A1", "A2", "AP", "EU", "O1"})
 
+# database_type words whose records carry GeoIP2's country/subdivisions shape (Enterprise is a
+# superset of City); anything else (ASN, Anonymous-IP, ISP, …) cannot answer "where".
+DATABASE_KINDS = ("City", "Country", "Enterprise")
+
 # Databases up to this many search-tree nodes are walked completely at open time
 # (the MaxMind test files: ~1.5k nodes, ~5 ms); larger ones are sampled.
 FULL_WALK_MAX_NODES = 50_000
@@ -438,10 +442,10 @@ class GeoDatabase:
         try:
             meta = self._reader.metadata()
             self.database_type: str = meta.database_type
-            if "City" not in self.database_type and "Country" not in self.database_type:
+            if not any(kind in self.database_type for kind in DATABASE_KINDS):
                 raise GeoDatabaseError(
                     f"unsupported GeoIP database type {self.database_type!r} in {path}",
-                    hint="use a City or Country database (e.g. GeoLite2-Country.mmdb), "
+                    hint="use a City, Country or Enterprise database (e.g. GeoLite2-Country.mmdb), "
                     "or the one `consent-gateway geo build` writes",
                 )
             self.validation = self._validate(meta.node_count, meta.ip_version)

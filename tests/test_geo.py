@@ -413,7 +413,16 @@ def test_unsupported_database_type(tmp_path: Path) -> None:
         GeoDatabase(path)
     assert "GeoLite2-ASN" in err.value.message
     assert str(path) in err.value.message
-    assert "City or Country" in err.value.hint
+    assert "City, Country or Enterprise" in err.value.hint
+
+
+def test_enterprise_database_is_city_shaped(tmp_path: Path) -> None:
+    path = write_mmdb(
+        tmp_path / "ent.mmdb", {"8.8.8.0/24": city("US", "CA")}, database_type="GeoIP2-Enterprise"
+    )
+    db = GeoDatabase(path)
+    assert db.lookup("8.8.8.8") == Region("US", "CA", "geoip")
+    db.close()
 
 
 # --- databases the tests write -------------------------------------------------------------
