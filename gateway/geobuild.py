@@ -20,7 +20,7 @@ import socket
 import tempfile
 import time
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,6 @@ CONTINENT_ONLY = frozenset({"EU"})
 DROPPED = frozenset({"??", "A1", "A2", "AP", "AN", "CS", "O1", "XX"})
 
 _V4_MAX = (1 << 32) - 1
-_V6_MAX = (1 << 128) - 1
 # IPv6 space MaxMind keeps for IPv4: ::/96 holds it, ::ffff:0:0/96 is an alias of it.
 _V4_IN_V6 = ((0, _V4_MAX), (0xFFFF << 32, (0xFFFF << 32) | _V4_MAX))
 
@@ -192,9 +191,8 @@ class _TreeBuilder:
         )
 
 
-def _graft(root: SearchTreeNode, path: Iterator[int], child: Any) -> None:
-    """Point the record at ``path`` (bits from the root) to ``child``, creating nodes."""
-    bits = list(path)
+def _graft(root: SearchTreeNode, bits: Sequence[int], child: Any) -> None:
+    """Point the record at ``bits`` (from the root) to ``child``, creating nodes."""
     node = root
     for bit in bits[:-1]:
         nxt = node[bit]
@@ -223,6 +221,15 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+def _fsync_dir(path: Path) -> None:
+    """Make the rename itself durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def build_country_mmdb(v4: Path | None, v6: Path | None, output: Path) -> BuildStats:
     """Write a GeoIP2-Country-shaped ``.mmdb`` from tor geoip files, atomically."""
     if v4 is None and v6 is None:
@@ -245,8 +252,8 @@ def _build(v4: Path | None, v6: Path | None, output: Path) -> BuildStats:
     builder4 = _TreeBuilder(ranges4, leaves)
     root4 = builder4.build(32)
     if root4 is not None:
-        _graft(root, iter([0] * 96), root4)
-        _graft(root, iter([0] * 80 + [1] * 16), root4)  # share, not copy: the alias is free
+        _graft(root, [0] * 96, root4)
+        _graft(root, [0] * 80 + [1] * 16, root4)  # share, not copy: the alias is free
 
     writer = MMDBWriter(
         ip_version=6,
@@ -266,7 +273,9 @@ def _build(v4: Path | None, v6: Path | None, output: Path) -> BuildStats:
             node_count = check.metadata().node_count
         with tmp.open("rb") as fh:
             os.fsync(fh.fileno())
+        tmp.chmod(0o644)  # mkstemp makes it 0600; the server may run as another user
         os.replace(tmp, output)
+        _fsync_dir(output.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -95,6 +95,7 @@ def test_build_and_read_with_geoip2(source: Path, tmp_path: Path) -> None:
     assert stats.networks >= stats.ranges_v4 + stats.ranges_v6
     assert stats.seconds < 5
     assert [p.name for p in out.parent.iterdir()] == ["country.mmdb"]  # no temp file left
+    assert out.stat().st_mode & 0o777 == 0o644  # readable by the server's user
     assert str(stats).startswith(f"wrote {out}: 7 IPv4 + 3 IPv6 ranges (5 skipped), 8 countries")
 
     with geoip2.database.Reader(str(out)) as reader:
