@@ -148,9 +148,12 @@
     writeCookie(state);
     gtag("consent", "update", modeState(g));
     dl.push({ event: "cg_consent_update", cg_action: action, cg_consent: snapshot() });
+    const last = load(RKEY);
     setQueue(queue().concat([{
       subject_id: state.subject_id, banner_version: C.banner_version, action, choices: g, channel: "web",
-      language: C.language, page_url: location.origin + location.pathname, idempotency_key: rid()
+      language: C.language, page_url: location.origin + location.pathname, idempotency_key: rid(),
+      // A withdrawal names the consent it takes back (the last receipt's record).
+      withdraws: action == "withdraw" && last ? last.record_id : undefined
     }]));
     const sent = flush();
     withdrawn.forEach(dropCookies);

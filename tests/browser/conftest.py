@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Iterator, Mapping
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,9 +21,8 @@ from urllib.parse import urlencode
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
-from gateway.snippet import Snippet
-from tests.browser.democonfig import ROOT, demo_config
-from tests.browser.servers import LoopbackServer, RecordStore, Reply
+from tests.browser.democonfig import ROOT
+from tests.browser.servers import LoopbackServer
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -38,43 +46,74 @@ def browser() -> Iterator[Browser]:
 
 @dataclass
 class Gateway:
-    """The gateway origin: serves consent.js for the demo site and records choices."""
+    """A real `consent-gateway serve` process on its own loopback port (another origin)."""
 
-    server: LoopbackServer
-    store: RecordStore
-    snippet: Snippet
+    origin: str
+    process: subprocess.Popen[bytes]
+    log: Path
 
     def script_url(self, **params: str) -> str:
         query = urlencode(params)
-        return f"{self.server.origin}/v1/sites/demo/consent.js" + (f"?{query}" if query else "")
+        return f"{self.origin}/v1/sites/demo/consent.js" + (f"?{query}" if query else "")
 
-    def consents(self, subject_id: str) -> list[dict[str, Any]]:
-        return self.store.for_subject(subject_id)
+    def get_json(self, path: str) -> Any:
+        with urllib.request.urlopen(self.origin + path, timeout=5) as response:
+            return json.load(response)
 
-    def serve_js(self, _path: str, query: Mapping[str, list[str]], _body: bytes,
-                 headers: Mapping[str, str]) -> Reply:
-        one = {k: v[0] for k, v in query.items()}
-        config = demo_config(
-            one.get("rule", "gdpr"),
-            record_url=f"{self.server.origin}/v1/sites/demo/consents",
-            gpc=headers.get("Sec-GPC") == "1",
-            revision=one.get("rev", "rev1"),
-            language=one.get("lang", "en"),
-            direction=one.get("dir", "ltr"),
-        )
-        return 200, {"Content-Type": "text/javascript; charset=utf-8"}, (
-            self.snippet.assemble(config))
+    def consents(self, subject_id: str, receipt: str, count: int = 1) -> list[dict[str, Any]]:
+        """The subject's records in the store, oldest first, once ``count`` have arrived."""
+        path = f"/v1/sites/demo/subjects/{subject_id}/consents?" + urlencode({"receipt": receipt})
+        deadline = time.monotonic() + 10
+        while True:
+            history: list[dict[str, Any]] = self.get_json(path)["history"]
+            if len(history) >= count or time.monotonic() > deadline:
+                return sorted(history, key=lambda r: str(r["recorded_at"]))
+            time.sleep(0.05)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 @pytest.fixture(scope="session")
-def gateway() -> Iterator[Gateway]:
-    server = LoopbackServer()
-    store = RecordStore()
-    gw = Gateway(server, store, Snippet.load(ROOT / "static"))
-    server.routes[("GET", "/v1/sites/demo/consent.js")] = gw.serve_js
-    server.routes[("POST", "/v1/sites/demo/consents")] = store.post
-    yield gw
-    server.close()
+def gateway(site: LoopbackServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    work = tmp_path_factory.mktemp("gateway")
+    banners = work / "banners"
+    shutil.copytree(ROOT / "banners", banners)
+    # The demo site, allowing the test page's origin to record consents.
+    toml = banners / "demo" / "site.toml"
+    toml.write_text(re.sub(r"(?m)^allowed_origins = .*$", f'allowed_origins = ["{site.origin}"]',
+                           toml.read_text(encoding="utf-8")), encoding="utf-8")
+    port = free_port()
+    log = work / "gateway.log"
+    command = [str(Path(sys.executable).parent / "consent-gateway"), "serve",
+               "--host", "127.0.0.1", "--port", str(port), "--banners-dir", str(banners),
+               "--locales-dir", str(ROOT / "locales"), "--reload", "false"]
+    env = {**os.environ, "GATEWAY_DATA_DIR": str(work / "data")}
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    gw = Gateway(f"http://127.0.0.1:{port}", process, log)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                gw.get_json("/healthz")
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("gateway did not start:\n" + log.read_text()) from None
+                time.sleep(0.1)
+        yield gw
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @pytest.fixture(scope="session")

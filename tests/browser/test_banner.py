@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Page, Request, Route, expect
 
 from tests.browser.conftest import NONCE, Gateway, demo_page, inject_axe
 from tests.browser.servers import LoopbackServer
@@ -15,6 +15,22 @@ pytestmark = pytest.mark.browser
 
 BANNER = "#cg-host section[data-cg-layer=banner]"
 PREFS = "#cg-host section[data-cg-layer=preferences]"
+
+
+def visit(page: Page, site: LoopbackServer, gateway: Gateway, path: str, region: str = "DE",
+          **page_options: Any) -> None:
+    """Open a test page as a visitor from ``region``, located by CDN headers (trusted peer)."""
+    country, _, subdivision = region.partition("-")
+    added = {"cf-ipcountry": country, **({"cf-region-code": subdivision} if subdivision else {})}
+
+    # Headers added on the way, as a CDN would: set from the page they would make the POST a
+    # non-simple CORS request. (Chromium drops an injected Sec-GPC, and has no GPC of its own,
+    # so GPC reaches the snippet through navigator.globalPrivacyControl only.)
+    def through_cdn(route: Route) -> None:
+        route.continue_(headers={**route.request.headers, **added})
+
+    page.route(gateway.origin + "/**", through_cdn)
+    page.goto(demo_page(site, gateway.script_url(), path=path, **page_options))
 
 
 def action(page: Page, name: str) -> None:
@@ -27,6 +43,11 @@ def recorded(page: Page) -> dict[str, Any]:
                            " return c && c.receipt && c.receipt.record_id; })()")
     consent: dict[str, Any] = page.evaluate("ConsentGateway.getConsent()")
     return consent
+
+
+def stored(gateway: Gateway, consent: dict[str, Any], count: int = 1) -> list[dict[str, Any]]:
+    """The subject's records as the gateway's store holds them, read with the receipt."""
+    return gateway.consents(consent["subject_id"], consent["receipt"]["receipt"], count)
 
 
 def data_layer(page: Page) -> list[Any]:
@@ -47,7 +68,9 @@ def runs(page: Page) -> dict[str, int]:
 
 def test_opt_in_accept_records_unblocks_and_signals(
         page: Page, site: LoopbackServer, gateway: Gateway) -> None:
-    page.goto(demo_page(site, gateway.script_url(rule="gdpr"), path="/accept"))
+    posts: list[Request] = []
+    page.on("request", lambda r: posts.append(r) if r.method == "POST" else None)
+    visit(page, site, gateway, "/accept", "DE")
     banner = page.locator(BANNER)
     expect(banner).to_be_visible()
     assert banner.get_attribute("role") == "dialog"
@@ -77,23 +100,25 @@ def test_opt_in_accept_records_unblocks_and_signals(
     assert any(isinstance(e, dict) and e.get("event") == "cg_consent_update"
                and e["cg_action"] == "accept_all" for e in data_layer(page))
 
-    [record] = gateway.consents(consent["subject_id"])
+    [record] = stored(gateway, consent)
     assert record["action"] == "accept_all"
-    assert record["choices"] == {"analytics": True, "marketing": True, "personalization": True}
+    assert record["choices"] == {"necessary": True, "analytics": True, "marketing": True,
+                                 "personalization": True}
     assert record["channel"] == "web"
-    assert record["banner_version"] == "v-test"
+    assert record["banner_version"] == page.evaluate("ConsentGateway.config.banner_version")
     assert record["page_url"] == site.origin + "/accept"
     assert record["origin"] == site.origin  # a cross-origin POST from the publisher's page
-    assert record["content_type"].startswith("text/plain")  # simple request: no preflight
+    assert record["rule_id"] == "gdpr"
+    [post] = posts
+    assert post.headers["content-type"].startswith("text/plain")  # simple request: no preflight
 
     # The next page: no banner, no request to record, and Consent Mode updated again at once.
-    posts = sum(1 for method, _ in gateway.server.requests if method == "POST")
     page.reload()
     page.wait_for_function("window.ConsentGateway && window.adsRuns === 1")
     expect(page.locator(BANNER)).to_have_count(0)
     layer = data_layer(page)
     assert [e[1] for e in layer if isinstance(e, list)] == ["default", "update"]
-    assert sum(1 for method, _ in gateway.server.requests if method == "POST") == posts
+    assert len(posts) == 1
     cookie = next(c for c in page.context.cookies() if c["name"] == "cg_consent")
     assert cookie["sameSite"] == "Lax"
     assert len(cookie["value"]) < 120
@@ -101,14 +126,15 @@ def test_opt_in_accept_records_unblocks_and_signals(
 
 def test_opt_in_reject_records_and_keeps_tags_inert(
         page: Page, site: LoopbackServer, gateway: Gateway) -> None:
-    page.goto(demo_page(site, gateway.script_url(rule="gdpr"), path="/reject"))
+    visit(page, site, gateway, "/reject", "DE")
     action(page, "reject_all")
     consent = recorded(page)
     assert consent["choices"]["analytics"] is False
     assert consent["choices"]["necessary"] is True
-    [record] = gateway.consents(consent["subject_id"])
+    [record] = stored(gateway, consent)
     assert record["action"] == "reject_all"
-    assert record["choices"] == {"analytics": False, "marketing": False, "personalization": False}
+    assert record["choices"] == {"necessary": True, "analytics": False, "marketing": False,
+                                 "personalization": False}
     page.wait_for_timeout(100)
     assert runs(page) == {"inline": 0, "analytics": 0, "ads": 0, "frame": 0}
     assert data_layer(page)[-2][2]["analytics_storage"] == "denied"
@@ -116,7 +142,7 @@ def test_opt_in_reject_records_and_keeps_tags_inert(
 
 def test_custom_choice_in_the_preferences_panel(
         page: Page, site: LoopbackServer, gateway: Gateway) -> None:
-    page.goto(demo_page(site, gateway.script_url(rule="gdpr"), path="/custom"))
+    visit(page, site, gateway, "/custom", "DE")
     # The panel is built lazily: not in the DOM until asked for.
     expect(page.locator(PREFS)).to_have_count(0)
     action(page, "settings")
@@ -129,9 +155,10 @@ def test_custom_choice_in_the_preferences_panel(
     panel.get_by_role("switch", name="Analytics").check()
     action(page, "save")
     consent = recorded(page)
-    [record] = gateway.consents(consent["subject_id"])
+    [record] = stored(gateway, consent)
     assert record["action"] == "custom"
-    assert record["choices"] == {"analytics": True, "marketing": False, "personalization": False}
+    assert record["choices"] == {"necessary": True, "analytics": True, "marketing": False,
+                                 "personalization": False}
     page.wait_for_function("window.analyticsRuns === 1")
     assert runs(page) == {"inline": 1, "analytics": 1, "ads": 0, "frame": 0}
     # A marketing tag added later stays inert; an analytics one runs at once (MutationObserver).
@@ -159,9 +186,9 @@ def test_custom_choice_in_the_preferences_panel(
 
 def test_withdrawal_deletes_the_purpose_cookies_and_reloads(
         page: Page, site: LoopbackServer, gateway: Gateway) -> None:
-    page.goto(demo_page(site, gateway.script_url(rule="gdpr"), path="/withdraw"))
+    visit(page, site, gateway, "/withdraw", "DE")
     action(page, "accept_all")
-    subject = recorded(page)["subject_id"]
+    first = recorded(page)
     page.evaluate("document.cookie = '_ga=GA1.1; path=/'; document.cookie = '_ga_XYZ=1; path=/';"
                   "document.cookie = 'pref_theme=dark; path=/'; document.cookie = 'keep=1; path=/'")
     page.click("[data-cg-open]")
@@ -172,16 +199,22 @@ def test_withdrawal_deletes_the_purpose_cookies_and_reloads(
     assert {"_ga", "_ga_XYZ", "pref_theme"}.isdisjoint(names)
     assert {"keep", "cg_consent"} <= names
     assert runs(page)["analytics"] == 0  # reloaded: the withdrawn tags are gone
-    actions = [r["action"] for r in gateway.consents(subject)]
-    assert actions == ["accept_all", "withdraw"]
+    accepted, withdrawn = stored(gateway, recorded(page), count=2)
+    assert (accepted["action"], withdrawn["action"]) == ("accept_all", "withdraw")
+    assert withdrawn["withdraws"] == first["receipt"]["record_id"]
+    assert withdrawn["subject_id"] == first["subject_id"]
 
 
 def test_changed_revision_reprompts_and_keeps_the_subject(
         page: Page, site: LoopbackServer, gateway: Gateway) -> None:
-    page.goto(demo_page(site, gateway.script_url(rule="gdpr", rev="rev1"), path="/rev1"))
+    url = demo_page(site, gateway.script_url(region="DE"), path="/revision")
+    page.goto(url)
     action(page, "accept_all")
     subject = recorded(page)["subject_id"]
-    page.goto(demo_page(site, gateway.script_url(rule="gdpr", rev="rev2"), path="/rev2"))
+    # What is consented to changed since: the stored revision no longer matches the config's.
+    page.evaluate("document.cookie = document.cookie.match(/cg_consent=([^;]*)/)[1]"
+                  ".replace(/^v1\\|[^|]*/, 'cg_consent=v1|0ld') + '; path=/'")
+    page.goto(url)
     expect(page.locator(BANNER)).to_be_visible()
     assert page.evaluate("ConsentGateway.getConsent()") is None
     assert runs(page)["analytics"] == 0
@@ -191,7 +224,7 @@ def test_changed_revision_reprompts_and_keeps_the_subject(
 
 def test_offline_choice_is_queued_and_sent_when_back_online(
         context: BrowserContext, page: Page, site: LoopbackServer, gateway: Gateway) -> None:
-    page.goto(demo_page(site, gateway.script_url(rule="gdpr"), path="/offline"))
+    visit(page, site, gateway, "/offline", "DE")
     expect(page.locator(BANNER)).to_be_visible()
     context.set_offline(True)
     action(page, "accept_all")
@@ -199,19 +232,19 @@ def test_offline_choice_is_queued_and_sent_when_back_online(
     queued = json.loads(page.evaluate("localStorage.getItem('cg_queue')"))
     assert [q["action"] for q in queued] == ["accept_all"]
     context.set_offline(False)
-    subject = recorded(page)["subject_id"]
-    assert [r["action"] for r in gateway.consents(subject)] == ["accept_all"]
+    [record] = stored(gateway, recorded(page))
+    assert record["action"] == "accept_all"
     assert page.evaluate("localStorage.getItem('cg_queue')") == "[]"
 
 
 def test_gpc_opts_out_automatically_in_an_opt_out_region(
         browser: Browser, site: LoopbackServer, gateway: Gateway) -> None:
-    context = browser.new_context(extra_http_headers={"Sec-GPC": "1"})
+    context = browser.new_context()
     context.add_init_script("Object.defineProperty(Navigator.prototype, "
                             "'globalPrivacyControl', {get: () => true})")
     page = context.new_page()
     try:
-        page.goto(demo_page(site, gateway.script_url(rule="ccpa"), path="/gpc"))
+        visit(page, site, gateway, "/gpc", "US-CA")
         banner = page.locator(BANNER)
         expect(banner).to_be_visible()
         assert banner.get_attribute("role") == "region"  # a notice, not a blocking dialog
@@ -220,9 +253,10 @@ def test_gpc_opts_out_automatically_in_an_opt_out_region(
                                   "Information")).to_be_visible()
         consent = recorded(page)
         assert consent["gpc"] is True
-        [record] = gateway.consents(consent["subject_id"])
+        [record] = stored(gateway, consent)
         assert record["action"] == "gpc"
-        assert record["choices"] == {"analytics": True, "marketing": False,
+        assert record["rule_id"] == "ccpa"
+        assert record["choices"] == {"necessary": True, "analytics": True, "marketing": False,
                                      "personalization": True}
         page.wait_for_function("window.analyticsRuns === 1")
         assert runs(page)["ads"] == 0
@@ -235,7 +269,7 @@ def test_gpc_opts_out_automatically_in_an_opt_out_region(
 
 def test_keyboard_only_through_banner_and_panel(
         page: Page, site: LoopbackServer, gateway: Gateway) -> None:
-    page.goto(demo_page(site, gateway.script_url(rule="gdpr"), path="/keys"))
+    visit(page, site, gateway, "/keys", "DE")
     expect(page.locator(BANNER)).to_be_focused()
     focused = "document.activeElement.shadowRoot ? " \
               "document.activeElement.shadowRoot.activeElement.textContent : " \
@@ -278,15 +312,15 @@ def test_keyboard_only_through_banner_and_panel(
     assert page.evaluate("document.activeElement.hasAttribute('data-cg-open')") is True
 
 
-@pytest.mark.parametrize(("rule", "open_panel"), [("gdpr", False), ("gdpr", True),
-                                                  ("ccpa", False), ("notice", True)])
+@pytest.mark.parametrize(("rule", "open_panel"), [("DE", False), ("DE", True),
+                                                  ("US-CA", False), ("AU", True)])
 def test_axe_finds_no_serious_violations(
         browser: Browser, site: LoopbackServer, gateway: Gateway, rule: str,
         open_panel: bool) -> None:
     context = browser.new_context(bypass_csp=True)  # to inject axe-core
     page = context.new_page()
     try:
-        page.goto(demo_page(site, gateway.script_url(rule=rule), path=f"/axe-{rule}"))
+        visit(page, site, gateway, f"/axe-{rule}", rule)
         expect(page.locator(BANNER)).to_be_visible()
         if open_panel:
             action(page, "settings")
@@ -311,7 +345,7 @@ def test_no_layout_shift_and_reduced_motion(
     context = browser.new_context(reduced_motion="reduce")
     page = context.new_page()
     try:
-        page.goto(demo_page(site, gateway.script_url(rule="ccpa"), path="/cls"))
+        visit(page, site, gateway, "/cls", "US-CA")
         expect(page.locator(BANNER)).to_be_visible()
         page.wait_for_timeout(300)
         shift = page.evaluate("""() => new Promise(resolve => {
@@ -331,7 +365,7 @@ def test_no_layout_shift_and_reduced_motion(
 
 def test_idempotent_init_and_api_events(
         page: Page, site: LoopbackServer, gateway: Gateway) -> None:
-    url = gateway.script_url(rule="notice")
+    url = gateway.script_url(region="AU")
     page.goto(demo_page(site, url, path="/twice", extra_body=(
         f'<script nonce="{NONCE}" src="{url}" async></script>')))
     expect(page.locator(BANNER)).to_be_visible()
@@ -348,7 +382,7 @@ def test_idempotent_init_and_api_events(
 
 
 def test_rtl_and_theme(page: Page, site: LoopbackServer, gateway: Gateway) -> None:
-    page.goto(demo_page(site, gateway.script_url(rule="gdpr", lang="ar", dir="rtl"),
+    page.goto(demo_page(site, gateway.script_url(region="DE", lang="ar"),
                         path="/rtl", lang="ar"))
     banner = page.locator(BANNER)
     expect(banner).to_be_visible()
