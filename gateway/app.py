@@ -82,6 +82,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         await recording.start()
         await admin.publish_current(app.state)
         watcher = Watcher(settings, gateway, on_reload=lambda: admin.publish_current(app.state))
+        app.state.watcher = watcher
         if settings.reload:
             watcher.start()
         log.info("serving %d site(s) from %s", len(gateway.catalog), settings.banners_dir)
