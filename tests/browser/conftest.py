@@ -56,8 +56,9 @@ class Gateway:
         query = urlencode(params)
         return f"{self.origin}/v1/sites/demo/consent.js" + (f"?{query}" if query else "")
 
-    def get_json(self, path: str) -> Any:
-        with urllib.request.urlopen(self.origin + path, timeout=5) as response:
+    def get_json(self, path: str, headers: dict[str, str] | None = None) -> Any:
+        request = urllib.request.Request(self.origin + path, headers=headers or {})
+        with urllib.request.urlopen(request, timeout=5) as response:
             return json.load(response)
 
     def consents(self, subject_id: str, receipt: str, count: int = 1) -> list[dict[str, Any]]:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import threading
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -81,25 +79,3 @@ class LoopbackServer:
     def close(self) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
-
-
-@dataclass
-class RecordStore:
-    """The recording endpoint's contract, in memory: 201 with a receipt, CORS for any origin."""
-
-    records: list[dict[str, Any]] = field(default_factory=list)
-
-    def post(self, _path: str, _query: Mapping[str, list[str]], body: bytes,
-             headers: Mapping[str, str]) -> Reply:
-        record = json.loads(body)
-        record["content_type"] = headers.get("Content-Type", "")
-        record["origin"] = headers.get("Origin", "")
-        record["record_id"] = uuid.uuid4().hex
-        self.records.append(record)
-        answer = {"record_id": record["record_id"], "recorded_at": "2026-11-29T00:00:00Z",
-                  "receipt": "r-" + record["record_id"]}
-        return 201, {"Content-Type": "application/json", "Access-Control-Allow-Origin": "*"}, (
-            json.dumps(answer).encode())
-
-    def for_subject(self, subject_id: str) -> list[dict[str, Any]]:
-        return [r for r in self.records if r["subject_id"] == subject_id]

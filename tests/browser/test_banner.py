@@ -17,11 +17,15 @@ BANNER = "#cg-host section[data-cg-layer=banner]"
 PREFS = "#cg-host section[data-cg-layer=preferences]"
 
 
-def visit(page: Page, site: LoopbackServer, gateway: Gateway, path: str, region: str = "DE",
-          **page_options: Any) -> None:
-    """Open a test page as a visitor from ``region``, located by CDN headers (trusted peer)."""
+def cdn_headers(region: str) -> dict[str, str]:
     country, _, subdivision = region.partition("-")
-    added = {"cf-ipcountry": country, **({"cf-region-code": subdivision} if subdivision else {})}
+    return {"cf-ipcountry": country, **({"cf-region-code": subdivision} if subdivision else {})}
+
+
+def visit(page: Page, site: LoopbackServer, gateway: Gateway, path: str, region: str = "DE",
+          accept_language: str = "en-US,en;q=0.9", **page_options: Any) -> None:
+    """Open a test page as a visitor from ``region``, located by CDN headers (trusted peer)."""
+    added = {**cdn_headers(region), "accept-language": accept_language}
 
     # Headers added on the way, as a CDN would: set from the page they would make the POST a
     # non-simple CORS request. (Chromium drops an injected Sec-GPC, and has no GPC of its own,
@@ -379,6 +383,37 @@ def test_idempotent_init_and_api_events(
     assert page.evaluate("window.evt") == "accept_all"
     page.evaluate("ConsentGateway.showPreferences()")
     expect(page.locator(PREFS)).to_be_visible()
+
+
+LOCATIONS = [
+    # Accept-Language, region, served language, direction, rule, first layer role
+    ("de-DE,de;q=0.9,en;q=0.5", "DE", "de", "ltr", "gdpr", "dialog"),
+    ("fr-CA,fr;q=0.9", "CA-QC", "fr", "ltr", "quebec", "dialog"),
+    ("en-US,en;q=0.9", "US-CA", "en", "ltr", "ccpa", "region"),
+    ("ar-EG,ar;q=0.9", "EG", "ar", "rtl", "default", "dialog"),
+    ("zh-TW,zh;q=0.9", "CN", "zh-Hant", "ltr", "pipl", "dialog"),
+    ("ja-JP,ja;q=0.9", "JP", "ja", "ltr", "appi", "region"),
+    ("pt-BR,pt;q=0.9", "BR", "pt-BR", "ltr", "lgpd", "dialog"),
+]
+
+
+@pytest.mark.parametrize(("accept", "region", "language", "direction", "rule", "role"),
+                         LOCATIONS)
+def test_language_and_rule_follow_the_visitor(
+        page: Page, site: LoopbackServer, gateway: Gateway, accept: str, region: str,
+        language: str, direction: str, rule: str, role: str) -> None:
+    visit(page, site, gateway, f"/where-{region}", region, accept_language=accept)
+    banner = page.locator(BANNER)
+    expect(banner).to_be_visible()
+    assert banner.get_attribute("lang") == language
+    assert banner.get_attribute("dir") == direction
+    assert banner.get_attribute("role") == role
+    assert page.evaluate("ConsentGateway.config.rule.id") == rule
+    # The banner shows the same translated title that the JSON config gives an app.
+    config = gateway.get_json("/v1/sites/demo/config",
+                              {**cdn_headers(region), "Accept-Language": accept})
+    assert banner.locator("h2").inner_text() == config["texts"]["title"]
+    assert (config["texts"]["title"] == "We value your privacy") == (language == "en")
 
 
 def test_rtl_and_theme(page: Page, site: LoopbackServer, gateway: Gateway) -> None:
