@@ -171,3 +171,25 @@ def test_cli_exit_code_follows_errors(
             str(settings.locales_dir), "--data-dir", str(settings.data_dir)]
     assert main(argv) == code
     assert "site demo: banner_version" in capsys.readouterr().out
+
+
+def test_validate_bundle_catches_a_translation_that_breaks_rendering(settings: Settings) -> None:
+    _template(settings, "banner.html", '{% extends "default:banner.html" %}{% block footer %}'
+              '{{ _("Sold by %(name)s", name=site.name) }}{% endblock %}')
+    _translate(settings, "Sold by %(name)s", "Verkauft von %(nom)s", locale="fr")
+    bundle = load_site(settings.banners_dir / "demo", settings.locales_dir)
+    with pytest.raises(ConfigError) as info:
+        checks.validate_bundle(bundle)
+    assert "KeyError: 'nom'" in info.value.message
+    assert "fr/" in info.value.message
+
+
+def test_reload_validation_renders_every_rule_once_and_every_language(settings: Settings) -> None:
+    bundle = load_site(settings.banners_dir / "demo", settings.locales_dir)
+    quick = checks.cases(bundle, every_rule=False)
+    every = checks.cases(bundle, every_rule=True)
+    rules = checks.rules_of(bundle)
+    assert {rule.id for locale, rule in quick if locale == "en"} == {r.id for r in rules}
+    assert {locale for locale, _ in quick} == {"en", "de", "fr"}
+    assert {rule.model for locale, rule in quick if locale == "de"} == {r.model for r in rules}
+    assert len(every) == 3 * len(rules)
