@@ -1,9 +1,11 @@
-"""The durable local outbox: SQLite in WAL mode, written by one thread with group commit.
+"""The durable local outbox: SQLite in WAL mode, one owner, group commit without linger.
 
-Every operation is a command queued to the single writer thread. The thread takes whatever
-has queued while it was busy, writes all the appends in one transaction, commits (an fsync
-in ``power`` durability), then settles every waiting request at once: no fixed linger, so a
-lone client pays one commit and a crowd shares it.
+All SQL runs on the event loop's thread (one owner, no locks): appends that arrive in the
+same loop iteration are committed together in a few statements, which only write to the WAL.
+In ``power`` durability a single helper thread then fsyncs the WAL, and the requests are
+answered only after it returns; appends arriving meanwhile form the next group. Measured:
+running SQLite itself in a worker thread cost milliseconds per group in GIL hand-offs, while
+the commit without fsync takes tens of microseconds on the loop.
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import queue
+import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -30,6 +32,7 @@ log = logging.getLogger("gateway.outbox")
 FILE_NAME = "outbox.sqlite3"
 IDEMPOTENCY_TTL_NS = 24 * 3600 * 1_000_000_000
 _PRUNE_EVERY_S = 300.0
+_CHECKPOINT_BYTES = 4 * 1024 * 1024
 
 _FIND_KEYS = """
 SELECT i.site, i.key, i.record_id, i.recorded_at, i.receipt
@@ -142,7 +145,6 @@ class _Append:
         self.future = future
 
 
-_Command = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
 _Settled = list[tuple["asyncio.Future[Any]", Any, BaseException | None]]
 
 
@@ -163,7 +165,7 @@ def quarantine(path: Path, reason: str) -> Path:
 
 
 class Outbox:
-    """A bounded, durable queue of consent records owned by one writer thread."""
+    """A bounded, durable queue of consent records; every SQL write runs on the loop thread."""
 
     def __init__(
         self,
@@ -181,45 +183,55 @@ class Outbox:
         self.retry_after = retry_after
         self.quarantined: Path | None = None
         self.writable = False
-        self._queue: queue.SimpleQueue[_Command | _Append | None] = queue.SimpleQueue()
+        self.arrived = asyncio.Event()
+        self.commits = 0
+        self.syncs = 0
+        self._conn: sqlite3.Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._syncer: ThreadPoolExecutor | None = None
+        self._waiting: list[_Append] = []
+        self._unsynced: _Settled = []
+        self._flush_scheduled = False
+        self._sync_running = False
+        self._checkpointing = False
+        self._idle: asyncio.Future[None] | None = None
         self._depth = 0
         self._pending = 0
         self._oldest_ns: int | None = None
         self._cursor = 0
-        self._closed = True
         self._next_prune = 0.0
-        self.arrived = asyncio.Event()
-        self.commits = 0
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Open (or create) the database in its own thread; quarantine it if corrupt."""
+        """Open (or create) the database, quarantining it if corrupt."""
         self._loop = asyncio.get_running_loop()
         self.arrived = asyncio.Event()
-        ready: asyncio.Future[None] = self._loop.create_future()
-        self._thread = threading.Thread(
-            target=self._run, args=(ready,), name="outbox-writer", daemon=True
-        )
-        self._thread.start()
-        await ready
-        self._closed = False
+        self._syncer = ThreadPoolExecutor(1, thread_name_prefix="outbox-sync")
+        self._conn = await self._loop.run_in_executor(self._syncer, self._open_db)
+        self.writable = True
         if self._depth:
             self.arrived.set()
 
     async def close(self) -> None:
-        """Finish queued commands, then close the database."""
-        if self._thread is None:
+        """Wait for the last fsync, then close the database."""
+        if self._conn is None:
             return
-        self._closed = True
-        self._queue.put(None)
-        await asyncio.to_thread(self._thread.join)
-        self._thread = None
+        if self._waiting:
+            self._flush()
+        while self._sync_running or self._unsynced:
+            assert self._loop is not None
+            self._idle = self._loop.create_future()
+            await self._idle
+        conn, self._conn = self._conn, None
         self.writable = False
+        assert self._syncer is not None
+        assert self._loop is not None
+        await self._loop.run_in_executor(self._syncer, conn.close)
+        self._syncer.shutdown(wait=True)
+        self._syncer = None
 
-    # -- the writer thread ---------------------------------------------------------------
+    # -- opening -------------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -228,8 +240,12 @@ class Outbox:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal":
                 raise sqlite3.DatabaseError(f"journal mode is {mode}, not wal")
-            sync = "FULL" if self.durability == "power" else "NORMAL"
-            conn.execute(f"PRAGMA synchronous = {sync}")
+            # NORMAL: commits only write to the WAL; in `power` mode the sync thread fsyncs
+            # the WAL after each group commit, which is what FULL would do, but off the loop.
+            conn.execute("PRAGMA synchronous = NORMAL")
+            # Checkpoints run in the sync thread (PASSIVE), never inside a commit on the loop.
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
+            conn.execute("PRAGMA journal_size_limit = 67108864")
             check = conn.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise sqlite3.DatabaseError(f"quick_check: {check}")
@@ -248,6 +264,7 @@ class Outbox:
             conn = self._connect()
         self._depth = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
         self._refresh_oldest(conn)
+        _fsync_path(self.path.parent)  # the new WAL's directory entry must survive power loss
         return conn
 
     def _refresh_oldest(self, conn: sqlite3.Connection) -> None:
@@ -257,51 +274,82 @@ class Outbox:
             # Another process (the replay command) may have changed the table behind us.
             self._depth = 0
 
-    def _run(self, ready: asyncio.Future[None]) -> None:
-        loop = self._loop
-        assert loop is not None
-        try:
-            conn = self._open_db()
-        except BaseException as exc:  # any failure must reach open(), not die in the thread
-            loop.call_soon_threadsafe(_settle_one, ready, None, exc)
-            return
-        self.writable = True
-        loop.call_soon_threadsafe(_settle_one, ready, None, None)
-        try:
-            self._serve(conn, loop)
-        finally:
-            conn.close()
+    # -- group commit ----------------------------------------------------------------------
 
-    def _serve(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop) -> None:
-        stopping = False
-        while not stopping:
-            items = [self._queue.get()]
-            while True:
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            appends = [i for i in items if isinstance(i, _Append)]
-            settled: _Settled = []
-            if appends:
-                try:
-                    settled.extend(self._commit_appends(conn, appends))
-                except BaseException as exc:  # never leave a request waiting forever
-                    _rollback(conn)
-                    settled.extend((a.future, None, exc) for a in appends)
-            for item in items:
-                if item is None:
-                    stopping = True
-                elif isinstance(item, tuple):
-                    fn, future = item
-                    try:
-                        settled.append((future, fn(conn), None))
-                    except BaseException as exc:  # the caller decides; the thread lives on
-                        _rollback(conn)
-                        settled.append((future, None, exc))
-            if time.monotonic() >= self._next_prune:
-                self._prune(conn)
-            loop.call_soon_threadsafe(self._settle, settled, len(appends))
+    def _flush(self) -> None:
+        """Commit everything that arrived since the last group (runs on the loop)."""
+        self._flush_scheduled = False
+        batch, self._waiting = self._waiting, []
+        if not batch:
+            return
+        conn = self._conn
+        if conn is None:
+            error = Unavailable("the outbox is closed", retry_after=self.retry_after)
+            self._settle([(a.future, None, error) for a in batch], len(batch))
+            return
+        settled = self._commit_appends(conn, batch)
+        if time.monotonic() >= self._next_prune:
+            self._prune(conn)
+        if self.durability == "process" or settled[0][2] is not None:
+            self._settle(settled, len(batch))
+            self._maybe_checkpoint()
+            return
+        self._unsynced.extend(settled)
+        self._start_sync()
+
+    def _start_sync(self) -> None:
+        if self._sync_running or not self._unsynced:
+            return
+        assert self._loop is not None
+        assert self._syncer is not None
+        group, self._unsynced = self._unsynced, []
+        self._sync_running = True
+        done = self._loop.run_in_executor(self._syncer, self._fsync_wal)
+        done.add_done_callback(lambda f: self._synced(group, f))
+
+    def _fsync_wal(self) -> None:
+        _fsync_path(Path(str(self.path) + "-wal"))
+        self._checkpoint_if_large()
+
+    def _synced(self, group: _Settled, done: asyncio.Future[None]) -> None:
+        self._sync_running = False
+        self.syncs += 1
+        exc = done.exception()
+        if exc is not None:
+            log.error("outbox fsync failed: %s", exc)
+            self.writable = False
+            error = Unavailable(f"the outbox cannot sync: {exc}", retry_after=self.retry_after)
+            group = [(f, None, error) for f, _, _ in group]
+        self._settle(group, len(group))
+        # Whatever queued during the fsync is the next group: commit it now.
+        if self._waiting:
+            self._flush()
+        if not self._sync_running and self._idle is not None and not self._idle.done():
+            self._idle.set_result(None)
+
+    def _maybe_checkpoint(self) -> None:
+        if self._checkpointing or self._syncer is None or self._loop is None:
+            return
+        self._checkpointing = True
+        done = self._loop.run_in_executor(self._syncer, self._checkpoint_if_large)
+        done.add_done_callback(lambda _: setattr(self, "_checkpointing", False))
+
+    def _checkpoint_if_large(self) -> None:
+        """PASSIVE checkpoint from the sync thread once the WAL passes a few MB."""
+        try:
+            size = Path(str(self.path) + "-wal").stat().st_size
+        except OSError:
+            return
+        if size < _CHECKPOINT_BYTES:
+            return
+        reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            reader.execute("PRAGMA synchronous = NORMAL")
+            reader.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as exc:
+            log.warning("outbox checkpoint failed: %s", exc)
+        finally:
+            reader.close()
 
     def _commit_appends(self, conn: sqlite3.Connection, appends: list[_Append]) -> _Settled:
         # Each sqlite3 call re-acquires the GIL, which a busy event loop holds for up to the
@@ -375,20 +423,25 @@ class Outbox:
         if appended:
             self.arrived.set()
 
-    # -- the event-loop side -------------------------------------------------------------
+    # -- the API -------------------------------------------------------------------------
 
     def _submit(self, fn: Callable[[sqlite3.Connection], Any]) -> asyncio.Future[Any]:
-        if self._closed or self._loop is None:
+        """Run a maintenance command now, between group commits (same thread, no overlap)."""
+        if self._conn is None or self._loop is None:
             raise Unavailable("the outbox is closed", retry_after=self.retry_after)
         future: asyncio.Future[Any] = self._loop.create_future()
-        self._queue.put((fn, future))
+        try:
+            future.set_result(fn(self._conn))
+        except sqlite3.Error as exc:
+            _rollback(self._conn)
+            future.set_exception(exc)
         return future
 
     async def append(
         self, record: ConsentRecord, receipt: str, body: bytes | None = None
     ) -> Appended:
         """Store a record (``body``: its JSON, if already encoded); resolves after the commit."""
-        if self._closed or self._loop is None:
+        if self._conn is None or self._loop is None:
             raise Unavailable("the outbox is closed", retry_after=self.retry_after)
         if self._depth + self._pending >= self.max_records:
             raise Unavailable(
@@ -399,9 +452,14 @@ class Outbox:
         future: asyncio.Future[Appended] = self._loop.create_future()
         encoded = orjson.dumps(record.as_json()) if body is None else body
         self._pending += 1
-        self._queue.put(_Append(record, receipt, encoded, future))
-        # A cancelled request cancels only its own future; the writer still commits the
-        # record and skips settling a future that is already done.
+        self._waiting.append(_Append(record, receipt, encoded, future))
+        if not self._flush_scheduled and not self._sync_running:
+            # After the callbacks already queued run: whatever arrives meanwhile joins the
+            # group, with no fixed linger. During an fsync the group grows until it ends.
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+        # A cancelled request cancels only its own future; the record is still committed
+        # and settling skips futures that are already done.
         return await future
 
     async def claim(self, limit: int) -> list[OutboxItem]:
@@ -534,6 +592,17 @@ def _rollback(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
         except sqlite3.Error as exc:
             log.error("outbox rollback failed: %s", exc)
+
+
+def _fsync_path(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return  # no WAL yet: nothing committed since the last checkpoint
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _settle_one(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
