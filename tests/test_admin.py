@@ -25,8 +25,7 @@ ENDPOINTS = [
 ]
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def _settings(tmp_path: Path) -> Settings:
     shutil.copytree(ROOT / "banners" / "demo", tmp_path / "banners" / "demo")
     shutil.copytree(ROOT / "locales", tmp_path / "locales")
     return Settings(banners_dir=tmp_path / "banners", locales_dir=tmp_path / "locales",
@@ -35,7 +34,15 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
+def settings(tmp_path: Path) -> Settings:
+    """A tree of its own, for tests that edit files."""
+    return _settings(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """One app for the read-only tests: starting one per case would dominate their time."""
+    settings = _settings(tmp_path_factory.mktemp("admin"))
     with TestClient(create_app(settings), base_url="http://127.0.0.1:8000") as c:
         yield c
 
@@ -157,9 +164,12 @@ def test_versions_lists_what_start_up_published(client: TestClient) -> None:
     assert client.get("/admin/v1/sites/nope/versions", headers=AUTH).status_code == 404
 
 
-def test_reload_swaps_valid_edits_and_refuses_broken_ones(
-    client: TestClient, settings: Settings
-) -> None:
+def test_reload_swaps_valid_edits_and_refuses_broken_ones(settings: Settings) -> None:
+    with TestClient(create_app(settings), base_url="http://127.0.0.1:8000") as client:
+        _reload_cycle(client, settings)
+
+
+def _reload_cycle(client: TestClient, settings: Settings) -> None:
     before = client.get("/v1/sites/demo/config?region=DE").json()["banner_version"]
     toml = settings.banners_dir / "demo" / "site.toml"
     toml.write_text(toml.read_text().replace('name = "Analytics"', 'name = "Audience"'))
