@@ -69,7 +69,19 @@ def test_shipped_tree_has_no_errors_and_full_coverage() -> None:
     assert report.lines()[-1].startswith("ok: 0 error(s)")
 
 
-Edit = Callable[[Settings], None]
+def _plural_gap(s: Settings) -> None:
+    _template(s, "banner.html", '{% extends "default:banner.html" %}{% block footer %}'
+              '{{ ngettext("%(num)d partner", "%(num)d partners", 3) }}{% endblock %}')
+    _translate(s, ("%(num)d partner", "%(num)d partners"), ("%(num)d Partner", ""))
+
+
+def _placeholder_typo(s: Settings) -> None:
+    _template(s, "banner.html", '{% extends "default:banner.html" %}{% block footer %}'
+              '{{ _("Sold by %(name)s", name=site.name) }}{% endblock %}')
+    _translate(s, "Sold by %(name)s", "Verkauft von %(nom)s")
+
+
+Edit = Callable[[Settings], object]
 CASES: list[tuple[str, Edit, str, str, str]] = [
     # (name, edit, level, where ends with, message part)
     ("fuzzy", lambda s: _translate(s, "Accept all", "Alle annehmen", fuzzy=True),
@@ -82,21 +94,11 @@ CASES: list[tuple[str, Edit, str, str, str]] = [
     ("stale template",
      lambda s: _append_toml(s, '\n[texts]\ntitle = "Cookies, but fair"\n'),
      "warning", "locales/demo.pot", "the template lacks 1 of the site's texts"),
-    ("untranslated plural",
-     lambda s: (_template(s, "banner.html", '{% extends "default:banner.html" %}{% block footer'
-                          ' %}{{ ngettext("%(num)d partner", "%(num)d partners", 3) }}'
-                          "{% endblock %}"),
-                _translate(s, ("%(num)d partner", "%(num)d partners"), ("%(num)d Partner", ""))),
+    ("untranslated plural", _plural_gap,
      "warning", "de/LC_MESSAGES/demo.po", "plural forms missing in '%(num)d partner'"),
-    ("placeholder",
-     lambda s: (_template(s, "banner.html", '{% extends "default:banner.html" %}{% block footer'
-                          ' %}{{ _("Sold by %(name)s", name=site.name) }}{% endblock %}'),
-                _translate(s, "Sold by %(name)s", "Verkauft von %(nom)s")),
+    ("placeholder", _placeholder_typo,
      "error", "de/LC_MESSAGES/demo.po", "placeholders differ from the source"),
-    ("placeholder breaks rendering",
-     lambda s: (_template(s, "banner.html", '{% extends "default:banner.html" %}{% block footer'
-                          ' %}{{ _("Sold by %(name)s", name=site.name) }}{% endblock %}'),
-                _translate(s, "Sold by %(name)s", "Verkauft von %(nom)s")),
+    ("placeholder breaks rendering", _placeholder_typo,
      "error", "banners/demo", "render error: KeyError: 'nom'"),
     ("unsafe html", lambda s: _translate(s, "Customize", '<img src=x onerror="alert(1)">'),
      "error", "de/LC_MESSAGES/demo.po", "HTML outside the allow-list in 'Customize'"),

@@ -47,7 +47,7 @@ def _retranslate(s: Settings) -> None:
 
 
 NEW_PURPOSE = '\n[[purposes]]\nid = "video"\nname = "Video"\ndescription = "Embedded videos."\n'
-Edit = Callable[[Settings], None]
+Edit = Callable[[Settings], object]
 CASES: list[tuple[str, Edit, bool, bool]] = [
     # (what changed, edit, banner_version changes, consent_revision changes)
     ("nothing", lambda s: None, False, False),
