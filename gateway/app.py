@@ -23,7 +23,7 @@ from gateway.serving import Gateway
 from gateway.settings import Settings, load_settings
 from gateway.snippet import Snippet
 from gateway.watch import Watcher
-from gateway.web import admin, ops, public, records
+from gateway.web import admin, ops, privacy, public, records
 from gateway.web.middleware import MetricsMiddleware
 
 log = logging.getLogger("gateway")
@@ -95,7 +95,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             gateway.locator.close()
 
     return Starlette(
-        routes=[*public.routes(), *records.routes(), *admin.routes(), *ops.routes()],
+        routes=[*public.routes(), *privacy.routes(), *records.routes(), *admin.routes(), *ops.routes()],
         middleware=[Middleware(MetricsMiddleware), Middleware(public.FastServe)],
         exception_handlers={
             BadRequest: _bad_request,

@@ -19,8 +19,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.catalog import SiteBundle
 from gateway.errors import GatewayError, NotFound
-from gateway.serving import Gateway
+from gateway.model import ResolvedBanner
+from gateway.serving import Gateway, Visitor
 from gateway.signals.gpc import well_known
 
 GPC_LAST_UPDATE = dt.date(2026, 11, 29)
@@ -64,6 +66,18 @@ def answer(gateway: Gateway, kind: str, site_id: str, peer: str | None, headers:
         return 304, out, b""
     out.append((b"content-type", body.media_type.encode()))
     return 200, out, body.content
+
+
+def answer_context(request: Request) -> tuple[Gateway, SiteBundle, Visitor, ResolvedBanner, str]:
+    """The resolved banner behind a Starlette request, for pages built on it."""
+    gateway: Gateway = request.app.state.gateway
+    site_id = request.path_params["site"]
+    bundle = gateway.catalog.get(site_id)
+    if bundle is None:
+        raise NotFound("unknown_site", f"no site named {site_id[:64]!r}")
+    visitor = gateway.visitor(request, bundle)
+    record_url = gateway.record_url(request.url.scheme, request.headers.get("host"), site_id)
+    return gateway, bundle, visitor, gateway.resolve(bundle, visitor), record_url
 
 
 class FastServe:

@@ -1,0 +1,65 @@
+"""The privacy center: a page where visitors review, change or withdraw their choices."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jinja2 import TemplateError
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+from starlette.routing import Route
+
+from gateway.errors import ConfigError
+from gateway.web.public import answer_context
+
+TEMPLATE = "privacy_center.html"
+CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+       "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+       "frame-ancestors 'self'")
+
+
+async def privacy_center(request: Request) -> HTMLResponse:
+    gateway, bundle, visitor, resolved, record_url = answer_context(request)
+    config = resolved.config
+    texts = resolved.texts
+    site_id = bundle.site.id
+    page_config: dict[str, Any] = {
+        "language": config["language"],
+        "banner_version": bundle.banner_version,
+        "record_url": record_url,
+        "history_url": f"{record_url.rsplit('/', 1)[0]}/subjects/__SUBJECT__/consents",
+        "texts": {"saved": texts["saved"]},
+        "names": {p["id"]: p["name"] for p in config["purposes"]},
+        "actions": {
+            "accept_all": texts["accept_all"], "reject_all": texts["reject_all"],
+            "custom": texts["save"], "withdraw": texts["withdraw"], "gpc": "GPC",
+        },
+    }
+    context = {
+        "site": {"id": site_id, "name": bundle.site.name, "controller": bundle.site.controller,
+                 "contact": bundle.site.contact,
+                 "privacy_policy_url": bundle.site.privacy_policy_url},
+        "rule": resolved.rule.as_json(),
+        "texts": texts,
+        "purposes": config["purposes"],
+        "language": config["language"],
+        "dir": config["dir"],
+        "theme": dict(bundle.site.theme),
+        "gpc": resolved.gpc_applied,
+        "page_config": page_config,
+    }
+    env = gateway.renderer.environment(bundle, visitor.language)
+    try:
+        html = env.get_template(TEMPLATE).render(context)
+    except TemplateError as exc:
+        raise ConfigError(f"template error: {exc}", where=str(bundle.directory)) from exc
+    return HTMLResponse(html, headers={
+        "Cache-Control": "private, no-cache",
+        "Content-Security-Policy": CSP,
+        "Referrer-Policy": "no-referrer",
+        "Vary": gateway.vary,
+    })
+
+
+def routes() -> list[Route]:
+    return [Route("/v1/sites/{site}/privacy-center", privacy_center, methods=["GET", "HEAD"])]
