@@ -227,18 +227,19 @@ def test_run_build_without_source_files(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_full_build_from_debian_tor_geoipdb(tmp_path: Path) -> None:
-    """End to end on the real data (~10 s here): the file the gateway ships by default."""
+    """End to end on the real data (~11 CPU s here): the file the gateway ships by default."""
     out = tmp_path / "country.mmdb"
-    started = time.perf_counter()
+    # CPU time, not wall time: the budget is about our work, not about a busy CI machine.
+    started = time.process_time()
     stats = build_country_mmdb(DEFAULT_SOURCE / "geoip", DEFAULT_SOURCE / "geoip6", out)
-    assert time.perf_counter() - started < 60
+    assert time.process_time() - started < 60
     assert stats.ranges_v4 > 100_000
     assert stats.ranges_v6 > 100_000
     assert stats.countries > 200
     assert 2_000_000 < stats.size_bytes < 30_000_000
-    started = time.perf_counter()
+    started = time.process_time()
     db = GeoDatabase(out)
-    assert time.perf_counter() - started < 2
+    assert time.process_time() - started < 2
     assert db.validation == "sampled"
     # Large, long-stable allocations.
     assert db.lookup("8.8.8.8").country == "US"
