@@ -212,10 +212,15 @@ def validate_bundle(bundle: SiteBundle) -> None:
         raise ConfigError(finding.message, where=finding.where, hint=finding.hint)
 
 
+def builtin_templates() -> list[str]:
+    """The built-in templates a site may override, by file name."""
+    return sorted(p.name for p in DEFAULT_TEMPLATES.glob("*.html"))
+
+
 def check_templates(bundle: SiteBundle, report: CheckReport) -> None:
     for path in sorted(bundle.directory.rglob("*.html")):
-        if path.relative_to(bundle.directory).as_posix() not in render.TEMPLATES:
-            report.warn(str(path), f"not one of {', '.join(render.TEMPLATES)}: used only if "
+        if path.relative_to(bundle.directory).as_posix() not in builtin_templates():
+            report.warn(str(path), f"not one of {', '.join(builtin_templates())}: used only if "
                         "another template includes it",
                         "to change a built-in template, use its exact file name")
     report.errors.extend(template_findings(bundle))
@@ -338,7 +343,7 @@ def template_reference() -> str:
     ]
     out += [f"| `{name}` | {help_} |" for name, help_ in render.TEMPLATE_VARIABLES.items()]
     out += ["", "## Blocks", ""]
-    for name in render.TEMPLATES:
+    for name in builtin_templates():
         blocks = ", ".join(f"`{b}`" for b in _blocks(DEFAULT_TEMPLATES / name))
         out.append(f"- `{name}`: {blocks}")
     out += ["", "## Text keys", "",
