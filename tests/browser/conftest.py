@@ -1,39 +1,14 @@
-"""One Chromium per session; a test site on one origin and the gateway on another."""
+"""One Chromium per session; a test site on one origin and the real gateway on another."""
 
 from __future__ import annotations
 
-import html
-import json
-import os
-import re
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-from urllib.parse import urlencode
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
-from tests.browser.democonfig import ROOT
+from tests.browser.harness import Gateway, launch, publisher_site, run_gateway
 from tests.browser.servers import LoopbackServer
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
-NONCE = "n0nce-4-tests"
-AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
-
-
-def launch(playwright: Any) -> Browser:
-    browser: Browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    return browser
 
 
 @pytest.fixture(scope="session")
@@ -44,88 +19,17 @@ def browser() -> Iterator[Browser]:
         chromium.close()
 
 
-@dataclass
-class Gateway:
-    """A real `consent-gateway serve` process on its own loopback port (another origin)."""
-
-    origin: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def script_url(self, **params: str) -> str:
-        query = urlencode(params)
-        return f"{self.origin}/v1/sites/demo/consent.js" + (f"?{query}" if query else "")
-
-    def get_json(self, path: str, headers: dict[str, str] | None = None) -> Any:
-        request = urllib.request.Request(self.origin + path, headers=headers or {})
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return json.load(response)
-
-    def consents(self, subject_id: str, receipt: str, count: int = 1) -> list[dict[str, Any]]:
-        """The subject's records in the store, oldest first, once ``count`` have arrived."""
-        path = f"/v1/sites/demo/subjects/{subject_id}/consents?" + urlencode({"receipt": receipt})
-        deadline = time.monotonic() + 10
-        while True:
-            history: list[dict[str, Any]] = self.get_json(path)["history"]
-            if len(history) >= count or time.monotonic() > deadline:
-                return sorted(history, key=lambda r: str(r["recorded_at"]))
-            time.sleep(0.05)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+@pytest.fixture(scope="session")
+def site() -> Iterator[LoopbackServer]:
+    server = publisher_site()
+    yield server
+    server.close()
 
 
 @pytest.fixture(scope="session")
 def gateway(site: LoopbackServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    work = tmp_path_factory.mktemp("gateway")
-    banners = work / "banners"
-    shutil.copytree(ROOT / "banners", banners)
-    # The demo site, allowing the test page's origin to record consents.
-    toml = banners / "demo" / "site.toml"
-    toml.write_text(re.sub(r"(?m)^allowed_origins = .*$", f'allowed_origins = ["{site.origin}"]',
-                           toml.read_text(encoding="utf-8")), encoding="utf-8")
-    port = free_port()
-    log = work / "gateway.log"
-    command = [str(Path(sys.executable).parent / "consent-gateway"), "serve",
-               "--host", "127.0.0.1", "--port", str(port), "--banners-dir", str(banners),
-               "--locales-dir", str(ROOT / "locales"), "--reload", "false"]
-    env = {**os.environ, "GATEWAY_DATA_DIR": str(work / "data")}
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-    gw = Gateway(f"http://127.0.0.1:{port}", process, log)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                gw.get_json("/healthz")
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("gateway did not start:\n" + log.read_text()) from None
-                time.sleep(0.1)
+    with run_gateway(site.origin, tmp_path_factory.mktemp("gateway")) as gw:
         yield gw
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-@pytest.fixture(scope="session")
-def site() -> Iterator[LoopbackServer]:
-    server = LoopbackServer()
-    server.file("/analytics.js", b"window.analyticsRuns = (window.analyticsRuns || 0) + 1;",
-                "text/javascript")
-    server.file("/ads.js", b"window.adsRuns = (window.adsRuns || 0) + 1;", "text/javascript")
-    server.page("/frame.html", "<!doctype html><title>ad frame</title><p>ad</p>")
-    yield server
-    server.close()
 
 
 @pytest.fixture
@@ -139,48 +43,3 @@ def context(browser: Browser) -> Iterator[BrowserContext]:
 @pytest.fixture
 def page(context: BrowserContext) -> Page:
     return context.new_page()
-
-
-ARTICLE = "".join(
-    f"<p>Paragraph {i}: the page's own content, which must not move when the banner appears."
-    "</p>" for i in range(12)
-)
-
-
-def demo_page(site: LoopbackServer, script_url: str, *, path: str = "/", lang: str = "en",
-              extra_body: str = "") -> str:
-    """A publisher page: the one-line snippet, blocked tags, a withdrawal link, strict CSP."""
-    # 'unsafe-eval' only lets Playwright's wait_for_function poll; inline tags still need the nonce.
-    csp = (f"script-src 'nonce-{NONCE}' 'unsafe-eval'; style-src 'nonce-{NONCE}'; "
-           f"frame-src {site.origin}; object-src 'none'")
-    body = f"""<!doctype html>
-<html lang="{lang}"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Demo shop</title>
-<style nonce="{NONCE}">body{{font:16px/1.5 sans-serif;margin:2rem;max-width:50rem}}</style>
-<script nonce="{NONCE}" src="{html.escape(script_url)}" async></script>
-<script type="text/plain" data-category="analytics" nonce="{NONCE}">
-  window.inlineAnalyticsRuns = (window.inlineAnalyticsRuns || 0) + 1;
-</script>
-<script type="text/plain" data-category="analytics" data-src="/analytics.js" nonce="{NONCE}">
-</script>
-<script type="text/plain" data-category="marketing" data-src="/ads.js" nonce="{NONCE}">
-</script>
-</head><body>
-<header><h1>Demo shop</h1><nav><a href="#main">Products</a></nav></header>
-<main id="main">{ARTICLE}
-<iframe title="advert" data-category="marketing" data-src="/frame.html" width="300"
-  height="100"></iframe>
-</main>
-<footer><a href="#" data-cg-open>Privacy settings</a></footer>
-{extra_body}
-</body></html>"""
-    return site.page(path, body, {"Content-Security-Policy": csp})
-
-
-def inject_axe(page: Page) -> None:
-    page.add_script_tag(content=AXE.read_text(encoding="utf-8"))
-
-
-def data_path(name: str) -> Path:
-    return ROOT / "docs" / "screenshots" / name

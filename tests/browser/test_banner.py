@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Request, Route, expect
 
-from tests.browser.conftest import NONCE, Gateway, demo_page, inject_axe
+from tests.browser.harness import NONCE, Gateway, demo_page, inject_axe
 from tests.browser.servers import LoopbackServer
 
 pytestmark = pytest.mark.browser
@@ -424,3 +424,22 @@ def test_rtl_and_theme(page: Page, site: LoopbackServer, gateway: Gateway) -> No
     assert banner.get_attribute("dir") == "rtl"
     assert banner.get_attribute("lang") == "ar"
     assert banner.evaluate("e => getComputedStyle(e).direction") == "rtl"
+
+
+def test_dark_mode_and_site_theme(browser: Browser, site: LoopbackServer,
+                                  gateway: Gateway) -> None:
+    context = browser.new_context(color_scheme="dark", bypass_csp=True)  # for add_style_tag
+    page = context.new_page()
+    try:
+        visit(page, site, gateway, "/dark", "US-CA")
+        banner = page.locator(BANNER)
+        expect(banner).to_be_visible()
+        assert banner.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(30, 31, 34)"
+        # A site theme is CSS custom properties on the host, which the shadow styles read.
+        page.evaluate("document.querySelector('#cg-host').style.setProperty('--cg-bg', '#123456')")
+        assert banner.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(18, 52, 86)"
+        # The page's own styles do not leak in: a hostile global rule leaves the banner alone.
+        page.add_style_tag(content="section, button { display: none !important; }")
+        expect(banner.get_by_role("button", name="OK")).to_be_visible()
+    finally:
+        context.close()
