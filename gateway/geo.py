@@ -81,11 +81,11 @@ def _address(text: str) -> tuple[IPAddress, str] | None:
     try:
         # glibc accepts only plain dotted quads here, so the text is already canonical.
         return ipaddress.IPv4Address(socket.inet_pton(socket.AF_INET, text)), text
-    except OSError:
+    except (OSError, ValueError):  # ValueError: an embedded NUL
         pass
     try:
         packed = socket.inet_pton(socket.AF_INET6, text)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: an embedded NUL
         ip = _parse_ip(text)  # e.g. a zone id: fe80::1%eth0
         return None if ip is None else (ip, str(ip))
     if packed.startswith(_MAPPED_PREFIX):

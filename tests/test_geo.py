@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.datastructures import Headers
 
 from gateway import geo
@@ -581,3 +584,75 @@ def test_locator_bad_header_from_trusted_peer(tmp_path: Path) -> None:
     with pytest.raises(BadRequest) as err:
         locator.locate("127.0.0.1", hdrs(("X-Forwarded-For", "evil")))
     assert err.value.field == "X-Forwarded-For"
+
+
+# --- properties ----------------------------------------------------------------------------
+
+PUBLIC_V4 = st.integers(min_value=0x01000000, max_value=0x09FFFFFF).map(
+    lambda n: str(ipaddress.IPv4Address(n))
+)
+PROXIES = st.integers(min_value=0, max_value=0xFFFFFF).map(
+    lambda n: str(ipaddress.IPv4Address(0x0A000000 + n))
+)
+
+
+@given(peer=PUBLIC_V4, xff=st.binary(max_size=200), cf=st.binary(max_size=80))
+@settings(max_examples=200, deadline=None)
+def test_untrusted_peer_is_the_client_whatever_it_sends(peer: str, xff: bytes, cf: bytes) -> None:
+    headers = Headers(raw=[(b"x-forwarded-for", xff), (b"cf-connecting-ip", cf)])
+    assert client_ip(peer, headers, ProxyTrust(TRUSTED)) == peer
+
+
+@given(
+    claimed=st.lists(PUBLIC_V4 | PROXIES, max_size=5),
+    client=PUBLIC_V4,
+    chain=st.lists(PROXIES, max_size=5),
+)
+@settings(max_examples=200, deadline=None)
+def test_forwarded_for_answer_is_the_hop_before_our_proxies(
+    claimed: list[str], client: str, chain: list[str]
+) -> None:
+    # Whatever the client claims (left), our proxies append the client and then each other.
+    xff = ", ".join([*claimed, client, *chain])
+    assert client_ip("127.0.0.1", hdrs(("X-Forwarded-For", xff)), ProxyTrust(TRUSTED)) == client
+
+
+HEADER_NAMES = st.sampled_from([*geo.VENDOR_IP_HEADERS, "x-forwarded-for"])
+
+
+@given(name=HEADER_NAMES, value=st.binary(max_size=300))
+@settings(max_examples=300, deadline=None)
+def test_trusted_peer_garbage_is_a_bad_request_or_an_address(name: str, value: bytes) -> None:
+    outcome: str | BadRequest | None
+    try:
+        outcome = client_ip("127.0.0.1", Headers(raw=[(name.encode(), value)]), ProxyTrust(TRUSTED))
+    except BadRequest as err:  # the only exception a request can provoke here
+        outcome = err
+    if isinstance(outcome, BadRequest):
+        assert outcome.code == "invalid_header"
+        assert outcome.field.lower() == name
+    else:
+        assert outcome is None or canonical_ip(outcome) == outcome
+
+
+@given(
+    country=st.binary(max_size=20),
+    region=st.binary(max_size=20),
+    family=st.sampled_from(["cloudflare", "cloudfront", "vercel"]),
+)
+@settings(max_examples=300, deadline=None)
+def test_geo_headers_never_fail_and_only_yield_codes(
+    country: bytes, region: bytes, family: str
+) -> None:
+    country_name, region_name = geo.GEO_HEADER_FAMILIES[family]
+    headers = Headers(raw=[(country_name.encode(), country), (region_name.encode(), region)])
+    found = region_from_headers(headers, (family,), "", "")
+    if found is not None:
+        assert found.country is not None
+        assert len(found.country) == 2
+        assert found.country.isascii()
+        assert found.country.isupper()
+        assert found.subdivision is None or (
+            found.subdivision.isascii() and found.subdivision.isalnum()
+        )
+        assert found.source == "header"
