@@ -74,6 +74,8 @@ class Gateway:
         self.renderer = renderer
         self.snippet = snippet
         self._bodies: LRUCache[tuple[Any, ...], Body] = LRUCache(16384)
+        # Finished answers keyed by the raw inputs that decide them (never by IP or subject).
+        self.answers: dict[tuple[Any, ...], tuple[int, list[tuple[bytes, bytes]], bytes]] = {}
         vary = ["Accept-Language", "Sec-GPC"]
         for family in settings.geo_headers:
             vary.extend(GEO_VARY.get(family, ()))
@@ -84,12 +86,12 @@ class Gateway:
     def visitor(self, request: Any, bundle: SiteBundle) -> Visitor:
         """Detect region, language, GPC and the rule for a Starlette request."""
         peer = request.client.host if request.client else None
-        return self.visitor_from(bundle, peer, request.headers, request.query_params)
+        ip, region = self.locator.locate(peer, request.headers)
+        return self.visitor_from(bundle, ip, region, request.headers, request.query_params)
 
-    def visitor_from(self, bundle: SiteBundle, peer: str | None, headers: Headers,
-                     params: Mapping[str, str]) -> Visitor:
-        """Detect region, language, GPC and the rule from the raw request parts."""
-        ip, region = self.locator.locate(peer, headers)
+    def visitor_from(self, bundle: SiteBundle, ip: str | None, region: Region,
+                     headers: Headers, params: Mapping[str, str]) -> Visitor:
+        """Language, GPC and the rule for a located visitor; `?region=` overrides detection."""
         raw_region = params.get("region")
         if raw_region is not None:
             region = parse_region_param(raw_region)
@@ -149,5 +151,6 @@ class Gateway:
         return body
 
     def clear(self) -> None:
+        self.answers.clear()
         self._bodies.clear()
         self.renderer.clear()

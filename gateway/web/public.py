@@ -30,6 +30,10 @@ KINDS = {"config": "config", "banner": "banner", "consent.js": "js"}
 PATH = re.compile(r"^/v1/sites/([^/]{1,64})/(config|banner|consent\.js)$")
 
 RawHeaders = list[tuple[bytes, bytes]]
+Answer = tuple[int, RawHeaders, bytes]
+# The request headers that, with the region and the query, decide a banner answer.
+ANSWER_HEADERS = frozenset({b"host", b"accept-language", b"sec-gpc", b"if-none-match"})
+MAX_ANSWERS = 16384
 
 
 def etag_matches(header: str | None, etag: str) -> bool:
@@ -44,13 +48,25 @@ def etag_matches(header: str | None, etag: str) -> bool:
 
 
 def answer(gateway: Gateway, kind: str, site_id: str, peer: str | None, headers: Headers,
-           params: Mapping[str, str], scheme: str) -> tuple[int, RawHeaders, bytes]:
-    """Status, headers and body for one banner request; raises GatewayError on bad input."""
+           query: bytes, scheme: str) -> Answer:
+    """Status, headers and body for one banner request; raises GatewayError on bad input.
+
+    Once the region is known, the answer depends only on the raw values in the memo key, so
+    repeated requests skip negotiation, rule lookup and rendering altogether.
+    """
     bundle = gateway.catalog.get(site_id)
     if bundle is None:
         raise NotFound("unknown_site", f"no site named {site_id[:64]!r}")
-    visitor = gateway.visitor_from(bundle, peer, headers, params)
-    record_url = gateway.record_url(scheme, headers.get("host"), site_id)
+    ip, region = gateway.locator.locate(peer, headers)
+    key = (kind, bundle.banner_version, site_id, region, query, scheme,
+           *[item for item in headers.raw if item[0] in ANSWER_HEADERS])
+    memo = gateway.answers.get(key)
+    if memo is not None:
+        return memo
+    get = headers.get
+    params = dict(parse_qsl(query.decode("latin-1"))) if query else {}
+    visitor = gateway.visitor_from(bundle, ip, region, headers, params)
+    record_url = gateway.record_url(scheme, get("host"), site_id)
     body = gateway.body(kind, bundle, visitor, record_url)
     scope = b"public" if body.public else b"private"
     out: RawHeaders = [
@@ -62,10 +78,16 @@ def answer(gateway: Gateway, kind: str, site_id: str, peer: str | None, headers:
     if kind == "config":
         # Apps and mini-programs fetch the config cross-origin, without credentials.
         out.append((b"access-control-allow-origin", b"*"))
-    if etag_matches(headers.get("if-none-match"), body.etag):
-        return 304, out, b""
-    out.append((b"content-type", body.media_type.encode()))
-    return 200, out, body.content
+    if etag_matches(get("if-none-match"), body.etag):
+        result: Answer = (304, out, b"")
+    else:
+        out.append((b"content-type", body.media_type.encode()))
+        out.append((b"content-length", str(len(body.content)).encode()))
+        result = (200, out, body.content)
+    if len(gateway.answers) >= MAX_ANSWERS:
+        gateway.answers.clear()  # a crude bound, but O(1) on the hot path, unlike an LRU
+    gateway.answers[key] = result
+    return result
 
 
 def answer_context(request: Request) -> tuple[Gateway, SiteBundle, Visitor, ResolvedBanner, str]:
@@ -94,18 +116,16 @@ class FastServe:
         if match is None:
             await self.app(scope, receive, send)
             return
-        query = scope.get("query_string", b"")
-        params = dict(parse_qsl(query.decode("latin-1"))) if query else {}
         client = scope.get("client")
         try:
             status, headers, body = answer(
                 scope["app"].state.gateway, KINDS[match.group(2)], match.group(1),
-                client[0] if client else None, Headers(scope=scope), params, scope["scheme"])
+                client[0] if client else None, Headers(scope=scope),
+                scope.get("query_string", b""), scope["scheme"])
         except GatewayError:
             await self.app(scope, receive, send)  # the routes answer with the JSON error
             return
         scope["endpoint"] = ENDPOINTS[match.group(2)]
-        headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body",
                     "body": b"" if scope["method"] == "HEAD" else body})
@@ -116,10 +136,11 @@ def _endpoint(kind: str):  # type: ignore[no-untyped-def]
         client = request.client
         status, headers, body = answer(
             request.app.state.gateway, kind, request.path_params["site"],
-            client.host if client else None, request.headers, request.query_params,
-            request.url.scheme)
-        response = Response(body, status_code=status)
-        response.raw_headers = [*response.raw_headers, *headers]
+            client.host if client else None, request.headers,
+            request.scope.get("query_string", b""), request.url.scheme)
+        response = Response(status_code=status)
+        response.body = body
+        response.raw_headers = list(headers)
         return response
 
     endpoint.__name__ = f"serve_{kind}"
