@@ -95,7 +95,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             gateway.locator.close()
 
     return Starlette(
-        routes=[*public.routes(), *privacy.routes(), *records.routes(), *admin.routes(), *ops.routes()],
+        routes=[*public.routes(), *privacy.routes(), *records.routes(), *admin.routes(),
+                *ops.routes()],
         middleware=[Middleware(MetricsMiddleware), Middleware(public.FastServe)],
         exception_handlers={
             BadRequest: _bad_request,

@@ -1,4 +1,4 @@
-"""Typed errors that carry a user-facing message and a hint; only the CLI and web edge format them."""
+"""Typed errors carrying a user-facing message and a hint; the CLI and web edge format them."""
 
 from __future__ import annotations
 

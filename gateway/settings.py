@@ -88,9 +88,12 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", "127.0.0.1", "Interface `serve` binds to."),
     Setting("port", "8000", "TCP port `serve` listens on.", _positive_int),
-    Setting("banners_dir", "banners", "Folder of sites: `<site>/site.toml` plus template overrides."),
-    Setting("locales_dir", "locales", "Folder of gettext catalogs: `<locale>/LC_MESSAGES/<site>.po`."),
-    Setting("data_dir", "data", "Folder for the outbox, the embedded store, keys and the built geo database."),
+    Setting("banners_dir", "banners",
+            "Folder of sites: `<site>/site.toml` plus template overrides."),
+    Setting("locales_dir", "locales",
+            "Folder of gettext catalogs: `<locale>/LC_MESSAGES/<site>.po`."),
+    Setting("data_dir", "data",
+            "Folder for the outbox, the embedded store, keys and the built geo database."),
     Setting(
         "geoip_db",
         "",

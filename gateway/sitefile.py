@@ -1,4 +1,4 @@
-"""Parse and validate ``banners/<site>/site.toml`` into a ``model.Site``; errors name file and key."""
+"""Parse and validate ``banners/<site>/site.toml`` into a ``model.Site``, naming file and key."""
 
 from __future__ import annotations
 

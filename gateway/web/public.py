@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping
 from urllib.parse import parse_qsl
 
 from starlette.datastructures import Headers
