@@ -656,3 +656,10 @@ def test_geo_headers_never_fail_and_only_yield_codes(
             found.subdivision.isascii() and found.subdivision.isalnum()
         )
         assert found.source == "header"
+
+
+@given(text=st.text(max_size=60) | st.ip_addresses().map(str))
+@settings(max_examples=300, deadline=None)
+def test_lookup_never_fails(shared_dbs: dict[str, GeoDatabase], text: str) -> None:
+    found = shared_dbs["GeoIP2-City-Test"].lookup(text)
+    assert found == UNKNOWN_REGION or (found.source == "geoip" and found.country is not None)

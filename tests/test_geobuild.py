@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import ipaddress
+import tempfile
 import time
 from pathlib import Path
 
 import geoip2.database
 import geoip2.errors
+import maxminddb
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.errors import ConfigError
 from gateway.geo import GeoDatabase
@@ -248,3 +252,42 @@ def test_full_build_from_debian_tor_geoipdb(tmp_path: Path) -> None:
     assert db.lookup("2a00:1450:4001::1").country is not None
     assert db.lookup("127.0.0.1") == UNKNOWN_REGION
     db.close()
+
+
+# Disjoint ranges as (gap before, length, country); small numbers so CIDR splits are many.
+RANGES = st.lists(
+    st.tuples(
+        st.integers(min_value=0, max_value=300),
+        st.integers(min_value=1, max_value=700),
+        st.sampled_from(["DE", "FR", "US", "??", "EU"]),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@given(spec=RANGES, base=st.integers(min_value=0, max_value=(1 << 32) - 20_000))
+@settings(max_examples=40, deadline=None)
+def test_every_address_maps_to_its_range(spec: list[tuple[int, int, str]], base: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = Path(tmp) / "geoip", Path(tmp) / "c.mmdb"
+        rows, low = [], base
+        for gap, length, code in spec:
+            low += gap
+            rows.append((low, low + length - 1, code))
+            low += length
+        src.write_text("".join(f"{lo},{hi},{cc}\n" for lo, hi, cc in rows))
+        build_country_mmdb(src, None, out)
+        with maxminddb.open_database(str(out)) as reader:
+            probes = {base, low, low + 1}
+            for lo, hi, _ in rows:
+                probes |= {lo - 1, lo, lo + 1, (lo + hi) // 2, hi - 1, hi, hi + 1}
+            for probe in sorted(p for p in probes if 0 <= p < 1 << 32):
+                want = next((cc for lo, hi, cc in rows if lo <= probe <= hi), None)
+                record = reader.get(str(ipaddress.IPv4Address(probe)))
+                if want in (None, "??"):
+                    assert record is None, probe
+                elif want == "EU":
+                    assert record == {"continent": {"code": "EU"}}
+                else:
+                    assert record == {"country": {"iso_code": want}}, probe
