@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import re
 import shutil
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from jinja2 import ChoiceLoader, DictLoader, Environment, FileSystemLoader, PrefixLoader
+from starlette.testclient import TestClient
 
 from gateway.errors import ConfigError
 from gateway.snippet import PLACEHOLDER, Snippet, script_json, source_hash
@@ -26,7 +28,7 @@ def snippet() -> Snippet:
 
 
 @pytest.mark.parametrize("rule", ["gdpr", "ccpa", "notice", "pipl"])
-def test_first_visit_fits_the_size_budget(snippet: Snippet, rule: str) -> None:
+def test_first_visit_fits_the_size_budget_with_our_templates(snippet: Snippet, rule: str) -> None:
     served = snippet.assemble(demo_config(rule))
     size = len(gzip.compress(served, compresslevel=6))
     assert size <= BUDGET, f"{rule}: {size} bytes gzipped, budget {BUDGET}"
@@ -35,6 +37,22 @@ def test_first_visit_fits_the_size_budget(snippet: Snippet, rule: str) -> None:
     assert "cg-banner" in text
     assert "cg-prefs" in text
     assert ":host" in text
+
+
+LOCALES = ["en", "de", "fr", "es", "it", "nl", "pt-BR", "zh-Hans", "zh-Hant", "ja", "ko", "ar"]
+REGIONS = ["DE", "US-CA", "CN", "JP", "BR"]
+
+
+def test_served_consent_js_fits_the_budget_in_every_demo_locale(client: TestClient) -> None:
+    sizes = {}
+    for lang, region in itertools.product(LOCALES, REGIONS):
+        response = client.get("/v1/sites/demo/consent.js", params={"lang": lang, "region": region})
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/javascript")
+        sizes[lang, region] = len(gzip.compress(response.content, compresslevel=6))
+    largest = max(sizes, key=lambda k: sizes[k])
+    assert sizes[largest] <= BUDGET, f"{largest}: {sizes[largest]} bytes gzipped"
+    assert min(sizes.values()) > 4000  # the measurement covers the whole snippet
 
 
 def test_minification_shrinks_the_source_and_removes_the_placeholder(snippet: Snippet) -> None:

@@ -443,3 +443,26 @@ def test_dark_mode_and_site_theme(browser: Browser, site: LoopbackServer,
         expect(banner.get_by_role("button", name="OK")).to_be_visible()
     finally:
         context.close()
+
+
+def test_usable_at_200_percent_zoom(browser: Browser, site: LoopbackServer,
+                                    gateway: Gateway) -> None:
+    # 200 % zoom of a 1280 x 800 window leaves a 640 x 400 CSS-pixel viewport.
+    context = browser.new_context(viewport={"width": 640, "height": 400})
+    page = context.new_page()
+    try:
+        visit(page, site, gateway, "/zoom", "DE")
+        action(page, "settings")
+        panel = page.locator(PREFS)
+        expect(panel).to_be_visible()
+        box = panel.bounding_box()
+        assert box is not None
+        assert box["y"] >= 0
+        assert box["y"] + box["height"] <= 400  # scrolls inside itself, never off-screen
+        assert box["x"] >= 0
+        assert box["x"] + box["width"] <= 640
+        # The last control is reachable (scrolled into view inside the panel) and works.
+        action(page, "save")
+        assert recorded(page)["action"] == "reject_all"
+    finally:
+        context.close()
