@@ -252,7 +252,9 @@ def _walk_forwarded_for(values: list[bytes], peer: str | None, trust: ProxyTrust
     return ip  # every hop is one of ours (the leftmost is last): the client is a proxy itself
 
 
-_CLIENT_HEADERS = frozenset(n.encode() for n in (*VENDOR_IP_HEADERS, FORWARDED_FOR))
+_VENDOR_KEYS = tuple((name, name.encode()) for name in VENDOR_IP_HEADERS)
+_FORWARDED_FOR_KEY = FORWARDED_FOR.encode()
+_CLIENT_HEADERS = frozenset([*(key for _, key in _VENDOR_KEYS), _FORWARDED_FOR_KEY])
 
 
 def client_ip(peer: str | None, headers: Headers, trust: ProxyTrust) -> str | None:
@@ -260,12 +262,18 @@ def client_ip(peer: str | None, headers: Headers, trust: ProxyTrust) -> str | No
     peer_ip = canonical_ip(peer)
     if not trust.trusts(peer_ip):
         return peer_ip  # an untrusted peer's headers are not even parsed
-    found = _collect(headers, _CLIENT_HEADERS)
-    for name in VENDOR_IP_HEADERS:
-        values = found.get(name.encode())
+    return _vouched_client(peer_ip, _collect(headers, _CLIENT_HEADERS), trust)
+
+
+def _vouched_client(
+    peer_ip: str | None, found: dict[bytes, list[bytes]], trust: ProxyTrust
+) -> str | None:
+    """The client a trusted peer names: a vendor header, else the X-Forwarded-For walk."""
+    for name, key in _VENDOR_KEYS:
+        values = found.get(key)
         if values:
             return _vendor_ip(name, values)
-    values = found.get(FORWARDED_FOR.encode())
+    values = found.get(_FORWARDED_FOR_KEY)
     return _walk_forwarded_for(values, peer_ip, trust) if values else peer_ip
 
 
@@ -332,26 +340,37 @@ def region_from_headers(
     headers: Headers, families: Sequence[str], country_header: str, region_header: str
 ) -> Region | None:
     """The region a trusted CDN put in its headers, or None. Call only for trusted peers."""
-    pairs = header_pairs(families, country_header, region_header)
-    return _region_from_pairs(headers, pairs, _names(pairs))
+    return _region_from_pairs(headers, header_pairs(families, country_header, region_header))
 
 
-def _names(pairs: tuple[tuple[str, str], ...]) -> frozenset[bytes]:
-    return frozenset(name.encode("latin-1") for pair in pairs for name in pair if name)
+PairKeys = tuple[tuple[bytes, bytes], ...]
 
 
-def _region_from_pairs(
-    headers: Headers, pairs: tuple[tuple[str, str], ...], names: frozenset[bytes]
-) -> Region | None:
-    found = _collect(headers, names)
-    for country_name, region_name in pairs:
-        lines = found.get(country_name.encode("latin-1"))
+def _keys(pairs: tuple[tuple[str, str], ...]) -> PairKeys:
+    return tuple((c.encode("latin-1"), r.encode("latin-1")) for c, r in pairs)
+
+
+def _names(keys: PairKeys) -> frozenset[bytes]:
+    return frozenset(name for pair in keys for name in pair if name)
+
+
+_AKAMAI_KEY = AKAMAI_EDGESCAPE.encode()
+
+
+def _region_from_pairs(headers: Headers, pairs: tuple[tuple[str, str], ...]) -> Region | None:
+    keys = _keys(pairs)
+    return _region_from_found(_collect(headers, _names(keys)), keys)
+
+
+def _region_from_found(found: dict[bytes, list[bytes]], keys: PairKeys) -> Region | None:
+    for country_key, region_key in keys:
+        lines = found.get(country_key)
         if not lines:
             continue
         raw = lines[0].decode("latin-1")
-        region_lines = found.get(region_name.encode("latin-1")) if region_name else None
+        region_lines = found.get(region_key) if region_key else None
         region_raw = region_lines[0].decode("latin-1") if region_lines else ""
-        if country_name == AKAMAI_EDGESCAPE:
+        if country_key == _AKAMAI_KEY:
             raw, region_raw = _edgescape(raw)
         country = _country(raw)
         if country is None:
@@ -518,7 +537,9 @@ class Locator:
         self._pairs = header_pairs(
             settings.geo_headers, settings.geo_country_header, settings.geo_region_header
         )
-        self._pair_names = _names(self._pairs)
+        self._pair_keys = _keys(self._pairs)
+        # Everything a trusted peer's request is read for, collected in one pass.
+        self._trusted_names = _names(self._pair_keys) | _CLIENT_HEADERS
         self.database: GeoDatabase | None = None
         self._lookup: Callable[[str], Region] = _unknown
 
@@ -540,14 +561,15 @@ class Locator:
 
     def locate(self, peer: str | None, headers: Headers) -> tuple[str | None, Region]:
         """The client IP and its region for one request."""
-        ip = client_ip(peer, headers, self.trust)
-        if self._pairs and self.trust.trusts(peer):
-            region = _region_from_pairs(headers, self._pairs, self._pair_names)
-            if region is not None:
-                return ip, region
-        if ip is None:
-            return None, UNKNOWN_REGION
-        return ip, self._lookup(ip)
+        peer_ip = canonical_ip(peer)
+        if not self.trust.trusts(peer_ip):
+            return peer_ip, (self._lookup(peer_ip) if peer_ip else UNKNOWN_REGION)
+        found = _collect(headers, self._trusted_names)
+        ip = _vouched_client(peer_ip, found, self.trust)
+        region = _region_from_found(found, self._pair_keys)
+        if region is not None:
+            return ip, region
+        return ip, (self._lookup(ip) if ip else UNKNOWN_REGION)
 
     def cache_info(self) -> dict[str, int]:
         """Hits, misses and size of the lookup cache (for /metrics)."""
