@@ -25,14 +25,6 @@ from gateway.snippet import Snippet
 HOST = re.compile(r"^[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?$")
 REGION_PARAM = re.compile(r"^([A-Za-z]{2})(?:-([A-Za-z0-9]{1,3}))?$")
 
-# Header families whose geo headers make a response vary.
-GEO_VARY: Mapping[str, tuple[str, ...]] = {
-    "cloudflare": ("CF-IPCountry", "CF-Region-Code"),
-    "cloudfront": ("CloudFront-Viewer-Country", "CloudFront-Viewer-Country-Region"),
-    "vercel": ("X-Vercel-IP-Country", "X-Vercel-IP-Country-Region"),
-}
-
-
 @dataclass(frozen=True)
 class Visitor:
     """What the gateway knows about one request's visitor; never part of a cache key but region."""
@@ -76,11 +68,7 @@ class Gateway:
         self._bodies: LRUCache[tuple[Any, ...], Body] = LRUCache(16384)
         # Finished answers keyed by the raw inputs that decide them (never by IP or subject).
         self.answers: dict[tuple[Any, ...], tuple[int, list[tuple[bytes, bytes]], bytes]] = {}
-        vary = ["Accept-Language", "Sec-GPC"]
-        for family in settings.geo_headers:
-            vary.extend(GEO_VARY.get(family, ()))
-        vary.extend(h for h in (settings.geo_country_header, settings.geo_region_header) if h)
-        self.vary = ", ".join(vary)
+        self.vary = ", ".join(["Accept-Language", "Sec-GPC", *locator.geo_header_names])
         self.max_age = str(settings.cache_max_age).encode()
 
     def visitor(self, request: Any, bundle: SiteBundle) -> Visitor:
