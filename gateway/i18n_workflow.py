@@ -325,5 +325,5 @@ def _safe_template_messages(path: Path) -> Iterable[tuple[str | tuple[str, ...],
                                                           list[str], str | None]]:
     try:
         return list(template_messages(path, path.parent))
-    except Exception:  # a broken template is reported by the render check, not here
+    except ConfigError:  # a broken template is reported by the template check, not here
         return []

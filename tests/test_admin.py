@@ -193,3 +193,11 @@ def _reload_cycle(client: TestClient, settings: Settings) -> None:
     assert "fr/LC_MESSAGES/demo.po" in ready.json()["catalog_error"]
     page = client.get("/admin/preview?site=demo", headers=AUTH).text
     assert "the last reload was refused, this is the previous version" in page
+
+
+def test_preview_gpc_signals_in_the_frame_only_when_asked(client: TestClient) -> None:
+    asked = client.get("/admin/preview?site=demo&rule=ccpa&lang=en&gpc=1", headers=AUTH).text
+    plain = client.get("/admin/preview?site=demo&rule=ccpa&lang=en", headers=AUTH).text
+    assert "globalPrivacyControl',{value:true}" in _frames(asked)[0]
+    assert "globalPrivacyControl" not in _frames(plain)[0]
+    assert 'name="gpc" value="1" checked' in asked
