@@ -201,3 +201,10 @@ def test_preview_gpc_signals_in_the_frame_only_when_asked(client: TestClient) ->
     assert "globalPrivacyControl',{value:true}" in _frames(asked)[0]
     assert "globalPrivacyControl" not in _frames(plain)[0]
     assert 'name="gpc" value="1" checked' in asked
+
+
+def test_preview_shows_at_most_six_languages(client: TestClient) -> None:
+    langs = "&".join(f"lang={x}" for x in ("en", "de", "fr", "es", "it", "nl", "ja", "ko"))
+    page = client.get(f"/admin/preview?site=demo&region=FR&{langs}", headers=AUTH).text
+    assert len(_frames(page)) == 6
+    assert "showing the first 6 of 8 languages" in page

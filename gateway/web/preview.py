@@ -238,7 +238,10 @@ async def preview(request: Request) -> HTMLResponse:
     region, rule, region_param = _region_and_rule(request, gateway, bundle, notices)
     gpc = request.query_params.get("gpc") == "1"
     columns = []
-    for requested in _chosen_locales(bundle, request.query_params.getlist("lang")):
+    asked = request.query_params.getlist("lang")
+    if len(set(asked)) > MAX_LOCALES:
+        notices.append(f"showing the first {MAX_LOCALES} of {len(set(asked))} languages")
+    for requested in _chosen_locales(bundle, asked):
         locale = bundle.negotiator.choose(None, requested)
         resolved = gateway.renderer.resolve(bundle, rule, locale, gpc)
         query = {"lang": locale, **({"region": region_param} if region_param else {})}
