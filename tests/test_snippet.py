@@ -215,3 +215,12 @@ def test_a_stale_build_falls_back_to_the_source(tmp_path: Path) -> None:
     # rjsmin keeps the source's identifiers; the terser build mangles them.
     assert b"readCookie" in stale.head + stale.tail
     assert b"readCookie" not in Snippet.load(STATIC).head + Snippet.load(STATIC).tail
+
+
+@pytest.mark.parametrize("gpc", [False, True])
+def test_gpc_note_is_rendered_visible_when_the_request_signalled_gpc(gpc: bool) -> None:
+    html = demo_config("ccpa", gpc=gpc)["html"]
+    for layer in ("banner", "preferences"):
+        note = re.search(r"<p [^>]*data-cg-gpc[^>]*>", html[layer])
+        assert note is not None
+        assert ("hidden" in note.group(0)) is not gpc
