@@ -126,7 +126,7 @@ ARTICLE = "".join(
 
 
 def demo_page(site: LoopbackServer, script_url: str, *, path: str = "/", lang: str = "en",
-              extra_body: str = "") -> str:
+              extra_body: str = "", loading: str = "async") -> str:
     """A publisher page: the one-line snippet, blocked tags, a withdrawal link, strict CSP."""
     # 'unsafe-eval' only lets Playwright's wait_for_function poll; inline tags still need the nonce.
     csp = (f"script-src 'nonce-{NONCE}' 'unsafe-eval'; style-src 'nonce-{NONCE}'; "
@@ -136,7 +136,7 @@ def demo_page(site: LoopbackServer, script_url: str, *, path: str = "/", lang: s
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Demo shop</title>
 <style nonce="{NONCE}">body{{font:16px/1.5 sans-serif;margin:2rem;max-width:50rem}}</style>
-<script nonce="{NONCE}" src="{html.escape(script_url)}" async></script>
+<script nonce="{NONCE}" src="{html.escape(script_url)}" {loading}></script>
 <script type="text/plain" data-category="analytics" nonce="{NONCE}">
   window.inlineAnalyticsRuns = (window.inlineAnalyticsRuns || 0) + 1;
 </script>

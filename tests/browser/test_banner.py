@@ -466,3 +466,18 @@ def test_usable_at_200_percent_zoom(browser: Browser, site: LoopbackServer,
         assert recorded(page)["action"] == "reject_all"
     finally:
         context.close()
+
+
+def test_returning_visitor_with_a_blocking_snippet_runs_each_tag_once(
+        page: Page, site: LoopbackServer, gateway: Gateway) -> None:
+    # A synchronous tag in <head> runs before the blocked tags are parsed: the observer catches
+    # them as the parser adds them, and each runs exactly once.
+    visit(page, site, gateway, "/sync", "DE", loading="")
+    expect(page.locator(BANNER)).to_be_visible()
+    action(page, "accept_all")
+    recorded(page)
+    page.reload()
+    page.wait_for_load_state("load")
+    page.wait_for_function("window.adsRuns === 1 && window.analyticsRuns === 1")
+    assert runs(page) == {"inline": 1, "analytics": 1, "ads": 1, "frame": 1}
+    expect(page.locator(BANNER)).to_have_count(0)
