@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import html
+import os
 import re
 import shutil
+import socket
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import uvicorn
 from babel.messages.pofile import read_po, write_po
+from playwright.sync_api import sync_playwright
 from starlette.testclient import TestClient
 
 from gateway.app import create_app
 from gateway.settings import Settings
+from tests.browser.harness import launch
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "admin-token-for-tests-0123456789"
@@ -208,3 +216,69 @@ def test_preview_shows_at_most_six_languages(client: TestClient) -> None:
     page = client.get(f"/admin/preview?site=demo&region=FR&{langs}", headers=AUTH).text
     assert len(_frames(page)) == 6
     assert "showing the first 6 of 8 languages" in page
+
+
+@contextmanager
+def _served(settings: Settings) -> Iterator[str]:
+    """The app under uvicorn on a free loopback port, in a thread; yields its origin."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert thread.is_alive(), "server did not start"
+            assert time.monotonic() < deadline, "server did not start in time"
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+        sock.close()
+
+
+@pytest.mark.browser
+def test_preview_in_chromium_runs_the_public_snippet(settings: Settings, tmp_path: Path) -> None:
+    """The page needs the token; each frame loads consent.js without it and records nothing."""
+    path = settings.locales_dir / "fr" / "LC_MESSAGES" / "demo.po"
+    with path.open("rb") as fp:
+        catalog = read_po(fp, locale="fr")
+    catalog["Reject all"].string = ""
+    with path.open("wb") as fp:
+        write_po(fp, catalog)
+    with _served(settings) as origin, sync_playwright() as playwright:
+        browser = launch(playwright)
+        try:
+            page = browser.new_page(viewport={"width": 960, "height": 900})
+            seen: list[tuple[str, str | None]] = []
+            page.on("request", lambda r: seen.append((r.url, r.headers.get("authorization"))))
+            console: list[str] = []
+            page.on("console", lambda m: console.append(m.text))
+            # The token goes with the page request only, as a header extension would send it.
+            page.route("**/admin/preview**", lambda route: route.continue_(
+                headers={**route.request.headers, **AUTH}))
+            page.goto(f"{origin}/admin/preview?site=demo&region=DE&lang=de&lang=fr")
+            frames = [f for f in page.frames if f is not page.main_frame]
+            assert len(frames) == 2
+            titles = [f.locator("#cg-title").inner_text(timeout=10000) for f in frames]
+            assert titles == ["Ihre Privatsphäre ist uns wichtig",
+                              "Le respect de votre vie privée est notre priorité"]
+            fr = frames[1]
+            assert fr.locator('[data-cg-action="reject_all"]').inner_text() == "Reject all"
+            assert "not translated: reject_all" in page.locator("p.status.fb").inner_text()
+            fr.locator('[data-cg-action="accept_all"]').click()
+            page.wait_for_timeout(300)
+            scripts = [(u, a) for u, a in seen if "/consent.js?" in u]
+            assert len(scripts) == 2
+            assert all(a is None for _, a in scripts)  # public: no token needed
+            assert not [u for u, _ in seen if u.endswith("/consents")]  # the CSP held it back
+            assert any("Content Security Policy" in m and "/consents" in m for m in console)
+            shot = tmp_path / "preview-de-fr.png"
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 10_000
+            if os.environ.get("UPDATE_SCREENSHOTS") == "1":  # regenerates the guide's picture
+                shutil.copy(shot, ROOT / "docs" / "screenshots" / "preview-de-fr.png")
+        finally:
+            browser.close()
