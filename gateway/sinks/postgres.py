@@ -75,21 +75,27 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-_INIT_CONNECTION = f"""
-CREATE TEMP TABLE IF NOT EXISTS incoming ON COMMIT DELETE ROWS
-AS SELECT {_COLS} FROM consent_records WITH NO DATA;
-"""
+_TYPES = (
+    "uuid", "timestamptz", "text", "text", "text", "text", "text", "jsonb", "text", "text",
+    "text", "text", "text", "text", "boolean", "text", "text", "text", "text", "text", "text",
+    "uuid", "jsonb",
+)  # fmt: skip
+_UNNEST = ", ".join(f"${i}::{t}[]" for i, t in enumerate(_TYPES, 1))
 
-_INSERT = f"""
-INSERT INTO consent_records ({_COLS}) SELECT {_COLS} FROM incoming
-ON CONFLICT (record_id) DO NOTHING
-"""
-
-# Newest wins by (recorded_at, record_id), whatever order the batches arrive in.
-_UPSERT_LATEST = """
+# One statement per batch: the rows arrive as one array per column (no temp table, one
+# round trip); only newly inserted records can move a subject's latest state, and the
+# newest wins by (recorded_at, record_id) whatever order the batches arrive in.
+_WRITE = f"""
+WITH incoming AS (
+    SELECT * FROM unnest({_UNNEST}) AS t({_COLS})
+), inserted AS (
+    INSERT INTO consent_records ({_COLS}) SELECT {_COLS} FROM incoming
+    ON CONFLICT (record_id) DO NOTHING
+    RETURNING site, subject_id, record_id, recorded_at
+)
 INSERT INTO consent_latest (site, subject_id, record_id, recorded_at)
 SELECT DISTINCT ON (site, subject_id) site, subject_id, record_id, recorded_at
-FROM incoming ORDER BY site, subject_id, recorded_at DESC, record_id DESC
+FROM inserted ORDER BY site, subject_id, recorded_at DESC, record_id DESC
 ON CONFLICT (site, subject_id) DO UPDATE
 SET record_id = excluded.record_id, recorded_at = excluded.recorded_at
 WHERE (excluded.recorded_at, excluded.record_id)
@@ -139,10 +145,6 @@ def _record_json(row: Mapping[str, Any]) -> dict[str, Any]:
     return data
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.execute(_INIT_CONNECTION)
-
-
 async def migrate(conn: asyncpg.Connection) -> int:
     """Bring the schema to ``SCHEMA_VERSION``; safe when several nodes start at once."""
     async with conn.transaction():
@@ -160,7 +162,7 @@ async def migrate(conn: asyncpg.Connection) -> int:
 
 
 class PostgresStore:
-    """Writes batches with COPY into a session temp table, then one INSERT … SELECT."""
+    """Writes each batch with one INSERT … SELECT FROM unnest(column arrays) statement."""
 
     name = "postgres"
 
@@ -194,7 +196,6 @@ class PostgresStore:
                     max_size=self.pool_size,
                     timeout=self.connect_timeout,
                     command_timeout=60,
-                    init=_init_connection,
                 )
             return self._pool
 
@@ -226,10 +227,9 @@ class PostgresStore:
     async def _copy(self, pool: asyncpg.Pool, rows: list[tuple[Any, ...]]) -> None:
         if not rows:
             return
-        async with pool.acquire() as conn, conn.transaction():
-            await conn.copy_records_to_table("incoming", records=rows, columns=COLUMNS)
-            await conn.execute(_INSERT)
-            await conn.execute(_UPSERT_LATEST)
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        async with pool.acquire() as conn:
+            await conn.execute(_WRITE, *columns)
 
     async def _one_by_one(self, pool: asyncpg.Pool, rows: list[tuple[Any, ...]]) -> list[str]:
         refused = []
