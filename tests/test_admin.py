@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 from babel.messages.pofile import read_po, write_po
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import Page, sync_playwright
 from starlette.testclient import TestClient
 
 from gateway.app import create_app
@@ -239,6 +239,12 @@ def _served(settings: Settings) -> Iterator[str]:
         sock.close()
 
 
+def _screenshot(page: Page, path: Path) -> Path:
+    page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 10_000
+    return path
+
+
 @pytest.mark.browser
 def test_preview_in_chromium_runs_the_public_snippet(settings: Settings, tmp_path: Path) -> None:
     """The page needs the token; each frame loads consent.js without it and records nothing."""
@@ -268,6 +274,7 @@ def test_preview_in_chromium_runs_the_public_snippet(settings: Settings, tmp_pat
             fr = frames[1]
             assert fr.locator('[data-cg-action="reject_all"]').inner_text() == "Reject all"
             assert "not translated: reject_all" in page.locator("p.status.fb").inner_text()
+            shots = [_screenshot(page, tmp_path / "preview-de-fr.png")]
             fr.locator('[data-cg-action="accept_all"]').click()
             page.wait_for_timeout(300)
             scripts = [(u, a) for u, a in seen if "/consent.js?" in u]
@@ -275,10 +282,16 @@ def test_preview_in_chromium_runs_the_public_snippet(settings: Settings, tmp_pat
             assert all(a is None for _, a in scripts)  # public: no token needed
             assert not [u for u, _ in seen if u.endswith("/consents")]  # the CSP held it back
             assert any("Content Security Policy" in m and "/consents" in m for m in console)
-            shot = tmp_path / "preview-de-fr.png"
-            page.screenshot(path=str(shot), full_page=True)
-            assert shot.stat().st_size > 10_000
-            if os.environ.get("UPDATE_SCREENSHOTS") == "1":  # regenerates the guide's picture
-                shutil.copy(shot, ROOT / "docs" / "screenshots" / "preview-de-fr.png")
+            # The rule selector: California's opt-out banner, in English and Spanish.
+            page.goto(f"{origin}/admin/preview?site=demo&rule=ccpa&lang=en&lang=es")
+            frames = [f for f in page.frames if f is not page.main_frame]
+            links = [f.locator('[data-cg-action="do_not_sell"]').inner_text(timeout=10000)
+                     for f in frames]
+            assert links == ["Do Not Sell or Share My Personal Information",
+                             "No vender ni compartir mi información personal"]
+            shots.append(_screenshot(page, tmp_path / "preview-us-ca-en-es.png"))
+            if os.environ.get("UPDATE_SCREENSHOTS") == "1":  # regenerates the guide's pictures
+                for shot in shots:
+                    shutil.copy(shot, ROOT / "docs" / "screenshots" / shot.name)
         finally:
             browser.close()
