@@ -161,9 +161,9 @@ def http_bench(seconds: int, connections: tuple[int, ...], durability: str) -> d
 async def forwarder_bench(records: int, batch_size: int) -> dict[str, Any]:
     """Records/s from a filled outbox into a scratch PostgreSQL database, end to end."""
     from gateway.forwarder import Forwarder
+    from gateway.model import ConsentRecord
     from gateway.outbox import Outbox
     from gateway.recording import Uuid7Clock, rfc3339_utc
-    from gateway.model import ConsentRecord
     from gateway.sinks.postgres import PostgresStore
 
     name = f"cg_bench_{uuid.uuid4().hex[:10]}"
@@ -197,10 +197,9 @@ async def forwarder_bench(records: int, batch_size: int) -> dict[str, Any]:
             forwarder = Forwarder(outbox, [store], batch_size=batch_size)
             started = time.perf_counter()
             forwarder.start()
-            while outbox.depth:
-                await asyncio.sleep(0.005)
+            await forwarder.stop(drain=600)  # returns once the workers find the outbox empty
             elapsed = time.perf_counter() - started
-            await forwarder.stop(drain=5)
+            assert outbox.depth == 0
             await outbox.close()
             await store.close()
         conn = await asyncpg.connect(dsn)
@@ -227,8 +226,8 @@ def main() -> None:
         print(f"POST /v1/sites/demo/consents, durability={args.durability}, {args.seconds}s each")
         print(f"{'app':<10}{'conns':>6}{'rps':>10}{'p50 ms':>9}{'p99 ms':>9}{'non2xx':>8}")
         for key, r in results.items():
-            app, c = key.split("@")
-            print(f"{app:<10}{c:>6}{r['rps']:>10.0f}{r['p50_us'] / 1000:>9.2f}"
+            app, conns = key.split("@")
+            print(f"{app:<10}{conns:>6}{r['rps']:>10.0f}{r['p50_us'] / 1000:>9.2f}"
                   f"{r['p99_us'] / 1000:>9.2f}{r['non2xx'] + r['socket_errors']:>8}")
         for c in connections:
             ratio = results[f"gateway@{c}"]["rps"] / results[f"bare@{c}"]["rps"]

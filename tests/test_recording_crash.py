@@ -75,8 +75,9 @@ async def test_every_acknowledged_record_survives_kill_9(
                 n = 0
                 while not stop.is_set():
                     n += 1
+                    subject = f"crash-{worker}-{n}"
                     body = {
-                        "subject_id": f"crash-{worker}-{n}",
+                        "subject_id": subject,
                         "banner_version": version,
                         "action": "reject_all",
                         "choices": {"analytics": False, "marketing": False,
@@ -88,7 +89,7 @@ async def test_every_acknowledged_record_survives_kill_9(
                     except httpx.TransportError:
                         return  # the server is gone
                     if r.status_code == 201:
-                        acked[r.json()["record_id"]] = body["subject_id"]
+                        acked[r.json()["record_id"]] = subject
 
             writers = [asyncio.create_task(writer(i)) for i in range(24)]
             await asyncio.sleep(1.5)

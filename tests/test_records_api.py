@@ -95,7 +95,7 @@ def test_beacon_text_plain_is_accepted(client: TestClient) -> None:
 def test_bad_requests_are_json_and_record_nothing(
     client: TestClient, kwargs: dict[str, object], status: int, code: str, field: str | None
 ) -> None:
-    r = client.post(URL, **kwargs)  # type: ignore[arg-type]
+    r = client.post(URL, **kwargs)
     assert r.status_code == status
     assert r.json()["error"] == code
     assert r.json().get("field") == field
