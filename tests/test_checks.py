@@ -198,3 +198,31 @@ def test_reload_validation_renders_every_rule_once_and_every_language(settings: 
     assert {locale for locale, _ in quick} == {"en", "de", "fr"}
     assert {rule.model for locale, rule in quick if locale == "de"} == {r.model for r in rules}
     assert len(every) == 3 * len(rules)
+
+
+GEOIP = ROOT.parent / "shared" / "data" / "geoip"
+
+
+@pytest.mark.parametrize(
+    ("database", "level", "message"),
+    [
+        (GEOIP / "GeoIP2-City-Test.mmdb", "note", "geo database: path "),
+        (GEOIP / "GeoIP2-City-Test-Invalid-Node-Count.mmdb", "error", ""),
+        (GEOIP / "README.md", "error", "cannot open GeoIP database"),
+        (GEOIP / "missing.mmdb", "error", "GeoIP database not found"),
+    ],
+    ids=["valid", "corrupt", "not a database", "missing"],
+)
+def test_the_geo_database_must_open(
+    settings: Settings, database: Path, level: str, message: str
+) -> None:
+    report = checks.CheckReport()
+    checks.check_geo(settings.replace(geoip_db=str(database)), report)
+    if level == "note":
+        assert report.errors == []
+        assert any(n.startswith(message) for n in report.notes)
+    else:
+        assert len(report.errors) == 1
+        assert report.errors[0].where == str(database)
+        assert message in report.errors[0].message
+        assert report.errors[0].hint
