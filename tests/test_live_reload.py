@@ -51,7 +51,8 @@ BROKEN: list[tuple[str, Callable[[Settings], Path], str, str]] = [
 
 @pytest.mark.parametrize(("what", "target", "text", "where"), BROKEN, ids=[b[0] for b in BROKEN])
 def test_broken_edit_is_refused_and_the_last_good_state_serves(
-    settings: Settings, what: str, target: Callable[[Settings], Path], text: str, where: str
+    settings: Settings, what: str, target: Callable[[Settings], Path], text: str, where: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     catalog = LiveCatalog(settings.banners_dir, settings.locales_dir)
     catalog.load()
@@ -63,6 +64,9 @@ def test_broken_edit_is_refused_and_the_last_good_state_serves(
     assert catalog.get("demo") is good
     assert catalog.last_error is not None
     assert where in catalog.last_error
+    logged = [r for r in caplog.records if r.name == "gateway.catalog" and r.levelname == "ERROR"]
+    assert len(logged) == 1
+    assert where in logged[0].getMessage()
     path.write_bytes(original)
     assert catalog.reload() is True
     assert catalog.last_error is None
