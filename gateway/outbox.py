@@ -194,6 +194,9 @@ class Outbox:
         self._flush_scheduled = False
         self._sync_running = False
         self._checkpointing = False
+        self._checkpointer: ThreadPoolExecutor | None = None
+        self._checkpoint_conn: sqlite3.Connection | None = None
+        self._since_checkpoint = 0
         self._idle: asyncio.Future[None] | None = None
         self._depth = 0
         self._pending = 0
@@ -208,6 +211,7 @@ class Outbox:
         self._loop = asyncio.get_running_loop()
         self.arrived = asyncio.Event()
         self._syncer = ThreadPoolExecutor(1, thread_name_prefix="outbox-sync")
+        self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="outbox-checkpoint")
         self._conn = await self._loop.run_in_executor(self._syncer, self._open_db)
         self.writable = True
         if self._depth:
@@ -230,6 +234,10 @@ class Outbox:
         await self._loop.run_in_executor(self._syncer, conn.close)
         self._syncer.shutdown(wait=True)
         self._syncer = None
+        if self._checkpointer is not None:
+            await self._loop.run_in_executor(self._checkpointer, self._close_checkpointer)
+            self._checkpointer.shutdown(wait=True)
+            self._checkpointer = None
 
     # -- opening -------------------------------------------------------------------------
 
@@ -290,9 +298,9 @@ class Outbox:
         settled = self._commit_appends(conn, batch)
         if time.monotonic() >= self._next_prune:
             self._prune(conn)
+        self._maybe_checkpoint()
         if self.durability == "process" or settled[0][2] is not None:
             self._settle(settled, len(batch))
-            self._maybe_checkpoint()
             return
         self._unsynced.extend(settled)
         self._start_sync()
@@ -309,7 +317,6 @@ class Outbox:
 
     def _fsync_wal(self) -> None:
         _fsync_path(Path(str(self.path) + "-wal"))
-        self._checkpoint_if_large()
 
     def _synced(self, group: _Settled, done: asyncio.Future[None]) -> None:
         self._sync_running = False
@@ -328,28 +335,35 @@ class Outbox:
             self._idle.set_result(None)
 
     def _maybe_checkpoint(self) -> None:
-        if self._checkpointing or self._syncer is None or self._loop is None:
+        """Every few MB of appends, a PASSIVE checkpoint in its own thread and connection,
+        so the WAL is recycled without ever blocking a commit or an fsync."""
+        if (
+            self._since_checkpoint < _CHECKPOINT_BYTES
+            or self._checkpointing
+            or self._checkpointer is None
+            or self._loop is None
+        ):
             return
+        self._since_checkpoint = 0
         self._checkpointing = True
-        done = self._loop.run_in_executor(self._syncer, self._checkpoint_if_large)
+        done = self._loop.run_in_executor(self._checkpointer, self._checkpoint)
         done.add_done_callback(lambda _: setattr(self, "_checkpointing", False))
 
-    def _checkpoint_if_large(self) -> None:
-        """PASSIVE checkpoint from the sync thread once the WAL passes a few MB."""
+    def _checkpoint(self) -> None:
         try:
-            size = Path(str(self.path) + "-wal").stat().st_size
-        except OSError:
-            return
-        if size < _CHECKPOINT_BYTES:
-            return
-        reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        try:
-            reader.execute("PRAGMA synchronous = NORMAL")
-            reader.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            if self._checkpoint_conn is None:
+                self._checkpoint_conn = sqlite3.connect(
+                    self.path, isolation_level=None, check_same_thread=False
+                )
+                self._checkpoint_conn.execute("PRAGMA synchronous = NORMAL")
+            self._checkpoint_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except sqlite3.Error as exc:
             log.warning("outbox checkpoint failed: %s", exc)
-        finally:
-            reader.close()
+
+    def _close_checkpointer(self) -> None:
+        if self._checkpoint_conn is not None:
+            self._checkpoint_conn.close()
+            self._checkpoint_conn = None
 
     def _commit_appends(self, conn: sqlite3.Connection, appends: list[_Append]) -> _Settled:
         # Each sqlite3 call re-acquires the GIL, which a busy event loop holds for up to the
@@ -378,6 +392,7 @@ class Outbox:
                 if answers[i] is None and repeats.get(i, i) == i
             ]
             if bodies:
+                self._since_checkpoint += sum(len(b) for b in bodies) + 64 * len(bodies)
                 conn.execute(_INSERT_RECORDS, (now, (b"[" + b",".join(bodies) + b"]").decode()))
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
