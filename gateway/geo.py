@@ -202,7 +202,7 @@ def _vendor_ip(header: str, values: list[bytes]) -> str:
     if header == "cloudfront-viewer-address":
         # "198.51.100.10:46532", and for IPv6 the address and port without brackets.
         host, sep, port = text.rpartition(":")
-        if not sep or not port.isdigit() or int(port) > 65535:
+        if not sep or not (port.isascii() and port.isdigit()) or int(port) > 65535:
             raise _bad(header, "expected ADDRESS:PORT")
         text = host
     ip = canonical_ip(text)
@@ -216,12 +216,12 @@ def _hop_address(hop: str) -> str | None:
     if hop.startswith("["):
         end = hop.find("]")
         rest = hop[end + 1 :] if end > 0 else "?"
-        if rest and not (rest[0] == ":" and rest[1:].isdigit()):
+        if rest and not (rest[0] == ":" and rest[1:].isascii() and rest[1:].isdigit()):
             raise _bad("X-Forwarded-For", "malformed bracketed address")
         hop = hop[1:end]
     elif hop.count(":") == 1:
         host, _, port = hop.partition(":")
-        if not port.isdigit():
+        if not (port.isascii() and port.isdigit()):
             raise _bad("X-Forwarded-For", "malformed address:port")
         hop = host
     if hop.lower() == "unknown":

@@ -87,7 +87,7 @@ def default_output(settings: Settings) -> Path:
 
 
 def _parse_v4(text: str) -> int:
-    value = int(text) if text.isdigit() else -1
+    value = int(text) if text.isascii() and text.isdigit() else -1
     if not 0 <= value <= _V4_MAX:
         raise ValueError(f"{text} is not an IPv4 address as an integer")
     return value

@@ -11,7 +11,9 @@ from tests.browser.harness import Gateway, launch, publisher_site, run_gateway
 from tests.browser.servers import LoopbackServer
 
 
-@pytest.fixture(scope="session")
+# Package scope: Playwright's sync API keeps an event loop running in this thread until it
+# stops, which would break the asyncio tests collected after this package.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
         chromium = launch(playwright)
