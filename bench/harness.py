@@ -47,7 +47,7 @@ def _wait(url: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=1) as r:  # noqa: S310 (loopback only)
+            with urllib.request.urlopen(url, timeout=1) as r:
                 if r.status < 500:
                     return
         except OSError:

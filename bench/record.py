@@ -110,7 +110,16 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def _wrk(port: int, connections: int, seconds: int, script: Path) -> dict[str, Any]:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (and its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wrk(
+    port: int, connections: int, seconds: int, script: Path, pid: int | None = None
+) -> dict[str, Any]:
+    cpu_before = _cpu_seconds(pid) if pid else 0.0
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", str(script),
          f"http://127.0.0.1:{port}/v1/sites/demo/consents"],
@@ -119,6 +128,9 @@ def _wrk(port: int, connections: int, seconds: int, script: Path) -> dict[str, A
     line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))
     data: dict[str, Any] = json.loads(line[len("RESULT ") :])
     data["rps"] = data["requests"] / (data["duration_us"] / 1e6)
+    if pid:
+        # Server CPU per request: steadier than rps when other work shares the machine.
+        data["cpu_us"] = (_cpu_seconds(pid) - cpu_before) / max(1, data["requests"]) * 1e6
     return data
 
 
@@ -152,7 +164,7 @@ def http_bench(seconds: int, connections: tuple[int, ...], durability: str) -> d
                 script.write_text(LUA % {"version": version, "origin": ORIGIN})
                 _wrk(port, 16, 1, script)  # warm-up
                 for c in connections:
-                    results[f"{name}@{c}"] = _wrk(port, c, seconds, script)
+                    results[f"{name}@{c}"] = _wrk(port, c, seconds, script, proc.pid)
             finally:
                 _stop(proc)
     return results
@@ -194,7 +206,7 @@ async def forwarder_bench(records: int, batch_size: int) -> dict[str, Any]:
                 await asyncio.gather(*(outbox.append(r, "receipt") for r in chunk))
             store = PostgresStore(dsn, pool_size=4)
             await store.open()
-            forwarder = Forwarder(outbox, [store], batch_size=batch_size)
+            forwarder = Forwarder(outbox, [store], batch_size=batch_size, concurrency=4)
             started = time.perf_counter()
             forwarder.start()
             await forwarder.stop(drain=600)  # returns once the workers find the outbox empty
@@ -224,14 +236,19 @@ def main() -> None:
     if not args.skip_http:
         results = http_bench(args.seconds, connections, args.durability)
         print(f"POST /v1/sites/demo/consents, durability={args.durability}, {args.seconds}s each")
-        print(f"{'app':<10}{'conns':>6}{'rps':>10}{'p50 ms':>9}{'p99 ms':>9}{'non2xx':>8}")
+        print(f"{'app':<10}{'conns':>6}{'rps':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+              f"{'cpu us/req':>12}")
         for key, r in results.items():
             app, conns = key.split("@")
             print(f"{app:<10}{conns:>6}{r['rps']:>10.0f}{r['p50_us'] / 1000:>9.2f}"
-                  f"{r['p99_us'] / 1000:>9.2f}{r['non2xx'] + r['socket_errors']:>8}")
+                  f"{r['p99_us'] / 1000:>9.2f}{r['non2xx'] + r['socket_errors']:>8}"
+                  f"{r['cpu_us']:>12.0f}")
         for c in connections:
             ratio = results[f"gateway@{c}"]["rps"] / results[f"bare@{c}"]["rps"]
-            print(f"gateway/bare at {c} connections: {ratio:.2f}x")
+            cpu = results[f"bare@{c}"]["cpu_us"] / results[f"gateway@{c}"]["cpu_us"]
+            print(f"gateway/bare at {c} connections: {ratio:.2f}x throughput, "
+                  f"{cpu:.2f}x by server CPU per request")
+        print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     if not args.skip_forwarder:
         fw = asyncio.run(forwarder_bench(args.records, 1000))
         print(f"forwarder: {fw['records']} records outbox -> PostgreSQL in {fw['seconds']:.2f}s "

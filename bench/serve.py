@@ -1,6 +1,6 @@
 """Serving benchmark: config and consent.js against a bare Starlette endpoint, same run.
 
-Run: `.venv/bin/python -m bench.serve` (needs wrk). Target: ≥ 0.8× bare throughput, p99 ≤ 2×.
+Run: `.venv/bin/python -m bench.serve` (needs wrk). Target: ≥ 0.8x bare throughput, p99 ≤ 2x.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ HEADERS = {"Accept-Language": "de-DE,de;q=0.9,en;q=0.8", "CF-IPCountry": "DE"}
 
 
 def _size(url: str) -> int:
-    req = urllib.request.Request(url, headers=HEADERS)  # noqa: S310 (loopback only)
-    with urllib.request.urlopen(req) as r:  # noqa: S310
+    req = urllib.request.Request(url, headers=HEADERS)
+    with urllib.request.urlopen(req) as r:
         return len(r.read())
 
 

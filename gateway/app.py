@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.catalog import STATIC_DIR, LiveCatalog
+from gateway.checks import validate_bundle
 from gateway.errors import BadRequest, Unavailable
 from gateway.geo import Locator
 from gateway.recording_service import RecordingService
@@ -41,7 +42,10 @@ def error_response(status: int, code: str, detail: str, **extra: Any) -> Respons
 
 async def _bad_request(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, BadRequest)
-    return error_response(exc.status_code, exc.code, exc.detail, field=exc.field)
+    response = error_response(exc.status_code, exc.code, exc.detail, field=exc.field)
+    if exc.status_code == 401:
+        response.headers["WWW-Authenticate"] = 'Basic realm="consent-gateway admin"'
+    return response
 
 
 async def _unavailable(request: Request, exc: Exception) -> Response:
@@ -61,7 +65,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 def build_gateway(settings: Settings) -> Gateway:
     """Load everything the serving path reads; raises ConfigError on invalid input."""
-    catalog = LiveCatalog(settings.banners_dir, settings.locales_dir)
+    # Every template must render in every locale before a version is served.
+    catalog = LiveCatalog(settings.banners_dir, settings.locales_dir, validate=validate_bundle)
     catalog.load()
     locator = Locator(settings)
     locator.load()

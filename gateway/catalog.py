@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,7 +108,12 @@ def load_site(site_dir: Path, locales_dir: Path) -> SiteBundle:
     )
 
 
-def scan(banners_dir: Path, locales_dir: Path) -> tuple[dict[str, SiteBundle], list[ConfigError]]:
+# Checks a loaded bundle further (e.g. that every template renders); raises ConfigError.
+Validator = Callable[[SiteBundle], None]
+
+
+def scan(banners_dir: Path, locales_dir: Path, validate: Validator | None = None
+         ) -> tuple[dict[str, SiteBundle], list[ConfigError]]:
     """Load every site folder; return the good ones and the errors of the others."""
     bundles: dict[str, SiteBundle] = {}
     errors: list[ConfigError] = []
@@ -120,6 +125,8 @@ def scan(banners_dir: Path, locales_dir: Path) -> tuple[dict[str, SiteBundle], l
             continue
         try:
             bundle = load_site(site_dir, locales_dir)
+            if validate is not None:
+                validate(bundle)
         except ConfigError as exc:
             errors.append(exc)
         else:
@@ -133,16 +140,18 @@ def scan(banners_dir: Path, locales_dir: Path) -> tuple[dict[str, SiteBundle], l
 class LiveCatalog:
     """The sites being served; a reload swaps in a new set only when all of it is valid."""
 
-    def __init__(self, banners_dir: Path, locales_dir: Path) -> None:
+    def __init__(self, banners_dir: Path, locales_dir: Path,
+                 validate: Validator | None = None) -> None:
         self.banners_dir = banners_dir
         self.locales_dir = locales_dir
+        self.validate = validate
         self._bundles: Mapping[str, SiteBundle] = {}
         self.last_error: str | None = None
         self.generation = 0
 
     def load(self) -> None:
         """First load: every site must be valid, or start-up fails."""
-        bundles, errors = scan(self.banners_dir, self.locales_dir)
+        bundles, errors = scan(self.banners_dir, self.locales_dir, self.validate)
         if errors:
             raise errors[0]
         self._swap(bundles)
@@ -150,7 +159,7 @@ class LiveCatalog:
     def reload(self) -> bool:
         """Re-read everything; keep serving the last good state if anything is invalid."""
         try:
-            bundles, errors = scan(self.banners_dir, self.locales_dir)
+            bundles, errors = scan(self.banners_dir, self.locales_dir, self.validate)
         except (OSError, ValueError) as exc:
             errors = [ConfigError(str(exc))]
             bundles = {}

@@ -35,7 +35,7 @@ TEMPLATE_VARIABLES: Mapping[str, str] = {
     "do_not_sell_link, limit_sensitive_link, separate_consent, …)",
     "texts": "dict: translated banner texts by key (title, description, accept_all, …)",
     "purposes": "list of dicts: id, name, description, essential, default, separate, "
-    "sale_or_share, recipients, retention",
+    "sale_or_share, recipients, retention, cookies, consent_mode",
     "language": "the BCP 47 language tag of the texts, e.g. zh-Hans",
     "dir": "text direction: ltr or rtl",
     "theme": "dict: CSS custom properties from site.toml [theme]",

@@ -303,3 +303,23 @@ def test_preview_in_chromium_runs_the_public_snippet(settings: Settings, tmp_pat
                     shutil.copy(shot, ROOT / "docs" / "screenshots" / shot.name)
         finally:
             browser.close()
+
+
+def test_browsers_can_use_basic_auth_with_the_token_as_password(tmp_path: Path) -> None:
+    import base64
+
+    from gateway.app import create_app
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path, admin_token="s3cret-token-value")
+    with TestClient(create_app(settings)) as c:
+        refused = c.get("/admin/preview?site=demo")
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"].startswith("Basic")
+        good = base64.b64encode(b"anyone:s3cret-token-value").decode()
+        assert c.get("/admin/preview?site=demo",
+                      headers={"Authorization": f"Basic {good}"}).status_code == 200
+        bad = base64.b64encode(b"anyone:wrong").decode()
+        for header in (f"Basic {bad}", "Basic !!!", "Digest x", "Bearer "):
+            assert c.get("/admin/preview?site=demo",
+                         headers={"Authorization": header}).status_code == 401

@@ -77,3 +77,17 @@ def test_previous_versions_stay_known_after_reload(tree: tuple[Path, Path]) -> N
     second = catalog.get("demo")
     assert second is not None and second.banner_version != first.banner_version
     assert first.banner_version in second.known_versions
+
+
+def test_reload_refuses_a_template_that_does_not_render(tree: tuple[Path, Path]) -> None:
+    from gateway.checks import validate_bundle
+
+    banners, locales = tree
+    catalog = LiveCatalog(banners, locales, validate=validate_bundle)
+    catalog.load()
+    good = catalog.get("demo")
+    (banners / "demo" / "banner.html").write_text(
+        '{% extends "default:banner.html" %}{% block title %}{{ titel }}{% endblock %}')
+    assert catalog.reload() is False
+    assert catalog.get("demo") is good
+    assert catalog.last_error is not None and "titel" in catalog.last_error

@@ -65,7 +65,7 @@ def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid TOML"):
         read_site(tmp_path / "broken")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ConfigError, match="missing site.toml"):
+    with pytest.raises(ConfigError, match=r"missing site\.toml"):
         read_site(tmp_path / "empty")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import logging
 from typing import Any
@@ -25,11 +27,18 @@ def authorize(request: Request) -> None:
         raise NotFound("admin_disabled", "set GATEWAY_ADMIN_TOKEN to enable the admin API")
     header = request.headers.get("authorization", "")
     scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        given.strip().encode(), token.encode()
-    ):
-        raise BadRequest("unauthorized", "a valid `Authorization: Bearer <token>` is required",
-                         status_code=401)
+    secret = given.strip().encode("latin-1", "replace")
+    if scheme.lower() == "basic":
+        # Browsers can open /admin/preview with the token as the Basic password.
+        try:
+            secret = base64.b64decode(secret, validate=True).partition(b":")[2]
+        except (binascii.Error, ValueError):
+            secret = b""
+    elif scheme.lower() != "bearer":
+        secret = b""
+    if not hmac.compare_digest(secret, token.encode()):
+        raise BadRequest("unauthorized", "a valid `Authorization: Bearer <token>` (or Basic "
+                         "with the token as password) is required", status_code=401)
 
 
 def _json(data: Any, status_code: int = 200) -> Response:
