@@ -10,14 +10,13 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import orjson
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from gateway.model import ConsentRecord
-from gateway.outbox import FILE_NAME, Outbox, OutboxItem
+from gateway.outbox import FILE_NAME, Outbox, OutboxItem, check_body, decode_record
 from gateway.settings import Settings
-from gateway.sinks.base import PermanentSinkError, Sink
+from gateway.sinks.base import JsonSink, PermanentSinkError, Sink
 
 log = logging.getLogger("gateway.forwarder")
 
@@ -118,25 +117,36 @@ class Forwarder:
 
     async def deliver(self, items: Sequence[OutboxItem]) -> None:
         """Write one claimed batch to every sink, retrying transient failures, then ack."""
-        records: dict[str, ConsentRecord] = {}
+        # record_id -> the JSON body, for every record still to deliver (checked whole here,
+        # so a sink never sees a truncated or foreign row).
+        records: dict[str, str] = {}
         by_id: dict[str, OutboxItem] = {}
         dead: list[tuple[OutboxItem, str, str]] = []
         for item in items:
-            try:
-                records[item.record_id] = item.record()
-                by_id[item.record_id] = item
-            except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as exc:
-                dead.append((item, "outbox", f"undecodable outbox row: {exc!r}"))
+            problem = check_body(item.body)
+            if problem:
+                dead.append((item, "outbox", f"undecodable outbox row: {problem}"))
+                continue
+            body = item.body
+            records[item.record_id] = body if isinstance(body, str) else body.decode()
+            by_id[item.record_id] = item
+        decoded: dict[str, ConsentRecord] = {}
         pending = list(self.sinks)
         attempt = 0
         while pending:
             for sink in list(pending):
-                batch = list(records.values())
-                if not batch:
+                if not records:
                     pending.clear()
                     break
                 try:
-                    await sink.write_batch(batch)
+                    if isinstance(sink, JsonSink):
+                        # Fast path: the stored JSON goes through as it is, never re-encoded.
+                        await sink.write_json(list(records), list(records.values()))
+                    else:
+                        for record_id, body in records.items():
+                            if record_id not in decoded:
+                                decoded[record_id] = decode_record(body)
+                        await sink.write_batch([decoded[r] for r in records])
                 except PermanentSinkError as exc:
                     for record_id in exc.record_ids:
                         if records.pop(record_id, None) is not None:

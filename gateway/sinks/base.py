@@ -37,6 +37,14 @@ class Sink(Protocol):
 
 
 @runtime_checkable
+class JsonSink(Sink, Protocol):
+    """A sink that also takes records as their stored JSON (the forwarder's fast path)."""
+
+    async def write_json(self, record_ids: Sequence[str], bodies: Sequence[str]) -> None:
+        """Like ``write_batch``; ``bodies[i]`` is the JSON object of ``record_ids[i]``."""
+
+
+@runtime_checkable
 class Store(Sink, Protocol):
     """A sink that can answer reads: the primary (central) store."""
 

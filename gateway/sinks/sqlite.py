@@ -108,6 +108,9 @@ class SqliteStore:
         batch = orjson.dumps([r.as_json() for r in records]).decode()
         await self._call(_write, batch)
 
+    async def write_json(self, record_ids: Sequence[str], bodies: Sequence[str]) -> None:
+        await self._call(_write, "[" + ",".join(bodies) + "]")
+
     async def subject_history(self, site: str, subject_id: str) -> dict[str, Any]:
         result: dict[str, Any] = await self._call(_history, site, subject_id)
         return result

@@ -49,9 +49,16 @@ class WebhookSink:
             await client.aclose()
 
     async def write_batch(self, records: Sequence[ConsentRecord]) -> None:
+        body = orjson.dumps({"records": [r.as_json() for r in records]})
+        await self._post(body, [r.record_id for r in records])
+
+    async def write_json(self, record_ids: Sequence[str], bodies: Sequence[str]) -> None:
+        body = ('{"records":[' + ",".join(bodies) + "]}").encode()
+        await self._post(body, record_ids)
+
+    async def _post(self, body: bytes, record_ids: Sequence[str]) -> None:
         if self._client is None:
             raise SinkError("the webhook sink is not open")
-        body = orjson.dumps({"records": [r.as_json() for r in records]})
         timestamp = str(int(time.time()))
         headers = {
             "Content-Type": "application/json",
@@ -67,7 +74,7 @@ class WebhookSink:
             return
         if 400 <= status < 500 and status not in _TRANSIENT_4XX:
             raise PermanentSinkError(
-                [r.record_id for r in records],
+                record_ids,
                 f"webhook answered {status}: {response.text[:200]}",
             )
         raise SinkError(f"webhook answered {status}")
