@@ -6,12 +6,14 @@ import asyncio
 import random
 import sqlite3
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from prometheus_client import generate_latest
 
 from gateway.forwarder import Forwarder, backoff_delay, outbox_replay, outbox_status
+from gateway.model import ConsentRecord
 from gateway.outbox import FILE_NAME, Outbox
 from gateway.recording_service import RecordingService
 from gateway.settings import Settings
@@ -161,3 +163,43 @@ async def test_refused_record_goes_to_dead_letters_and_replays(
         assert [h["record_id"] for h in history["history"]] == [r.record_id]
     await service.stop()
     assert (await outbox_status(settings))["dead_letters"] == 1
+
+
+class RecordListSink:
+    """A sink without the JSON fast path: it gets decoded ConsentRecords."""
+
+    name = "list"
+
+    def __init__(self) -> None:
+        self.records: list[ConsentRecord] = []
+
+    async def open(self) -> None:
+        return None
+
+    async def write_batch(self, records: Sequence[ConsentRecord]) -> None:
+        self.records.extend(records)
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_plain_sinks_get_decoded_records_and_json_sinks_the_stored_json(
+    tmp_path: Path,
+) -> None:
+    outbox = Outbox(tmp_path / FILE_NAME, durability="process")
+    await outbox.open()
+    store = SqliteStore(tmp_path / "store.sqlite3")
+    await store.open()
+    plain = RecordListSink()
+    records = [make_record(f"m{i}", withdraws=None) for i in range(5)]
+    for r in records:
+        await outbox.append(r, "x")
+    forwarder = Forwarder(outbox, [store, plain])
+    forwarder.start()
+    await eventually(lambda: outbox.depth == 0)
+    await forwarder.stop(drain=1)
+    assert sorted(plain.records, key=lambda r: r.record_id) == records
+    for r in records:
+        assert (await store.subject_history("demo", r.subject_id))["current"] == r.as_json()
+    await outbox.close()
+    await store.close()

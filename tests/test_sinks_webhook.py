@@ -7,6 +7,7 @@ import hashlib
 import hmac
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -17,6 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.forwarder import Forwarder
+from gateway.outbox import FILE_NAME, Outbox
 from gateway.sinks.base import PermanentSinkError, SinkError
 from gateway.sinks.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookSink, sign
 from tests.pg import eventually, free_port, make_record
@@ -105,3 +108,22 @@ def test_signature_covers_timestamp_and_body() -> None:
     assert a.startswith("sha256=")
     assert a != sign(b"k", "101", b"{}")
     assert a != sign(b"k", "100", b"{ }")
+
+
+async def test_forwarder_posts_the_stored_json_signed(
+    sink: WebhookSink, receiver: Receiver, tmp_path: Path
+) -> None:
+    outbox = Outbox(tmp_path / FILE_NAME, durability="process")
+    await outbox.open()
+    records = [make_record(f"w{i}") for i in range(3)]
+    for r in records:
+        await outbox.append(r, "x")
+    receiver.statuses.append(503)  # first attempt fails, the retry is delivered
+    forwarder = Forwarder(outbox, [sink], base_backoff=0.01)
+    forwarder.start()
+    await eventually(lambda: outbox.depth == 0)
+    await forwarder.stop(drain=1)
+    await outbox.close()
+    assert len(receiver.received) == 2
+    assert all(r["signed"] for r in receiver.received)
+    assert receiver.received[1]["body"] == {"records": [r.as_json() for r in records]}
