@@ -8,6 +8,7 @@ version, an essential purpose refused, an action inconsistent with its choices).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import re
@@ -270,7 +271,7 @@ def enrich(
     node_id: str,
 ) -> ConsentRecord:
     """Add what only the server knows; the result is the record as stored."""
-    return ConsentRecord(
+    return _new_record(
         record_id=record_id,
         recorded_at=recorded_at,
         site=consent.site,
@@ -293,7 +294,21 @@ def enrich(
         node_id=node_id,
         idempotency_key=consent.idempotency_key,
         withdraws=consent.withdraws,
+        signals={},
     )
+
+
+_RECORD_FIELDS = frozenset(f.name for f in dataclasses.fields(ConsentRecord))
+
+
+def _new_record(**fields: Any) -> ConsentRecord:
+    """``ConsentRecord(**fields)`` for every field, without the frozen ``__init__``'s
+    per-field ``object.__setattr__`` (it is on the request path; the result is the same)."""
+    if hasattr(ConsentRecord, "__slots__") or fields.keys() != _RECORD_FIELDS:
+        return ConsentRecord(**fields)
+    record: ConsentRecord = object.__new__(ConsentRecord)
+    record.__dict__.update(fields)
+    return record
 
 
 class Uuid7Clock:
@@ -304,16 +319,17 @@ class Uuid7Clock:
         self._last_ms = 0
         self._counter = 0
         self._random = b""
+        self._offset = 0
 
     def next(self, unix_ns: int | None = None) -> tuple[str, int]:
         """A new id and the Unix time in nanoseconds it was stamped with."""
         now_ns = time.time_ns() if unix_ns is None else unix_ns
         ms = now_ns // 1_000_000
         with self._lock:
-            if len(self._random) < 8:
-                self._random = os.urandom(8 * 256)  # one syscall per 256 ids
-            rand = int.from_bytes(self._random[:8], "big")
-            self._random = self._random[8:]
+            if self._offset >= len(self._random):
+                self._random, self._offset = os.urandom(8 * 256), 0  # one syscall per 256 ids
+            rand = int.from_bytes(self._random[self._offset : self._offset + 8], "big")
+            self._offset += 8
             if ms > self._last_ms:
                 # Seed the counter low in its range so a millisecond has room to grow.
                 self._last_ms, self._counter = ms, rand & 0x1FF

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hmac
 import stat
 from pathlib import Path
 
@@ -108,3 +109,11 @@ def test_configured_key_wins_and_short_key_file_is_refused(tmp_path: Path) -> No
     (tmp_path / KEY_FILE).write_bytes(b"short")
     with pytest.raises(ConfigError):
         load_key(Settings(data_dir=tmp_path))
+
+
+@pytest.mark.parametrize("key", [b"k" * 32, b"x" * 64, b"y" * 100, b"short"])
+def test_signature_is_standard_hmac_sha256(key: bytes) -> None:
+    token = Receipts(key).issue(RECORD)
+    _, payload, signature = token.split(".")
+    expected = hmac.new(key, payload.encode(), "sha256").digest()
+    assert base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4)) == expected
