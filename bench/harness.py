@@ -101,12 +101,12 @@ def wrk(name: str, url: str, connections: int, seconds: int = 8,
         base += ["-s", script]
     if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
         base = ["taskset", "-c", cpu, *base]
-    subprocess.run([*base, "-d", "2", url], check=True, capture_output=True)
+    subprocess.run([*base, "-d", "1", url], check=True, capture_output=True)
     out = subprocess.run([*base, "-d", str(seconds), url], check=True, capture_output=True,
                          text=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     errors = 0
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if non2xx:
