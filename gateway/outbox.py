@@ -309,7 +309,13 @@ class Outbox:
             error = Unavailable("the outbox is closed", retry_after=self.retry_after)
             self._settle([(a.future, None, error) for a in batch], len(batch))
             return
-        settled = self._commit_appends(conn, batch)
+        try:
+            settled = self._commit_appends(conn, batch)
+        except Exception as exc:  # never leave a request waiting on a commit that failed
+            _rollback(conn)
+            log.exception("outbox group commit failed")
+            error = Unavailable(f"the outbox cannot write: {exc}", retry_after=self.retry_after)
+            settled = [(a.future, None, error) for a in batch]
         if time.monotonic() >= self._next_prune:
             self._prune(conn)
         self._maybe_checkpoint()
