@@ -206,7 +206,7 @@ async def forwarder_bench(records: int, batch_size: int) -> dict[str, Any]:
                 await asyncio.gather(*(outbox.append(r, "receipt") for r in chunk))
             store = PostgresStore(dsn, pool_size=4)
             await store.open()
-            forwarder = Forwarder(outbox, [store], batch_size=batch_size, concurrency=4)
+            forwarder = Forwarder(outbox, [store], batch_size=batch_size, concurrency=2)
             started = time.perf_counter()
             forwarder.start()
             await forwarder.stop(drain=600)  # returns once the workers find the outbox empty
