@@ -170,3 +170,14 @@ def test_full_outbox_answers_503_with_retry_after(tmp_path: Path) -> None:
                        headers={"Authorization": "Bearer " + first.json()["receipt"]})
         assert h.status_code == 503
         assert "retry-after" in h.headers
+
+
+@pytest.mark.parametrize(("length", "status"), [("²", 400), ("-1", 400), ("x", 400),
+                                                ("99999999999999999999", 413)])
+def test_bogus_content_length_is_a_client_error(
+    client: TestClient, length: str, status: int
+) -> None:
+    r = client.post(URL, content=orjson.dumps(consent_body(BUNDLE, "cl")),
+                    headers={"Content-Type": "application/json",
+                             "Content-Length": length.encode("latin-1")})
+    assert r.status_code == status

@@ -59,9 +59,14 @@ def _cors(request: Request, bundle: Any) -> dict[str, str]:
 
 async def _read_body(request: Request) -> bytes:
     length = request.headers.get("content-length")
-    if length is not None and (not (length.isascii() and length.isdigit())
-                               or int(length) > MAX_BODY_BYTES):
-        raise BadRequest("body_too_large", f"body exceeds {MAX_BODY_BYTES} bytes", status_code=413)
+    if length is not None:
+        # isascii: "²".isdigit() is true, but int() refuses it.
+        if not (length.isascii() and length.isdigit()):
+            raise BadRequest("invalid_content_length", "Content-Length must be a number")
+        if int(length) > MAX_BODY_BYTES:
+            raise BadRequest(
+                "body_too_large", f"body exceeds {MAX_BODY_BYTES} bytes", status_code=413
+            )
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
