@@ -11,7 +11,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,14 +20,10 @@ import asyncpg
 import pytest
 from starlette.applications import Starlette
 
-from gateway import jurisdictions
-from gateway.model import ConsentRecord, Region, Site
+from gateway.model import ConsentRecord, Site
 from gateway.recording import Uuid7Clock, rfc3339_utc
-from gateway.recording_service import RecordingService
-from gateway.serving import Visitor
 from gateway.settings import Settings
 from gateway.sitefile import read_site
-from gateway.web import records
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_DSN = os.environ.get("TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -105,44 +101,13 @@ def consent_body(
     }
 
 
-@dataclass
-class StandInCatalog:
-    bundles: Mapping[str, SiteBundle]
-
-    def get(self, site_id: str) -> SiteBundle | None:
-        return self.bundles.get(site_id)
-
-
-class StandInGateway:
-    """The two things the records handlers read from the lead's Gateway."""
-
-    def __init__(self, bundles: Mapping[str, SiteBundle]) -> None:
-        self.catalog = StandInCatalog(bundles)
-
-    def visitor(self, request: Any, bundle: SiteBundle) -> Visitor:
-        country = request.headers.get("x-test-country", "DE")
-        region = Region(country=country, subdivision=None, source="header")
-        rule = jurisdictions.rule_for(region, bundle.site.rule_overrides)
-        gpc = request.headers.get("sec-gpc", "").strip() == "1"
-        ip = request.client.host if request.client else None
-        return Visitor(ip=ip, region=region, gpc=gpc, language="en", rule=rule)
-
-
 def recording_app(settings: Settings) -> Starlette:
-    """The recording routes with the real RecordingService and a stand-in serving side."""
+    """The whole gateway on the repository's sites, recording into ``settings.data_dir``."""
+    from gateway.app import create_app
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        bundle = demo_bundle()
-        app.state.gateway = StandInGateway({bundle.site.id: bundle})
-        app.state.recording = RecordingService(settings)
-        await app.state.recording.start()
-        try:
-            yield
-        finally:
-            await app.state.recording.stop()
-
-    return Starlette(routes=records.routes(), lifespan=lifespan)
+    root = Path(__file__).resolve().parent.parent
+    return create_app(settings.replace(banners_dir=root / "banners",
+                                       locales_dir=root / "locales", reload=False))
 
 
 def recording_app_from_env() -> Starlette:

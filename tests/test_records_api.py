@@ -1,4 +1,4 @@
-"""The recording endpoints end to end on a real RecordingService (stand-in serving side)."""
+"""The recording endpoints end to end through the real app and RecordingService."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
+from gateway.catalog import load_site
 from gateway.model import ConsentRecord
 from gateway.receipts import Receipts
 from gateway.settings import Settings
-from tests.pg import ORIGIN, consent_body, demo_bundle, free_port, recording_app
+from tests.pg import ORIGIN, ROOT, consent_body, free_port, recording_app
 
-BUNDLE = demo_bundle()
+BUNDLE = load_site(ROOT / "banners" / "demo", ROOT / "locales")
 URL = "/v1/sites/demo/consents"
+PROXY = ("127.0.0.1", 50000)  # a trusted peer, so CDN geo headers count
 
 
 def make_settings(tmp_path: Path, **changes: object) -> Settings:
@@ -26,7 +28,7 @@ def make_settings(tmp_path: Path, **changes: object) -> Settings:
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    with TestClient(recording_app(make_settings(tmp_path))) as c:
+    with TestClient(recording_app(make_settings(tmp_path)), client=PROXY) as c:
         yield c
 
 
@@ -41,7 +43,7 @@ def test_post_records_and_answers_with_a_receipt(client: TestClient, tmp_path: P
     r = client.post(
         URL,
         json=consent_body(BUNDLE, "sub-1", page_url="https://shop.example/a"),
-        headers={"Origin": ORIGIN, "Sec-GPC": "1", "X-Test-Country": "FR", "User-Agent": "UA/1"},
+        headers={"Origin": ORIGIN, "Sec-GPC": "1", "CF-IPCountry": "FR", "User-Agent": "UA/1"},
     )
     assert r.status_code == 201
     body = r.json()
@@ -155,7 +157,7 @@ def test_full_outbox_answers_503_with_retry_after(tmp_path: Path) -> None:
         tmp_path, outbox_max_records=1,
         store_url=f"postgresql://postgres@127.0.0.1:{free_port()}/none", shutdown_drain=0.1,
     )  # fmt: skip
-    with TestClient(recording_app(settings)) as client:
+    with TestClient(recording_app(settings), client=PROXY) as client:
         first = client.post(URL, json=consent_body(BUNDLE, "a"))
         assert first.status_code == 201
         r = client.post(URL, json=consent_body(BUNDLE, "b"))

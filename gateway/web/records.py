@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.errors import BadRequest, NotFound, Unavailable
 from gateway.recording import MAX_BODY_BYTES, RecordContext, parse_body, validate
@@ -16,33 +19,52 @@ _ALLOW_METHODS = "POST, GET, OPTIONS"
 _ALLOW_HEADERS = "Content-Type, Authorization"
 
 
+RawHeaders = list[tuple[bytes, bytes]]
+Answer = tuple[int, RawHeaders, bytes]
+RECORD_PATH = re.compile(r"^/v1/sites/([^/]{1,64})/consents$")
+
+
 def _json(body: Any, status: int, headers: dict[str, str]) -> Response:
     headers["Cache-Control"] = "no-store"
     return Response(orjson.dumps(body), status, headers, media_type="application/json")
 
 
-def _error(exc: BadRequest | Unavailable, headers: dict[str, str]) -> Response:
+def _error_body(exc: BadRequest | Unavailable, headers: dict[str, str]) -> tuple[int, Any]:
     if isinstance(exc, Unavailable):
         headers["Retry-After"] = str(exc.retry_after)
-        return _json({"error": "unavailable", "detail": exc.message}, 503, headers)
+        return 503, {"error": "unavailable", "detail": exc.message}
     body = {"error": exc.code, "detail": exc.detail}
     if exc.field:
         body["field"] = exc.field
-    return _json(body, exc.status_code, headers)
+    return exc.status_code, body
 
 
-def _site(request: Request) -> Any:
-    site_id = request.path_params["site"]
-    bundle = request.app.state.gateway.catalog.get(site_id)
+def _error(exc: BadRequest | Unavailable, headers: dict[str, str]) -> Response:
+    status, body = _error_body(exc, headers)
+    return _json(body, status, headers)
+
+
+def _bundle(state: Any, site_id: str) -> Any:
+    bundle = state.gateway.catalog.get(site_id)
     if bundle is None:
         raise NotFound("unknown_site", f"no site named {site_id[:64]!r}")
     return bundle
 
 
-def _cors(request: Request, bundle: Any) -> dict[str, str]:
-    """CORS headers for an allowed Origin; no Origin (apps, servers) needs none."""
-    origin = request.headers.get("origin")
-    if origin is None:
+def _site(request: Request) -> Any:
+    return _bundle(request.app.state, request.path_params["site"])
+
+
+def _own_origin(scheme: str, headers: Headers) -> str:
+    return f"{scheme}://{headers.get('host', '')}"
+
+
+def cors_headers(origin: str | None, own_origin: str, bundle: Any) -> dict[str, str]:
+    """CORS headers for an allowed Origin; no Origin (apps, servers) needs none.
+
+    The gateway's own pages (the privacy center) post from its own origin, which is allowed.
+    """
+    if origin is None or origin == own_origin:
         return {}
     if origin not in bundle.site.allowed_origins:
         raise BadRequest(
@@ -57,60 +79,114 @@ def _cors(request: Request, bundle: Any) -> dict[str, str]:
     }
 
 
-async def _read_body(request: Request) -> bytes:
-    length = request.headers.get("content-length")
-    if length is not None:
+def _cors(request: Request, bundle: Any) -> dict[str, str]:
+    return cors_headers(request.headers.get("origin"),
+                        _own_origin(request.url.scheme, request.headers), bundle)
+
+
+async def read_body(receive: Receive, declared: str | None) -> bytes:
+    """The request body, refused past MAX_BODY_BYTES before it is all read."""
+    if declared is not None:
         # isascii: "²".isdigit() is true, but int() refuses it.
-        if not (length.isascii() and length.isdigit()):
+        if not (declared.isascii() and declared.isdigit()):
             raise BadRequest("invalid_content_length", "Content-Length must be a number")
-        if int(length) > MAX_BODY_BYTES:
+        if int(declared) > MAX_BODY_BYTES:
             raise BadRequest(
                 "body_too_large", f"body exceeds {MAX_BODY_BYTES} bytes", status_code=413
             )
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise BadRequest("client_disconnected", "the client went away mid-body")
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY_BYTES:
             raise BadRequest(
                 "body_too_large", f"body exceeds {MAX_BODY_BYTES} bytes", status_code=413
             )
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
-async def post_consent(request: Request) -> Response:
-    """Validate, enrich and durably record one choice; 201 with a receipt."""
-    headers: dict[str, str] = {}
+def _raw(status: int, headers: dict[str, str], body: Any) -> Answer:
+    content = orjson.dumps(body)
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    raw += [(b"content-type", b"application/json"), (b"cache-control", b"no-store"),
+            (b"content-length", str(len(content)).encode())]
+    return status, raw, content
+
+
+async def take_consent(state: Any, site_id: str, peer: str | None, headers: Headers,
+                       scheme: str, receive: Receive) -> Answer:
+    """Validate, enrich and durably record one choice; 201 with a receipt, or a JSON error."""
+    cors: dict[str, str] = {}
     try:
-        bundle = _site(request)
-        headers = _cors(request, bundle)
-        raw = await _read_body(request)
-        body = parse_body(raw, request.headers.get("content-type", ""))
+        bundle = _bundle(state, site_id)
+        cors = cors_headers(headers.get("origin"), _own_origin(scheme, headers), bundle)
+        raw = await read_body(receive, headers.get("content-length"))
+        body = parse_body(raw, headers.get("content-type", ""))
         consent = validate(body, bundle.site, bundle.known_versions)
-        state = request.app.state
-        visitor = state.gateway.visitor(request, bundle)
+        gateway = state.gateway
+        # Where the visitor is comes from detection only, never from the request's query.
+        ip, region = gateway.locator.locate(peer, headers)
+        visitor = gateway.visitor_from(bundle, ip, region, headers, {})
         context = RecordContext(
             ip=visitor.ip,
             region=visitor.region,
             rule=visitor.rule,
             gpc=visitor.gpc,
-            user_agent=request.headers.get("user-agent", ""),
-            origin=request.headers.get("origin", ""),
+            user_agent=headers.get("user-agent", ""),
+            origin=headers.get("origin", ""),
             language=visitor.language,
             consent_revision=bundle.consent_revision,
         )
         result = await state.recording.record(consent, context)
     except (BadRequest, Unavailable) as exc:
-        return _error(exc, headers)
+        status, error = _error_body(exc, cors)
+        return _raw(status, cors, error)
     if result.duplicate:
-        headers["Idempotent-Replayed"] = "true"
+        cors["Idempotent-Replayed"] = "true"
     answer = {
         "record_id": result.record_id,
         "recorded_at": result.recorded_at,
         "receipt": result.receipt,
     }
-    return _json(answer, 201, headers)
+    return _raw(201, cors, answer)
+
+
+async def post_consent(request: Request) -> Response:
+    """The routed form of `take_consent` (FastRecord answers first on the hot path)."""
+    client = request.client
+    status, headers, body = await take_consent(
+        request.app.state, request.path_params["site"], client.host if client else None,
+        request.headers, request.url.scheme, request.receive)
+    response = Response(status_code=status)
+    response.body = body
+    response.raw_headers = headers
+    return response
+
+
+class FastRecord:
+    """Pure ASGI front for POST consents: no routing or request objects on the hot path."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        match = RECORD_PATH.match(scope["path"]) if scope["type"] == "http" else None
+        if match is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        status, headers, body = await take_consent(
+            scope["app"].state, match.group(1), client[0] if client else None,
+            Headers(scope=scope), scope["scheme"], receive)
+        scope["endpoint"] = post_consent
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 def _token(request: Request) -> str:
