@@ -45,6 +45,7 @@ class Forwarder:
         base_backoff: float = BASE_BACKOFF,
         rng: random.Random | None = None,
         concurrency: int = 2,
+        linger: float = 0.0,
     ) -> None:
         self.outbox = outbox
         self.sinks = list(sinks)
@@ -56,6 +57,9 @@ class Forwarder:
         # ~1.6x throughput into PostgreSQL); order across batches does not matter because
         # every sink is idempotent and the latest state compares timestamps.
         self.concurrency = concurrency
+        # Wait this long to fill a partial batch: under load a batch then carries hundreds
+        # of records instead of a handful, so each transaction costs far less per record.
+        self.linger = linger
         self._tasks: list[asyncio.Task[None]] = []
         self._draining = False
         self.batches = 0
@@ -113,6 +117,10 @@ class Forwarder:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.outbox.arrived.wait(), _IDLE_POLL)
                 continue
+            if len(items) < self.batch_size and self.linger and not self._draining:
+                await asyncio.sleep(self.linger)
+                with contextlib.suppress(Exception):  # the next loop claims it anyway
+                    items = [*items, *await self.outbox.claim(self.batch_size - len(items))]
             await self.deliver(items)
 
     async def deliver(self, items: Sequence[OutboxItem]) -> None:

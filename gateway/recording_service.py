@@ -57,6 +57,7 @@ class RecordingService:
             self.sinks,
             batch_size=self.settings.forward_batch_size,
             max_backoff=self.settings.forward_max_backoff,
+            linger=self.settings.forward_linger,
         )
         self.forwarder.start()
         self._collector = ForwarderCollector(self.forwarder)

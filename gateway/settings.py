@@ -142,6 +142,12 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_int,
     ),
     Setting("forward_batch_size", "1000", "Records per forwarder batch.", _positive_int),
+    Setting(
+        "forward_linger",
+        "0.05",
+        "Seconds the forwarder waits to fill a partial batch (bigger batches, less CPU).",
+        _float,
+    ),
     Setting("forward_max_backoff", "60", "Cap of the forwarder's retry backoff, seconds.", _float),
     Setting("shutdown_drain", "10", "Seconds the forwarder may drain on shutdown.", _float),
     Setting(
@@ -190,6 +196,7 @@ class Settings:
     durability: str = "power"
     outbox_max_records: int = 1_000_000
     forward_batch_size: int = 1000
+    forward_linger: float = 0.05
     forward_max_backoff: float = 60.0
     shutdown_drain: float = 10.0
     receipt_key: str = ""
