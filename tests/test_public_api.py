@@ -6,6 +6,7 @@ import concurrent.futures
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from gateway.app import create_app
@@ -160,3 +161,7 @@ def test_health_ready_metrics(client: TestClient) -> None:
     metrics = client.get("/metrics")
     assert metrics.status_code == 200
     assert "gateway_http_requests_total" in metrics.text
+    assert "consent_outbox_depth" in metrics.text
+    assert "gateway_geoip_cache_hits_total" in metrics.text
+    names = [f.name for f in text_string_to_metric_families(metrics.text)]
+    assert len(names) == len(set(names)), "each metric family is exported once"

@@ -44,8 +44,21 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST,
-                    headers={"Cache-Control": "no-store"})
+    """Process-wide metrics, then the recording service's own (outbox, forwarder)."""
+    body = generate_latest(REGISTRY)
+    recording = getattr(request.app.state, "recording", None)
+    if recording is not None:
+        body += generate_latest(recording.metrics_registry)
+    cache = request.app.state.gateway.locator.cache_info()
+    body += (
+        "# HELP gateway_geoip_cache_hits_total GeoIP lookups answered from the cache.\n"
+        "# TYPE gateway_geoip_cache_hits_total counter\n"
+        f"gateway_geoip_cache_hits_total {cache['hits']}\n"
+        "# HELP gateway_geoip_cache_misses_total GeoIP lookups that read the database.\n"
+        "# TYPE gateway_geoip_cache_misses_total counter\n"
+        f"gateway_geoip_cache_misses_total {cache['misses']}\n"
+    ).encode()
+    return Response(body, media_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
 
 
 def routes() -> list[Route]:
