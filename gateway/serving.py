@@ -46,6 +46,26 @@ class Body:
     public: bool  # cacheable by shared caches (region came from a header or the URL)
 
 
+def config_document(resolved: ResolvedBanner, visitor: Visitor, record_url: str
+                    ) -> dict[str, Any]:
+    """The JSON config: the cached resolved banner plus this request's region and signals."""
+    return {
+        **resolved.config,
+        "region": visitor.region.as_json(),
+        "gpc": visitor.gpc,
+        "gpc_applied": resolved.gpc_applied,
+        "record_url": record_url,
+    }
+
+
+def snippet_document(resolved: ResolvedBanner, visitor: Visitor, record_url: str
+                     ) -> dict[str, Any]:
+    """The config inlined in consent.js: the JSON config plus the rendered layers."""
+    document = config_document(resolved, visitor, record_url)
+    document["html"] = {"banner": resolved.html, "preferences": resolved.preferences_html}
+    return document
+
+
 def parse_region_param(value: str) -> Region:
     match = REGION_PARAM.match(value)
     if not match:
@@ -101,15 +121,6 @@ class Gateway:
             base = f"{scheme}://{host}"
         return f"{base}/v1/sites/{site_id}/consents"
 
-    def config_document(self, resolved: ResolvedBanner, visitor: Visitor, record_url: str
-                        ) -> dict[str, Any]:
-        return {
-            **resolved.config,
-            "region": visitor.region.as_json(),
-            "gpc": visitor.gpc,
-            "gpc_applied": resolved.gpc_applied,
-            "record_url": record_url,
-        }
 
     def body(self, kind: str, bundle: SiteBundle, visitor: Visitor, record_url: str) -> Body:
         """The finished body for config, banner or consent.js, cached per region and signal."""
@@ -123,16 +134,12 @@ class Gateway:
         if kind == "banner":
             content = resolved.html.encode()
             media_type = "text/html; charset=utf-8"
+        elif kind == "config":
+            content = orjson.dumps(config_document(resolved, visitor, record_url))
+            media_type = "application/json"
         else:
-            document = self.config_document(resolved, visitor, record_url)
-            if kind == "config":
-                content = orjson.dumps(document)
-                media_type = "application/json"
-            else:
-                document["html"] = {"banner": resolved.html,
-                                    "preferences": resolved.preferences_html}
-                content = self.snippet.assemble(document)
-                media_type = "text/javascript; charset=utf-8"
+            content = self.snippet.assemble(snippet_document(resolved, visitor, record_url))
+            media_type = "text/javascript; charset=utf-8"
         etag = '"' + hashlib.blake2b(content, digest_size=12).hexdigest() + '"'
         body = Body(content, etag, media_type, public=region.source in ("header", "query"))
         self._bodies[key] = body

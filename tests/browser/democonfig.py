@@ -1,112 +1,57 @@
-"""A demo-site snippet config built without the server: real templates, texts and Snippet."""
+"""The demo site's snippet config as the server builds it, without a server process."""
 
 from __future__ import annotations
 
-import tomllib
+import json
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, PrefixLoader, StrictUndefined
-
-from gateway.model import CONSENT_MODE_TYPES, Rule
-from gateway.texts import source_texts
+from gateway import jurisdictions
+from gateway.catalog import load_site
+from gateway.model import UNKNOWN_REGION
+from gateway.render import Renderer
+from gateway.serving import Visitor, snippet_document
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "gateway" / "templates"
-SITE_TOML = ROOT / "banners" / "demo" / "site.toml"
-
-RULES: dict[str, Rule] = {
-    "gdpr": Rule(id="gdpr", model="opt-in", name="GDPR", separate_consent=()),
-    "ccpa": Rule(
-        id="ccpa", model="opt-out", name="CCPA", default_granted=True, gpc=True,
-        do_not_sell_link=True, limit_sensitive_link=True,
-    ),
-    "notice": Rule(id="au", model="notice", name="Notice", default_granted=True),
-    "pipl": Rule(id="pipl", model="opt-in", separate_consent=("third_party", "cross_border")),
-}
+# Short names for the rule models the tests exercise.
+RULE_IDS = {"gdpr": "gdpr", "ccpa": "ccpa", "notice": "au", "pipl": "pipl"}
 
 
-def environment() -> Environment:
-    """The templates as a site sees them: `default:` prefix, autoescape, StrictUndefined."""
-    return Environment(
-        loader=PrefixLoader({"default": FileSystemLoader(str(TEMPLATES))}, delimiter=":"),
-        autoescape=True,
-        undefined=StrictUndefined,
-    )
+def _toml_table(name: str, values: dict[str, str]) -> str:
+    # JSON string escapes are valid TOML basic-string escapes.
+    return f"\n[{name}]\n" + "".join(f"{json.dumps(k)} = {json.dumps(v)}\n"
+                                      for k, v in values.items())
 
 
 def demo_config(
     rule_name: str = "gdpr",
     *,
     record_url: str = "http://127.0.0.1:9/v1/sites/demo/consents",
-    language: str = "en",
-    direction: str = "ltr",
+    locale: str = "en",
     text_overrides: dict[str, str] | None = None,
     gpc: bool = False,
-    revision: str = "rev1",
     theme: dict[str, str] | None = None,
-    env: Environment | None = None,
 ) -> dict[str, Any]:
-    """The config the server would inline into consent.js for the demo site under ``rule_name``."""
-    rule = RULES[rule_name]
-    site = tomllib.loads(SITE_TOML.read_text(encoding="utf-8"))
-    texts = source_texts(rule.model, text_overrides or {})
-    purposes = [
-        {
-            "id": p["id"],
-            "name": p["name"],
-            "description": p["description"],
-            "essential": p.get("essential", False),
-            "default": p.get("essential", False) or (
-                rule.default_granted and not (gpc and rule.gpc and p.get("sale_or_share", False))
-            ),
-            "separate": p.get("separate") if p.get("separate") in rule.separate_consent else None,
-            "sale_or_share": p.get("sale_or_share", False),
-            "recipients": p.get("recipients", []),
-            "retention": p.get("retention", ""),
-            "cookies": p.get("cookies", []),
-            "consent_mode": p.get("consent_mode", []),
-        }
-        for p in site["purposes"]
-    ]
-    site_info = {
-        "id": "demo",
-        "name": site["name"],
-        "controller": site["controller"],
-        "contact": site["contact"],
-        "privacy_policy_url": site["privacy_policy_url"],
-    }
-    context = {
-        "site": site_info,
-        "rule": rule.as_json(),
-        "texts": texts,
-        "purposes": purposes,
-        "language": language,
-        "dir": direction,
-        "theme": theme or {},
-        "gpc": gpc and rule.gpc,
-    }
-    env = env or environment()
-    html = {name: env.get_template(f"default:{name}.html").render(context)
-            for name in ("banner", "preferences")}
-    granted = "granted" if rule.default_granted else "denied"
-    mode = {t: granted for t in CONSENT_MODE_TYPES}
-    mode["security_storage"] = "granted"
-    return {
-        "site": "demo",
-        "banner_version": "v-test",
-        "consent_revision": revision,
-        "region": {"country": None, "subdivision": None, "source": "unknown"},
-        "language": language,
-        "dir": direction,
-        "rule": rule.as_json(),
-        "purposes": purposes,
-        "texts": texts,
-        "consent_mode": {"default": mode, "wait_for_update": 500},
-        "gpc": gpc,
-        "record_url": record_url,
-        "cookie": {"name": "cg_consent", "domain": "", "max_age_days": 395,
-                   "reload_on_withdraw": True},
-        "html": html,
-        "theme": theme or {},
-    }
+    """What consent.js inlines for the demo site under a rule, through the real renderer.
+
+    Text and theme overrides go into a copy of the demo site's site.toml, as a site would
+    write them.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        site_dir = Path(tmp) / "demo"
+        shutil.copytree(ROOT / "banners" / "demo", site_dir)
+        extra = ""
+        if text_overrides:
+            extra += _toml_table("texts", text_overrides)
+        if theme:
+            extra += _toml_table("theme", theme)
+        with (site_dir / "site.toml").open("a", encoding="utf-8") as f:
+            f.write(extra)
+        bundle = load_site(site_dir, ROOT / "locales")
+        rule = jurisdictions.RULES[RULE_IDS[rule_name]]
+        resolved = Renderer().resolve(bundle, rule, locale, gpc)
+    visitor = Visitor(ip=None, region=UNKNOWN_REGION, gpc=gpc, language=locale, rule=rule)
+    return snippet_document(resolved, visitor, record_url)
