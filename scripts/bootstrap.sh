@@ -34,6 +34,14 @@ if [ ! -f "$stamp" ]; then
   rm -f "$VENV"/.installed-* && touch "$stamp"
 fi
 
+# The tests need PostgreSQL at 127.0.0.1:5432; start the local cluster if it is down.
+if [ "$mode" = test ] && command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then
+  if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
+    echo "bootstrap: starting the local PostgreSQL cluster" >&2
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+  fi
+fi
+
 if [ "$mode" = test ] && [ -f package.json ]; then
   lock="node_modules/.stamp-$(sha256sum package.json | cut -c1-16)"
   if [ ! -f "$lock" ]; then
