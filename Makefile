@@ -8,7 +8,8 @@ PORT ?= 8000
 
 run:
 	scripts/bootstrap.sh run
-	$(BIN)/consent-gateway geo build --if-missing
+	$(BIN)/consent-gateway geo build --if-missing || \
+	  echo "make run: no embedded geo database; visitors are placed by CDN headers or GATEWAY_GEOIP_DB"
 	$(BIN)/consent-gateway serve --host $(HOST) --port $(PORT)
 
 test:

@@ -45,7 +45,8 @@ fi
 if [ "$mode" = test ] && [ -f package.json ]; then
   lock="node_modules/.stamp-$(sha256sum package.json | cut -c1-16)"
   if [ ! -f "$lock" ]; then
-    npm install --no-audit --no-fund --silent >/dev/null
+    if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --silent >/dev/null
+    else npm install --no-audit --no-fund --silent >/dev/null; fi
     touch "$lock"
   fi
 fi
