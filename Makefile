@@ -23,7 +23,9 @@ lint:
 	$(BIN)/mypy
 
 bench:
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.serve
+	$(BIN)/python -m bench.record
+	$(BIN)/python -m bench.snippet
 
 geo:
 	$(BIN)/consent-gateway geo build
