@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from gateway.errors import ConfigError
 from gateway.settings import Settings
 from gateway.sinks import open_sinks, store_for
 from gateway.sinks.postgres import PostgresStore
-from gateway.sinks.sqlite import SqliteStore
+from gateway.sinks.sqlite import SCHEMA_VERSION, SqliteStore
 from gateway.sinks.webhook import WebhookSink
 from tests.pg import make_record
 
@@ -62,6 +64,66 @@ async def test_banner_versions_keep_the_first_texts(store: SqliteStore) -> None:
     assert stored["texts"] == texts
     assert [v["banner_version"] for v in await store.list_versions("demo")] == ["v1"]
     assert await store.banner_version("demo", "v0") is None
+
+
+# The version 1 layout, as shipped before the single-index schema.
+_V1 = """
+CREATE TABLE schema_version (version INTEGER NOT NULL);
+INSERT INTO schema_version VALUES (1);
+CREATE TABLE consent_records (
+    record_id TEXT PRIMARY KEY, site TEXT NOT NULL, subject_id TEXT NOT NULL,
+    recorded_at TEXT NOT NULL, body TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX consent_records_subject ON consent_records (site, subject_id, recorded_at);
+CREATE TABLE latest_state (
+    site TEXT NOT NULL, subject_id TEXT NOT NULL, record_id TEXT NOT NULL,
+    recorded_at TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (site, subject_id)
+) WITHOUT ROWID;
+CREATE TABLE banner_versions (
+    site TEXT NOT NULL, banner_version TEXT NOT NULL, consent_revision TEXT NOT NULL,
+    texts TEXT NOT NULL, published_at TEXT NOT NULL, PRIMARY KEY (site, banner_version)
+) WITHOUT ROWID;
+"""
+
+
+async def test_a_version_1_store_is_migrated_with_its_records(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite3"
+    old, new = make_record("a"), make_record("a", analytics=False)
+    with sqlite3.connect(path) as conn:
+        conn.executescript(_V1)
+        conn.executemany(
+            "INSERT INTO consent_records VALUES (?, ?, ?, ?, ?)",
+            [(r.record_id, r.site, r.subject_id, r.recorded_at, orjson.dumps(r.as_json()).decode())
+             for r in (new, old)],
+        )
+        conn.execute("INSERT INTO banner_versions VALUES ('demo', 'v1', 'r1', '{}', 'now')")
+    conn.close()
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        history = await store.subject_history("demo", "a")
+        assert [h["record_id"] for h in history["history"]] == [new.record_id, old.record_id]
+        assert history["current"] == new.as_json()
+        await store.write_batch([old, make_record("b")])  # still exactly once after migrating
+        assert len((await store.subject_history("demo", "a"))["history"]) == 2
+        assert [v["banner_version"] for v in await store.list_versions("demo")] == ["v1"]
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert "latest_state" not in tables and "consent_records_v1" not in tables
+    conn.close()
+
+
+async def test_reopening_keeps_the_schema_and_records(tmp_path: Path) -> None:
+    record = make_record("a")
+    for _ in range(2):
+        store = SqliteStore(tmp_path / "store.sqlite3")
+        await store.open()
+        await store.write_batch([record])
+        assert (await store.subject_history("demo", "a"))["current"] == record.as_json()
+        await store.close()
 
 
 def test_sink_selection(tmp_path: Path) -> None:
