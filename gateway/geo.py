@@ -1,4 +1,4 @@
-"""Where a visitor is: client IP through trusted proxies, CDN geo headers, the GeoIP database."""
+"""Where a visitor is: a trusted CDN's geo headers, else the GeoIP database (the Locator)."""
 
 from __future__ import annotations
 
@@ -8,43 +8,35 @@ import ipaddress
 import itertools
 import logging
 import random
-import socket
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import maxminddb
 from starlette.datastructures import Headers
 
-from gateway.errors import BadRequest, ConfigError, GeoDatabaseError
+from gateway.clientip import (
+    CLIENT_HEADER_KEYS,
+    IPAddress,
+    ProxyTrust,
+    canonical_ip,
+    collect_headers,
+    parsed_ip,
+    vouched_client,
+)
+from gateway.errors import GeoDatabaseError
+from gateway.geoheaders import (
+    country_code,
+    header_pairs,
+    pair_keys,
+    pair_names,
+    region_from_found,
+    subdivision_code,
+)
 from gateway.model import UNKNOWN_REGION, Region
 from gateway.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-# Vendor headers carrying the client address, believed (in this order) only from trusted peers.
-VENDOR_IP_HEADERS: tuple[str, ...] = (
-    "cf-connecting-ip",
-    "true-client-ip",
-    "cloudfront-viewer-address",
-)
-FORWARDED_FOR = "x-forwarded-for"
-MAX_ADDRESS_TEXT = 64  # longest IPv6 with zone id and port fits well within this
-MAX_FORWARDED_FOR = 4096
-MAX_HOPS = 64
-
-# CDN geo header families: (country header, subdivision header). Names are lower case.
-GEO_HEADER_FAMILIES: Mapping[str, tuple[str, str]] = {
-    "cloudflare": ("cf-ipcountry", "cf-region-code"),
-    "cloudfront": ("cloudfront-viewer-country", "cloudfront-viewer-country-region"),
-    "vercel": ("x-vercel-ip-country", "x-vercel-ip-country-region"),
-}
-# Akamai EdgeScape: one header of comma-separated key=value pairs (country_code, region_code, …).
-AKAMAI_EDGESCAPE = "x-akamai-edgescape"
-# Cloudflare: XX = no data, T1 = Tor; "**" and ZZ are used by others for unknown.
-UNKNOWN_COUNTRIES = frozenset({"XX", "T1", "ZZ", "A1", "A2", "AP", "EU", "O1"})
 
 # database_type words whose records carry GeoIP2's country/subdivisions shape (Enterprise is a
 # superset of City); anything else (ASN, Anonymous-IP, ISP, …) cannot answer "where".
@@ -55,328 +47,6 @@ DATABASE_KINDS = ("City", "Country", "Enterprise")
 FULL_WALK_MAX_NODES = 50_000
 SAMPLE_WALK_NETWORKS = 5_000
 SAMPLE_LOOKUPS = 20_000
-
-
-def _parse_ip(text: str) -> IPAddress | None:
-    try:
-        ip = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
-
-
-_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
-
-
-@functools.lru_cache(maxsize=65536)
-def _address(text: str) -> tuple[IPAddress, str] | None:
-    """Parsed once per distinct text: the address and its canonical spelling, or None.
-
-    ``::ffff:a.b.c.d`` → ``a.b.c.d``, ``2001:DB8::0:1`` → ``2001:db8::1``. Cached because the
-    same peer text is checked for trust, canonicalised and looked up in one request.
-    """
-    # inet_pton is C and ~4x faster than ipaddress; ipaddress handles what it refuses.
-    try:
-        # glibc accepts only plain dotted quads here, so the text is already canonical.
-        return ipaddress.IPv4Address(socket.inet_pton(socket.AF_INET, text)), text
-    except (OSError, ValueError):  # ValueError: an embedded NUL
-        pass
-    try:
-        packed = socket.inet_pton(socket.AF_INET6, text)
-    except (OSError, ValueError):  # ValueError: an embedded NUL
-        ip = _parse_ip(text)  # e.g. a zone id: fe80::1%eth0
-        return None if ip is None else (ip, str(ip))
-    if packed.startswith(_MAPPED_PREFIX):
-        v4 = ipaddress.IPv4Address(packed[12:])
-        return v4, str(v4)
-    v6 = ipaddress.IPv6Address(packed)
-    if packed.startswith(bytes(12)):
-        return v6, str(v6)  # ::a.b.c.d: glibc and ipaddress spell it differently
-    return v6, socket.inet_ntop(socket.AF_INET6, packed)
-
-
-def _parsed(text: str | None) -> IPAddress | None:
-    if not text or len(text) > MAX_ADDRESS_TEXT:
-        return None
-    found = _address(text)
-    return None if found is None else found[0]
-
-
-def canonical_ip(text: str | None) -> str | None:
-    """The canonical text of an IP address, or None if ``text`` is not one."""
-    if not text or len(text) > MAX_ADDRESS_TEXT:
-        return None
-    found = _address(text)
-    return None if found is None else found[1]
-
-
-class ProxyTrust:
-    """The peers whose forwarding and CDN headers are believed."""
-
-    def __init__(self, networks: Iterable[str]) -> None:
-        self._hosts: set[IPAddress] = set()
-        self._networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-        for item in networks:
-            try:
-                if "/" in item:
-                    net = ipaddress.ip_network(item.strip(), strict=False)
-                    self._networks.append(net)
-                    mapped = _mapped_network(net)
-                    if mapped is not None:
-                        self._networks.append(mapped)
-                else:
-                    host = _parse_ip(item.strip())
-                    if host is None:
-                        raise ValueError("not an IP address")
-                    self._hosts.add(host)
-            except ValueError as exc:
-                raise ConfigError(
-                    f"invalid trusted proxy {item!r}: {exc}",
-                    hint="list IP addresses or CIDR networks, e.g. 10.0.0.0/8,::1",
-                    where="GATEWAY_TRUSTED_PROXIES",
-                ) from None
-        # (network, mask) integers per IP version: ``ip in network`` costs ~1 µs per network.
-        self._masks: dict[int, tuple[tuple[int, int], ...]] = {
-            version: tuple(
-                (int(n.network_address), int(n.netmask))
-                for n in self._networks
-                if n.version == version
-            )
-            for version in (4, 6)
-        }
-        # Peers repeat (a handful of proxies), so verdicts are cached; bounded against floods.
-        self._verdict: Callable[[str], bool] = functools.lru_cache(maxsize=4096)(self._compute)
-
-    def trusts(self, ip: str | None) -> bool:
-        """True if ``ip`` (any spelling, v4 or v6) is a trusted proxy."""
-        if not ip or len(ip) > MAX_ADDRESS_TEXT:
-            return False
-        return self._verdict(ip)
-
-    def _compute(self, text: str) -> bool:
-        ip = _parsed(text)
-        if ip is None:
-            return False
-        if ip in self._hosts:
-            return True
-        value = int(ip)
-        return any(value & mask == base for base, mask in self._masks[ip.version])
-
-    def __repr__(self) -> str:
-        items = [str(h) for h in self._hosts] + [str(n) for n in self._networks]
-        return f"ProxyTrust({sorted(items)!r})"
-
-
-def _mapped_network(
-    net: ipaddress.IPv4Network | ipaddress.IPv6Network,
-) -> ipaddress.IPv4Network | None:
-    """``::ffff:10.0.0.0/104`` also trusts ``10.0.0.0/8``, since peers are normalised to IPv4."""
-    if isinstance(net, ipaddress.IPv6Network) and net.prefixlen >= 96:
-        base = net.network_address.ipv4_mapped
-        if base is not None:
-            return ipaddress.IPv4Network((base, net.prefixlen - 96))
-    return None
-
-
-def _collect(headers: Headers, names: frozenset[bytes]) -> dict[bytes, list[bytes]]:
-    """One pass over the raw headers, keeping every line of the ones we read."""
-    found: dict[bytes, list[bytes]] = {}
-    for name, value in headers.raw:
-        if name in names:
-            found.setdefault(name, []).append(value)
-    return found
-
-
-def _bad(header: str, problem: str) -> BadRequest:
-    return BadRequest("invalid_header", f"{header}: {problem}", field=header)
-
-
-def _vendor_ip(header: str, values: list[bytes]) -> str:
-    if len(values) > 1:
-        raise _bad(header, "sent more than once")
-    text = values[0].decode("latin-1").strip()
-    if len(text) > MAX_ADDRESS_TEXT:
-        raise _bad(header, "value too long")
-    if header == "cloudfront-viewer-address":
-        # "198.51.100.10:46532", and for IPv6 the address and port without brackets.
-        host, sep, port = text.rpartition(":")
-        if not sep or not (port.isascii() and port.isdigit()) or int(port) > 65535:
-            raise _bad(header, "expected ADDRESS:PORT")
-        text = host
-    ip = canonical_ip(text)
-    if ip is None:
-        raise _bad(header, "not an IP address")
-    return ip
-
-
-def _hop_address(hop: str) -> str | None:
-    """One X-Forwarded-For entry (``ip``, ``ip:port``, ``[ipv6]:port``) → canonical IP."""
-    if hop.startswith("["):
-        end = hop.find("]")
-        rest = hop[end + 1 :] if end > 0 else "?"
-        if rest and not (rest[0] == ":" and rest[1:].isascii() and rest[1:].isdigit()):
-            raise _bad("X-Forwarded-For", "malformed bracketed address")
-        hop = hop[1:end]
-    elif hop.count(":") == 1:
-        host, _, port = hop.partition(":")
-        if not (port.isascii() and port.isdigit()):
-            raise _bad("X-Forwarded-For", "malformed address:port")
-        hop = host
-    if hop.lower() == "unknown":
-        return None  # a proxy that could not tell (squid, RFC 7239 style): nobody to believe
-    ip = canonical_ip(hop)
-    if ip is None:
-        raise _bad("X-Forwarded-For", "entry is not an IP address")
-    return ip
-
-
-def _walk_forwarded_for(values: list[bytes], peer: str | None, trust: ProxyTrust) -> str | None:
-    if sum(len(v) for v in values) > MAX_FORWARDED_FOR:
-        raise _bad("X-Forwarded-For", "value too long")
-    hops = [h.strip() for v in values for h in v.decode("latin-1").split(",")]
-    hops = [h for h in hops if h]
-    if len(hops) > MAX_HOPS:
-        raise _bad("X-Forwarded-For", "too many hops")
-    if not hops:
-        return peer
-    # Each proxy appends the address it saw, so the first untrusted one from the right is the
-    # client as far as anyone we trust can vouch. Entries left of it are the client's own claims:
-    # never believed, and not parsed either, so their garbage is not an error.
-    ip: str | None = None
-    for hop in reversed(hops):
-        ip = _hop_address(hop)
-        if not trust.trusts(ip):
-            return ip
-    return ip  # every hop is one of ours (the leftmost is last): the client is a proxy itself
-
-
-_VENDOR_KEYS = tuple((name, name.encode()) for name in VENDOR_IP_HEADERS)
-_FORWARDED_FOR_KEY = FORWARDED_FOR.encode()
-_CLIENT_HEADERS = frozenset([*(key for _, key in _VENDOR_KEYS), _FORWARDED_FOR_KEY])
-
-
-def client_ip(peer: str | None, headers: Headers, trust: ProxyTrust) -> str | None:
-    """The visitor's IP: the peer, unless it is a trusted proxy vouching for someone else."""
-    peer_ip = canonical_ip(peer)
-    if not trust.trusts(peer_ip):
-        return peer_ip  # an untrusted peer's headers are not even parsed
-    return _vouched_client(peer_ip, _collect(headers, _CLIENT_HEADERS), trust)
-
-
-def _vouched_client(
-    peer_ip: str | None, found: dict[bytes, list[bytes]], trust: ProxyTrust
-) -> str | None:
-    """The client a trusted peer names: a vendor header, else the X-Forwarded-For walk."""
-    for name, key in _VENDOR_KEYS:
-        values = found.get(key)
-        if values:
-            return _vendor_ip(name, values)
-    values = found.get(_FORWARDED_FOR_KEY)
-    return _walk_forwarded_for(values, peer_ip, trust) if values else peer_ip
-
-
-def _country(value: str) -> str | None:
-    code = value.strip().upper()
-    if len(code) != 2 or not code.isascii() or not code.isalpha() or code in UNKNOWN_COUNTRIES:
-        return None
-    return code
-
-
-def _subdivision(value: str, country: str) -> str | None:
-    """ISO 3166-2 suffix ("CA" from "CA" or "US-CA"); anything malformed is dropped."""
-    code = value.strip().upper()
-    prefix, dash, suffix = code.partition("-")
-    if dash:
-        if prefix != country:
-            return None
-        code = suffix
-    if 1 <= len(code) <= 3 and code.isascii() and code.isalnum():
-        return code
-    return None
-
-
-def _edgescape(value: str) -> tuple[str, str]:
-    fields = dict(part.partition("=")[::2] for part in value.split(","))
-    return fields.get("country_code", ""), fields.get("region_code", "")
-
-
-def header_pairs(
-    families: Sequence[str], country_header: str, region_header: str
-) -> tuple[tuple[str, str], ...]:
-    """(country, subdivision) header names to read, in order; unknown families are an error."""
-    pairs: list[tuple[str, str]] = []
-    custom = (country_header.strip().lower(), region_header.strip().lower())
-    for family in families:
-        name = family.strip().lower()
-        if name in GEO_HEADER_FAMILIES:
-            pairs.append(GEO_HEADER_FAMILIES[name])
-        elif name == "akamai":
-            pairs.append((AKAMAI_EDGESCAPE, ""))
-        elif name in ("custom", "fastly"):
-            # Fastly sends no geo headers by default: VCL sets them, under names the operator picks.
-            if not custom[0]:
-                raise ConfigError(
-                    f"geo header family {name!r} needs GATEWAY_GEO_COUNTRY_HEADER",
-                    hint="name the header your CDN sets to the visitor's country "
-                    "(Fastly: client.geo.country_code) and, optionally, "
-                    "GATEWAY_GEO_REGION_HEADER (client.geo.region)",
-                    where="GATEWAY_GEO_HEADERS",
-                )
-            pairs.append(custom)
-        else:
-            raise ConfigError(
-                f"unknown geo header family {family!r}",
-                hint="use cloudflare, cloudfront, vercel, fastly, akamai or custom",
-                where="GATEWAY_GEO_HEADERS",
-            )
-    if custom[0] and custom not in pairs:
-        pairs.insert(0, custom)  # a configured header is the operator's explicit choice
-    return tuple(dict.fromkeys(pairs))
-
-
-def region_from_headers(
-    headers: Headers, families: Sequence[str], country_header: str, region_header: str
-) -> Region | None:
-    """The region a trusted CDN put in its headers, or None. Call only for trusted peers."""
-    return _region_from_pairs(headers, header_pairs(families, country_header, region_header))
-
-
-PairKeys = tuple[tuple[bytes, bytes], ...]
-
-
-def _keys(pairs: tuple[tuple[str, str], ...]) -> PairKeys:
-    return tuple((c.encode("latin-1"), r.encode("latin-1")) for c, r in pairs)
-
-
-def _names(keys: PairKeys) -> frozenset[bytes]:
-    return frozenset(name for pair in keys for name in pair if name)
-
-
-_AKAMAI_KEY = AKAMAI_EDGESCAPE.encode()
-
-
-def _region_from_pairs(headers: Headers, pairs: tuple[tuple[str, str], ...]) -> Region | None:
-    keys = _keys(pairs)
-    return _region_from_found(_collect(headers, _names(keys)), keys)
-
-
-def _region_from_found(found: dict[bytes, list[bytes]], keys: PairKeys) -> Region | None:
-    for country_key, region_key in keys:
-        lines = found.get(country_key)
-        if not lines:
-            continue
-        raw = lines[0].decode("latin-1")
-        region_lines = found.get(region_key) if region_key else None
-        region_raw = region_lines[0].decode("latin-1") if region_lines else ""
-        if country_key == _AKAMAI_KEY:
-            raw, region_raw = _edgescape(raw)
-        country = _country(raw)
-        if country is None:
-            continue  # "unknown" from this CDN: let the next source try
-        return Region(country, _subdivision(region_raw, country) or None, "header")
-    return None
 
 
 def _masks_by_top_byte(*cidrs: str) -> dict[int, tuple[tuple[int, int], ...]]:
@@ -428,13 +98,13 @@ def region_of_record(record: object) -> Region:
 
 
 @functools.lru_cache(maxsize=4096)
-def _geoip_region(country_code: str, registered_code: str, subdivision_code: str) -> Region:
+def _geoip_region(country_raw: str, registered_raw: str, subdivision_raw: str) -> Region:
     # A database holds a few thousand distinct answers at most: build each Region once.
-    country = _country(country_code)
+    country = country_code(country_raw)
     if country is None:
-        registered = _country(registered_code)
+        registered = country_code(registered_raw)
         return Region(registered, None, "geoip") if registered else UNKNOWN_REGION
-    subdivision = _subdivision(subdivision_code, country) if subdivision_code else None
+    subdivision = subdivision_code(subdivision_raw, country) if subdivision_raw else None
     return Region(country, subdivision, "geoip")
 
 
@@ -498,7 +168,7 @@ class GeoDatabase:
 
     def lookup(self, ip: str) -> Region:
         """Region of ``ip`` (source "geoip"); unknown for private, invalid or absent addresses."""
-        addr = _parsed(ip)
+        addr = parsed_ip(ip)
         if addr is None or not _is_public(addr):
             return UNKNOWN_REGION
         try:
@@ -537,9 +207,9 @@ class Locator:
         self._pairs = header_pairs(
             settings.geo_headers, settings.geo_country_header, settings.geo_region_header
         )
-        self._pair_keys = _keys(self._pairs)
+        self._pair_keys = pair_keys(self._pairs)
         # Everything a trusted peer's request is read for, collected in one pass.
-        self._trusted_names = _names(self._pair_keys) | _CLIENT_HEADERS
+        self._trusted_names = pair_names(self._pair_keys) | CLIENT_HEADER_KEYS
         self.database: GeoDatabase | None = None
         self._lookup: Callable[[str], Region] = _unknown
 
@@ -564,9 +234,9 @@ class Locator:
         peer_ip = canonical_ip(peer)
         if not self.trust.trusts(peer_ip):
             return peer_ip, (self._lookup(peer_ip) if peer_ip else UNKNOWN_REGION)
-        found = _collect(headers, self._trusted_names)
-        ip = _vouched_client(peer_ip, found, self.trust)
-        region = _region_from_found(found, self._pair_keys)
+        found = collect_headers(headers, self._trusted_names)
+        ip = vouched_client(peer_ip, found, self.trust)
+        region = region_from_found(found, self._pair_keys)
         if region is not None:
             return ip, region
         return ip, (self._lookup(ip) if ip else UNKNOWN_REGION)
