@@ -52,6 +52,20 @@ async def test_concurrent_appends_share_commits(tmp_path: Path) -> None:
         assert conn.execute("SELECT count(*) FROM outbox").fetchone()[0] == 300
 
 
+async def test_a_group_larger_than_one_statement_is_stored_whole_and_in_order(
+    tmp_path: Path,
+) -> None:
+    outbox = await opened(tmp_path, durability="process")
+    records = [make_record(f"s{i}", key=f"k{i % 700}") for i in range(1201)]
+    answers = await asyncio.gather(*(outbox.append(r, "x") for r in records))
+    assert outbox.commits == 1  # one group, written in several INSERT statements
+    assert sum(not a.duplicate for a in answers) == outbox.depth == 700
+    claimed = await outbox.claim(2000)
+    assert [i.record() for i in claimed] == records[:700]
+    assert [a.record_id for a in answers[700:]] == [r.record_id for r in records[:501]]
+    await outbox.close()
+
+
 @pytest.mark.parametrize(("durability", "fsyncs"), [("power", True), ("process", False)])
 async def test_durability_modes(tmp_path: Path, durability: str, fsyncs: bool) -> None:
     outbox = await opened(tmp_path, durability=durability)
