@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import pytest
@@ -87,8 +87,18 @@ def all_choices(value: bool) -> dict[str, bool]:
     return {p.id: value for p in demo_bundle().site.optional_purposes}
 
 
+class _Versioned(Protocol):
+    """Either bundle: this module's stand-in or the catalog's own SiteBundle."""
+
+    @property
+    def site(self) -> Site: ...
+
+    @property
+    def banner_version(self) -> str: ...
+
+
 def consent_body(
-    bundle: SiteBundle, subject: str, action: str = "accept_all", **extra: Any
+    bundle: _Versioned, subject: str, action: str = "accept_all", **extra: Any
 ) -> dict[str, Any]:
     value = action == "accept_all"
     choices = {p.id: value for p in bundle.site.optional_purposes}

@@ -7,13 +7,21 @@ import dataclasses
 import hmac
 import stat
 from pathlib import Path
+from types import MappingProxyType
 
 import orjson
 import pytest
 
 from gateway.errors import ConfigError
 from gateway.model import ConsentRecord
-from gateway.receipts import KEY_FILE, InvalidReceipt, Receipts, content_hash, load_key
+from gateway.receipts import (
+    KEY_FILE,
+    InvalidReceipt,
+    Receipts,
+    canonical_json,
+    content_hash,
+    load_key,
+)
 from gateway.settings import Settings
 
 RECORD = ConsentRecord(
@@ -48,6 +56,23 @@ def test_round_trip_carries_the_identity_and_the_content_hash() -> None:
     )
     assert claims.content_hash == content_hash(RECORD)
     assert SIGNER.proves(SIGNER.issue(RECORD), RECORD)
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        RECORD,
+        dataclasses.replace(RECORD, choices=MappingProxyType({"b": True, "a": False})),
+        dataclasses.replace(RECORD, signals={"gcm": {"z": 1, "a": 2}}, language="zh-Hant"),
+        dataclasses.replace(RECORD, withdraws=RECORD.record_id, idempotency_key="k\u00e9"),
+    ],
+)
+def test_canonical_json_is_the_sorted_record_whatever_its_mappings(
+    record: ConsentRecord,
+) -> None:
+    expected = orjson.dumps(record.as_json(), option=orjson.OPT_SORT_KEYS)
+    assert canonical_json(record) == expected
+    assert list(orjson.loads(canonical_json(record))) == sorted(record.as_json())
 
 
 def test_a_changed_record_is_not_proven() -> None:

@@ -11,7 +11,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from gateway.catalog import load_site
-from gateway.model import ConsentRecord
+from gateway.jurisdictions import rule_for
+from gateway.model import ConsentRecord, Region
 from gateway.receipts import Receipts
 from gateway.settings import Settings
 from tests.pg import ORIGIN, ROOT, consent_body, free_port, recording_app
@@ -183,3 +184,34 @@ def test_bogus_content_length_is_a_client_error(
                     headers={"Content-Type": "application/json",
                              "Content-Length": length.encode("latin-1")})
     assert r.status_code == status
+
+
+def test_each_request_gets_its_own_region_language_and_gpc(client: TestClient) -> None:
+    # The handler remembers visitor facts per (region, Accept-Language, Sec-GPC): repeats and
+    # interleavings must still record what each request said.
+    cases = [
+        ("FR", "de-DE,de;q=0.9", "1", "de", True),
+        ("FR", "de-DE,de;q=0.9", None, "de", False),
+        ("US", "de-DE,de;q=0.9", "1", "de", True),
+        ("FR", "pt-BR", None, "pt_BR", False),
+        ("FR", "de-DE,de;q=0.9", "1", "de", True),
+        ("JP", "xx", "0", "en", False),
+    ]
+    receipts = []
+    for i, (country, accept, gpc, _, _) in enumerate(cases):
+        headers = {"Origin": ORIGIN, "CF-IPCountry": country, "Accept-Language": accept}
+        if gpc is not None:
+            headers["Sec-GPC"] = gpc
+        body = consent_body(BUNDLE, f"visitor-{i}")
+        body.pop("language", None)
+        r = client.post(URL, json=body, headers=headers)
+        assert r.status_code == 201
+        receipts.append(r.json()["receipt"])
+    wait_delivered(client)
+    for i, (country, _, _, language, gpc_set) in enumerate(cases):
+        h = client.get(f"/v1/sites/demo/subjects/visitor-{i}/consents",
+                       headers={"Authorization": f"Bearer {receipts[i]}"})
+        stored = h.json()["current"]
+        rule = rule_for(Region(country=country, source="header"), BUNDLE.site.rule_overrides)
+        assert (stored["region_country"], stored["rule_id"]) == (country, rule.id)
+        assert (stored["language"], stored["gpc"]) == (language, gpc_set)
