@@ -175,6 +175,8 @@ def _choices(body: Mapping[str, Any], site: Site) -> dict[str, bool]:
 
 
 def _check_action(action: str, choices: Mapping[str, bool], site: Site) -> None:
+    if action == "custom":
+        return  # any combination is a custom choice (and optional_purposes builds a tuple)
     optional = site.optional_purposes
     if action == "accept_all":
         wrong = [p.id for p in optional if not choices[p.id]]
