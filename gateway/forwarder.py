@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import orjson
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from gateway.model import ConsentRecord
-from gateway.outbox import FILE_NAME, Outbox, OutboxItem, check_body, decode_record
+from gateway.outbox import FILE_NAME, Outbox, OutboxItem, decode_record
 from gateway.settings import Settings
-from gateway.sinks.base import JsonSink, PermanentSinkError, Sink
+from gateway.sinks.base import JsonSink, ObjectSink, PermanentSinkError, Sink
 
 log = logging.getLogger("gateway.forwarder")
 
@@ -125,40 +127,33 @@ class Forwarder:
 
     async def deliver(self, items: Sequence[OutboxItem]) -> None:
         """Write one claimed batch to every sink, retrying transient failures, then ack."""
-        # record_id -> the JSON body, for every record still to deliver (checked whole here,
-        # so a sink never sees a truncated or foreign row).
-        records: dict[str, str] = {}
-        by_id: dict[str, OutboxItem] = {}
+        # record_id -> (stored JSON, its decoded object) for every record still to deliver;
+        # each body is decoded once, here, and checked whole, so a sink never sees a
+        # truncated or foreign row.
+        batch: dict[str, tuple[str, dict[str, Any]]] = {}
         dead: list[tuple[OutboxItem, str, str]] = []
         for item in items:
-            problem = check_body(item.body)
+            obj, problem = decode_body(item.body)
             if problem:
                 dead.append((item, "outbox", f"undecodable outbox row: {problem}"))
                 continue
             body = item.body
-            records[item.record_id] = body if isinstance(body, str) else body.decode()
-            by_id[item.record_id] = item
+            batch[item.record_id] = (body if isinstance(body, str) else body.decode(), obj)
+        refused: dict[str, tuple[str, str]] = {}  # record_id -> (sink, reason)
         decoded: dict[str, ConsentRecord] = {}
         pending = list(self.sinks)
         attempt = 0
         while pending:
             for sink in list(pending):
-                if not records:
+                if not batch:
                     pending.clear()
                     break
                 try:
-                    if isinstance(sink, JsonSink):
-                        # Fast path: the stored JSON goes through as it is, never re-encoded.
-                        await sink.write_json(list(records), list(records.values()))
-                    else:
-                        for record_id, body in records.items():
-                            if record_id not in decoded:
-                                decoded[record_id] = decode_record(body)
-                        await sink.write_batch([decoded[r] for r in records])
+                    await _write(sink, batch, decoded)
                 except PermanentSinkError as exc:
                     for record_id in exc.record_ids:
-                        if records.pop(record_id, None) is not None:
-                            dead.append((by_id[record_id], sink.name, exc.reason))
+                        if batch.pop(record_id, None) is not None:
+                            refused[record_id] = (sink.name, exc.reason)
                     pending.remove(sink)
                 except Exception as exc:  # any other failure is transient by contract
                     self.failures += 1
@@ -173,16 +168,57 @@ class Forwarder:
                 self.delays = [*self.delays[-31:], delay]
                 attempt += 1
                 await asyncio.sleep(delay)
+        acked: list[int] = []
+        for item in items:
+            if item.record_id in refused:
+                dead.append((item, *refused[item.record_id]))
+            elif item.record_id in batch:
+                acked.append(item.seq)
         if dead:
             self.dead_lettered += len(dead)
             for item, sink_name, reason in dead:
                 log.error("dead-lettered record %s (%s): %s", item.record_id, sink_name, reason)
             await self.outbox.dead_letter(dead)
-        await self.outbox.ack(by_id[r].seq for r in records)
+        await self.outbox.ack(acked)
         self.batches += 1
-        self.forwarded += len(records)
+        self.forwarded += len(acked)
         self.last_delivery = time.monotonic()
         self.last_error = None
+
+
+_FIELDS = frozenset(f.name for f in dataclasses.fields(ConsentRecord))
+
+
+def decode_body(body: str | bytes) -> tuple[dict[str, Any], str]:
+    """A stored body's JSON object with exactly a record's keys and "", or ({}, why not)."""
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return {}, f"not JSON: {exc}"
+    if type(obj) is dict and obj.keys() == _FIELDS:
+        return obj, ""
+    try:  # written by another version: the record's own decoder says what it means
+        return ConsentRecord.from_json(obj).as_json(), ""
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        return {}, f"not a consent record: {exc!r}"
+
+
+async def _write(
+    sink: Sink,
+    batch: dict[str, tuple[str, dict[str, Any]]],
+    decoded: dict[str, ConsentRecord],
+) -> None:
+    """Hand the batch to a sink in the cheapest form it takes."""
+    if isinstance(sink, ObjectSink):
+        await sink.write_objects([obj for _, obj in batch.values()])
+    elif isinstance(sink, JsonSink):
+        # The stored JSON goes through as it is, never re-encoded.
+        await sink.write_json(list(batch), [body for body, _ in batch.values()])
+    else:
+        for record_id, (body, _) in batch.items():
+            if record_id not in decoded:
+                decoded[record_id] = decode_record(body)
+        await sink.write_batch([decoded[r] for r in batch])
 
 
 class ForwarderCollector(Collector):

@@ -45,6 +45,14 @@ class JsonSink(Sink, Protocol):
 
 
 @runtime_checkable
+class ObjectSink(Sink, Protocol):
+    """A sink that takes records as their decoded JSON objects (the forwarder decodes once)."""
+
+    async def write_objects(self, objects: Sequence[Mapping[str, Any]]) -> None:
+        """Like ``write_batch``; each object has exactly the keys of ``ConsentRecord.as_json``."""
+
+
+@runtime_checkable
 class Store(Sink, Protocol):
     """A sink that can answer reads: the primary (central) store."""
 
