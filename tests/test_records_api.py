@@ -196,6 +196,9 @@ def test_each_request_gets_its_own_region_language_and_gpc(client: TestClient) -
         ("FR", "pt-BR", None, "pt_BR", False),
         ("FR", "de-DE,de;q=0.9", "1", "de", True),
         ("JP", "xx", "0", "en", False),
+        ("FR", "de-DE,de;q=0.9," + ",".join([f"zz-abcdefgh-{i:08d}" for i in range(15)]), "1",
+         "de", True),  # too long to be remembered
+        ("FR", "pt-BR", "1", "pt_BR", True),
     ]
     receipts = []
     for i, (country, accept, gpc, _, _) in enumerate(cases):

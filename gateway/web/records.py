@@ -125,6 +125,7 @@ _WANTED = frozenset(
     (b"origin", b"content-length", b"content-type", b"user-agent", b"host", b"accept-language")
 )
 _VISITORS_MAX = 4096
+_CACHED_LANGUAGE_MAX = 200
 
 
 def _pick(raw: RawHeaders) -> tuple[dict[bytes, str], list[str]]:
@@ -150,6 +151,10 @@ def _visitor(state: Any, bundle: Any, peer: str | None, headers: Headers,
     """
     gateway = state.gateway
     ip, region = gateway.locator.locate(peer, headers)
+    if len(language or "") > _CACHED_LANGUAGE_MAX or len(gpc) > 1:
+        # Unusual headers are decided afresh: they must not fill the cache with big keys.
+        visitor = gateway.visitor_from(bundle, ip, region, headers, {})
+        return ip, region, visitor.rule, visitor.gpc, visitor.language
     cache: dict[tuple[Any, ...], Any] = state.recording.visitors
     key = (id(bundle), region, language, *gpc)
     hit = cache.get(key)
