@@ -6,17 +6,25 @@ import asyncio
 import random
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import orjson
 import pytest
 from prometheus_client import generate_latest
 
-from gateway.forwarder import Forwarder, backoff_delay, outbox_replay, outbox_status
+from gateway.forwarder import (
+    Forwarder,
+    backoff_delay,
+    decode_body,
+    outbox_replay,
+    outbox_status,
+)
 from gateway.model import ConsentRecord
 from gateway.outbox import FILE_NAME, Outbox
 from gateway.recording_service import RecordingService
 from gateway.settings import Settings
+from gateway.sinks.base import ObjectSink
 from gateway.sinks.postgres import PostgresStore
 from gateway.sinks.sqlite import SqliteStore
 from tests.pg import eventually, free_port, make_record, pg_dsn  # noqa: F401
@@ -203,3 +211,60 @@ async def test_plain_sinks_get_decoded_records_and_json_sinks_the_stored_json(
         assert (await store.subject_history("demo", r.subject_id))["current"] == r.as_json()
     await outbox.close()
     await store.close()
+
+
+class ObjectListSink(RecordListSink):
+    """A sink on the decoded fast path: it gets each record's JSON object."""
+
+    name = "objects"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.objects: list[dict[str, object]] = []
+
+    async def write_objects(self, objects: Sequence[Mapping[str, object]]) -> None:
+        self.objects.extend(dict(o) for o in objects)
+
+
+async def test_object_sinks_get_every_field_even_from_older_bodies(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / FILE_NAME, durability="process")
+    await outbox.open()
+    current = make_record("new")
+    await outbox.append(current, "x")
+    old = make_record("old", signals={})
+    old_body = {k: v for k, v in old.as_json().items() if k not in ("signals", "withdraws")}
+    await outbox.close()
+    with sqlite3.connect(tmp_path / FILE_NAME) as conn:  # as an earlier version stored it
+        conn.execute(
+            "INSERT INTO outbox (record_id, queued_ns, body) VALUES (?, 0, ?)",
+            (old.record_id, orjson.dumps(old_body).decode()),
+        )
+    await outbox.open()
+    sink = ObjectListSink()
+    assert isinstance(sink, ObjectSink)
+    forwarder = Forwarder(outbox, [sink])
+    forwarder.start()
+    await eventually(lambda: outbox.depth == 0)
+    await forwarder.stop(drain=1)
+    await outbox.close()
+    assert sink.objects == [current.as_json(), old.as_json()]
+    assert sink.records == []  # write_batch is not used when write_objects is there
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (b"\x00\xff", "not JSON"),
+        (b"[1, 2]", "not a consent record"),
+        (b'{"record_id": "x"}', "not a consent record"),
+    ],
+)
+def test_decode_body_says_why_a_body_is_not_a_record(body: bytes, problem: str) -> None:
+    obj, why = decode_body(body)
+    assert obj == {}
+    assert why.startswith(problem)
+
+
+def test_decode_body_returns_the_stored_object() -> None:
+    record = make_record("d")
+    assert decode_body(orjson.dumps(record.as_json())) == (record.as_json(), "")
