@@ -4,7 +4,7 @@ Run ``.venv/bin/python -m bench.record``. It starts (a) a bare Starlette endpoin
 the same JSON and stores nothing and (b) the gateway (``gateway.app:factory``) in its default
 durability mode, each under uvicorn with one worker, uvloop and httptools, loads each with wrk
 at 16 and 64 connections, and prints rps, p50, p99 and the gateway/bare ratio. Then it fills an
-outbox and times the forwarder draining it into a scratch PostgreSQL database.
+outbox and times the forwarder draining it into a scratch PostgreSQL database (bench.forward).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import orjson
 from starlette.applications import Starlette
@@ -32,7 +31,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 ROOT = Path(__file__).resolve().parent.parent
-ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 ORIGIN = "http://127.0.0.1:8000"
 
 LUA = r"""
@@ -200,66 +198,13 @@ def http_bench(
     return {key: _median(values) for key, values in runs.items()}
 
 
-async def forwarder_bench(records: int, batch_size: int) -> dict[str, Any]:
-    """Records/s from a filled outbox into a scratch PostgreSQL database, end to end."""
-    from gateway.forwarder import Forwarder
-    from gateway.model import ConsentRecord
-    from gateway.outbox import Outbox
-    from gateway.recording import Uuid7Clock, rfc3339_utc
-    from gateway.sinks.postgres import PostgresStore
-
-    name = f"cg_bench_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(ADMIN_DSN)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    dsn = f"postgresql://postgres@127.0.0.1:5432/{name}"
-    clock = Uuid7Clock()
-    try:
-        with tempfile.TemporaryDirectory(prefix="cg-bench-") as tmp:
-            outbox = Outbox(Path(tmp) / "outbox.sqlite3", durability="power")
-            await outbox.open()
-            for start in range(0, records, 5000):
-                chunk = []
-                for i in range(start, min(records, start + 5000)):
-                    rid, ns = clock.next()
-                    chunk.append(ConsentRecord(
-                        record_id=rid, recorded_at=rfc3339_utc(ns), site="demo",
-                        subject_id=f"subject-{i % 50_000}", banner_version="v1",
-                        consent_revision="r1", action="custom",
-                        choices={"necessary": True, "analytics": True, "marketing": False,
-                                 "personalization": True},
-                        channel="web", language="en", rule_id="eu-gdpr", region_country="DE",
-                        region_subdivision=None, region_source="header", gpc=False,
-                        ip_truncated="203.0.113.0/24", user_agent="Mozilla/5.0 bench",
-                        origin=ORIGIN, page_url="https://shop.example/checkout", node_id="bench",
-                    ))  # fmt: skip
-                await asyncio.gather(*(outbox.append(r, "receipt") for r in chunk))
-            store = PostgresStore(dsn, pool_size=4)
-            await store.open()
-            forwarder = Forwarder(outbox, [store], batch_size=batch_size, concurrency=2)
-            started = time.perf_counter()
-            forwarder.start()
-            await forwarder.stop(drain=600)  # returns once the workers find the outbox empty
-            elapsed = time.perf_counter() - started
-            assert outbox.depth == 0
-            await outbox.close()
-            await store.close()
-        conn = await asyncpg.connect(dsn)
-        stored = await conn.fetchval("SELECT count(*) FROM consent_records")
-        await conn.close()
-    finally:
-        admin = await asyncpg.connect(ADMIN_DSN)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-    return {"records": records, "stored": stored, "seconds": elapsed, "rps": records / elapsed}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5, help="wrk duration per run")
     parser.add_argument("--durability", default="power", choices=["power", "process"])
     parser.add_argument("--repeat", type=int, default=3, help="alternating runs per figure")
     parser.add_argument("--records", type=int, default=200_000, help="forwarder bench size")
+    parser.add_argument("--forwarder-runs", type=int, default=3, help="median of this many")
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument("--skip-forwarder", action="store_true")
     args = parser.parse_args()
@@ -282,9 +227,9 @@ def main() -> None:
                   f"{cpu:.2f}x by server CPU per request")
         print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     if not args.skip_forwarder:
-        fw = asyncio.run(forwarder_bench(args.records, 1000))
-        print(f"forwarder: {fw['records']} records outbox -> PostgreSQL in {fw['seconds']:.2f}s "
-              f"= {fw['rps']:.0f} records/s (stored {fw['stored']})")
+        from bench.forward import forwarder_bench, report
+
+        print(report(asyncio.run(forwarder_bench(args.records, args.forwarder_runs))))
 
 
 if __name__ == "__main__":
