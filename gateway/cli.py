@@ -95,7 +95,7 @@ def _serve(settings: Settings, workers: int) -> int:
     from gateway.app import build_gateway
 
     build_gateway(settings).locator.close()  # fail fast, with a one-line error, before binding
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+    uvicorn.run(create_app(settings, serving=True), host=settings.host, port=settings.port,
                 proxy_headers=False, server_header=False, log_level=settings.log_level,
                 timeout_graceful_shutdown=int(settings.shutdown_drain) + 5)
     return 0
