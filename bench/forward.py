@@ -2,10 +2,10 @@
 
 Run ``.venv/bin/python -m bench.forward`` (``bench.record`` runs it too). It fills an outbox
 once, then for each run copies it, starts the forwarder as the service would (the settings'
-defaults: batch size, linger, pool size; the forwarder's default workers) against a fresh
-database, and times it draining the outbox, end to end. Besides wall time it reports the CPU
-each record cost in this process and in PostgreSQL's processes, which stay comparable when
-other work shares the machine.
+defaults: batch size, linger, pool size; the forwarder's default workers; the serving
+process's garbage-collector tuning) against a fresh database, and times it draining the
+outbox, end to end. Besides wall time it reports the CPU each record cost in this process and
+in PostgreSQL's processes, which stay comparable when other work shares the machine.
 """
 
 from __future__ import annotations
@@ -135,9 +135,12 @@ async def forwarder_bench(
     records: int, runs: int = 1, batch_size: int | None = None, concurrency: int | None = None
 ) -> dict[str, Any]:
     """Median of ``runs`` drains of ``records`` records; every run's figures under "runs"."""
+    from gateway.app import tune_gc
+
     with tempfile.TemporaryDirectory(prefix="cg-bench-") as tmp:
         template = Path(tmp) / "filled.sqlite3"
         await fill(template, records)
+        tune_gc()  # what a serving process, where the forwarder runs, does at start-up
         results = [
             await drain(template, Path(tmp), batch_size=batch_size, concurrency=concurrency)
             for _ in range(runs)
