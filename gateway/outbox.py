@@ -112,20 +112,6 @@ def decode_record(body: str | bytes) -> ConsentRecord:
     return ConsentRecord.from_json(data)
 
 
-def check_body(body: str | bytes) -> str:
-    """Why a stored body is not a whole record, or "" when it is (cheap: C-level checks)."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        return f"not JSON: {exc}"
-    if type(data) is not dict or data.keys() != _FIELDS:
-        try:
-            decode_record(body)
-        except (ValueError, KeyError, TypeError) as exc:
-            return f"not a consent record: {exc!r}"
-    return ""
-
-
 class OutboxItem(NamedTuple):
     """A claimed, undelivered record; ``body`` is its JSON as appended."""
 
