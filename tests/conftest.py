@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from babel.messages.pofile import read_po
 from starlette.testclient import TestClient
 
 from gateway.app import create_app
@@ -16,6 +17,14 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_GEOIP = ROOT.parent / "shared" / "data" / "geoip"
 CITY_DB = SHARED_GEOIP / "GeoIP2-City-Test.mmdb"
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def shipped(locale: str, msgid: str) -> str:
+    """The committed translation, so that translators may reword without breaking tests."""
+    with (ROOT / "locales" / locale / "LC_MESSAGES" / "demo.po").open("rb") as fp:
+        text = read_po(fp, locale=locale)[msgid].string
+    assert isinstance(text, str)
+    return text
 
 
 def make_settings(tmp_path: Path, **changes: object) -> Settings:

@@ -22,16 +22,8 @@ from starlette.testclient import TestClient
 from gateway.app import create_app
 from gateway.settings import Settings
 from tests.browser.harness import launch
+from tests.conftest import ROOT, shipped
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def shipped(locale: str, msgid: str) -> str:
-    """The committed translation, so that translators may reword without breaking tests."""
-    with (ROOT / "locales" / locale / "LC_MESSAGES" / "demo.po").open("rb") as fp:
-        text = read_po(fp, locale=locale)[msgid].string
-    assert isinstance(text, str)
-    return text
 TOKEN = "admin-token-for-tests-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ENDPOINTS = [

@@ -9,22 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from babel.messages.pofile import read_po
 from starlette.testclient import TestClient
 
 from gateway.app import create_app
 from gateway.catalog import LiveCatalog
 from gateway.settings import Settings
+from tests.conftest import ROOT, shipped
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def shipped(locale: str, msgid: str) -> str:
-    """The committed translation, so that translators may reword without breaking tests."""
-    with (ROOT / "locales" / locale / "LC_MESSAGES" / "demo.po").open("rb") as fp:
-        text = read_po(fp, locale=locale)[msgid].string
-    assert isinstance(text, str)
-    return text
 TOKEN = "admin-token-for-tests-0123456789"
 
 

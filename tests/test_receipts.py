@@ -23,29 +23,11 @@ from gateway.receipts import (
     load_key,
 )
 from gateway.settings import Settings
+from tests.pg import make_record
 
-RECORD = ConsentRecord(
-    record_id="018f2b6e-0000-7000-8000-000000000001",
-    recorded_at="2026-01-01T00:00:00.000001Z",
-    site="demo",
-    subject_id="subject-1",
-    banner_version="v1",
-    consent_revision="r1",
-    action="custom",
-    choices={"necessary": True, "analytics": False},
-    channel="web",
-    language="de",
-    rule_id="eu-gdpr",
-    region_country="DE",
-    region_subdivision=None,
-    region_source="header",
-    gpc=False,
-    ip_truncated="203.0.113.0/24",
-    user_agent="UA",
-    origin="http://127.0.0.1:8000",
-    page_url="",
-    node_id="n1",
-)
+# A fixed id and time, so the token's claims are predictable.
+RECORD = make_record(record_id="018f2b6e-0000-7000-8000-000000000001",
+                     recorded_at="2026-01-01T00:00:00.000001Z", analytics=False)
 SIGNER = Receipts(b"k" * 32)
 
 

@@ -17,16 +17,8 @@ from gateway.catalog import SiteBundle, load_site
 from gateway.checks import DOCS_FILE, template_reference
 from gateway.errors import ConfigError
 from gateway.render import TEMPLATE_VARIABLES, Renderer
+from tests.conftest import ROOT, shipped
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def shipped(locale: str, msgid: str) -> str:
-    """The committed translation, so that translators may reword without breaking tests."""
-    with (ROOT / "locales" / locale / "LC_MESSAGES" / "demo.po").open("rb") as fp:
-        text = read_po(fp, locale=locale)[msgid].string
-    assert isinstance(text, str)
-    return text
 GDPR = jurisdictions.RULES["gdpr"]
 
 
