@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import functools
 import os
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -24,6 +23,7 @@ from gateway.model import ConsentRecord, Site
 from gateway.recording import Uuid7Clock, rfc3339_utc
 from gateway.settings import Settings
 from gateway.sitefile import read_site
+from tests.procs import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_DSN = os.environ.get("TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -57,13 +57,6 @@ async def scratch_database() -> AsyncIterator[str]:
 async def pg_dsn() -> AsyncIterator[str]:
     async with scratch_database() as name:
         yield dsn_for(name)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)

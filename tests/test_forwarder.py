@@ -27,7 +27,8 @@ from gateway.settings import Settings
 from gateway.sinks.base import ObjectSink
 from gateway.sinks.postgres import PostgresStore
 from gateway.sinks.sqlite import SqliteStore
-from tests.pg import eventually, free_port, make_record, pg_dsn  # noqa: F401
+from tests.pg import eventually, make_record, pg_dsn  # noqa: F401
+from tests.procs import free_port
 
 
 def test_backoff_grows_with_jitter_and_stops_at_the_cap() -> None:

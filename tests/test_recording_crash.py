@@ -14,7 +14,9 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.pg import ORIGIN, ROOT, free_port, pg_dsn  # noqa: F401
+from tests.pg import ORIGIN, ROOT, pg_dsn  # noqa: F401
+from tests.procs import free_port
+from tests.procs import stop as stop_process
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -127,10 +129,4 @@ async def test_every_acknowledged_record_survives_kill_9(
         assert total == distinct
         assert {r["record_id"]: r["subject_id"] for r in rows} == acked
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)

@@ -13,7 +13,8 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.settings import Settings
-from tests.pg import ORIGIN, ROOT, TcpProxy, eventually, free_port, pg_dsn  # noqa: F401
+from tests.pg import ORIGIN, ROOT, TcpProxy, eventually, pg_dsn  # noqa: F401
+from tests.procs import free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

@@ -15,7 +15,8 @@ from gateway.jurisdictions import rule_for
 from gateway.model import ConsentRecord, Region
 from gateway.receipts import Receipts
 from gateway.settings import Settings
-from tests.pg import ORIGIN, ROOT, consent_body, free_port, recording_app
+from tests.pg import ORIGIN, ROOT, consent_body, recording_app
+from tests.procs import free_port
 
 BUNDLE = load_site(ROOT / "banners" / "demo", ROOT / "locales")
 URL = "/v1/sites/demo/consents"

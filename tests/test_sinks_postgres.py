@@ -11,7 +11,8 @@ import pytest
 
 from gateway.sinks.base import ObjectSink, PermanentSinkError, SinkError
 from gateway.sinks.postgres import COLUMNS, MIGRATIONS, SCHEMA_VERSION, PostgresStore, migrate
-from tests.pg import free_port, make_record, pg_dsn  # noqa: F401
+from tests.pg import make_record, pg_dsn  # noqa: F401
+from tests.procs import free_port
 
 pytestmark = pytest.mark.postgres
 

@@ -22,7 +22,8 @@ from gateway.forwarder import Forwarder
 from gateway.outbox import FILE_NAME, Outbox
 from gateway.sinks.base import PermanentSinkError, SinkError
 from gateway.sinks.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookSink, sign
-from tests.pg import eventually, free_port, make_record
+from tests.pg import eventually, make_record
+from tests.procs import free_port
 
 SECRET = "webhook-secret"
 

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from playwright.sync_api import Browser, Page
 
 from tests.browser.democonfig import ROOT
 from tests.browser.servers import LoopbackServer
+from tests.procs import free_port, stop
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -64,13 +64,6 @@ class Gateway:
             time.sleep(0.05)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextmanager
 def run_gateway(site_origin: str, work: Path) -> Iterator[Gateway]:
     """`consent-gateway serve` on a free port, serving the demo site to ``site_origin``."""
@@ -101,12 +94,7 @@ def run_gateway(site_origin: str, work: Path) -> Iterator[Gateway]:
                 time.sleep(0.1)
         yield gw
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, timeout=10)
 
 
 def publisher_site() -> LoopbackServer:
