@@ -72,12 +72,17 @@ def server(app: str, *, factory: bool = False, env: Mapping[str, str] | None = N
         _wait(base + ready_path)
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """Terminate, wait, and kill if it will not go."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}

@@ -30,6 +30,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bench.harness import free_port, stop
+
 ROOT = Path(__file__).resolve().parent.parent
 ORIGIN = "http://127.0.0.1:8000"
 
@@ -75,13 +77,6 @@ async def _bare(request: Request) -> Response:
 bare_app = Starlette(routes=[Route("/v1/sites/{site}/consents", _bare, methods=["POST"])])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _start(target: list[str], port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     cmd = [
         sys.executable, "-m", "uvicorn", *target, "--host", "127.0.0.1", "--port", str(port),
@@ -98,15 +93,6 @@ def _start(target: list[str], port: int, env: dict[str, str]) -> subprocess.Pope
             time.sleep(0.05)
     proc.kill()
     raise RuntimeError(f"server {target} did not start")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -177,7 +163,7 @@ def http_bench(
         servers: dict[str, tuple[subprocess.Popen[bytes], int, Path]] = {}
         try:
             for name, target in targets.items():
-                port = _free_port()
+                port = free_port()
                 servers[name] = (_start(target, port, env), port, Path(tmp) / f"{name}.lua")
             config = httpx.get(f"http://127.0.0.1:{servers['gateway'][1]}/v1/sites/demo/config")
             version = config.json()["banner_version"]
@@ -194,7 +180,7 @@ def http_bench(
                         )
         finally:
             for proc, _, _ in servers.values():
-                _stop(proc)
+                stop(proc)
     return {key: _median(values) for key, values in runs.items()}
 
 
