@@ -44,7 +44,6 @@ class RecordingService:
         self._accepting = False
         # Visitor facts per (site bundle, region, Accept-Language, Sec-GPC), filled by the
         # recording handler (gateway/web/records.py) so it decides them once per combination.
-        self.visitors: dict[tuple[Any, ...], Any] = {}
 
     async def start(self) -> None:
         """Open the outbox and sinks, then start forwarding."""

@@ -23,6 +23,8 @@ from gateway.signals.gpc import gpc_requested
 from gateway.snippet import Snippet
 
 HOST = re.compile(r"^[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?$")
+MEMO_MAX = 4096
+MEMO_TEXT_MAX = 200  # longer Accept-Language values are rare and not remembered
 REGION_PARAM = re.compile(r"^([A-Za-z]{2})(?:-([A-Za-z0-9]{1,3}))?$")
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ class Gateway:
         self.snippet = snippet
         self._bodies: LRUCache[tuple[Any, ...], Body] = LRUCache(16384)
         # Finished answers keyed by the raw inputs that decide them (never by IP or subject).
+        self._visitors: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         self.answers: dict[tuple[Any, ...], tuple[int, list[tuple[bytes, bytes]], bytes]] = {}
         self.vary = ", ".join(["Accept-Language", "Sec-GPC", *locator.geo_header_names])
         self.max_age = str(settings.cache_max_age).encode()
@@ -99,13 +102,33 @@ class Gateway:
 
     def visitor_from(self, bundle: SiteBundle, ip: str | None, region: Region,
                      headers: Headers, params: Mapping[str, str]) -> Visitor:
-        """Language, GPC and the rule for a located visitor; `?region=` overrides detection."""
+        """Language, GPC and the rule for a located visitor; `?region=` overrides detection.
+
+        All but the ip is a pure function of (site bundle, region, Accept-Language, Sec-GPC,
+        ?lang=, ?region=) and few combinations occur, so answers are remembered per bundle
+        (a reload makes a new bundle). Unusually long inputs are decided afresh so they
+        cannot fill the memo with big keys; errors are never remembered.
+        """
+        accept = headers.get("accept-language")
+        gpc_values = headers.getlist("sec-gpc")
+        lang = params.get("lang")
         raw_region = params.get("region")
+        key: tuple[Any, ...] | None = None
+        if len(accept or "") <= MEMO_TEXT_MAX and len(gpc_values) <= 1:
+            key = (id(bundle), region, accept, lang, raw_region, *gpc_values)
+            hit = self._visitors.get(key)
+            if hit is not None and hit[0] is bundle:
+                _, located, gpc, locale, rule = hit
+                return Visitor(ip=ip, region=located, gpc=gpc, language=locale, rule=rule)
         if raw_region is not None:
             region = parse_region_param(raw_region)
-        locale = bundle.negotiator.choose(headers.get("accept-language"), params.get("lang"))
-        gpc = gpc_requested(headers.getlist("sec-gpc"))
+        locale = bundle.negotiator.choose(accept, lang)
+        gpc = gpc_requested(gpc_values)
         rule = jurisdictions.rule_for(region, bundle.site.rule_overrides)
+        if key is not None:
+            if len(self._visitors) >= MEMO_MAX:
+                self._visitors.clear()  # a crude bound, but O(1) on the hot path
+            self._visitors[key] = (bundle, region, gpc, locale, rule)
         return Visitor(ip=ip, region=region, gpc=gpc, language=locale, rule=rule)
 
     def resolve(self, bundle: SiteBundle, visitor: Visitor) -> ResolvedBanner:
@@ -146,6 +169,7 @@ class Gateway:
         return body
 
     def clear(self) -> None:
+        self._visitors.clear()
         self.answers.clear()
         self._bodies.clear()
         self.renderer.clear()

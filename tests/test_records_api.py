@@ -188,7 +188,7 @@ def test_bogus_content_length_is_a_client_error(
 
 
 def test_each_request_gets_its_own_region_language_and_gpc(client: TestClient) -> None:
-    # The handler remembers visitor facts per (region, Accept-Language, Sec-GPC): repeats and
+    # The gateway remembers visitor facts per (region, Accept-Language, Sec-GPC): repeats and
     # interleavings must still record what each request said.
     cases = [
         ("FR", "de-DE,de;q=0.9", "1", "de", True),

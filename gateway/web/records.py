@@ -121,56 +121,23 @@ def _raw(status: int, headers: dict[str, str], body: Any) -> Answer:
 
 # Headers take_consent reads itself, picked in one pass over the raw list (Starlette's
 # Headers.get scans and decodes the whole list on every call; this path made eight calls).
-_WANTED = frozenset(
-    (b"origin", b"content-length", b"content-type", b"user-agent", b"host", b"accept-language")
-)
-_VISITORS_MAX = 4096
-_CACHED_LANGUAGE_MAX = 200
+_WANTED = frozenset((b"origin", b"content-length", b"content-type", b"user-agent", b"host"))
 
 
-def _pick(raw: RawHeaders) -> tuple[dict[bytes, str], list[str]]:
-    """The first value of each wanted header, and every Sec-GPC value."""
+def _pick(raw: RawHeaders) -> dict[bytes, str]:
+    """The first value of each wanted header."""
     found: dict[bytes, str] = {}
-    gpc: list[str] = []
     for name, value in raw:
-        if name in _WANTED:
-            if name not in found:
-                found[name] = value.decode("latin-1")
-        elif name == b"sec-gpc":
-            gpc.append(value.decode("latin-1"))
-    return found, gpc
-
-
-def _visitor(state: Any, bundle: Any, peer: str | None, headers: Headers,
-             language: str | None, gpc: list[str]) -> tuple[str | None, Any, Any, bool, str]:
-    """ip, region, rule, GPC and language of the visitor, as `Gateway.visitor_from` decides.
-
-    Everything but the ip and region is a pure function of (bundle, region, Accept-Language,
-    Sec-GPC), and few distinct combinations occur, so their answer is remembered per site
-    bundle (a reload makes a new bundle); measured ~8-15 µs a request saved.
-    """
-    gateway = state.gateway
-    ip, region = gateway.locator.locate(peer, headers)
-    if len(language or "") > _CACHED_LANGUAGE_MAX or len(gpc) > 1:
-        # Unusual headers are decided afresh: they must not fill the cache with big keys.
-        visitor = gateway.visitor_from(bundle, ip, region, headers, {})
-        return ip, region, visitor.rule, visitor.gpc, visitor.language
-    cache: dict[tuple[Any, ...], Any] = state.recording.visitors
-    key = (id(bundle), region, language, *gpc)
-    hit = cache.get(key)
-    if hit is None or hit[0] is not bundle:
-        visitor = gateway.visitor_from(bundle, ip, region, headers, {})
-        if len(cache) >= _VISITORS_MAX:
-            cache.clear()
-        hit = cache[key] = (bundle, visitor.rule, visitor.gpc, visitor.language)
-    return ip, region, hit[1], hit[2], hit[3]
+        if name in _WANTED and name not in found:
+            found[name] = value.decode("latin-1")
+    return found
 
 
 async def take_consent(state: Any, site_id: str, peer: str | None, headers: Headers,
                        scheme: str, receive: Receive) -> Answer:
     """Validate, enrich and durably record one choice; 201 with a receipt, or a JSON error."""
     cors: dict[str, str] = {}
-    found, gpc = _pick(headers.raw)
+    found = _pick(headers.raw)
     origin = found.get(b"origin")
     try:
         bundle = _bundle(state, site_id)
@@ -179,13 +146,13 @@ async def take_consent(state: Any, site_id: str, peer: str | None, headers: Head
         body = parse_body(raw, found.get(b"content-type", ""))
         consent = validate(body, bundle.site, bundle.known_versions)
         # Where the visitor is comes from detection only, never from the request's query.
-        ip, region, rule, gpc_set, language = _visitor(
-            state, bundle, peer, headers, found.get(b"accept-language"), gpc
-        )
+        gateway = state.gateway
+        ip, region = gateway.locator.locate(peer, headers)
+        visitor = gateway.visitor_from(bundle, ip, region, headers, {})
         context = RecordContext(
-            ip=ip, region=region, rule=rule, gpc=gpc_set,
-            user_agent=found.get(b"user-agent", ""), origin=origin or "", language=language,
-            consent_revision=bundle.consent_revision,
+            ip=ip, region=region, rule=visitor.rule, gpc=visitor.gpc,
+            user_agent=found.get(b"user-agent", ""), origin=origin or "",
+            language=visitor.language, consent_revision=bundle.consent_revision,
         )  # fmt: skip
         result = await state.recording.record(consent, context)
     except (BadRequest, Unavailable) as exc:
