@@ -526,14 +526,19 @@ class Outbox:
 
         def run(conn: sqlite3.Connection) -> None:
             conn.execute("BEGIN IMMEDIATE")
-            before = conn.total_changes
-            conn.executemany("DELETE FROM outbox WHERE seq BETWEEN ? AND ?", params)
-            removed = conn.total_changes - before
-            conn.execute("COMMIT")
-            self._depth -= removed
-            self._refresh_oldest(conn)
+            self._delete(conn, "DELETE FROM outbox WHERE seq BETWEEN ? AND ?", params)
 
         await self._submit(run)
+
+    def _delete(self, conn: sqlite3.Connection, sql: str, params: Sequence[tuple[int, ...]]
+                ) -> None:
+        """Delete delivered or dead rows, commit, and keep depth and oldest age current."""
+        before = conn.total_changes
+        conn.executemany(sql, params)
+        removed = conn.total_changes - before
+        conn.execute("COMMIT")
+        self._depth -= removed
+        self._refresh_oldest(conn)
 
     async def dead_letter(self, items: Sequence[tuple[OutboxItem, str, str]]) -> None:
         """Move records a sink refused for good, as ``(item, sink, reason)``, aside."""
@@ -550,12 +555,7 @@ class Outbox:
                 "VALUES (?, ?, ?, ?, ?)",
                 rows,
             )
-            before = conn.total_changes
-            conn.executemany("DELETE FROM outbox WHERE seq = ?", seqs)
-            removed = conn.total_changes - before
-            conn.execute("COMMIT")
-            self._depth -= removed
-            self._refresh_oldest(conn)
+            self._delete(conn, "DELETE FROM outbox WHERE seq = ?", seqs)
 
         await self._submit(run)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,6 +38,14 @@ def make_settings(tmp_path: Path, **changes: object) -> Settings:
         durability="process",
     )
     return base.replace(**changes)
+
+
+def editable_settings(tmp_path: Path, **changes: object) -> Settings:
+    """Settings on a copy of the shipped demo site and catalogs, which a test may edit."""
+    shutil.copytree(ROOT / "banners" / "demo", tmp_path / "banners" / "demo")
+    shutil.copytree(ROOT / "locales", tmp_path / "locales")
+    return make_settings(tmp_path, banners_dir=tmp_path / "banners",
+                         locales_dir=tmp_path / "locales", **changes)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from starlette.testclient import TestClient
 from gateway.app import create_app
 from gateway.settings import Settings
 from tests.browser.harness import launch
-from tests.conftest import ROOT, shipped
+from tests.conftest import ROOT, editable_settings, shipped
 
 TOKEN = "admin-token-for-tests-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -34,11 +34,7 @@ ENDPOINTS = [
 
 
 def _settings(tmp_path: Path) -> Settings:
-    shutil.copytree(ROOT / "banners" / "demo", tmp_path / "banners" / "demo")
-    shutil.copytree(ROOT / "locales", tmp_path / "locales")
-    return Settings(banners_dir=tmp_path / "banners", locales_dir=tmp_path / "locales",
-                    data_dir=tmp_path / "data", reload=False, durability="process",
-                    node_id="test-node", admin_token=TOKEN)
+    return editable_settings(tmp_path, admin_token=TOKEN)
 
 
 @pytest.fixture

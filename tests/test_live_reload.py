@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,18 +13,14 @@ from starlette.testclient import TestClient
 from gateway.app import create_app
 from gateway.catalog import LiveCatalog
 from gateway.settings import Settings
-from tests.conftest import ROOT, shipped
+from tests.conftest import editable_settings, shipped
 
 TOKEN = "admin-token-for-tests-0123456789"
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    shutil.copytree(ROOT / "banners" / "demo", tmp_path / "banners" / "demo")
-    shutil.copytree(ROOT / "locales", tmp_path / "locales")
-    return Settings(banners_dir=tmp_path / "banners", locales_dir=tmp_path / "locales",
-                    data_dir=tmp_path / "data", reload=True, durability="process",
-                    node_id="test-node", admin_token=TOKEN)
+    return editable_settings(tmp_path, reload=True, admin_token=TOKEN)
 
 
 def _site_toml(s: Settings) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,17 +16,12 @@ from gateway.cli import main
 from gateway.settings import Settings
 from gateway.sinks.sqlite import FILE_NAME, SqliteStore
 from gateway.versions import format_versions, list_versions
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import editable_settings
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    shutil.copytree(ROOT / "banners" / "demo", tmp_path / "banners" / "demo")
-    shutil.copytree(ROOT / "locales", tmp_path / "locales")
-    return Settings(banners_dir=tmp_path / "banners", locales_dir=tmp_path / "locales",
-                    data_dir=tmp_path / "data", reload=False, durability="process",
-                    node_id="test-node", admin_token="t" * 24)
+    return editable_settings(tmp_path, admin_token="t" * 24)
 
 
 def _toml(s: Settings, old: str, new: str) -> None:
