@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp
 
 from gateway.catalog import STATIC_DIR, LiveCatalog
 from gateway.checks import validate_bundle
@@ -26,6 +27,7 @@ from gateway.settings import Settings, load_settings
 from gateway.snippet import Snippet
 from gateway.watch import Watcher
 from gateway.web import admin, ops, privacy, public, records
+from gateway.web.front import HotPaths
 from gateway.web.middleware import MetricsMiddleware
 
 log = logging.getLogger("gateway")
@@ -86,6 +88,13 @@ def tune_gc() -> None:
     gc.set_threshold(20000, 50, 1000)
 
 
+class GatewayApp(Starlette):
+    """Starlette with the hot-path front (gateway/web/front.py) outside its middleware."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return HotPaths(super().build_middleware_stack())
+
+
 def create_app(settings: Settings | None = None, *, serving: bool = False) -> Starlette:
     """Build the ASGI app; everything heavy happens in the lifespan, not at import.
 
@@ -117,12 +126,11 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
             await recording.stop()
             gateway.locator.close()
 
-    return Starlette(
+    return GatewayApp(
         routes=[*public.routes(), *privacy.routes(), *records.routes(), *admin.routes(),
                 *ops.routes()],
-        # The two hot paths answer from the ASGI scope before routing; the rest is routed.
-        middleware=[Middleware(MetricsMiddleware), Middleware(public.FastServe),
-                    Middleware(records.FastRecord)],
+        # The two hot paths are answered by the front, outside this stack; the rest is routed.
+        middleware=[Middleware(MetricsMiddleware)],
         exception_handlers={
             BadRequest: _bad_request,
             Unavailable: _unavailable,

@@ -6,7 +6,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from cachetools import LRUCache
@@ -26,10 +26,14 @@ HOST = re.compile(r"^[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]{2,45}\
 MEMO_MAX = 4096
 MEMO_TEXT_MAX = 200  # longer Accept-Language values are rare and not remembered
 REGION_PARAM = re.compile(r"^([A-Za-z]{2})(?:-([A-Za-z0-9]{1,3}))?$")
+Decided = tuple[Region, bool, str, Rule]  # region, GPC, locale, rule
 
-@dataclass(frozen=True)
-class Visitor:
-    """What the gateway knows about one request's visitor; never part of a cache key but region."""
+
+class Visitor(NamedTuple):
+    """What the gateway knows about one request's visitor; never part of a cache key but region.
+
+    A named tuple, not a frozen dataclass: one is built per request.
+    """
 
     ip: str | None
     region: Region
@@ -89,7 +93,7 @@ class Gateway:
         self.snippet = snippet
         self._bodies: LRUCache[tuple[Any, ...], Body] = LRUCache(16384)
         # Finished answers keyed by the raw inputs that decide them (never by IP or subject).
-        self._visitors: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self._visitors: dict[tuple[Any, ...], tuple[SiteBundle, Decided]] = {}
         self.answers: dict[tuple[Any, ...], tuple[int, list[tuple[bytes, bytes]], bytes]] = {}
         self.vary = ", ".join(["Accept-Language", "Sec-GPC", *locator.geo_header_names])
         self.max_age = str(settings.cache_max_age).encode()
@@ -102,34 +106,39 @@ class Gateway:
 
     def visitor_from(self, bundle: SiteBundle, ip: str | None, region: Region,
                      headers: Headers, params: Mapping[str, str]) -> Visitor:
-        """Language, GPC and the rule for a located visitor; `?region=` overrides detection.
+        """Language, GPC and the rule for a located visitor; `?region=` overrides detection."""
+        located, gpc, locale, rule = self.decide(
+            bundle, region, headers.get("accept-language"), headers.getlist("sec-gpc"),
+            params.get("lang"), params.get("region"))
+        return Visitor(ip=ip, region=located, gpc=gpc, language=locale, rule=rule)
 
-        All but the ip is a pure function of (site bundle, region, Accept-Language, Sec-GPC,
-        ?lang=, ?region=) and few combinations occur, so answers are remembered per bundle
-        (a reload makes a new bundle). Unusually long inputs are decided afresh so they
-        cannot fill the memo with big keys; errors are never remembered.
+    def decide(self, bundle: SiteBundle, region: Region, accept: str | None,
+               gpc_values: list[str], lang: str | None = None,
+               raw_region: str | None = None) -> Decided:
+        """The region (after `?region=`), GPC, locale and rule for these raw inputs.
+
+        A pure function of (site bundle, region, Accept-Language, Sec-GPC, ?lang=, ?region=)
+        and few combinations occur, so answers are remembered per bundle (a reload makes a
+        new bundle). Unusually long inputs are decided afresh so they cannot fill the memo
+        with big keys; errors are never remembered.
         """
-        accept = headers.get("accept-language")
-        gpc_values = headers.getlist("sec-gpc")
-        lang = params.get("lang")
-        raw_region = params.get("region")
         key: tuple[Any, ...] | None = None
         if len(accept or "") <= MEMO_TEXT_MAX and len(gpc_values) <= 1:
             key = (id(bundle), region, accept, lang, raw_region, *gpc_values)
             hit = self._visitors.get(key)
             if hit is not None and hit[0] is bundle:
-                _, located, gpc, locale, rule = hit
-                return Visitor(ip=ip, region=located, gpc=gpc, language=locale, rule=rule)
+                return hit[1]
         if raw_region is not None:
             region = parse_region_param(raw_region)
         locale = bundle.negotiator.choose(accept, lang)
         gpc = gpc_requested(gpc_values)
         rule = jurisdictions.rule_for(region, bundle.site.rule_overrides)
+        decided: Decided = (region, gpc, locale, rule)
         if key is not None:
             if len(self._visitors) >= MEMO_MAX:
                 self._visitors.clear()  # a crude bound, but O(1) on the hot path
-            self._visitors[key] = (bundle, region, gpc, locale, rule)
-        return Visitor(ip=ip, region=region, gpc=gpc, language=locale, rule=rule)
+            self._visitors[key] = (bundle, decided)
+        return decided
 
     def resolve(self, bundle: SiteBundle, visitor: Visitor) -> ResolvedBanner:
         return self.renderer.resolve(bundle, visitor.rule, visitor.language, visitor.gpc)

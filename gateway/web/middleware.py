@@ -91,14 +91,15 @@ class MetricsMiddleware:
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             if started:
                 raise
-            await _internal_error(send)
+            await internal_error(send)
         finally:
             endpoint: Any = scope.get("endpoint")
             name = getattr(endpoint, "__name__", "unmatched")
             STATS.observe(name, status, time.perf_counter() - start)
 
 
-async def _internal_error(send: Send) -> None:
+async def internal_error(send: Send) -> None:
+    """A JSON 500 that names no internals (the error is logged where it happened)."""
     body = orjson.dumps({"error": "internal_error", "detail": "the gateway failed; it is logged"})
     await send({"type": "http.response.start", "status": 500,
                 "headers": [(b"content-type", b"application/json"),

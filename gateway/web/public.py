@@ -1,9 +1,9 @@
 """Visitor-facing endpoints of the serving path: config, banner, consent.js, gpc.json.
 
-The three banner endpoints are answered by ``answer()``. ``FastServe`` calls it straight from
-the ASGI scope, ahead of Starlette's routing and request objects, because this is the hot
-path; anything it cannot answer (errors included) goes on to the regular routes, which call
-the same function.
+The three banner endpoints are answered by ``answer()``. The front (gateway/web/front.py)
+calls it straight from the ASGI scope, ahead of Starlette's routing and request objects,
+because this is the hot path; anything it cannot answer (errors included) goes on to the
+regular routes, which call the same function.
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.catalog import SiteBundle
-from gateway.errors import GatewayError, NotFound
+from gateway.errors import NotFound
 from gateway.model import ResolvedBanner
 from gateway.serving import Gateway, Visitor
 from gateway.signals.gpc import well_known
@@ -99,35 +98,6 @@ def answer_context(request: Request) -> tuple[Gateway, SiteBundle, Visitor, Reso
     visitor = gateway.visitor(request, bundle)
     record_url = gateway.record_url(request.url.scheme, request.headers.get("host"), site_id)
     return gateway, bundle, visitor, gateway.resolve(bundle, visitor), record_url
-
-
-class FastServe:
-    """Pure ASGI front for the three banner endpoints; everything else passes through."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
-            await self.app(scope, receive, send)
-            return
-        match = PATH.match(scope["path"])
-        if match is None:
-            await self.app(scope, receive, send)
-            return
-        client = scope.get("client")
-        try:
-            status, headers, body = answer(
-                scope["app"].state.gateway, KINDS[match.group(2)], match.group(1),
-                client[0] if client else None, Headers(scope=scope),
-                scope.get("query_string", b""), scope["scheme"])
-        except GatewayError:
-            await self.app(scope, receive, send)  # the routes answer with the JSON error
-            return
-        scope["endpoint"] = ENDPOINTS[match.group(2)]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body",
-                    "body": b"" if scope["method"] == "HEAD" else body})
 
 
 def _endpoint(kind: str):  # type: ignore[no-untyped-def]

@@ -10,7 +10,7 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive
 
 from gateway.errors import BadRequest, NotFound, Unavailable
 from gateway.recording import MAX_BODY_BYTES, RecordContext, parse_body, validate
@@ -120,24 +120,29 @@ def _raw(status: int, headers: dict[str, str], body: Any) -> Answer:
 
 
 # Headers take_consent reads itself, picked in one pass over the raw list (Starlette's
-# Headers.get scans and decodes the whole list on every call; this path made eight calls).
-_WANTED = frozenset((b"origin", b"content-length", b"content-type", b"user-agent", b"host"))
+# Headers.get scans the whole list on every call, and this path would make ten calls).
+_WANTED = frozenset((b"origin", b"content-length", b"content-type", b"user-agent", b"host",
+                     b"accept-language", b"sec-gpc"))
 
 
-def _pick(raw: RawHeaders) -> dict[bytes, str]:
-    """The first value of each wanted header."""
+def _pick(raw: RawHeaders) -> tuple[dict[bytes, str], list[str]]:
+    """The first value of each wanted header, and every Sec-GPC line (GPC reads them all)."""
     found: dict[bytes, str] = {}
+    gpc: list[str] = []
     for name, value in raw:
-        if name in _WANTED and name not in found:
-            found[name] = value.decode("latin-1")
-    return found
+        if name in _WANTED:
+            if name == b"sec-gpc":
+                gpc.append(value.decode("latin-1"))
+            elif name not in found:
+                found[name] = value.decode("latin-1")
+    return found, gpc
 
 
-async def take_consent(state: Any, site_id: str, peer: str | None, headers: Headers,
+async def take_consent(state: Any, site_id: str, peer: str | None, raw_headers: RawHeaders,
                        scheme: str, receive: Receive) -> Answer:
     """Validate, enrich and durably record one choice; 201 with a receipt, or a JSON error."""
     cors: dict[str, str] = {}
-    found = _pick(headers.raw)
+    found, gpc_values = _pick(raw_headers)
     origin = found.get(b"origin")
     try:
         bundle = _bundle(state, site_id)
@@ -147,12 +152,13 @@ async def take_consent(state: Any, site_id: str, peer: str | None, headers: Head
         consent = validate(body, bundle.site, bundle.known_versions)
         # Where the visitor is comes from detection only, never from the request's query.
         gateway = state.gateway
-        ip, region = gateway.locator.locate(peer, headers)
-        visitor = gateway.visitor_from(bundle, ip, region, headers, {})
+        ip, region = gateway.locator.locate(peer, Headers(raw=raw_headers))
+        region, gpc, language, rule = gateway.decide(
+            bundle, region, found.get(b"accept-language"), gpc_values)
         context = RecordContext(
-            ip=ip, region=region, rule=visitor.rule, gpc=visitor.gpc,
+            ip=ip, region=region, rule=rule, gpc=gpc,
             user_agent=found.get(b"user-agent", ""), origin=origin or "",
-            language=visitor.language, consent_revision=bundle.consent_revision,
+            language=language, consent_revision=bundle.consent_revision,
         )  # fmt: skip
         result = await state.recording.record(consent, context)
     except (BadRequest, Unavailable) as exc:
@@ -169,35 +175,15 @@ async def take_consent(state: Any, site_id: str, peer: str | None, headers: Head
 
 
 async def post_consent(request: Request) -> Response:
-    """The routed form of `take_consent` (FastRecord answers first on the hot path)."""
+    """The routed form of `take_consent` (the front, gateway/web/front.py, answers first)."""
     client = request.client
     status, headers, body = await take_consent(
         request.app.state, request.path_params["site"], client.host if client else None,
-        request.headers, request.url.scheme, request.receive)
+        request.headers.raw, request.url.scheme, request.receive)
     response = Response(status_code=status)
     response.body = body
     response.raw_headers = headers
     return response
-
-
-class FastRecord:
-    """Pure ASGI front for POST consents: no routing or request objects on the hot path."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        match = RECORD_PATH.match(scope["path"]) if scope["type"] == "http" else None
-        if match is None or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        client = scope.get("client")
-        status, headers, body = await take_consent(
-            scope["app"].state, match.group(1), client[0] if client else None,
-            Headers(scope=scope), scope["scheme"], receive)
-        scope["endpoint"] = post_consent
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
 
 
 def _token(request: Request) -> str:
