@@ -2,10 +2,10 @@
 
 All SQL runs on the event loop's thread (one owner, no locks): appends that arrive in the
 same loop iteration are committed together in a few statements, which only write to the WAL.
-In ``power`` durability a single helper thread then fsyncs the WAL, and the requests are
-answered only after it returns; appends arriving meanwhile form the next group. Measured:
-running SQLite itself in a worker thread cost milliseconds per group in GIL hand-offs, while
-the commit without fsync takes tens of microseconds on the loop.
+In ``power`` durability a helper process (gateway/fsyncer.py) then fsyncs the WAL, and the
+requests are answered only after it says so; appends arriving meanwhile form the next group.
+Measured: running SQLite itself in a worker thread cost milliseconds per group in GIL
+hand-offs, while the commit without fsync takes tens of microseconds on the loop.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from gateway.errors import Unavailable
+from gateway.fsyncer import Fsyncer
 from gateway.model import ConsentRecord
 
 log = logging.getLogger("gateway.outbox")
@@ -198,6 +199,7 @@ class Outbox:
         self._conn: sqlite3.Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._syncer: ThreadPoolExecutor | None = None
+        self._fsyncer: Fsyncer | None = None  # power durability: fsyncs the WAL
         self._waiting: list[_Append] = []
         self._unsynced: _Settled = []
         self._flush_scheduled = False
@@ -219,9 +221,16 @@ class Outbox:
         """Open (or create) the database, quarantining it if corrupt."""
         self._loop = asyncio.get_running_loop()
         self.arrived = asyncio.Event()
-        self._syncer = ThreadPoolExecutor(1, thread_name_prefix="outbox-sync")
+        self._syncer = ThreadPoolExecutor(1, thread_name_prefix="outbox-io")
         self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="outbox-checkpoint")
         self._conn = await self._loop.run_in_executor(self._syncer, self._open_db)
+        if self.durability == "power":
+            self._fsyncer = Fsyncer(Path(str(self.path) + "-wal"))
+            try:
+                await self._loop.run_in_executor(self._syncer, self._fsyncer.start)
+            except OSError as exc:  # request() starts it again, or fails the appends
+                log.error("cannot start the outbox fsync helper: %s", exc)
+            self._fsyncer.attach(self._loop)
         self.writable = True
         if self._depth:
             self.arrived.set()
@@ -240,6 +249,9 @@ class Outbox:
         self.writable = False
         assert self._syncer is not None
         assert self._loop is not None
+        if self._fsyncer is not None:
+            fsyncer, self._fsyncer = self._fsyncer, None
+            await self._loop.run_in_executor(self._syncer, fsyncer.close)
         await self._loop.run_in_executor(self._syncer, conn.close)
         self._syncer.shutdown(wait=True)
         self._syncer = None
@@ -323,20 +335,14 @@ class Outbox:
     def _start_sync(self) -> None:
         if self._sync_running or not self._unsynced:
             return
-        assert self._loop is not None
-        assert self._syncer is not None
+        assert self._fsyncer is not None
         group, self._unsynced = self._unsynced, []
         self._sync_running = True
-        done = self._loop.run_in_executor(self._syncer, self._fsync_wal)
-        done.add_done_callback(lambda f: self._synced(group, f))
+        self._fsyncer.request(lambda exc: self._synced(group, exc))
 
-    def _fsync_wal(self) -> None:
-        _fsync_path(Path(str(self.path) + "-wal"))
-
-    def _synced(self, group: _Settled, done: asyncio.Future[None]) -> None:
+    def _synced(self, group: _Settled, exc: OSError | None) -> None:
         self._sync_running = False
         self.syncs += 1
-        exc = done.exception()
         if exc is not None:
             log.error("outbox fsync failed: %s", exc)
             self.writable = False
