@@ -181,7 +181,10 @@ def http_bench(
         finally:
             for proc, _, _ in servers.values():
                 stop(proc)
-    return {key: _median(values) for key, values in runs.items()}
+    medians = {key: _median(values) for key, values in runs.items()}
+    for key, values in runs.items():
+        medians[key]["p99s"] = [round(r["p99_us"] / 1000, 1) for r in values]
+    return medians
 
 
 def main() -> None:
@@ -200,12 +203,12 @@ def main() -> None:
         print(f"POST /v1/sites/demo/consents, durability={args.durability}, median of "
               f"{args.repeat} alternating runs of {args.seconds}s")
         print(f"{'app':<10}{'conns':>6}{'rps':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
-              f"{'cpu us/req':>12}")
+              f"{'cpu us/req':>12}  p99 of each run")
         for key, r in results.items():
             app, conns = key.split("@")
             print(f"{app:<10}{conns:>6}{r['rps']:>10.0f}{r['p50_us'] / 1000:>9.2f}"
                   f"{r['p99_us'] / 1000:>9.2f}{r['non2xx'] + r['socket_errors']:>8}"
-                  f"{r['cpu_us']:>12.0f}")
+                  f"{r['cpu_us']:>12.0f}  {r['p99s']}")
         for c in connections:
             ratio = results[f"gateway@{c}"]["rps"] / results[f"bare@{c}"]["rps"]
             cpu = results[f"bare@{c}"]["cpu_us"] / results[f"gateway@{c}"]["cpu_us"]
