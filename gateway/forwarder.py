@@ -262,6 +262,15 @@ class ForwarderCollector(Collector):
             "consent_outbox_commits", "Group commits of the outbox.", value=f.outbox.commits
         )
         yield CounterMetricFamily(
+            "consent_outbox_syncs", "fsyncs of the outbox WAL (power durability).",
+            value=f.outbox.syncs,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "consent_outbox_sync_seconds",
+            "Time group commits waited for their fsync; divided by syncs, the disk's latency.",
+            value=f.outbox.sync_seconds,
+        )
+        yield CounterMetricFamily(
             "consent_forwarder_batches", "Batches delivered to every sink.", value=f.batches
         )
         yield CounterMetricFamily(

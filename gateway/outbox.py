@@ -196,6 +196,8 @@ class Outbox:
         self.arrived = asyncio.Event()
         self.commits = 0
         self.syncs = 0
+        self.sync_seconds = 0.0  # summed wait for the fsync helper (power durability)
+        self._sync_started = 0.0
         self._conn: sqlite3.Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._syncer: ThreadPoolExecutor | None = None
@@ -269,7 +271,7 @@ class Outbox:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal":
                 raise sqlite3.DatabaseError(f"journal mode is {mode}, not wal")
-            # NORMAL: commits only write to the WAL; in `power` mode the sync thread fsyncs
+            # NORMAL: commits only write to the WAL; in `power` mode the fsync helper syncs
             # the WAL after each group commit, which is what FULL would do, but off the loop.
             conn.execute("PRAGMA synchronous = NORMAL")
             # Checkpoints run in the sync thread (PASSIVE), never inside a commit on the loop.
@@ -338,11 +340,13 @@ class Outbox:
         assert self._fsyncer is not None
         group, self._unsynced = self._unsynced, []
         self._sync_running = True
+        self._sync_started = time.perf_counter()
         self._fsyncer.request(lambda exc: self._synced(group, exc))
 
     def _synced(self, group: _Settled, exc: OSError | None) -> None:
         self._sync_running = False
         self.syncs += 1
+        self.sync_seconds += time.perf_counter() - self._sync_started
         if exc is not None:
             log.error("outbox fsync failed: %s", exc)
             self.writable = False

@@ -69,6 +69,8 @@ async def test_delivers_everything_and_reports_metrics(tmp_path: Path) -> None:
     assert "consent_forwarder_records_total 2501.0" in text
     assert "consent_forwarder_batches_total 4.0" in text
     assert "consent_outbox_oldest_age_seconds 0.0" in text
+    assert "consent_outbox_syncs_total 0.0" in text  # process durability: no fsync
+    assert "consent_outbox_sync_seconds_total 0.0" in text
     await forwarder.stop(drain=1)
     await outbox.close()
     await store.close()

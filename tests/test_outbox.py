@@ -75,6 +75,7 @@ async def test_durability_modes(tmp_path: Path, durability: str, fsyncs: bool) -
     # power: every answered group was fsynced first; process: the WAL write is enough.
     assert (outbox.syncs > 0) is fsyncs
     assert outbox.syncs <= outbox.commits
+    assert (outbox.sync_seconds > 0) is fsyncs  # the wait operators see in /metrics
     await outbox.close()
 
 
