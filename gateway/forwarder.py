@@ -8,7 +8,7 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -143,19 +143,20 @@ class Forwarder:
 
     async def deliver(self, items: Sequence[OutboxItem]) -> None:
         """Write one claimed batch to every sink, retrying transient failures, then ack."""
-        # record_id -> (stored JSON, its decoded object) for every record still to deliver;
-        # each body is decoded once, here, and checked whole, so a sink never sees a
-        # truncated or foreign row.
-        batch: dict[str, tuple[str, dict[str, Any]]] = {}
+        # record_id -> (stored JSON, its object) for every record still to deliver. A row
+        # read from the database is decoded once, here, and checked whole, so a sink never
+        # sees a truncated or foreign row; one handed over from memory comes with its object.
+        batch: dict[str, tuple[str, Mapping[str, Any]]] = {}
         dead: list[tuple[OutboxItem, str, str]] = []
         for n, item in enumerate(items, 1):
             if n % SLICE == 0:
                 await asyncio.sleep(0)
-            obj, problem = decode_body(item.body)
-            if problem:
-                dead.append((item, "outbox", f"undecodable outbox row: {problem}"))
-                continue
-            body = item.body
+            body, obj = item.body, item.obj
+            if obj is None:
+                obj, problem = decode_body(body)
+                if problem:
+                    dead.append((item, "outbox", f"undecodable outbox row: {problem}"))
+                    continue
             batch[item.record_id] = (body if isinstance(body, str) else body.decode(), obj)
         refused: dict[str, tuple[str, str]] = {}  # record_id -> (sink, reason)
         decoded: dict[str, ConsentRecord] = {}
@@ -226,7 +227,7 @@ def decode_body(body: str | bytes) -> tuple[dict[str, Any], str]:
 
 async def _write(
     sink: Sink,
-    batch: dict[str, tuple[str, dict[str, Any]]],
+    batch: dict[str, tuple[str, Mapping[str, Any]]],
     decoded: dict[str, ConsentRecord],
 ) -> None:
     """Hand the batch to a sink in the cheapest form it takes."""

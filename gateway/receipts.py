@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import hashlib
 import hmac
 import os
@@ -47,24 +46,9 @@ class InvalidReceipt(BadRequest):
         super().__init__("invalid_receipt", detail, status_code=403)
 
 
-_FIELDS = frozenset(f.name for f in dataclasses.fields(ConsentRecord))
-_FAST = not hasattr(ConsentRecord, "__slots__")
-
-
 def canonical_json(record: ConsentRecord) -> bytes:
     """The record's canonical bytes: sorted keys, no whitespace, UTF-8."""
-    data = record.__dict__ if _FAST else None
-    if (
-        data is not None
-        and type(record.choices) is dict
-        and type(record.signals) is dict
-        and data.keys() == _FIELDS
-    ):
-        # The instance's own dict holds exactly as_json()'s keys and values when its
-        # mappings are plain dicts (as the request path builds them): same bytes, without
-        # building a second 23-key dict per request.
-        return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
-    return orjson.dumps(record.as_json(), option=orjson.OPT_SORT_KEYS)
+    return orjson.dumps(record.plain_json(), option=orjson.OPT_SORT_KEYS)
 
 
 def content_hash(record: ConsentRecord) -> str:

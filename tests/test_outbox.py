@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from gateway.errors import Unavailable
-from gateway.outbox import Outbox
+from gateway.outbox import Outbox, OutboxItem
 from tests.pg import make_record
 
 
@@ -173,3 +174,93 @@ async def test_corrupt_outbox_is_quarantined_not_lost(tmp_path: Path, damage: st
     await fresh.append(make_record("after"), "x")
     assert fresh.depth == 1
     await fresh.close()
+
+
+# -- handing committed records to the forwarder from memory ------------------------------
+
+
+async def claim_all(outbox: Outbox, limit: int = 7) -> list[OutboxItem]:
+    claimed: list[OutboxItem] = []
+    while part := await outbox.claim(limit):
+        claimed += part
+    return claimed
+
+
+def row_seqs(path: Path) -> dict[str, int]:
+    with sqlite3.connect(path) as conn:
+        return dict(conn.execute("SELECT record_id, seq FROM outbox").fetchall())
+
+
+@pytest.mark.parametrize("durability", ["power", "process"])
+async def test_committed_records_are_claimed_from_memory_with_their_true_seqs(
+    tmp_path: Path, durability: str
+) -> None:
+    outbox = await opened(tmp_path, durability=durability)
+    records = [make_record(f"s{i}") for i in range(1100)]  # more than one INSERT statement
+    await asyncio.gather(*(outbox.append(r, "x") for r in records))
+    claimed = await claim_all(outbox, limit=300)
+    assert [i.record_id for i in claimed] == [r.record_id for r in records]
+    assert all(i.obj == r.as_json() for i, r in zip(claimed, records, strict=True))
+    assert {i.record_id: i.seq for i in claimed} == row_seqs(tmp_path / "outbox.sqlite3")
+    await outbox.ack(i.seq for i in claimed)
+    assert outbox.depth == 0
+    await outbox.close()
+
+
+async def test_a_record_waiting_for_its_fsync_is_not_claimed(tmp_path: Path) -> None:
+    outbox = await opened(tmp_path, durability="power")
+    assert outbox._fsyncer is not None
+    held: list[Callable[[OSError | None], None]] = []
+    asked = asyncio.Event()
+    real = outbox._fsyncer.request
+
+    def hold(done: Callable[[OSError | None], None]) -> None:
+        held.append(done)
+        asked.set()
+
+    outbox._fsyncer.request = hold  # type: ignore[method-assign]
+    append = asyncio.ensure_future(outbox.append(make_record("slow-disk"), "x"))
+    await asyncio.wait_for(asked.wait(), 5)  # committed to the WAL, fsync not answered yet
+    assert outbox.depth == 1
+    assert await outbox.claim(10) == []  # never delivered before it is durable
+    outbox._fsyncer.request = real  # type: ignore[method-assign]
+    held[0](None)
+    await append
+    assert [i.record_id for i in await outbox.claim(10)] != []
+    await outbox.close()
+
+
+async def test_backlog_then_memory_then_replayed_rows_each_claimed_once(tmp_path: Path) -> None:
+    outbox = await opened(tmp_path, durability="process")
+    old = [make_record(f"old{i}") for i in range(5)]
+    for r in old:
+        await outbox.append(r, "x")
+    await outbox.close()
+    outbox = await opened(tmp_path, durability="process")  # a backlog from the last run
+    outbox.rewind()
+    new = [make_record(f"new{i}") for i in range(5)]
+    await asyncio.gather(*(outbox.append(r, "x") for r in new))
+    first = await claim_all(outbox, limit=3)
+    assert [i.record_id for i in first] == [r.record_id for r in old + new]
+    # A dead letter replayed: a row nobody handed over, between two groups in memory.
+    await outbox.dead_letter([(first[0], "sink", "refused")])
+    await outbox.replay()
+    later = [make_record(f"later{i}") for i in range(3)]
+    await asyncio.gather(*(outbox.append(r, "x") for r in later))
+    second = await claim_all(outbox, limit=2)
+    assert [i.record_id for i in second] == [first[0].record_id] + [r.record_id for r in later]
+    await outbox.close()
+
+
+async def test_memory_is_bounded_and_the_database_serves_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gateway.outbox.FRESH_MAX", 50)
+    outbox = await opened(tmp_path, durability="process")
+    records = [make_record(f"s{i}") for i in range(120)]
+    for start in range(0, 120, 30):  # a forwarder that is not claiming meanwhile
+        await asyncio.gather(*(outbox.append(r, "x") for r in records[start : start + 30]))
+    assert len(outbox._fresh) <= 50
+    claimed = await claim_all(outbox, limit=40)
+    assert [i.record_id for i in claimed] == [r.record_id for r in records]
+    await outbox.close()
