@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -148,10 +149,15 @@ class Site:
     retained_versions: tuple[str, ...] = ()
 
     def purpose(self, purpose_id: str) -> Purpose | None:
+        return self._purposes_by_id.get(purpose_id)
+
+    @functools.cached_property
+    def _purposes_by_id(self) -> dict[str, Purpose]:
+        # Every recorded choice looks its purposes up; the first of a repeated id wins.
+        by_id: dict[str, Purpose] = {}
         for p in self.purposes:
-            if p.id == purpose_id:
-                return p
-        return None
+            by_id.setdefault(p.id, p)
+        return by_id
 
     @property
     def optional_purposes(self) -> tuple[Purpose, ...]:

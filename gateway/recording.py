@@ -132,6 +132,11 @@ def _page_url(body: Mapping[str, Any]) -> str:
     return value
 
 
+def _choice_field(key: str) -> str:
+    """Where an error about a choice points: the key when it is a sane purpose id."""
+    return f"choices.{key}" if _PURPOSE_RE.fullmatch(key) else "choices"
+
+
 def _choices(body: Mapping[str, Any], site: Site) -> dict[str, bool]:
     raw = body.get("choices")
     if raw is None:
@@ -144,20 +149,20 @@ def _choices(body: Mapping[str, Any], site: Site) -> dict[str, bool]:
         )
     choices: dict[str, bool] = {}
     for key, value in raw.items():
-        where = f"choices.{key}" if _PURPOSE_RE.fullmatch(key) else "choices"
-        if not isinstance(value, bool):
-            raise BadRequest("invalid_field", "each choice must be true or false", field=where)
+        if type(value) is not bool:
+            raise BadRequest("invalid_field", "each choice must be true or false",
+                             field=_choice_field(key))
         purpose = site.purpose(key)
         if purpose is None:
             raise BadRequest(
-                "unknown_purpose", f"site {site.id} has no purpose {key!r}", field=where,
-                status_code=422,
+                "unknown_purpose", f"site {site.id} has no purpose {key!r}",
+                field=_choice_field(key), status_code=422,
             )
         if purpose.essential and not value:
             raise BadRequest(
                 "essential_refused",
                 f"{key} is essential and cannot be refused",
-                field=where,
+                field=_choice_field(key),
                 status_code=422,
             )
         choices[key] = value
@@ -311,8 +316,9 @@ _FAST_NEW = not hasattr(ConsentRecord, "__slots__")
 
 def _new_record(fields: dict[str, Any]) -> ConsentRecord:
     """``ConsentRecord(**fields)`` for every field, without the frozen ``__init__``'s
-    per-field ``object.__setattr__`` (it is on the request path; the result is the same)."""
-    if not _FAST_NEW or fields.keys() != _RECORD_FIELDS:
+    per-field ``object.__setattr__`` (it is on the request path; the result is the same).
+    ``enrich`` passes every field by name; tests/test_recording.py holds it to that."""
+    if not _FAST_NEW:
         return ConsentRecord(**fields)
     record: ConsentRecord = object.__new__(ConsentRecord)
     record.__dict__.update(fields)
@@ -328,6 +334,8 @@ class Uuid7Clock:
         self._counter = 0
         self._random = b""
         self._offset = 0
+        self._prefix_ms = -1
+        self._prefix = ""
 
     def next(self, unix_ns: int | None = None) -> tuple[str, int]:
         """A new id and the Unix time in nanoseconds it was stamped with."""
@@ -346,11 +354,13 @@ class Uuid7Clock:
                 if self._counter > 0xFFF:
                     self._last_ms, self._counter = self._last_ms + 1, 0
             ms, counter = self._last_ms, self._counter
-        value = (ms & 0xFFFF_FFFF_FFFF) << 80
-        value |= 0x7 << 76 | counter << 64
-        value |= 0b10 << 62 | (rand >> 2)
-        h = f"{value:032x}"
-        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}", max(now_ns, ms * 1_000_000)
+            if ms != self._prefix_ms:
+                # The 48-bit time and the version nibble, formatted once per millisecond.
+                t = f"{ms & 0xFFFF_FFFF_FFFF:012x}"
+                self._prefix_ms, self._prefix = ms, f"{t[:8]}-{t[8:]}-7"
+            prefix = self._prefix
+        tail = f"{0x8000_0000_0000_0000 | (rand >> 2):016x}"  # variant 0b10, then 62 random bits
+        return f"{prefix}{counter:03x}-{tail[:4]}-{tail[4:]}", max(now_ns, ms * 1_000_000)
 
 
 @functools.lru_cache(maxsize=8)

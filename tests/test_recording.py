@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from typing import Any
 
@@ -9,7 +10,7 @@ import orjson
 import pytest
 
 from gateway.errors import BadRequest
-from gateway.model import Region, Rule
+from gateway.model import ConsentRecord, Region, Rule
 from gateway.recording import (
     MAX_BODY_BYTES,
     RecordContext,
@@ -191,6 +192,10 @@ def test_enrich_never_keeps_the_raw_ip_and_bounds_headers() -> None:
     assert (record.language, record.rule_id, record.gpc) == ("de", "eu-gdpr", True)
     assert (record.region_country, record.region_source) == ("DE", "header")
     assert record.consent_revision == "rev1"
+    # enrich builds the record without the dataclass __init__: it must set every field,
+    # and nothing else, or the record would differ from ConsentRecord(**fields).
+    assert record.__dict__.keys() == {f.name for f in dataclasses.fields(ConsentRecord)}
+    assert record == ConsentRecord(**record.__dict__)
 
 
 def test_uuid7_layout_and_order() -> None:
