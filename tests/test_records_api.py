@@ -118,6 +118,11 @@ def test_preflight_only_for_allowed_origins(client: TestClient) -> None:
     assert ok.headers["access-control-allow-origin"] == ORIGIN
     assert "POST" in ok.headers["access-control-allow-methods"]
     assert "Origin" in ok.headers["vary"]
+    # No cookies are read anywhere, so no allowed origin is ever granted credentials.
+    assert "access-control-allow-credentials" not in ok.headers
+    posted = client.post(URL, json=consent_body(BUNDLE, "cors"), headers={"Origin": ORIGIN})
+    assert posted.headers["access-control-allow-origin"] == ORIGIN
+    assert "access-control-allow-credentials" not in posted.headers
     bad = client.options(URL, headers={"Origin": "https://evil.example",
                                        "Access-Control-Request-Method": "POST"})
     assert bad.status_code == 403

@@ -72,11 +72,10 @@ def cors_headers(origin: str | None, own_origin: str, bundle: Any) -> dict[str, 
             f"origin {origin[:100]!r} is not allowed for site {bundle.site.id}",
             status_code=403,
         )
-    return {
-        "Access-Control-Allow-Origin": origin,
-        "Access-Control-Allow-Credentials": "true",
-        "Vary": "Origin",
-    }
+    # No Access-Control-Allow-Credentials: nothing here reads cookies (the snippet posts
+    # with credentials "omit", history reads take the receipt as a bearer token), so a
+    # browser never needs to send them, and an allowed origin is never granted them.
+    return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
 
 
 def _cors(request: Request, bundle: Any) -> dict[str, str]:
