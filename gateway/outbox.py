@@ -168,7 +168,7 @@ _Settled = list[tuple["asyncio.Future[Any]", Any, BaseException | None]]
 # without reading them back and decoding them: measured ~3 µs of loop time per record.
 # Bounded: past this many (a forwarder that is stopped or failing), the copies are dropped
 # and the forwarder reads the rows from the database as it always can.
-FRESH_MAX = 10_000
+FRESH_MAX = 5_000  # ~12 MB at most; the forwarder claims every ~50 ms under load
 _NO_SEQ = 2**63 - 1  # above every seq
 # Group fsyncs asked of the helper at once. Two: the next group is committed and its fsync
 # queued while the last one runs, so the helper starts it the moment the last one ends,
