@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 
 from starlette.datastructures import Headers
@@ -112,13 +113,27 @@ def region_from_found(found: dict[bytes, list[bytes]], keys: PairKeys) -> Region
         lines = found.get(country_key)
         if not lines:
             continue
-        raw = lines[0].decode("latin-1")
         region_lines = found.get(region_key) if region_key else None
-        region_raw = region_lines[0].decode("latin-1") if region_lines else ""
-        if country_key == _AKAMAI_KEY:
-            raw, region_raw = _edgescape(raw)
-        country = country_code(raw)
-        if country is None:
-            continue  # "unknown" from this CDN: let the next source try
-        return Region(country, subdivision_code(region_raw, country) or None, "header")
+        raw, region_raw = lines[0], region_lines[0] if region_lines else b""
+        decide = _remembered_region if len(raw) + len(region_raw) <= 200 else _header_region
+        region = decide(country_key == _AKAMAI_KEY, raw, region_raw)
+        if region is not None:
+            return region
+        # "unknown" from this CDN: let the next source try
     return None
+
+
+def _header_region(edgescape: bool, raw: bytes, region_raw: bytes) -> Region | None:
+    """The Region for one pair of raw header values, or None."""
+    country_text, region_text = raw.decode("latin-1"), region_raw.decode("latin-1")
+    if edgescape:
+        country_text, region_text = _edgescape(country_text)
+    country = country_code(country_text)
+    if country is None:
+        return None
+    return Region(country, subdivision_code(region_text, country) or None, "header")
+
+
+# Few distinct values occur, and one shared Region per value lets the serving memo compare
+# keys by identity; only short values are remembered (an EdgeScape line is ~150 bytes).
+_remembered_region = functools.lru_cache(maxsize=4096)(_header_region)
