@@ -296,7 +296,7 @@ class Outbox:
             # NORMAL: commits only write to the WAL; in `power` mode the fsync helper syncs
             # the WAL after each group commit, which is what FULL would do, but off the loop.
             conn.execute("PRAGMA synchronous = NORMAL")
-            # Checkpoints run in the sync thread (PASSIVE), never inside a commit on the loop.
+            # Checkpoints run in their own thread (PASSIVE), never inside a commit on the loop.
             conn.execute("PRAGMA wal_autocheckpoint = 0")
             conn.execute("PRAGMA journal_size_limit = 67108864")
             check = conn.execute("PRAGMA quick_check").fetchone()[0]
