@@ -57,6 +57,7 @@ class Fsyncer:
         self._proc: subprocess.Popen[bytes] | None = None
         self._pending: collections.deque[Done] = collections.deque()
         self._buffer = b""
+        self._reading = False  # the loop watches the child's stdout
 
     def start(self) -> None:
         """Start the child (blocking for a few ms; the outbox calls it once, off the loop)."""
@@ -73,6 +74,7 @@ class Fsyncer:
         self._loop = loop
         if self._proc is not None and self._proc.stdout is not None:
             loop.add_reader(self._proc.stdout.fileno(), self._readable)
+            self._reading = True
 
     def request(self, done: Done) -> None:
         """fsync the file; ``done(None)`` once it is durable, ``done(error)`` if it is not."""
@@ -136,8 +138,9 @@ class Fsyncer:
         self._buffer = b""
         if proc is None:
             return
-        if self._loop is not None and proc.stdout is not None:
+        if self._reading and self._loop is not None and proc.stdout is not None:
             self._loop.remove_reader(proc.stdout.fileno())
+        self._reading = False
         for pipe in (proc.stdin, proc.stdout):
             if pipe is not None:
                 pipe.close()
@@ -145,13 +148,21 @@ class Fsyncer:
             proc.kill()
         proc.wait()
 
+    def stop_reading(self) -> None:
+        """Stop watching the child's answers (on the loop's thread, before ``close``)."""
+        proc = self._proc
+        if self._reading and self._loop is not None and proc is not None and proc.stdout:
+            self._loop.remove_reader(proc.stdout.fileno())
+        self._reading = False
+
     def close(self) -> None:
-        """Stop the child: closing its stdin ends its loop; it is killed if it lingers."""
+        """Stop the child: closing its stdin ends its loop; it is killed if it lingers.
+
+        Blocks until it has exited; from another thread, call ``stop_reading`` first."""
         proc = self._proc
         if proc is None:
             return
-        if self._loop is not None and proc.stdout is not None:
-            self._loop.remove_reader(proc.stdout.fileno())
+        self.stop_reading()
         self._proc = None
         if proc.stdin is not None:
             proc.stdin.close()

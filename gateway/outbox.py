@@ -275,6 +275,7 @@ class Outbox:
         assert self._loop is not None
         if self._fsyncer is not None:
             fsyncer, self._fsyncer = self._fsyncer, None
+            fsyncer.stop_reading()  # here, on the loop: the wait for the exit is not
             await self._loop.run_in_executor(self._syncer, fsyncer.close)
         await self._loop.run_in_executor(self._syncer, conn.close)
         self._syncer.shutdown(wait=True)
