@@ -10,6 +10,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from gateway.datalock import DataDirLock
 from gateway.errors import Unavailable
 from gateway.forwarder import Forwarder, ForwarderCollector
 from gateway.outbox import FILE_NAME, Appended, Outbox
@@ -41,12 +42,22 @@ class RecordingService:
         self.receipts: Receipts | None = None
         self._collector: ForwarderCollector | None = None
         self._clock = Uuid7Clock()
+        self._lock = DataDirLock(settings.data_dir)
         self._accepting = False
         # Visitor facts per (site bundle, region, Accept-Language, Sec-GPC), filled by the
         # recording handler (gateway/web/records.py) so it decides them once per combination.
 
     async def start(self) -> None:
-        """Open the outbox and sinks, then start forwarding."""
+        """Own the data dir, open the outbox and sinks, then start forwarding."""
+        await asyncio.to_thread(self._lock.acquire)
+        try:
+            await self._open()
+        except BaseException:
+            await self.outbox.close()
+            self._lock.release()
+            raise
+
+    async def _open(self) -> None:
         self.receipts = await asyncio.to_thread(Receipts.from_settings, self.settings)
         await self.outbox.open()
         self.sinks = open_sinks(self.settings)
@@ -80,6 +91,7 @@ class RecordingService:
         if self._collector is not None:
             self.metrics_registry.unregister(self._collector)
             self._collector = None
+        self._lock.release()
 
     async def record(self, consent: ValidatedConsent, context: RecordContext) -> Appended:
         """Enrich, sign and durably append one consent; returns once it is committed."""
