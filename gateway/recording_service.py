@@ -44,8 +44,6 @@ class RecordingService:
         self._clock = Uuid7Clock()
         self._lock = DataDirLock(settings.data_dir)
         self._accepting = False
-        # Visitor facts per (site bundle, region, Accept-Language, Sec-GPC), filled by the
-        # recording handler (gateway/web/records.py) so it decides them once per combination.
 
     async def start(self) -> None:
         """Own the data dir, open the outbox and sinks, then start forwarding."""
