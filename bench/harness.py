@@ -6,7 +6,6 @@ import contextlib
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -15,6 +14,10 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+# One free_port and one stop for everything the repo starts (tests and benchmarks alike).
+from tests.procs import free_port as free_port
+from tests.procs import stop as stop
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -35,12 +38,6 @@ class Result:
         return (f"{self.name:<22} c={self.connections:<3} {self.rps:>9.0f} rps  "
                 f"p50 {self.p50_ms:6.2f} ms  p99 {self.p99_ms:6.2f} ms  "
                 f"throughput {ratio}  p99 {p99}  errors {self.errors}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait(url: str, timeout: float = 30.0) -> None:
@@ -73,16 +70,6 @@ def server(app: str, *, factory: bool = False, env: Mapping[str, str] | None = N
         yield base
     finally:
         stop(proc)
-
-
-def stop(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    """Terminate, wait, and kill if it will not go."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
