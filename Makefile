@@ -15,11 +15,13 @@ run:
 test:
 	scripts/bootstrap.sh test
 	$(BIN)/ruff check gateway tests bench
+	$(BIN)/ruff format --check gateway tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 lint:
 	$(BIN)/ruff check gateway tests bench
+	$(BIN)/ruff format --check gateway tests bench
 	$(BIN)/mypy
 
 bench:

@@ -30,9 +30,9 @@ SUBJECTS = 50_000  # records cycle through this many subjects: most move a lates
 
 async def fill(path: Path, records: int) -> None:
     """An outbox holding ``records`` bench records, appended as the recording path does."""
-    from gateway.model import ConsentRecord
-    from gateway.outbox import Outbox
-    from gateway.recording import Uuid7Clock, rfc3339_utc
+    from gateway.core.model import ConsentRecord
+    from gateway.recording.consent import Uuid7Clock, rfc3339_utc
+    from gateway.recording.outbox.queue import Outbox
 
     clock = Uuid7Clock()
     outbox = Outbox(path, durability="process")
@@ -76,9 +76,9 @@ def postgres_cpu_seconds() -> float:
 
 async def drain(template: Path, workdir: Path, **forwarder: Any) -> dict[str, Any]:
     """One run: a copy of the filled outbox drained into a new database."""
-    from gateway.forwarder import Forwarder
-    from gateway.outbox import Outbox
-    from gateway.settings import Settings
+    from gateway.core.settings import Settings
+    from gateway.recording.forwarder import Forwarder
+    from gateway.recording.outbox.queue import Outbox
     from gateway.sinks.postgres import PostgresStore
 
     settings = Settings()

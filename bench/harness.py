@@ -35,9 +35,11 @@ class Result:
     def row(self, baseline: Result | None = None) -> str:
         ratio = f"{self.rps / baseline.rps:5.2f}x" if baseline else "  —  "
         p99 = f"{self.p99_ms / baseline.p99_ms:5.2f}x" if baseline else "  —  "
-        return (f"{self.name:<22} c={self.connections:<3} {self.rps:>9.0f} rps  "
-                f"p50 {self.p50_ms:6.2f} ms  p99 {self.p99_ms:6.2f} ms  "
-                f"throughput {ratio}  p99 {p99}  errors {self.errors}")
+        return (
+            f"{self.name:<22} c={self.connections:<3} {self.rps:>9.0f} rps  "
+            f"p50 {self.p50_ms:6.2f} ms  p99 {self.p99_ms:6.2f} ms  "
+            f"throughput {ratio}  p99 {p99}  errors {self.errors}"
+        )
 
 
 def _wait(url: str, timeout: float = 30.0) -> None:
@@ -53,12 +55,33 @@ def _wait(url: str, timeout: float = 30.0) -> None:
 
 
 @contextlib.contextmanager
-def server(app: str, *, factory: bool = False, env: Mapping[str, str] | None = None,
-           ready_path: str = "/", cpu: str = "0") -> Iterator[str]:
+def server(
+    app: str,
+    *,
+    factory: bool = False,
+    env: Mapping[str, str] | None = None,
+    ready_path: str = "/",
+    cpu: str = "0",
+) -> Iterator[str]:
     """Run `uvicorn app` (one worker, uvloop, httptools) pinned to `cpu`; yield its base URL."""
     port = free_port()
-    cmd = [PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
-           "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
+    cmd = [
+        PYTHON,
+        "-m",
+        "uvicorn",
+        app,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
     if factory:
         cmd.append("--factory")
     if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
@@ -82,9 +105,15 @@ def _ms(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def wrk(name: str, url: str, connections: int, seconds: int = 8,
-        script: str | None = None, headers: Mapping[str, str] | None = None,
-        cpu: str = "1") -> Result:
+def wrk(
+    name: str,
+    url: str,
+    connections: int,
+    seconds: int = 8,
+    script: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    cpu: str = "1",
+) -> Result:
     """One wrk run with --latency; a short warm-up run first."""
     base = ["wrk", "-t", "1", "-c", str(connections), "--latency"]
     for k, v in (headers or {}).items():
@@ -94,8 +123,9 @@ def wrk(name: str, url: str, connections: int, seconds: int = 8,
     if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
         base = ["taskset", "-c", cpu, *base]
     subprocess.run([*base, "-d", "1", url], check=True, capture_output=True)
-    out = subprocess.run([*base, "-d", str(seconds), url], check=True, capture_output=True,
-                         text=True).stdout
+    out = subprocess.run(
+        [*base, "-d", str(seconds), url], check=True, capture_output=True, text=True
+    ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]

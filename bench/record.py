@@ -200,20 +200,28 @@ def main() -> None:
     connections = (16, 64)
     if not args.skip_http:
         results = http_bench(args.seconds, connections, args.durability, args.repeat)
-        print(f"POST /v1/sites/demo/consents, durability={args.durability}, median of "
-              f"{args.repeat} alternating runs of {args.seconds}s")
-        print(f"{'app':<10}{'conns':>6}{'rps':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
-              f"{'cpu us/req':>12}  p99 of each run")
+        print(
+            f"POST /v1/sites/demo/consents, durability={args.durability}, median of "
+            f"{args.repeat} alternating runs of {args.seconds}s"
+        )
+        print(
+            f"{'app':<10}{'conns':>6}{'rps':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+            f"{'cpu us/req':>12}  p99 of each run"
+        )
         for key, r in results.items():
             app, conns = key.split("@")
-            print(f"{app:<10}{conns:>6}{r['rps']:>10.0f}{r['p50_us'] / 1000:>9.2f}"
-                  f"{r['p99_us'] / 1000:>9.2f}{r['non2xx'] + r['socket_errors']:>8}"
-                  f"{r['cpu_us']:>12.0f}  {r['p99s']}")
+            print(
+                f"{app:<10}{conns:>6}{r['rps']:>10.0f}{r['p50_us'] / 1000:>9.2f}"
+                f"{r['p99_us'] / 1000:>9.2f}{r['non2xx'] + r['socket_errors']:>8}"
+                f"{r['cpu_us']:>12.0f}  {r['p99s']}"
+            )
         for c in connections:
             ratio = results[f"gateway@{c}"]["rps"] / results[f"bare@{c}"]["rps"]
             cpu = results[f"bare@{c}"]["cpu_us"] / results[f"gateway@{c}"]["cpu_us"]
-            print(f"gateway/bare at {c} connections: {ratio:.2f}x throughput, "
-                  f"{cpu:.2f}x by server CPU per request")
+            print(
+                f"gateway/bare at {c} connections: {ratio:.2f}x throughput, "
+                f"{cpu:.2f}x by server CPU per request"
+            )
         print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     if not args.skip_forwarder:
         from bench.forward import forwarder_bench, report

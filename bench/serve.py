@@ -27,11 +27,14 @@ def _size(url: str) -> int:
 
 def median(results: list[Result]) -> Result:
     first = results[0]
-    return Result(first.name, first.connections,
-                  statistics.median(r.rps for r in results),
-                  statistics.median(r.p50_ms for r in results),
-                  statistics.median(r.p99_ms for r in results),
-                  sum(r.errors for r in results))
+    return Result(
+        first.name,
+        first.connections,
+        statistics.median(r.rps for r in results),
+        statistics.median(r.p50_ms for r in results),
+        statistics.median(r.p99_ms for r in results),
+        sum(r.errors for r in results),
+    )
 
 
 def main() -> None:
@@ -41,30 +44,45 @@ def main() -> None:
     parser.add_argument("--connections", default="16,64")
     args = parser.parse_args()
     conns = [int(c) for c in args.connections.split(",")]
-    env = {"GATEWAY_DATA_DIR": temp_data_dir(), "GATEWAY_RELOAD": "false",
-           "GATEWAY_BANNERS_DIR": str(ROOT / "banners"),
-           "GATEWAY_LOCALES_DIR": str(ROOT / "locales")}
+    env = {
+        "GATEWAY_DATA_DIR": temp_data_dir(),
+        "GATEWAY_RELOAD": "false",
+        "GATEWAY_BANNERS_DIR": str(ROOT / "banners"),
+        "GATEWAY_LOCALES_DIR": str(ROOT / "locales"),
+    }
     with contextlib.ExitStack() as stack:
-        gw = stack.enter_context(server("gateway.app:factory", factory=True, env=env,
-                                        ready_path="/healthz"))
+        gw = stack.enter_context(
+            server("gateway.app:factory", factory=True, env=env, ready_path="/healthz")
+        )
         bares = {}
         for path in PATHS:
             media = "application/json" if path.endswith("config") else "text/javascript"
             size = _size(gw + path)
-            bares[path] = (size, stack.enter_context(server(
-                "bench.bare:app", env={"BARE_BODY_BYTES": str(size), "BARE_MEDIA_TYPE": media})))
-        print(f"uvicorn, 1 worker, uvloop + httptools, servers on CPU 0, wrk on CPU 1 "
-              f"({os.cpu_count()} CPUs); median of {args.repeat} alternating runs of "
-              f"{args.seconds} s")
+            bares[path] = (
+                size,
+                stack.enter_context(
+                    server(
+                        "bench.bare:app",
+                        env={"BARE_BODY_BYTES": str(size), "BARE_MEDIA_TYPE": media},
+                    )
+                ),
+            )
+        print(
+            f"uvicorn, 1 worker, uvloop + httptools, servers on CPU 0, wrk on CPU 1 "
+            f"({os.cpu_count()} CPUs); median of {args.repeat} alternating runs of "
+            f"{args.seconds} s"
+        )
         for path in PATHS:
             size, bare = bares[path]
             for c in conns:
                 base_runs, gw_runs = [], []
                 for _ in range(args.repeat):
-                    base_runs.append(wrk(f"bare ({size} B)", bare + "/", c, args.seconds,
-                                         headers=HEADERS))
-                    gw_runs.append(wrk(path.rsplit("/", 1)[-1], gw + path, c, args.seconds,
-                                       headers=HEADERS))
+                    base_runs.append(
+                        wrk(f"bare ({size} B)", bare + "/", c, args.seconds, headers=HEADERS)
+                    )
+                    gw_runs.append(
+                        wrk(path.rsplit("/", 1)[-1], gw + path, c, args.seconds, headers=HEADERS)
+                    )
                 base = median(base_runs)
                 print(base.row())
                 print(median(gw_runs).row(base))

@@ -43,43 +43,76 @@ WATCH = """(() => {
 })();"""
 
 # The demo site's English copy, shared by both banners.
-DESCRIPTION = ("We use cookies and similar technologies to run this site and, with your consent, "
-               "to measure its audience and personalise content and advertising. You can accept "
-               "all, reject all or choose per purpose, and change your mind at any time.")
+DESCRIPTION = (
+    "We use cookies and similar technologies to run this site and, with your consent, "
+    "to measure its audience and personalise content and advertising. You can accept "
+    "all, reject all or choose per purpose, and change your mind at any time."
+)
 PURPOSES = [
-    ("necessary", "Strictly necessary", "Needed for the site to work: security, load balancing "
-     "and remembering your privacy choices."),
-    ("analytics", "Analytics", "Helps us understand how the site is used, through aggregated "
-     "statistics, so we can improve it."),
-    ("marketing", "Marketing", "Lets us and our advertising partners show you relevant ads and "
-     "measure their effectiveness."),
-    ("personalization", "Personalisation", "Remembers your preferences and tailors content and "
-     "recommendations to you."),
+    (
+        "necessary",
+        "Strictly necessary",
+        "Needed for the site to work: security, load balancing "
+        "and remembering your privacy choices.",
+    ),
+    (
+        "analytics",
+        "Analytics",
+        "Helps us understand how the site is used, through aggregated "
+        "statistics, so we can improve it.",
+    ),
+    (
+        "marketing",
+        "Marketing",
+        "Lets us and our advertising partners show you relevant ads and "
+        "measure their effectiveness.",
+    ),
+    (
+        "personalization",
+        "Personalisation",
+        "Remembers your preferences and tailors content and recommendations to you.",
+    ),
 ]
 
 # cookieconsent v3 configured like the demo site: same purposes, same English copy.
 CC_CONFIG = {
     "hideFromBots": False,  # it would hide from the automated browser
-    "categories": {pid: ({"enabled": True, "readOnly": True} if pid == "necessary" else {})
-                   for pid, _, _ in PURPOSES},
-    "language": {"default": "en", "translations": {"en": {
-        "consentModal": {
-            "title": "We value your privacy", "description": DESCRIPTION,
-            "acceptAllBtn": "Accept all", "acceptNecessaryBtn": "Reject all",
-            "showPreferencesBtn": "Customize", "footer": '<a href="/privacy">Privacy policy</a>',
+    "categories": {
+        pid: ({"enabled": True, "readOnly": True} if pid == "necessary" else {})
+        for pid, _, _ in PURPOSES
+    },
+    "language": {
+        "default": "en",
+        "translations": {
+            "en": {
+                "consentModal": {
+                    "title": "We value your privacy",
+                    "description": DESCRIPTION,
+                    "acceptAllBtn": "Accept all",
+                    "acceptNecessaryBtn": "Reject all",
+                    "showPreferencesBtn": "Customize",
+                    "footer": '<a href="/privacy">Privacy policy</a>',
+                },
+                "preferencesModal": {
+                    "title": "Privacy preferences",
+                    "acceptAllBtn": "Accept all",
+                    "acceptNecessaryBtn": "Reject all",
+                    "savePreferencesBtn": "Save choices",
+                    "closeIconLabel": "Close",
+                    "sections": [
+                        {
+                            "description": "Choose which purposes you allow. "
+                            "Strictly necessary ones are always on."
+                        },
+                        *(
+                            {"title": name, "description": text, "linkedCategory": pid}
+                            for pid, name, text in PURPOSES
+                        ),
+                    ],
+                },
+            }
         },
-        "preferencesModal": {
-            "title": "Privacy preferences", "acceptAllBtn": "Accept all",
-            "acceptNecessaryBtn": "Reject all", "savePreferencesBtn": "Save choices",
-            "closeIconLabel": "Close",
-            "sections": [
-                {"description": "Choose which purposes you allow. Strictly necessary ones are "
-                                "always on."},
-                *({"title": name, "description": text, "linkedCategory": pid}
-                  for pid, name, text in PURPOSES),
-            ],
-        },
-    }}},
+    },
 }
 CC_INIT = "CookieConsent.run(" + json.dumps(CC_CONFIG) + ");"
 
@@ -102,9 +135,11 @@ class Figures:
         p90 = times[min(len(times) - 1, round(0.9 * (len(times) - 1)))]
         raw = sum(r for r, _ in self.files.values())
         packed = sum(z for _, z in self.files.values())
-        return (f"{self.name:<26} visible: median {statistics.median(times):6.1f} ms, "
-                f"p90 {p90:6.1f} ms | {len(self.files)} request(s), {raw / 1024:5.1f} KB, "
-                f"{packed / 1024:5.1f} KB gzipped")
+        return (
+            f"{self.name:<26} visible: median {statistics.median(times):6.1f} ms, "
+            f"p90 {p90:6.1f} ms | {len(self.files)} request(s), {raw / 1024:5.1f} KB, "
+            f"{packed / 1024:5.1f} KB gzipped"
+        )
 
 
 def measure(browser: Browser, name: str, url: str, runs: int) -> Figures:
@@ -136,24 +171,37 @@ def measure(browser: Browser, name: str, url: str, runs: int) -> Figures:
 def main() -> None:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 15
     site: LoopbackServer = publisher_site()
-    site.file("/cc/cookieconsent.umd.js", (CC_DIST / "cookieconsent.umd.js").read_bytes(),
-              "text/javascript")
+    site.file(
+        "/cc/cookieconsent.umd.js",
+        (CC_DIST / "cookieconsent.umd.js").read_bytes(),
+        "text/javascript",
+    )
     site.file("/cc/cookieconsent.css", (CC_DIST / "cookieconsent.css").read_bytes(), "text/css")
     site.file("/cc/init.js", CC_INIT.encode(), "text/javascript")
     try:
-        with tempfile.TemporaryDirectory() as work, run_gateway(site.origin, Path(work)) as gw, \
-                sync_playwright() as playwright:
-            ours = site.page("/gateway", page_html(
-                f'<script src="{gw.script_url(region="DE")}" async></script>'))
-            theirs = site.page("/cookieconsent", page_html(
-                '<link rel="stylesheet" href="/cc/cookieconsent.css">'
-                '<script defer src="/cc/cookieconsent.umd.js"></script>'
-                '<script defer src="/cc/init.js"></script>'))
+        with (
+            tempfile.TemporaryDirectory() as work,
+            run_gateway(site.origin, Path(work)) as gw,
+            sync_playwright() as playwright,
+        ):
+            ours = site.page(
+                "/gateway", page_html(f'<script src="{gw.script_url(region="DE")}" async></script>')
+            )
+            theirs = site.page(
+                "/cookieconsent",
+                page_html(
+                    '<link rel="stylesheet" href="/cc/cookieconsent.css">'
+                    '<script defer src="/cc/cookieconsent.umd.js"></script>'
+                    '<script defer src="/cc/init.js"></script>'
+                ),
+            )
             browser = launch(playwright)
             measure(browser, "warm-up", ours, 2)
             measure(browser, "warm-up", theirs, 2)
-            results = [measure(browser, "consent gateway snippet", ours, runs),
-                       measure(browser, "cookieconsent v3.1", theirs, runs)]
+            results = [
+                measure(browser, "consent gateway snippet", ours, runs),
+                measure(browser, "cookieconsent v3.1", theirs, runs),
+            ]
             browser.close()
     finally:
         site.close()

@@ -16,16 +16,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from gateway.catalog import STATIC_DIR, LiveCatalog
-from gateway.checks import validate_bundle
-from gateway.errors import BadRequest, Unavailable
-from gateway.geo import Locator
-from gateway.recording_service import RecordingService
-from gateway.render import Renderer
-from gateway.serving import Gateway
-from gateway.settings import Settings, load_settings
-from gateway.snippet import Snippet
-from gateway.watch import Watcher
+from gateway.core.errors import BadRequest, Unavailable
+from gateway.core.settings import Settings, load_settings
+from gateway.geo.locator import Locator
+from gateway.recording.service import RecordingService
+from gateway.serving.gateway import Gateway
+from gateway.serving.render import Renderer
+from gateway.serving.snippet import Snippet
+from gateway.serving.validation import validate_bundle
+from gateway.serving.watch import Watcher
+from gateway.sites.catalog import STATIC_DIR, LiveCatalog
 from gateway.web import admin, ops, privacy, public, records
 from gateway.web.front import HotPaths
 from gateway.web.middleware import MetricsMiddleware
@@ -39,8 +39,9 @@ def error_response(status: int, code: str, detail: str, **extra: Any) -> Respons
     if "retry_after" in extra:
         headers["Retry-After"] = str(extra.pop("retry_after"))
         body.pop("retry_after", None)
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json",
-                    headers=headers)
+    return Response(
+        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
+    )
 
 
 async def _bad_request(request: Request, exc: Exception) -> Response:
@@ -59,8 +60,9 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     codes = {404: "not_found", 405: "method_not_allowed"}
-    response = error_response(exc.status_code, codes.get(exc.status_code, "http_error"),
-                              str(exc.detail))
+    response = error_response(
+        exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail)
+    )
     if exc.headers:
         response.headers.update(exc.headers)
     return response
@@ -127,8 +129,13 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
             gateway.locator.close()
 
     return GatewayApp(
-        routes=[*public.routes(), *privacy.routes(), *records.routes(), *admin.routes(),
-                *ops.routes()],
+        routes=[
+            *public.routes(),
+            *privacy.routes(),
+            *records.routes(),
+            *admin.routes(),
+            *ops.routes(),
+        ],
         # The two hot paths are answered by the front, outside this stack; the rest is routed.
         middleware=[Middleware(MetricsMiddleware)],
         exception_handlers={

@@ -19,10 +19,10 @@ import asyncpg
 import pytest
 from starlette.applications import Starlette
 
-from gateway.model import ConsentRecord, Site
-from gateway.recording import Uuid7Clock, rfc3339_utc
-from gateway.settings import Settings
-from gateway.sitefile import read_site
+from gateway.core.model import ConsentRecord, Site
+from gateway.core.settings import Settings
+from gateway.recording.consent import Uuid7Clock, rfc3339_utc
+from gateway.sites.sitefile import read_site
 from tests.procs import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,13 +109,14 @@ def recording_app(settings: Settings) -> Starlette:
     from gateway.app import create_app
 
     root = Path(__file__).resolve().parent.parent
-    return create_app(settings.replace(banners_dir=root / "banners",
-                                       locales_dir=root / "locales", reload=False))
+    return create_app(
+        settings.replace(banners_dir=root / "banners", locales_dir=root / "locales", reload=False)
+    )
 
 
 def recording_app_from_env() -> Starlette:
     """uvicorn --factory entry for the crash and outage tests (settings from GATEWAY_*)."""
-    from gateway.settings import load_settings
+    from gateway.core.settings import load_settings
 
     return recording_app(load_settings())
 

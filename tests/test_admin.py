@@ -20,9 +20,9 @@ from playwright.sync_api import Page, sync_playwright
 from starlette.testclient import TestClient
 
 from gateway.app import create_app
-from gateway.settings import Settings
+from gateway.core.settings import Settings
 from tests.browser.harness import launch
-from tests.conftest import ROOT, editable_settings, shipped
+from tests.helpers import ROOT, editable_settings, shipped
 
 TOKEN = "admin-token-for-tests-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -97,8 +97,10 @@ def test_preview_frames_the_public_snippet_per_locale(client: TestClient) -> Non
     frames = _frames(page)
     assert len(frames) == 2
     urls = [re.search(r'<script src="([^"]+)"', f).group(1) for f in frames]  # type: ignore[union-attr]
-    assert urls == ["/v1/sites/demo/consent.js?lang=de&region=DE",
-                    "/v1/sites/demo/consent.js?lang=ja&region=DE"]
+    assert urls == [
+        "/v1/sites/demo/consent.js?lang=de&region=DE",
+        "/v1/sites/demo/consent.js?lang=ja&region=DE",
+    ]
     assert all("connect-src 'none'" in f for f in frames)  # clicks in a preview record nothing
     config = client.get("/v1/sites/demo/config?region=DE&lang=de").json()
     assert f"<code>{config['banner_version']}</code>" in page
@@ -152,10 +154,8 @@ def test_preview_highlights_fallbacks(settings: Settings) -> None:
     with path.open("wb") as fp:
         write_po(fp, catalog)
     with TestClient(create_app(settings)) as client:
-        page = client.get("/admin/preview?site=demo&region=DE&lang=de&lang=fr",
-                          headers=AUTH).text
-    assert ("2 text(s) shown in\n en, not translated: accept_all, purpose analytics: name"
-            in page)
+        page = client.get("/admin/preview?site=demo&region=DE&lang=de&lang=fr", headers=AUTH).text
+    assert "2 text(s) shown in\n en, not translated: accept_all, purpose analytics: name" in page
     assert '<tr class="fallback"><td>accept_all</td><td>Accept all</td>' in page
     assert page.count('class="fallback"') == 1
     assert "Every text is translated" in page  # the fr column
@@ -259,14 +259,18 @@ def test_preview_in_chromium_runs_the_public_snippet(settings: Settings, tmp_pat
             console: list[str] = []
             page.on("console", lambda m: console.append(m.text))
             # The token goes with the page request only, as a header extension would send it.
-            page.route("**/admin/preview**", lambda route: route.continue_(
-                headers={**route.request.headers, **AUTH}))
+            page.route(
+                "**/admin/preview**",
+                lambda route: route.continue_(headers={**route.request.headers, **AUTH}),
+            )
             page.goto(f"{origin}/admin/preview?site=demo&region=DE&lang=de&lang=fr")
             frames = [f for f in page.frames if f is not page.main_frame]
             assert len(frames) == 2
             titles = [f.locator("#cg-title").inner_text(timeout=10000) for f in frames]
-            assert titles == [shipped("de", "We value your privacy"),
-                              shipped("fr", "We value your privacy")]
+            assert titles == [
+                shipped("de", "We value your privacy"),
+                shipped("fr", "We value your privacy"),
+            ]
             fr = frames[1]
             assert fr.locator('[data-cg-action="reject_all"]').inner_text() == "Reject all"
             assert "not translated: reject_all" in page.locator("p.status.fb").inner_text()
@@ -281,8 +285,10 @@ def test_preview_in_chromium_runs_the_public_snippet(settings: Settings, tmp_pat
             # The rule selector: California's opt-out banner, in English and Spanish.
             page.goto(f"{origin}/admin/preview?site=demo&rule=ccpa&lang=en&lang=es")
             frames = [f for f in page.frames if f is not page.main_frame]
-            links = [f.locator('[data-cg-action="do_not_sell"]').inner_text(timeout=10000)
-                     for f in frames]
+            links = [
+                f.locator('[data-cg-action="do_not_sell"]').inner_text(timeout=10000)
+                for f in frames
+            ]
             do_not_sell = "Do Not Sell or Share My Personal Information"
             assert links == [do_not_sell, shipped("es", do_not_sell)]
             shots.append(_screenshot(page, tmp_path / "preview-us-ca-en-es.png"))
@@ -297,7 +303,7 @@ def test_browsers_can_use_basic_auth_with_the_token_as_password(tmp_path: Path) 
     import base64
 
     from gateway.app import create_app
-    from tests.conftest import make_settings
+    from tests.helpers import make_settings
 
     settings = make_settings(tmp_path, admin_token="s3cret-token-value")
     with TestClient(create_app(settings)) as c:
@@ -305,9 +311,15 @@ def test_browsers_can_use_basic_auth_with_the_token_as_password(tmp_path: Path) 
         assert refused.status_code == 401
         assert refused.headers["www-authenticate"].startswith("Basic")
         good = base64.b64encode(b"anyone:s3cret-token-value").decode()
-        assert c.get("/admin/preview?site=demo",
-                      headers={"Authorization": f"Basic {good}"}).status_code == 200
+        assert (
+            c.get(
+                "/admin/preview?site=demo", headers={"Authorization": f"Basic {good}"}
+            ).status_code
+            == 200
+        )
         bad = base64.b64encode(b"anyone:wrong").decode()
         for header in (f"Basic {bad}", "Basic !!!", "Digest x", "Bearer "):
-            assert c.get("/admin/preview?site=demo",
-                         headers={"Authorization": header}).status_code == 401
+            assert (
+                c.get("/admin/preview?site=demo", headers={"Authorization": header}).status_code
+                == 401
+            )

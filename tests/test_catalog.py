@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.catalog import LiveCatalog, load_site, scan
+from gateway.sites.catalog import LiveCatalog, load_site, scan
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,8 +44,10 @@ def test_new_purpose_bumps_both(tree: tuple[Path, Path]) -> None:
     banners, locales = tree
     before = load_site(banners / "demo", locales)
     toml = banners / "demo" / "site.toml"
-    toml.write_text(toml.read_text() + '\n[[purposes]]\nid = "video"\nname = "Video"\n'
-                    'description = "Embedded videos."\n')
+    toml.write_text(
+        toml.read_text() + '\n[[purposes]]\nid = "video"\nname = "Video"\n'
+        'description = "Embedded videos."\n'
+    )
     after = load_site(banners / "demo", locales)
     assert after.banner_version != before.banner_version
     assert after.consent_revision != before.consent_revision
@@ -80,14 +82,15 @@ def test_previous_versions_stay_known_after_reload(tree: tuple[Path, Path]) -> N
 
 
 def test_reload_refuses_a_template_that_does_not_render(tree: tuple[Path, Path]) -> None:
-    from gateway.checks import validate_bundle
+    from gateway.serving.validation import validate_bundle
 
     banners, locales = tree
     catalog = LiveCatalog(banners, locales, validate=validate_bundle)
     catalog.load()
     good = catalog.get("demo")
     (banners / "demo" / "banner.html").write_text(
-        '{% extends "default:banner.html" %}{% block title %}{{ titel }}{% endblock %}')
+        '{% extends "default:banner.html" %}{% block title %}{{ titel }}{% endblock %}'
+    )
     assert catalog.reload() is False
     assert catalog.get("demo") is good
     assert catalog.last_error is not None and "titel" in catalog.last_error

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from babel.messages.pofile import read_po, write_po
 
-from gateway import checks
-from gateway.catalog import load_site
-from gateway.cli import main
-from gateway.errors import ConfigError
-from gateway.settings import Settings
-
-ROOT = Path(__file__).resolve().parent.parent
+from gateway.cli import checks
+from gateway.cli.main import main
+from gateway.core.errors import ConfigError
+from gateway.core.settings import Settings
+from gateway.serving import validation
+from gateway.sites.catalog import load_site
+from tests.helpers import GEOIP_DIR, ROOT
 
 
 @pytest.fixture
@@ -25,18 +25,34 @@ def settings(tmp_path: Path) -> Settings:
     # Three locales keep each full check (every locale and rule rendered) well under a second.
     toml = tmp_path / "banners" / "demo" / "site.toml"
     lines = toml.read_text(encoding="utf-8").splitlines()
-    toml.write_text("\n".join('locales = ["en", "de", "fr"]' if line.startswith("locales =")
-                              else line for line in lines) + "\n", encoding="utf-8")
-    return Settings(banners_dir=tmp_path / "banners", locales_dir=tmp_path / "locales",
-                    data_dir=tmp_path / "data", reload=False)
+    toml.write_text(
+        "\n".join(
+            'locales = ["en", "de", "fr"]' if line.startswith("locales =") else line
+            for line in lines
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    return Settings(
+        banners_dir=tmp_path / "banners",
+        locales_dir=tmp_path / "locales",
+        data_dir=tmp_path / "data",
+        reload=False,
+    )
 
 
 def _po(settings: Settings, locale: str = "de") -> Path:
     return settings.locales_dir / locale / "LC_MESSAGES" / "demo.po"
 
 
-def _translate(settings: Settings, msgid: str | tuple[str, str], string: str | tuple[str, ...],
-               *, fuzzy: bool = False, locale: str = "de") -> None:
+def _translate(
+    settings: Settings,
+    msgid: str | tuple[str, str],
+    string: str | tuple[str, ...],
+    *,
+    fuzzy: bool = False,
+    locale: str = "de",
+) -> None:
     """Edit one entry as a .po editor would, adding it if the catalog lacks it."""
     path = _po(settings, locale)
     with path.open("rb") as fp:
@@ -60,8 +76,9 @@ def _append_toml(settings: Settings, text: str) -> None:
 
 
 def test_shipped_tree_has_no_errors_and_full_coverage() -> None:
-    report = checks.run_checks(Settings(banners_dir=ROOT / "banners",
-                                        locales_dir=ROOT / "locales", reload=False))
+    report = checks.run_checks(
+        Settings(banners_dir=ROOT / "banners", locales_dir=ROOT / "locales", reload=False)
+    )
     assert report.errors == []
     coverage = [line for line in report.notes if "translated (" in line]
     demo = load_site(ROOT / "banners" / "demo", ROOT / "locales").site
@@ -71,60 +88,142 @@ def test_shipped_tree_has_no_errors_and_full_coverage() -> None:
 
 
 def _plural_gap(s: Settings) -> None:
-    _template(s, "banner.html", '{% extends "default:banner.html" %}{% block footer %}'
-              '{{ ngettext("%(num)d partner", "%(num)d partners", 3) }}{% endblock %}')
+    _template(
+        s,
+        "banner.html",
+        '{% extends "default:banner.html" %}{% block footer %}'
+        '{{ ngettext("%(num)d partner", "%(num)d partners", 3) }}{% endblock %}',
+    )
     _translate(s, ("%(num)d partner", "%(num)d partners"), ("%(num)d Partner", ""))
 
 
 def _placeholder_typo(s: Settings) -> None:
-    _template(s, "banner.html", '{% extends "default:banner.html" %}{% block footer %}'
-              '{{ _("Sold by %(name)s", name=site.name) }}{% endblock %}')
+    _template(
+        s,
+        "banner.html",
+        '{% extends "default:banner.html" %}{% block footer %}'
+        '{{ _("Sold by %(name)s", name=site.name) }}{% endblock %}',
+    )
     _translate(s, "Sold by %(name)s", "Verkauft von %(nom)s")
 
 
 Edit = Callable[[Settings], object]
 CASES: list[tuple[str, Edit, str, str, str]] = [
     # (name, edit, level, where ends with, message part)
-    ("fuzzy", lambda s: _translate(s, "Accept all", "Alle annehmen", fuzzy=True),
-     "warning", "de/LC_MESSAGES/demo.po", "fuzzy entry 'Accept all': compile skips it"),
-    ("untranslated", lambda s: _translate(s, "Reject all", ""),
-     "warning", "de/LC_MESSAGES/demo.po", "1 untranslated: 'Reject all'"),
-    ("missing from catalog",
-     lambda s: _append_toml(s, '\n[texts]\ntitle = "Cookies, but fair"\n'),
-     "warning", "de/LC_MESSAGES/demo.po", "1 msgid(s) missing from the catalog"),
-    ("stale template",
-     lambda s: _append_toml(s, '\n[texts]\ntitle = "Cookies, but fair"\n'),
-     "warning", "locales/demo.pot", "the template lacks 1 of the site's texts"),
-    ("untranslated plural", _plural_gap,
-     "warning", "de/LC_MESSAGES/demo.po", "plural forms missing in '%(num)d partner'"),
-    ("placeholder", _placeholder_typo,
-     "error", "de/LC_MESSAGES/demo.po", "placeholders differ from the source"),
-    ("placeholder breaks rendering", _placeholder_typo,
-     "error", "banners/demo", "render error: KeyError: 'nom'"),
-    ("unsafe html", lambda s: _translate(s, "Customize", '<img src=x onerror="alert(1)">'),
-     "error", "de/LC_MESSAGES/demo.po", "HTML outside the allow-list in 'Customize'"),
-    ("syntax", lambda s: _template(s, "banner.html", '{% extends "default:banner.html" %}\n'
-                                   "{% block title %}{{ texts.title }{% endblock %}"),
-     "error", "banners/demo/banner.html:2", "template syntax: unexpected '}'"),
-    ("undefined variable",
-     lambda s: _template(s, "preferences.html", '{% extends "default:preferences.html" %}'
-                         "{% block intro %}{{ texts.intro }}{% endblock %}"),
-     "error", "banners/demo", "has no attribute 'intro'"),
-    ("unknown template name", lambda s: _template(s, "baner.html", "<p>typo</p>"),
-     "warning", "banners/demo/baner.html", "not one of banner.html, preferences.html"),
-    ("po syntax", lambda s: _po(s).write_text('msgid "x"\nmsgstr "y"\nbroken line\n'),
-     "error", "de/LC_MESSAGES/demo.po", "invalid catalog"),
-    ("locale not offered",
-     lambda s: None, "warning", "es/LC_MESSAGES/demo.po",
-     "locale 'es' has a catalog but is not offered"),
-    ("unknown rule", lambda s: _append_toml(s, '\n[rules."DE"]\nrule = "gdrp"\n'),
-     "error", "site.toml: rules", "unknown template 'gdrp'"),
+    (
+        "fuzzy",
+        lambda s: _translate(s, "Accept all", "Alle annehmen", fuzzy=True),
+        "warning",
+        "de/LC_MESSAGES/demo.po",
+        "fuzzy entry 'Accept all': compile skips it",
+    ),
+    (
+        "untranslated",
+        lambda s: _translate(s, "Reject all", ""),
+        "warning",
+        "de/LC_MESSAGES/demo.po",
+        "1 untranslated: 'Reject all'",
+    ),
+    (
+        "missing from catalog",
+        lambda s: _append_toml(s, '\n[texts]\ntitle = "Cookies, but fair"\n'),
+        "warning",
+        "de/LC_MESSAGES/demo.po",
+        "1 msgid(s) missing from the catalog",
+    ),
+    (
+        "stale template",
+        lambda s: _append_toml(s, '\n[texts]\ntitle = "Cookies, but fair"\n'),
+        "warning",
+        "locales/demo.pot",
+        "the template lacks 1 of the site's texts",
+    ),
+    (
+        "untranslated plural",
+        _plural_gap,
+        "warning",
+        "de/LC_MESSAGES/demo.po",
+        "plural forms missing in '%(num)d partner'",
+    ),
+    (
+        "placeholder",
+        _placeholder_typo,
+        "error",
+        "de/LC_MESSAGES/demo.po",
+        "placeholders differ from the source",
+    ),
+    (
+        "placeholder breaks rendering",
+        _placeholder_typo,
+        "error",
+        "banners/demo",
+        "render error: KeyError: 'nom'",
+    ),
+    (
+        "unsafe html",
+        lambda s: _translate(s, "Customize", '<img src=x onerror="alert(1)">'),
+        "error",
+        "de/LC_MESSAGES/demo.po",
+        "HTML outside the allow-list in 'Customize'",
+    ),
+    (
+        "syntax",
+        lambda s: _template(
+            s,
+            "banner.html",
+            '{% extends "default:banner.html" %}\n{% block title %}{{ texts.title }{% endblock %}',
+        ),
+        "error",
+        "banners/demo/banner.html:2",
+        "template syntax: unexpected '}'",
+    ),
+    (
+        "undefined variable",
+        lambda s: _template(
+            s,
+            "preferences.html",
+            '{% extends "default:preferences.html" %}'
+            "{% block intro %}{{ texts.intro }}{% endblock %}",
+        ),
+        "error",
+        "banners/demo",
+        "has no attribute 'intro'",
+    ),
+    (
+        "unknown template name",
+        lambda s: _template(s, "baner.html", "<p>typo</p>"),
+        "warning",
+        "banners/demo/baner.html",
+        "not one of banner.html, preferences.html",
+    ),
+    (
+        "po syntax",
+        lambda s: _po(s).write_text('msgid "x"\nmsgstr "y"\nbroken line\n'),
+        "error",
+        "de/LC_MESSAGES/demo.po",
+        "invalid catalog",
+    ),
+    (
+        "locale not offered",
+        lambda s: None,
+        "warning",
+        "es/LC_MESSAGES/demo.po",
+        "locale 'es' has a catalog but is not offered",
+    ),
+    (
+        "unknown rule",
+        lambda s: _append_toml(s, '\n[rules."DE"]\nrule = "gdrp"\n'),
+        "error",
+        "site.toml: rules",
+        "unknown template 'gdrp'",
+    ),
     ("short token", lambda s: None, "warning", "GATEWAY_ADMIN_TOKEN", "shorter than 16"),
 ]
 
 
-@pytest.mark.parametrize(("name", "edit", "level", "where", "message"), CASES,
-                         ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("name", "edit", "level", "where", "message"), CASES, ids=[c[0] for c in CASES]
+)
 def test_each_problem_is_found_where_it_is(
     settings: Settings, name: str, edit: Edit, level: str, where: str, message: str
 ) -> None:
@@ -146,17 +245,21 @@ def test_coverage_line_counts_fuzzy_and_untranslated(settings: Settings) -> None
     report = checks.run_checks(settings)
     with (ROOT / "locales" / "demo.pot").open("rb") as fp:
         n = len(read_po(fp))  # every text of the demo site
-    assert f"  de: {(n - 2) / n:.0%} translated ({n - 2}/{n}), 1 fuzzy, 1 untranslated" \
-        in report.notes
+    assert (
+        f"  de: {(n - 2) / n:.0%} translated ({n - 2}/{n}), 1 fuzzy, 1 untranslated" in report.notes
+    )
     assert f"  fr: 100% translated ({n}/{n})" in report.notes
 
 
 def test_validate_bundle_refuses_a_template_no_visitor_could_see(settings: Settings) -> None:
-    _template(settings, "banner.html", '{% extends "default:banner.html" %}'
-              "{% block title %}{{ title }}{% endblock %}")
+    _template(
+        settings,
+        "banner.html",
+        '{% extends "default:banner.html" %}{% block title %}{{ title }}{% endblock %}',
+    )
     bundle = load_site(settings.banners_dir / "demo", settings.locales_dir)
     with pytest.raises(ConfigError) as info:
-        checks.validate_bundle(bundle)
+        validation.validate_bundle(bundle)
     assert "'title' is undefined" in info.value.message
 
 
@@ -173,44 +276,52 @@ def test_cli_exit_code_follows_errors(
 ) -> None:
     if edit:
         _translate(settings, "Save choices", "%(x)s speichern")
-    argv = ["check", "--banners-dir", str(settings.banners_dir), "--locales-dir",
-            str(settings.locales_dir), "--data-dir", str(settings.data_dir)]
+    argv = [
+        "check",
+        "--banners-dir",
+        str(settings.banners_dir),
+        "--locales-dir",
+        str(settings.locales_dir),
+        "--data-dir",
+        str(settings.data_dir),
+    ]
     assert main(argv) == code
     assert "site demo: banner_version" in capsys.readouterr().out
 
 
 def test_validate_bundle_catches_a_translation_that_breaks_rendering(settings: Settings) -> None:
-    _template(settings, "banner.html", '{% extends "default:banner.html" %}{% block footer %}'
-              '{{ _("Sold by %(name)s", name=site.name) }}{% endblock %}')
+    _template(
+        settings,
+        "banner.html",
+        '{% extends "default:banner.html" %}{% block footer %}'
+        '{{ _("Sold by %(name)s", name=site.name) }}{% endblock %}',
+    )
     _translate(settings, "Sold by %(name)s", "Verkauft von %(nom)s", locale="fr")
     bundle = load_site(settings.banners_dir / "demo", settings.locales_dir)
     with pytest.raises(ConfigError) as info:
-        checks.validate_bundle(bundle)
+        validation.validate_bundle(bundle)
     assert "KeyError: 'nom'" in info.value.message
     assert "fr/" in info.value.message
 
 
 def test_reload_validation_renders_every_rule_once_and_every_language(settings: Settings) -> None:
     bundle = load_site(settings.banners_dir / "demo", settings.locales_dir)
-    quick = checks.cases(bundle, every_rule=False)
-    every = checks.cases(bundle, every_rule=True)
-    rules = checks.rules_of(bundle)
+    quick = validation.cases(bundle, every_rule=False)
+    every = validation.cases(bundle, every_rule=True)
+    rules = validation.rules_of(bundle)
     assert {rule.id for locale, rule in quick if locale == "en"} == {r.id for r in rules}
     assert {locale for locale, _ in quick} == {"en", "de", "fr"}
     assert {rule.model for locale, rule in quick if locale == "de"} == {r.model for r in rules}
     assert len(every) == 3 * len(rules)
 
 
-GEOIP = ROOT.parent / "shared" / "data" / "geoip"
-
-
 @pytest.mark.parametrize(
     ("database", "level", "message"),
     [
-        (GEOIP / "GeoIP2-City-Test.mmdb", "note", "geo database: path "),
-        (GEOIP / "GeoIP2-City-Test-Invalid-Node-Count.mmdb", "error", ""),
-        (GEOIP / "README.md", "error", "cannot open GeoIP database"),
-        (GEOIP / "missing.mmdb", "error", "GeoIP database not found"),
+        (GEOIP_DIR / "GeoIP2-City-Test.mmdb", "note", "geo database: path "),
+        (GEOIP_DIR / "GeoIP2-City-Test-Invalid-Node-Count.mmdb", "error", ""),
+        (GEOIP_DIR / "README.md", "error", "cannot open GeoIP database"),
+        (GEOIP_DIR / "missing.mmdb", "error", "GeoIP database not found"),
     ],
     ids=["valid", "corrupt", "not a database", "missing"],
 )

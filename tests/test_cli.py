@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
-from gateway.docs import render
-from tests.conftest import ROOT
+from gateway.cli.docs import render
+from gateway.cli.main import main
+from tests.helpers import GEOIP_DIR, ROOT
 
 
 def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -52,8 +52,10 @@ def test_bad_setting_is_a_one_line_error(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _env(monkeypatch, tmp_path)
-    monkeypatch.setenv("GATEWAY_GEOIP_DB", str(ROOT.parent / "shared" / "data" / "geoip" /
-                                               "GeoIP2-City-Test-Invalid-Node-Count.mmdb"))
+    monkeypatch.setenv(
+        "GATEWAY_GEOIP_DB",
+        str(GEOIP_DIR / "GeoIP2-City-Test-Invalid-Node-Count.mmdb"),
+    )
     assert main(["get", "/healthz"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("consent-gateway: error:") and "Invalid-Node-Count" in err
@@ -69,4 +71,4 @@ def test_help_lists_every_setting(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_readme_generated_sections_are_current() -> None:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert render(text) == text, "run: .venv/bin/python -m gateway.docs"
+    assert render(text) == text, "run: .venv/bin/python -m gateway.cli.docs"

@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from starlette.datastructures import Headers
 
-from gateway import clientip
-from gateway.clientip import ProxyTrust, canonical_ip, client_ip
-from gateway.errors import BadRequest, ConfigError
+from gateway.core.errors import BadRequest, ConfigError
+from gateway.geo import clientip
+from gateway.geo.clientip import ProxyTrust, canonical_ip, client_ip
 
 TRUSTED = ("127.0.0.1", "10.0.0.0/8", "::1", "fd00::/8")
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.datalock import LOCK_FILE, DataDirLock
-from gateway.errors import ConfigError
-from gateway.recording_service import RecordingService
-from tests.conftest import ROOT, make_settings
+from gateway.core.errors import ConfigError
+from gateway.recording.datalock import LOCK_FILE, DataDirLock
+from gateway.recording.service import RecordingService
+from tests.helpers import ROOT, make_settings
 
 
 async def test_a_second_service_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
@@ -33,7 +33,7 @@ async def test_a_second_service_on_the_same_data_dir_is_refused(tmp_path: Path) 
 def test_the_lock_dies_with_its_process(tmp_path: Path) -> None:
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from gateway.datalock import DataDirLock; "
+         "import sys, time; from gateway.recording.datalock import DataDirLock; "
          "DataDirLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)",
          str(tmp_path)],
         cwd=ROOT, stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -60,3 +60,5 @@ def test_the_lock_dies_with_its_process(tmp_path: Path) -> None:
         if holder.poll() is None:
             holder.kill()
             holder.wait()
+        assert holder.stdout is not None
+        holder.stdout.close()

@@ -13,17 +13,17 @@ import orjson
 import pytest
 from prometheus_client import generate_latest
 
-from gateway.forwarder import (
+from gateway.core.model import ConsentRecord
+from gateway.core.settings import Settings
+from gateway.recording.forwarder import (
     Forwarder,
     backoff_delay,
     decode_body,
     outbox_replay,
     outbox_status,
 )
-from gateway.model import ConsentRecord
-from gateway.outbox import FILE_NAME, Outbox
-from gateway.recording_service import RecordingService
-from gateway.settings import Settings
+from gateway.recording.outbox.queue import FILE_NAME, Outbox
+from gateway.recording.service import RecordingService
 from gateway.sinks.base import ObjectSink
 from gateway.sinks.postgres import PostgresStore
 from gateway.sinks.sqlite import SqliteStore
@@ -60,7 +60,7 @@ async def test_delivers_everything_and_reports_metrics(tmp_path: Path) -> None:
 
     from prometheus_client import CollectorRegistry
 
-    from gateway.forwarder import ForwarderCollector
+    from gateway.recording.forwarder import ForwarderCollector
 
     registry = CollectorRegistry()
     registry.register(ForwarderCollector(forwarder))
@@ -80,9 +80,7 @@ async def test_unreachable_store_backs_off_with_jitter_up_to_the_cap(tmp_path: P
     outbox = Outbox(tmp_path / FILE_NAME, durability="process")
     await outbox.open()
     await outbox.append(make_record("waiting"), "x")
-    dead_port = PostgresStore(
-        f"postgresql://postgres@127.0.0.1:{free_port()}/x", connect_timeout=1
-    )
+    dead_port = PostgresStore(f"postgresql://postgres@127.0.0.1:{free_port()}/x", connect_timeout=1)
     forwarder = Forwarder(outbox, [dead_port], base_backoff=0.005, max_backoff=0.04)
     forwarder.start()
     await eventually(lambda: len(forwarder.delays) >= 8)
@@ -139,7 +137,8 @@ async def test_undecodable_row_is_dead_lettered_not_retried_forever(tmp_path: Pa
 
 @pytest.mark.postgres
 async def test_refused_record_goes_to_dead_letters_and_replays(
-    tmp_path: Path, pg_dsn: str  # noqa: F811
+    tmp_path: Path,
+    pg_dsn: str,  # noqa: F811
 ) -> None:
     settings = Settings(
         data_dir=tmp_path, store_url=pg_dsn, durability="process", node_id="n", shutdown_drain=5

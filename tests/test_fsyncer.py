@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.errors import Unavailable
-from gateway.fsyncer import Fsyncer
-from gateway.outbox import Outbox
+from gateway.core.errors import Unavailable
+from gateway.recording.outbox.fsyncer import Fsyncer
+from gateway.recording.outbox.queue import Outbox
 from tests.pg import make_record
 
 

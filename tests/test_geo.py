@@ -11,12 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway import geo
-from gateway.errors import BadRequest, ConfigError, GeoDatabaseError
-from gateway.geo import GeoDatabase, Locator
-from gateway.model import UNKNOWN_REGION, Region
-from tests.conftest import SHARED_GEOIP, make_settings
+from gateway.core.errors import BadRequest, ConfigError, GeoDatabaseError
+from gateway.core.model import UNKNOWN_REGION, Region
+from gateway.geo import locator as geo
+from gateway.geo.locator import GeoDatabase, Locator
 from tests.geodb import city, write_mmdb
+from tests.helpers import GEOIP_DIR, make_settings
 from tests.test_clientip import hdrs
 
 # --- GeoDatabase against MaxMind's test databases ------------------------------------------
@@ -50,7 +50,7 @@ DB_CASES = [
 
 @pytest.fixture(scope="module")
 def shared_dbs() -> Iterator[dict[str, GeoDatabase]]:
-    dbs = {name: GeoDatabase(SHARED_GEOIP / f"{name}.mmdb") for name in {c[0] for c in DB_CASES}}
+    dbs = {name: GeoDatabase(GEOIP_DIR / f"{name}.mmdb") for name in {c[0] for c in DB_CASES}}
     yield dbs
     for db in dbs.values():
         db.close()
@@ -86,7 +86,7 @@ CORRUPT = ["GeoIP2-City-Test-Broken-Double-Format", "GeoIP2-City-Test-Invalid-No
 
 @pytest.mark.parametrize("name", CORRUPT)
 def test_corrupt_databases_are_refused(name: str) -> None:
-    path = SHARED_GEOIP / f"{name}.mmdb"
+    path = GEOIP_DIR / f"{name}.mmdb"
     with pytest.raises(GeoDatabaseError) as err:
         GeoDatabase(path)
     assert str(path) in err.value.message
@@ -100,12 +100,12 @@ def test_corrupt_databases_are_refused_when_sampled(
     # The sampling used for big databases must catch them too.
     monkeypatch.setattr(geo, "FULL_WALK_MAX_NODES", 0)
     with pytest.raises(GeoDatabaseError):
-        GeoDatabase(SHARED_GEOIP / f"{name}.mmdb")
+        GeoDatabase(GEOIP_DIR / f"{name}.mmdb")
 
 
 def test_sampled_validation_of_a_good_database(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(geo, "FULL_WALK_MAX_NODES", 0)
-    db = GeoDatabase(SHARED_GEOIP / "GeoIP2-City-Test.mmdb")
+    db = GeoDatabase(GEOIP_DIR / "GeoIP2-City-Test.mmdb")
     assert db.validation == "sampled"
     assert db.lookup("81.2.69.160") == Region("GB", "ENG", "geoip")
     db.close()
@@ -118,8 +118,8 @@ def test_corruption_at_lookup_time_is_unknown_and_logged(
     monkeypatch.setattr(geo, "FULL_WALK_MAX_NODES", 0)
     monkeypatch.setattr(geo, "SAMPLE_WALK_NETWORKS", 0)
     monkeypatch.setattr(geo, "SAMPLE_LOOKUPS", 0)
-    db = GeoDatabase(SHARED_GEOIP / "GeoIP2-City-Test-Broken-Double-Format.mmdb")
-    with caplog.at_level(logging.ERROR, logger="gateway.geo"):
+    db = GeoDatabase(GEOIP_DIR / "GeoIP2-City-Test-Broken-Double-Format.mmdb")
+    with caplog.at_level(logging.ERROR, logger="gateway.geo.locator"):
         assert db.lookup("81.2.69.160") == UNKNOWN_REGION
     assert any("geoip lookup failed" in r.getMessage() for r in caplog.records)
     db.close()
@@ -277,7 +277,7 @@ def test_locator_finds_the_built_database_in_the_data_dir(tmp_path: Path) -> Non
     settings = make_settings(tmp_path)
     built = settings.data_dir / "geo" / "country.mmdb"
     built.parent.mkdir(parents=True)
-    shutil.copy(SHARED_GEOIP / "GeoIP2-Country-Test.mmdb", built)
+    shutil.copy(GEOIP_DIR / "GeoIP2-Country-Test.mmdb", built)
     locator = Locator(settings)
     locator.load()
     assert locator.locate("81.2.69.160", hdrs()) == ("81.2.69.160", Region("GB", None, "geoip"))
@@ -285,7 +285,7 @@ def test_locator_finds_the_built_database_in_the_data_dir(tmp_path: Path) -> Non
 
 
 def test_locator_refuses_a_corrupt_database_at_load(tmp_path: Path) -> None:
-    path = SHARED_GEOIP / "GeoIP2-City-Test-Broken-Double-Format.mmdb"
+    path = GEOIP_DIR / "GeoIP2-City-Test-Broken-Double-Format.mmdb"
     locator = Locator(make_settings(tmp_path, geoip_db=str(path)))
     with pytest.raises(GeoDatabaseError):
         locator.load()

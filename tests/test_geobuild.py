@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.errors import ConfigError
-from gateway.geo import GeoDatabase
-from gateway.geobuild import (
+from gateway.core.errors import ConfigError
+from gateway.core.model import UNKNOWN_REGION, Region
+from gateway.geo.build import (
     ATTRIBUTION,
     DATABASE_TYPE,
     DEFAULT_SOURCE,
@@ -25,8 +25,8 @@ from gateway.geobuild import (
     read_ranges,
     run_build,
 )
-from gateway.model import UNKNOWN_REGION, Region
-from tests.conftest import make_settings
+from gateway.geo.locator import GeoDatabase
+from tests.helpers import make_settings
 
 
 def v4(address: str) -> int:

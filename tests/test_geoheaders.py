@@ -7,10 +7,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from starlette.datastructures import Headers
 
-from gateway import geoheaders
-from gateway.errors import ConfigError
-from gateway.geoheaders import header_pairs, region_from_headers
-from gateway.model import Region
+from gateway.core.errors import ConfigError
+from gateway.core.model import Region
+from gateway.geo import cdn_headers as geoheaders
+from gateway.geo.cdn_headers import header_pairs, region_from_headers
 from tests.test_clientip import hdrs
 
 ALL_FAMILIES = ("cloudflare", "cloudfront", "vercel", "akamai")

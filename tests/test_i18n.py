@@ -12,8 +12,8 @@ from babel.messages.pofile import read_po
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.errors import BadRequest, ConfigError
-from gateway.i18n import (
+from gateway.core.errors import BadRequest, ConfigError
+from gateway.core.i18n import (
     Negotiator,
     bcp47,
     direction,
@@ -21,7 +21,7 @@ from gateway.i18n import (
     parse_accept_language,
     parse_lang_param,
 )
-from gateway.texts import BASE_TEXTS, DESCRIPTIONS, all_msgids
+from gateway.sites.texts import BASE_TEXTS, DESCRIPTIONS, all_msgids
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = tomllib.loads((ROOT / "banners" / "demo" / "site.toml").read_text(encoding="utf-8"))

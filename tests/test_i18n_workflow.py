@@ -9,11 +9,11 @@ import pytest
 from babel.messages.pofile import read_po, write_po
 from babel.support import Translations
 
-from gateway import i18n_workflow
-from gateway.cli import main
-from gateway.errors import ConfigError
-from gateway.settings import Settings
-from gateway.texts import BASE_TEXTS
+from gateway.cli.main import main
+from gateway.core.errors import ConfigError
+from gateway.core.settings import Settings
+from gateway.sites import i18n_workflow
+from gateway.sites.texts import BASE_TEXTS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,8 +38,12 @@ def settings(tmp_path: Path) -> Settings:
     shutil.copytree(ROOT / "banners" / "demo", tmp_path / "banners" / "demo")
     (tmp_path / "banners" / "demo" / "banner.html").write_text(OVERRIDE, encoding="utf-8")
     (tmp_path / "locales").mkdir()
-    return Settings(banners_dir=tmp_path / "banners", locales_dir=tmp_path / "locales",
-                    data_dir=tmp_path / "data", reload=False)
+    return Settings(
+        banners_dir=tmp_path / "banners",
+        locales_dir=tmp_path / "locales",
+        data_dir=tmp_path / "data",
+        reload=False,
+    )
 
 
 def _po(settings: Settings, locale: str) -> Path:
@@ -69,7 +73,7 @@ def test_extract_collects_every_source_with_locations(settings: Settings) -> Non
         template = read_po(fp)
     # Built-in texts, with where they are defined and which key shows them.
     accept = template[BASE_TEXTS["accept_all"]]
-    assert accept.locations[0][0] == "gateway/texts.py"
+    assert accept.locations[0][0] == "gateway/sites/texts.py"
     assert accept.locations[0][1] > 1
     assert "text key: accept_all" in accept.auto_comments
     # The site's purposes come from site.toml with their line.
@@ -92,7 +96,8 @@ def test_extract_twice_leaves_the_file_alone(settings: Settings) -> None:
     i18n_workflow.run(settings, "extract", None, None)
     first = (settings.locales_dir / "demo.pot").read_bytes()
     assert i18n_workflow.run(settings, "extract", None, None) == [
-        f"locales/demo.pot: unchanged ({N} messages)"]
+        f"locales/demo.pot: unchanged ({N} messages)"
+    ]
     assert (settings.locales_dir / "demo.pot").read_bytes() == first
 
 
@@ -109,19 +114,25 @@ def test_overridden_builtin_text_is_not_extracted(settings: Settings) -> None:
 def test_round_trip_init_update_compile(settings: Settings) -> None:
     i18n_workflow.run(settings, "extract", "demo", None)
     assert i18n_workflow.run(settings, "init", "demo", "de") == [
-        f"locales/de/LC_MESSAGES/demo.po: created with {N} messages to translate"]
+        f"locales/de/LC_MESSAGES/demo.po: created with {N} messages to translate"
+    ]
     po = _po(settings, "de")
-    _edit(po, "de", {
-        "Analytics": ("Statistik", False),
-        "Accept all": ("Alle akzeptieren", False),
-        "Reject all": ("Alle ablehnen", True),  # a translator is unsure
-    })
+    _edit(
+        po,
+        "de",
+        {
+            "Analytics": ("Statistik", False),
+            "Accept all": ("Alle akzeptieren", False),
+            "Reject all": ("Alle ablehnen", True),  # a translator is unsure
+        },
+    )
     # A wording change in site.toml: update keeps the old translation as a fuzzy suggestion.
     toml = settings.banners_dir / "demo" / "site.toml"
     toml.write_text(toml.read_text().replace('name = "Analytics"', 'name = "Analytics tools"'))
     i18n_workflow.run(settings, "extract", "demo", None)
     assert i18n_workflow.run(settings, "update", "demo", None) == [
-        f"locales/de/LC_MESSAGES/demo.po: {N} messages, 1 new, 2 fuzzy, 0 obsolete"]
+        f"locales/de/LC_MESSAGES/demo.po: {N} messages, 1 new, 2 fuzzy, 0 obsolete"
+    ]
     with po.open("rb") as fp:
         catalog = read_po(fp, locale="de")
     changed = catalog["Analytics tools"]

@@ -7,13 +7,38 @@ from typing import Any
 
 import pytest
 
-from gateway import jurisdictions as j
-from gateway.errors import ConfigError
-from gateway.model import CONSENT_MODE_TYPES, SEPARATE_CONSENT_KINDS, Purpose, Region, Rule
+from gateway.core import jurisdictions as j
+from gateway.core.errors import ConfigError
+from gateway.core.model import CONSENT_MODE_TYPES, SEPARATE_CONSENT_KINDS, Purpose, Region, Rule
 
 EU27 = (
-    "AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IE", "IT",
-    "LV", "LT", "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE",
+    "AT",
+    "BE",
+    "BG",
+    "HR",
+    "CY",
+    "CZ",
+    "DK",
+    "EE",
+    "FI",
+    "FR",
+    "DE",
+    "GR",
+    "HU",
+    "IE",
+    "IT",
+    "LV",
+    "LT",
+    "LU",
+    "MT",
+    "NL",
+    "PL",
+    "PT",
+    "RO",
+    "SK",
+    "SI",
+    "ES",
+    "SE",
 )
 
 
@@ -120,24 +145,64 @@ def test_template_is_consistent(rule: Rule) -> None:
 @pytest.mark.parametrize(
     ("rule_id", "expected"),
     [
-        ("gdpr", {"model": "opt-in", "gpc": False, "reject_on_first_layer": True,
-                  "age_of_consent": 16, "reprompt_days": 395, "reprompt_after_refusal_days": 180}),
-        ("uk", {"model": "opt-in", "age_of_consent": 13,
-                "exempt_purposes": ("analytics", "functionality", "security")}),
+        (
+            "gdpr",
+            {
+                "model": "opt-in",
+                "gpc": False,
+                "reject_on_first_layer": True,
+                "age_of_consent": 16,
+                "reprompt_days": 395,
+                "reprompt_after_refusal_days": 180,
+            },
+        ),
+        (
+            "uk",
+            {
+                "model": "opt-in",
+                "age_of_consent": 13,
+                "exempt_purposes": ("analytics", "functionality", "security"),
+            },
+        ),
         ("ch", {"model": "opt-out", "reject_on_first_layer": True, "age_of_consent": None}),
-        ("ccpa", {"model": "opt-out", "gpc": True, "do_not_sell_link": True,
-                  "limit_sensitive_link": True, "age_of_consent": 16,
-                  "reprompt_after_refusal_days": 365}),
+        (
+            "ccpa",
+            {
+                "model": "opt-out",
+                "gpc": True,
+                "do_not_sell_link": True,
+                "limit_sensitive_link": True,
+                "age_of_consent": 16,
+                "reprompt_after_refusal_days": 365,
+            },
+        ),
         ("us-states", {"gpc": True, "do_not_sell_link": True, "limit_sensitive_link": False}),
         ("us-states-gpc-optional", {"gpc": True, "do_not_sell_link": True}),
         ("quebec", {"model": "opt-in", "age_of_consent": 14}),
         ("canada", {"model": "opt-out", "age_of_consent": 13}),
         ("lgpd", {"model": "opt-in", "reject_on_first_layer": True, "age_of_consent": 12}),
-        ("pipl", {"model": "opt-in", "age_of_consent": 14, "separate_consent": (
-            "sensitive", "third_party", "cross_border", "public_disclosure")}),
+        (
+            "pipl",
+            {
+                "model": "opt-in",
+                "age_of_consent": 14,
+                "separate_consent": (
+                    "sensitive",
+                    "third_party",
+                    "cross_border",
+                    "public_disclosure",
+                ),
+            },
+        ),
         ("appi", {"model": "notice", "separate_consent": ("sensitive", "third_party")}),
-        ("pipa", {"model": "opt-in", "age_of_consent": 14,
-                  "separate_consent": ("sensitive", "third_party", "cross_border")}),
+        (
+            "pipa",
+            {
+                "model": "opt-in",
+                "age_of_consent": 14,
+                "separate_consent": ("sensitive", "third_party", "cross_border"),
+            },
+        ),
         ("dpdp", {"model": "opt-in", "age_of_consent": 18}),
         ("pdpa", {"model": "notice"}),
         ("au", {"model": "notice"}),
@@ -162,8 +227,15 @@ def test_us_fallback_is_the_union_of_us_templates() -> None:
 
 @pytest.mark.parametrize(
     ("country", "rule_id", "expected"),
-    [("FR", "gdpr", 15), ("DE", "gdpr", 16), ("BE", "gdpr", 13), ("ES", "gdpr", 14),
-     ("GB", "uk", 13), ("CN", "pipl", 14), ("CH", "ch", None)],
+    [
+        ("FR", "gdpr", 15),
+        ("DE", "gdpr", 16),
+        ("BE", "gdpr", 13),
+        ("ES", "gdpr", 14),
+        ("GB", "uk", 13),
+        ("CN", "pipl", 14),
+        ("CH", "ch", None),
+    ],
 )
 def test_age_of_consent(country: str, rule_id: str, expected: int | None) -> None:
     assert j.age_of_consent(Region(country), j.RULES[rule_id]) == expected
@@ -213,34 +285,88 @@ def test_exemption_by_site_purpose_id() -> None:
         ({"*": {"rule": "gdpr"}}, None, None, {"id": "gdpr"}),
         ({"*": {"rule": "gdpr"}}, "CN", None, {"id": "pipl"}),
         ({"*": {"rule": "gdpr"}, "US-CA": {"rule": "ccpa"}}, "US", "CA", {"id": "ccpa"}),
-        ({"US-CA": {"reject_on_first_layer": True}}, "US", "CA",
-         {"reject_on_first_layer": True, "gpc": True, "model": "opt-out"}),
+        (
+            {"US-CA": {"reject_on_first_layer": True}},
+            "US",
+            "CA",
+            {"reject_on_first_layer": True, "gpc": True, "model": "opt-out"},
+        ),
         ({"US-CA": {"reject_on_first_layer": True}}, "US", "TX", {"id": "us-states"}),
-        ({"*": {"reprompt_after_refusal_days": 90}}, None, None,
-         {"reprompt_after_refusal_days": 90, "model": "opt-in"}),
-        ({"*": {"reprompt_after_refusal_days": 90}, "DE": {"reprompt_after_refusal_days": 30}},
-         "DE", None, {"reprompt_after_refusal_days": 30}),
+        (
+            {"*": {"reprompt_after_refusal_days": 90}},
+            None,
+            None,
+            {"reprompt_after_refusal_days": 90, "model": "opt-in"},
+        ),
+        (
+            {"*": {"reprompt_after_refusal_days": 90}, "DE": {"reprompt_after_refusal_days": 30}},
+            "DE",
+            None,
+            {"reprompt_after_refusal_days": 30},
+        ),
         # Field changes apply to a code and everything under it, from "*" to the subdivision.
-        ({"*": {"reject_on_first_layer": True}, "US": {"rule": "us-states", "gpc": False},
-          "US-CA": {"do_not_sell_link": False}}, "US", "CA",
-         {"reject_on_first_layer": True, "gpc": False, "do_not_sell_link": False,
-          "limit_sensitive_link": True}),
-        ({"*": {"reject_on_first_layer": True}, "US": {"rule": "us-states", "gpc": False},
-          "US-CA": {"do_not_sell_link": False}}, "US", "FL",
-         {"reject_on_first_layer": True, "gpc": False, "do_not_sell_link": True,
-          "limit_sensitive_link": False, "age_of_consent": 18}),
+        (
+            {
+                "*": {"reject_on_first_layer": True},
+                "US": {"rule": "us-states", "gpc": False},
+                "US-CA": {"do_not_sell_link": False},
+            },
+            "US",
+            "CA",
+            {
+                "reject_on_first_layer": True,
+                "gpc": False,
+                "do_not_sell_link": False,
+                "limit_sensitive_link": True,
+            },
+        ),
+        (
+            {
+                "*": {"reject_on_first_layer": True},
+                "US": {"rule": "us-states", "gpc": False},
+                "US-CA": {"do_not_sell_link": False},
+            },
+            "US",
+            "FL",
+            {
+                "reject_on_first_layer": True,
+                "gpc": False,
+                "do_not_sell_link": True,
+                "limit_sensitive_link": False,
+                "age_of_consent": 18,
+            },
+        ),
         # A new model brings its own defaults unless the override states them.
-        ({"US-CA": {"model": "opt-in"}}, "US", "CA",
-         {"default_granted": False, "consent_mode": {
-             **dict.fromkeys(CONSENT_MODE_TYPES, "denied"), "security_storage": "granted"}}),
-        ({"GB": {"consent_mode": {"analytics_storage": "denied"}}}, "GB", None,
-         {"consent_mode": {**j.RULES["uk"].consent_mode, "analytics_storage": "denied"}}),
-        ({"GB": {"age_of_consent": 0, "separate_consent": []}}, "GB", None,
-         {"age_of_consent": None, "separate_consent": ()}),
+        (
+            {"US-CA": {"model": "opt-in"}},
+            "US",
+            "CA",
+            {
+                "default_granted": False,
+                "consent_mode": {
+                    **dict.fromkeys(CONSENT_MODE_TYPES, "denied"),
+                    "security_storage": "granted",
+                },
+            },
+        ),
+        (
+            {"GB": {"consent_mode": {"analytics_storage": "denied"}}},
+            "GB",
+            None,
+            {"consent_mode": {**j.RULES["uk"].consent_mode, "analytics_storage": "denied"}},
+        ),
+        (
+            {"GB": {"age_of_consent": 0, "separate_consent": []}},
+            "GB",
+            None,
+            {"age_of_consent": None, "separate_consent": ()},
+        ),
     ],
 )
 def test_rule_for_with_overrides(
-    overrides: dict[str, dict[str, Any]], country: str | None, subdivision: str | None,
+    overrides: dict[str, dict[str, Any]],
+    country: str | None,
+    subdivision: str | None,
     expected: dict[str, Any],
 ) -> None:
     rule = j.rule_for(Region(country, subdivision), overrides)
@@ -274,15 +400,26 @@ def test_empty_overrides_are_the_shipped_rules() -> None:
         ({}, {"id": "ccpa"}),
         ({"rule": "gdpr"}, {"id": "gdpr", "model": "opt-in"}),
         ({"gpc": False}, {"gpc": False, "do_not_sell_link": True}),
-        ({"rule": "gdpr", "reject_on_first_layer": False},
-         {"model": "opt-in", "reject_on_first_layer": False}),
+        (
+            {"rule": "gdpr", "reject_on_first_layer": False},
+            {"model": "opt-in", "reject_on_first_layer": False},
+        ),
         ({"model": "notice"}, {"model": "notice", "default_granted": True}),
-        ({"model": "opt-in", "consent_mode": {"analytics_storage": "granted"}},
-         {"default_granted": False, "consent_mode": {
-             **dict.fromkeys(CONSENT_MODE_TYPES, "denied"), "security_storage": "granted",
-             "analytics_storage": "granted"}}),
-        ({"separate_consent": ["third_party"], "exempt_purposes": ["analytics"]},
-         {"separate_consent": ("third_party",), "exempt_purposes": ("analytics",)}),
+        (
+            {"model": "opt-in", "consent_mode": {"analytics_storage": "granted"}},
+            {
+                "default_granted": False,
+                "consent_mode": {
+                    **dict.fromkeys(CONSENT_MODE_TYPES, "denied"),
+                    "security_storage": "granted",
+                    "analytics_storage": "granted",
+                },
+            },
+        ),
+        (
+            {"separate_consent": ["third_party"], "exempt_purposes": ["analytics"]},
+            {"separate_consent": ("third_party",), "exempt_purposes": ("analytics",)},
+        ),
         ({"name": "California (site)"}, {"name": "California (site)"}),
     ],
 )
@@ -302,28 +439,44 @@ def test_apply_override_rejects_bad_input() -> None:
 @pytest.mark.parametrize(
     ("overrides", "fragments"),
     [
-        ({"US-CA": {"rule": "ccpa"}, "*": {"gpc": True}, "DE": {"consent_mode": {
-            "ad_storage": "denied"}}}, []),
-        ({"US-CA": {"rule": "gdrp"}},
-         ['"US-CA".rule: unknown template \'gdrp\' (hint: one of gdpr']),
+        (
+            {
+                "US-CA": {"rule": "ccpa"},
+                "*": {"gpc": True},
+                "DE": {"consent_mode": {"ad_storage": "denied"}},
+            },
+            [],
+        ),
+        (
+            {"US-CA": {"rule": "gdrp"}},
+            ["\"US-CA\".rule: unknown template 'gdrp' (hint: one of gdpr"],
+        ),
         ({"DE": {"rejcet_on_first_layer": True}}, ['"DE".rejcet_on_first_layer: unknown field']),
-        ({"DE": {"gpc": "yes"}}, ['"DE".gpc: expected true or false, got str \'yes\'']),
+        ({"DE": {"gpc": "yes"}}, ["\"DE\".gpc: expected true or false, got str 'yes'"]),
         ({"DE": {"age_of_consent": True}}, ['"DE".age_of_consent: expected a whole number']),
         ({"DE": {"age_of_consent": 99}}, ['"DE".age_of_consent: expected a whole number']),
         ({"DE": {"reprompt_days": "13 months"}}, ['"DE".reprompt_days: expected']),
-        ({"DE": {"model": "opt_in"}}, ['"DE".model: expected \'opt-in\'']),
-        ({"DE": {"separate_consent": ["sensitive", "biometric"]}},
-         ['"DE".separate_consent: expected a list of']),
+        ({"DE": {"model": "opt_in"}}, ["\"DE\".model: expected 'opt-in'"]),
+        (
+            {"DE": {"separate_consent": ["sensitive", "biometric"]}},
+            ['"DE".separate_consent: expected a list of'],
+        ),
         ({"DE": {"separate_consent": "sensitive"}}, ['"DE".separate_consent: expected a list']),
         ({"DE": {"exempt_purposes": [""]}}, ['"DE".exempt_purposes: expected a list']),
-        ({"DE": {"consent_mode": {"ads_storage": "denied"}}},
-         ["\"DE\".consent_mode: unknown Consent Mode type 'ads_storage'"]),
-        ({"DE": {"consent_mode": {"ad_storage": True}}},
-         ['"DE".consent_mode: ad_storage: expected \'granted\' or \'denied\'']),
+        (
+            {"DE": {"consent_mode": {"ads_storage": "denied"}}},
+            ["\"DE\".consent_mode: unknown Consent Mode type 'ads_storage'"],
+        ),
+        (
+            {"DE": {"consent_mode": {"ad_storage": True}}},
+            ["\"DE\".consent_mode: ad_storage: expected 'granted' or 'denied'"],
+        ),
         ({"DE": {"consent_mode": "denied"}}, ['"DE".consent_mode: expected a table']),
         ({"DE": {"id": "mine"}}, ['"DE".id: cannot be set (hint: use rule = "<template>"']),
-        ({"DE": {"model": "opt-in", "default_granted": True}},
-         ["\"DE\": model 'opt-in' cannot have default_granted = true"]),
+        (
+            {"DE": {"model": "opt-in", "default_granted": True}},
+            ["\"DE\": model 'opt-in' cannot have default_granted = true"],
+        ),
         ({"DE": "gdpr"}, ['"DE": expected a table of rule fields']),
         ({"us-ca": {"gpc": True}}, ['"us-ca": write region codes in upper case: "US-CA"']),
         ({"UK": {"rule": "uk"}}, ['"UK": not an ISO 3166 code; the United Kingdom is "GB"']),
@@ -331,8 +484,10 @@ def test_apply_override_rejects_bad_input() -> None:
         ({"USA": {"gpc": True}}, ['"USA": malformed region code']),
         ({"US_CA": {"gpc": True}}, ['"US_CA": malformed region code']),
         ({5: {"gpc": True}}, ["5: a region code must be a string"]),
-        ({"DE": {"gpc": 1, "rule": "x"}}, ['"DE".gpc: expected true or false',
-                                            '"DE".rule: unknown template']),
+        (
+            {"DE": {"gpc": 1, "rule": "x"}},
+            ['"DE".gpc: expected true or false', '"DE".rule: unknown template'],
+        ),
     ],
 )
 def test_validate_overrides(overrides: dict[Any, Any], fragments: list[str]) -> None:

@@ -11,9 +11,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from gateway.app import create_app
-from gateway.catalog import LiveCatalog
-from gateway.settings import Settings
-from tests.conftest import editable_settings, shipped
+from gateway.core.settings import Settings
+from gateway.sites.catalog import LiveCatalog
+from tests.helpers import editable_settings, shipped
 
 TOKEN = "admin-token-for-tests-0123456789"
 
@@ -46,7 +46,11 @@ BROKEN: list[tuple[str, Callable[[Settings], Path], str, str]] = [
 
 @pytest.mark.parametrize(("what", "target", "text", "where"), BROKEN, ids=[b[0] for b in BROKEN])
 def test_broken_edit_is_refused_and_the_last_good_state_serves(
-    settings: Settings, what: str, target: Callable[[Settings], Path], text: str, where: str,
+    settings: Settings,
+    what: str,
+    target: Callable[[Settings], Path],
+    text: str,
+    where: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     catalog = LiveCatalog(settings.banners_dir, settings.locales_dir)
@@ -84,24 +88,33 @@ def _wait_for(check: Callable[[], Any], timeout: float = 10.0) -> Any:
 
 def test_watcher_picks_up_edits_without_a_restart(settings: Settings) -> None:
     with TestClient(create_app(settings)) as client:
+
         def config() -> dict[str, Any]:
             body: dict[str, Any] = client.get("/v1/sites/demo/config?region=DE&lang=de").json()
             return body
 
         first = config()
         toml = _site_toml(settings)
-        toml.write_text(toml.read_text(encoding="utf-8").replace(
-            'name = "Analytics"', 'name = "Audience measurement"'), encoding="utf-8")
-        second = _wait_for(lambda: (c := config())["banner_version"] != first["banner_version"]
-                           and c)
+        toml.write_text(
+            toml.read_text(encoding="utf-8").replace(
+                'name = "Analytics"', 'name = "Audience measurement"'
+            ),
+            encoding="utf-8",
+        )
+        second = _wait_for(
+            lambda: (c := config())["banner_version"] != first["banner_version"] and c
+        )
         assert second["consent_revision"] == first["consent_revision"]
         names = {p["id"]: p["name"] for p in second["purposes"]}
         assert names["analytics"] == "Audience measurement"  # not in de.po yet: falls back
         # The reload published the new version for records to resolve against.
-        versions = client.get("/admin/v1/sites/demo/versions",
-                              headers={"Authorization": f"Bearer {TOKEN}"}).json()["versions"]
-        assert {v["banner_version"] for v in versions} == {first["banner_version"],
-                                                          second["banner_version"]}
+        versions = client.get(
+            "/admin/v1/sites/demo/versions", headers={"Authorization": f"Bearer {TOKEN}"}
+        ).json()["versions"]
+        assert {v["banner_version"] for v in versions} == {
+            first["banner_version"],
+            second["banner_version"],
+        }
 
         _append(_de_po(settings), "\nmsgid broken\n")
         ready = _wait_for(lambda: (r := client.get("/readyz")).status_code == 503 and r)
@@ -110,7 +123,8 @@ def test_watcher_picks_up_edits_without_a_restart(settings: Settings) -> None:
         assert config()["texts"]["title"] == shipped("de", "We value your privacy")
 
         po = _de_po(settings)
-        po.write_text(po.read_text(encoding="utf-8").replace("\nmsgid broken\n", ""),
-                      encoding="utf-8")
+        po.write_text(
+            po.read_text(encoding="utf-8").replace("\nmsgid broken\n", ""), encoding="utf-8"
+        )
         _wait_for(lambda: client.get("/readyz").status_code == 200)
         assert config()["banner_version"] == second["banner_version"]

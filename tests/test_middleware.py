@@ -15,14 +15,20 @@ def test_stats_export_counts_and_cumulative_buckets() -> None:
     stats.observe("serve_config", 304, 0.0001)
     registry = CollectorRegistry()
     registry.register(stats)
-    families = {f.name: f for f in text_string_to_metric_families(
-        generate_latest(registry).decode())}
-    counts = {s.labels["status"]: s.value
-              for s in families["gateway_http_requests"].samples if s.name.endswith("_total")}
+    families = {
+        f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())
+    }
+    counts = {
+        s.labels["status"]: s.value
+        for s in families["gateway_http_requests"].samples
+        if s.name.endswith("_total")
+    }
     assert counts == {"200": 4.0, "304": 1.0}
-    buckets = {s.labels["le"]: s.value
-               for s in families["gateway_http_request_duration_seconds"].samples
-               if s.name.endswith("_bucket")}
+    buckets = {
+        s.labels["le"]: s.value
+        for s in families["gateway_http_request_duration_seconds"].samples
+        if s.name.endswith("_bucket")
+    }
     # 0.0005 is "less than or equal" to its bound, so it lands in the first bucket.
     assert buckets["0.0005"] == 3.0
     assert buckets["0.005"] == 4.0

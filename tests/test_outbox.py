@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.errors import Unavailable
-from gateway.outbox import Outbox, OutboxItem
+from gateway.core.errors import Unavailable
+from gateway.recording.outbox.queue import Outbox, OutboxItem
 from tests.pg import make_record
 
 
@@ -88,8 +88,10 @@ async def test_same_idempotency_key_returns_the_original(tmp_path: Path) -> None
         *(outbox.append(make_record("a", key="k1"), "r") for _ in range(5))
     )
     other_site = await outbox.append(make_record("a", key="k1", site="shop"), "receipt-2")
-    assert all((a.record_id, a.receipt, a.duplicate) == (first.record_id, "receipt-1", True)
-               for a in retries)
+    assert all(
+        (a.record_id, a.receipt, a.duplicate) == (first.record_id, "receipt-1", True)
+        for a in retries
+    )
     assert not other_site.duplicate
     assert other_site.record_id != first.record_id
     assert outbox.depth == 2
@@ -255,7 +257,7 @@ async def test_backlog_then_memory_then_replayed_rows_each_claimed_once(tmp_path
 async def test_memory_is_bounded_and_the_database_serves_the_rest(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("gateway.outbox.FRESH_MAX", 50)
+    monkeypatch.setattr("gateway.recording.outbox.queue.FRESH_MAX", 50)
     outbox = await opened(tmp_path, durability="process")
     records = [make_record(f"s{i}") for i in range(120)]
     for start in range(0, 120, 30):  # a forwarder that is not claiming meanwhile

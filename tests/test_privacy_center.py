@@ -37,8 +37,10 @@ def test_page_config_is_script_safe_and_points_at_this_gateway(client: TestClien
     assert match is not None
     config = match.group(1)
     assert "</" not in config
-    assert '"record_url": "http://127.0.0.1:8000/v1/sites/demo/consents"' in config or \
-        '"record_url":"http://127.0.0.1:8000/v1/sites/demo/consents"' in config.replace(" ", "")
+    assert (
+        '"record_url": "http://127.0.0.1:8000/v1/sites/demo/consents"' in config
+        or '"record_url":"http://127.0.0.1:8000/v1/sites/demo/consents"' in config.replace(" ", "")
+    )
 
 
 def test_unknown_site_and_bad_language(client: TestClient) -> None:

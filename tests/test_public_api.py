@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from gateway.app import create_app
-from tests.conftest import CITY_DB, make_settings
+from tests.helpers import CITY_DB, make_settings
 
 CONFIG = "/v1/sites/demo/config"
 
@@ -19,8 +19,19 @@ def test_config_carries_the_documented_fields(client: TestClient) -> None:
     r = client.get(CONFIG, headers={"Accept-Language": "de-DE,de;q=0.9", "CF-IPCountry": "DE"})
     assert r.status_code == 200
     body = r.json()
-    for key in ("site", "banner_version", "consent_revision", "region", "language", "rule",
-                "purposes", "texts", "consent_mode", "gpc", "record_url"):
+    for key in (
+        "site",
+        "banner_version",
+        "consent_revision",
+        "region",
+        "language",
+        "rule",
+        "purposes",
+        "texts",
+        "consent_mode",
+        "gpc",
+        "record_url",
+    ):
         assert key in body, key
     assert body["site"] == "demo"
     assert body["region"] == {"country": "DE", "subdivision": None, "source": "header"}
@@ -48,8 +59,7 @@ def test_config_carries_the_documented_fields(client: TestClient) -> None:
     ],
 )
 def test_region_and_language_pick_rule_and_texts(
-    client: TestClient, headers: dict[str, str], query: str, rule: str, language: str,
-    source: str
+    client: TestClient, headers: dict[str, str], query: str, rule: str, language: str, source: str
 ) -> None:
     body = client.get(CONFIG + query, headers=headers).json()
     assert body["rule"]["id"] == rule
@@ -136,8 +146,9 @@ def test_two_locales_rendered_concurrently_never_mix(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     expected = {"de": "Alle akzeptieren", "fr": "Tout accepter", "ja": None, "ar": None}
     with TestClient(create_app(settings), client=("127.0.0.1", 50000)) as c:
-        reference = {lang: c.get(f"{CONFIG}?region=DE&lang={lang}").json()["texts"]
-                     for lang in expected}
+        reference = {
+            lang: c.get(f"{CONFIG}?region=DE&lang={lang}").json()["texts"] for lang in expected
+        }
         assert reference["de"]["accept_all"] == expected["de"]
         assert len({r["accept_all"] for r in reference.values()}) == len(expected)
 

@@ -12,9 +12,10 @@ from types import MappingProxyType
 import orjson
 import pytest
 
-from gateway.errors import ConfigError
-from gateway.model import ConsentRecord
-from gateway.receipts import (
+from gateway.core.errors import ConfigError
+from gateway.core.model import ConsentRecord
+from gateway.core.settings import Settings
+from gateway.recording.receipts import (
     KEY_FILE,
     InvalidReceipt,
     Receipts,
@@ -22,19 +23,23 @@ from gateway.receipts import (
     content_hash,
     load_key,
 )
-from gateway.settings import Settings
 from tests.pg import make_record
 
 # A fixed id and time, so the token's claims are predictable.
-RECORD = make_record(record_id="018f2b6e-0000-7000-8000-000000000001",
-                     recorded_at="2026-01-01T00:00:00.000001Z", analytics=False)
+RECORD = make_record(
+    record_id="018f2b6e-0000-7000-8000-000000000001",
+    recorded_at="2026-01-01T00:00:00.000001Z",
+    analytics=False,
+)
 SIGNER = Receipts(b"k" * 32)
 
 
 def test_round_trip_carries_the_identity_and_the_content_hash() -> None:
     claims = SIGNER.verify(SIGNER.issue(RECORD))
     assert (claims.site, claims.subject_id, claims.record_id) == (
-        "demo", "subject-1", RECORD.record_id,
+        "demo",
+        "subject-1",
+        RECORD.record_id,
     )
     assert claims.content_hash == content_hash(RECORD)
     assert SIGNER.proves(SIGNER.issue(RECORD), RECORD)
@@ -81,7 +86,7 @@ def _forge_payload(token: str, **changes: str) -> str:
         lambda t: t.rsplit(".", 1)[0],
         lambda t: t + "é",
         lambda t: "",
-        lambda t: "v1.." ,
+        lambda t: "v1..",
         lambda t: "v1." + "A" * 2000 + ".x",
         lambda t: Receipts(b"z" * 32).issue(RECORD),
     ],

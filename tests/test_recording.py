@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.errors import BadRequest
-from gateway.model import ConsentRecord, Region, Rule
-from gateway.recording import (
+from gateway.core.errors import BadRequest
+from gateway.core.model import ConsentRecord, Region, Rule
+from gateway.recording.consent import (
     MAX_BODY_BYTES,
     RecordContext,
     Uuid7Clock,
@@ -151,8 +151,10 @@ def test_parse_body_rejects(raw: bytes, content_type: str, code: str, status: in
     assert (info.value.code, info.value.status_code) == (code, status)
 
 
-@pytest.mark.parametrize("content_type", ["application/json", "text/plain;charset=UTF-8",
-                                          "Application/JSON; charset=utf-8"])
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json", "text/plain;charset=UTF-8", "Application/JSON; charset=utf-8"],
+)
 def test_parse_body_accepts_json_and_beacon_text(content_type: str) -> None:
     assert parse_body(orjson.dumps(body()), content_type)["action"] == "accept_all"
 

@@ -61,7 +61,8 @@ async def banner_version(client: httpx.AsyncClient, base: str) -> str:
 
 
 async def test_every_acknowledged_record_survives_kill_9(
-    tmp_path: Path, pg_dsn: str  # noqa: F811
+    tmp_path: Path,
+    pg_dsn: str,  # noqa: F811
 ) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -86,8 +87,9 @@ async def test_every_acknowledged_record_survives_kill_9(
                                     "personalization": False},
                     }  # fmt: skip
                     try:
-                        r = await client.post(f"{base}/v1/sites/demo/consents", json=body,
-                                              headers={"Origin": ORIGIN})
+                        r = await client.post(
+                            f"{base}/v1/sites/demo/consents", json=body, headers={"Origin": ORIGIN}
+                        )
                     except httpx.TransportError:
                         return  # the server is gone
                     if r.status_code == 201:
@@ -118,10 +120,13 @@ async def test_every_acknowledged_record_survives_kill_9(
                     await asyncio.sleep(0.1)
                 total = await conn.fetchval("SELECT count(*) FROM consent_records")
                 distinct = await conn.fetchval(
-                    "SELECT count(DISTINCT (site, subject_id)) FROM consent_records")
+                    "SELECT count(DISTINCT (site, subject_id)) FROM consent_records"
+                )
                 rows = await conn.fetch(
                     "SELECT record_id::text, subject_id FROM consent_records "
-                    "WHERE record_id = ANY($1::uuid[])", list(acked))
+                    "WHERE record_id = ANY($1::uuid[])",
+                    list(acked),
+                )
             finally:
                 await conn.close()
         # Exactly once: one row per subject (each subject was posted once), and every

@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from gateway.app import create_app
-from gateway.model import ConsentRecord
-from gateway.outbox import decode_record
-from gateway.recording import validate
-from gateway.settings import Settings
+from gateway.core.model import ConsentRecord
+from gateway.core.settings import Settings
+from gateway.recording.consent import validate
+from gateway.recording.outbox.queue import decode_record
 from tests.pg import ORIGIN, ROOT
 
 URL = "/v1/sites/demo/consents"
@@ -100,16 +100,22 @@ def test_any_single_field_value(client: TestClient, field: str, value: Any, drop
     else:
         body[field] = value
     before = client.app.state.recording.outbox.commits  # type: ignore[attr-defined]
-    check(client, client.post(URL, content=json.dumps(body),
-                              headers={"Content-Type": "application/json"}), before)
+    check(
+        client,
+        client.post(URL, content=json.dumps(body), headers={"Content-Type": "application/json"}),
+        before,
+    )
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=QUIET)
 @given(body=json_values)
 def test_any_json_document(client: TestClient, body: Any) -> None:
     before = client.app.state.recording.outbox.commits  # type: ignore[attr-defined]
-    check(client, client.post(URL, content=json.dumps(body),
-                              headers={"Content-Type": "application/json"}), before)
+    check(
+        client,
+        client.post(URL, content=json.dumps(body), headers={"Content-Type": "application/json"}),
+        before,
+    )
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=QUIET)
@@ -129,17 +135,25 @@ def test_any_bytes_and_content_type(client: TestClient, raw: bytes, content_type
     subject=st.text(max_size=40),
 )
 def test_any_headers_and_paths(
-    client: TestClient, origin: str | None, user_agent: str, gpc: str, authorization: str,
-    site: str, subject: str,
+    client: TestClient,
+    origin: str | None,
+    user_agent: str,
+    gpc: str,
+    authorization: str,
+    site: str,
+    subject: str,
 ) -> None:
-    headers = {"Content-Type": "text/plain", "User-Agent": user_agent, "Sec-GPC": gpc,
-               "Authorization": authorization}
+    headers = {
+        "Content-Type": "text/plain",
+        "User-Agent": user_agent,
+        "Sec-GPC": gpc,
+        "Authorization": authorization,
+    }
     if origin is not None:
         headers["Origin"] = origin
     before = client.app.state.recording.outbox.commits  # type: ignore[attr-defined]
     body = orjson.dumps(consent_body("hostile-2"))
-    check(client, client.post(f"/v1/sites/{site}/consents", content=body, headers=headers),
-          before)
+    check(client, client.post(f"/v1/sites/{site}/consents", content=body, headers=headers), before)
     path_subject = quote(subject or "x", safe="")
     r = client.get(f"/v1/sites/{site}/subjects/{path_subject}/consents", headers=headers)
     assert r.status_code in {200, 403, 404, 503} | {405}, r.text

@@ -12,7 +12,7 @@ import pytest
 import uvicorn
 
 from gateway.app import create_app
-from gateway.settings import Settings
+from gateway.core.settings import Settings
 from tests.pg import ORIGIN, ROOT, TcpProxy, eventually, pg_dsn  # noqa: F401
 from tests.procs import free_port
 
@@ -20,7 +20,8 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
 async def test_backlog_drains_without_loss_or_duplicates(
-    tmp_path: Path, pg_dsn: str  # noqa: F811
+    tmp_path: Path,
+    pg_dsn: str,  # noqa: F811
 ) -> None:
     proxy = TcpProxy(5432)
     await proxy.start()
@@ -51,8 +52,9 @@ async def test_backlog_drains_without_loss_or_duplicates(
                 body = {"subject_id": subject, "banner_version": version, "action": "accept_all",
                         "choices": {"analytics": True, "marketing": True,
                                     "personalization": True}}  # fmt: skip
-                r = await client.post(f"{base}/v1/sites/demo/consents", json=body,
-                                      headers={"Origin": ORIGIN})
+                r = await client.post(
+                    f"{base}/v1/sites/demo/consents", json=body, headers={"Origin": ORIGIN}
+                )
                 assert r.status_code == 201, r.text
                 record_id: str = r.json()["record_id"]
                 return record_id

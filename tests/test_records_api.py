@@ -10,11 +10,11 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from gateway.catalog import load_site
-from gateway.jurisdictions import rule_for
-from gateway.model import ConsentRecord, Region
-from gateway.receipts import Receipts
-from gateway.settings import Settings
+from gateway.core.jurisdictions import rule_for
+from gateway.core.model import ConsentRecord, Region
+from gateway.core.settings import Settings
+from gateway.recording.receipts import Receipts
+from gateway.sites.catalog import load_site
 from tests.pg import ORIGIN, ROOT, consent_body, recording_app
 from tests.procs import free_port
 
@@ -57,25 +57,37 @@ def test_post_records_and_answers_with_a_receipt(client: TestClient, tmp_path: P
     assert claims.record_id == body["record_id"]
 
     wait_delivered(client)
-    h = client.get("/v1/sites/demo/subjects/sub-1/consents",
-                   headers={"Authorization": f"Bearer {body['receipt']}", "Origin": ORIGIN})
+    h = client.get(
+        "/v1/sites/demo/subjects/sub-1/consents",
+        headers={"Authorization": f"Bearer {body['receipt']}", "Origin": ORIGIN},
+    )
     assert h.status_code == 200
     data = h.json()
-    assert data["choices"] == {"necessary": True, "analytics": True, "marketing": True,
-                               "personalization": True}
+    assert data["choices"] == {
+        "necessary": True,
+        "analytics": True,
+        "marketing": True,
+        "personalization": True,
+    }
     stored = data["current"]
     assert stored["record_id"] == body["record_id"]
     assert (stored["gpc"], stored["region_country"], stored["user_agent"]) == (True, "FR", "UA/1")
     assert (stored["node_id"], stored["origin"], stored["banner_version"]) == (
-        "node-a", ORIGIN, BUNDLE.banner_version)
+        "node-a",
+        ORIGIN,
+        BUNDLE.banner_version,
+    )
     assert stored["consent_revision"] == BUNDLE.consent_revision
     signer = Receipts.from_settings(make_settings(tmp_path))
     assert signer.proves(body["receipt"], ConsentRecord.from_json(stored))
 
 
 def test_beacon_text_plain_is_accepted(client: TestClient) -> None:
-    r = client.post(URL, content=orjson.dumps(consent_body(BUNDLE, "beacon", "reject_all")),
-                    headers={"Content-Type": "text/plain;charset=UTF-8", "Origin": ORIGIN})
+    r = client.post(
+        URL,
+        content=orjson.dumps(consent_body(BUNDLE, "beacon", "reject_all")),
+        headers={"Content-Type": "text/plain;charset=UTF-8", "Origin": ORIGIN},
+    )
     assert r.status_code == 201
 
 
@@ -123,8 +135,9 @@ def test_preflight_only_for_allowed_origins(client: TestClient) -> None:
     posted = client.post(URL, json=consent_body(BUNDLE, "cors"), headers={"Origin": ORIGIN})
     assert posted.headers["access-control-allow-origin"] == ORIGIN
     assert "access-control-allow-credentials" not in posted.headers
-    bad = client.options(URL, headers={"Origin": "https://evil.example",
-                                       "Access-Control-Request-Method": "POST"})
+    bad = client.options(
+        URL, headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+    )
     assert bad.status_code == 403
     assert "access-control-allow-origin" not in bad.headers
 
@@ -137,8 +150,9 @@ def test_same_idempotency_key_returns_the_same_receipt(client: TestClient) -> No
     assert first.json() == again.json()
     assert again.headers["idempotent-replayed"] == "true"
     wait_delivered(client)
-    h = client.get("/v1/sites/demo/subjects/sub-2/consents",
-                   params={"receipt": first.json()["receipt"]})
+    h = client.get(
+        "/v1/sites/demo/subjects/sub-2/consents", params={"receipt": first.json()["receipt"]}
+    )
     assert len(h.json()["history"]) == 1
 
 
@@ -175,20 +189,25 @@ def test_full_outbox_answers_503_with_retry_after(tmp_path: Path) -> None:
         assert health["outbox_depth"] == 1
         assert health["outbox_writable"] is True
         # Reading history needs the store: unreachable is a 503, never a 500.
-        h = client.get("/v1/sites/demo/subjects/a/consents",
-                       headers={"Authorization": "Bearer " + first.json()["receipt"]})
+        h = client.get(
+            "/v1/sites/demo/subjects/a/consents",
+            headers={"Authorization": "Bearer " + first.json()["receipt"]},
+        )
         assert h.status_code == 503
         assert "retry-after" in h.headers
 
 
-@pytest.mark.parametrize(("length", "status"), [("²", 400), ("-1", 400), ("x", 400),
-                                                ("99999999999999999999", 413)])
+@pytest.mark.parametrize(
+    ("length", "status"), [("²", 400), ("-1", 400), ("x", 400), ("99999999999999999999", 413)]
+)
 def test_bogus_content_length_is_a_client_error(
     client: TestClient, length: str, status: int
 ) -> None:
-    r = client.post(URL, content=orjson.dumps(consent_body(BUNDLE, "cl")),
-                    headers={"Content-Type": "application/json",
-                             "Content-Length": length.encode("latin-1")})
+    r = client.post(
+        URL,
+        content=orjson.dumps(consent_body(BUNDLE, "cl")),
+        headers={"Content-Type": "application/json", "Content-Length": length.encode("latin-1")},
+    )
     assert r.status_code == status
 
 
@@ -202,8 +221,13 @@ def test_each_request_gets_its_own_region_language_and_gpc(client: TestClient) -
         ("FR", "pt-BR", None, "pt_BR", False),
         ("FR", "de-DE,de;q=0.9", "1", "de", True),
         ("JP", "xx", "0", "en", False),
-        ("FR", "de-DE,de;q=0.9," + ",".join([f"zz-abcdefgh-{i:08d}" for i in range(15)]), "1",
-         "de", True),  # too long to be remembered
+        (
+            "FR",
+            "de-DE,de;q=0.9," + ",".join([f"zz-abcdefgh-{i:08d}" for i in range(15)]),
+            "1",
+            "de",
+            True,
+        ),  # too long to be remembered
         ("FR", "pt-BR", "1", "pt_BR", True),
     ]
     receipts = []
@@ -218,8 +242,10 @@ def test_each_request_gets_its_own_region_language_and_gpc(client: TestClient) -
         receipts.append(r.json()["receipt"])
     wait_delivered(client)
     for i, (country, _, _, language, gpc_set) in enumerate(cases):
-        h = client.get(f"/v1/sites/demo/subjects/visitor-{i}/consents",
-                       headers={"Authorization": f"Bearer {receipts[i]}"})
+        h = client.get(
+            f"/v1/sites/demo/subjects/visitor-{i}/consents",
+            headers={"Authorization": f"Bearer {receipts[i]}"},
+        )
         stored = h.json()["current"]
         rule = rule_for(Region(country=country, source="header"), BUNDLE.site.rule_overrides)
         assert (stored["region_country"], stored["rule_id"]) == (country, rule.id)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.errors import ConfigError
-from gateway.settings import SETTINGS, load_settings, settings_table_markdown
+from gateway.core.errors import ConfigError
+from gateway.core.settings import SETTINGS, load_settings, settings_table_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,6 +45,6 @@ def test_paths_are_resolved() -> None:
 
 def test_readme_documents_every_setting() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert settings_table_markdown() in readme, "regenerate the table: python -m gateway.docs"
+    assert settings_table_markdown() in readme, "regenerate the table: python -m gateway.cli.docs"
     for setting in SETTINGS:
         assert setting.env in readme

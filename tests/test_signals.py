@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from gateway.jurisdictions import RULES
-from gateway.model import CONSENT_MODE_TYPES, Purpose, Site
+from gateway.core.jurisdictions import RULES
+from gateway.core.model import CONSENT_MODE_TYPES, Purpose, Site
 from gateway.signals import consent_mode, gpc
 
 DEMO_TOML = Path(__file__).resolve().parent.parent / "banners" / "demo" / "site.toml"
@@ -32,17 +32,28 @@ def _demo_site() -> Site:
         )
         for p in data["purposes"]
     )
-    return Site(id="demo", name=data["name"], default_locale=data["default_locale"],
-                locales=tuple(data["locales"]), allowed_origins=tuple(data["allowed_origins"]),
-                purposes=purposes)
+    return Site(
+        id="demo",
+        name=data["name"],
+        default_locale=data["default_locale"],
+        locales=tuple(data["locales"]),
+        allowed_origins=tuple(data["allowed_origins"]),
+        purposes=purposes,
+    )
 
 
 DEMO = _demo_site()
 
 
 def _site(*purposes: Purpose) -> Site:
-    return Site(id="t", name="t", default_locale="en", locales=("en",), allowed_origins=(),
-                purposes=purposes)
+    return Site(
+        id="t",
+        name="t",
+        default_locale="en",
+        locales=("en",),
+        allowed_origins=(),
+        purposes=purposes,
+    )
 
 
 def _p(pid: str, *modes: str, **kw: Any) -> Purpose:
@@ -50,12 +61,19 @@ def _p(pid: str, *modes: str, **kw: Any) -> Purpose:
 
 
 def test_demo_site_has_the_purposes_these_tests_assume() -> None:
-    assert [p.id for p in DEMO.purposes] == ["necessary", "analytics", "marketing",
-                                              "personalization"]
+    assert [p.id for p in DEMO.purposes] == [
+        "necessary",
+        "analytics",
+        "marketing",
+        "personalization",
+    ]
     marketing = DEMO.purpose("marketing")
     assert marketing is not None
     assert (marketing.consent_mode, marketing.sale_or_share, marketing.separate) == (
-        ("ad_storage", "ad_user_data", "ad_personalization"), True, "third_party")
+        ("ad_storage", "ad_user_data", "ad_personalization"),
+        True,
+        "third_party",
+    )
 
 
 @pytest.mark.parametrize(
@@ -117,7 +135,9 @@ def test_apply_gpc(rule_id: str, expected: dict[str, bool]) -> None:
 
 def test_apply_gpc_adds_a_missing_sale_purpose_as_off() -> None:
     assert gpc.apply_gpc(RULES["ccpa"], DEMO, {"analytics": True}) == {
-        "analytics": True, "marketing": False}
+        "analytics": True,
+        "marketing": False,
+    }
 
 
 OFF = {"necessary": True, "analytics": False, "marketing": False, "personalization": False}
@@ -149,8 +169,10 @@ def test_default_choices(rule_id: str, signal: bool, expected: dict[str, bool]) 
 
 
 def test_default_choices_separate_sensitive_purpose_is_off_under_opt_out() -> None:
-    site = _site(_p("health", "personalization_storage", separate="sensitive"),
-                 _p("ads", "ad_storage", sale_or_share=True))
+    site = _site(
+        _p("health", "personalization_storage", separate="sensitive"),
+        _p("ads", "ad_storage", sale_or_share=True),
+    )
     assert gpc.default_choices(RULES["us-states"], site, False) == {"health": False, "ads": True}
     assert gpc.default_choices(RULES["ccpa"], site, False) == {"health": True, "ads": True}
 
@@ -170,11 +192,9 @@ NECESSARY = {"security_storage": True, "functionality_storage": True}
         ("default", True, _modes(**NECESSARY)),
         ("uk", False, _modes(**NECESSARY, analytics_storage=True)),
         ("ccpa", False, dict.fromkeys(CONSENT_MODE_TYPES, G)),
-        ("ccpa", True, _modes(**NECESSARY, analytics_storage=True,
-                              personalization_storage=True)),
+        ("ccpa", True, _modes(**NECESSARY, analytics_storage=True, personalization_storage=True)),
         ("gdpr", True, _modes(**NECESSARY)),
-        ("appi", False, _modes(**NECESSARY, analytics_storage=True,
-                               personalization_storage=True)),
+        ("appi", False, _modes(**NECESSARY, analytics_storage=True, personalization_storage=True)),
     ],
 )
 def test_consent_mode_defaults_for_the_demo(
@@ -190,12 +210,23 @@ def test_consent_mode_defaults_for_the_demo(
     [
         # No purpose maps anything: security is granted, the rest follow the rule's defaults.
         ("gdpr", False, _modes(security_storage=True)),
-        ("uk", False, _modes(security_storage=True, analytics_storage=True,
-                             functionality_storage=True)),
+        (
+            "uk",
+            False,
+            _modes(security_storage=True, analytics_storage=True, functionality_storage=True),
+        ),
         ("ccpa", False, dict.fromkeys(CONSENT_MODE_TYPES, G)),
         # GPC denies advertising types even when no purpose maps them.
-        ("ccpa", True, _modes(security_storage=True, analytics_storage=True,
-                              functionality_storage=True, personalization_storage=True)),
+        (
+            "ccpa",
+            True,
+            _modes(
+                security_storage=True,
+                analytics_storage=True,
+                functionality_storage=True,
+                personalization_storage=True,
+            ),
+        ),
         ("gdpr", True, _modes(security_storage=True)),
     ],
 )
@@ -207,12 +238,21 @@ def test_consent_mode_defaults_for_unmapped_types(
 
 
 def test_a_type_is_granted_only_if_every_purpose_mapping_it_is_on() -> None:
-    site = _site(_p("ads", "ad_storage", "ad_user_data"), _p("crm", "ad_user_data"),
-                 _p("core", "security_storage", essential=True))
+    site = _site(
+        _p("ads", "ad_storage", "ad_user_data"),
+        _p("crm", "ad_user_data"),
+        _p("core", "security_storage", essential=True),
+    )
     assert consent_mode.update(site, {"ads": True, "crm": False}) == {
-        "ad_storage": G, "ad_user_data": D, "security_storage": G}
+        "ad_storage": G,
+        "ad_user_data": D,
+        "security_storage": G,
+    }
     assert consent_mode.update(site, {"ads": True, "crm": True}) == {
-        "ad_storage": G, "ad_user_data": G, "security_storage": G}
+        "ad_storage": G,
+        "ad_user_data": G,
+        "security_storage": G,
+    }
     assert consent_mode.defaults(RULES["ccpa"], site)["ad_user_data"] == G
     assert consent_mode.defaults(RULES["gdpr"], site)["ad_user_data"] == D
 
@@ -223,8 +263,10 @@ def test_a_type_is_granted_only_if_every_purpose_mapping_it_is_on() -> None:
         (ALL_ON, dict.fromkeys(CONSENT_MODE_TYPES, G)),
         (OFF, _modes(**NECESSARY)),
         ({}, _modes(**NECESSARY)),  # a purpose missing from the choices counts as refused
-        ({"marketing": True}, _modes(**NECESSARY, ad_storage=True, ad_user_data=True,
-                                     ad_personalization=True)),
+        (
+            {"marketing": True},
+            _modes(**NECESSARY, ad_storage=True, ad_user_data=True, ad_personalization=True),
+        ),
         ({"analytics": True, "unknown": True}, _modes(**NECESSARY, analytics_storage=True)),
         ({"necessary": False}, _modes(**NECESSARY)),  # essential cannot be refused
     ],
@@ -254,9 +296,18 @@ def test_wait_for_update() -> None:
 
 def test_lint() -> None:
     assert consent_mode.lint(DEMO) == []
-    site = _site(_p("ads", "ad_storage"), _p("core", "ad_storage", "ad_user_data",
-                                              "ad_personalization", essential=True,
-                                              sale_or_share=True), _p("x", "cookie_storage"))
+    site = _site(
+        _p("ads", "ad_storage"),
+        _p(
+            "core",
+            "ad_storage",
+            "ad_user_data",
+            "ad_personalization",
+            essential=True,
+            sale_or_share=True,
+        ),
+        _p("x", "cookie_storage"),
+    )
     problems = consent_mode.lint(site)
     assert len(problems) == 3
     assert problems[0].startswith("purposes.ads: maps ad_storage without ad_user_data")

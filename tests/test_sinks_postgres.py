@@ -26,14 +26,17 @@ async def store(pg_dsn: str) -> AsyncIterator[PostgresStore]:  # noqa: F811
 
 
 async def test_schema_is_created_and_migrations_are_idempotent(
-    store: PostgresStore, pg_dsn: str  # noqa: F811
+    store: PostgresStore,
+    pg_dsn: str,  # noqa: F811
 ) -> None:
     conn = await asyncpg.connect(pg_dsn)
     try:
         assert await migrate(conn) == SCHEMA_VERSION
         assert await conn.fetchval("SELECT max(version) FROM schema_version") == SCHEMA_VERSION
-        tables = {r[0] for r in await conn.fetch(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+        tables = {
+            r[0]
+            for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        }
         assert {"consent_records", "consent_latest", "banner_versions"} <= tables
     finally:
         await conn.close()
@@ -44,8 +47,10 @@ async def test_version_1_store_migrates_with_its_records(pg_dsn: str) -> None:  
     conn = await asyncpg.connect(pg_dsn)
     try:  # a store created by schema version 1, holding one record
         await conn.execute(MIGRATIONS[0])
-        await conn.execute("CREATE TABLE schema_version (version integer PRIMARY KEY, "
-                           "applied_at timestamptz NOT NULL DEFAULT now())")
+        await conn.execute(
+            "CREATE TABLE schema_version (version integer PRIMARY KEY, "
+            "applied_at timestamptz NOT NULL DEFAULT now())"
+        )
         await conn.execute("INSERT INTO schema_version VALUES (1)")
         await conn.execute(
             f"INSERT INTO consent_records ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} "
@@ -73,7 +78,8 @@ async def test_version_1_store_migrates_with_its_records(pg_dsn: str) -> None:  
         collations = await conn.fetch(
             "SELECT table_name, collation_name FROM information_schema.columns "
             "WHERE column_name IN ('site', 'subject_id') "
-            "AND table_name IN ('consent_records', 'consent_latest')")
+            "AND table_name IN ('consent_records', 'consent_latest')"
+        )
         assert {r["collation_name"] for r in collations} == {"C"}
     finally:
         await conn.close()
@@ -117,7 +123,8 @@ async def test_newer_record_wins_even_when_it_arrives_first(store: PostgresStore
 
 
 async def test_redelivery_moves_the_latest_state_only_for_newer_records(
-    store: PostgresStore, pg_dsn: str  # noqa: F811
+    store: PostgresStore,
+    pg_dsn: str,  # noqa: F811
 ) -> None:
     first = [make_record(f"r{i}") for i in range(3)]
     await store.write_batch(first)
@@ -138,7 +145,8 @@ async def test_redelivery_moves_the_latest_state_only_for_newer_records(
 
 
 async def test_concurrent_batches_on_the_same_subjects_keep_the_newest(
-    store: PostgresStore, pg_dsn: str  # noqa: F811
+    store: PostgresStore,
+    pg_dsn: str,  # noqa: F811
 ) -> None:
     assert isinstance(store, ObjectSink)
     records = [make_record(f"c{i % 40}") for i in range(1200)]

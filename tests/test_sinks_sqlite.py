@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from gateway.errors import ConfigError
-from gateway.settings import Settings
+from gateway.core.errors import ConfigError
+from gateway.core.settings import Settings
 from gateway.sinks import open_sinks, store_for
 from gateway.sinks.postgres import PostgresStore
 from gateway.sinks.sqlite import SCHEMA_VERSION, SqliteStore
@@ -32,7 +32,8 @@ async def test_records_land_exactly_once(store: SqliteStore) -> None:
     await store.write_batch(records[1:])  # a redelivered batch
     history = await store.subject_history("demo", "a")
     assert [h["record_id"] for h in history["history"]] == [
-        records[1].record_id, records[0].record_id,
+        records[1].record_id,
+        records[0].record_id,
     ]
     assert history["history"][0] == records[1].as_json()
 
@@ -93,8 +94,16 @@ async def test_a_version_1_store_is_migrated_with_its_records(tmp_path: Path) ->
         conn.executescript(_V1)
         conn.executemany(
             "INSERT INTO consent_records VALUES (?, ?, ?, ?, ?)",
-            [(r.record_id, r.site, r.subject_id, r.recorded_at, orjson.dumps(r.as_json()).decode())
-             for r in (new, old)],
+            [
+                (
+                    r.record_id,
+                    r.site,
+                    r.subject_id,
+                    r.recorded_at,
+                    orjson.dumps(r.as_json()).decode(),
+                )
+                for r in (new, old)
+            ],
         )
         conn.execute("INSERT INTO banner_versions VALUES ('demo', 'v1', 'r1', '{}', 'now')")
     conn.close()

@@ -18,8 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.forwarder import Forwarder
-from gateway.outbox import FILE_NAME, Outbox
+from gateway.recording.forwarder import Forwarder
+from gateway.recording.outbox.queue import FILE_NAME, Outbox
 from gateway.sinks.base import PermanentSinkError, SinkError
 from gateway.sinks.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookSink, sign
 from tests.pg import eventually, make_record
@@ -39,9 +39,12 @@ class Receiver:
     async def handle(self, request: Request) -> Response:
         body = await request.body()
         timestamp = request.headers[TIMESTAMP_HEADER]
-        expected = "sha256=" + hmac.new(
-            SECRET.encode(), timestamp.encode() + b"." + body, hashlib.sha256
-        ).hexdigest()
+        expected = (
+            "sha256="
+            + hmac.new(
+                SECRET.encode(), timestamp.encode() + b"." + body, hashlib.sha256
+            ).hexdigest()
+        )
         signed = hmac.compare_digest(expected, request.headers[SIGNATURE_HEADER])
         self.received.append({"signed": signed, "body": orjson.loads(body)})
         return Response(status_code=self.statuses.pop(0) if self.statuses else 200)

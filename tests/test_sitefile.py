@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from gateway.errors import ConfigError
-from gateway.sitefile import parse_site, read_site
+from gateway.core.errors import ConfigError
+from gateway.sites.sitefile import parse_site, read_site
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = tomllib.loads((ROOT / "banners" / "demo" / "site.toml").read_text())
@@ -18,8 +18,12 @@ DEMO = tomllib.loads((ROOT / "banners" / "demo" / "site.toml").read_text())
 def test_demo_site_parses() -> None:
     site = read_site(ROOT / "banners" / "demo")
     assert site.id == "demo" and site.default_locale == "en"
-    assert [p.id for p in site.purposes] == ["necessary", "analytics", "marketing",
-                                             "personalization"]
+    assert [p.id for p in site.purposes] == [
+        "necessary",
+        "analytics",
+        "marketing",
+        "personalization",
+    ]
     assert site.purpose("necessary").essential  # type: ignore[union-attr]
     assert [p.id for p in site.optional_purposes] == ["analytics", "marketing", "personalization"]
 
@@ -37,15 +41,27 @@ def _with(**changes: Any) -> dict[str, Any]:
         (_with(default_locale="english"), "default_locale", "invalid locale"),
         (_with(locales=["en", "de-DE"]), "locales", "invalid entry"),
         (_with(allowed_origins=["javascript:alert(1)"]), "allowed_origins", "invalid entry"),
-        (_with(purposes=[{"id": "x", "name": "X", "description": "d"}]), "purposes",
-         "no essential purpose"),
+        (
+            _with(purposes=[{"id": "x", "name": "X", "description": "d"}]),
+            "purposes",
+            "no essential purpose",
+        ),
         (_with(purposes=[*DEMO["purposes"], DEMO["purposes"][1]]), "purposes", "duplicate"),
-        (_with(purposes=[{**DEMO["purposes"][0], "consent_mode": ["ads"]}]),
-         "purposes[0].consent_mode", "Consent Mode"),
-        (_with(purposes=[{**DEMO["purposes"][0], "separate": "sometimes"}]),
-         "purposes[0].separate", "separate-consent"),
-        (_with(purposes=[{**DEMO["purposes"][0], "essential": "yes"}]),
-         "purposes[0].essential", "expected bool"),
+        (
+            _with(purposes=[{**DEMO["purposes"][0], "consent_mode": ["ads"]}]),
+            "purposes[0].consent_mode",
+            "Consent Mode",
+        ),
+        (
+            _with(purposes=[{**DEMO["purposes"][0], "separate": "sometimes"}]),
+            "purposes[0].separate",
+            "separate-consent",
+        ),
+        (
+            _with(purposes=[{**DEMO["purposes"][0], "essential": "yes"}]),
+            "purposes[0].essential",
+            "expected bool",
+        ),
         (_with(cookie={"max_age_days": 1000}), "cookie.max_age_days", "395"),
         (_with(theme={"color": "red"}), "theme.color", "--cg-"),
         (_with(theme={"--cg-accent": "red;}body{display:none"}), "theme.--cg-accent", "plain"),

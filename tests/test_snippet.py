@@ -14,9 +14,9 @@ import pytest
 from jinja2 import ChoiceLoader, DictLoader, Environment, FileSystemLoader, PrefixLoader
 from starlette.testclient import TestClient
 
-from gateway import jurisdictions
-from gateway.errors import ConfigError
-from gateway.snippet import PLACEHOLDER, Snippet, script_json, source_hash
+from gateway.core import jurisdictions
+from gateway.core.errors import ConfigError
+from gateway.serving.snippet import PLACEHOLDER, Snippet, script_json, source_hash
 from tests.browser.democonfig import ROOT, RULE_IDS, TEMPLATES, demo_config
 
 STATIC = ROOT / "static"
@@ -28,15 +28,17 @@ def snippet() -> Snippet:
     return Snippet.load(STATIC)
 
 
-DEMO_LOCALES = ["en", "de", "fr", "es", "it", "nl", "pt_BR", "zh_Hans", "zh_Hant", "ja", "ko",
-                "ar"]
+DEMO_LOCALES = ["en", "de", "fr", "es", "it", "nl", "pt_BR", "zh_Hans", "zh_Hant", "ja", "ko", "ar"]
 
 
 @pytest.mark.parametrize("rule", ["gdpr", "ccpa", "notice", "pipl"])
 def test_first_visit_fits_the_size_budget_with_our_templates(snippet: Snippet, rule: str) -> None:
-    sizes = {locale: len(gzip.compress(snippet.assemble(demo_config(rule, locale=locale)),
-                                       compresslevel=6))
-             for locale in DEMO_LOCALES}
+    sizes = {
+        locale: len(
+            gzip.compress(snippet.assemble(demo_config(rule, locale=locale)), compresslevel=6)
+        )
+        for locale in DEMO_LOCALES
+    }
     assert max(sizes.values()) <= BUDGET, f"{rule}: gzipped sizes {sizes}, budget {BUDGET}"
     served = snippet.assemble(demo_config(rule))
     # The budget must cover everything the first visit needs, so check it is all there.
@@ -101,8 +103,9 @@ def test_assembled_snippet_is_valid_javascript_with_hostile_config(
     path = tmp_path / "consent.js"
     path.write_bytes(served)
     # Parse only (the snippet needs a DOM to run; the browser tests run it).
-    result = subprocess.run([node, "--check", str(path)], capture_output=True, text=True,
-                            timeout=30, check=False)
+    result = subprocess.run(
+        [node, "--check", str(path)], capture_output=True, text=True, timeout=30, check=False
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -156,8 +159,11 @@ def test_opt_in_buttons_have_equal_prominence() -> None:
 
 def test_preferences_has_one_switch_per_optional_purpose() -> None:
     html = demo_config("pipl")["html"]["preferences"]
-    assert re.findall(r'data-cg-purpose="(\w+)"', html) == ["analytics", "marketing",
-                                                            "personalization"]
+    assert re.findall(r'data-cg-purpose="(\w+)"', html) == [
+        "analytics",
+        "marketing",
+        "personalization",
+    ]
     assert html.count('role="switch"') == 3
     assert "Always on" in html
     # PIPL asks third-party sharing separately; the template says so next to that purpose.
@@ -172,21 +178,34 @@ def test_templates_escape_site_copy() -> None:
 
 def test_a_site_overrides_one_block() -> None:
     env = Environment(
-        loader=ChoiceLoader([
-            PrefixLoader({"default": FileSystemLoader(str(TEMPLATES))}, delimiter=":"),
-            DictLoader({"site/banner.html": (
-                '{% extends "default:banner.html" %}'
-                '{% block title %}<h2 id="cg-title">Cookies, {{ site.name }}</h2>{% endblock %}'
-            )}),
-        ]),
+        loader=ChoiceLoader(
+            [
+                PrefixLoader({"default": FileSystemLoader(str(TEMPLATES))}, delimiter=":"),
+                DictLoader(
+                    {
+                        "site/banner.html": (
+                            '{% extends "default:banner.html" %}'
+                            '{% block title %}<h2 id="cg-title">Cookies, {{ site.name }}</h2>'
+                            "{% endblock %}"
+                        )
+                    }
+                ),
+            ]
+        ),
         autoescape=True,
     )
     html = env.get_template("site/banner.html").render(
         site={"name": "Shop", "privacy_policy_url": ""},
-        rule={"model": "opt-in", "gpc": False, "do_not_sell_link": False,
-              "limit_sensitive_link": False, "reject_on_first_layer": True},
+        rule={
+            "model": "opt-in",
+            "gpc": False,
+            "do_not_sell_link": False,
+            "limit_sensitive_link": False,
+            "reject_on_first_layer": True,
+        },
         texts={k: k for k in ("title", "description", "accept_all", "reject_all", "settings")},
-        language="en", dir="ltr",
+        language="en",
+        dir="ltr",
     )
     assert '<h2 id="cg-title">Cookies, Shop</h2>' in html
     assert 'data-cg-action="reject_all"' in html
@@ -198,8 +217,15 @@ def test_inline_config_drops_only_what_the_html_already_carries(snippet: Snippet
     slim = snippet.inline_config(config)
     assert slim["texts"] == {"saved": config["texts"]["saved"]}
     assert [p["id"] for p in slim["purposes"]] == [p["id"] for p in config["purposes"]]
-    assert set(slim["purposes"][2]) == {"id", "essential", "default", "separate",
-                                        "sale_or_share", "cookies", "consent_mode"}
+    assert set(slim["purposes"][2]) == {
+        "id",
+        "essential",
+        "default",
+        "separate",
+        "sale_or_share",
+        "cookies",
+        "consent_mode",
+    }
     assert slim["html"] == config["html"]
     assert slim["css"] == snippet.css
     assert config["texts"]["title"]

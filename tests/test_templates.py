@@ -12,12 +12,12 @@ from babel.messages.pofile import read_po, write_po
 from jinja2 import pass_context
 from jinja2.runtime import Context
 
-from gateway import jurisdictions
-from gateway.catalog import SiteBundle, load_site
-from gateway.checks import DOCS_FILE, template_reference
-from gateway.errors import ConfigError
-from gateway.render import TEMPLATE_VARIABLES, Renderer
-from tests.conftest import ROOT, shipped
+from gateway.cli.checks import DOCS_FILE, template_reference
+from gateway.core import jurisdictions
+from gateway.core.errors import ConfigError
+from gateway.serving.render import TEMPLATE_VARIABLES, Renderer
+from gateway.sites.catalog import SiteBundle, load_site
+from tests.helpers import ROOT, shipped
 
 GDPR = jurisdictions.RULES["gdpr"]
 
@@ -29,8 +29,12 @@ def tree(tmp_path: Path) -> tuple[Path, Path]:
     shutil.copytree(ROOT / "banners" / "demo", site)
     shutil.copytree(ROOT / "locales", tmp_path / "locales")
     toml = site / "site.toml"
-    toml.write_text(re.sub(r"(?m)^locales = .*$", 'locales = ["en", "de", "fr"]',
-                           toml.read_text(encoding="utf-8")), encoding="utf-8")
+    toml.write_text(
+        re.sub(
+            r"(?m)^locales = .*$", 'locales = ["en", "de", "fr"]', toml.read_text(encoding="utf-8")
+        ),
+        encoding="utf-8",
+    )
     return site, tmp_path / "locales"
 
 
@@ -53,14 +57,17 @@ def _resolve(site: Path, locales: Path, locale: str = "en") -> tuple[SiteBundle,
 
 def test_reference_doc_is_generated_from_the_code() -> None:
     assert DOCS_FILE.read_text(encoding="utf-8") == template_reference(), (
-        "docs/templates.md is stale: run `python -m gateway.checks`")
+        "docs/templates.md is stale: run `python -m gateway.cli.checks`"
+    )
 
 
 def test_documented_variables_are_exactly_what_templates_get(tree: tuple[Path, Path]) -> None:
     site, locales = tree
     (site / "banner.html").write_text(
         '{% extends "default:banner.html" %}{% block footer %}<i id="keys">{{ keys() }}</i>'
-        "{% endblock %}", encoding="utf-8")
+        "{% endblock %}",
+        encoding="utf-8",
+    )
     bundle = load_site(site, locales)
     renderer = Renderer()
     env = renderer.environment(bundle, "en")
@@ -82,7 +89,8 @@ def test_one_block_override_keeps_the_rest(tree: tuple[Path, Path]) -> None:
     (site / "banner.html").write_text(
         '{% extends "default:banner.html" %}'
         '{% block title %}<h2 id="cg-title" class="brand">{{ texts.title }} 🍪</h2>{% endblock %}',
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     _, en = _resolve(site, locales)
     assert '<h2 id="cg-title" class="brand">We value your privacy 🍪</h2>' in en.html
     assert 'data-cg-action="reject_all">Reject all</button>' in en.html  # default buttons block
@@ -96,7 +104,8 @@ def test_own_strings_in_an_override_are_translated(tree: tuple[Path, Path]) -> N
     (site / "banner.html").write_text(
         '{% extends "default:banner.html" %}{% block footer %}<p class="promise">'
         '{{ _("We never sell data to %(who)s.", who=site.name) }}</p>{% endblock %}',
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     _edit_po(locales, "de", "We never sell data to %(who)s.", "Wir verkaufen nie Daten an %(who)s.")
     _, de = _resolve(site, locales, "de")
     _, fr = _resolve(site, locales, "fr")
@@ -108,7 +117,8 @@ def test_a_misspelt_variable_is_an_error_not_an_empty_string(tree: tuple[Path, P
     site, locales = tree
     (site / "banner.html").write_text(
         '{% extends "default:banner.html" %}{% block title %}{{ text.title }}{% endblock %}',
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     with pytest.raises(ConfigError) as info:
         _resolve(site, locales)
     assert "'text' is undefined" in info.value.message
@@ -117,8 +127,11 @@ def test_a_misspelt_variable_is_an_error_not_an_empty_string(tree: tuple[Path, P
 def test_copy_is_escaped(tree: tuple[Path, Path]) -> None:
     site, locales = tree
     toml = site / "site.toml"
-    toml.write_text(toml.read_text(encoding="utf-8")
-                    + '\n[texts]\ntitle = "<script>alert(1)</script> & more"\n', encoding="utf-8")
+    toml.write_text(
+        toml.read_text(encoding="utf-8")
+        + '\n[texts]\ntitle = "<script>alert(1)</script> & more"\n',
+        encoding="utf-8",
+    )
     _, en = _resolve(site, locales)
     assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; more" in en.html
     assert "<script>" not in en.html

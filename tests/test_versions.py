@@ -11,12 +11,12 @@ from babel.messages.pofile import read_po, write_po
 from starlette.testclient import TestClient
 
 from gateway.app import create_app
-from gateway.catalog import load_site
-from gateway.cli import main
-from gateway.settings import Settings
+from gateway.cli.main import main
+from gateway.core.settings import Settings
 from gateway.sinks.sqlite import FILE_NAME, SqliteStore
-from gateway.versions import format_versions, list_versions
-from tests.conftest import editable_settings
+from gateway.sites.catalog import load_site
+from gateway.sites.versions import format_versions, list_versions
+from tests.helpers import editable_settings
 
 
 @pytest.fixture
@@ -45,29 +45,57 @@ Edit = Callable[[Settings], object]
 CASES: list[tuple[str, Edit, bool, bool]] = [
     # (what changed, edit, banner_version changes, consent_revision changes)
     ("nothing", lambda s: None, False, False),
-    ("purpose wording", lambda s: _toml(s, 'name = "Analytics"', 'name = "Audience stats"'),
-     True, False),
+    (
+        "purpose wording",
+        lambda s: _toml(s, 'name = "Analytics"', 'name = "Audience stats"'),
+        True,
+        False,
+    ),
     ("a translation", _retranslate, True, False),
-    ("a text override", lambda s: _toml(s, "[cookie]", '[texts]\ntitle = "Cookies?"\n\n[cookie]'),
-     True, False),
-    ("a template block",
-     lambda s: (s.banners_dir / "demo" / "banner.html").write_text(
-         '{% extends "default:banner.html" %}{% block footer %}<hr>{% endblock %}'),
-     True, False),
-    ("the theme", lambda s: _toml(s, "[cookie]", '[theme]\n"--cg-accent" = "#b00020"\n\n[cookie]'),
-     True, False),
-    ("a new purpose", lambda s: _toml(s, "[cookie]", NEW_PURPOSE.lstrip() + "\n[cookie]"),
-     True, True),
-    ("a purpose's recipients",
-     lambda s: _toml(s, 'recipients = ["Google Ads", "Meta"]', 'recipients = ["Google Ads"]'),
-     True, True),
-    ("the rule of a region",
-     lambda s: _toml(s, "[cookie]", '[rules."US-CA"]\nrule = "gdpr"\n\n[cookie]'), True, True),
+    (
+        "a text override",
+        lambda s: _toml(s, "[cookie]", '[texts]\ntitle = "Cookies?"\n\n[cookie]'),
+        True,
+        False,
+    ),
+    (
+        "a template block",
+        lambda s: (s.banners_dir / "demo" / "banner.html").write_text(
+            '{% extends "default:banner.html" %}{% block footer %}<hr>{% endblock %}'
+        ),
+        True,
+        False,
+    ),
+    (
+        "the theme",
+        lambda s: _toml(s, "[cookie]", '[theme]\n"--cg-accent" = "#b00020"\n\n[cookie]'),
+        True,
+        False,
+    ),
+    (
+        "a new purpose",
+        lambda s: _toml(s, "[cookie]", NEW_PURPOSE.lstrip() + "\n[cookie]"),
+        True,
+        True,
+    ),
+    (
+        "a purpose's recipients",
+        lambda s: _toml(s, 'recipients = ["Google Ads", "Meta"]', 'recipients = ["Google Ads"]'),
+        True,
+        True,
+    ),
+    (
+        "the rule of a region",
+        lambda s: _toml(s, "[cookie]", '[rules."US-CA"]\nrule = "gdpr"\n\n[cookie]'),
+        True,
+        True,
+    ),
 ]
 
 
-@pytest.mark.parametrize(("name", "edit", "version_changes", "revision_changes"), CASES,
-                         ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("name", "edit", "version_changes", "revision_changes"), CASES, ids=[c[0] for c in CASES]
+)
 def test_what_bumps_which_version(
     settings: Settings, name: str, edit: Edit, version_changes: bool, revision_changes: bool
 ) -> None:
@@ -81,17 +109,24 @@ def test_what_bumps_which_version(
 def test_format_marks_current_and_consent_changes(settings: Settings) -> None:
     current = load_site(settings.banners_dir / "demo", settings.locales_dir)
     stored = [
-        {"banner_version": current.banner_version, "consent_revision": "bbbbbbbb",
-         "published_at": "2026-11-29T10:00:00Z"},
-        {"banner_version": "0123456789ab", "consent_revision": "aaaaaaaa",
-         "published_at": "2026-11-28T10:00:00Z"},
+        {
+            "banner_version": current.banner_version,
+            "consent_revision": "bbbbbbbb",
+            "published_at": "2026-11-29T10:00:00Z",
+        },
+        {
+            "banner_version": "0123456789ab",
+            "consent_revision": "aaaaaaaa",
+            "published_at": "2026-11-28T10:00:00Z",
+        },
     ]
     lines = format_versions("demo", stored, current)
     assert lines[0].startswith(f"site demo: current banner_version {current.banner_version}")
     assert lines[2].endswith("(current; consent changed: visitors are asked again)")
     assert lines[3] == "0123456789ab    aaaaaaaa          2026-11-28T10:00:00Z"
     assert format_versions("demo", [], None) == [
-        "no published versions yet (the gateway publishes on start and on every reload)"]
+        "no published versions yet (the gateway publishes on start and on every reload)"
+    ]
 
 
 def test_starting_the_gateway_publishes_the_exact_texts(settings: Settings) -> None:
@@ -115,14 +150,24 @@ def test_starting_the_gateway_publishes_the_exact_texts(settings: Settings) -> N
     assert texts["de"]["texts"]["opt-in"]["title"] == config["texts"]["title"]
     names = {p["id"]: p["name"] for p in config["purposes"]}
     assert texts["de"]["purposes"]["analytics"]["name"] == names["analytics"]
-    assert set(texts) == set(load_site(settings.banners_dir / "demo",
-                                       settings.locales_dir).site.locales)
+    assert set(texts) == set(
+        load_site(settings.banners_dir / "demo", settings.locales_dir).site.locales
+    )
 
 
-def test_cli_lists_published_versions(settings: Settings,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["versions", "demo", "--banners-dir", str(settings.banners_dir), "--locales-dir",
-            str(settings.locales_dir), "--data-dir", str(settings.data_dir)]
+def test_cli_lists_published_versions(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        "versions",
+        "demo",
+        "--banners-dir",
+        str(settings.banners_dir),
+        "--locales-dir",
+        str(settings.locales_dir),
+        "--data-dir",
+        str(settings.data_dir),
+    ]
     assert main(argv) == 0
     assert "no published versions yet" in capsys.readouterr().out
     with TestClient(create_app(settings)):
@@ -133,8 +178,10 @@ def test_cli_lists_published_versions(settings: Settings,
         pass
     second = load_site(settings.banners_dir / "demo", settings.locales_dir)
     lines = asyncio.run(list_versions(settings, "demo"))
-    assert lines[0] == (f"site demo: current banner_version {second.banner_version}, "
-                        f"consent_revision {second.consent_revision}")
+    assert lines[0] == (
+        f"site demo: current banner_version {second.banner_version}, "
+        f"consent_revision {second.consent_revision}"
+    )
     listed = {line.split()[0]: line for line in lines[2:]}
     assert set(listed) == {first.banner_version, second.banner_version}
     assert "(current" in listed[second.banner_version]

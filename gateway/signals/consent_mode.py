@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from gateway.model import CONSENT_MODE_TYPES, Rule, Site
+from gateway.core.model import CONSENT_MODE_TYPES, Rule, Site
 from gateway.signals.gpc import default_choices
 
 # How long tags wait for the banner's ``update`` before firing with the defaults.
@@ -71,6 +71,8 @@ def lint(site: Site) -> list[str]:
                 "ad_personalization; since March 2024 Google needs both for EEA audiences"
             )
         if purpose.essential and purpose.sale_or_share:
-            problems.append(f"purposes.{purpose.id}: an essential purpose cannot be sale_or_share "
-                            "(it could never honour an opt-out)")
+            problems.append(
+                f"purposes.{purpose.id}: an essential purpose cannot be sale_or_share "
+                "(it could never honour an opt-out)"
+            )
     return problems

@@ -11,8 +11,8 @@ import datetime
 import json
 from collections.abc import Mapping, Sequence
 
-from gateway.jurisdictions import is_exempt
-from gateway.model import Rule, Site
+from gateway.core.jurisdictions import is_exempt
+from gateway.core.model import Rule, Site
 
 
 def gpc_requested(values: Sequence[str]) -> bool:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gateway.errors import ConfigError
-from gateway.settings import Settings
+from gateway.core.errors import ConfigError
+from gateway.core.settings import Settings
 from gateway.sinks.base import PermanentSinkError, Sink, SinkError, Store
 from gateway.sinks.postgres import PostgresStore
 from gateway.sinks.sqlite import FILE_NAME, SqliteStore

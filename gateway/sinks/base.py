@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from gateway.model import ConsentRecord
+from gateway.core.model import ConsentRecord
 
 
 class SinkError(Exception):

@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from gateway.model import ConsentRecord
+from gateway.core.model import ConsentRecord
 from gateway.sinks.base import HISTORY_LIMIT, PermanentSinkError, SinkError
 
 log = logging.getLogger("gateway.sinks.postgres")
@@ -168,9 +168,7 @@ async def migrate(conn: asyncpg.Connection) -> int:
         return len(MIGRATIONS)
 
 
-async def _insert(
-    conn: asyncpg.Connection, rows: Callable[[], Iterable[tuple[Any, ...]]]
-) -> None:
+async def _insert(conn: asyncpg.Connection, rows: Callable[[], Iterable[tuple[Any, ...]]]) -> None:
     """Store every row that is not stored yet, in one transaction (``rows`` may run twice)."""
     try:
         await conn.copy_records_to_table("consent_records", records=rows(), columns=COLUMNS)

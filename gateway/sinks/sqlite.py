@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from gateway.model import ConsentRecord
+from gateway.core.model import ConsentRecord
 from gateway.sinks.base import HISTORY_LIMIT
 
 FILE_NAME = "store.sqlite3"
@@ -189,9 +189,7 @@ def _versions(conn: sqlite3.Connection, site: str) -> list[dict[str, Any]]:
         "WHERE site = ? ORDER BY published_at DESC, banner_version",
         (site,),
     ).fetchall()
-    return [
-        {"banner_version": r[0], "consent_revision": r[1], "published_at": r[2]} for r in rows
-    ]
+    return [{"banner_version": r[0], "consent_revision": r[1], "published_at": r[2]} for r in rows]
 
 
 def _version(conn: sqlite3.Connection, site: str, version: str) -> dict[str, Any] | None:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import httpx
 import orjson
 
-from gateway.model import ConsentRecord
+from gateway.core.model import ConsentRecord
 from gateway.sinks.base import PermanentSinkError, SinkError
 
 SIGNATURE_HEADER = "X-Consent-Signature"

@@ -16,7 +16,7 @@ from typing import Any
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.errors import GatewayError
+from gateway.core.errors import GatewayError
 from gateway.web import public, records
 from gateway.web.middleware import STATS, internal_error
 
@@ -42,8 +42,9 @@ class HotPaths:
                     return
             elif method == "GET" or method == "HEAD":
                 match = public.PATH.match(scope["path"])
-                if match is not None and await self._serve(match.group(1), match.group(2),
-                                                           scope, send):
+                if match is not None and await self._serve(
+                    match.group(1), match.group(2), scope, send
+                ):
                     return
         await self.app(scope, receive, send)
 
@@ -52,8 +53,13 @@ class HotPaths:
         client = scope.get("client")
         try:
             status, headers, body = await records.take_consent(
-                scope["app"].state, site_id, client[0] if client else None,
-                scope["headers"], scope["scheme"], receive)
+                scope["app"].state,
+                site_id,
+                client[0] if client else None,
+                scope["headers"],
+                scope["scheme"],
+                receive,
+            )
         except Exception:
             # take_consent answers every expected failure itself; this is a bug: log it and
             # answer a JSON 500 that leaks nothing.
@@ -72,8 +78,14 @@ class HotPaths:
         state: Any = scope["app"].state
         try:
             status, headers, body = public.answer(
-                state.gateway, public.KINDS[path], site_id, client[0] if client else None,
-                Headers(scope=scope), scope.get("query_string", b""), scope["scheme"])
+                state.gateway,
+                public.KINDS[path],
+                site_id,
+                client[0] if client else None,
+                Headers(scope=scope),
+                scope.get("query_string", b""),
+                scope["scheme"],
+            )
         except GatewayError:
             return False  # the route answers it, with the JSON error, and counts it
         except Exception:
@@ -82,7 +94,8 @@ class HotPaths:
             await internal_error(send)
             return True
         await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body",
-                    "body": b"" if scope["method"] == "HEAD" else body})
+        await send(
+            {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
+        )
         STATS.observe(_SERVE_ENDPOINTS[path], status, time.perf_counter() - start)
         return True

@@ -44,19 +44,23 @@ class RequestStats(Collector):
         self.sums[name] += seconds
 
     def collect(self) -> Iterator[Metric]:
-        requests = CounterMetricFamily("gateway_http_requests", "HTTP requests answered",
-                                       labels=["endpoint", "status"])
+        requests = CounterMetricFamily(
+            "gateway_http_requests", "HTTP requests answered", labels=["endpoint", "status"]
+        )
         for (name, status), count in sorted(self.counts.items()):
             requests.add_metric([name, str(status)], count)
         yield requests
-        latency = HistogramMetricFamily("gateway_http_request_duration_seconds",
-                                        "Time from request to last response byte",
-                                        labels=["endpoint"])
+        latency = HistogramMetricFamily(
+            "gateway_http_request_duration_seconds",
+            "Time from request to last response byte",
+            labels=["endpoint"],
+        )
         for name, counts in sorted(self.buckets.items()):
             cumulative = list(accumulate(counts))
             bounds = [str(b) for b in BUCKETS] + ["+Inf"]
-            latency.add_metric([name], list(zip(bounds, cumulative, strict=True)),
-                               sum_value=self.sums[name])
+            latency.add_metric(
+                [name], list(zip(bounds, cumulative, strict=True)), sum_value=self.sums[name]
+            )
         yield latency
 
 
@@ -101,7 +105,14 @@ class MetricsMiddleware:
 async def internal_error(send: Send) -> None:
     """A JSON 500 that names no internals (the error is logged where it happened)."""
     body = orjson.dumps({"error": "internal_error", "detail": "the gateway failed; it is logged"})
-    await send({"type": "http.response.start", "status": 500,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 500,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

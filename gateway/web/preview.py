@@ -13,12 +13,12 @@ from jinja2 import Environment, Template
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from gateway import jurisdictions
-from gateway.catalog import SiteBundle
-from gateway.errors import NotFound
-from gateway.model import Region, ResolvedBanner, Rule
-from gateway.serving import Gateway, parse_region_param
-from gateway.web.admin import authorize
+from gateway.core import jurisdictions
+from gateway.core.errors import NotFound
+from gateway.core.model import Region, ResolvedBanner, Rule
+from gateway.serving.gateway import Gateway, parse_region_param
+from gateway.sites.catalog import SiteBundle
+from gateway.web.auth import authorize
 
 MAX_LOCALES = 6  # side by side; more would not fit a screen
 UNLISTED_REGION = "ZZ"  # ISO 3166 user-assigned "unknown": no table lists it, so it fails closed
@@ -64,8 +64,11 @@ def purpose_fallbacks(bundle: SiteBundle, locale: str) -> tuple[str, ...]:
     has = bundle.translations.has
     out = []
     for p in bundle.site.purposes:
-        out += [f"purpose {p.id}: {part}" for part, msgid in
-                (("name", p.name), ("description", p.description)) if not has(locale, msgid)]
+        out += [
+            f"purpose {p.id}: {part}"
+            for part, msgid in (("name", p.name), ("description", p.description))
+            if not has(locale, msgid)
+        ]
     return tuple(out)
 
 
@@ -74,11 +77,10 @@ def frame_document(bundle: SiteBundle, script_url: str, gpc: bool) -> str:
     cookie = bundle.site.cookie.name
     # Clearing the consent cookie makes the banner show on every load; the CSP blocks the
     # snippet's record POSTs so that clicking around in a preview never creates records.
-    gpc_js = ("Object.defineProperty(navigator,'globalPrivacyControl',{value:true});"
-              if gpc else "")
+    gpc_js = "Object.defineProperty(navigator,'globalPrivacyControl',{value:true});" if gpc else ""
     return (
         '<!doctype html><html><head><meta charset="utf-8">'
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"connect-src 'none'\">"
+        '<meta http-equiv="Content-Security-Policy" content="connect-src \'none\'">'
         "<style>body{margin:0;min-height:100vh;font:14px system-ui,sans-serif;color:#8a8f98;"
         "background:#f4f5f7}.fake{padding:18px}.fake i{display:block;height:10px;margin:10px 0;"
         "background:#e2e4e8;border-radius:5px}</style></head><body>"
@@ -192,8 +194,9 @@ def _chosen_locales(bundle: SiteBundle, requested: list[str]) -> list[str]:
     return [site.default_locale, *others[:1]]
 
 
-def _region_and_rule(request: Request, gateway: Gateway, bundle: SiteBundle,
-                     notices: list[str]) -> tuple[Region, Rule, str]:
+def _region_and_rule(
+    request: Request, gateway: Gateway, bundle: SiteBundle, notices: list[str]
+) -> tuple[Region, Rule, str]:
     params = request.query_params
     overrides = bundle.site.rule_overrides
     region_param = params.get("region", "").strip()
@@ -211,8 +214,10 @@ def _region_and_rule(request: Request, gateway: Gateway, bundle: SiteBundle,
                 notices.append(f"no region gets the rule {rule_param!r} on this site")
             else:
                 if region_param:
-                    notices.append(f"{region_param} does not get the rule {rule_param!r}; "
-                                   f"showing a visitor in {example}")
+                    notices.append(
+                        f"{region_param} does not get the rule {rule_param!r}; "
+                        f"showing a visitor in {example}"
+                    )
                 region_param = example
     if region_param:
         region = parse_region_param(region_param)
@@ -233,8 +238,10 @@ async def preview(request: Request) -> HTMLResponse:
         raise NotFound("unknown_site", f"no site named {site_id[:64]!r}")
     notices: list[str] = []
     if gateway.catalog.last_error:
-        notices.append(f"the last reload was refused, this is the previous version: "
-                       f"{gateway.catalog.last_error}")
+        notices.append(
+            f"the last reload was refused, this is the previous version: "
+            f"{gateway.catalog.last_error}"
+        )
     region, rule, region_param = _region_and_rule(request, gateway, bundle, notices)
     gpc = request.query_params.get("gpc") == "1"
     columns = []
@@ -246,17 +253,45 @@ async def preview(request: Request) -> HTMLResponse:
         resolved = gateway.renderer.resolve(bundle, rule, locale, gpc)
         query = {"lang": locale, **({"region": region_param} if region_param else {})}
         url = f"/v1/sites/{bundle.site.id}/consent.js?{urlencode(query)}"
-        columns.append(Column(
-            requested=requested, locale=locale, label=_label(locale), resolved=resolved,
-            fallbacks=resolved.fallbacks + purpose_fallbacks(bundle, locale),
-            frame=frame_document(bundle, url, gpc)))
-    flags = ", ".join(k for k, v in rule.as_json().items()
-                      if v is True and k in ("gpc", "reject_on_first_layer", "do_not_sell_link",
-                                             "limit_sensitive_link", "default_granted"))
+        columns.append(
+            Column(
+                requested=requested,
+                locale=locale,
+                label=_label(locale),
+                resolved=resolved,
+                fallbacks=resolved.fallbacks + purpose_fallbacks(bundle, locale),
+                frame=frame_document(bundle, url, gpc),
+            )
+        )
+    flags = ", ".join(
+        k
+        for k, v in rule.as_json().items()
+        if v is True
+        and k
+        in (
+            "gpc",
+            "reject_on_first_layer",
+            "do_not_sell_link",
+            "limit_sensitive_link",
+            "default_granted",
+        )
+    )
     html = _page().render(
-        site=bundle.site, sites=sites, bundle=bundle, region=region, rule=rule, flags=flags,
-        region_param=region_param, rule_param=request.query_params.get("rule", ""),
-        regions=sorted(jurisdictions.REGION_RULES.items()), rules=jurisdictions.RULES.items(),
-        chosen=[c.locale for c in columns], gpc=gpc, columns=columns, notices=notices)
-    return HTMLResponse(html, headers={"Cache-Control": "no-store",
-                                       "X-Content-Type-Options": "nosniff"})
+        site=bundle.site,
+        sites=sites,
+        bundle=bundle,
+        region=region,
+        rule=rule,
+        flags=flags,
+        region_param=region_param,
+        rule_param=request.query_params.get("rule", ""),
+        regions=sorted(jurisdictions.REGION_RULES.items()),
+        rules=jurisdictions.RULES.items(),
+        chosen=[c.locale for c in columns],
+        gpc=gpc,
+        columns=columns,
+        notices=notices,
+    )
+    return HTMLResponse(
+        html, headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+    )

@@ -9,13 +9,15 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
-from gateway.errors import ConfigError
+from gateway.core.errors import ConfigError
 from gateway.web.public import answer_context
 
 TEMPLATE = "privacy_center.html"
-CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-       "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
-       "frame-ancestors 'self'")
+CSP = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'self'"
+)
 
 
 async def privacy_center(request: Request) -> HTMLResponse:
@@ -31,14 +33,21 @@ async def privacy_center(request: Request) -> HTMLResponse:
         "texts": {"saved": texts["saved"]},
         "names": {p["id"]: p["name"] for p in config["purposes"]},
         "actions": {
-            "accept_all": texts["accept_all"], "reject_all": texts["reject_all"],
-            "custom": texts["save"], "withdraw": texts["withdraw"], "gpc": "GPC",
+            "accept_all": texts["accept_all"],
+            "reject_all": texts["reject_all"],
+            "custom": texts["save"],
+            "withdraw": texts["withdraw"],
+            "gpc": "GPC",
         },
     }
     context = {
-        "site": {"id": site_id, "name": bundle.site.name, "controller": bundle.site.controller,
-                 "contact": bundle.site.contact,
-                 "privacy_policy_url": bundle.site.privacy_policy_url},
+        "site": {
+            "id": site_id,
+            "name": bundle.site.name,
+            "controller": bundle.site.controller,
+            "contact": bundle.site.contact,
+            "privacy_policy_url": bundle.site.privacy_policy_url,
+        },
         "rule": resolved.rule.as_json(),
         "texts": texts,
         "purposes": config["purposes"],
@@ -53,12 +62,15 @@ async def privacy_center(request: Request) -> HTMLResponse:
         html = env.get_template(TEMPLATE).render(context)
     except TemplateError as exc:
         raise ConfigError(f"template error: {exc}", where=str(bundle.directory)) from exc
-    return HTMLResponse(html, headers={
-        "Cache-Control": "private, no-cache",
-        "Content-Security-Policy": CSP,
-        "Referrer-Policy": "no-referrer",
-        "Vary": gateway.vary,
-    })
+    return HTMLResponse(
+        html,
+        headers={
+            "Cache-Control": "private, no-cache",
+            "Content-Security-Policy": CSP,
+            "Referrer-Policy": "no-referrer",
+            "Vary": gateway.vary,
+        },
+    )
 
 
 def routes() -> list[Route]:

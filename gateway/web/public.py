@@ -17,11 +17,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.catalog import SiteBundle
-from gateway.errors import NotFound
-from gateway.model import ResolvedBanner
-from gateway.serving import Gateway, Visitor
+from gateway.core.errors import NotFound
+from gateway.core.model import ResolvedBanner
+from gateway.serving.gateway import Gateway, Visitor
 from gateway.signals.gpc import well_known
+from gateway.sites.catalog import SiteBundle
 
 GPC_LAST_UPDATE = dt.date(2026, 11, 29)
 KINDS = {"config": "config", "banner": "banner", "consent.js": "js"}
@@ -45,8 +45,15 @@ def etag_matches(header: str | None, etag: str) -> bool:
     return False
 
 
-def answer(gateway: Gateway, kind: str, site_id: str, peer: str | None, headers: Headers,
-           query: bytes, scheme: str) -> Answer:
+def answer(
+    gateway: Gateway,
+    kind: str,
+    site_id: str,
+    peer: str | None,
+    headers: Headers,
+    query: bytes,
+    scheme: str,
+) -> Answer:
     """Status, headers and body for one banner request; raises GatewayError on bad input.
 
     Once the region is known, the answer depends only on the raw values in the memo key, so
@@ -56,8 +63,15 @@ def answer(gateway: Gateway, kind: str, site_id: str, peer: str | None, headers:
     if bundle is None:
         raise NotFound("unknown_site", f"no site named {site_id[:64]!r}")
     ip, region = gateway.locator.locate(peer, headers)
-    key = (kind, bundle.banner_version, site_id, region, query, scheme,
-           *[item for item in headers.raw if item[0] in ANSWER_HEADERS])
+    key = (
+        kind,
+        bundle.banner_version,
+        site_id,
+        region,
+        query,
+        scheme,
+        *[item for item in headers.raw if item[0] in ANSWER_HEADERS],
+    )
     memo = gateway.answers.get(key)
     if memo is not None:
         return memo
@@ -104,9 +118,14 @@ def _endpoint(kind: str):  # type: ignore[no-untyped-def]
     async def endpoint(request: Request) -> Response:
         client = request.client
         status, headers, body = answer(
-            request.app.state.gateway, kind, request.path_params["site"],
-            client.host if client else None, request.headers,
-            request.scope.get("query_string", b""), request.url.scheme)
+            request.app.state.gateway,
+            kind,
+            request.path_params["site"],
+            client.host if client else None,
+            request.headers,
+            request.scope.get("query_string", b""),
+            request.url.scheme,
+        )
         response = Response(status_code=status)
         response.body = body
         response.raw_headers = list(headers)
@@ -129,7 +148,9 @@ async def gpc_json(request: Request) -> Response:
 
 def routes() -> list[Route]:
     return [
-        *(Route(f"/v1/sites/{{site}}/{path}", endpoint, methods=["GET", "HEAD"])
-          for path, endpoint in ENDPOINTS.items()),
+        *(
+            Route(f"/v1/sites/{{site}}/{path}", endpoint, methods=["GET", "HEAD"])
+            for path, endpoint in ENDPOINTS.items()
+        ),
         Route("/.well-known/gpc.json", gpc_json, methods=["GET", "HEAD"]),
     ]

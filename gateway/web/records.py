@@ -12,8 +12,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive
 
-from gateway.errors import BadRequest, NotFound, Unavailable
-from gateway.recording import MAX_BODY_BYTES, RecordContext, parse_body, validate
+from gateway.core.errors import BadRequest, NotFound, Unavailable
+from gateway.recording.consent import MAX_BODY_BYTES, RecordContext, parse_body, validate
 
 _ALLOW_METHODS = "POST, GET, OPTIONS"
 _ALLOW_HEADERS = "Content-Type, Authorization"
@@ -79,8 +79,9 @@ def cors_headers(origin: str | None, own_origin: str, bundle: Any) -> dict[str, 
 
 
 def _cors(request: Request, bundle: Any) -> dict[str, str]:
-    return cors_headers(request.headers.get("origin"),
-                        _own_origin(request.url.scheme, request.headers), bundle)
+    return cors_headers(
+        request.headers.get("origin"), _own_origin(request.url.scheme, request.headers), bundle
+    )
 
 
 async def read_body(receive: Receive, declared: str | None) -> bytes:
@@ -113,15 +114,27 @@ async def read_body(receive: Receive, declared: str | None) -> bytes:
 def _raw(status: int, headers: dict[str, str], body: Any) -> Answer:
     content = orjson.dumps(body)
     raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-    raw += [(b"content-type", b"application/json"), (b"cache-control", b"no-store"),
-            (b"content-length", str(len(content)).encode())]
+    raw += [
+        (b"content-type", b"application/json"),
+        (b"cache-control", b"no-store"),
+        (b"content-length", str(len(content)).encode()),
+    ]
     return status, raw, content
 
 
 # Headers take_consent reads itself, picked in one pass over the raw list (Starlette's
 # Headers.get scans the whole list on every call, and this path would make ten calls).
-_WANTED = frozenset((b"origin", b"content-length", b"content-type", b"user-agent", b"host",
-                     b"accept-language", b"sec-gpc"))
+_WANTED = frozenset(
+    (
+        b"origin",
+        b"content-length",
+        b"content-type",
+        b"user-agent",
+        b"host",
+        b"accept-language",
+        b"sec-gpc",
+    )
+)
 
 
 def _pick(raw: RawHeaders) -> tuple[dict[bytes, str], list[str]]:
@@ -137,8 +150,14 @@ def _pick(raw: RawHeaders) -> tuple[dict[bytes, str], list[str]]:
     return found, gpc
 
 
-async def take_consent(state: Any, site_id: str, peer: str | None, raw_headers: RawHeaders,
-                       scheme: str, receive: Receive) -> Answer:
+async def take_consent(
+    state: Any,
+    site_id: str,
+    peer: str | None,
+    raw_headers: RawHeaders,
+    scheme: str,
+    receive: Receive,
+) -> Answer:
     """Validate, enrich and durably record one choice; 201 with a receipt, or a JSON error."""
     cors: dict[str, str] = {}
     found, gpc_values = _pick(raw_headers)
@@ -153,7 +172,8 @@ async def take_consent(state: Any, site_id: str, peer: str | None, raw_headers: 
         gateway = state.gateway
         ip, region = gateway.locator.locate(peer, Headers(raw=raw_headers))
         region, gpc, language, rule = gateway.decide(
-            bundle, region, found.get(b"accept-language"), gpc_values)
+            bundle, region, found.get(b"accept-language"), gpc_values
+        )
         context = RecordContext(
             ip=ip, region=region, rule=rule, gpc=gpc,
             user_agent=found.get(b"user-agent", ""), origin=origin or "",
@@ -177,8 +197,13 @@ async def post_consent(request: Request) -> Response:
     """The routed form of `take_consent` (the front, gateway/web/front.py, answers first)."""
     client = request.client
     status, headers, body = await take_consent(
-        request.app.state, request.path_params["site"], client.host if client else None,
-        request.headers.raw, request.url.scheme, request.receive)
+        request.app.state,
+        request.path_params["site"],
+        client.host if client else None,
+        request.headers.raw,
+        request.url.scheme,
+        request.receive,
+    )
     response = Response(status_code=status)
     response.body = body
     response.raw_headers = headers
@@ -248,8 +273,6 @@ def routes() -> list[BaseRoute]:
     return [
         Route("/v1/sites/{site}/consents", post_consent, methods=["POST"]),
         Route("/v1/sites/{site}/consents", preflight, methods=["OPTIONS"]),
-        Route(
-            "/v1/sites/{site}/subjects/{subject_id}/consents", subject_consents, methods=["GET"]
-        ),
+        Route("/v1/sites/{site}/subjects/{subject_id}/consents", subject_consents, methods=["GET"]),
         Route("/v1/sites/{site}/subjects/{subject_id}/consents", preflight, methods=["OPTIONS"]),
     ]

@@ -8,11 +8,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from gateway import jurisdictions
-from gateway.catalog import load_site
-from gateway.model import UNKNOWN_REGION
-from gateway.render import Renderer
-from gateway.serving import Visitor, snippet_document
+from gateway.core import jurisdictions
+from gateway.core.model import UNKNOWN_REGION
+from gateway.serving.gateway import Visitor, snippet_document
+from gateway.serving.render import Renderer
+from gateway.sites.catalog import load_site
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "gateway" / "templates"
@@ -22,8 +22,9 @@ RULE_IDS = {"gdpr": "gdpr", "ccpa": "ccpa", "notice": "au", "pipl": "pipl"}
 
 def _toml_table(name: str, values: dict[str, str]) -> str:
     # JSON string escapes are valid TOML basic-string escapes.
-    return f"\n[{name}]\n" + "".join(f"{json.dumps(k)} = {json.dumps(v)}\n"
-                                      for k, v in values.items())
+    return f"\n[{name}]\n" + "".join(
+        f"{json.dumps(k)} = {json.dumps(v)}\n" for k, v in values.items()
+    )
 
 
 def demo_config(

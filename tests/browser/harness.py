@@ -25,8 +25,13 @@ from tests.browser.servers import LoopbackServer
 from tests.procs import free_port, stop
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 NONCE = "n0nce-4-tests"
 AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
 
@@ -71,13 +76,30 @@ def run_gateway(site_origin: str, work: Path) -> Iterator[Gateway]:
     shutil.copytree(ROOT / "banners", banners)
     # The demo site, allowing the test page's origin to record consents.
     toml = banners / "demo" / "site.toml"
-    toml.write_text(re.sub(r"(?m)^allowed_origins = .*$", f'allowed_origins = ["{site_origin}"]',
-                           toml.read_text(encoding="utf-8")), encoding="utf-8")
+    toml.write_text(
+        re.sub(
+            r"(?m)^allowed_origins = .*$",
+            f'allowed_origins = ["{site_origin}"]',
+            toml.read_text(encoding="utf-8"),
+        ),
+        encoding="utf-8",
+    )
     port = free_port()
     log = work / "gateway.log"
-    command = [str(Path(sys.executable).parent / "consent-gateway"), "serve",
-               "--host", "127.0.0.1", "--port", str(port), "--banners-dir", str(banners),
-               "--locales-dir", str(ROOT / "locales"), "--reload", "false"]
+    command = [
+        str(Path(sys.executable).parent / "consent-gateway"),
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--banners-dir",
+        str(banners),
+        "--locales-dir",
+        str(ROOT / "locales"),
+        "--reload",
+        "false",
+    ]
     env = {**os.environ, "GATEWAY_DATA_DIR": str(work / "data")}
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -100,25 +122,37 @@ def run_gateway(site_origin: str, work: Path) -> Iterator[Gateway]:
 def publisher_site() -> LoopbackServer:
     """The publisher's origin: test pages plus the tags they hold back until consent."""
     server = LoopbackServer()
-    server.file("/analytics.js", b"window.analyticsRuns = (window.analyticsRuns || 0) + 1;",
-                "text/javascript")
+    server.file(
+        "/analytics.js",
+        b"window.analyticsRuns = (window.analyticsRuns || 0) + 1;",
+        "text/javascript",
+    )
     server.file("/ads.js", b"window.adsRuns = (window.adsRuns || 0) + 1;", "text/javascript")
     server.page("/frame.html", "<!doctype html><title>ad frame</title><p>ad</p>")
     return server
 
 
 ARTICLE = "".join(
-    f"<p>Paragraph {i}: the page's own content, which must not move when the banner appears."
-    "</p>" for i in range(12)
+    f"<p>Paragraph {i}: the page's own content, which must not move when the banner appears.</p>"
+    for i in range(12)
 )
 
 
-def demo_page(site: LoopbackServer, script_url: str, *, path: str = "/", lang: str = "en",
-              extra_body: str = "", loading: str = "async") -> str:
+def demo_page(
+    site: LoopbackServer,
+    script_url: str,
+    *,
+    path: str = "/",
+    lang: str = "en",
+    extra_body: str = "",
+    loading: str = "async",
+) -> str:
     """A publisher page: the one-line snippet, blocked tags, a withdrawal link, strict CSP."""
     # 'unsafe-eval' only lets Playwright's wait_for_function poll; inline tags still need the nonce.
-    csp = (f"script-src 'nonce-{NONCE}' 'unsafe-eval'; style-src 'nonce-{NONCE}'; "
-           f"frame-src {site.origin}; object-src 'none'")
+    csp = (
+        f"script-src 'nonce-{NONCE}' 'unsafe-eval'; style-src 'nonce-{NONCE}'; "
+        f"frame-src {site.origin}; object-src 'none'"
+    )
     body = f"""<!doctype html>
 <html lang="{lang}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">

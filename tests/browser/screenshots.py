@@ -28,12 +28,22 @@ def take(browser: Browser, site: LoopbackServer, gateway: Gateway, out: Path) ->
     """One PNG per entry of SHOTS into ``out``; returns their paths."""
     paths = []
     for name, region, language, (width, height), scheme, panel in SHOTS:
-        context = browser.new_context(viewport={"width": width, "height": height},
-                                      color_scheme=scheme, locale=language,
-                                      is_mobile=width < 500, device_scale_factor=1)
+        context = browser.new_context(
+            viewport={"width": width, "height": height},
+            color_scheme=scheme,
+            locale=language,
+            is_mobile=width < 500,
+            device_scale_factor=1,
+        )
         page = context.new_page()
-        page.goto(demo_page(site, gateway.script_url(region=region, lang=language),
-                            path=f"/shot-{name}", lang=language))
+        page.goto(
+            demo_page(
+                site,
+                gateway.script_url(region=region, lang=language),
+                path=f"/shot-{name}",
+                lang=language,
+            )
+        )
         page.locator("#cg-host section").wait_for()
         if panel:
             page.locator("#cg-host [data-cg-action=settings]").click()
@@ -51,8 +61,11 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     site = publisher_site()
     try:
-        with tempfile.TemporaryDirectory() as work, run_gateway(site.origin, Path(work)) as gw, \
-                sync_playwright() as playwright:
+        with (
+            tempfile.TemporaryDirectory() as work,
+            run_gateway(site.origin, Path(work)) as gw,
+            sync_playwright() as playwright,
+        ):
             browser = launch(playwright)
             for path in take(browser, site, gw, out):
                 print(path)

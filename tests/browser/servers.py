@@ -34,7 +34,8 @@ class LoopbackServer:
                     status, headers, content = 404, {"Content-Type": "text/plain"}, b"not found"
                 else:
                     status, headers, content = handler(
-                        url.path, parse_qs(url.query), body, dict(self.headers.items()))
+                        url.path, parse_qs(url.query), body, dict(self.headers.items())
+                    )
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)

@@ -22,8 +22,15 @@ def cdn_headers(region: str) -> dict[str, str]:
     return {"cf-ipcountry": country, **({"cf-region-code": subdivision} if subdivision else {})}
 
 
-def visit(page: Page, site: LoopbackServer, gateway: Gateway, path: str, region: str = "DE",
-          accept_language: str = "en-US,en;q=0.9", **page_options: Any) -> None:
+def visit(
+    page: Page,
+    site: LoopbackServer,
+    gateway: Gateway,
+    path: str,
+    region: str = "DE",
+    accept_language: str = "en-US,en;q=0.9",
+    **page_options: Any,
+) -> None:
     """Open a test page as a visitor from ``region``, located by CDN headers (trusted peer)."""
     added = {**cdn_headers(region), "accept-language": accept_language}
 
@@ -43,8 +50,10 @@ def action(page: Page, name: str) -> None:
 
 def recorded(page: Page) -> dict[str, Any]:
     """Wait until the gateway answered the last choice; returns getConsent()."""
-    page.wait_for_function("(() => { const c = ConsentGateway.getConsent();"
-                           " return c && c.receipt && c.receipt.record_id; })()")
+    page.wait_for_function(
+        "(() => { const c = ConsentGateway.getConsent();"
+        " return c && c.receipt && c.receipt.record_id; })()"
+    )
     consent: dict[str, Any] = page.evaluate("ConsentGateway.getConsent()")
     return consent
 
@@ -58,7 +67,8 @@ def data_layer(page: Page) -> list[Any]:
     """dataLayer with gtag's `arguments` objects turned into lists."""
     layer: list[Any] = page.evaluate(
         "dataLayer.map(e => (Object.prototype.toString.call(e) === '[object Arguments]')"
-        " ? Array.from(e) : e)")
+        " ? Array.from(e) : e)"
+    )
     return layer
 
 
@@ -66,12 +76,14 @@ def runs(page: Page) -> dict[str, int]:
     counts: dict[str, int] = page.evaluate(
         "({inline: window.inlineAnalyticsRuns || 0, analytics: window.analyticsRuns || 0,"
         "  ads: window.adsRuns || 0,"
-        "  frame: document.querySelector('iframe').src.endsWith('/frame.html') ? 1 : 0})")
+        "  frame: document.querySelector('iframe').src.endsWith('/frame.html') ? 1 : 0})"
+    )
     return counts
 
 
 def test_opt_in_accept_records_unblocks_and_signals(
-        page: Page, site: LoopbackServer, gateway: Gateway) -> None:
+    page: Page, site: LoopbackServer, gateway: Gateway
+) -> None:
     posts: list[Request] = []
     page.on("request", lambda r: posts.append(r) if r.method == "POST" else None)
     visit(page, site, gateway, "/accept", "DE")
@@ -91,23 +103,46 @@ def test_opt_in_accept_records_unblocks_and_signals(
     action(page, "accept_all")
     consent = recorded(page)
     expect(banner).to_be_hidden()
-    assert consent["choices"] == {"necessary": True, "analytics": True, "marketing": True,
-                                  "personalization": True}
+    assert consent["choices"] == {
+        "necessary": True,
+        "analytics": True,
+        "marketing": True,
+        "personalization": True,
+    }
     page.wait_for_function("window.adsRuns === 1 && window.analyticsRuns === 1")
     # The inline tag kept its CSP nonce (it would be refused without it) and ran exactly once.
     assert runs(page) == {"inline": 1, "analytics": 1, "ads": 1, "frame": 1}
     update = [e for e in data_layer(page) if isinstance(e, list) and e[1] == "update"]
-    assert update == [["consent", "update", {
-        "security_storage": "granted", "functionality_storage": "granted",
-        "analytics_storage": "granted", "ad_storage": "granted", "ad_user_data": "granted",
-        "ad_personalization": "granted", "personalization_storage": "granted"}]]
-    assert any(isinstance(e, dict) and e.get("event") == "cg_consent_update"
-               and e["cg_action"] == "accept_all" for e in data_layer(page))
+    assert update == [
+        [
+            "consent",
+            "update",
+            {
+                "security_storage": "granted",
+                "functionality_storage": "granted",
+                "analytics_storage": "granted",
+                "ad_storage": "granted",
+                "ad_user_data": "granted",
+                "ad_personalization": "granted",
+                "personalization_storage": "granted",
+            },
+        ]
+    ]
+    assert any(
+        isinstance(e, dict)
+        and e.get("event") == "cg_consent_update"
+        and e["cg_action"] == "accept_all"
+        for e in data_layer(page)
+    )
 
     [record] = stored(gateway, consent)
     assert record["action"] == "accept_all"
-    assert record["choices"] == {"necessary": True, "analytics": True, "marketing": True,
-                                 "personalization": True}
+    assert record["choices"] == {
+        "necessary": True,
+        "analytics": True,
+        "marketing": True,
+        "personalization": True,
+    }
     assert record["channel"] == "web"
     assert record["banner_version"] == page.evaluate("ConsentGateway.config.banner_version")
     assert record["page_url"] == site.origin + "/accept"
@@ -129,7 +164,8 @@ def test_opt_in_accept_records_unblocks_and_signals(
 
 
 def test_opt_in_reject_records_and_keeps_tags_inert(
-        page: Page, site: LoopbackServer, gateway: Gateway) -> None:
+    page: Page, site: LoopbackServer, gateway: Gateway
+) -> None:
     visit(page, site, gateway, "/reject", "DE")
     action(page, "reject_all")
     consent = recorded(page)
@@ -137,15 +173,20 @@ def test_opt_in_reject_records_and_keeps_tags_inert(
     assert consent["choices"]["necessary"] is True
     [record] = stored(gateway, consent)
     assert record["action"] == "reject_all"
-    assert record["choices"] == {"necessary": True, "analytics": False, "marketing": False,
-                                 "personalization": False}
+    assert record["choices"] == {
+        "necessary": True,
+        "analytics": False,
+        "marketing": False,
+        "personalization": False,
+    }
     page.wait_for_timeout(100)
     assert runs(page) == {"inline": 0, "analytics": 0, "ads": 0, "frame": 0}
     assert data_layer(page)[-2][2]["analytics_storage"] == "denied"
 
 
 def test_custom_choice_in_the_preferences_panel(
-        page: Page, site: LoopbackServer, gateway: Gateway) -> None:
+    page: Page, site: LoopbackServer, gateway: Gateway
+) -> None:
     visit(page, site, gateway, "/custom", "DE")
     # The panel is built lazily: not in the DOM until asked for.
     expect(page.locator(PREFS)).to_have_count(0)
@@ -161,23 +202,32 @@ def test_custom_choice_in_the_preferences_panel(
     consent = recorded(page)
     [record] = stored(gateway, consent)
     assert record["action"] == "custom"
-    assert record["choices"] == {"necessary": True, "analytics": True, "marketing": False,
-                                 "personalization": False}
+    assert record["choices"] == {
+        "necessary": True,
+        "analytics": True,
+        "marketing": False,
+        "personalization": False,
+    }
     page.wait_for_function("window.analyticsRuns === 1")
     assert runs(page) == {"inline": 1, "analytics": 1, "ads": 0, "frame": 0}
     # A marketing tag added later stays inert; an analytics one runs at once (MutationObserver).
-    page.evaluate("""nonce => {
+    page.evaluate(
+        """nonce => {
         for (const [cat, name] of [['marketing', 'lateAds'], ['analytics', 'lateAnalytics']]) {
           const s = document.createElement('script');
           s.type = 'text/plain'; s.dataset.category = cat; s.nonce = nonce;
           s.text = 'window.' + name + ' = true';
           document.body.append(s);
-        }}""", NONCE)
+        }}""",
+        NONCE,
+    )
     page.wait_for_function("window.lateAnalytics === true")
     assert page.evaluate("window.lateAds") is None
     # The persistent link reopens the panel with the saved state; changes fire "change".
-    page.evaluate("ConsentGateway.on('change', c => { window.changes = (window.changes||[])"
-                  ".concat([c.choices]); })")
+    page.evaluate(
+        "ConsentGateway.on('change', c => { window.changes = (window.changes||[])"
+        ".concat([c.choices]); })"
+    )
     page.click("[data-cg-open]")
     expect(page.locator(BANNER)).to_be_visible()
     action(page, "settings")
@@ -189,12 +239,15 @@ def test_custom_choice_in_the_preferences_panel(
 
 
 def test_withdrawal_deletes_the_purpose_cookies_and_reloads(
-        page: Page, site: LoopbackServer, gateway: Gateway) -> None:
+    page: Page, site: LoopbackServer, gateway: Gateway
+) -> None:
     visit(page, site, gateway, "/withdraw", "DE")
     action(page, "accept_all")
     first = recorded(page)
-    page.evaluate("document.cookie = '_ga=GA1.1; path=/'; document.cookie = '_ga_XYZ=1; path=/';"
-                  "document.cookie = 'pref_theme=dark; path=/'; document.cookie = 'keep=1; path=/'")
+    page.evaluate(
+        "document.cookie = '_ga=GA1.1; path=/'; document.cookie = '_ga_XYZ=1; path=/';"
+        "document.cookie = 'pref_theme=dark; path=/'; document.cookie = 'keep=1; path=/'"
+    )
     page.click("[data-cg-open]")
     with page.expect_navigation():
         action(page, "reject_all")
@@ -210,14 +263,17 @@ def test_withdrawal_deletes_the_purpose_cookies_and_reloads(
 
 
 def test_changed_revision_reprompts_and_keeps_the_subject(
-        page: Page, site: LoopbackServer, gateway: Gateway) -> None:
+    page: Page, site: LoopbackServer, gateway: Gateway
+) -> None:
     url = demo_page(site, gateway.script_url(region="DE"), path="/revision")
     page.goto(url)
     action(page, "accept_all")
     subject = recorded(page)["subject_id"]
     # What is consented to changed since: the stored revision no longer matches the config's.
-    page.evaluate("document.cookie = document.cookie.match(/cg_consent=([^;]*)/)[1]"
-                  ".replace(/^v1\\|[^|]*/, 'cg_consent=v1|0ld') + '; path=/'")
+    page.evaluate(
+        "document.cookie = document.cookie.match(/cg_consent=([^;]*)/)[1]"
+        ".replace(/^v1\\|[^|]*/, 'cg_consent=v1|0ld') + '; path=/'"
+    )
     page.goto(url)
     expect(page.locator(BANNER)).to_be_visible()
     assert page.evaluate("ConsentGateway.getConsent()") is None
@@ -227,7 +283,8 @@ def test_changed_revision_reprompts_and_keeps_the_subject(
 
 
 def test_offline_choice_is_queued_and_sent_when_back_online(
-        context: BrowserContext, page: Page, site: LoopbackServer, gateway: Gateway) -> None:
+    context: BrowserContext, page: Page, site: LoopbackServer, gateway: Gateway
+) -> None:
     visit(page, site, gateway, "/offline", "DE")
     expect(page.locator(BANNER)).to_be_visible()
     context.set_offline(True)
@@ -242,10 +299,12 @@ def test_offline_choice_is_queued_and_sent_when_back_online(
 
 
 def test_gpc_opts_out_automatically_in_an_opt_out_region(
-        browser: Browser, site: LoopbackServer, gateway: Gateway) -> None:
+    browser: Browser, site: LoopbackServer, gateway: Gateway
+) -> None:
     context = browser.new_context()
-    context.add_init_script("Object.defineProperty(Navigator.prototype, "
-                            "'globalPrivacyControl', {get: () => true})")
+    context.add_init_script(
+        "Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', {get: () => true})"
+    )
     page = context.new_page()
     try:
         visit(page, site, gateway, "/gpc", "US-CA")
@@ -253,15 +312,20 @@ def test_gpc_opts_out_automatically_in_an_opt_out_region(
         expect(banner).to_be_visible()
         assert banner.get_attribute("role") == "region"  # a notice, not a blocking dialog
         expect(banner.locator("[data-cg-gpc]")).to_be_visible()
-        expect(banner.get_by_role("button", name="Do Not Sell or Share My Personal "
-                                  "Information")).to_be_visible()
+        expect(
+            banner.get_by_role("button", name="Do Not Sell or Share My Personal Information")
+        ).to_be_visible()
         consent = recorded(page)
         assert consent["gpc"] is True
         [record] = stored(gateway, consent)
         assert record["action"] == "gpc"
         assert record["rule_id"] == "ccpa"
-        assert record["choices"] == {"necessary": True, "analytics": True, "marketing": False,
-                                     "personalization": True}
+        assert record["choices"] == {
+            "necessary": True,
+            "analytics": True,
+            "marketing": False,
+            "personalization": True,
+        }
         page.wait_for_function("window.analyticsRuns === 1")
         assert runs(page)["ads"] == 0
         modes = [e[2] for e in data_layer(page) if isinstance(e, list)]
@@ -272,12 +336,15 @@ def test_gpc_opts_out_automatically_in_an_opt_out_region(
 
 
 def test_keyboard_only_through_banner_and_panel(
-        page: Page, site: LoopbackServer, gateway: Gateway) -> None:
+    page: Page, site: LoopbackServer, gateway: Gateway
+) -> None:
     visit(page, site, gateway, "/keys", "DE")
     expect(page.locator(BANNER)).to_be_focused()
-    focused = "document.activeElement.shadowRoot ? " \
-              "document.activeElement.shadowRoot.activeElement.textContent : " \
-              "document.activeElement.textContent"
+    focused = (
+        "document.activeElement.shadowRoot ? "
+        "document.activeElement.shadowRoot.activeElement.textContent : "
+        "document.activeElement.textContent"
+    )
     order = []
     for _ in range(5):
         page.keyboard.press("Tab")
@@ -287,8 +354,9 @@ def test_keyboard_only_through_banner_and_panel(
     page.keyboard.press("Shift+Tab")
     assert page.evaluate(focused) == "Customize"
     # A visible focus indicator on the focused control.
-    outline = page.evaluate("getComputedStyle(document.activeElement.shadowRoot.activeElement)"
-                            ".outlineStyle")
+    outline = page.evaluate(
+        "getComputedStyle(document.activeElement.shadowRoot.activeElement).outlineStyle"
+    )
     assert outline == "solid"
     page.keyboard.press("Enter")
     expect(page.locator(PREFS)).to_be_focused()
@@ -316,11 +384,12 @@ def test_keyboard_only_through_banner_and_panel(
     assert page.evaluate("document.activeElement.hasAttribute('data-cg-open')") is True
 
 
-@pytest.mark.parametrize(("rule", "open_panel"), [("DE", False), ("DE", True),
-                                                  ("US-CA", False), ("AU", True)])
+@pytest.mark.parametrize(
+    ("rule", "open_panel"), [("DE", False), ("DE", True), ("US-CA", False), ("AU", True)]
+)
 def test_axe_finds_no_serious_violations(
-        browser: Browser, site: LoopbackServer, gateway: Gateway, rule: str,
-        open_panel: bool) -> None:
+    browser: Browser, site: LoopbackServer, gateway: Gateway, rule: str, open_panel: bool
+) -> None:
     context = browser.new_context(bypass_csp=True)  # to inject axe-core
     page = context.new_page()
     try:
@@ -345,7 +414,8 @@ def test_axe_finds_no_serious_violations(
 
 
 def test_no_layout_shift_and_reduced_motion(
-        browser: Browser, site: LoopbackServer, gateway: Gateway) -> None:
+    browser: Browser, site: LoopbackServer, gateway: Gateway
+) -> None:
     context = browser.new_context(reduced_motion="reduce")
     page = context.new_page()
     try:
@@ -360,18 +430,25 @@ def test_no_layout_shift_and_reduced_motion(
             setTimeout(() => resolve(total), 100);
         })""")
         assert shift == 0
-        animation = page.evaluate("getComputedStyle(document.querySelector('#cg-host').shadowRoot"
-                                  ".querySelector('section')).animationName")
+        animation = page.evaluate(
+            "getComputedStyle(document.querySelector('#cg-host').shadowRoot"
+            ".querySelector('section')).animationName"
+        )
         assert animation == "none"
     finally:
         context.close()
 
 
-def test_idempotent_init_and_api_events(
-        page: Page, site: LoopbackServer, gateway: Gateway) -> None:
+def test_idempotent_init_and_api_events(page: Page, site: LoopbackServer, gateway: Gateway) -> None:
     url = gateway.script_url(region="AU")
-    page.goto(demo_page(site, url, path="/twice", extra_body=(
-        f'<script nonce="{NONCE}" src="{url}" async></script>')))
+    page.goto(
+        demo_page(
+            site,
+            url,
+            path="/twice",
+            extra_body=(f'<script nonce="{NONCE}" src="{url}" async></script>'),
+        )
+    )
     expect(page.locator(BANNER)).to_be_visible()
     page.wait_for_load_state("load")
     assert page.locator("#cg-host").count() == 1
@@ -397,11 +474,18 @@ LOCATIONS = [
 ]
 
 
-@pytest.mark.parametrize(("accept", "region", "language", "direction", "rule", "role"),
-                         LOCATIONS)
+@pytest.mark.parametrize(("accept", "region", "language", "direction", "rule", "role"), LOCATIONS)
 def test_language_and_rule_follow_the_visitor(
-        page: Page, site: LoopbackServer, gateway: Gateway, accept: str, region: str,
-        language: str, direction: str, rule: str, role: str) -> None:
+    page: Page,
+    site: LoopbackServer,
+    gateway: Gateway,
+    accept: str,
+    region: str,
+    language: str,
+    direction: str,
+    rule: str,
+    role: str,
+) -> None:
     visit(page, site, gateway, f"/where-{region}", region, accept_language=accept)
     banner = page.locator(BANNER)
     expect(banner).to_be_visible()
@@ -410,15 +494,15 @@ def test_language_and_rule_follow_the_visitor(
     assert banner.get_attribute("role") == role
     assert page.evaluate("ConsentGateway.config.rule.id") == rule
     # The banner shows the same translated title that the JSON config gives an app.
-    config = gateway.get_json("/v1/sites/demo/config",
-                              {**cdn_headers(region), "Accept-Language": accept})
+    config = gateway.get_json(
+        "/v1/sites/demo/config", {**cdn_headers(region), "Accept-Language": accept}
+    )
     assert banner.locator("h2").inner_text() == config["texts"]["title"]
     assert (config["texts"]["title"] == "We value your privacy") == (language == "en")
 
 
 def test_rtl_and_theme(page: Page, site: LoopbackServer, gateway: Gateway) -> None:
-    page.goto(demo_page(site, gateway.script_url(region="DE", lang="ar"),
-                        path="/rtl", lang="ar"))
+    page.goto(demo_page(site, gateway.script_url(region="DE", lang="ar"), path="/rtl", lang="ar"))
     banner = page.locator(BANNER)
     expect(banner).to_be_visible()
     assert banner.get_attribute("dir") == "rtl"
@@ -426,8 +510,7 @@ def test_rtl_and_theme(page: Page, site: LoopbackServer, gateway: Gateway) -> No
     assert banner.evaluate("e => getComputedStyle(e).direction") == "rtl"
 
 
-def test_dark_mode_and_site_theme(browser: Browser, site: LoopbackServer,
-                                  gateway: Gateway) -> None:
+def test_dark_mode_and_site_theme(browser: Browser, site: LoopbackServer, gateway: Gateway) -> None:
     context = browser.new_context(color_scheme="dark", bypass_csp=True)  # for add_style_tag
     page = context.new_page()
     try:
@@ -445,8 +528,9 @@ def test_dark_mode_and_site_theme(browser: Browser, site: LoopbackServer,
         context.close()
 
 
-def test_usable_at_200_percent_zoom(browser: Browser, site: LoopbackServer,
-                                    gateway: Gateway) -> None:
+def test_usable_at_200_percent_zoom(
+    browser: Browser, site: LoopbackServer, gateway: Gateway
+) -> None:
     # 200 % zoom of a 1280 x 800 window leaves a 640 x 400 CSS-pixel viewport.
     context = browser.new_context(viewport={"width": 640, "height": 400})
     page = context.new_page()
@@ -469,7 +553,8 @@ def test_usable_at_200_percent_zoom(browser: Browser, site: LoopbackServer,
 
 
 def test_returning_visitor_with_a_blocking_snippet_runs_each_tag_once(
-        page: Page, site: LoopbackServer, gateway: Gateway) -> None:
+    page: Page, site: LoopbackServer, gateway: Gateway
+) -> None:
     # A synchronous tag in <head> runs before the blocked tags are parsed: the observer catches
     # them as the parser adds them, and each runs exactly once.
     visit(page, site, gateway, "/sync", "DE", loading="")

@@ -16,12 +16,19 @@ pytestmark = pytest.mark.browser
 def record(gateway: Gateway, subject: str) -> str:
     """Record an accept-all choice as an app would (no Origin); returns the receipt."""
     config = gateway.get_json("/v1/sites/demo/config")
-    body = {"subject_id": subject, "banner_version": config["banner_version"],
-            "action": "accept_all", "channel": "app",
-            "choices": {p["id"]: True for p in config["purposes"] if not p["essential"]}}
+    body = {
+        "subject_id": subject,
+        "banner_version": config["banner_version"],
+        "action": "accept_all",
+        "channel": "app",
+        "choices": {p["id"]: True for p in config["purposes"] if not p["essential"]},
+    }
     request = urllib.request.Request(
-        gateway.origin + "/v1/sites/demo/consents", data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"}, method="POST")
+        gateway.origin + "/v1/sites/demo/consents",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
     with urllib.request.urlopen(request, timeout=5) as response:
         assert response.status == 201
         receipt: str = json.load(response)["receipt"]

@@ -1,0 +1,297 @@
+"""`consent-gateway check`: settings, sites, templates, catalogs and the geo database, explained."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from babel.messages.catalog import Catalog
+from jinja2 import Environment, nodes
+
+from gateway.core.errors import ConfigError
+from gateway.core.settings import Settings
+from gateway.serving import render
+from gateway.serving.validation import Finding, template_findings
+from gateway.sites import i18n_workflow, texts
+from gateway.sites.catalog import DEFAULT_TEMPLATES, SiteBundle, scan
+from gateway.sites.translations import po_path, review
+
+MIN_TOKEN_LENGTH = 16
+SHOWN_MSGIDS = 3  # untranslated msgids quoted per locale; the .po editor shows the rest
+
+
+@dataclass
+class CheckReport:
+    """Everything `check` found; errors make the command exit 1, warnings do not."""
+
+    errors: list[Finding] = field(default_factory=list)
+    warnings: list[Finding] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def error(self, where: str, message: str, hint: str = "") -> None:
+        self.errors.append(Finding(where, message, hint))
+
+    def warn(self, where: str, message: str, hint: str = "") -> None:
+        self.warnings.append(Finding(where, message, hint))
+
+    def lines(self) -> list[str]:
+        out = list(self.notes)
+        out += [w.line("warning") for w in self.warnings]
+        out += [e.line("error") for e in self.errors]
+        status = "FAILED" if self.errors else "ok"
+        out.append(f"{status}: {len(self.errors)} error(s), {len(self.warnings)} warning(s)")
+        return out
+
+
+def _short(msgid: str) -> str:
+    return repr(msgid if len(msgid) <= 60 else msgid[:57] + "...")
+
+
+def check_settings(settings: Settings, report: CheckReport) -> None:
+    if not settings.banners_dir.is_dir():
+        report.error(
+            str(settings.banners_dir),
+            "banners folder not found",
+            "set GATEWAY_BANNERS_DIR or run from the project folder",
+        )
+    if not settings.locales_dir.is_dir():
+        report.warn(
+            str(settings.locales_dir),
+            "locales folder not found: every visitor sees the default language",
+            "set GATEWAY_LOCALES_DIR",
+        )
+    if not settings.admin_token:
+        report.notes.append("admin API disabled (GATEWAY_ADMIN_TOKEN is empty)")
+    elif len(settings.admin_token) < MIN_TOKEN_LENGTH:
+        report.warn(
+            "GATEWAY_ADMIN_TOKEN",
+            f"shorter than {MIN_TOKEN_LENGTH} characters",
+            "use `python -c 'import secrets; print(secrets.token_urlsafe(32))'`",
+        )
+    try:
+        from gateway.sinks import open_sinks
+
+        open_sinks(settings)
+    except ConfigError as exc:
+        report.error(exc.where or "settings", exc.message, exc.hint)
+
+
+def check_geo(settings: Settings, report: CheckReport) -> None:
+    from gateway.geo.locator import Locator
+
+    locator = Locator(settings)
+    try:
+        locator.load()
+    except ConfigError as exc:
+        report.error(exc.where or str(settings.geoip_path), exc.message, exc.hint)
+        return
+    info = locator.database_info()
+    locator.close()
+    if not info.get("loaded"):
+        report.warn(
+            "GATEWAY_GEOIP_DB",
+            "no geo database: regions come from trusted CDN "
+            "headers only, others get the strictest rule",
+            "run `consent-gateway geo build` or set GATEWAY_GEOIP_DB",
+        )
+    else:
+        details = ", ".join(f"{k} {v}" for k, v in info.items() if k != "loaded")
+        report.notes.append(f"geo database: {details}")
+
+
+def builtin_templates() -> list[str]:
+    """The built-in templates a site may override, by file name."""
+    return sorted(p.name for p in DEFAULT_TEMPLATES.glob("*.html"))
+
+
+def check_templates(bundle: SiteBundle, report: CheckReport) -> None:
+    for path in sorted(bundle.directory.rglob("*.html")):
+        if path.relative_to(bundle.directory).as_posix() not in builtin_templates():
+            report.warn(
+                str(path),
+                f"not one of {', '.join(builtin_templates())}: used only if "
+                "another template includes it",
+                "to change a built-in template, use its exact file name",
+            )
+    report.errors.extend(template_findings(bundle))
+
+
+def _review_locale(
+    bundle: SiteBundle,
+    locale: str,
+    catalog: Catalog,
+    msgids: list[str],
+    path: Path,
+    report: CheckReport,
+) -> str:
+    result = review(catalog, msgids)
+    site = bundle.site
+    where = str(path)
+    is_default = locale == site.default_locale
+    for msgid in result.fuzzy:
+        report.warn(
+            where,
+            f"fuzzy entry {_short(msgid)}: compile skips it and visitors see "
+            f"the {site.default_locale!r} text",
+            "review it, then clear the fuzzy flag",
+        )
+    for msgid in result.untranslated_plurals:
+        report.warn(
+            where, f"plural forms missing in {_short(msgid)}", "fill every msgstr[n] of the entry"
+        )
+    for msgid in result.placeholder_mismatch:
+        report.error(
+            where,
+            f"placeholders differ from the source in {_short(msgid)}",
+            "keep %(name)s / {name} exactly as in the msgid",
+        )
+    for msgid in result.unsafe_html:
+        report.error(
+            where,
+            f"HTML outside the allow-list in {_short(msgid)}",
+            "only <a href>, <em>, <strong>, <b>, <i> and <br> are allowed",
+        )
+    stale = [m for m in msgids if catalog.get(m) is None]
+    if stale:
+        report.warn(
+            where,
+            f"{len(stale)} msgid(s) missing from the catalog, e.g. {_short(stale[0])}",
+            f"run `consent-gateway i18n extract --site {site.id}` "
+            f"and `consent-gateway i18n update --site {site.id}`",
+        )
+    empty = [m for m in result.untranslated if m not in stale]
+    if empty and not is_default:
+        quoted = ", ".join(_short(m) for m in empty[:SHOWN_MSGIDS])
+        more = f" and {len(empty) - SHOWN_MSGIDS} more" if len(empty) > SHOWN_MSGIDS else ""
+        report.warn(
+            where,
+            f"{len(empty)} untranslated: {quoted}{more}",
+            f"visitors see the {site.default_locale!r} text for these",
+        )
+    if is_default:
+        return f"  {locale}: default language ({len(msgids)} messages)"
+    parts = [f"{result.coverage:.0%} translated ({result.translated}/{result.total})"]
+    parts += [
+        f"{len(v)} {k}"
+        for k, v in (("fuzzy", result.fuzzy), ("untranslated", result.untranslated))
+        if v
+    ]
+    return f"  {locale}: " + ", ".join(parts)
+
+
+def check_translations(settings: Settings, bundle: SiteBundle, report: CheckReport) -> None:
+    site = bundle.site
+    msgids = i18n_workflow.used_msgids(site, bundle.directory)
+    for locale in site.locales:
+        catalog = bundle.translations.catalogs.get(locale)
+        path = po_path(settings.locales_dir, locale, site.id)
+        if catalog is None:
+            report.notes.append(f"  {locale}: default language, source texts (no catalog)")
+            continue
+        report.notes.append(_review_locale(bundle, locale, catalog, msgids, path, report))
+    for locale, path in i18n_workflow.catalogs_of(settings, site.id):
+        if locale not in site.locales:
+            report.warn(
+                str(path),
+                f"locale {locale!r} has a catalog but is not offered",
+                f"add it to `locales` in {bundle.directory / 'site.toml'}",
+            )
+    pot = i18n_workflow.pot_path(settings.locales_dir, site.id)
+    if pot.exists():
+        try:
+            template = i18n_workflow.read_template(settings, site)
+        except ConfigError as exc:
+            report.warn(exc.where, exc.message, exc.hint)
+            return
+        missing = [m for m in msgids if template.get(m) is None]
+        if missing:
+            report.warn(
+                str(pot),
+                f"the template lacks {len(missing)} of the site's texts, e.g. {_short(missing[0])}",
+                f"run `consent-gateway i18n extract --site {site.id}`",
+            )
+
+
+def run_checks(settings: Settings) -> CheckReport:
+    """Validate everything a deployment reads; each finding names file, key and a hint."""
+    report = CheckReport()
+    check_settings(settings, report)
+    check_geo(settings, report)
+    if not settings.banners_dir.is_dir():
+        return report
+    bundles, errors = scan(settings.banners_dir, settings.locales_dir)
+    for exc in errors:
+        report.error(exc.where, exc.message, exc.hint)
+    for bundle in bundles.values():
+        site = bundle.site
+        report.notes.append(
+            f"site {site.id}: banner_version {bundle.banner_version}, consent_revision "
+            f"{bundle.consent_revision}, {len(site.purposes)} purposes, "
+            f"{len(site.locales)} locales"
+        )
+        check_templates(bundle, report)
+        check_translations(settings, bundle, report)
+    return report
+
+
+def _blocks(template: Path) -> list[str]:
+    env = Environment(autoescape=True, extensions=["jinja2.ext.i18n"])
+    tree = env.parse(template.read_text("utf-8"))
+    return [block.name for block in tree.find_all(nodes.Block)]
+
+
+def template_reference() -> str:
+    """docs/templates.md, generated from render.TEMPLATE_VARIABLES, the defaults and texts.py."""
+    out = [
+        "# Banner template reference",
+        "",
+        "<!-- Generated by `python -m gateway.cli.checks`; tests/test_templates.py keeps it equal "
+        "to the code. -->",
+        "",
+        "Templates are Jinja2 with autoescaping and strict undefined variables: a misspelt "
+        "variable is an error that `consent-gateway check` reports, never an empty string. "
+        "A site overrides single blocks of a built-in template by putting a file of the same "
+        "name in `banners/<site>/`:",
+        "",
+        "```jinja",
+        '{% extends "default:banner.html" %}',
+        '{% block title %}<h2 id="cg-title">{{ texts.title }} 🍪</h2>{% endblock %}',
+        "```",
+        "",
+        "## Variables",
+        "",
+        "| variable | what it holds |",
+        "|---|---|",
+    ]
+    out += [f"| `{name}` | {help_} |" for name, help_ in render.TEMPLATE_VARIABLES.items()]
+    out += ["", "## Blocks", ""]
+    for name in builtin_templates():
+        blocks = ", ".join(f"`{b}`" for b in _blocks(DEFAULT_TEMPLATES / name))
+        out.append(f"- `{name}`: {blocks}")
+    out += [
+        "",
+        "## Text keys",
+        "",
+        "`texts.<key>` holds the translated text; `[texts]` in site.toml replaces the "
+        "English source (the gettext msgid) of any key.",
+        "",
+        "| key | English source |",
+        "|---|---|",
+    ]
+    out += [f"| `{key}` | {msgid} |" for key, msgid in texts.BASE_TEXTS.items()]
+    out += [f"| `description` ({model}) | {msgid} |" for model, msgid in texts.DESCRIPTIONS.items()]
+    out += [
+        "",
+        "## Your own strings",
+        "",
+        'Write `{{ _("Free shipping over 50 €") }}` (or `ngettext`) in a template; '
+        "`consent-gateway i18n extract` puts it in the site's `.pot` for translators.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+DOCS_FILE = Path(__file__).resolve().parents[2] / "docs" / "templates.md"
+
+if __name__ == "__main__":
+    DOCS_FILE.write_text(template_reference(), encoding="utf-8")

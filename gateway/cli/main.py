@@ -1,0 +1,205 @@
+"""The command line: the only place that prints or exits."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gateway import __version__
+from gateway.core.errors import GatewayError
+from gateway.core.settings import SETTINGS, Settings, load_settings
+
+
+def _add_settings(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("settings (flag > GATEWAY_* environment > default)")
+    for s in SETTINGS:
+        default = s.default or "empty"
+        group.add_argument(
+            s.flag,
+            dest=s.name,
+            default=None,
+            metavar=s.name.upper(),
+            help=f"{s.help} [{s.env}, default: {default}]",
+        )
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {s.name: getattr(args, s.name, None) for s in SETTINGS}
+    return load_settings(overrides=overrides)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="consent-gateway",
+        description="Geo- and language-aware consent banners and durable consent records.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway with uvicorn")
+    serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    _add_settings(serve)
+
+    check = sub.add_parser("check", help="validate settings, sites, templates and catalogs")
+    _add_settings(check)
+
+    get = sub.add_parser("get", help="request PATH in-process and print the response")
+    get.add_argument("path")
+    get.add_argument("-H", "--header", action="append", default=[], help="Name: value")
+    _add_settings(get)
+
+    geo = sub.add_parser("geo", help="the embedded country database")
+    geo_sub = geo.add_subparsers(dest="geo_command", required=True)
+    build = geo_sub.add_parser("build", help="build data/geo/country.mmdb from tor-geoipdb")
+    build.add_argument("--source", type=Path, default=Path("/usr/share/tor"))
+    build.add_argument("--output", type=Path, default=None)
+    build.add_argument("--if-missing", action="store_true", help="skip if it exists")
+    _add_settings(build)
+
+    outbox = sub.add_parser("outbox", help="the local outbox of records to forward")
+    outbox_sub = outbox.add_subparsers(dest="outbox_command", required=True)
+    for name, text in (
+        ("status", "depth, age and dead letters"),
+        ("replay", "move dead letters back for delivery"),
+    ):
+        _add_settings(outbox_sub.add_parser(name, help=text))
+
+    versions = sub.add_parser("versions", help="list the published versions of a site")
+    versions.add_argument("site")
+    _add_settings(versions)
+
+    i18n = sub.add_parser("i18n", help="gettext workflow over locales/")
+    i18n_sub = i18n.add_subparsers(dest="i18n_command", required=True)
+    for name, text in (
+        ("extract", "write locales/<site>.pot from templates and site.toml"),
+        ("init", "start a catalog for a new locale"),
+        ("update", "merge the template into every catalog"),
+        ("compile", "compile .po files to .mo"),
+    ):
+        cmd = i18n_sub.add_parser(name, help=text)
+        cmd.add_argument("--site", default=None, help="one site (default: all)")
+        if name == "init":
+            cmd.add_argument("--locale", required=True)
+        _add_settings(cmd)
+    return parser
+
+
+def _serve(settings: Settings, workers: int) -> int:
+    import uvicorn
+
+    from gateway.app import create_app
+
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    if workers > 1:
+        print(
+            "consent-gateway: one worker per process; run several processes behind a "
+            "balancer (each needs its own GATEWAY_DATA_DIR outbox)",
+            file=sys.stderr,
+        )
+        return 2
+    from gateway.app import build_gateway
+
+    build_gateway(settings).locator.close()  # fail fast, with a one-line error, before binding
+    uvicorn.run(
+        create_app(settings, serving=True),
+        host=settings.host,
+        port=settings.port,
+        proxy_headers=False,
+        server_header=False,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=int(settings.shutdown_drain) + 5,
+    )
+    return 0
+
+
+def _print_check(settings: Settings) -> int:
+    from gateway.cli.checks import run_checks
+
+    report = run_checks(settings)
+    for line in report.lines():
+        print(line)
+    return 1 if report.errors else 0
+
+
+def _get(settings: Settings, path: str, headers: Sequence[str]) -> int:
+    from starlette.testclient import TestClient
+
+    from gateway.app import create_app
+
+    pairs = dict(h.split(":", 1) for h in headers if ":" in h)
+    with TestClient(create_app(settings.replace(reload=False))) as client:
+        response = client.get(path, headers={k.strip(): v.strip() for k, v in pairs.items()})
+    print(response.status_code, response.headers.get("content-type", ""), file=sys.stderr)
+    sys.stdout.write(response.text)
+    return 0 if response.status_code < 400 else 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if args.command == "serve":
+        return _serve(settings, args.workers)
+    if args.command == "check":
+        return _print_check(settings)
+    if args.command == "get":
+        return _get(settings, args.path, args.header)
+    if args.command == "geo":
+        from gateway.geo.build import run_build
+
+        stats = run_build(settings, args.source, args.output, args.if_missing)
+        print("geo database is up to date" if stats is None else str(stats))
+        return 0
+    if args.command == "outbox":
+        from gateway.recording.forwarder import outbox_replay, outbox_status
+
+        if args.outbox_command == "status":
+            _print_mapping(asyncio.run(outbox_status(settings)))
+        else:
+            print(f"replayed {asyncio.run(outbox_replay(settings))} dead letter(s)")
+        return 0
+    if args.command == "versions":
+        from gateway.sites.versions import list_versions
+
+        for line in asyncio.run(list_versions(settings, args.site)):
+            print(line)
+        return 0
+    if args.command == "i18n":
+        from gateway.sites import i18n_workflow
+
+        for line in i18n_workflow.run(
+            settings, args.i18n_command, args.site, getattr(args, "locale", None)
+        ):
+            print(line)
+        return 0
+    raise AssertionError(args.command)
+
+
+def _print_mapping(data: dict[str, Any]) -> None:
+    for key, value in data.items():
+        print(f"{key}: {value}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except GatewayError as exc:
+        print(f"consent-gateway: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `consent-gateway check | head`: the reader left; say nothing more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Pure core: settings, errors, the model, jurisdiction rules, language negotiation."""

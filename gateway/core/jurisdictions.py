@@ -1,0 +1,436 @@
+"""Region (ISO 3166-1/-2) → jurisdiction rule: shipped templates, site overrides, fail closed.
+
+The templates and the region map are data, in ``gateway/core/rules/jurisdictions.toml``. Lookup is
+most specific first (``US-CA``, then ``US``); anything unmapped or unknown gets
+``STRICTEST_RULE_ID``. A site's overrides (``[rules."<region>"]`` in its site.toml) join that
+map: the template is the one named by the most specific code, the site's ``rule = "…"`` winning
+over the shipped map at the same code, ``"*"`` standing for every region nothing maps (so
+``[rules."US"] rule = "ccpa"`` covers the states without a rule of their own, and US-TX keeps
+``us-states`` unless ``[rules."US-TX"]`` names another). Field changes then apply to a code and
+everything under it, from ``"*"`` to the country to the subdivision. A rule changed by a field
+gets a derived id (``gdpr+1a2b3c4d``) so that caches and consent records never mistake it for
+the shipped template.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+from collections.abc import Collection, Mapping
+from importlib import resources
+from types import MappingProxyType
+from typing import Any, get_args
+
+from gateway.core.errors import ConfigError
+from gateway.core.model import (
+    CONSENT_MODE_TYPES,
+    SEPARATE_CONSENT_KINDS,
+    ConsentModel,
+    Purpose,
+    Region,
+    Rule,
+)
+
+MODELS: tuple[str, ...] = get_args(ConsentModel)
+_BOOL_FIELDS = (
+    "default_granted",
+    "gpc",
+    "reject_on_first_layer",
+    "do_not_sell_link",
+    "limit_sensitive_link",
+)
+_INT_FIELDS = {
+    "age_of_consent": (0, 21),
+    "reprompt_days": (1, 3650),
+    "reprompt_after_refusal_days": (1, 3650),
+}
+FIELDS: tuple[str, ...] = (
+    "model",
+    "name",
+    *_BOOL_FIELDS,
+    "separate_consent",
+    "consent_mode",
+    *_INT_FIELDS,
+    "exempt_purposes",
+)
+_REGION_CODE = re.compile(r"[A-Z]{2}(-[A-Z0-9]{1,3})?")
+_CODE_HINTS = {
+    "UK": 'the United Kingdom is "GB"',
+    "EU": 'list the member states, or use "*"',
+    "EEA": 'list the countries, or use "*"',
+}
+
+
+def _problem(value: Any, expected: str) -> str:
+    return f"expected {expected}, got {type(value).__name__} {value!r}"
+
+
+def field_problem(name: str, value: Any, exempt_categories: Mapping[str, Any]) -> str | None:
+    """What is wrong with one Rule field value from TOML, or None."""
+    if name in _BOOL_FIELDS:
+        return None if isinstance(value, bool) else _problem(value, "true or false")
+    if name in _INT_FIELDS:
+        low, high = _INT_FIELDS[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            return _problem(value, f"a whole number from {low} to {high}")
+        return None
+    if name == "model":
+        return None if value in MODELS else _problem(value, " or ".join(map(repr, MODELS)))
+    if name == "name":
+        return None if isinstance(value, str) else _problem(value, "a string")
+    if name == "separate_consent":
+        if not isinstance(value, list) or any(v not in SEPARATE_CONSENT_KINDS for v in value):
+            return _problem(value, f"a list of {', '.join(map(repr, SEPARATE_CONSENT_KINDS))}")
+        return None
+    if name == "exempt_purposes":
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            return _problem(
+                value,
+                f"a list of purpose ids or categories ({', '.join(map(repr, exempt_categories))})",
+            )
+        return None
+    if name == "consent_mode":
+        if not isinstance(value, Mapping):
+            return _problem(value, "a table of Consent Mode types")
+        for key, state in value.items():
+            if key not in CONSENT_MODE_TYPES:
+                return f"unknown Consent Mode type {key!r} (known: {', '.join(CONSENT_MODE_TYPES)})"
+            if state not in ("granted", "denied"):
+                return f"{key}: " + _problem(state, "'granted' or 'denied'")
+        return None
+    return f"unknown field (known: rule, {', '.join(FIELDS)})"
+
+
+def _model_consent_mode(model: str) -> dict[str, str]:
+    """Consent Mode defaults implied by a model: opt-in denies all but security storage."""
+    if model == "opt-in":
+        return {t: "granted" if t == "security_storage" else "denied" for t in CONSENT_MODE_TYPES}
+    return dict.fromkeys(CONSENT_MODE_TYPES, "granted")
+
+
+def _build_rule(rule_id: str, fields: Mapping[str, Any]) -> Rule:
+    values = {k: v for k, v in fields.items() if k in FIELDS}
+    values["separate_consent"] = tuple(values.get("separate_consent", ()))
+    values["exempt_purposes"] = tuple(values.get("exempt_purposes", ()))
+    values["age_of_consent"] = values.get("age_of_consent") or None
+    values["consent_mode"] = MappingProxyType(dict(values.get("consent_mode", {})))
+    return Rule(id=rule_id, **values)
+
+
+def _load() -> tuple[
+    dict[str, Rule], dict[str, str], str, dict[str, tuple[str, ...]], dict[str, str], dict[str, int]
+]:
+    text = (
+        resources.files("gateway.core")
+        .joinpath("rules")
+        .joinpath("jurisdictions.toml")
+        .read_text(encoding="utf-8")
+    )
+    data = tomllib.loads(text)
+    where = "gateway/core/rules/jurisdictions.toml"
+    categories = {k: tuple(v) for k, v in data["exempt_categories"].items()}
+    rules: dict[str, Rule] = {}
+    regions: dict[str, str] = {}
+    laws: dict[str, str] = {}
+    for rule_id, fields in data["templates"].items():
+        for name, value in fields.items():
+            problem = None if name in ("regions", "law") else field_problem(name, value, categories)
+            if problem:
+                raise ConfigError(problem, where=f"{where}: templates.{rule_id}.{name}")
+        if not set(fields.get("exempt_purposes", [])) <= set(categories):
+            raise ConfigError("a template exempts categories only", where=f"{where}: {rule_id}")
+        if set(fields.get("consent_mode", {})) != set(CONSENT_MODE_TYPES):
+            raise ConfigError("consent_mode must set all 7 types", where=f"{where}: {rule_id}")
+        rules[rule_id] = _build_rule(rule_id, fields)
+        laws[rule_id] = fields.get("law", "")
+        for code in fields.get("regions", []):
+            if code in regions or not _REGION_CODE.fullmatch(code):
+                raise ConfigError(f"region {code!r} is malformed or mapped twice", where=where)
+            regions[code] = rule_id
+    strictest = data["strictest"]
+    if strictest not in rules:
+        raise ConfigError(f"strictest rule {strictest!r} is not a template", where=where)
+    return rules, regions, strictest, categories, laws, dict(data["national_age_of_consent"])
+
+
+_rules, _regions, STRICTEST_RULE_ID, _categories, _laws, _ages = _load()
+RULES: Mapping[str, Rule] = MappingProxyType(_rules)
+REGION_RULES: Mapping[str, str] = MappingProxyType(_regions)
+# UK-style exemption categories → the Consent Mode types a purpose may map to fall in them.
+EXEMPT_CATEGORIES: Mapping[str, tuple[str, ...]] = MappingProxyType(_categories)
+# GDPR Art. 8 national ages by country, for age gates; the gdpr rule itself carries 16.
+NATIONAL_AGE_OF_CONSENT: Mapping[str, int] = MappingProxyType(_ages)
+_STRICTEST = RULES[STRICTEST_RULE_ID]
+# Hot-path tables: country → rule, and country → {subdivision suffix → rule}.
+_BY_COUNTRY: dict[str, Rule] = {c: RULES[r] for c, r in REGION_RULES.items() if "-" not in c}
+
+
+def _subdivision_table() -> dict[str, dict[str, Rule]]:
+    table: dict[str, dict[str, Rule]] = {}
+    for code, rule_id in REGION_RULES.items():
+        if "-" in code:
+            country, sub = code.split("-", 1)
+            table.setdefault(country, {})[sub] = RULES[rule_id]
+    return table
+
+
+_BY_SUBDIVISION = _subdivision_table()
+
+
+def _base_rule(country: str | None, sub: str | None) -> Rule:
+    if not country:
+        return _STRICTEST
+    subs = _BY_SUBDIVISION.get(country)
+    if subs is not None and sub:
+        rule = subs.get(sub) or subs.get(sub.strip().upper())
+        if rule is not None:
+            return rule
+    rule = _BY_COUNTRY.get(country)
+    if rule is not None:
+        return rule
+    # Slow path only for codes that are not already clean upper case.
+    clean = country.strip().upper()
+    if clean != country:
+        return _base_rule(clean, sub.strip().upper() if sub else sub)
+    return _STRICTEST
+
+
+def is_exempt(rule: Rule, purpose: Purpose) -> bool:
+    """Whether the rule exempts this purpose from consent (inform + easy objection instead)."""
+    if not rule.exempt_purposes:
+        return False
+    if purpose.id in rule.exempt_purposes and purpose.id not in EXEMPT_CATEGORIES:
+        return True  # the site named its own purpose
+    # A category covers a purpose only if all it stores falls in exempt categories and nothing
+    # of it is sold, shared or needs a consent of its own.
+    types = {t for e in rule.exempt_purposes for t in EXEMPT_CATEGORIES.get(e, ())}
+    return (
+        bool(purpose.consent_mode)
+        and not purpose.sale_or_share
+        and purpose.separate is None
+        and all(t in types for t in purpose.consent_mode)
+    )
+
+
+def _key_label(key: object) -> str:
+    return f'"{key}"' if isinstance(key, str) else repr(key)
+
+
+def _region_problem(key: object) -> str | None:
+    if not isinstance(key, str):
+        return "a region code must be a string"
+    if key == "*" or _REGION_CODE.fullmatch(key):
+        return None if key not in _CODE_HINTS else f"not an ISO 3166 code; {_CODE_HINTS[key]}"
+    if key.upper() in _CODE_HINTS:
+        return f"not an ISO 3166 code; {_CODE_HINTS[key.upper()]}"
+    if _REGION_CODE.fullmatch(key.strip().upper()):
+        return f'write region codes in upper case: "{key.strip().upper()}"'
+    return 'malformed region code; use "DE", "US-CA" (ISO 3166-1/-2) or "*" for every region'
+
+
+def _override_problems(
+    label: str, override: Any, purpose_ids: Collection[str] | None = None
+) -> list[str]:
+    if not isinstance(override, Mapping):
+        return [f'{label}: expected a table of rule fields, e.g. rule = "gdpr" or gpc = true']
+    problems = []
+    for name, value in override.items():
+        if name == "rule":
+            if value not in RULES:
+                problems.append(
+                    f"{label}.rule: unknown template {value!r} (hint: one of {', '.join(RULES)})"
+                )
+        elif name == "id":
+            problems.append(
+                f'{label}.id: cannot be set (hint: use rule = "<template>" to pick '
+                "another template; a changed rule gets a derived id)"
+            )
+        else:
+            problem = field_problem(name, value, EXEMPT_CATEGORIES)
+            if problem:
+                problems.append(f"{label}.{name}: {problem}")
+            elif name == "exempt_purposes" and purpose_ids is not None:
+                unknown = [v for v in value if v not in EXEMPT_CATEGORIES and v not in purpose_ids]
+                if unknown:
+                    problems.append(
+                        f"{label}.exempt_purposes: unknown {unknown} (hint: a purpose "
+                        f"id of this site or one of {', '.join(EXEMPT_CATEGORIES)})"
+                    )
+    if override.get("model") == "opt-in" and override.get("default_granted") is True:
+        problems.append(
+            f"{label}: model 'opt-in' cannot have default_granted = true "
+            "(hint: opt-in means nothing optional is on before a choice)"
+        )
+    return problems
+
+
+def validate_overrides(overrides: Any, purpose_ids: Collection[str] | None = None) -> list[str]:
+    """Every problem in a site's rule overrides, each naming the region key and field.
+
+    Given the site's ``purpose_ids``, ``exempt_purposes`` entries are checked against them too.
+    """
+    if not overrides:
+        return []
+    if not isinstance(overrides, Mapping):
+        return ['expected tables keyed by region, e.g. [rules."US-CA"] rule = "ccpa"']
+    problems = []
+    for key, override in overrides.items():
+        label = _key_label(key)
+        region_problem = _region_problem(key)
+        if region_problem:
+            problems.append(f"{label}: {region_problem}")
+        problems.extend(_override_problems(label, override, purpose_ids))
+    return problems
+
+
+def _derive(base: Rule, fields: Mapping[str, Any]) -> Rule:
+    changes = {k: v for k, v in fields.items() if k != "consent_mode"}
+    consent_mode = dict(base.consent_mode)
+    if "model" in fields and fields["model"] != base.model:
+        # A new model brings its own defaults unless the override states them.
+        changes.setdefault("default_granted", fields["model"] != "opt-in")
+        consent_mode = _model_consent_mode(fields["model"])
+    consent_mode.update(fields.get("consent_mode", {}))
+    merged = {**{f: getattr(base, f) for f in FIELDS}, **changes, "consent_mode": consent_mode}
+    merged["separate_consent"] = list(merged["separate_consent"])
+    merged["exempt_purposes"] = list(merged["exempt_purposes"])
+    merged["age_of_consent"] = merged["age_of_consent"] or 0
+    digest = hashlib.sha256(_canonical(fields).encode()).hexdigest()[:8]
+    return _build_rule(f"{base.id}+{digest}", merged)
+
+
+def _canonical(fields: Mapping[str, Any]) -> str:
+    return json.dumps(
+        fields, sort_keys=True, default=lambda o: dict(o) if isinstance(o, Mapping) else list(o)
+    )
+
+
+def apply_override(rule: Rule, override: Mapping[str, Any]) -> Rule:
+    """The rule with one override applied; ``rule = "<template>"`` in it swaps the base."""
+    problems = _override_problems("override", override)
+    if problems:
+        raise ConfigError(problems[0], hint="run consent-gateway check")
+    base = RULES[override["rule"]] if "rule" in override else rule
+    fields = {k: v for k, v in override.items() if k != "rule"}
+    return _derive(base, fields) if fields else base
+
+
+class _SiteRules:
+    """One site's overrides, resolved lazily per region and memoised (stable Rule objects)."""
+
+    __slots__ = ("_by_content", "_by_region", "_overrides")
+
+    def __init__(self, overrides: Mapping[str, Mapping[str, Any]]) -> None:
+        problems = validate_overrides(overrides)
+        if problems:
+            raise ConfigError(problems[0], where="rules", hint="run consent-gateway check")
+        self._overrides = overrides
+        self._by_region: dict[tuple[str | None, str | None], Rule] = {}
+        self._by_content: dict[str, Rule] = {}
+
+    def rule(self, region: Region) -> Rule:
+        key = (region.country, region.subdivision)
+        rule = self._by_region.get(key)
+        if rule is None:
+            rule = self._resolve(*key)
+            if len(self._by_region) > 4096:  # bounded: garbage codes must not grow it forever
+                self._by_region.clear()
+            self._by_region[key] = rule
+        return rule
+
+    def _template(self, codes: list[str]) -> Rule:
+        """The most specific code that names a template, the site's before the shipped map's."""
+        for code in reversed(codes):
+            rule_id = self._overrides.get(code, {}).get("rule") or REGION_RULES.get(code)
+            if rule_id:
+                return RULES[rule_id]
+        return _STRICTEST
+
+    def _resolve(self, country: str | None, sub: str | None) -> Rule:
+        country = country.strip().upper() if country else None
+        sub = sub.strip().upper() if sub else None
+        codes = ["*"]
+        if country:
+            codes.append(country)
+            if sub:
+                codes.append(f"{country}-{sub}")
+        layers = [self._overrides[c] for c in codes if c in self._overrides]
+        base = self._template(codes)
+        fields: dict[str, Any] = {}
+        for layer in layers:
+            for name, value in layer.items():
+                if name == "consent_mode":
+                    fields["consent_mode"] = {**fields.get("consent_mode", {}), **value}
+                elif name != "rule":
+                    fields[name] = value
+        if not fields:
+            return base
+        content = f"{base.id} {_canonical(fields)}"
+        rule = self._by_content.get(content)
+        if rule is None:
+            rule = self._by_content[content] = _derive(base, fields)
+        return rule
+
+
+# id(overrides) → (overrides, resolved); holding the mapping keeps its id from being reused.
+_SITE_RULES: dict[int, tuple[Mapping[str, Mapping[str, Any]], _SiteRules]] = {}
+
+
+def rule_for(region: Region, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Rule:
+    """The rule for a visitor's region, with a site's overrides; unknown fails closed.
+
+    Resolved rules are memoised per overrides object, so treat a site's overrides as immutable
+    (the catalog builds a new Site on reload) and expect the same Rule object for the same input.
+    """
+    if not overrides:
+        return _base_rule(region.country, region.subdivision)
+    entry = _SITE_RULES.get(id(overrides))
+    if entry is None or entry[0] is not overrides:
+        if len(_SITE_RULES) >= 64:  # each catalog reload brings new mappings
+            _SITE_RULES.clear()
+        entry = _SITE_RULES[id(overrides)] = (overrides, _SiteRules(overrides))
+    return entry[1].rule(region)
+
+
+def age_of_consent(region: Region, rule: Rule) -> int | None:
+    """The age below which a guardian must consent: the national GDPR figure where one applies."""
+    national = NATIONAL_AGE_OF_CONSENT.get(region.country or "")
+    if rule.id == "gdpr" and national is not None:
+        return national
+    return rule.age_of_consent
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "—"
+
+
+def rule_table_markdown() -> str:
+    """The README table: region(s) → rule → model and flags, generated from the data."""
+    by_rule: dict[str, list[str]] = {rid: [] for rid in RULES}
+    for code, rid in REGION_RULES.items():
+        by_rule[rid].append(code)
+    by_rule[STRICTEST_RULE_ID].append("anything else, unknown")
+    us = REGION_RULES.get("US")
+    if us:
+        by_rule[us].append("US-* not listed")
+    lines = [
+        "| rule | regions | model | optional on by default | GPC | reject on first layer "
+        "| do-not-sell link | limit-sensitive link | separate consent | exempt | age "
+        "| re-ask after (days / after refusal) |",
+        "|---" * 12 + "|",
+    ]
+    for rid, rule in RULES.items():
+        lines.append(
+            f"| `{rid}` | {', '.join(by_rule[rid])} | {rule.model} | {_yes(rule.default_granted)} "
+            f"| {_yes(rule.gpc)} | {_yes(rule.reject_on_first_layer)} "
+            f"| {_yes(rule.do_not_sell_link)} | {_yes(rule.limit_sensitive_link)} "
+            f"| {', '.join(rule.separate_consent) or '—'} "
+            f"| {', '.join(rule.exempt_purposes) or '—'} "
+            f"| {rule.age_of_consent or '—'} "
+            f"| {rule.reprompt_days} / {rule.reprompt_after_refusal_days} |"
+        )
+    lines.append("")
+    lines.extend(f"- `{rid}`: {rule.name}. {_laws[rid]}." for rid, rule in RULES.items())
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,1 @@
+"""The recording path: validate, enrich, sign, append durably, forward."""

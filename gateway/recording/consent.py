@@ -1,0 +1,375 @@
+"""Sans-IO core of the recording path: parse, validate and enrich a consent choice.
+
+Status codes: ``400`` when the body is not well formed (bad JSON, wrong types, missing or
+oversized fields), ``413`` when the body exceeds ``MAX_BODY_BYTES``, ``415`` for other media
+types, and ``422`` when a well-formed body contradicts the site (unknown purpose or banner
+version, an essential purpose refused, an action inconsistent with its choices).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Collection, Mapping
+from typing import Any, NamedTuple
+
+import orjson
+
+from gateway.core.errors import BadRequest
+from gateway.core.model import ACTIONS, CHANNELS, ConsentRecord, Region, Rule, Site
+
+MAX_BODY_BYTES = 16 * 1024
+MAX_CHOICES = 64
+MAX_USER_AGENT = 512
+MAX_ORIGIN = 256
+MAX_PAGE_URL = 2048
+
+_SUBJECT_RE = re.compile(r"[A-Za-z0-9._:@+=~-]{1,128}")
+_VERSION_RE = re.compile(r"[A-Za-z0-9._:+-]{1,64}")
+_PURPOSE_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_LANGUAGE_RE = re.compile(r"[A-Za-z]{2,3}(?:[_-][A-Za-z0-9]{1,8}){0,3}")
+_KEY_RE = re.compile(r"[\x21-\x7e]{1,128}")
+_UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_TEXT_TYPES = ("application/json", "text/plain")
+_V4_MAPPED = bytes(10) + b"\xff\xff"
+
+
+class ValidatedConsent(NamedTuple):
+    """A consent body that passed every rule; ``choices`` lists every purpose of the site.
+
+    Named tuples, not frozen dataclasses, for the per-request values: a frozen dataclass
+    sets each field through ``object.__setattr__`` (measured ~3 µs a build, twice a request).
+    """
+
+    site: str
+    subject_id: str
+    banner_version: str
+    action: str
+    choices: Mapping[str, bool]
+    channel: str
+    language: str | None
+    page_url: str
+    idempotency_key: str | None
+    withdraws: str | None
+
+
+class RecordContext(NamedTuple):
+    """What the server knows about the request; ``ip`` is raw here and truncated by enrich."""
+
+    ip: str | None
+    region: Region
+    rule: Rule
+    gpc: bool
+    user_agent: str
+    origin: str
+    language: str
+    consent_revision: str
+
+
+def parse_body(raw: bytes, content_type: str) -> Mapping[str, Any]:
+    """Decode a JSON object sent as ``application/json`` or ``text/plain`` (sendBeacon)."""
+    if len(raw) > MAX_BODY_BYTES:
+        raise BadRequest("body_too_large", f"body exceeds {MAX_BODY_BYTES} bytes", status_code=413)
+    media, _, params = content_type.partition(";")
+    if media.strip().lower() not in _TEXT_TYPES:
+        raise BadRequest(
+            "unsupported_media_type",
+            "send application/json or text/plain",
+            status_code=415,
+        )
+    charset = params.strip().lower()
+    if charset.startswith("charset=") and charset[8:].strip("\"' ") not in ("utf-8", "utf8"):
+        raise BadRequest("unsupported_charset", "the body must be UTF-8", status_code=415)
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest("invalid_json", f"the body is not valid UTF-8 JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise BadRequest("invalid_body", "the body must be a JSON object")
+    return body
+
+
+def _string(body: Mapping[str, Any], name: str, pattern: re.Pattern[str], what: str) -> str:
+    value = body.get(name)
+    if value is None:
+        raise BadRequest("missing_field", f"{name} is required", field=name)
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise BadRequest("invalid_field", f"{name} must be {what}", field=name)
+    return value
+
+
+def _optional(
+    body: Mapping[str, Any], name: str, pattern: re.Pattern[str], what: str
+) -> str | None:
+    if body.get(name) is None:
+        return None
+    return _string(body, name, pattern, what)
+
+
+def _page_url(body: Mapping[str, Any]) -> str:
+    value = body.get("page_url")
+    if value is None or value == "":
+        return ""
+    if (
+        not isinstance(value, str)
+        or len(value) > MAX_PAGE_URL
+        or _CONTROL_RE.search(value)
+        or not value.lower().startswith(("http://", "https://"))
+    ):
+        raise BadRequest(
+            "invalid_field",
+            f"page_url must be an http(s) URL of at most {MAX_PAGE_URL} characters",
+            field="page_url",
+        )
+    return value
+
+
+def _choice_field(key: str) -> str:
+    """Where an error about a choice points: the key when it is a sane purpose id."""
+    return f"choices.{key}" if _PURPOSE_RE.fullmatch(key) else "choices"
+
+
+def _choices(body: Mapping[str, Any], site: Site) -> dict[str, bool]:
+    raw = body.get("choices")
+    if raw is None:
+        raise BadRequest("missing_field", "choices is required", field="choices")
+    if not isinstance(raw, dict) or len(raw) > MAX_CHOICES:
+        raise BadRequest(
+            "invalid_field",
+            f"choices must be an object of at most {MAX_CHOICES} purpose ids to booleans",
+            field="choices",
+        )
+    choices: dict[str, bool] = {}
+    for key, value in raw.items():
+        if type(value) is not bool:
+            raise BadRequest(
+                "invalid_field", "each choice must be true or false", field=_choice_field(key)
+            )
+        purpose = site.purpose(key)
+        if purpose is None:
+            raise BadRequest(
+                "unknown_purpose",
+                f"site {site.id} has no purpose {key!r}",
+                field=_choice_field(key),
+                status_code=422,
+            )
+        if purpose.essential and not value:
+            raise BadRequest(
+                "essential_refused",
+                f"{key} is essential and cannot be refused",
+                field=_choice_field(key),
+                status_code=422,
+            )
+        choices[key] = value
+    for purpose in site.purposes:
+        if purpose.essential:
+            choices[purpose.id] = True
+        elif purpose.id not in choices:
+            raise BadRequest(
+                "missing_choice",
+                f"choices must give every optional purpose; {purpose.id} is missing",
+                field=f"choices.{purpose.id}",
+                status_code=422,
+            )
+    return choices
+
+
+def _check_action(action: str, choices: Mapping[str, bool], site: Site) -> None:
+    if action == "custom":
+        return  # any combination is a custom choice (and optional_purposes builds a tuple)
+    optional = site.optional_purposes
+    if action == "accept_all":
+        wrong = [p.id for p in optional if not choices[p.id]]
+    elif action in ("reject_all", "withdraw"):
+        wrong = [p.id for p in optional if choices[p.id]]
+    elif action == "gpc":
+        wrong = [p.id for p in optional if p.sale_or_share and choices[p.id]]
+    else:
+        wrong = []
+    if wrong:
+        raise BadRequest(
+            "inconsistent_action",
+            f"action {action} contradicts the choice for {wrong[0]}",
+            field=f"choices.{wrong[0]}",
+            status_code=422,
+        )
+
+
+def validate(
+    body: Mapping[str, Any], site: Site, known_versions: Collection[str]
+) -> ValidatedConsent:
+    """Check a parsed body against the site; raise ``BadRequest`` naming the field."""
+    subject_id = _string(
+        body, "subject_id", _SUBJECT_RE, "1-128 characters of A-Z a-z 0-9 . _ : @ + = ~ -"
+    )
+    banner_version = _string(body, "banner_version", _VERSION_RE, "a banner version id")
+    action = body.get("action")
+    if action is None:
+        raise BadRequest("missing_field", "action is required", field="action")
+    if action not in ACTIONS:
+        raise BadRequest(
+            "invalid_field", f"action must be one of {', '.join(ACTIONS)}", field="action"
+        )
+    channel = body.get("channel", "web")
+    if channel not in CHANNELS:
+        raise BadRequest(
+            "invalid_field", f"channel must be one of {', '.join(CHANNELS)}", field="channel"
+        )
+    language = _optional(body, "language", _LANGUAGE_RE, "a language tag such as de or pt-BR")
+    page_url = _page_url(body)
+    key = _optional(body, "idempotency_key", _KEY_RE, "1-128 printable ASCII characters")
+    withdraws = _optional(body, "withdraws", _UUID_RE, "a record id (lower-case UUID)")
+    choices = _choices(body, site)
+    if banner_version not in known_versions:
+        raise BadRequest(
+            "unknown_banner_version",
+            f"banner version {banner_version} is neither current nor retained",
+            field="banner_version",
+            status_code=422,
+        )
+    _check_action(action, choices, site)
+    return ValidatedConsent(
+        site=site.id,
+        subject_id=subject_id,
+        banner_version=banner_version,
+        action=action,
+        choices=choices,
+        channel=channel,
+        language=language,
+        page_url=page_url,
+        idempotency_key=key,
+        withdraws=withdraws,
+    )
+
+
+def truncate_ip(ip: str | None) -> str | None:
+    """The /24 (IPv4) or /48 (IPv6) network of an address, so the raw IP is never stored."""
+    if not ip:
+        return None
+    text = ip.strip()
+    # inet_pton/ntop: strict parsing in C, measured ~15x faster than the ipaddress module.
+    try:
+        if ":" not in text:
+            packed = socket.inet_pton(socket.AF_INET, text)
+            return socket.inet_ntop(socket.AF_INET, packed[:3] + b"\0") + "/24"
+        packed = socket.inet_pton(socket.AF_INET6, text.split("%", 1)[0])
+    except (OSError, ValueError):
+        return None
+    if packed[:12] == _V4_MAPPED:
+        return socket.inet_ntop(socket.AF_INET, packed[12:15] + b"\0") + "/24"
+    return socket.inet_ntop(socket.AF_INET6, packed[:6] + bytes(10)) + "/48"
+
+
+def bounded_text(value: str, limit: int) -> str:
+    """Strip control characters and cut to ``limit`` characters."""
+    if value.isprintable():  # C-level check: no control character in it, nothing to strip
+        return value[:limit]
+    return _CONTROL_RE.sub("", value)[:limit]
+
+
+def enrich(
+    consent: ValidatedConsent,
+    context: RecordContext,
+    *,
+    record_id: str,
+    recorded_at: str,
+    node_id: str,
+) -> ConsentRecord:
+    """Add what only the server knows; the result is the record as stored."""
+    region = context.region
+    fields = {
+        "record_id": record_id,
+        "recorded_at": recorded_at,
+        "site": consent.site,
+        "subject_id": consent.subject_id,
+        "banner_version": consent.banner_version,
+        "consent_revision": context.consent_revision,
+        "action": consent.action,
+        "choices": consent.choices,
+        "channel": consent.channel,
+        "language": consent.language or context.language,
+        "rule_id": context.rule.id,
+        "region_country": region.country,
+        "region_subdivision": region.subdivision,
+        "region_source": region.source,
+        "gpc": context.gpc,
+        "ip_truncated": truncate_ip(context.ip),
+        "user_agent": bounded_text(context.user_agent, MAX_USER_AGENT),
+        "origin": bounded_text(context.origin, MAX_ORIGIN),
+        "page_url": consent.page_url,
+        "node_id": node_id,
+        "idempotency_key": consent.idempotency_key,
+        "withdraws": consent.withdraws,
+        "signals": {},
+    }
+    return _new_record(fields)
+
+
+_RECORD_FIELDS = frozenset(f.name for f in dataclasses.fields(ConsentRecord))
+_FAST_NEW = not hasattr(ConsentRecord, "__slots__")
+
+
+def _new_record(fields: dict[str, Any]) -> ConsentRecord:
+    """``ConsentRecord(**fields)`` for every field, without the frozen ``__init__``'s
+    per-field ``object.__setattr__`` (it is on the request path; the result is the same).
+    ``enrich`` passes every field by name; tests/test_recording.py holds it to that."""
+    if not _FAST_NEW:
+        return ConsentRecord(**fields)
+    record: ConsentRecord = object.__new__(ConsentRecord)
+    record.__dict__.update(fields)
+    return record
+
+
+class Uuid7Clock:
+    """Monotonic UUIDv7 ids (RFC 9562 §5.7, method 1: a 12-bit counter in ``rand_a``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last_ms = 0
+        self._counter = 0
+        self._random = b""
+        self._offset = 0
+        self._prefix_ms = -1
+        self._prefix = ""
+
+    def next(self, unix_ns: int | None = None) -> tuple[str, int]:
+        """A new id and the Unix time in nanoseconds it was stamped with."""
+        now_ns = time.time_ns() if unix_ns is None else unix_ns
+        ms = now_ns // 1_000_000
+        with self._lock:
+            if self._offset >= len(self._random):
+                self._random, self._offset = os.urandom(8 * 256), 0  # one syscall per 256 ids
+            rand = int.from_bytes(self._random[self._offset : self._offset + 8], "big")
+            self._offset += 8
+            if ms > self._last_ms:
+                # Seed the counter low in its range so a millisecond has room to grow.
+                self._last_ms, self._counter = ms, rand & 0x1FF
+            else:
+                self._counter += 1
+                if self._counter > 0xFFF:
+                    self._last_ms, self._counter = self._last_ms + 1, 0
+            ms, counter = self._last_ms, self._counter
+            if ms != self._prefix_ms:
+                # The 48-bit time and the version nibble, formatted once per millisecond.
+                t = f"{ms & 0xFFFF_FFFF_FFFF:012x}"
+                self._prefix_ms, self._prefix = ms, f"{t[:8]}-{t[8:]}-7"
+            prefix = self._prefix
+        tail = f"{0x8000_0000_0000_0000 | (rand >> 2):016x}"  # variant 0b10, then 62 random bits
+        return f"{prefix}{counter:03x}-{tail[:4]}-{tail[4:]}", max(now_ns, ms * 1_000_000)
+
+
+@functools.lru_cache(maxsize=8)
+def _second(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+
+
+def rfc3339_utc(unix_ns: int) -> str:
+    """``2026-01-31T12:00:00.123456Z`` for a Unix time in nanoseconds."""
+    micros = unix_ns // 1000
+    return f"{_second(micros // 1_000_000)}.{micros % 1_000_000:06d}Z"

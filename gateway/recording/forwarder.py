@@ -1,0 +1,330 @@
+"""The forwarder: claims batches from the outbox, delivers them to every sink, then acks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import random
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import orjson
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from gateway.core.model import ConsentRecord
+from gateway.core.settings import Settings
+from gateway.recording.outbox.queue import FILE_NAME, Outbox, OutboxItem, decode_record
+from gateway.sinks.base import JsonSink, ObjectSink, PermanentSinkError, Sink
+
+log = logging.getLogger("gateway.forwarder")
+
+BASE_BACKOFF = 0.05
+_IDLE_POLL = 1.0
+# The forwarder's work on the event loop (claiming, decoding, acking) runs in slices of this
+# many records, yielding to the loop between them: measured, a 1,000-record batch in one
+# piece held the loop ~5 ms (claim 1.2, decode 1.6, ack 2.6) and set the recording p99.
+SLICE = 200
+
+
+def backoff_delay(
+    attempt: int, *, cap: float, rng: random.Random, base: float = BASE_BACKOFF
+) -> float:
+    """Exponential backoff with equal jitter: half the step fixed, half random, at most cap."""
+    step = min(cap, base * 2.0 ** min(attempt, 32))
+    return step / 2 + rng.uniform(0, step / 2)
+
+
+class Forwarder:
+    """One background task per outbox; at least once into each sink, ack after all commit."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        sinks: Sequence[Sink],
+        *,
+        batch_size: int = 1000,
+        max_backoff: float = 60.0,
+        base_backoff: float = BASE_BACKOFF,
+        rng: random.Random | None = None,
+        concurrency: int = 2,
+        linger: float = 0.0,
+    ) -> None:
+        self.outbox = outbox
+        self.sinks = list(sinks)
+        self.batch_size = batch_size
+        self.max_backoff = max_backoff
+        self.base_backoff = base_backoff
+        self._rng = rng or random.Random()  # noqa: S311 -- jitter, not a secret
+        # Two workers overlap decoding one batch with the store writing another (measured
+        # ~1.6x throughput into PostgreSQL); order across batches does not matter because
+        # every sink is idempotent and the latest state compares timestamps.
+        self.concurrency = concurrency
+        # Wait this long to fill a partial batch: under load a batch then carries hundreds
+        # of records instead of a handful, so each transaction costs far less per record.
+        self.linger = linger
+        self._tasks: list[asyncio.Task[None]] = []
+        self._draining = False
+        self.batches = 0
+        self.forwarded = 0
+        self.failures = 0
+        self.dead_lettered = 0
+        self.last_error: str | None = None
+        self.last_delivery: float | None = None  # monotonic time of the last ack
+        self.delays: list[float] = []  # recent backoff sleeps, newest last (for ops and tests)
+
+    @property
+    def running(self) -> bool:
+        return any(not t.done() for t in self._tasks)
+
+    def start(self) -> None:
+        self.outbox.rewind()
+        self._draining = False
+        self._tasks = [
+            asyncio.create_task(self._run(), name=f"forwarder-{i}") for i in range(self.concurrency)
+        ]
+
+    async def stop(self, drain: float) -> None:
+        """Deliver what is queued for at most ``drain`` seconds, then stop."""
+        tasks, self._tasks = self._tasks, []
+        if not tasks:
+            return
+        self._draining = True
+        self.outbox.arrived.set()
+        _, pending = await asyncio.wait(tasks, timeout=drain)
+        if pending:
+            log.warning(
+                "forwarder stopped after %.1fs with %d records still in the outbox; "
+                "they are delivered at the next start",
+                drain, self.outbox.depth,
+            )  # fmt: skip
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        while True:
+            self.outbox.arrived.clear()
+            try:
+                items = await self._claim(self.batch_size)
+            except Exception as exc:  # the outbox is local: log loudly, retry, never die
+                log.error("claiming from the outbox failed: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
+            if not items:
+                if self._draining:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.outbox.arrived.wait(), _IDLE_POLL)
+                continue
+            if len(items) < self.batch_size and self.linger and not self._draining:
+                await asyncio.sleep(self.linger)
+                with contextlib.suppress(Exception):  # the next loop claims it anyway
+                    items = [*items, *await self._claim(self.batch_size - len(items))]
+            await self.deliver(items)
+
+    async def _claim(self, limit: int) -> list[OutboxItem]:
+        """Up to ``limit`` records, claimed a slice at a time."""
+        items: list[OutboxItem] = []
+        while len(items) < limit:
+            if items:
+                await asyncio.sleep(0)
+            part = await self.outbox.claim(min(SLICE, limit - len(items)))
+            items += part
+            if len(part) < SLICE:
+                break
+        return items
+
+    async def deliver(self, items: Sequence[OutboxItem]) -> None:
+        """Write one claimed batch to every sink, retrying transient failures, then ack."""
+        # record_id -> (stored JSON, its object) for every record still to deliver. A row
+        # read from the database is decoded once, here, and checked whole, so a sink never
+        # sees a truncated or foreign row; one handed over from memory comes with its object.
+        batch: dict[str, tuple[str, Mapping[str, Any]]] = {}
+        dead: list[tuple[OutboxItem, str, str]] = []
+        for n, item in enumerate(items, 1):
+            if n % SLICE == 0:
+                await asyncio.sleep(0)
+            body, obj = item.body, item.obj
+            if obj is None:
+                obj, problem = decode_body(body)
+                if problem:
+                    dead.append((item, "outbox", f"undecodable outbox row: {problem}"))
+                    continue
+            batch[item.record_id] = (body if isinstance(body, str) else body.decode(), obj)
+        refused: dict[str, tuple[str, str]] = {}  # record_id -> (sink, reason)
+        decoded: dict[str, ConsentRecord] = {}
+        pending = list(self.sinks)
+        attempt = 0
+        while pending:
+            for sink in list(pending):
+                if not batch:
+                    pending.clear()
+                    break
+                try:
+                    await _write(sink, batch, decoded)
+                except PermanentSinkError as exc:
+                    for record_id in exc.record_ids:
+                        if batch.pop(record_id, None) is not None:
+                            refused[record_id] = (sink.name, exc.reason)
+                    pending.remove(sink)
+                except Exception as exc:  # any other failure is transient by contract
+                    self.failures += 1
+                    self.last_error = f"{sink.name}: {exc}"
+                    log.warning("sink %s failed (attempt %d): %s", sink.name, attempt + 1, exc)
+                else:
+                    pending.remove(sink)
+            if pending:
+                delay = backoff_delay(
+                    attempt, cap=self.max_backoff, rng=self._rng, base=self.base_backoff
+                )
+                self.delays = [*self.delays[-31:], delay]
+                attempt += 1
+                await asyncio.sleep(delay)
+        acked: list[int] = []
+        for item in items:
+            if item.record_id in refused:
+                dead.append((item, *refused[item.record_id]))
+            elif item.record_id in batch:
+                acked.append(item.seq)
+        if dead:
+            self.dead_lettered += len(dead)
+            for item, sink_name, reason in dead:
+                log.error("dead-lettered record %s (%s): %s", item.record_id, sink_name, reason)
+            await self.outbox.dead_letter(dead)
+        for start in range(0, len(acked), SLICE):
+            if start:
+                await asyncio.sleep(0)
+            await self.outbox.ack(acked[start : start + SLICE])
+        self.batches += 1
+        self.forwarded += len(acked)
+        self.last_delivery = time.monotonic()
+        self.last_error = None
+
+
+_FIELDS = frozenset(f.name for f in dataclasses.fields(ConsentRecord))
+
+
+def decode_body(body: str | bytes) -> tuple[dict[str, Any], str]:
+    """A stored body's JSON object with exactly a record's keys and "", or ({}, why not)."""
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return {}, f"not JSON: {exc}"
+    if type(obj) is dict and obj.keys() == _FIELDS:
+        return obj, ""
+    try:  # written by another version: the record's own decoder says what it means
+        return ConsentRecord.from_json(obj).as_json(), ""
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        return {}, f"not a consent record: {exc!r}"
+
+
+async def _write(
+    sink: Sink,
+    batch: dict[str, tuple[str, Mapping[str, Any]]],
+    decoded: dict[str, ConsentRecord],
+) -> None:
+    """Hand the batch to a sink in the cheapest form it takes."""
+    if isinstance(sink, ObjectSink):
+        await sink.write_objects([obj for _, obj in batch.values()])
+    elif isinstance(sink, JsonSink):
+        # The stored JSON goes through as it is, never re-encoded.
+        await sink.write_json(list(batch), [body for body, _ in batch.values()])
+    else:
+        for record_id, (body, _) in batch.items():
+            if record_id not in decoded:
+                decoded[record_id] = decode_record(body)
+        await sink.write_batch([decoded[r] for r in batch])
+
+
+class ForwarderCollector(Collector):
+    """Prometheus metrics read from the live outbox and forwarder at scrape time."""
+
+    def __init__(self, forwarder: Forwarder) -> None:
+        self._forwarder = forwarder
+
+    def collect(self) -> Iterator[Metric]:
+        f = self._forwarder
+        yield GaugeMetricFamily(
+            "consent_outbox_depth", "Undelivered records in the outbox.", value=f.outbox.depth
+        )
+        yield GaugeMetricFamily(
+            "consent_outbox_oldest_age_seconds",
+            "Age of the oldest undelivered record (0 when empty).",
+            value=f.outbox.oldest_age() or 0.0,
+        )
+        yield CounterMetricFamily(
+            "consent_outbox_commits", "Group commits of the outbox.", value=f.outbox.commits
+        )
+        yield CounterMetricFamily(
+            "consent_outbox_syncs", "fsyncs of the outbox WAL (power durability).",
+            value=f.outbox.syncs,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "consent_outbox_sync_seconds",
+            "Time group commits waited for their fsync; divided by syncs, the disk's latency.",
+            value=f.outbox.sync_seconds,
+        )
+        yield CounterMetricFamily(
+            "consent_forwarder_batches", "Batches delivered to every sink.", value=f.batches
+        )
+        yield CounterMetricFamily(
+            "consent_forwarder_records", "Records delivered to every sink.", value=f.forwarded
+        )
+        yield CounterMetricFamily(
+            "consent_forwarder_failures", "Transient sink failures.", value=f.failures
+        )
+        yield CounterMetricFamily(
+            "consent_forwarder_dead_letters", "Records moved to dead letters.",
+            value=f.dead_lettered,
+        )  # fmt: skip
+
+
+def _outbox(settings: Settings) -> Outbox:
+    return Outbox(
+        settings.data_dir / FILE_NAME,
+        durability=settings.durability,
+        max_records=settings.outbox_max_records,
+    )
+
+
+async def outbox_status(settings: Settings) -> dict[str, Any]:
+    """What `consent-gateway outbox status` prints."""
+    outbox = _outbox(settings)
+    await outbox.open()
+    try:
+        dead = await outbox.dead_letters(limit=20)
+        return {
+            "path": str(outbox.path),
+            "durability": outbox.durability,
+            "depth": outbox.depth,
+            "oldest_age_seconds": outbox.oldest_age(),
+            "dead_letters": await outbox.dead_letter_count(),
+            "dead_letter_sample": [
+                {
+                    "record_id": d.record_id,
+                    "sink": d.sink,
+                    "reason": d.reason,
+                    "dead_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(d.dead_ns / 1e9)),
+                }
+                for d in dead
+            ],
+            "quarantined": str(outbox.quarantined) if outbox.quarantined else None,
+        }
+    finally:
+        await outbox.close()
+
+
+async def outbox_replay(settings: Settings) -> int:
+    """Queue every dead letter for delivery again; what `consent-gateway outbox replay` does."""
+    outbox = _outbox(settings)
+    await outbox.open()
+    try:
+        return await outbox.replay()
+    finally:
+        await outbox.close()

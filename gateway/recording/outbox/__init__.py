@@ -1,0 +1,1 @@
+"""The durable local outbox and its fsync helper."""

@@ -1,0 +1,737 @@
+"""The durable local outbox: SQLite in WAL mode, one owner, group commit without linger.
+
+All SQL runs on the event loop's thread (one owner, no locks): appends that arrive in the
+same loop iteration are committed together in a few statements, which only write to the WAL.
+In ``power`` durability a helper process (outbox/fsyncer.py) then fsyncs the WAL, and the
+requests are answered only after it says so; appends arriving meanwhile form the next group.
+Measured: running SQLite itself in a worker thread cost milliseconds per group in GIL
+hand-offs, while the commit without fsync takes tens of microseconds on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import functools
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import orjson
+
+from gateway.core.errors import Unavailable
+from gateway.core.model import ConsentRecord
+from gateway.recording.outbox.fsyncer import Fsyncer
+
+log = logging.getLogger("gateway.outbox")
+
+FILE_NAME = "outbox.sqlite3"
+IDEMPOTENCY_TTL_NS = 24 * 3600 * 1_000_000_000
+_PRUNE_EVERY_S = 300.0
+_CHECKPOINT_BYTES = 4 * 1024 * 1024
+
+_FIND_KEYS = """
+SELECT i.site, i.key, i.record_id, i.recorded_at, i.receipt
+FROM json_each(?1) AS j JOIN idempotency AS i
+ON i.site = json_extract(j.value, '$[0]') AND i.key = json_extract(j.value, '$[1]')
+"""
+_INSERT_KEYS = """
+INSERT INTO idempotency (site, key, record_id, recorded_at, receipt, created_ns)
+SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+       json_extract(value, '$[3]'), json_extract(value, '$[4]'), ?1
+FROM json_each(?2)
+"""
+# Records go in as one multi-row VALUES statement (one sqlite3 call, so one GIL hand-off, and
+# no JSON parsing in SQLite): measured, a group of 64 commits in ~0.9-1.4 ms of loop time
+# instead of ~1.5-2.1 ms with json_each over the bodies.
+# The statement text depends only on the row count, so the sqlite3 statement cache keeps it.
+_MAX_ROWS = 500  # 3 parameters a row, far below SQLite's 32,766
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_records(rows: int) -> str:
+    return "INSERT INTO outbox (record_id, queued_ns, body) VALUES " + ",".join(["(?,?,?)"] * rows)
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    record_id TEXT NOT NULL,
+    queued_ns INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS idempotency (
+    site TEXT NOT NULL,
+    key TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    recorded_at TEXT NOT NULL,
+    receipt TEXT NOT NULL,
+    created_ns INTEGER NOT NULL,
+    PRIMARY KEY (site, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dead_letter (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    record_id TEXT NOT NULL,
+    body BLOB NOT NULL,
+    sink TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    dead_ns INTEGER NOT NULL
+);
+"""
+
+
+class Appended(NamedTuple):
+    """The answer to an append: the stored record's identity and receipt (a tuple: one is
+    built per request)."""
+
+    record_id: str
+    recorded_at: str
+    receipt: str
+    duplicate: bool  # True when an earlier record with the same idempotency key answered
+
+
+_FIELDS = frozenset(f.name for f in dataclasses.fields(ConsentRecord))
+_FAST_DECODE = not hasattr(ConsentRecord, "__slots__")
+
+
+def decode_record(body: str | bytes) -> ConsentRecord:
+    """A record from its stored JSON; raises ValueError/KeyError/TypeError if it is not one."""
+    data = orjson.loads(body)
+    if _FAST_DECODE and type(data) is dict and data.keys() == _FIELDS:
+        # Measured: the frozen dataclass __init__ costs ~17 µs per record, this ~2 µs; the
+        # forwarder decodes every record, so it is most of its CPU. Same resulting object.
+        record: ConsentRecord = object.__new__(ConsentRecord)
+        record.__dict__.update(data)
+        return record
+    return ConsentRecord.from_json(data)
+
+
+class OutboxItem(NamedTuple):
+    """A claimed, undelivered record; ``body`` is its JSON as appended.
+
+    ``obj`` is the record as a JSON object when the claim came from memory (appended by this
+    process, so never corrupt): the forwarder then has nothing to decode. Read-only.
+    """
+
+    seq: int
+    record_id: str
+    body: str | bytes
+    obj: Mapping[str, Any] | None = None
+
+    def record(self) -> ConsentRecord:
+        return decode_record(self.body)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A record a sink refused for good, kept with the reason until replayed."""
+
+    record_id: str
+    sink: str
+    reason: str
+    dead_ns: int
+
+
+class _Append:
+    """One waiting append (a plain slotted class: it is built once per request)."""
+
+    __slots__ = ("body", "future", "key", "receipt", "record", "record_id", "recorded_at", "site")
+
+    def __init__(
+        self,
+        record: ConsentRecord,
+        receipt: str,
+        body: bytes,
+        future: asyncio.Future[Appended],
+    ) -> None:
+        self.record = record
+        self.record_id = record.record_id
+        self.site = record.site
+        self.key = record.idempotency_key
+        self.recorded_at = record.recorded_at
+        self.receipt = receipt
+        self.body = body
+        self.future = future
+
+
+_Settled = list[tuple["asyncio.Future[Any]", Any, BaseException | None]]
+# Committed records kept in memory for the forwarder (oldest first), so it claims them
+# without reading them back and decoding them: measured ~3 µs of loop time per record.
+# Bounded: past this many (a forwarder that is stopped or failing), the copies are dropped
+# and the forwarder reads the rows from the database as it always can.
+FRESH_MAX = 5_000  # ~12 MB at most; the forwarder claims every ~50 ms under load
+_NO_SEQ = 2**63 - 1  # above every seq
+# Group fsyncs asked of the helper at once. Two: the next group is committed and its fsync
+# queued while the last one runs, so on a slow disk the helper starts it the moment the last
+# one ends instead of waiting for the busy loop to read the answer and ask again. With this
+# machine's ~0.35 ms fsyncs it measured within noise (1 vs 2 vs 4 in flight: 7.1k, 7.3k,
+# 7.6k rps): there the loop's own iteration time sets the cycle.
+SYNCS_IN_FLIGHT = 2
+
+
+def quarantine(path: Path, reason: str) -> Path:
+    """Move a damaged database (and its WAL) aside so nothing in it is lost or overwritten."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    target = path.with_name(f"{path.name}.corrupt-{stamp}-{time.time_ns() % 1_000_000}")
+    for suffix in ("", "-wal", "-shm"):
+        part = Path(str(path) + suffix)
+        if part.exists():
+            part.rename(Path(str(target) + suffix))
+    log.error(
+        "outbox %s is unreadable (%s); moved it to %s and started a fresh outbox. "
+        "Records in it were NOT forwarded: inspect it with sqlite3 and re-append them.",
+        path,
+        reason,
+        target,
+    )
+    return target
+
+
+class Outbox:
+    """A bounded, durable queue of consent records; every SQL write runs on the loop thread."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        durability: str = "power",
+        max_records: int = 1_000_000,
+        retry_after: int = 5,
+    ) -> None:
+        if durability not in ("power", "process"):
+            raise ValueError(f"unknown durability {durability!r}")
+        self.path = Path(path)
+        self.durability = durability
+        self.max_records = max_records
+        self.retry_after = retry_after
+        self.quarantined: Path | None = None
+        self.writable = False
+        self.arrived = asyncio.Event()
+        self.commits = 0
+        self.syncs = 0
+        self.sync_seconds = 0.0  # summed wait for the fsync helper (power durability)
+        self._conn: sqlite3.Connection | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._syncer: ThreadPoolExecutor | None = None
+        self._fsyncer: Fsyncer | None = None  # power durability: fsyncs the WAL
+        self._waiting: list[_Append] = []
+        self._unsynced: _Settled = []
+        self._unsynced_items: list[OutboxItem] = []
+        # One entry per group whose fsync is asked for and not answered: its first seq and
+        # when it was asked (the fsync helper answers in order).
+        self._syncing: collections.deque[tuple[int | None, float]] = collections.deque()
+        self._fresh: collections.deque[OutboxItem] = collections.deque()
+        self._flush_scheduled = False
+        self._checkpointing = False
+        self._checkpointer: ThreadPoolExecutor | None = None
+        self._checkpoint_conn: sqlite3.Connection | None = None
+        self._since_checkpoint = 0
+        self._idle: asyncio.Future[None] | None = None
+        self._depth = 0
+        self._pending = 0
+        self._oldest_ns: int | None = None
+        self._cursor = 0
+        self._next_prune = 0.0
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open (or create) the database, quarantining it if corrupt."""
+        self._loop = asyncio.get_running_loop()
+        self.arrived = asyncio.Event()
+        self._syncer = ThreadPoolExecutor(1, thread_name_prefix="outbox-io")
+        self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="outbox-checkpoint")
+        self._conn = await self._loop.run_in_executor(self._syncer, self._open_db)
+        if self.durability == "power":
+            self._fsyncer = Fsyncer(Path(str(self.path) + "-wal"))
+            try:
+                await self._loop.run_in_executor(self._syncer, self._fsyncer.start)
+            except OSError as exc:  # request() starts it again, or fails the appends
+                log.error("cannot start the outbox fsync helper: %s", exc)
+            self._fsyncer.attach(self._loop)
+        self.writable = True
+        if self._depth:
+            self.arrived.set()
+
+    async def close(self) -> None:
+        """Wait for the last fsync, then close the database."""
+        if self._conn is None:
+            return
+        if self._waiting:
+            self._flush()
+        while self._syncing or self._unsynced:
+            assert self._loop is not None
+            self._idle = self._loop.create_future()
+            await self._idle
+        conn, self._conn = self._conn, None
+        self.writable = False
+        assert self._syncer is not None
+        assert self._loop is not None
+        if self._fsyncer is not None:
+            fsyncer, self._fsyncer = self._fsyncer, None
+            fsyncer.stop_reading()  # here, on the loop: the wait for the exit is not
+            await self._loop.run_in_executor(self._syncer, fsyncer.close)
+        await self._loop.run_in_executor(self._syncer, conn.close)
+        self._syncer.shutdown(wait=True)
+        self._syncer = None
+        if self._checkpointer is not None:
+            await self._loop.run_in_executor(self._checkpointer, self._close_checkpointer)
+            self._checkpointer.shutdown(wait=True)
+            self._checkpointer = None
+
+    # -- opening -------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA busy_timeout = 5000")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode != "wal":
+                raise sqlite3.DatabaseError(f"journal mode is {mode}, not wal")
+            # NORMAL: commits only write to the WAL; in `power` mode the fsync helper syncs
+            # the WAL after each group commit, which is what FULL would do, but off the loop.
+            conn.execute("PRAGMA synchronous = NORMAL")
+            # Checkpoints run in their own thread (PASSIVE), never inside a commit on the loop.
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
+            conn.execute("PRAGMA journal_size_limit = 67108864")
+            check = conn.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise sqlite3.DatabaseError(f"quick_check: {check}")
+            conn.executescript(_SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _open_db(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = self._connect()
+        except sqlite3.DatabaseError as exc:
+            self.quarantined = quarantine(self.path, str(exc))
+            conn = self._connect()
+        self._depth = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+        self._refresh_oldest(conn)
+        _fsync_path(self.path.parent)  # the new WAL's directory entry must survive power loss
+        return conn
+
+    def _refresh_oldest(self, conn: sqlite3.Connection) -> None:
+        row = conn.execute("SELECT queued_ns FROM outbox ORDER BY seq LIMIT 1").fetchone()
+        self._oldest_ns = row[0] if row else None
+        if row is None:
+            # Another process (the replay command) may have changed the table behind us.
+            self._depth = 0
+
+    # -- group commit ----------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Commit everything that arrived since the last group (runs on the loop)."""
+        self._flush_scheduled = False
+        batch, self._waiting = self._waiting, []
+        if not batch:
+            return
+        conn = self._conn
+        if conn is None:
+            error = Unavailable("the outbox is closed", retry_after=self.retry_after)
+            self._settle([(a.future, None, error) for a in batch], len(batch))
+            return
+        items: list[OutboxItem] = []
+        try:
+            settled = self._commit_appends(conn, batch, items)
+        except Exception as exc:  # never leave a request waiting on a commit that failed
+            _rollback(conn)
+            log.exception("outbox group commit failed")
+            error = Unavailable(f"the outbox cannot write: {exc}", retry_after=self.retry_after)
+            settled = [(a.future, None, error) for a in batch]
+            items = []
+        if time.monotonic() >= self._next_prune:
+            self._prune(conn)
+        self._maybe_checkpoint()
+        if self.durability == "process" or settled[0][2] is not None:
+            self._hand_over(items)
+            self._settle(settled, len(batch))
+            return
+        self._unsynced.extend(settled)
+        self._unsynced_items.extend(items)
+        self._start_sync()
+
+    def _start_sync(self) -> None:
+        if len(self._syncing) >= SYNCS_IN_FLIGHT or not self._unsynced:
+            return
+        assert self._fsyncer is not None
+        group, self._unsynced = self._unsynced, []
+        items, self._unsynced_items = self._unsynced_items, []
+        self._syncing.append((items[0].seq if items else None, time.perf_counter()))
+        self._fsyncer.request(lambda exc: self._synced(group, items, exc))
+
+    def _synced(self, group: _Settled, items: list[OutboxItem], exc: OSError | None) -> None:
+        _, asked = self._syncing.popleft()
+        self.syncs += 1
+        self.sync_seconds += time.perf_counter() - asked
+        if exc is not None:
+            log.error("outbox fsync failed: %s", exc)
+            self.writable = False
+            error = Unavailable(f"the outbox cannot sync: {exc}", retry_after=self.retry_after)
+            group = [(f, None, error) for f, _, _ in group]
+        else:
+            # Only durable records go to the forwarder; unsynced ones it reads from the
+            # database if they survived.
+            self._hand_over(items)
+        self._settle(group, len(group))
+        # Whatever queued during the fsync is the next group: commit it now.
+        if self._waiting:
+            self._flush()
+        else:
+            self._start_sync()
+        if not self._syncing and self._idle is not None and not self._idle.done():
+            self._idle.set_result(None)
+
+    def _maybe_checkpoint(self) -> None:
+        """Every few MB of appends, a PASSIVE checkpoint in its own thread and connection,
+        so the WAL is recycled without ever blocking a commit or an fsync."""
+        if (
+            self._since_checkpoint < _CHECKPOINT_BYTES
+            or self._checkpointing
+            or self._checkpointer is None
+            or self._loop is None
+        ):
+            return
+        self._since_checkpoint = 0
+        self._checkpointing = True
+        done = self._loop.run_in_executor(self._checkpointer, self._checkpoint)
+        done.add_done_callback(lambda _: setattr(self, "_checkpointing", False))
+
+    def _checkpoint(self) -> None:
+        try:
+            if self._checkpoint_conn is None:
+                self._checkpoint_conn = sqlite3.connect(
+                    self.path, isolation_level=None, check_same_thread=False
+                )
+                self._checkpoint_conn.execute("PRAGMA synchronous = NORMAL")
+            self._checkpoint_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:
+            log.warning("outbox checkpoint failed: %s", exc)
+
+    def _close_checkpointer(self) -> None:
+        if self._checkpoint_conn is not None:
+            self._checkpoint_conn.close()
+            self._checkpoint_conn = None
+
+    def _hand_over(self, items: list[OutboxItem]) -> None:
+        if len(self._fresh) + len(items) > FRESH_MAX:
+            self._fresh.clear()  # the forwarder is behind: it reads from the database
+            return
+        self._fresh.extend(items)
+
+    def _commit_appends(
+        self, conn: sqlite3.Connection, appends: list[_Append], items: list[OutboxItem]
+    ) -> _Settled:
+        """Commit a group; ``items`` receives the stored records, in seq order."""
+        # Each sqlite3 call re-acquires the GIL, which a busy event loop holds for up to the
+        # switch interval (5 ms); so a whole group is written with a handful of statements
+        # over JSON arrays instead of one statement per record.
+        now = time.time_ns()
+        answers: list[Appended | None] = [None] * len(appends)
+        first: dict[tuple[str, str], int] = {}
+        repeats: dict[int, int] = {}
+        for i, a in enumerate(appends):
+            if a.key is not None:
+                repeats[i] = first.setdefault((a.site, a.key), i)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            if first:
+                pairs = orjson.dumps(list(first)).decode()
+                for site, key, rid, at, receipt in conn.execute(_FIND_KEYS, (pairs,)):
+                    answers[first[(site, key)]] = Appended(rid, at, receipt, True)
+                fresh = [appends[i] for i in first.values() if answers[i] is None]
+                if fresh:
+                    rows = [[a.site, a.key, a.record_id, a.recorded_at, a.receipt] for a in fresh]
+                    conn.execute(_INSERT_KEYS, (now, orjson.dumps(rows).decode()))
+            if repeats or first:
+                fresh_appends = [
+                    a for i, a in enumerate(appends)
+                    if answers[i] is None and repeats.get(i, i) == i
+                ]  # fmt: skip
+            else:
+                fresh_appends = appends
+            stored: list[OutboxItem] = []
+            for start in range(0, len(fresh_appends), _MAX_ROWS):
+                chunk = fresh_appends[start : start + _MAX_ROWS]
+                params: list[Any] = []
+                bodies = [a.body.decode() for a in chunk]
+                for a, body in zip(chunk, bodies, strict=True):
+                    params += (a.record_id, now, body)
+                last = conn.execute(_insert_records(len(chunk)), params).lastrowid
+                # One multi-row INSERT inside our write transaction: consecutive seqs.
+                seq0 = (last or 0) - len(chunk) + 1
+                stored += [
+                    OutboxItem(seq0 + i, a.record_id, body, a.record.plain_json())
+                    for i, (a, body) in enumerate(zip(chunk, bodies, strict=True))
+                ]
+            appended_bytes = sum(len(a.body) for a in fresh_appends)
+            self._since_checkpoint += appended_bytes + 64 * len(fresh_appends)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            _rollback(conn)
+            self.writable = False
+            log.error("outbox commit failed: %s", exc)
+            error = Unavailable(f"the outbox cannot write: {exc}", retry_after=self.retry_after)
+            return [(a.future, None, error) for a in appends]
+        self.writable = True
+        self.commits += 1
+        items += stored
+        if fresh_appends and self._oldest_ns is None:
+            self._oldest_ns = now
+        self._depth += len(fresh_appends)
+        settled: _Settled = []
+        for i, a in enumerate(appends):
+            answer = answers[i]
+            origin = repeats.get(i, i)
+            if origin != i:
+                # A retry inside the same group: answer exactly like its first occurrence.
+                earlier = answers[origin]
+                assert earlier is not None
+                answer = Appended(earlier.record_id, earlier.recorded_at, earlier.receipt, True)
+            elif answer is None:
+                answer = Appended(a.record_id, a.recorded_at, a.receipt, False)
+                answers[i] = answer
+            settled.append((a.future, answer, None))
+        return settled
+
+    def _prune(self, conn: sqlite3.Connection) -> None:
+        self._next_prune = time.monotonic() + _PRUNE_EVERY_S
+        try:
+            conn.execute(
+                "DELETE FROM idempotency WHERE created_ns < ?",
+                (time.time_ns() - IDEMPOTENCY_TTL_NS,),
+            )
+        except sqlite3.Error as exc:
+            log.warning("pruning idempotency keys failed: %s", exc)
+
+    def _settle(self, settled: _Settled, appended: int) -> None:
+        self._pending -= appended
+        for future, result, exc in settled:
+            _settle_one(future, result, exc)
+        if appended:
+            self.arrived.set()
+
+    # -- the API -------------------------------------------------------------------------
+
+    def _submit(self, fn: Callable[[sqlite3.Connection], Any]) -> asyncio.Future[Any]:
+        """Run a maintenance command now, between group commits (same thread, no overlap)."""
+        if self._conn is None or self._loop is None:
+            raise Unavailable("the outbox is closed", retry_after=self.retry_after)
+        future: asyncio.Future[Any] = self._loop.create_future()
+        try:
+            future.set_result(fn(self._conn))
+        except sqlite3.Error as exc:
+            _rollback(self._conn)
+            future.set_exception(exc)
+        return future
+
+    async def append(
+        self, record: ConsentRecord, receipt: str, body: bytes | None = None
+    ) -> Appended:
+        """Store a record (``body``: its JSON, if already encoded); resolves after the commit."""
+        if self._conn is None or self._loop is None:
+            raise Unavailable("the outbox is closed", retry_after=self.retry_after)
+        if self._depth + self._pending >= self.max_records:
+            raise Unavailable(
+                f"the outbox holds {self._depth} undelivered records (limit "
+                f"{self.max_records}); the central store is not keeping up",
+                retry_after=self.retry_after,
+            )
+        future: asyncio.Future[Appended] = self._loop.create_future()
+        encoded = orjson.dumps(record.as_json()) if body is None else body
+        self._pending += 1
+        self._waiting.append(_Append(record, receipt, encoded, future))
+        if not self._flush_scheduled and len(self._syncing) < SYNCS_IN_FLIGHT:
+            # After the callbacks already queued run: whatever arrives meanwhile joins the
+            # group, with no fixed linger. While the fsyncs in flight are at the limit, the
+            # group grows until the oldest ends.
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+        # A cancelled request cancels only its own future; the record is still committed
+        # and settling skips futures that are already done.
+        return await future
+
+    async def claim(self, limit: int) -> list[OutboxItem]:
+        """The next ``limit`` undelivered records after the ones already claimed."""
+
+        fresh = self._fresh
+        while fresh and fresh[0].seq <= self._cursor:
+            fresh.popleft()  # already claimed from the database
+        if fresh and fresh[0].seq == self._cursor + 1:
+            # Every earlier record is claimed: take the next ones from memory while their
+            # seqs run on without a gap (a gap is a row appended by someone else: replay).
+            claimed: list[OutboxItem] = []
+            expected = fresh[0].seq
+            while fresh and len(claimed) < limit and fresh[0].seq == expected:
+                claimed.append(fresh.popleft())
+                expected += 1
+            self._cursor = expected - 1
+            return claimed
+
+        # Never a row still waiting for its fsync: the forwarder delivers durable records only.
+        firsts = [seq for seq, _ in self._syncing if seq is not None]
+        if self._unsynced_items:
+            firsts.append(self._unsynced_items[0].seq)
+        upper = min(firsts, default=_NO_SEQ)
+
+        def run(conn: sqlite3.Connection) -> list[OutboxItem]:
+            rows = conn.execute(
+                "SELECT seq, record_id, body FROM outbox WHERE seq > ? AND seq < ? "
+                "ORDER BY seq LIMIT ?",
+                (self._cursor, upper, limit),
+            ).fetchall()
+            if rows:
+                self._cursor = rows[-1][0]
+            return [OutboxItem(*r) for r in rows]
+
+        result: list[OutboxItem] = await self._submit(run)
+        return result
+
+    def rewind(self) -> None:
+        """Claim again from the oldest undelivered record (after a forwarder restart)."""
+        self._cursor = 0
+        self._fresh.clear()
+
+    async def ack(self, seqs: Iterable[int]) -> None:
+        """Forget delivered records."""
+        params = _ranges(seqs)
+        if not params:
+            return
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            self._delete(conn, "DELETE FROM outbox WHERE seq BETWEEN ? AND ?", params)
+
+        await self._submit(run)
+
+    def _delete(
+        self, conn: sqlite3.Connection, sql: str, params: Sequence[tuple[int, ...]]
+    ) -> None:
+        """Delete delivered or dead rows, commit, and keep depth and oldest age current."""
+        before = conn.total_changes
+        conn.executemany(sql, params)
+        removed = conn.total_changes - before
+        conn.execute("COMMIT")
+        self._depth -= removed
+        self._refresh_oldest(conn)
+
+    async def dead_letter(self, items: Sequence[tuple[OutboxItem, str, str]]) -> None:
+        """Move records a sink refused for good, as ``(item, sink, reason)``, aside."""
+        if not items:
+            return
+        now = time.time_ns()
+        rows = [(i.record_id, i.body, sink, reason[:2000], now) for i, sink, reason in items]
+        seqs = [(i.seq,) for i, _, _ in items]
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                "INSERT INTO dead_letter (record_id, body, sink, reason, dead_ns) "
+                "VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+            self._delete(conn, "DELETE FROM outbox WHERE seq = ?", seqs)
+
+        await self._submit(run)
+
+    async def replay(self) -> int:
+        """Queue every dead letter again for delivery; returns how many."""
+
+        def run(conn: sqlite3.Connection) -> int:
+            now = time.time_ns()
+            conn.execute("BEGIN IMMEDIATE")
+            moved = conn.execute(
+                "INSERT INTO outbox (record_id, queued_ns, body) "
+                "SELECT record_id, ?, body FROM dead_letter ORDER BY id",
+                (now,),
+            ).rowcount
+            conn.execute("DELETE FROM dead_letter")
+            conn.execute("COMMIT")
+            self._depth += moved
+            self._refresh_oldest(conn)
+            return int(moved)
+
+        moved: int = await self._submit(run)
+        if moved:
+            self.arrived.set()
+        return moved
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The oldest dead letters, with their reasons."""
+
+        def run(conn: sqlite3.Connection) -> list[DeadLetter]:
+            rows = conn.execute(
+                "SELECT record_id, sink, reason, dead_ns FROM dead_letter ORDER BY id LIMIT ?",
+                (limit,),
+            ).fetchall()
+            return [DeadLetter(*r) for r in rows]
+
+        result: list[DeadLetter] = await self._submit(run)
+        return result
+
+    async def dead_letter_count(self) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("SELECT count(*) FROM dead_letter").fetchone()[0])
+
+        count: int = await self._submit(run)
+        return count
+
+    @property
+    def depth(self) -> int:
+        """Undelivered records committed to the outbox."""
+        return self._depth
+
+    def oldest_age(self) -> float | None:
+        """Seconds the oldest undelivered record has waited, or None when empty."""
+        oldest = self._oldest_ns
+        return None if oldest is None else max(0.0, (time.time_ns() - oldest) / 1e9)
+
+
+def _ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
+    """Runs of consecutive sequence numbers, so a batch is deleted in one or two statements."""
+    ranges: list[tuple[int, int]] = []
+    for seq in sorted(seqs):
+        if ranges and seq == ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], seq)
+        else:
+            ranges.append((seq, seq))
+    return ranges
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            log.error("outbox rollback failed: %s", exc)
+
+
+def _fsync_path(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return  # no WAL yet: nothing committed since the last checkpoint
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _settle_one(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)

@@ -1,0 +1,170 @@
+"""The recording path's lifetime: outbox, sinks, forwarder and receipts under one owner."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from gateway.core.errors import Unavailable
+from gateway.core.settings import Settings
+from gateway.recording.consent import (
+    RecordContext,
+    Uuid7Clock,
+    ValidatedConsent,
+    enrich,
+    rfc3339_utc,
+)
+from gateway.recording.datalock import DataDirLock
+from gateway.recording.forwarder import Forwarder, ForwarderCollector
+from gateway.recording.outbox.queue import FILE_NAME, Appended, Outbox
+from gateway.recording.receipts import Receipts, canonical_json
+from gateway.sinks import open_sinks
+from gateway.sinks.base import Sink, Store
+
+log = logging.getLogger("gateway.recording")
+
+
+class RecordingService:
+    """Start it in the app's lifespan; handlers call ``record`` and ``history``."""
+
+    def __init__(self, settings: Settings, *, registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.node_id = settings.effective_node_id
+        # Own registry by default so several services (tests) never clash on metric names.
+        self.metrics_registry = registry if registry is not None else CollectorRegistry()
+        self.outbox = Outbox(
+            settings.data_dir / FILE_NAME,
+            durability=settings.durability,
+            max_records=settings.outbox_max_records,
+        )
+        self.sinks: list[Sink] = []
+        self.store: Store | None = None
+        self.forwarder: Forwarder | None = None
+        self.receipts: Receipts | None = None
+        self._collector: ForwarderCollector | None = None
+        self._clock = Uuid7Clock()
+        self._lock = DataDirLock(settings.data_dir)
+        self._accepting = False
+
+    async def start(self) -> None:
+        """Own the data dir, open the outbox and sinks, then start forwarding."""
+        await asyncio.to_thread(self._lock.acquire)
+        try:
+            await self._open()
+        except BaseException:
+            await self.outbox.close()
+            self._lock.release()
+            raise
+
+    async def _open(self) -> None:
+        self.receipts = await asyncio.to_thread(Receipts.from_settings, self.settings)
+        await self.outbox.open()
+        self.sinks = open_sinks(self.settings)
+        for sink in self.sinks:
+            await sink.open()
+        primary = self.sinks[0]
+        self.store = primary if isinstance(primary, Store) else None
+        self.forwarder = Forwarder(
+            self.outbox,
+            self.sinks,
+            batch_size=self.settings.forward_batch_size,
+            max_backoff=self.settings.forward_max_backoff,
+            linger=self.settings.forward_linger,
+        )
+        self.forwarder.start()
+        self._collector = ForwarderCollector(self.forwarder)
+        self.metrics_registry.register(self._collector)
+        self._accepting = True
+
+    async def stop(self) -> None:
+        """Stop accepting, drain the forwarder within ``shutdown_drain``, close everything."""
+        self._accepting = False
+        if self.forwarder is not None:
+            await self.forwarder.stop(self.settings.shutdown_drain)
+        await self.outbox.close()
+        for sink in self.sinks:
+            try:
+                await asyncio.wait_for(sink.close(), timeout=5.0)
+            except Exception as exc:  # closing must go on for the other sinks
+                log.warning("closing sink %s failed: %s", sink.name, exc)
+        if self._collector is not None:
+            self.metrics_registry.unregister(self._collector)
+            self._collector = None
+        self._lock.release()
+
+    async def record(self, consent: ValidatedConsent, context: RecordContext) -> Appended:
+        """Enrich, sign and durably append one consent; returns once it is committed."""
+        if not self._accepting or self.receipts is None:
+            raise Unavailable("the gateway is starting or shutting down", retry_after=2)
+        record_id, now_ns = self._clock.next()
+        record = enrich(
+            consent,
+            context,
+            record_id=record_id,
+            recorded_at=rfc3339_utc(now_ns),
+            node_id=self.node_id,
+        )
+        body = canonical_json(record)
+        receipt = self.receipts.issue(record, canonical=body)
+        return await self.outbox.append(record, receipt, body)
+
+    async def history(self, site: str, subject_id: str) -> dict[str, Any]:
+        """A subject's current choices and history from the primary store."""
+        if self.store is None:
+            raise Unavailable("no readable store is configured")
+        try:
+            return await self.store.subject_history(site, subject_id)
+        except Exception as exc:  # the store may be down; the caller answers 503
+            raise Unavailable(f"the consent store is unreachable: {exc}", retry_after=5) from exc
+
+    async def publish_version(
+        self,
+        site_id: str,
+        banner_version: str,
+        consent_revision: str,
+        texts_by_locale: Mapping[str, Mapping[str, Any]],
+    ) -> None:
+        """Keep the exact texts of a banner version in the store."""
+        if self.store is None:
+            raise Unavailable("no store is configured")
+        await self.store.publish_version(site_id, banner_version, consent_revision, texts_by_locale)
+
+    async def list_versions(self, site_id: str) -> list[dict[str, Any]]:
+        """The banner versions the store keeps for a site, newest first."""
+        if self.store is None:
+            raise Unavailable("no store is configured")
+        try:
+            return await self.store.list_versions(site_id)
+        except Exception as exc:  # the store may be down; the caller answers 503
+            raise Unavailable(f"the consent store is unreachable: {exc}", retry_after=5) from exc
+
+    async def banner_version(self, site_id: str, banner_version: str) -> dict[str, Any] | None:
+        """The exact texts stored for one banner version, or None."""
+        if self.store is None:
+            raise Unavailable("no store is configured")
+        return await self.store.banner_version(site_id, banner_version)
+
+    def health(self) -> dict[str, Any]:
+        """Readiness facts for /readyz."""
+        f = self.forwarder
+        since = None
+        if f is not None and f.last_delivery is not None:
+            since = round(time.monotonic() - f.last_delivery, 3)
+        oldest = self.outbox.oldest_age()
+        return {
+            "ok": self._accepting and self.outbox.writable and (f is not None and f.running),
+            "accepting": self._accepting,
+            "outbox_writable": self.outbox.writable,
+            "outbox_depth": self.outbox.depth,
+            "outbox_oldest_age_seconds": None if oldest is None else round(oldest, 3),
+            "forwarder_running": f is not None and f.running,
+            "forwarder_lag_seconds": None if oldest is None else round(oldest, 3),
+            "seconds_since_last_delivery": since,
+            "forwarder_last_error": f.last_error if f else None,
+            "outbox_quarantined": str(self.outbox.quarantined) if self.outbox.quarantined else None,
+        }

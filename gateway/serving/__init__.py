@@ -1,0 +1,1 @@
+"""The serving path: visitor context to a rendered banner, snippet or config."""

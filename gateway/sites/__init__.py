@@ -1,0 +1,1 @@
+"""Site data: site files, catalogs, translations, built-in texts, versions."""

@@ -1,0 +1,226 @@
+"""Loads every site from ``banners/`` and ``locales/``, computes versions, swaps in valid edits."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from gateway.core import jurisdictions
+from gateway.core.errors import ConfigError
+from gateway.core.i18n import Negotiator
+from gateway.core.model import Site
+from gateway.sites import texts
+from gateway.sites.sitefile import read_site
+from gateway.sites.translations import SiteTranslations, load_site_translations, po_path
+
+log = logging.getLogger("gateway.catalog")
+
+# The gateway package (templates/ and the static files beside it are found from here).
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_TEMPLATES = PACKAGE_DIR / "templates"
+
+
+def _static_dir() -> Path:
+    """static/ beside the package in a checkout; from the working directory when installed."""
+    beside = PACKAGE_DIR.parent / "static"
+    return beside if beside.is_dir() else Path.cwd() / "static"
+
+
+STATIC_DIR = _static_dir()
+
+
+def _hash_files(paths: list[Path], root: Path) -> hashlib._Hash:
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest
+
+
+def consent_revision(site: Site) -> str:
+    """Changes only when what is consented to changes: purposes, recipients, rule models."""
+    material = {
+        "purposes": [
+            [
+                p.id,
+                p.essential,
+                p.legal_basis,
+                sorted(p.recipients),
+                p.separate,
+                p.sale_or_share,
+                sorted(p.consent_mode),
+            ]
+            for p in site.purposes
+        ],
+        "rules": sorted(
+            [rid, r.model, r.default_granted, sorted(r.separate_consent)]
+            for rid, r in jurisdictions.RULES.items()
+        ),
+        "overrides": site.rule_overrides,
+    }
+    return hashlib.sha256(orjson.dumps(material, option=orjson.OPT_SORT_KEYS)).hexdigest()[:8]
+
+
+def banner_version(site: Site, site_dir: Path, locales_dir: Path) -> str:
+    """A content hash of everything a visitor of this site can see."""
+    files = [p for p in site_dir.rglob("*") if p.is_file()]
+    digest = _hash_files(files, site_dir)
+    defaults = [p for p in DEFAULT_TEMPLATES.glob("*.html")]
+    if STATIC_DIR.is_dir():
+        defaults += [p for p in STATIC_DIR.glob("*") if p.is_file()]
+    digest.update(_hash_files(defaults, PACKAGE_DIR.parent).digest())
+    for locale in site.locales:
+        path = po_path(locales_dir, locale, site.id)
+        if path.exists():
+            digest.update(locale.encode() + b"\0" + path.read_bytes())
+    digest.update(orjson.dumps([texts.BASE_TEXTS, texts.DESCRIPTIONS]))
+    digest.update(orjson.dumps(sorted((k, v.as_json()) for k, v in jurisdictions.RULES.items())))
+    return digest.hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class SiteBundle:
+    """One published state of a site: what every request for it reads."""
+
+    site: Site
+    directory: Path
+    banner_version: str
+    consent_revision: str
+    translations: SiteTranslations
+    negotiator: Negotiator
+    known_versions: frozenset[str] = field(default_factory=frozenset)
+
+
+def load_site(site_dir: Path, locales_dir: Path) -> SiteBundle:
+    """Read, validate and version one site; raises ConfigError naming file, key and hint."""
+    site = read_site(site_dir)
+    problems = jurisdictions.validate_overrides(
+        site.rule_overrides, purpose_ids={p.id for p in site.purposes}
+    )
+    if problems:
+        raise ConfigError(
+            problems[0],
+            where=f"{site_dir / 'site.toml'}: rules",
+            hint="see the rule table in the README",
+        )
+    translations = load_site_translations(locales_dir, site.id, site.locales, site.default_locale)
+    version = banner_version(site, site_dir, locales_dir)
+    return SiteBundle(
+        site=site,
+        directory=site_dir,
+        banner_version=version,
+        consent_revision=consent_revision(site),
+        translations=translations,
+        negotiator=Negotiator(site.locales, site.default_locale),
+        known_versions=frozenset((version, *site.retained_versions)),
+    )
+
+
+# Checks a loaded bundle further (e.g. that every template renders); raises ConfigError.
+Validator = Callable[[SiteBundle], None]
+
+
+def scan(
+    banners_dir: Path, locales_dir: Path, validate: Validator | None = None
+) -> tuple[dict[str, SiteBundle], list[ConfigError]]:
+    """Load every site folder; return the good ones and the errors of the others."""
+    bundles: dict[str, SiteBundle] = {}
+    errors: list[ConfigError] = []
+    if not banners_dir.is_dir():
+        return bundles, [
+            ConfigError(
+                "banners folder not found", where=str(banners_dir), hint="set GATEWAY_BANNERS_DIR"
+            )
+        ]
+    for site_dir in sorted(p for p in banners_dir.iterdir() if p.is_dir()):
+        if site_dir.name.startswith((".", "_")):
+            continue
+        try:
+            bundle = load_site(site_dir, locales_dir)
+            if validate is not None:
+                validate(bundle)
+        except ConfigError as exc:
+            errors.append(exc)
+        else:
+            bundles[bundle.site.id] = bundle
+    if not bundles and not errors:
+        errors.append(
+            ConfigError(
+                "no sites", where=str(banners_dir), hint="each site is a folder with a site.toml"
+            )
+        )
+    return bundles, errors
+
+
+class LiveCatalog:
+    """The sites being served; a reload swaps in a new set only when all of it is valid."""
+
+    def __init__(
+        self, banners_dir: Path, locales_dir: Path, validate: Validator | None = None
+    ) -> None:
+        self.banners_dir = banners_dir
+        self.locales_dir = locales_dir
+        self.validate = validate
+        self._bundles: Mapping[str, SiteBundle] = {}
+        self.last_error: str | None = None
+        self.generation = 0
+
+    def load(self) -> None:
+        """First load: every site must be valid, or start-up fails."""
+        bundles, errors = scan(self.banners_dir, self.locales_dir, self.validate)
+        if errors:
+            raise errors[0]
+        self._swap(bundles)
+
+    def reload(self) -> bool:
+        """Re-read everything; keep serving the last good state if anything is invalid."""
+        try:
+            bundles, errors = scan(self.banners_dir, self.locales_dir, self.validate)
+        except (OSError, ValueError) as exc:
+            errors = [ConfigError(str(exc))]
+            bundles = {}
+        if errors:
+            self.last_error = str(errors[0])
+            log.error("reload refused, still serving the last good version: %s", errors[0])
+            return False
+        old = {k: b.banner_version for k, b in self._bundles.items()}
+        self._swap(bundles)
+        changed = {k: b.banner_version for k, b in bundles.items()} != old
+        if changed:
+            log.info(
+                "reloaded sites: %s",
+                ", ".join(f"{k}@{b.banner_version}" for k, b in bundles.items()),
+            )
+        return True
+
+    def _swap(self, bundles: Mapping[str, SiteBundle]) -> None:
+        # Versions published earlier stay acceptable for records until the process restarts.
+        previous = self._bundles
+        merged: dict[str, SiteBundle] = {}
+        for site_id, bundle in bundles.items():
+            old = previous.get(site_id)
+            if old is not None and old.banner_version != bundle.banner_version:
+                bundle = SiteBundle(
+                    **{
+                        **bundle.__dict__,
+                        "known_versions": bundle.known_versions | old.known_versions,
+                    }
+                )
+            merged[site_id] = bundle
+        self._bundles = merged
+        self.last_error = None
+        self.generation += 1
+
+    def get(self, site_id: str) -> SiteBundle | None:
+        return self._bundles.get(site_id)
+
+    def __iter__(self) -> Iterator[SiteBundle]:
+        return iter(list(self._bundles.values()))
+
+    def __len__(self) -> int:
+        return len(self._bundles)

@@ -1,0 +1,240 @@
+"""Parse and validate ``banners/<site>/site.toml`` into a ``model.Site``, naming file and key."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from gateway.core.errors import ConfigError
+from gateway.core.model import (
+    CONSENT_MODE_TYPES,
+    SEPARATE_CONSENT_KINDS,
+    CookieSettings,
+    Purpose,
+    Site,
+)
+
+SITE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+PURPOSE_ID = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+LOCALE_ID = re.compile(r"^[a-z]{2,3}(_[A-Z][a-z]{3})?(_([A-Z]{2}|[0-9]{3}))?$")
+ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+COOKIE_NAME = re.compile(r"^[A-Za-z0-9_.-]+\*?$")
+LEGAL_BASES = ("consent", "legitimate_interest", "contract", "legal_obligation")
+
+SITE_KEYS = {
+    "name",
+    "default_locale",
+    "locales",
+    "allowed_origins",
+    "controller",
+    "contact",
+    "privacy_policy_url",
+    "cookie",
+    "purposes",
+    "rules",
+    "texts",
+    "theme",
+    "retained_versions",
+}
+PURPOSE_KEYS = {
+    "id",
+    "name",
+    "description",
+    "essential",
+    "legal_basis",
+    "retention",
+    "recipients",
+    "cookies",
+    "consent_mode",
+    "separate",
+    "sale_or_share",
+}
+COOKIE_KEYS = {"name", "domain", "max_age_days", "reload_on_withdraw"}
+
+
+class _Reader:
+    """Typed access to one TOML table that reports errors as ``file: key``."""
+
+    def __init__(self, path: Path, table: Mapping[str, Any], prefix: str = "") -> None:
+        self.path = path
+        self.table = table
+        self.prefix = prefix
+
+    def fail(self, key: str, message: str, hint: str = "") -> ConfigError:
+        return ConfigError(message, where=f"{self.path}: {self.prefix}{key}", hint=hint)
+
+    def check_keys(self, allowed: set[str]) -> None:
+        for key in self.table:
+            if key not in allowed:
+                raise self.fail(key, "unknown key", f"allowed keys: {', '.join(sorted(allowed))}")
+
+    def get(self, key: str, kind: type, default: Any = None, *, required: bool = False) -> Any:
+        if key not in self.table:
+            if required:
+                raise self.fail(key, "missing", f"add `{key} = …`")
+            return default
+        value = self.table[key]
+        if kind is int and isinstance(value, bool):
+            raise self.fail(key, "expected a whole number")
+        if not isinstance(value, kind):
+            raise self.fail(key, f"expected {kind.__name__}, got {type(value).__name__}")
+        return value
+
+    def strings(self, key: str, pattern: re.Pattern[str] | None = None) -> tuple[str, ...]:
+        items = self.get(key, list, [])
+        for item in items:
+            if not isinstance(item, str) or (pattern is not None and not pattern.match(item)):
+                raise self.fail(key, f"invalid entry {item!r}")
+        return tuple(items)
+
+
+def _purpose(path: Path, index: int, table: Any) -> Purpose:
+    if not isinstance(table, dict):
+        raise ConfigError("expected a table", where=f"{path}: purposes[{index}]")
+    r = _Reader(path, table, f"purposes[{index}].")
+    r.check_keys(PURPOSE_KEYS)
+    pid = r.get("id", str, required=True)
+    if not PURPOSE_ID.match(pid):
+        raise r.fail("id", f"invalid purpose id {pid!r}", "lower case letters, digits and _")
+    legal_basis = r.get("legal_basis", str, "consent")
+    if legal_basis not in LEGAL_BASES:
+        raise r.fail("legal_basis", f"unknown legal basis {legal_basis!r}", ", ".join(LEGAL_BASES))
+    modes = r.strings("consent_mode")
+    for mode in modes:
+        if mode not in CONSENT_MODE_TYPES:
+            raise r.fail(
+                "consent_mode", f"unknown Consent Mode type {mode!r}", ", ".join(CONSENT_MODE_TYPES)
+            )
+    separate = r.get("separate", str)
+    if separate is not None and separate not in SEPARATE_CONSENT_KINDS:
+        raise r.fail(
+            "separate",
+            f"unknown separate-consent kind {separate!r}",
+            ", ".join(SEPARATE_CONSENT_KINDS),
+        )
+    essential = r.get("essential", bool, False)
+    if essential and (separate or r.get("sale_or_share", bool, False)):
+        raise r.fail(
+            "essential",
+            "an essential purpose cannot need separate consent or be sold",
+            "split it into an essential and an optional purpose",
+        )
+    return Purpose(
+        id=pid,
+        name=r.get("name", str, required=True),
+        description=r.get("description", str, required=True),
+        essential=essential,
+        legal_basis=legal_basis,
+        retention=r.get("retention", str, ""),
+        recipients=r.strings("recipients"),
+        cookies=r.strings("cookies", COOKIE_NAME),
+        consent_mode=modes,
+        separate=separate,
+        sale_or_share=r.get("sale_or_share", bool, False),
+    )
+
+
+def parse_site(site_id: str, path: Path, data: Mapping[str, Any]) -> Site:
+    """Validate a parsed site.toml; raises ConfigError naming the file, key and a hint."""
+    if not SITE_ID.match(site_id):
+        raise ConfigError(
+            f"invalid site id {site_id!r}",
+            where=str(path.parent),
+            hint="folder names are lower case letters, digits, - and _",
+        )
+    r = _Reader(path, data)
+    r.check_keys(SITE_KEYS)
+    locales = r.strings("locales", LOCALE_ID)
+    default_locale = r.get("default_locale", str, required=True)
+    if not LOCALE_ID.match(default_locale):
+        raise r.fail(
+            "default_locale",
+            f"invalid locale {default_locale!r}",
+            "use Babel identifiers such as en, pt_BR, zh_Hans",
+        )
+    if default_locale not in locales:
+        locales = (default_locale, *locales)
+    purposes_raw = r.get("purposes", list, required=True)
+    purposes = tuple(_purpose(path, i, p) for i, p in enumerate(purposes_raw))
+    ids = [p.id for p in purposes]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise r.fail("purposes", f"duplicate purpose id {dupes[0]!r}")
+    if not any(p.essential for p in purposes):
+        raise r.fail(
+            "purposes",
+            "no essential purpose",
+            "mark the strictly necessary one "
+            "`essential = true`: it stores the consent choice itself",
+        )
+    cookie_table = r.get("cookie", dict, {})
+    c = _Reader(path, cookie_table, "cookie.")
+    c.check_keys(COOKIE_KEYS)
+    max_age = c.get("max_age_days", int, 395)
+    if not 1 <= max_age <= 395:
+        raise c.fail(
+            "max_age_days",
+            "must be between 1 and 395 days",
+            "regulators expect a re-ask at most every 13 months",
+        )
+    cookie_name = c.get("name", str, "cg_consent")
+    if not COOKIE_NAME.match(cookie_name) or cookie_name.endswith("*"):
+        raise c.fail("name", f"invalid cookie name {cookie_name!r}")
+    texts = r.get("texts", dict, {})
+    for key, value in texts.items():
+        if not isinstance(value, str):
+            raise r.fail(f"texts.{key}", "expected a string")
+    theme = r.get("theme", dict, {})
+    for key, value in theme.items():
+        if (
+            not key.startswith("--cg-")
+            or not isinstance(value, str)
+            or any(ch in value for ch in ";{}<>")
+        ):
+            raise r.fail(
+                f"theme.{key}",
+                "theme entries are `--cg-…` CSS custom properties with plain values",
+                'e.g. "--cg-accent" = "#0b57d0"',
+            )
+    rules = r.get("rules", dict, {})
+    for key, value in rules.items():
+        if not isinstance(value, dict):
+            raise r.fail(f"rules.{key}", "expected a table", 'e.g. [rules."US"] rule = "ccpa"')
+    return Site(
+        id=site_id,
+        name=r.get("name", str, site_id),
+        default_locale=default_locale,
+        locales=locales,
+        allowed_origins=r.strings("allowed_origins", ORIGIN),
+        purposes=purposes,
+        controller=r.get("controller", str, ""),
+        contact=r.get("contact", str, ""),
+        privacy_policy_url=r.get("privacy_policy_url", str, ""),
+        cookie=CookieSettings(
+            name=cookie_name,
+            domain=c.get("domain", str, ""),
+            max_age_days=max_age,
+            reload_on_withdraw=c.get("reload_on_withdraw", bool, True),
+        ),
+        rule_overrides=rules,
+        texts=texts,
+        theme=theme,
+        retained_versions=r.strings("retained_versions"),
+    )
+
+
+def read_site(site_dir: Path) -> Site:
+    """Read and validate ``<site_dir>/site.toml``."""
+    path = site_dir / "site.toml"
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            "missing site.toml", where=str(site_dir), hint="copy banners/demo/site.toml to start"
+        ) from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"not valid TOML: {exc}", where=str(path)) from exc
+    return parse_site(site_dir.name, path, data)
