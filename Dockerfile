@@ -1,5 +1,8 @@
 # Consent Gateway: a non-root image; dependencies are installed before sources for layer caching.
-FROM python:3.11-slim-bookworm
+# BASE: any Debian bookworm image with python3 and venv. The official Python image by default;
+# scripts/container-check.sh builds on a local debootstrap base where no registry is reachable.
+ARG BASE=python:3.11-slim-bookworm
+FROM ${BASE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -8,12 +11,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     GATEWAY_PORT=8000 \
     GATEWAY_BANNERS_DIR=/app/banners \
     GATEWAY_LOCALES_DIR=/app/locales \
-    GATEWAY_DATA_DIR=/var/lib/consent-gateway
+    GATEWAY_DATA_DIR=/var/lib/consent-gateway \
+    PATH=/opt/venv/bin:$PATH
 
 # Country ranges for the embedded geo database (IPFire Location, CC BY-SA 4.0).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends tor-geoipdb \
  && rm -rf /var/lib/apt/lists/* \
+ && python3 -m venv /opt/venv \
  && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin gateway
 
 WORKDIR /app
@@ -23,7 +28,7 @@ COPY pyproject.toml README.md ./
 RUN mkdir gateway && touch gateway/__init__.py \
  && pip install . \
  && pip uninstall -y consent-gateway \
- && rm -rf gateway
+ && rm -rf gateway build *.egg-info
 
 COPY gateway ./gateway
 COPY static ./static

@@ -34,12 +34,17 @@ def _static_dir() -> Path:
 STATIC_DIR = _static_dir()
 
 
-def _hash_files(paths: list[Path], root: Path) -> hashlib._Hash:
+def _hash_files(files: dict[str, Path]) -> hashlib._Hash:
+    """A digest of files by their names (relative paths) and contents, in name order."""
     digest = hashlib.sha256()
-    for path in sorted(paths):
-        digest.update(str(path.relative_to(root)).encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0")
+        digest.update(files[name].read_bytes() + b"\0")
     return digest
+
+
+def _named(paths: list[Path], root: Path) -> dict[str, Path]:
+    return {str(path.relative_to(root)): path for path in paths}
 
 
 def consent_revision(site: Site) -> str:
@@ -68,12 +73,13 @@ def consent_revision(site: Site) -> str:
 
 def banner_version(site: Site, site_dir: Path, locales_dir: Path) -> str:
     """A content hash of everything a visitor of this site can see."""
-    files = [p for p in site_dir.rglob("*") if p.is_file()]
-    digest = _hash_files(files, site_dir)
-    defaults = [p for p in DEFAULT_TEMPLATES.glob("*.html")]
+    digest = _hash_files(_named([p for p in site_dir.rglob("*") if p.is_file()], site_dir))
+    # Built-in templates and static files are named as in a checkout (gateway/templates/…,
+    # static/…) whether they sit there or in an installed package and the working directory.
+    defaults = _named(list(DEFAULT_TEMPLATES.glob("*.html")), PACKAGE_DIR.parent)
     if STATIC_DIR.is_dir():
-        defaults += [p for p in STATIC_DIR.glob("*") if p.is_file()]
-    digest.update(_hash_files(defaults, PACKAGE_DIR.parent).digest())
+        defaults |= _named([p for p in STATIC_DIR.glob("*") if p.is_file()], STATIC_DIR.parent)
+    digest.update(_hash_files(defaults).digest())
     for locale in site.locales:
         path = po_path(locales_dir, locale, site.id)
         if path.exists():
