@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from gateway.core.errors import BadRequest, Unavailable
+from gateway.core.jurisdictions import RuleTable, load_rules
 from gateway.core.settings import Settings, load_settings
 from gateway.geo.locator import Locator
 from gateway.recording.service import RecordingService
@@ -68,10 +69,16 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return response
 
 
-def build_gateway(settings: Settings) -> Gateway:
-    """Load everything the serving path reads; raises ConfigError on invalid input."""
+def build_gateway(settings: Settings, rules: RuleTable | None = None) -> Gateway:
+    """Load everything the serving path reads; raises ConfigError on invalid input.
+
+    ``rules``: the jurisdiction rule table; by default the shipped one, read here.
+    """
+    rules = rules or load_rules()
     # Every template must render in every locale before a version is served.
-    catalog = LiveCatalog(settings.banners_dir, settings.locales_dir, validate=validate_bundle)
+    catalog = LiveCatalog(
+        settings.banners_dir, settings.locales_dir, rules, validate=validate_bundle
+    )
     catalog.load()
     locator = Locator(settings)
     locator.load()

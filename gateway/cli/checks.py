@@ -9,6 +9,7 @@ from babel.messages.catalog import Catalog
 from jinja2 import Environment, nodes
 
 from gateway.core.errors import ConfigError
+from gateway.core.jurisdictions import load_rules
 from gateway.core.settings import Settings
 from gateway.serving import render
 from gateway.serving.validation import Finding, template_findings
@@ -219,7 +220,7 @@ def run_checks(settings: Settings) -> CheckReport:
     check_geo(settings, report)
     if not settings.banners_dir.is_dir():
         return report
-    bundles, errors = scan(settings.banners_dir, settings.locales_dir)
+    bundles, errors = scan(settings.banners_dir, settings.locales_dir, load_rules())
     for exc in errors:
         report.error(exc.where, exc.message, exc.hint)
     for bundle in bundles.values():

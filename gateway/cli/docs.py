@@ -12,9 +12,9 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def sections() -> dict[str, str]:
-    from gateway.core.jurisdictions import rule_table_markdown
+    from gateway.core.jurisdictions import load_rules, rule_table_markdown
 
-    return {"settings": settings_table_markdown(), "rules": rule_table_markdown()}
+    return {"settings": settings_table_markdown(), "rules": rule_table_markdown(load_rules())}
 
 
 def render(text: str) -> str:
