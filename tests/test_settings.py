@@ -43,8 +43,9 @@ def test_paths_are_resolved() -> None:
     assert s.data_dir.is_absolute()
 
 
-def test_readme_documents_every_setting() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert settings_table_markdown() in readme, "regenerate the table: python -m gateway.cli.docs"
-    for setting in SETTINGS:
-        assert setting.env in readme
+def test_the_generated_table_documents_every_setting() -> None:
+    # The README holds this table (`python -m gateway.cli.docs --check` in `make lint`).
+    rows = settings_table_markdown().splitlines()[2:]
+    assert [row.split("`")[1] for row in rows] == [s.env for s in SETTINGS]
+    for setting, row in zip(SETTINGS, rows, strict=True):
+        assert f"`{setting.flag}`" in row and setting.help in row
