@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from gateway.core.errors import ConfigError
-from gateway.core.settings import SETTINGS, load_settings, settings_table_markdown
+from gateway.core.settings import SETTINGS, Settings, load_settings, settings_table_markdown
 
-ROOT = Path(__file__).resolve().parent.parent
+
+def test_the_dataclass_takes_its_fields_and_defaults_from_the_table() -> None:
+    assert [f.name for f in dataclasses.fields(Settings)] == [s.name for s in SETTINGS]
+    built, loaded = Settings(), load_settings(env={})
+    for setting in SETTINGS:
+        value = getattr(built, setting.name)
+        if isinstance(value, Path):  # folders: the working directory's, resolved on loading
+            value = value.resolve()
+        assert value == getattr(loaded, setting.name), setting.name
 
 
 def test_defaults_then_env_then_cli() -> None:
