@@ -26,7 +26,7 @@ from gateway.serving.render import Renderer
 from gateway.serving.snippet import Snippet
 from gateway.serving.validation import validate_bundle
 from gateway.serving.watch import Watcher
-from gateway.sites.catalog import STATIC_DIR, LiveCatalog
+from gateway.sites.catalog import LiveCatalog, static_dir
 from gateway.web import admin, ops, privacy, public, records
 from gateway.web.front import HotPaths
 from gateway.web.middleware import MetricsMiddleware
@@ -82,7 +82,7 @@ def build_gateway(settings: Settings, rules: RuleTable | None = None) -> Gateway
     catalog.load()
     locator = Locator(settings)
     locator.load()
-    return Gateway(settings, catalog, locator, Renderer(), Snippet.load(STATIC_DIR))
+    return Gateway(settings, catalog, locator, Renderer(), Snippet.load(static_dir()))
 
 
 def tune_gc() -> None:

@@ -1,4 +1,5 @@
-"""One settings table: name, default, help. It feeds ``--help``, validation and the README."""
+"""One settings table: name, default, help. It feeds the Settings defaults, validation, `--help` and
+the README."""
 
 from __future__ import annotations
 

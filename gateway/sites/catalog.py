@@ -25,13 +25,13 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_TEMPLATES = PACKAGE_DIR / "templates"
 
 
-def _static_dir() -> Path:
-    """static/ beside the package in a checkout; from the working directory when installed."""
+def static_dir() -> Path:
+    """static/ beside the package in a checkout; from the working directory when installed.
+
+    Asked when needed, not at import: the working directory is the one the process runs in.
+    """
     beside = PACKAGE_DIR.parent / "static"
     return beside if beside.is_dir() else Path.cwd() / "static"
-
-
-STATIC_DIR = _static_dir()
 
 
 def _hash_files(paths: list[Path], root: Path) -> hashlib._Hash:
@@ -71,8 +71,9 @@ def banner_version(site: Site, site_dir: Path, locales_dir: Path, rules: RuleTab
     files = [p for p in site_dir.rglob("*") if p.is_file()]
     digest = _hash_files(files, site_dir)
     defaults = [p for p in DEFAULT_TEMPLATES.glob("*.html")]
-    if STATIC_DIR.is_dir():
-        defaults += [p for p in STATIC_DIR.glob("*") if p.is_file()]
+    static = static_dir()
+    if static.is_dir():
+        defaults += [p for p in static.glob("*") if p.is_file()]
     digest.update(_hash_files(defaults, PACKAGE_DIR.parent).digest())
     for locale in site.locales:
         path = po_path(locales_dir, locale, site.id)
