@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from gateway.core.jurisdictions import RULES
 from gateway.core.model import CONSENT_MODE_TYPES, Purpose, Site
 from gateway.signals import consent_mode, gpc
+from tests.helpers import shipped_rules
 
 DEMO_TOML = Path(__file__).resolve().parent.parent / "banners" / "demo" / "site.toml"
 G, D = "granted", "denied"
@@ -43,6 +43,7 @@ def _demo_site() -> Site:
 
 
 DEMO = _demo_site()
+RULES = shipped_rules().rules
 
 
 def _site(*purposes: Purpose) -> Site:

@@ -1,15 +1,17 @@
 """Region (ISO 3166-1/-2) → jurisdiction rule: shipped templates, site overrides, fail closed.
 
-The templates and the region map are data, in ``gateway/core/rules/jurisdictions.toml``. Lookup is
-most specific first (``US-CA``, then ``US``); anything unmapped or unknown gets
-``STRICTEST_RULE_ID``. A site's overrides (``[rules."<region>"]`` in its site.toml) join that
-map: the template is the one named by the most specific code, the site's ``rule = "…"`` winning
-over the shipped map at the same code, ``"*"`` standing for every region nothing maps (so
-``[rules."US"] rule = "ccpa"`` covers the states without a rule of their own, and US-TX keeps
-``us-states`` unless ``[rules."US-TX"]`` names another). Field changes then apply to a code and
-everything under it, from ``"*"`` to the country to the subdivision. A rule changed by a field
-gets a derived id (``gdpr+1a2b3c4d``) so that caches and consent records never mistake it for
-the shipped template.
+The templates and the region map are data, in ``gateway/core/rules/jurisdictions.toml``, read and
+validated by ``load_rules()`` into a ``RuleTable`` where the app (a command, a test) starts, and
+passed down from there. Lookup is most specific first (``US-CA``, then ``US``); anything unmapped
+or unknown gets the table's ``strictest`` rule. A site's overrides (``[rules."<region>"]`` in its
+site.toml) join that map: the template is the one named by the most specific code, the site's
+``rule = "…"`` winning over the shipped map at the same code, ``"*"`` standing for every region
+nothing maps (so ``[rules."US"] rule = "ccpa"`` covers the states without a rule of their own,
+and US-TX keeps ``us-states`` unless ``[rules."US-TX"]`` names another). Field changes then apply
+to a code and everything under it, from ``"*"`` to the country to the subdivision. A rule changed
+by a field gets a derived id (``gdpr+1a2b3c4d``) so that caches and consent records never mistake
+it for the shipped template. ``RuleTable.for_site`` makes a site's ``SiteRules``, which the
+catalog attaches to the site's bundle.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import re
 import tomllib
 from collections.abc import Collection, Mapping
 from importlib import resources
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, get_args
 
@@ -110,102 +113,29 @@ def _model_consent_mode(model: str) -> dict[str, str]:
     return dict.fromkeys(CONSENT_MODE_TYPES, "granted")
 
 
-def _build_rule(rule_id: str, fields: Mapping[str, Any]) -> Rule:
+def _build_rule(
+    rule_id: str, fields: Mapping[str, Any], categories: Mapping[str, tuple[str, ...]]
+) -> Rule:
     values = {k: v for k, v in fields.items() if k in FIELDS}
     values["separate_consent"] = tuple(values.get("separate_consent", ()))
     values["exempt_purposes"] = tuple(values.get("exempt_purposes", ()))
     values["age_of_consent"] = values.get("age_of_consent") or None
     values["consent_mode"] = MappingProxyType(dict(values.get("consent_mode", {})))
-    return Rule(id=rule_id, **values)
-
-
-def _load() -> tuple[
-    dict[str, Rule], dict[str, str], str, dict[str, tuple[str, ...]], dict[str, str], dict[str, int]
-]:
-    text = (
-        resources.files("gateway.core")
-        .joinpath("rules")
-        .joinpath("jurisdictions.toml")
-        .read_text(encoding="utf-8")
+    values["exempt_categories"] = MappingProxyType(
+        {e: categories[e] for e in values["exempt_purposes"] if e in categories}
     )
-    data = tomllib.loads(text)
-    where = "gateway/core/rules/jurisdictions.toml"
-    categories = {k: tuple(v) for k, v in data["exempt_categories"].items()}
-    rules: dict[str, Rule] = {}
-    regions: dict[str, str] = {}
-    laws: dict[str, str] = {}
-    for rule_id, fields in data["templates"].items():
-        for name, value in fields.items():
-            problem = None if name in ("regions", "law") else field_problem(name, value, categories)
-            if problem:
-                raise ConfigError(problem, where=f"{where}: templates.{rule_id}.{name}")
-        if not set(fields.get("exempt_purposes", [])) <= set(categories):
-            raise ConfigError("a template exempts categories only", where=f"{where}: {rule_id}")
-        if set(fields.get("consent_mode", {})) != set(CONSENT_MODE_TYPES):
-            raise ConfigError("consent_mode must set all 7 types", where=f"{where}: {rule_id}")
-        rules[rule_id] = _build_rule(rule_id, fields)
-        laws[rule_id] = fields.get("law", "")
-        for code in fields.get("regions", []):
-            if code in regions or not _REGION_CODE.fullmatch(code):
-                raise ConfigError(f"region {code!r} is malformed or mapped twice", where=where)
-            regions[code] = rule_id
-    strictest = data["strictest"]
-    if strictest not in rules:
-        raise ConfigError(f"strictest rule {strictest!r} is not a template", where=where)
-    return rules, regions, strictest, categories, laws, dict(data["national_age_of_consent"])
-
-
-_rules, _regions, STRICTEST_RULE_ID, _categories, _laws, _ages = _load()
-RULES: Mapping[str, Rule] = MappingProxyType(_rules)
-REGION_RULES: Mapping[str, str] = MappingProxyType(_regions)
-# UK-style exemption categories → the Consent Mode types a purpose may map to fall in them.
-EXEMPT_CATEGORIES: Mapping[str, tuple[str, ...]] = MappingProxyType(_categories)
-# GDPR Art. 8 national ages by country, for age gates; the gdpr rule itself carries 16.
-NATIONAL_AGE_OF_CONSENT: Mapping[str, int] = MappingProxyType(_ages)
-_STRICTEST = RULES[STRICTEST_RULE_ID]
-# Hot-path tables: country → rule, and country → {subdivision suffix → rule}.
-_BY_COUNTRY: dict[str, Rule] = {c: RULES[r] for c, r in REGION_RULES.items() if "-" not in c}
-
-
-def _subdivision_table() -> dict[str, dict[str, Rule]]:
-    table: dict[str, dict[str, Rule]] = {}
-    for code, rule_id in REGION_RULES.items():
-        if "-" in code:
-            country, sub = code.split("-", 1)
-            table.setdefault(country, {})[sub] = RULES[rule_id]
-    return table
-
-
-_BY_SUBDIVISION = _subdivision_table()
-
-
-def _base_rule(country: str | None, sub: str | None) -> Rule:
-    if not country:
-        return _STRICTEST
-    subs = _BY_SUBDIVISION.get(country)
-    if subs is not None and sub:
-        rule = subs.get(sub) or subs.get(sub.strip().upper())
-        if rule is not None:
-            return rule
-    rule = _BY_COUNTRY.get(country)
-    if rule is not None:
-        return rule
-    # Slow path only for codes that are not already clean upper case.
-    clean = country.strip().upper()
-    if clean != country:
-        return _base_rule(clean, sub.strip().upper() if sub else sub)
-    return _STRICTEST
+    return Rule(id=rule_id, **values)
 
 
 def is_exempt(rule: Rule, purpose: Purpose) -> bool:
     """Whether the rule exempts this purpose from consent (inform + easy objection instead)."""
     if not rule.exempt_purposes:
         return False
-    if purpose.id in rule.exempt_purposes and purpose.id not in EXEMPT_CATEGORIES:
+    if purpose.id in rule.exempt_purposes and purpose.id not in rule.exempt_categories:
         return True  # the site named its own purpose
     # A category covers a purpose only if all it stores falls in exempt categories and nothing
     # of it is sold, shared or needs a consent of its own.
-    types = {t for e in rule.exempt_purposes for t in EXEMPT_CATEGORIES.get(e, ())}
+    types = {t for covered in rule.exempt_categories.values() for t in covered}
     return (
         bool(purpose.consent_mode)
         and not purpose.sale_or_share
@@ -230,107 +160,246 @@ def _region_problem(key: object) -> str | None:
     return 'malformed region code; use "DE", "US-CA" (ISO 3166-1/-2) or "*" for every region'
 
 
-def _override_problems(
-    label: str, override: Any, purpose_ids: Collection[str] | None = None
-) -> list[str]:
-    if not isinstance(override, Mapping):
-        return [f'{label}: expected a table of rule fields, e.g. rule = "gdpr" or gpc = true']
-    problems = []
-    for name, value in override.items():
-        if name == "rule":
-            if value not in RULES:
-                problems.append(
-                    f"{label}.rule: unknown template {value!r} (hint: one of {', '.join(RULES)})"
-                )
-        elif name == "id":
-            problems.append(
-                f'{label}.id: cannot be set (hint: use rule = "<template>" to pick '
-                "another template; a changed rule gets a derived id)"
-            )
-        else:
-            problem = field_problem(name, value, EXEMPT_CATEGORIES)
-            if problem:
-                problems.append(f"{label}.{name}: {problem}")
-            elif name == "exempt_purposes" and purpose_ids is not None:
-                unknown = [v for v in value if v not in EXEMPT_CATEGORIES and v not in purpose_ids]
-                if unknown:
-                    problems.append(
-                        f"{label}.exempt_purposes: unknown {unknown} (hint: a purpose "
-                        f"id of this site or one of {', '.join(EXEMPT_CATEGORIES)})"
-                    )
-    if override.get("model") == "opt-in" and override.get("default_granted") is True:
-        problems.append(
-            f"{label}: model 'opt-in' cannot have default_granted = true "
-            "(hint: opt-in means nothing optional is on before a choice)"
-        )
-    return problems
-
-
-def validate_overrides(overrides: Any, purpose_ids: Collection[str] | None = None) -> list[str]:
-    """Every problem in a site's rule overrides, each naming the region key and field.
-
-    Given the site's ``purpose_ids``, ``exempt_purposes`` entries are checked against them too.
-    """
-    if not overrides:
-        return []
-    if not isinstance(overrides, Mapping):
-        return ['expected tables keyed by region, e.g. [rules."US-CA"] rule = "ccpa"']
-    problems = []
-    for key, override in overrides.items():
-        label = _key_label(key)
-        region_problem = _region_problem(key)
-        if region_problem:
-            problems.append(f"{label}: {region_problem}")
-        problems.extend(_override_problems(label, override, purpose_ids))
-    return problems
-
-
-def _derive(base: Rule, fields: Mapping[str, Any]) -> Rule:
-    changes = {k: v for k, v in fields.items() if k != "consent_mode"}
-    consent_mode = dict(base.consent_mode)
-    if "model" in fields and fields["model"] != base.model:
-        # A new model brings its own defaults unless the override states them.
-        changes.setdefault("default_granted", fields["model"] != "opt-in")
-        consent_mode = _model_consent_mode(fields["model"])
-    consent_mode.update(fields.get("consent_mode", {}))
-    merged = {**{f: getattr(base, f) for f in FIELDS}, **changes, "consent_mode": consent_mode}
-    merged["separate_consent"] = list(merged["separate_consent"])
-    merged["exempt_purposes"] = list(merged["exempt_purposes"])
-    merged["age_of_consent"] = merged["age_of_consent"] or 0
-    digest = hashlib.sha256(_canonical(fields).encode()).hexdigest()[:8]
-    return _build_rule(f"{base.id}+{digest}", merged)
-
-
 def _canonical(fields: Mapping[str, Any]) -> str:
     return json.dumps(
         fields, sort_keys=True, default=lambda o: dict(o) if isinstance(o, Mapping) else list(o)
     )
 
 
-def apply_override(rule: Rule, override: Mapping[str, Any]) -> Rule:
-    """The rule with one override applied; ``rule = "<template>"`` in it swaps the base."""
-    problems = _override_problems("override", override)
-    if problems:
-        raise ConfigError(problems[0], hint="run consent-gateway check")
-    base = RULES[override["rule"]] if "rule" in override else rule
-    fields = {k: v for k, v in override.items() if k != "rule"}
-    return _derive(base, fields) if fields else base
+def load_rules(path: Path | None = None) -> RuleTable:
+    """Read and validate a rule file: the shipped one, or ``path`` in the same format.
+
+    Called where the app, a command or a test starts, never at import; raises ConfigError
+    naming the file, template and field.
+    """
+    if path is None:
+        where = "gateway/core/rules/jurisdictions.toml"
+        resource = resources.files("gateway.core").joinpath("rules", "jurisdictions.toml")
+        text = resource.read_text(encoding="utf-8")
+    else:
+        where, text = str(path), path.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", where=where) from exc
+    return parse_rules(data, where)
 
 
-class _SiteRules:
-    """One site's overrides, resolved lazily per region and memoised (stable Rule objects)."""
+def parse_rules(data: Mapping[str, Any], where: str = "rules") -> RuleTable:
+    """The rule table from a parsed rule file; raises ConfigError naming template and field."""
+    categories = {k: tuple(v) for k, v in data["exempt_categories"].items()}
+    rules: dict[str, Rule] = {}
+    regions: dict[str, str] = {}
+    laws: dict[str, str] = {}
+    for rule_id, fields in data["templates"].items():
+        for name, value in fields.items():
+            problem = None if name in ("regions", "law") else field_problem(name, value, categories)
+            if problem:
+                raise ConfigError(problem, where=f"{where}: templates.{rule_id}.{name}")
+        if not set(fields.get("exempt_purposes", [])) <= set(categories):
+            raise ConfigError("a template exempts categories only", where=f"{where}: {rule_id}")
+        if set(fields.get("consent_mode", {})) != set(CONSENT_MODE_TYPES):
+            raise ConfigError("consent_mode must set all 7 types", where=f"{where}: {rule_id}")
+        rules[rule_id] = _build_rule(rule_id, fields, categories)
+        laws[rule_id] = fields.get("law", "")
+        for code in fields.get("regions", []):
+            if code in regions or not _REGION_CODE.fullmatch(code):
+                raise ConfigError(f"region {code!r} is malformed or mapped twice", where=where)
+            regions[code] = rule_id
+    strictest = data["strictest"]
+    if strictest not in rules:
+        raise ConfigError(f"strictest rule {strictest!r} is not a template", where=where)
+    return RuleTable(
+        rules, regions, strictest, categories, laws, dict(data["national_age_of_consent"])
+    )
 
-    __slots__ = ("_by_content", "_by_region", "_overrides")
 
-    def __init__(self, overrides: Mapping[str, Mapping[str, Any]]) -> None:
-        problems = validate_overrides(overrides)
+class RuleTable:
+    """The shipped templates and region map, validated: what ``load_rules`` returns.
+
+    Built once at start-up and passed down (the catalog gives each site bundle its
+    ``SiteRules``); immutable, so one table serves every thread and every reload.
+    """
+
+    __slots__ = (
+        "_by_country",
+        "_by_subdivision",
+        "exempt_categories",
+        "laws",
+        "national_age_of_consent",
+        "regions",
+        "rules",
+        "strictest",
+        "strictest_id",
+    )
+
+    def __init__(
+        self,
+        rules: Mapping[str, Rule],
+        regions: Mapping[str, str],
+        strictest_id: str,
+        exempt_categories: Mapping[str, tuple[str, ...]],
+        laws: Mapping[str, str],
+        national_age_of_consent: Mapping[str, int],
+    ) -> None:
+        self.rules: Mapping[str, Rule] = MappingProxyType(dict(rules))
+        self.regions: Mapping[str, str] = MappingProxyType(dict(regions))
+        self.strictest_id = strictest_id
+        self.strictest = self.rules[strictest_id]
+        # UK-style exemption categories → the Consent Mode types a purpose may map to fall in them.
+        self.exempt_categories: Mapping[str, tuple[str, ...]] = MappingProxyType(
+            dict(exempt_categories)
+        )
+        self.laws: Mapping[str, str] = MappingProxyType(dict(laws))
+        # GDPR Art. 8 national ages by country, for age gates; the gdpr rule itself carries 16.
+        self.national_age_of_consent: Mapping[str, int] = MappingProxyType(
+            dict(national_age_of_consent)
+        )
+        # Hot-path tables: country → rule, and country → {subdivision suffix → rule}.
+        self._by_country = {c: self.rules[r] for c, r in self.regions.items() if "-" not in c}
+        self._by_subdivision: dict[str, dict[str, Rule]] = {}
+        for code, rule_id in self.regions.items():
+            if "-" in code:
+                country, sub = code.split("-", 1)
+                self._by_subdivision.setdefault(country, {})[sub] = self.rules[rule_id]
+
+    def rule_for(self, region: Region) -> Rule:
+        """The shipped rule for a visitor's region; unknown fails closed. A site's overrides
+        are resolved by its ``SiteRules`` (``for_site``)."""
+        return self._base_rule(region.country, region.subdivision)
+
+    def _base_rule(self, country: str | None, sub: str | None) -> Rule:
+        if not country:
+            return self.strictest
+        subs = self._by_subdivision.get(country)
+        if subs is not None and sub:
+            rule = subs.get(sub) or subs.get(sub.strip().upper())
+            if rule is not None:
+                return rule
+        rule = self._by_country.get(country)
+        if rule is not None:
+            return rule
+        # Slow path only for codes that are not already clean upper case.
+        clean = country.strip().upper()
+        if clean != country:
+            return self._base_rule(clean, sub.strip().upper() if sub else sub)
+        return self.strictest
+
+    def for_site(self, overrides: Mapping[str, Mapping[str, Any]]) -> SiteRules:
+        """One site's resolver; raises ConfigError if the overrides are invalid."""
+        return SiteRules(self, overrides)
+
+    def _override_problems(
+        self, label: str, override: Any, purpose_ids: Collection[str] | None = None
+    ) -> list[str]:
+        if not isinstance(override, Mapping):
+            return [f'{label}: expected a table of rule fields, e.g. rule = "gdpr" or gpc = true']
+        categories = self.exempt_categories
+        problems = []
+        for name, value in override.items():
+            if name == "rule":
+                if value not in self.rules:
+                    problems.append(
+                        f"{label}.rule: unknown template {value!r} "
+                        f"(hint: one of {', '.join(self.rules)})"
+                    )
+            elif name == "id":
+                problems.append(
+                    f'{label}.id: cannot be set (hint: use rule = "<template>" to pick '
+                    "another template; a changed rule gets a derived id)"
+                )
+            else:
+                problem = field_problem(name, value, categories)
+                if problem:
+                    problems.append(f"{label}.{name}: {problem}")
+                elif name == "exempt_purposes" and purpose_ids is not None:
+                    unknown = [v for v in value if v not in categories and v not in purpose_ids]
+                    if unknown:
+                        problems.append(
+                            f"{label}.exempt_purposes: unknown {unknown} (hint: a purpose "
+                            f"id of this site or one of {', '.join(categories)})"
+                        )
+        if override.get("model") == "opt-in" and override.get("default_granted") is True:
+            problems.append(
+                f"{label}: model 'opt-in' cannot have default_granted = true "
+                "(hint: opt-in means nothing optional is on before a choice)"
+            )
+        return problems
+
+    def validate_overrides(
+        self, overrides: Any, purpose_ids: Collection[str] | None = None
+    ) -> list[str]:
+        """Every problem in a site's rule overrides, each naming the region key and field.
+
+        Given the site's ``purpose_ids``, ``exempt_purposes`` entries are checked against them too.
+        """
+        if not overrides:
+            return []
+        if not isinstance(overrides, Mapping):
+            return ['expected tables keyed by region, e.g. [rules."US-CA"] rule = "ccpa"']
+        problems = []
+        for key, override in overrides.items():
+            label = _key_label(key)
+            region_problem = _region_problem(key)
+            if region_problem:
+                problems.append(f"{label}: {region_problem}")
+            problems.extend(self._override_problems(label, override, purpose_ids))
+        return problems
+
+    def derive(self, base: Rule, fields: Mapping[str, Any]) -> Rule:
+        """``base`` with changed fields, under a derived id (``gdpr+1a2b3c4d``)."""
+        changes = {k: v for k, v in fields.items() if k != "consent_mode"}
+        consent_mode = dict(base.consent_mode)
+        if "model" in fields and fields["model"] != base.model:
+            # A new model brings its own defaults unless the override states them.
+            changes.setdefault("default_granted", fields["model"] != "opt-in")
+            consent_mode = _model_consent_mode(fields["model"])
+        consent_mode.update(fields.get("consent_mode", {}))
+        merged = {**{f: getattr(base, f) for f in FIELDS}, **changes, "consent_mode": consent_mode}
+        merged["separate_consent"] = list(merged["separate_consent"])
+        merged["exempt_purposes"] = list(merged["exempt_purposes"])
+        merged["age_of_consent"] = merged["age_of_consent"] or 0
+        digest = hashlib.sha256(_canonical(fields).encode()).hexdigest()[:8]
+        return _build_rule(f"{base.id}+{digest}", merged, self.exempt_categories)
+
+    def apply_override(self, rule: Rule, override: Mapping[str, Any]) -> Rule:
+        """The rule with one override applied; ``rule = "<template>"`` in it swaps the base."""
+        problems = self._override_problems("override", override)
+        if problems:
+            raise ConfigError(problems[0], hint="run consent-gateway check")
+        base = self.rules[override["rule"]] if "rule" in override else rule
+        fields = {k: v for k, v in override.items() if k != "rule"}
+        return self.derive(base, fields) if fields else base
+
+    def age_of_consent(self, region: Region, rule: Rule) -> int | None:
+        """The age below which a guardian must consent: the national GDPR figure where one
+        applies."""
+        national = self.national_age_of_consent.get(region.country or "")
+        if rule.id == "gdpr" and national is not None:
+            return national
+        return rule.age_of_consent
+
+
+class SiteRules:
+    """One site's rules: the table with the site's overrides, resolved lazily per region and
+    memoised (stable Rule objects). The catalog attaches one to each site bundle, so a reload
+    (a new bundle) starts afresh and nothing outlives the bundle."""
+
+    __slots__ = ("_by_content", "_by_region", "overrides", "table")
+
+    def __init__(self, table: RuleTable, overrides: Mapping[str, Mapping[str, Any]]) -> None:
+        problems = table.validate_overrides(overrides)
         if problems:
             raise ConfigError(problems[0], where="rules", hint="run consent-gateway check")
-        self._overrides = overrides
+        self.table = table
+        self.overrides = overrides
         self._by_region: dict[tuple[str | None, str | None], Rule] = {}
         self._by_content: dict[str, Rule] = {}
 
     def rule(self, region: Region) -> Rule:
+        """The rule for a visitor's region, with the site's overrides; unknown fails closed."""
+        if not self.overrides:
+            return self.table._base_rule(region.country, region.subdivision)
         key = (region.country, region.subdivision)
         rule = self._by_region.get(key)
         if rule is None:
@@ -342,11 +411,12 @@ class _SiteRules:
 
     def _template(self, codes: list[str]) -> Rule:
         """The most specific code that names a template, the site's before the shipped map's."""
+        table = self.table
         for code in reversed(codes):
-            rule_id = self._overrides.get(code, {}).get("rule") or REGION_RULES.get(code)
+            rule_id = self.overrides.get(code, {}).get("rule") or table.regions.get(code)
             if rule_id:
-                return RULES[rule_id]
-        return _STRICTEST
+                return table.rules[rule_id]
+        return table.strictest
 
     def _resolve(self, country: str | None, sub: str | None) -> Rule:
         country = country.strip().upper() if country else None
@@ -356,7 +426,7 @@ class _SiteRules:
             codes.append(country)
             if sub:
                 codes.append(f"{country}-{sub}")
-        layers = [self._overrides[c] for c in codes if c in self._overrides]
+        layers = [self.overrides[c] for c in codes if c in self.overrides]
         base = self._template(codes)
         fields: dict[str, Any] = {}
         for layer in layers:
@@ -370,49 +440,21 @@ class _SiteRules:
         content = f"{base.id} {_canonical(fields)}"
         rule = self._by_content.get(content)
         if rule is None:
-            rule = self._by_content[content] = _derive(base, fields)
+            rule = self._by_content[content] = self.table.derive(base, fields)
         return rule
-
-
-# id(overrides) → (overrides, resolved); holding the mapping keeps its id from being reused.
-_SITE_RULES: dict[int, tuple[Mapping[str, Mapping[str, Any]], _SiteRules]] = {}
-
-
-def rule_for(region: Region, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Rule:
-    """The rule for a visitor's region, with a site's overrides; unknown fails closed.
-
-    Resolved rules are memoised per overrides object, so treat a site's overrides as immutable
-    (the catalog builds a new Site on reload) and expect the same Rule object for the same input.
-    """
-    if not overrides:
-        return _base_rule(region.country, region.subdivision)
-    entry = _SITE_RULES.get(id(overrides))
-    if entry is None or entry[0] is not overrides:
-        if len(_SITE_RULES) >= 64:  # each catalog reload brings new mappings
-            _SITE_RULES.clear()
-        entry = _SITE_RULES[id(overrides)] = (overrides, _SiteRules(overrides))
-    return entry[1].rule(region)
-
-
-def age_of_consent(region: Region, rule: Rule) -> int | None:
-    """The age below which a guardian must consent: the national GDPR figure where one applies."""
-    national = NATIONAL_AGE_OF_CONSENT.get(region.country or "")
-    if rule.id == "gdpr" and national is not None:
-        return national
-    return rule.age_of_consent
 
 
 def _yes(flag: bool) -> str:
     return "yes" if flag else "—"
 
 
-def rule_table_markdown() -> str:
+def rule_table_markdown(table: RuleTable) -> str:
     """The README table: region(s) → rule → model and flags, generated from the data."""
-    by_rule: dict[str, list[str]] = {rid: [] for rid in RULES}
-    for code, rid in REGION_RULES.items():
+    by_rule: dict[str, list[str]] = {rid: [] for rid in table.rules}
+    for code, rid in table.regions.items():
         by_rule[rid].append(code)
-    by_rule[STRICTEST_RULE_ID].append("anything else, unknown")
-    us = REGION_RULES.get("US")
+    by_rule[table.strictest_id].append("anything else, unknown")
+    us = table.regions.get("US")
     if us:
         by_rule[us].append("US-* not listed")
     lines = [
@@ -421,7 +463,7 @@ def rule_table_markdown() -> str:
         "| re-ask after (days / after refusal) |",
         "|---" * 12 + "|",
     ]
-    for rid, rule in RULES.items():
+    for rid, rule in table.rules.items():
         lines.append(
             f"| `{rid}` | {', '.join(by_rule[rid])} | {rule.model} | {_yes(rule.default_granted)} "
             f"| {_yes(rule.gpc)} | {_yes(rule.reject_on_first_layer)} "
@@ -432,5 +474,5 @@ def rule_table_markdown() -> str:
             f"| {rule.reprompt_days} / {rule.reprompt_after_refusal_days} |"
         )
     lines.append("")
-    lines.extend(f"- `{rid}`: {rule.name}. {_laws[rid]}." for rid, rule in RULES.items())
+    lines.extend(f"- `{rid}`: {rule.name}. {table.laws[rid]}." for rid, rule in table.rules.items())
     return "\n".join(lines) + "\n"

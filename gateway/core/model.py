@@ -82,6 +82,9 @@ class Rule:
     # Re-ask after this many days (TCF: 13 months), and after a refusal.
     reprompt_days: int = 395
     reprompt_after_refusal_days: int = 180
+    # The exemption categories among exempt_purposes → the Consent Mode types each covers,
+    # filled in by the rule table so that deciding an exemption needs only the rule.
+    exempt_categories: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {
