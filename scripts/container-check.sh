@@ -75,11 +75,11 @@ if ! buildah images --quiet "$BASE_IMAGE" >/dev/null 2>&1; then
   buildah commit --quiet "$ctr" "$BASE_IMAGE" >/dev/null
   buildah rm "$ctr" >/dev/null
 fi
-buildah bud --isolation chroot --build-arg "BASE=$BASE_IMAGE" -t "$IMAGE" .
+buildah bud --isolation chroot --format docker --build-arg "BASE=$BASE_IMAGE" -t "$IMAGE" .
 ctr=$(buildah from "$IMAGE")
 cleanup() {
-  [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-  buildah rm "$ctr" >/dev/null
+  if [ -n "${pid:-}" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+  buildah rm "$ctr" >/dev/null || true
 }
 trap cleanup EXIT
 # The image's own command, on the host network (chroot isolation shares it).
