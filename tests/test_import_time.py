@@ -53,3 +53,17 @@ def test_the_audit_sees_a_module_that_works_at_import(tmp_path: Path) -> None:
     assert ("os.listdir", f"{module}:3") in where
     assert ("socket.__new__", f"{module}:4") in where
     assert "thread" in {f["event"] for f in findings}
+
+
+def test_the_serving_runtime_loads_no_command_module() -> None:
+    # The app once imported `consent-gateway check` (and all it imports) to validate bundles.
+    code = "import sys, gateway.app; print(sorted(m for m in sys.modules if 'gateway.cli' in m))"
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.strip() == "[]"
