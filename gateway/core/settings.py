@@ -160,6 +160,13 @@ SETTINGS: tuple[Setting, ...] = (
         secret=True,
     ),
     Setting(
+        "identity_key",
+        "",
+        "Secret keying identity hashes and signing identity tokens; the same on every node. "
+        "Empty: generated once into the central store (which then holds it too).",
+        secret=True,
+    ),
+    Setting(
         "admin_token",
         "",
         "Bearer token for /admin. Empty: admin endpoints are disabled.",
@@ -203,6 +210,7 @@ class Settings:
     forward_max_backoff: float = 60.0
     shutdown_drain: float = 10.0
     receipt_key: str = ""
+    identity_key: str = ""
     admin_token: str = ""
     node_id: str = ""
     cache_max_age: int = 300
