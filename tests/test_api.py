@@ -29,8 +29,9 @@ def make_settings(tmp_path: Path, **changes: object) -> Settings:
 def new_key(settings: Settings, *scopes: str) -> str:
     """A key made by the CLI's code: its last line is the key."""
     root = Path(__file__).resolve().parent.parent
-    lines = asyncio.run(create(settings.replace(banners_dir=root / "banners"), "demo", "test",
-                               scopes))  # fmt: skip
+    lines = asyncio.run(
+        create(settings.replace(banners_dir=root / "banners"), "demo", "test", scopes)
+    )
     return lines[-1]
 
 
@@ -68,28 +69,36 @@ def api(tmp_path: Path) -> Iterator[Api]:
 
 
 def ann_prefs(email: bool = True) -> dict[str, Any]:
-    return {"channels": {"email": email, "sms": False},
-            "topics": {"offers": {"enabled": True, "frequency": "monthly"},
-                       "newsletter": {"enabled": False}}}  # fmt: skip
+    return {
+        "channels": {"email": email, "sms": False},
+        "topics": {
+            "offers": {"enabled": True, "frequency": "monthly"},
+            "newsletter": {"enabled": False},
+        },
+    }
 
 
 def run_flow(api: Api) -> None:
     """Link, read back, find by identity, token, contactability: the CRM's day."""
     r = api.post("/subjects/sub-ann/identities", {"type": "email", "value": " Ann@Example.com"})
-    assert r.status_code == 201 and r.json() == {"subject_id": "sub-ann", "type": "email",
-                                                 "linked": True}  # fmt: skip
+    assert r.status_code == 201 and r.json() == {
+        "subject_id": "sub-ann",
+        "type": "email",
+        "linked": True,
+    }
     assert (
         api.post(
             "/subjects/sub-ann/identities", {"type": "phone", "value": "+49 30 1234567"}
         ).status_code
         == 201
     )
-    recorded = api.client.post(f"{BASE}/consents",
-                               json=consent_body(api.state().gateway.catalog.get("demo"),
-                                                 "sub-ann"))  # fmt: skip
+    recorded = api.client.post(
+        f"{BASE}/consents", json=consent_body(api.state().gateway.catalog.get("demo"), "sub-ann")
+    )
     assert recorded.status_code == 201
-    api.write_preferences(PreferenceState("demo", "sub-ann", "", ann_prefs(), "r-1",
-                                          "2026-12-06T10:00:00.000000Z"))  # fmt: skip
+    api.write_preferences(
+        PreferenceState("demo", "sub-ann", "", ann_prefs(), "r-1", "2026-12-06T10:00:00.000000Z")
+    )
     deadline = time.monotonic() + 10
     while (body := api.get("/subjects/sub-ann").json()).get("consents") is None:
         assert time.monotonic() < deadline  # the forwarder delivers the consent
@@ -104,19 +113,29 @@ def run_flow(api: Api) -> None:
     assert [s["subject_id"] for s in found.json()["subjects"]] == ["sub-ann"]
     assert api.get("/subjects", identity="email:nobody@example.com").json() == {"subjects": []}
 
-    r = api.post("/contactability", {"channel": "email", "topic": "offers", "identities": [
-        {"type": "email", "value": "ANN@example.com"},
-        {"type": "email", "value": "nobody@example.com"},
-        {"type": "phone", "value": "+493012345 67"},
-        {"type": "email", "value": "broken"},
-        {"type": "fax", "value": "1"},
-    ]})  # fmt: skip
+    r = api.post(
+        "/contactability",
+        {
+            "channel": "email",
+            "topic": "offers",
+            "identities": [
+                {"type": "email", "value": "ANN@example.com"},
+                {"type": "email", "value": "nobody@example.com"},
+                {"type": "phone", "value": "+493012345 67"},
+                {"type": "email", "value": "broken"},
+                {"type": "fax", "value": "1"},
+            ],
+        },
+    )
     assert r.status_code == 200
     results = r.json()["results"]
     assert [(x["contact"], x["reason"]) for x in results] == [
-        (True, "opted_in"), (False, "unknown_identity"), (True, "opted_in"),
-        (False, "invalid_identity"), (False, "invalid_identity"),
-    ]  # fmt: skip
+        (True, "opted_in"),
+        (False, "unknown_identity"),
+        (True, "opted_in"),
+        (False, "invalid_identity"),
+        (False, "invalid_identity"),
+    ]
     assert results[0]["identity"] == {"type": "email", "value": "ANN@example.com"}
     assert results[0]["frequency"] == "monthly"
     r = api.post(
@@ -129,8 +148,10 @@ def run_flow(api: Api) -> None:
     )
     assert r.json()["results"][0]["reason"] == "topic_off"
 
-    r = api.post("/identity-tokens", {"identities": [{"type": "email", "value": "ann@example.com"}],
-                                      "ttl_seconds": 120})  # fmt: skip
+    r = api.post(
+        "/identity-tokens",
+        {"identities": [{"type": "email", "value": "ann@example.com"}], "ttl_seconds": 120},
+    )
     assert r.status_code == 201 and r.json()["expires_in"] == 120
     token = r.json()["token"]
     assert "ann" not in token
@@ -158,9 +179,16 @@ ENDPOINTS = [
     ("POST", "/subjects/sub-1/identities", {"type": "email", "value": "a@b.io"}),
     ("GET", "/subjects?identity=email:a@b.io", None),
     ("GET", "/subjects/sub-1", None),
-    ("POST", "/contactability", {"channel": "email", "topic": "offers",
-                                 "identities": [{"type": "email", "value": "a@b.io"}]}),
-]  # fmt: skip
+    (
+        "POST",
+        "/contactability",
+        {
+            "channel": "email",
+            "topic": "offers",
+            "identities": [{"type": "email", "value": "a@b.io"}],
+        },
+    ),
+]
 
 
 def call(api: Api, method: str, path: str, body: Any, auth: str | None) -> Any:
@@ -189,8 +217,14 @@ def test_every_endpoint_wants_a_valid_key_of_its_site(
         assert r.status_code == 401, (auth, r.text)
         assert r.json()["error"] == "unauthorized"
         assert r.headers["www-authenticate"].startswith("Bearer")
-    other = StoredKey("aaaaaaaaaaaa", "other-site", "x", SCOPES, secret_hash("s" * 43),
-                      "2026-12-06T10:00:00.000000Z")  # fmt: skip
+    other = StoredKey(
+        "aaaaaaaaaaaa",
+        "other-site",
+        "x",
+        SCOPES,
+        secret_hash("s" * 43),
+        "2026-12-06T10:00:00.000000Z",
+    )
     api.call(service.directory.add_key, other)
     r = call(api, method, path, body, "Bearer cgk_aaaaaaaaaaaa_" + "s" * 43)
     assert (r.status_code, r.json()["error"]) == (403, "wrong_site")
@@ -222,24 +256,54 @@ def test_a_revoked_key_is_refused(tmp_path: Path) -> None:
     ("method", "path", "body", "status", "code"),
     [
         ("POST", "/identity-tokens", {"identities": []}, 400, "invalid_field"),
-        ("POST", "/identity-tokens", {"identities": [{"type": "email", "value": "x"}]},
-         422, "invalid_identity"),
-        ("POST", "/identity-tokens", {"identities": [{"type": "email", "value": "a@b.io"}],
-                                      "ttl_seconds": 7200}, 400, "invalid_field"),
-        ("POST", "/identity-tokens", {"identities": [{"type": "email", "value": "a@b.io"}],
-                                      "subject_id": "bad id"}, 400, "invalid_field"),
+        (
+            "POST",
+            "/identity-tokens",
+            {"identities": [{"type": "email", "value": "x"}]},
+            422,
+            "invalid_identity",
+        ),
+        (
+            "POST",
+            "/identity-tokens",
+            {"identities": [{"type": "email", "value": "a@b.io"}], "ttl_seconds": 7200},
+            400,
+            "invalid_field",
+        ),
+        (
+            "POST",
+            "/identity-tokens",
+            {"identities": [{"type": "email", "value": "a@b.io"}], "subject_id": "bad id"},
+            400,
+            "invalid_field",
+        ),
         ("POST", "/identity-tokens", {"nope": 1}, 400, "unknown_field"),
-        ("POST", "/subjects/bad%20id/identities", {"type": "email", "value": "a@b.io"},
-         400, "invalid_field"),
+        (
+            "POST",
+            "/subjects/bad%20id/identities",
+            {"type": "email", "value": "a@b.io"},
+            400,
+            "invalid_field",
+        ),
         ("GET", "/subjects?identity=nocolon", None, 422, "invalid_identity"),
         ("GET", "/subjects", None, 400, "invalid_parameter"),
         ("GET", "/subjects/never-seen", None, 404, "unknown_subject"),
-        ("POST", "/contactability", {"channel": "fax", "topic": "offers",
-                                     "identities": []}, 422, "unknown_channel"),
-        ("POST", "/contactability", {"channel": "email", "topic": "offers",
-                                     "identities": [{}] * 1001}, 400, "invalid_field"),
+        (
+            "POST",
+            "/contactability",
+            {"channel": "fax", "topic": "offers", "identities": []},
+            422,
+            "unknown_channel",
+        ),
+        (
+            "POST",
+            "/contactability",
+            {"channel": "email", "topic": "offers", "identities": [{}] * 1001},
+            400,
+            "invalid_field",
+        ),
     ],
-)  # fmt: skip
+)
 def test_errors_name_the_field(
     api: Api, method: str, path: str, body: Any, status: int, code: str
 ) -> None:

@@ -16,8 +16,12 @@ MODEL = read_site(ROOT / "banners" / "demo").preferences
 OFFERS = question(MODEL, "email", "offers", None)
 
 
-def row(prefs: dict[str, Any] | None, line: str = "", at: str = "2026-12-06T10:00:00Z",
-        subject: str = "s1") -> ContactRow:  # fmt: skip
+def row(
+    prefs: dict[str, Any] | None,
+    line: str = "",
+    at: str = "2026-12-06T10:00:00Z",
+    subject: str = "s1",
+) -> ContactRow:
     state = None if prefs is None else PreferenceState("demo", subject, line, prefs, at, at)
     return ContactRow("h", subject, state)
 
@@ -33,14 +37,27 @@ ON = {"channels": {"email": True}, "topics": {"offers": {"enabled": True, "frequ
         ([row({"channels": {"email": False}})], False, "channel_off"),
         ([row({"channels": {"sms": True}})], False, "channel_not_chosen"),
         ([row({"channels": {"email": True}})], False, "topic_not_chosen"),
-        ([row({"channels": {"email": True}, "topics": {"offers": {"enabled": False}}})],
-         False, "topic_off"),
-        ([row({"channels": {"email": True}, "topics": {"offers": {
-            "enabled": True, "channels": {"email": False}}}})], False, "topic_channel_off"),
+        (
+            [row({"channels": {"email": True}, "topics": {"offers": {"enabled": False}}})],
+            False,
+            "topic_off",
+        ),
+        (
+            [
+                row(
+                    {
+                        "channels": {"email": True},
+                        "topics": {"offers": {"enabled": True, "channels": {"email": False}}},
+                    }
+                )
+            ],
+            False,
+            "topic_channel_off",
+        ),
         ([row({"channels": "garbage", "topics": 3})], False, "channel_not_chosen"),
         ([row(ON)], True, "opted_in"),
     ],
-)  # fmt: skip
+)
 def test_anything_short_of_a_clear_yes_is_a_no(
     rows: list[ContactRow], contact: bool, reason: str
 ) -> None:

@@ -70,9 +70,11 @@ async def test_every_node_sharing_the_store_gets_the_same_secret(
 
 
 async def test_links_are_idempotent_and_found_both_ways(directory: Directory) -> None:
-    links = [Link("demo", "sub-a", "email", "h1", T0, "api"),
-             Link("demo", "sub-a", "phone", "h2", T0, "api"),
-             Link("demo", "sub-b", "email", "h1", T1, "token")]  # fmt: skip
+    links = [
+        Link("demo", "sub-a", "email", "h1", T0, "api"),
+        Link("demo", "sub-a", "phone", "h2", T0, "api"),
+        Link("demo", "sub-b", "email", "h1", T1, "token"),
+    ]
     await directory.link(links)
     await directory.link(links[:1])
     assert await directory.subjects_for("demo", "h1") == ["sub-b", "sub-a"]  # newest first
@@ -95,13 +97,19 @@ async def test_the_newest_preference_state_wins_in_any_arrival_order(
 
 
 async def test_contact_rows_join_links_and_states(directory: Directory) -> None:
-    await directory.link([Link("demo", "sub-a", "email", "h1", T0, "api"),
-                          Link("demo", "sub-b", "email", "h2", T0, "api")])  # fmt: skip
-    await directory.write_preferences([
-        PreferenceState("demo", "sub-a", "", prefs({"email": True}), "r1", T0),
-        PreferenceState("demo", "sub-a", "shop", prefs({"email": False}), "r2", T1),
-        PreferenceState("demo", "sub-a", "insurance", prefs({}), "r3", T1),
-    ])  # fmt: skip
+    await directory.link(
+        [
+            Link("demo", "sub-a", "email", "h1", T0, "api"),
+            Link("demo", "sub-b", "email", "h2", T0, "api"),
+        ]
+    )
+    await directory.write_preferences(
+        [
+            PreferenceState("demo", "sub-a", "", prefs({"email": True}), "r1", T0),
+            PreferenceState("demo", "sub-a", "shop", prefs({"email": False}), "r2", T1),
+            PreferenceState("demo", "sub-a", "insurance", prefs({}), "r3", T1),
+        ]
+    )
     rows = await directory.contact_rows("demo", ["h1", "h2", "h3", "h1"], "shop")
     found = sorted((r.identity_hash, r.subject_id, r.state and r.state.record_id) for r in rows)
     # Site-wide and the asked product line only; a linked subject without state; no unknowns.

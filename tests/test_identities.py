@@ -113,8 +113,12 @@ def test_forged_tampered_and_foreign_tokens_are_refused() -> None:
         forged,
         f"it1.{payload}.{signature[::-1]}",
         f"it1.{payload[:-2]}xx.{signature}",
-        "it1..", "", "v1.abc.def", "it1." + "a" * 5000, "it1.é.x",
-    ):  # fmt: skip
+        "it1..",
+        "",
+        "v1.abc.def",
+        "it1." + "a" * 5000,
+        "it1.é.x",
+    ):
         with pytest.raises(InvalidToken):
             tokens.verify(bad, site="demo", now=NOW)
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+
+import asyncpg
 
 from gateway.core.errors import ConfigError
 from gateway.core.settings import Settings
 from gateway.preferences import apikeys
 from gateway.preferences.service import directory_for
-from gateway.sinks.directory import StoredKey
+from gateway.sinks.directory import Directory, StoredKey
 from gateway.sites.sitefile import read_site
 
 
@@ -17,12 +21,30 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
 
 
+@contextlib.asynccontextmanager
+async def _directory(settings: Settings) -> AsyncIterator[Directory]:
+    """The central store's directory, with an unreachable store as a one-line error."""
+    directory = directory_for(settings)
+    try:
+        await directory.open()
+        yield directory
+    except (OSError, TimeoutError, sqlite3.Error, asyncpg.PostgresError) as exc:
+        raise ConfigError(
+            f"the central store is unreachable: {exc}", where="GATEWAY_STORE_URL"
+        ) from exc
+    finally:
+        await directory.close()
+
+
 async def create(settings: Settings, site: str, name: str, scopes: Sequence[str]) -> list[str]:
     """Make a key; the last line is the key itself, shown this once."""
     read_site(settings.banners_dir / site)  # a key for a site that does not exist is a typo
     if not apikeys.NAME.match(name):
-        raise ConfigError(f"invalid key name {name[:80]!r}", where="--name",
-                          hint="1-80 printable ASCII characters")  # fmt: skip
+        raise ConfigError(
+            f"invalid key name {name[:80]!r}",
+            where="--name",
+            hint="1-80 printable ASCII characters",
+        )
     try:
         allowed = apikeys.check_scopes(scopes)
     except ValueError as exc:
@@ -45,32 +67,27 @@ async def create(settings: Settings, site: str, name: str, scopes: Sequence[str]
 
 
 async def list_keys(settings: Settings, site: str | None) -> list[str]:
-    directory = directory_for(settings)
-    await directory.open()
-    try:
+    async with _directory(settings) as directory:
         keys = await directory.list_keys(site)
-    finally:
-        await directory.close()
-    lines = ["key id        site  created               status   name  scopes"]
+    if not keys:
+        return ["no API keys" + (f" for site {site}" if site else "")]
+    rows = [("key id", "site", "created", "status", "name", "scopes")]
     for k in keys:
         status = "revoked" if k.revoked_at else "active"
-        lines.append(f"{k.key_id}  {k.site}  {k.created_at[:19]}Z  {status:<7}  {k.name}  "
-                     f"{' '.join(k.scopes)}")  # fmt: skip
-    if not keys:
-        lines = ["no API keys" + (f" for site {site}" if site else "")]
-    return lines
+        rows.append((k.key_id, k.site, k.created_at[:19] + "Z", status, k.name, " ".join(k.scopes)))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    return [
+        "  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[5]])
+        for row in rows
+    ]
 
 
 async def revoke(settings: Settings, key_id: str) -> list[str]:
     if not apikeys.KEY_ID.match(key_id):
         raise ConfigError(f"invalid key id {key_id[:40]!r}", hint="as `keys list` shows it")
-    directory = directory_for(settings)
-    await directory.open()
-    try:
+    async with _directory(settings) as directory:
         done = await directory.revoke_key(key_id, _now())
         known = done or await directory.get_key(key_id) is not None
-    finally:
-        await directory.close()
     if not known:
         raise ConfigError(f"no API key {key_id}", hint="`consent-gateway keys list`")
     if not done:

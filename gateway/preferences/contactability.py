@@ -48,30 +48,47 @@ class Answer:
     updated_at: str | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return {"contact": self.contact, "reason": self.reason, "frequency": self.frequency,
-                "updated_at": self.updated_at}  # fmt: skip
+        return {
+            "contact": self.contact,
+            "reason": self.reason,
+            "frequency": self.frequency,
+            "updated_at": self.updated_at,
+        }
 
 
 def question(model: PreferenceModel, channel: Any, topic: Any, product_line: Any) -> Question:
     """Validate what is asked against the site's model; 422 naming the field otherwise."""
     if not isinstance(channel, str) or model.channel(channel) is None:
-        raise BadRequest("unknown_channel", f"the site declares channels "
-                         f"{', '.join(c.id for c in model.channels) or 'none'}",
-                         field="channel", status_code=422)  # fmt: skip
+        raise BadRequest(
+            "unknown_channel",
+            f"the site declares channels {', '.join(c.id for c in model.channels) or 'none'}",
+            field="channel",
+            status_code=422,
+        )
     found = model.topic(topic) if isinstance(topic, str) else None
     if found is None:
-        raise BadRequest("unknown_topic", f"the site declares topics "
-                         f"{', '.join(t.id for t in model.topics) or 'none'}",
-                         field="topic", status_code=422)  # fmt: skip
+        raise BadRequest(
+            "unknown_topic",
+            f"the site declares topics {', '.join(t.id for t in model.topics) or 'none'}",
+            field="topic",
+            status_code=422,
+        )
     line = "" if product_line is None else product_line
     if not isinstance(line, str) or (line and model.product_line(line) is None):
-        raise BadRequest("unknown_product_line", "the site declares product lines "
-                         f"{', '.join(p.id for p in model.product_lines) or 'none'}",
-                         field="product_line", status_code=422)  # fmt: skip
+        raise BadRequest(
+            "unknown_product_line",
+            "the site declares product lines "
+            f"{', '.join(p.id for p in model.product_lines) or 'none'}",
+            field="product_line",
+            status_code=422,
+        )
     if line and found.product_lines and line not in found.product_lines:
-        raise BadRequest("topic_not_in_product_line", f"topic {found.id!r} belongs to "
-                         f"{', '.join(found.product_lines)}", field="product_line",
-                         status_code=422)  # fmt: skip
+        raise BadRequest(
+            "topic_not_in_product_line",
+            f"topic {found.id!r} belongs to {', '.join(found.product_lines)}",
+            field="product_line",
+            status_code=422,
+        )
     return Question(channel, found, line)
 
 
@@ -79,8 +96,11 @@ def _deciding(states: Iterable[PreferenceState], product_line: str) -> Preferenc
     best: PreferenceState | None = None
     for state in states:
         rank = (state.product_line == product_line, state.updated_at, state.record_id)
-        if best is None or rank > (best.product_line == product_line, best.updated_at,
-                                   best.record_id):  # fmt: skip
+        if best is None or rank > (
+            best.product_line == product_line,
+            best.updated_at,
+            best.record_id,
+        ):
             best = state
     return best
 

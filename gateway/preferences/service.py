@@ -45,8 +45,9 @@ def now_text() -> str:
 
 def check_subject(subject_id: str) -> str:
     if not SUBJECT_ID.match(subject_id):
-        raise BadRequest("invalid_field", "1-128 characters of A-Z a-z 0-9 . _ : @ + = ~ -",
-                         field="subject_id")  # fmt: skip
+        raise BadRequest(
+            "invalid_field", "1-128 characters of A-Z a-z 0-9 . _ : @ + = ~ -", field="subject_id"
+        )
     return subject_id
 
 
@@ -108,8 +109,10 @@ class PreferenceService:
     ) -> tuple[str, int]:
         """A signed identity token and its expiry (Unix seconds)."""
         _, tokens = await self._keys()
-        pairs = [(i.type, h) for i, h in zip(identities, await self.hashes(site, identities),
-                                             strict=True)]  # fmt: skip
+        pairs = [
+            (i.type, h)
+            for i, h in zip(identities, await self.hashes(site, identities), strict=True)
+        ]
         now = int(time.time())
         token = tokens.issue(site, pairs, now=now, ttl=ttl, subject_id=subject_id)
         return token, now + ttl
@@ -124,8 +127,12 @@ class PreferenceService:
         except OverflowError as exc:
             raise Unavailable("too many identity tokens in flight", retry_after=5) from exc
         if not fresh:
-            raise BadRequest("token_replayed", "this identity token was used already",
-                             field="token", status_code=403)  # fmt: skip
+            raise BadRequest(
+                "token_replayed",
+                "this identity token was used already",
+                field="token",
+                status_code=403,
+            )
         at = now_text()
         links = [Link(site, subject_id, t, h, at, "token") for t, h in claims.identities]
         await self._call(self.directory.link(links))

@@ -95,15 +95,27 @@ def _text(value: datetime | None) -> str | None:
 
 
 def _key(row: Any) -> StoredKey:
-    return StoredKey(row["key_id"], row["site"], row["name"], tuple(row["scopes"]),
-                     row["secret_hash"], _text(row["created_at"]) or "",
-                     _text(row["revoked_at"]))  # fmt: skip
+    return StoredKey(
+        row["key_id"],
+        row["site"],
+        row["name"],
+        tuple(row["scopes"]),
+        row["secret_hash"],
+        _text(row["created_at"]) or "",
+        _text(row["revoked_at"]),
+    )
 
 
 def _state(site: str, subject: str, row: Any) -> PreferenceState:
-    return PreferenceState(site, subject, row["product_line"], orjson.loads(row["preferences"]),
-                           row["record_id"], _text(row["updated_at"]) or "",
-                           orjson.loads(row["extra"]))  # fmt: skip
+    return PreferenceState(
+        site,
+        subject,
+        row["product_line"],
+        orjson.loads(row["preferences"]),
+        row["record_id"],
+        _text(row["updated_at"]) or "",
+        orjson.loads(row["extra"]),
+    )
 
 
 async def migrate(conn: asyncpg.Connection) -> None:
@@ -153,9 +165,12 @@ class PostgresDirectory:
                 finally:
                     await conn.close()
                 self._pool = await asyncpg.create_pool(
-                    self.dsn, min_size=1, max_size=self.pool_size,
-                    timeout=self.connect_timeout, command_timeout=30,
-                )  # fmt: skip
+                    self.dsn,
+                    min_size=1,
+                    max_size=self.pool_size,
+                    timeout=self.connect_timeout,
+                    command_timeout=30,
+                )
             return self._pool
 
     async def close(self) -> None:
@@ -168,8 +183,9 @@ class PostgresDirectory:
         async with pool.acquire() as conn:
             await conn.execute(
                 "INSERT INTO deployment_secrets VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                name, make(),
-            )  # fmt: skip
+                name,
+                make(),
+            )
             value: str = await conn.fetchval(
                 "SELECT value FROM deployment_secrets WHERE name = $1", name
             )
@@ -180,9 +196,14 @@ class PostgresDirectory:
         async with pool.acquire() as conn:
             await conn.execute(
                 "INSERT INTO api_keys VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                key.key_id, key.site, key.name, list(key.scopes), key.secret_hash,
-                _time(key.created_at), None if key.revoked_at is None else _time(key.revoked_at),
-            )  # fmt: skip
+                key.key_id,
+                key.site,
+                key.name,
+                list(key.scopes),
+                key.secret_hash,
+                _time(key.created_at),
+                None if key.revoked_at is None else _time(key.revoked_at),
+            )
 
     async def get_key(self, key_id: str) -> StoredKey | None:
         pool = await self._ensure()
@@ -205,19 +226,28 @@ class PostgresDirectory:
         async with pool.acquire() as conn:
             status = await conn.execute(
                 "UPDATE api_keys SET revoked_at = $2 WHERE key_id = $1 AND revoked_at IS NULL",
-                key_id, _time(at),
-            )  # fmt: skip
+                key_id,
+                _time(at),
+            )
         return bool(status == "UPDATE 1")
 
     async def link(self, links: Sequence[Link]) -> None:
         pool = await self._ensure()
         async with pool.acquire() as conn, conn.transaction():
             await conn.executemany(
-                "INSERT INTO identity_links VALUES ($1, $2, $3, $4, $5, $6) "
-                "ON CONFLICT DO NOTHING",
-                [(k.site, k.identity_hash, k.subject_id, k.identity_type, _time(k.linked_at),
-                  k.source) for k in links],
-            )  # fmt: skip
+                "INSERT INTO identity_links VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                [
+                    (
+                        k.site,
+                        k.identity_hash,
+                        k.subject_id,
+                        k.identity_type,
+                        _time(k.linked_at),
+                        k.source,
+                    )
+                    for k in links
+                ],
+            )
 
     async def subjects_for(self, site: str, identity_hash: str) -> list[str]:
         pool = await self._ensure()
@@ -225,8 +255,10 @@ class PostgresDirectory:
             rows = await conn.fetch(
                 "SELECT subject_id FROM identity_links WHERE site = $1 AND identity_hash = $2 "
                 "ORDER BY linked_at DESC, subject_id LIMIT $3",
-                site, identity_hash, MAX_SUBJECTS_PER_IDENTITY,
-            )  # fmt: skip
+                site,
+                identity_hash,
+                MAX_SUBJECTS_PER_IDENTITY,
+            )
         return [r["subject_id"] for r in rows]
 
     async def identity_types(self, site: str, subject_id: str) -> list[str]:
@@ -235,17 +267,27 @@ class PostgresDirectory:
             rows = await conn.fetch(
                 "SELECT DISTINCT identity_type FROM identity_links "
                 "WHERE site = $1 AND subject_id = $2 ORDER BY identity_type",
-                site, subject_id,
-            )  # fmt: skip
+                site,
+                subject_id,
+            )
         return [r["identity_type"] for r in rows]
 
     async def write_preferences(self, states: Sequence[PreferenceState]) -> None:
         columns: list[list[Any]] = [[], [], [], [], [], [], []]
         for s in states:
-            for column, value in zip(columns, (
-                s.site, s.subject_id, s.product_line, orjson.dumps(s.preferences).decode(),
-                s.record_id, _time(s.updated_at), orjson.dumps(s.extra).decode(),
-            ), strict=True):  # fmt: skip
+            for column, value in zip(
+                columns,
+                (
+                    s.site,
+                    s.subject_id,
+                    s.product_line,
+                    orjson.dumps(s.preferences).decode(),
+                    s.record_id,
+                    _time(s.updated_at),
+                    orjson.dumps(s.extra).decode(),
+                ),
+                strict=True,
+            ):
                 column.append(value)
         pool = await self._ensure()
         async with pool.acquire() as conn:
@@ -257,8 +299,9 @@ class PostgresDirectory:
             rows = await conn.fetch(
                 "SELECT * FROM preference_state WHERE site = $1 AND subject_id = $2 "
                 "ORDER BY product_line",
-                site, subject_id,
-            )  # fmt: skip
+                site,
+                subject_id,
+            )
         return [_state(site, subject_id, r) for r in rows]
 
     async def contact_rows(
@@ -266,10 +309,14 @@ class PostgresDirectory:
     ) -> list[ContactRow]:
         pool = await self._ensure()
         async with pool.acquire() as conn:
-            rows = await conn.fetch(_CONTACT, site, list(dict.fromkeys(identity_hashes)),
-                                    product_line)  # fmt: skip
+            rows = await conn.fetch(
+                _CONTACT, site, list(dict.fromkeys(identity_hashes)), product_line
+            )
         return [
-            ContactRow(r["identity_hash"], r["subject_id"],
-                       None if r["product_line"] is None else _state(site, r["subject_id"], r))
+            ContactRow(
+                r["identity_hash"],
+                r["subject_id"],
+                None if r["product_line"] is None else _state(site, r["subject_id"], r),
+            )
             for r in rows
-        ]  # fmt: skip
+        ]

@@ -78,8 +78,9 @@ def _key(row: Any) -> StoredKey:
 
 
 def _state(site: str, subject: str, row: Sequence[Any]) -> PreferenceState:
-    return PreferenceState(site, subject, row[0], orjson.loads(row[1]), row[2], row[3],
-                           orjson.loads(row[4]))  # fmt: skip
+    return PreferenceState(
+        site, subject, row[0], orjson.loads(row[1]), row[2], row[3], orjson.loads(row[4])
+    )
 
 
 class SqliteDirectory:
@@ -126,8 +127,15 @@ class SqliteDirectory:
         return result
 
     async def add_key(self, key: StoredKey) -> None:
-        row = (key.key_id, key.site, key.name, orjson.dumps(list(key.scopes)).decode(),
-               key.secret_hash, key.created_at, key.revoked_at)  # fmt: skip
+        row = (
+            key.key_id,
+            key.site,
+            key.name,
+            orjson.dumps(list(key.scopes)).decode(),
+            key.secret_hash,
+            key.created_at,
+            key.revoked_at,
+        )
         await self._call(lambda c: c.execute("INSERT INTO api_keys VALUES (?,?,?,?,?,?,?)", row))
 
     async def get_key(self, key_id: str) -> StoredKey | None:
@@ -161,8 +169,10 @@ class SqliteDirectory:
         return result
 
     async def link(self, links: Sequence[Link]) -> None:
-        rows = [(k.site, k.identity_hash, k.subject_id, k.identity_type, k.linked_at, k.source)
-                for k in links]  # fmt: skip
+        rows = [
+            (k.site, k.identity_hash, k.subject_id, k.identity_type, k.linked_at, k.source)
+            for k in links
+        ]
 
         def run(conn: sqlite3.Connection) -> None:
             conn.execute("BEGIN IMMEDIATE")

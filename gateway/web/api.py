@@ -26,16 +26,18 @@ MAX_BATCH = 1000
 
 
 def _json(data: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(data), status, {"Cache-Control": "no-store"},
-                    media_type="application/json")  # fmt: skip
+    return Response(
+        orjson.dumps(data), status, {"Cache-Control": "no-store"}, media_type="application/json"
+    )
 
 
 async def _body(request: Request, allowed: set[str]) -> Mapping[str, Any]:
     """The JSON object of the request, bounded in size, with no keys beyond ``allowed``."""
     media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if media != "application/json":
-        raise BadRequest("unsupported_media_type", "send Content-Type: application/json",
-                         status_code=415)  # fmt: skip
+        raise BadRequest(
+            "unsupported_media_type", "send Content-Type: application/json", status_code=415
+        )
     declared = request.headers.get("content-length")
     if declared is not None and not (declared.isascii() and declared.isdigit()):
         raise BadRequest("invalid_content_length", "Content-Length must be a number")
@@ -46,8 +48,9 @@ async def _body(request: Request, allowed: set[str]) -> Mapping[str, Any]:
         async for chunk in request.stream():
             raw += chunk
             if len(raw) > MAX_BODY:
-                raise BadRequest("body_too_large", f"body exceeds {MAX_BODY} bytes",
-                                 status_code=413)  # fmt: skip
+                raise BadRequest(
+                    "body_too_large", f"body exceeds {MAX_BODY} bytes", status_code=413
+                )
     except ClientDisconnect as exc:
         raise BadRequest("client_disconnected", "the client went away mid-body") from exc
     try:
@@ -58,8 +61,11 @@ async def _body(request: Request, allowed: set[str]) -> Mapping[str, Any]:
         raise BadRequest("invalid_body", "the body must be a JSON object")
     for key in data:
         if key not in allowed:
-            raise BadRequest("unknown_field", f"unknown field {key[:40]!r}; allowed: "
-                             f"{', '.join(sorted(allowed))}", field=key[:40])  # fmt: skip
+            raise BadRequest(
+                "unknown_field",
+                f"unknown field {key[:40]!r}; allowed: {', '.join(sorted(allowed))}",
+                field=key[:40],
+            )
     return data
 
 
@@ -100,16 +106,16 @@ async def issue_identity_token(request: Request) -> Response:
     body = await _body(request, {"identities", "subject_id", "ttl_seconds"})
     items = body.get("identities")
     if not isinstance(items, list) or not 1 <= len(items) <= tokens.MAX_IDENTITIES:
-        raise BadRequest("invalid_field", f"a list of 1-{tokens.MAX_IDENTITIES} identities",
-                         field="identities")  # fmt: skip
+        raise BadRequest(
+            "invalid_field", f"a list of 1-{tokens.MAX_IDENTITIES} identities", field="identities"
+        )
     found = [_identity(model, item, f"identities[{n}]") for n, item in enumerate(items)]
     subject = body.get("subject_id")
     if subject is not None and not isinstance(subject, str):
         raise BadRequest("invalid_field", "a string or null", field="subject_id")
     ttl = body.get("ttl_seconds", tokens.DEFAULT_TTL)
     if type(ttl) is not int or not 1 <= ttl <= tokens.MAX_TTL:
-        raise BadRequest("invalid_field", f"whole seconds, 1-{tokens.MAX_TTL}",
-                         field="ttl_seconds")  # fmt: skip
+        raise BadRequest("invalid_field", f"whole seconds, 1-{tokens.MAX_TTL}", field="ttl_seconds")
     service: PreferenceService = request.app.state.preferences
     token, expires = await service.issue_token(
         site, found, None if subject is None else check_subject(subject), ttl
@@ -132,8 +138,9 @@ async def find_subjects(request: Request) -> Response:
     site, model = await _authorized(request, "subjects:read")
     wanted = request.query_params.getlist("identity")
     if len(wanted) != 1:
-        raise BadRequest("invalid_parameter", "give exactly one identity=TYPE:VALUE",
-                         field="identity")  # fmt: skip
+        raise BadRequest(
+            "invalid_parameter", "give exactly one identity=TYPE:VALUE", field="identity"
+        )
     identity = identities.from_query(model, wanted[0])
     service: PreferenceService = request.app.state.preferences
     subjects = await service.subjects_for(site, identity)
@@ -152,12 +159,12 @@ async def get_subject(request: Request) -> Response:
 async def check_contactability(request: Request) -> Response:
     site, model = await _authorized(request, "contactability")
     body = await _body(request, {"channel", "topic", "product_line", "identities"})
-    q = contactability.question(model, body.get("channel"), body.get("topic"),
-                                body.get("product_line"))  # fmt: skip
+    q = contactability.question(
+        model, body.get("channel"), body.get("topic"), body.get("product_line")
+    )
     items = body.get("identities")
     if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
-        raise BadRequest("invalid_field", f"a list of 1-{MAX_BATCH} identities",
-                         field="identities")  # fmt: skip
+        raise BadRequest("invalid_field", f"a list of 1-{MAX_BATCH} identities", field="identities")
     parsed: list[Identity | InvalidIdentity] = []
     for item in items:
         try:
