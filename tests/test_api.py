@@ -12,6 +12,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from gateway.cli.keys import create
+from gateway.core.errors import BadRequest
 from gateway.core.settings import Settings
 from gateway.preferences.apikeys import SCOPES, secret_hash
 from gateway.sinks.directory import PreferenceState, StoredKey
@@ -158,6 +159,9 @@ def run_flow(api: Api) -> None:
     # Device B presents the token (the snippet's identify call, once it lands): linked.
     service = api.state().preferences
     api.call(service.redeem_token, "demo", token, "sub-device-b")
+    with pytest.raises(BadRequest) as caught:  # a token works once
+        api.call(service.redeem_token, "demo", token, "sub-device-c")
+    assert caught.value.code == "token_replayed"
     found = api.get("/subjects", identity="email:ann@example.com").json()["subjects"]
     assert {s["subject_id"] for s in found} == {"sub-ann", "sub-device-b"}
 

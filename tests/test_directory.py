@@ -114,3 +114,19 @@ async def test_contact_rows_join_links_and_states(directory: Directory) -> None:
     found = sorted((r.identity_hash, r.subject_id, r.state and r.state.record_id) for r in rows)
     # Site-wide and the asked product line only; a linked subject without state; no unknowns.
     assert found == [("h1", "sub-a", "r1"), ("h1", "sub-a", "r2"), ("h2", "sub-b", None)]
+
+
+async def test_a_token_nonce_is_accepted_once_across_nodes(
+    where: str, directory: Directory
+) -> None:
+    """Threat: a token copied from a browser is replayed against another node."""
+    other = make(where)
+    await other.open()
+    try:
+        assert await directory.use_token("n1", expires_at=200, now=100)
+        assert not await other.use_token("n1", expires_at=200, now=150)
+        assert await other.use_token("n2", expires_at=300, now=150)
+        # Once expired, a nonce is forgotten (the token itself is refused by its expiry).
+        assert await directory.use_token("n1", expires_at=400, now=250)
+    finally:
+        await other.close()

@@ -13,7 +13,7 @@ from gateway.preferences.identities import (
     from_query,
     normalize,
 )
-from gateway.preferences.tokens import IdentityTokens, InvalidToken, ReplayGuard
+from gateway.preferences.tokens import IdentityTokens, InvalidToken
 
 MODEL = PreferenceModel(identity_types=("loyalty_card",))
 KEY = b"k" * 32
@@ -137,17 +137,3 @@ def test_issue_limits() -> None:
         tokens.issue("demo", PAIRS, now=NOW, ttl=3601)
     with pytest.raises(ValueError, match="identities"):
         tokens.issue("demo", [], now=NOW)
-
-
-def test_the_replay_guard_admits_a_token_once_and_stays_bounded() -> None:
-    """Threat: a token copied from the browser's history is presented again elsewhere."""
-    tokens = IdentityTokens(KEY)
-    guard = ReplayGuard(capacity=2)
-    first = tokens.verify(tokens.issue("demo", PAIRS, now=NOW, ttl=10), site="demo", now=NOW)
-    assert guard.admit(first, NOW) and not guard.admit(first, NOW + 1)
-    second = tokens.verify(tokens.issue("demo", PAIRS, now=NOW, ttl=10), site="demo", now=NOW)
-    assert guard.admit(second, NOW)
-    third = tokens.verify(tokens.issue("demo", PAIRS, now=NOW, ttl=10), site="demo", now=NOW)
-    with pytest.raises(OverflowError):  # full of live nonces: refuse rather than forget one
-        guard.admit(third, NOW + 1)
-    assert guard.admit(third, NOW + 10)  # the first two expired and were swept

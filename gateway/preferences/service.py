@@ -15,7 +15,7 @@ from gateway.core.settings import Settings
 from gateway.preferences import contactability
 from gateway.preferences.auth import ApiKeyAuthenticator
 from gateway.preferences.identities import Identity, IdentityHasher, InvalidIdentity
-from gateway.preferences.tokens import IdentityTokens, ReplayGuard, TokenClaims
+from gateway.preferences.tokens import IdentityTokens, TokenClaims
 from gateway.sinks.directory import Directory, Link, PreferenceState
 from gateway.sinks.directory_postgres import PostgresDirectory
 from gateway.sinks.directory_sqlite import SqliteDirectory
@@ -58,7 +58,6 @@ class PreferenceService:
         self.settings = settings
         self.directory = directory or directory_for(settings)
         self.auth = ApiKeyAuthenticator(self.directory)
-        self.replays = ReplayGuard()
         self._hasher: IdentityHasher | None = None
         self._tokens: IdentityTokens | None = None
 
@@ -122,10 +121,9 @@ class PreferenceService:
         _, tokens = await self._keys()
         now = int(time.time())
         claims = tokens.verify(token, site=site, now=now, subject_id=subject_id)
-        try:
-            fresh = self.replays.admit(claims, now)
-        except OverflowError as exc:
-            raise Unavailable("too many identity tokens in flight", retry_after=5) from exc
+        # Once, on any node sharing the store: a token copied from a browser's history or
+        # logs cannot link a second subject to the customer.
+        fresh = await self._call(self.directory.use_token(claims.nonce, claims.expires_at, now))
         if not fresh:
             raise BadRequest(
                 "token_replayed",

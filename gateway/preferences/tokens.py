@@ -7,8 +7,8 @@ link the browser's subject. A browser can therefore claim only an identity it wa
 A token is ``it1.<payload>.<signature>`` (unpadded base64url). The payload carries the keyed
 hashes of the identities, never their values: it passes through the browser and may end up
 in its history or logs. Claims: ``s`` site, ``i`` [[type, hash], …], ``u`` the subject it is
-bound to (or null), ``iat``/``exp`` (Unix seconds), ``n`` a random nonce that a
-``ReplayGuard`` accepts once.
+bound to (or null), ``iat``/``exp`` (Unix seconds), ``n`` a random nonce that the central
+store accepts once (``Directory.use_token``).
 """
 
 from __future__ import annotations
@@ -126,31 +126,3 @@ class IdentityTokens:
         if claims.subject_id is not None and claims.subject_id != subject_id:
             raise InvalidToken("the token is bound to another subject")
         return claims
-
-
-class ReplayGuard:
-    """Remembers the nonces of used tokens until they expire: each token works once.
-
-    Bounded: when ``capacity`` unexpired nonces are held, new tokens are refused (the caller
-    answers 503) rather than forgetting one, which would let that token be replayed.
-    """
-
-    def __init__(self, capacity: int = 100_000) -> None:
-        self.capacity = capacity
-        self._seen: dict[str, int] = {}  # nonce → expiry; insertion order ≈ expiry order
-
-    def _sweep(self, now: int) -> None:
-        expired = [n for n, exp in self._seen.items() if exp <= now]
-        for nonce in expired:
-            del self._seen[nonce]
-
-    def admit(self, claims: TokenClaims, now: int) -> bool:
-        """True the first time a current token is seen; False for a replay."""
-        if claims.nonce in self._seen:
-            return False
-        if len(self._seen) >= self.capacity:
-            self._sweep(now)
-            if len(self._seen) >= self.capacity:
-                raise OverflowError("too many identity tokens in flight")
-        self._seen[claims.nonce] = claims.expires_at
-        return True

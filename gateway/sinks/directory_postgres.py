@@ -31,6 +31,11 @@ MIGRATIONS: tuple[str, ...] = (
         name text PRIMARY KEY,
         value text NOT NULL
     );
+    CREATE TABLE used_tokens (
+        nonce text COLLATE "C" PRIMARY KEY,
+        expires_at bigint NOT NULL
+    );
+    CREATE INDEX used_tokens_expiry ON used_tokens (expires_at);
     CREATE TABLE api_keys (
         key_id text COLLATE "C" PRIMARY KEY,
         site text COLLATE "C" NOT NULL,
@@ -72,6 +77,11 @@ ON CONFLICT (site, subject_id, product_line) DO UPDATE SET
     updated_at = excluded.updated_at, extra = excluded.extra
 WHERE (excluded.updated_at, excluded.record_id)
     > (preference_state.updated_at, preference_state.record_id)
+"""
+
+_FORGET_TOKENS = """
+DELETE FROM used_tokens WHERE nonce IN
+    (SELECT nonce FROM used_tokens WHERE expires_at <= $1 ORDER BY expires_at LIMIT 100)
 """
 
 _CONTACT = """
@@ -190,6 +200,17 @@ class PostgresDirectory:
                 "SELECT value FROM deployment_secrets WHERE name = $1", name
             )
         return value
+
+    async def use_token(self, nonce: str, expires_at: int, now: int) -> bool:
+        pool = await self._ensure()
+        async with pool.acquire() as conn:
+            await conn.execute(_FORGET_TOKENS, now)
+            status = await conn.execute(
+                "INSERT INTO used_tokens VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                nonce,
+                expires_at,
+            )
+        return bool(status == "INSERT 0 1")
 
     async def add_key(self, key: StoredKey) -> None:
         pool = await self._ensure()

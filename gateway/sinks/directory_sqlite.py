@@ -23,6 +23,11 @@ CREATE TABLE IF NOT EXISTS deployment_secrets (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS used_tokens (
+    nonce TEXT PRIMARY KEY,
+    expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS used_tokens_expiry ON used_tokens (expires_at);
 CREATE TABLE IF NOT EXISTS api_keys (
     key_id TEXT PRIMARY KEY,
     site TEXT NOT NULL,
@@ -62,6 +67,11 @@ ON CONFLICT (site, subject_id, product_line) DO UPDATE SET
     updated_at = excluded.updated_at, extra = excluded.extra
 WHERE (excluded.updated_at, excluded.record_id)
     > (preference_state.updated_at, preference_state.record_id)
+"""
+
+_FORGET_TOKENS = """
+DELETE FROM used_tokens WHERE nonce IN
+    (SELECT nonce FROM used_tokens WHERE expires_at <= ? ORDER BY expires_at LIMIT 100)
 """
 
 _CONTACT = """
@@ -124,6 +134,17 @@ class SqliteDirectory:
             return str(row.fetchone()[0])
 
         result: str = await self._call(run)
+        return result
+
+    async def use_token(self, nonce: str, expires_at: int, now: int) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            conn.execute(_FORGET_TOKENS, (now,))
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO used_tokens VALUES (?, ?)", (nonce, expires_at)
+            )
+            return cursor.rowcount == 1
+
+        result: bool = await self._call(run)
         return result
 
     async def add_key(self, key: StoredKey) -> None:
