@@ -8,7 +8,7 @@ import pytest
 
 from gateway.core.errors import BadRequest
 from gateway.preferences.contactability import REASONS, Question, decide, question
-from gateway.sinks.directory import ContactRow, PreferenceState
+from gateway.sinks.directory import ContactRow
 from gateway.sites.sitefile import read_site
 from tests.helpers import ROOT
 
@@ -22,8 +22,9 @@ def row(
     at: str = "2026-12-06T10:00:00Z",
     subject: str = "s1",
 ) -> ContactRow:
-    state = None if prefs is None else PreferenceState("demo", subject, line, prefs, at, at)
-    return ContactRow("h", subject, state)
+    if prefs is None:
+        return ContactRow("h", subject, None, None, None, None)
+    return ContactRow("h", subject, line, prefs, at, at)
 
 
 ON = {"channels": {"email": True}, "topics": {"offers": {"enabled": True, "frequency": "weekly"}}}

@@ -111,9 +111,12 @@ async def test_contact_rows_join_links_and_states(directory: Directory) -> None:
         ]
     )
     rows = await directory.contact_rows("demo", ["h1", "h2", "h3", "h1"], "shop")
-    found = sorted((r.identity_hash, r.subject_id, r.state and r.state.record_id) for r in rows)
+    found = sorted((r.identity_hash, r.subject_id, r.record_id or "") for r in rows)
     # Site-wide and the asked product line only; a linked subject without state; no unknowns.
-    assert found == [("h1", "sub-a", "r1"), ("h1", "sub-a", "r2"), ("h2", "sub-b", None)]
+    assert found == [("h1", "sub-a", "r1"), ("h1", "sub-a", "r2"), ("h2", "sub-b", "")]
+    shop = next(r for r in rows if r.record_id == "r2")
+    assert shop.preferences == prefs({"email": False}) and shop.updated_at == T1
+    assert shop.product_line == "shop"
 
 
 async def test_a_token_nonce_is_accepted_once_across_nodes(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 import pytest
 
 from gateway.core.preference_model import PreferenceModel
@@ -86,6 +89,13 @@ def test_hashes_are_keyed_and_per_site() -> None:
     assert hasher.digest("demo", Identity("customer_id", "ann@example.com")) != digest
     with pytest.raises(ValueError, match="32 bytes"):
         IdentityHasher(b"short")
+
+
+def test_the_hash_is_standard_hmac_sha256_under_a_derived_key() -> None:
+    """Another implementation (a CRM's batch job) can compute the same hashes."""
+    derived = hmac.new(KEY, b"consent-gateway identity hash v1", hashlib.sha256).digest()
+    expected = hmac.new(derived, b"demo\0email\0ann@example.com", hashlib.sha256).hexdigest()
+    assert IdentityHasher(KEY).digest("demo", Identity("email", "ann@example.com")) == expected
 
 
 PAIRS = [("email", "f" * 64)]

@@ -8,13 +8,13 @@ one), then the newest: the customer's last decision, wherever it was made.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.core.errors import BadRequest
 from gateway.core.preference_model import PreferenceModel, Topic
-from gateway.sinks.directory import ContactRow, PreferenceState
+from gateway.sinks.directory import ContactRow
 
 # Reasons, for the documentation and for callers that branch on them.
 REASONS: Mapping[str, str] = {
@@ -92,28 +92,26 @@ def question(model: PreferenceModel, channel: Any, topic: Any, product_line: Any
     return Question(channel, found, line)
 
 
-def _deciding(states: Iterable[PreferenceState], product_line: str) -> PreferenceState | None:
-    best: PreferenceState | None = None
-    for state in states:
-        rank = (state.product_line == product_line, state.updated_at, state.record_id)
-        if best is None or rank > (
-            best.product_line == product_line,
-            best.updated_at,
-            best.record_id,
-        ):
-            best = state
+def _deciding(rows: Iterable[ContactRow], product_line: str) -> ContactRow | None:
+    best: ContactRow | None = None
+    best_rank: tuple[bool, str, str] | None = None
+    for row in rows:
+        if row.preferences is None:
+            continue
+        rank = (row.product_line == product_line, row.updated_at or "", row.record_id or "")
+        if best_rank is None or rank > best_rank:
+            best, best_rank = row, rank
     return best
 
 
-def decide(q: Question, rows: Iterable[ContactRow]) -> Answer:
+def decide(q: Question, rows: Sequence[ContactRow]) -> Answer:
     """The answer for one identity from the rows of its linked subjects."""
-    rows = list(rows)
     if q.channel not in q.topic.channels:
         return Answer(False, "channel_not_offered")
     if not rows:
         return Answer(False, "unknown_identity")
-    state = _deciding((r.state for r in rows if r.state is not None), q.product_line)
-    if state is None:
+    state = _deciding(rows, q.product_line)
+    if state is None or state.preferences is None:
         return Answer(False, "no_preferences")
     at = state.updated_at
     channel = _map(state.preferences.get("channels")).get(q.channel)
@@ -132,5 +130,10 @@ def decide(q: Question, rows: Iterable[ContactRow]) -> Answer:
     return Answer(True, "opted_in", frequency, at)
 
 
+_EMPTY: Mapping[str, Any] = {}
+
+
 def _map(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
+    # Stored states are decoded JSON: dict is the only mapping they hold (and an ABC check
+    # would cost more than the rest of the decision).
+    return value if isinstance(value, dict) else _EMPTY

@@ -10,13 +10,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from gateway.core.errors import BadRequest, ConfigError, Unavailable
-from gateway.core.preference_model import PreferenceModel
 from gateway.core.settings import Settings
 from gateway.preferences import contactability
 from gateway.preferences.auth import ApiKeyAuthenticator
 from gateway.preferences.identities import Identity, IdentityHasher, InvalidIdentity
 from gateway.preferences.tokens import IdentityTokens, TokenClaims
-from gateway.sinks.directory import Directory, Link, PreferenceState
+from gateway.sinks.directory import ContactRow, Directory, Link, PreferenceState
 from gateway.sinks.directory_postgres import PostgresDirectory
 from gateway.sinks.directory_sqlite import SqliteDirectory
 from gateway.sinks.sqlite import FILE_NAME
@@ -161,22 +160,18 @@ class PreferenceService:
     async def contactability(
         self,
         site: str,
-        model: PreferenceModel,
         q: contactability.Question,
         identities: Sequence[Identity | InvalidIdentity],
     ) -> list[contactability.Answer]:
         """One answer per identity, in order; a malformed identity gets its own no."""
-        valid = [i for i in identities if isinstance(i, Identity)]
-        digests = dict(zip(valid, await self.hashes(site, valid), strict=True))
-        rows = await self._call(
-            self.directory.contact_rows(site, list(digests.values()), q.product_line)
-        )
-        by_hash: dict[str, list[Any]] = {}
+        hasher, _ = await self._keys()
+        digests = [hasher.digest(site, i) if isinstance(i, Identity) else None for i in identities]
+        asked = [d for d in digests if d is not None]
+        rows = await self._call(self.directory.contact_rows(site, asked, q.product_line))
+        by_hash: dict[str, list[ContactRow]] = {}
         for row in rows:
             by_hash.setdefault(row.identity_hash, []).append(row)
+        invalid = contactability.Answer(False, "invalid_identity")
         return [
-            contactability.decide(q, by_hash.get(digests[i], []))
-            if isinstance(i, Identity)
-            else contactability.Answer(False, "invalid_identity")
-            for i in identities
+            invalid if d is None else contactability.decide(q, by_hash.get(d, ())) for d in digests
         ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 MAX_SUBJECTS_PER_IDENTITY = 100  # devices and apps one customer may have linked
 
@@ -51,13 +51,16 @@ class PreferenceState:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class ContactRow:
-    """One subject linked to a looked-up identity, with its state for one product line."""
+class ContactRow(NamedTuple):
+    """One subject linked to a looked-up identity, with its state for one product line (the
+    state's fields None when it has none). A plain tuple: a batch check reads thousands."""
 
     identity_hash: str
     subject_id: str
-    state: PreferenceState | None
+    product_line: str | None
+    preferences: Mapping[str, Any] | None
+    updated_at: str | None
+    record_id: str | None
 
 
 class Directory(Protocol):
@@ -102,4 +105,5 @@ class Directory(Protocol):
     async def contact_rows(
         self, site: str, identity_hashes: Sequence[str], product_line: str
     ) -> list[ContactRow]:
-        """For each hash, its linked subjects with their state for the product line or for ""."""
+        """For each hash, its linked subjects with their states for the product line and for
+        "" (a row per state; one row with no state for a subject that has none)."""

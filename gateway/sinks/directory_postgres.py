@@ -84,13 +84,15 @@ DELETE FROM used_tokens WHERE nonce IN
     (SELECT nonce FROM used_tokens WHERE expires_at <= $1 ORDER BY expires_at LIMIT 100)
 """
 
+# One index probe per asked hash (unnest, not "= ANY": with a long array the planner scans
+# the whole table instead; measured on 200k links, 88 ms against a few per 1,000 hashes).
 _CONTACT = """
 SELECT l.identity_hash, l.subject_id, s.product_line, s.preferences, s.record_id,
-       s.updated_at, s.extra
-FROM identity_links l
+       s.updated_at
+FROM unnest($2::text[]) AS h(identity_hash)
+JOIN identity_links l ON l.site = $1 AND l.identity_hash = h.identity_hash
 LEFT JOIN preference_state s ON s.site = l.site AND s.subject_id = l.subject_id
     AND s.product_line IN ('', $3)
-WHERE l.site = $1 AND l.identity_hash = ANY($2::text[])
 """
 
 
@@ -335,9 +337,12 @@ class PostgresDirectory:
             )
         return [
             ContactRow(
-                r["identity_hash"],
-                r["subject_id"],
-                None if r["product_line"] is None else _state(site, r["subject_id"], r),
+                r[0],
+                r[1],
+                r[2],
+                None if r[3] is None else orjson.loads(r[3]),
+                None if r[5] is None else _text(r[5]),
+                r[4],
             )
             for r in rows
         ]

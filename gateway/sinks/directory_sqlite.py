@@ -75,7 +75,7 @@ DELETE FROM used_tokens WHERE nonce IN
 """
 
 _CONTACT = """
-SELECT h.value, l.subject_id, s.product_line, s.preferences, s.record_id, s.updated_at, s.extra
+SELECT h.value, l.subject_id, s.product_line, s.preferences, s.record_id, s.updated_at
 FROM json_each(?) h
 JOIN identity_links l ON l.site = ? AND l.identity_hash = h.value
 LEFT JOIN preference_state s ON s.site = l.site AND s.subject_id = l.subject_id
@@ -275,7 +275,9 @@ class SqliteDirectory:
         def run(conn: sqlite3.Connection) -> list[ContactRow]:
             rows = conn.execute(_CONTACT, (hashes, site, product_line)).fetchall()
             return [
-                ContactRow(r[0], r[1], None if r[2] is None else _state(site, r[1], r[2:]))
+                ContactRow(
+                    r[0], r[1], r[2], None if r[3] is None else orjson.loads(r[3]), r[5], r[4]
+                )
                 for r in rows
             ]
 

@@ -172,7 +172,7 @@ async def check_contactability(request: Request) -> Response:
         except InvalidIdentity as exc:  # one bad row answers no, not the whole batch
             parsed.append(exc)
     service: PreferenceService = request.app.state.preferences
-    answers = await service.contactability(site, model, q, parsed)
+    answers = await service.contactability(site, q, parsed)
     return _json(
         {
             "results": [
