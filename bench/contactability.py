@@ -18,6 +18,7 @@ import statistics
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -138,6 +139,24 @@ async def load(
     return done / elapsed, latencies
 
 
+def cpu_seconds(match: str) -> float:
+    """CPU time (user + system) of the processes whose command line contains ``match``, or
+    whose name is ``postgres`` when ``match`` is that: comparable when others load the machine."""
+    ticks = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if match == "postgres":
+                hit = Path(f"/proc/{pid}/comm").read_text().strip() == "postgres"
+            else:
+                hit = match in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            if hit:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                ticks += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            continue  # the process went away
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 async def scratch() -> str:
     name = f"cg_bench_{uuid.uuid4().hex[:10]}"
     admin = await asyncpg.connect(ADMIN_DSN)
@@ -180,10 +199,15 @@ def main() -> None:
         }
         if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
             os.sched_setaffinity(0, {1})
-        rates, p50s, p99s = [], [], []
+        rates, p50s, p99s, gw_us, pg_us = [], [], [], [], []
         with server("gateway.app:factory", factory=True, env=env, ready_path="/healthz") as base:
+            port = base.rsplit(":", 1)[1]
             for run in range(args.runs):
+                gw0, pg0, t0 = cpu_seconds(f"--port\0{port}"), cpu_seconds("postgres"), time.time()
                 rate, lat = asyncio.run(load(base, key, bodies, args.seconds, args.concurrency))
+                checks = rate * (time.time() - t0)  # the warm-up batches are few: ignored
+                gw_us.append((cpu_seconds(f"--port\0{port}") - gw0) / checks * 1e6)
+                pg_us.append((cpu_seconds("postgres") - pg0) / checks * 1e6)
                 lat.sort()
                 p50, p99 = lat[len(lat) // 2], lat[int(len(lat) * 0.99)]
                 rates.append(rate)
@@ -191,12 +215,17 @@ def main() -> None:
                 p99s.append(p99)
                 print(
                     f"run {run + 1}: {rate:,.0f} identity checks/s, batch p50 {p50:.1f} ms, "
-                    f"p99 {p99:.1f} ms ({len(lat)} batches)"
+                    f"p99 {p99:.1f} ms ({len(lat)} batches); CPU per check: gateway "
+                    f"{gw_us[-1]:.1f} µs, PostgreSQL {pg_us[-1]:.1f} µs"
                 )
         print(
             f"median: {statistics.median(rates):,.0f} identity checks/s "
             f"(batches of {BATCH}, {args.concurrency} in flight, {args.subjects:,} subjects), "
-            f"batch p50 {statistics.median(p50s):.1f} ms, p99 {statistics.median(p99s):.1f} ms"
+            f"batch p50 {statistics.median(p50s):.1f} ms, p99 {statistics.median(p99s):.1f} ms; "
+            f"CPU per check: gateway {statistics.median(gw_us):.1f} µs "
+            f"(one core: {1e6 / statistics.median(gw_us):,.0f} checks/s), "
+            f"PostgreSQL {statistics.median(pg_us):.1f} µs; "
+            f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
         )
     finally:
         asyncio.run(drop(name))
