@@ -20,6 +20,7 @@ from gateway.core.errors import BadRequest, Unavailable
 from gateway.core.jurisdictions import RuleTable, load_rules
 from gateway.core.settings import Settings, load_settings
 from gateway.geo.locator import Locator
+from gateway.preferences.service import PreferenceService
 from gateway.recording.service import RecordingService
 from gateway.serving.gateway import Gateway
 from gateway.serving.render import Renderer
@@ -27,7 +28,7 @@ from gateway.serving.snippet import Snippet
 from gateway.serving.validation import validate_bundle
 from gateway.serving.watch import Watcher
 from gateway.sites.catalog import LiveCatalog, static_dir
-from gateway.web import admin, ops, privacy, public, records
+from gateway.web import admin, api, ops, privacy, public, records
 from gateway.web.front import HotPaths
 from gateway.web.middleware import MetricsMiddleware
 
@@ -49,7 +50,9 @@ async def _bad_request(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, BadRequest)
     response = error_response(exc.status_code, exc.code, exc.detail, field=exc.field)
     if exc.status_code == 401:
-        response.headers["WWW-Authenticate"] = 'Basic realm="consent-gateway admin"'
+        # API keys ask for Bearer (gateway/preferences/auth.py); admin also takes Basic.
+        challenge = getattr(exc, "challenge", 'Basic realm="consent-gateway admin"')
+        response.headers["WWW-Authenticate"] = challenge
     return response
 
 
@@ -119,6 +122,8 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
         app.state.recording = recording
         app.state.settings = settings
         await recording.start()
+        app.state.preferences = preferences = PreferenceService(settings)
+        await preferences.start()
         await admin.publish_current(app.state)
         watcher = Watcher(settings, gateway, on_reload=lambda: admin.publish_current(app.state))
         app.state.watcher = watcher
@@ -133,6 +138,7 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
             # Fixed order: stop reloading, drain and close recording, then close readers.
             await watcher.stop()
             await recording.stop()
+            await preferences.stop()
             gateway.locator.close()
 
     return GatewayApp(
@@ -140,6 +146,7 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
             *public.routes(),
             *privacy.routes(),
             *records.routes(),
+            *api.routes(),
             *admin.routes(),
             *ops.routes(),
         ],

@@ -223,10 +223,12 @@ def run_checks(settings: Settings) -> CheckReport:
         report.error(exc.where, exc.message, exc.hint)
     for bundle in bundles.values():
         site = bundle.site
+        prefs = site.preferences
         report.notes.append(
             f"site {site.id}: banner_version {bundle.banner_version}, consent_revision "
             f"{bundle.consent_revision}, {len(site.purposes)} purposes, "
-            f"{len(site.locales)} locales"
+            f"{len(site.locales)} locales, {len(prefs.channels)} channels, "
+            f"{len(prefs.topics)} topics, {len(prefs.product_lines)} product lines"
         )
         check_templates(bundle, report)
         check_translations(settings, bundle, report)

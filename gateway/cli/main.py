@@ -74,6 +74,19 @@ def _parser() -> argparse.ArgumentParser:
     versions.add_argument("site")
     _add_settings(versions)
 
+    keys = sub.add_parser("keys", help="per-site API keys for server-to-server calls")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="make a key; it is printed once, last line")
+    create.add_argument("site")
+    create.add_argument("--name", default="api", help="who or what uses it (e.g. crm)")
+    create.add_argument("--scope", action="append", default=[], help="repeatable; default: all")
+    listing = keys_sub.add_parser("list", help="keys with id, site, status and scopes")
+    listing.add_argument("site", nargs="?", default=None)
+    revoke = keys_sub.add_parser("revoke", help="refuse a key from now on (within seconds)")
+    revoke.add_argument("key_id")
+    for cmd in (create, listing, revoke):
+        _add_settings(cmd)
+
     i18n = sub.add_parser("i18n", help="gettext workflow over locales/")
     i18n_sub = i18n.add_subparsers(dest="i18n_command", required=True)
     for name, text in (
@@ -168,6 +181,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         from gateway.sites.versions import list_versions
 
         for line in asyncio.run(list_versions(settings, args.site)):
+            print(line)
+        return 0
+    if args.command == "keys":
+        from gateway.cli import keys
+
+        if args.keys_command == "create":
+            lines = asyncio.run(keys.create(settings, args.site, args.name, args.scope))
+        elif args.keys_command == "list":
+            lines = asyncio.run(keys.list_keys(settings, args.site))
+        else:
+            lines = asyncio.run(keys.revoke(settings, args.key_id))
+        for line in lines:
             print(line)
         return 0
     if args.command == "i18n":

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from gateway.core.preference_model import PreferenceModel
+
 ConsentModel = Literal["opt-in", "opt-out", "notice"]
 RegionSource = Literal["header", "geoip", "query", "unknown"]
 Action = Literal["accept_all", "reject_all", "custom", "withdraw", "gpc"]
@@ -119,6 +121,7 @@ class Purpose:
     consent_mode: tuple[str, ...] = ()  # Consent Mode types this purpose grants
     separate: str | None = None  # a SEPARATE_CONSENT_KINDS entry, if it needs its own consent
     sale_or_share: bool = False  # covered by a "Do Not Sell or Share" opt-out and by GPC
+    product_lines: tuple[str, ...] = ()  # the product lines it applies to; empty: all
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,8 @@ class Site:
     theme: Mapping[str, str] = field(default_factory=dict)
     # Banner versions retained besides the current one, accepted on POST.
     retained_versions: tuple[str, ...] = ()
+    # Contact channels, topics, frequencies, product lines, identity types (preferences).
+    preferences: PreferenceModel = field(default_factory=PreferenceModel)
 
     def purpose(self, purpose_id: str) -> Purpose | None:
         return self._purposes_by_id.get(purpose_id)

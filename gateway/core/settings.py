@@ -161,6 +161,13 @@ SETTINGS: tuple[Setting, ...] = (
         secret=True,
     ),
     Setting(
+        "identity_key",
+        "",
+        "Secret keying identity hashes and signing identity tokens; the same on every node. "
+        "Empty: generated once into the central store (which then holds it too).",
+        secret=True,
+    ),
+    Setting(
         "admin_token",
         "",
         "Bearer token for /admin. Empty: admin endpoints are disabled.",
@@ -215,6 +222,7 @@ class Settings:
     forward_max_backoff: float = _default("forward_max_backoff")
     shutdown_drain: float = _default("shutdown_drain")
     receipt_key: str = _default("receipt_key")
+    identity_key: str = _default("identity_key")
     admin_token: str = _default("admin_token")
     node_id: str = _default("node_id")
     cache_max_age: int = _default("cache_max_age")

@@ -81,7 +81,8 @@ def builtin_msgids(site: Site) -> dict[str, str]:
 
 
 def site_messages(site: Site, site_toml: Path, root: Path) -> Iterator[tuple[str, Location, str]]:
-    """(msgid, location, translator comment) of the copy in site.toml: purposes and [texts]."""
+    """(msgid, location, translator comment) of the copy in site.toml: purposes, the
+    preference model (channels, frequencies, topics, product lines) and [texts]."""
     lines = site_toml.read_text(encoding="utf-8").splitlines()
     where = _relative(site_toml, root)
     for purpose in site.purposes:
@@ -91,6 +92,8 @@ def site_messages(site: Site, site_toml: Path, root: Path) -> Iterator[tuple[str
             (where, _toml_line(lines, purpose.description)),
             f"purpose {purpose.id}: description",
         )
+    for msgid, comment in site.preferences.messages():
+        yield msgid, (where, _toml_line(lines, msgid)), comment
     for key, msgid in site.texts.items():
         yield msgid, (where, _toml_line(lines, msgid)), f"text key: {key}"
 
@@ -366,6 +369,7 @@ def used_msgids(site: Site, site_dir: Path) -> list[str]:
     """Every msgid the site can show: what `check` measures coverage against."""
     ids: list[str] = list(builtin_msgids(site))
     ids += [m for p in site.purposes for m in (p.name, p.description)]
+    ids += [msgid for msgid, _ in site.preferences.messages()]
     ids += list(site.texts.values())
     for path in template_files(site_dir):
         ids += [m[0] if isinstance(m, tuple) else m for m, _, _, _ in _safe_template_messages(path)]

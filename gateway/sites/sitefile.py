@@ -16,6 +16,14 @@ from gateway.core.model import (
     Purpose,
     Site,
 )
+from gateway.core.preference_model import (
+    BUILTIN_IDENTITY_TYPES,
+    ContactChannel,
+    Frequency,
+    PreferenceModel,
+    ProductLine,
+    Topic,
+)
 
 SITE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 PURPOSE_ID = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
@@ -38,6 +46,11 @@ SITE_KEYS = {
     "texts",
     "theme",
     "retained_versions",
+    "channels",
+    "frequencies",
+    "topics",
+    "product_lines",
+    "identity_types",
 }
 PURPOSE_KEYS = {
     "id",
@@ -51,8 +64,21 @@ PURPOSE_KEYS = {
     "consent_mode",
     "separate",
     "sale_or_share",
+    "product_lines",
 }
 COOKIE_KEYS = {"name", "domain", "max_age_days", "reload_on_withdraw"}
+CHANNEL_KEYS = {"id", "name", "description"}
+FREQUENCY_KEYS = {"id", "name"}
+TOPIC_KEYS = {
+    "id",
+    "name",
+    "description",
+    "channels",
+    "frequencies",
+    "default_frequency",
+    "product_lines",
+}
+PRODUCT_LINE_KEYS = {"id", "name", "description"}
 
 
 class _Reader:
@@ -91,7 +117,86 @@ class _Reader:
         return tuple(items)
 
 
-def _purpose(path: Path, index: int, table: Any) -> Purpose:
+def _entries(r: _Reader, key: str, allowed: set[str]) -> list[_Reader]:
+    """One reader per table of an array of tables, each id checked and unique."""
+    readers = []
+    seen: set[str] = set()
+    for index, table in enumerate(r.get(key, list, [])):
+        if not isinstance(table, dict):
+            raise r.fail(f"{key}[{index}]", "expected a table")
+        entry = _Reader(r.path, table, f"{key}[{index}].")
+        entry.check_keys(allowed)
+        ident = entry.get("id", str, required=True)
+        if not PURPOSE_ID.match(ident):
+            raise entry.fail("id", f"invalid id {ident!r}", "lower case letters, digits and _")
+        if ident in seen:
+            raise entry.fail("id", f"duplicate id {ident!r}")
+        seen.add(ident)
+        readers.append(entry)
+    return readers
+
+
+def _known(r: _Reader, key: str, known: set[str], what: str) -> tuple[str, ...]:
+    values = r.strings(key)
+    for value in values:
+        if value not in known:
+            raise r.fail(
+                key, f"unknown {what} {value!r}", f"declared: {', '.join(sorted(known)) or 'none'}"
+            )
+    return values
+
+
+def _preferences(r: _Reader) -> PreferenceModel:
+    """Channels, frequencies, product lines and topics, cross-checked against each other."""
+    channels = tuple(
+        ContactChannel(
+            e.get("id", str), e.get("name", str, required=True), e.get("description", str, "")
+        )
+        for e in _entries(r, "channels", CHANNEL_KEYS)
+    )
+    frequencies = tuple(
+        Frequency(e.get("id", str), e.get("name", str, required=True))
+        for e in _entries(r, "frequencies", FREQUENCY_KEYS)
+    )
+    lines = tuple(
+        ProductLine(
+            e.get("id", str), e.get("name", str, required=True), e.get("description", str, "")
+        )
+        for e in _entries(r, "product_lines", PRODUCT_LINE_KEYS)
+    )
+    topics = []
+    for e in _entries(r, "topics", TOPIC_KEYS):
+        topic_channels = _known(e, "channels", {c.id for c in channels}, "channel")
+        if not topic_channels:
+            raise e.fail(
+                "channels", "a topic needs at least one channel", 'e.g. channels = ["email"]'
+            )
+        offered = _known(e, "frequencies", {f.id for f in frequencies}, "frequency")
+        default = e.get("default_frequency", str, offered[0] if offered else None)
+        if default is not None and default not in offered:
+            raise e.fail(
+                "default_frequency",
+                f"{default!r} is not one of the topic's frequencies",
+                ", ".join(offered) or "the topic offers none",
+            )
+        topics.append(Topic(
+            id=e.get("id", str), name=e.get("name", str, required=True),
+            description=e.get("description", str, required=True), channels=topic_channels,
+            frequencies=offered, default_frequency=default,
+            product_lines=_known(e, "product_lines", {p.id for p in lines}, "product line"),
+        ))  # fmt: skip
+    identity_types = r.strings("identity_types", PURPOSE_ID)
+    for name in identity_types:
+        if name in BUILTIN_IDENTITY_TYPES:
+            raise r.fail(
+                "identity_types",
+                f"{name!r} is built in",
+                f"built-in types: {', '.join(BUILTIN_IDENTITY_TYPES)}",
+            )
+    return PreferenceModel(channels, frequencies, tuple(topics), lines, identity_types)
+
+
+def _purpose(path: Path, index: int, table: Any, lines: set[str]) -> Purpose:
     if not isinstance(table, dict):
         raise ConfigError("expected a table", where=f"{path}: purposes[{index}]")
     r = _Reader(path, table, f"purposes[{index}].")
@@ -134,6 +239,7 @@ def _purpose(path: Path, index: int, table: Any) -> Purpose:
         consent_mode=modes,
         separate=separate,
         sale_or_share=r.get("sale_or_share", bool, False),
+        product_lines=_known(r, "product_lines", lines, "product line"),
     )
 
 
@@ -158,7 +264,9 @@ def parse_site(site_id: str, path: Path, data: Mapping[str, Any]) -> Site:
     if default_locale not in locales:
         locales = (default_locale, *locales)
     purposes_raw = r.get("purposes", list, required=True)
-    purposes = tuple(_purpose(path, i, p) for i, p in enumerate(purposes_raw))
+    preferences = _preferences(r)
+    lines = {p.id for p in preferences.product_lines}
+    purposes = tuple(_purpose(path, i, p, lines) for i, p in enumerate(purposes_raw))
     ids = [p.id for p in purposes]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
@@ -223,6 +331,7 @@ def parse_site(site_id: str, path: Path, data: Mapping[str, Any]) -> Site:
         texts=texts,
         theme=theme,
         retained_versions=r.strings("retained_versions"),
+        preferences=preferences,
     )
 
 

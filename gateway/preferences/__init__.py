@@ -1,0 +1,1 @@
+"""Preferences and identities: the site's preference model at work, API keys, identity links."""

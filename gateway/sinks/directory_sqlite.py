@@ -1,0 +1,285 @@
+"""The directory in the embedded SQLite store: its own tables in the same database file."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gateway.sinks.directory import (
+    MAX_SUBJECTS_PER_IDENTITY,
+    ContactRow,
+    Link,
+    PreferenceState,
+    StoredKey,
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS deployment_secrets (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS used_tokens (
+    nonce TEXT PRIMARY KEY,
+    expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS used_tokens_expiry ON used_tokens (expires_at);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id TEXT PRIMARY KEY,
+    site TEXT NOT NULL,
+    name TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    secret_hash TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS identity_links (
+    site TEXT NOT NULL,
+    identity_hash TEXT NOT NULL,
+    subject_id TEXT NOT NULL,
+    identity_type TEXT NOT NULL,
+    linked_at TEXT NOT NULL,
+    source TEXT NOT NULL,
+    PRIMARY KEY (site, identity_hash, subject_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS identity_links_subject ON identity_links (site, subject_id);
+CREATE TABLE IF NOT EXISTS preference_state (
+    site TEXT NOT NULL,
+    subject_id TEXT NOT NULL,
+    product_line TEXT NOT NULL,
+    preferences TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    extra TEXT NOT NULL,
+    PRIMARY KEY (site, subject_id, product_line)
+) WITHOUT ROWID;
+"""
+
+# Newest wins whatever the arrival order: a redelivered or late state never moves it back.
+_UPSERT = """
+INSERT INTO preference_state VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (site, subject_id, product_line) DO UPDATE SET
+    preferences = excluded.preferences, record_id = excluded.record_id,
+    updated_at = excluded.updated_at, extra = excluded.extra
+WHERE (excluded.updated_at, excluded.record_id)
+    > (preference_state.updated_at, preference_state.record_id)
+"""
+
+_FORGET_TOKENS = """
+DELETE FROM used_tokens WHERE nonce IN
+    (SELECT nonce FROM used_tokens WHERE expires_at <= ? ORDER BY expires_at LIMIT 100)
+"""
+
+_CONTACT = """
+SELECT h.value, l.subject_id, s.product_line, s.preferences, s.record_id, s.updated_at
+FROM json_each(?) h
+JOIN identity_links l ON l.site = ? AND l.identity_hash = h.value
+LEFT JOIN preference_state s ON s.site = l.site AND s.subject_id = l.subject_id
+    AND s.product_line IN ('', ?)
+"""
+
+
+def _key(row: Any) -> StoredKey:
+    return StoredKey(row[0], row[1], row[2], tuple(orjson.loads(row[3])), row[4], row[5], row[6])
+
+
+def _state(site: str, subject: str, row: Sequence[Any]) -> PreferenceState:
+    return PreferenceState(
+        site, subject, row[0], orjson.loads(row[1]), row[2], row[3], orjson.loads(row[4])
+    )
+
+
+class SqliteDirectory:
+    """Each call runs in a worker thread, one at a time, on a connection of its own."""
+
+    name = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._conn: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        self._conn = await asyncio.to_thread(self._connect)
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
+        return conn
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            async with self._lock:
+                await asyncio.to_thread(conn.close)
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._conn is None:
+            raise RuntimeError("the directory is not open")
+        async with self._lock:
+            return await asyncio.to_thread(fn, self._conn, *args)
+
+    async def deployment_secret(self, name: str, make: Callable[[], str]) -> str:
+        def run(conn: sqlite3.Connection) -> str:
+            conn.execute("INSERT OR IGNORE INTO deployment_secrets VALUES (?, ?)", (name, make()))
+            row = conn.execute("SELECT value FROM deployment_secrets WHERE name = ?", (name,))
+            return str(row.fetchone()[0])
+
+        result: str = await self._call(run)
+        return result
+
+    async def use_token(self, nonce: str, expires_at: int, now: int) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            conn.execute(_FORGET_TOKENS, (now,))
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO used_tokens VALUES (?, ?)", (nonce, expires_at)
+            )
+            return cursor.rowcount == 1
+
+        result: bool = await self._call(run)
+        return result
+
+    async def add_key(self, key: StoredKey) -> None:
+        row = (
+            key.key_id,
+            key.site,
+            key.name,
+            orjson.dumps(list(key.scopes)).decode(),
+            key.secret_hash,
+            key.created_at,
+            key.revoked_at,
+        )
+        await self._call(lambda c: c.execute("INSERT INTO api_keys VALUES (?,?,?,?,?,?,?)", row))
+
+    async def get_key(self, key_id: str) -> StoredKey | None:
+        def run(conn: sqlite3.Connection) -> StoredKey | None:
+            row = conn.execute("SELECT * FROM api_keys WHERE key_id = ?", (key_id,)).fetchone()
+            return None if row is None else _key(row)
+
+        result: StoredKey | None = await self._call(run)
+        return result
+
+    async def list_keys(self, site: str | None) -> list[StoredKey]:
+        def run(conn: sqlite3.Connection) -> list[StoredKey]:
+            rows = conn.execute(
+                "SELECT * FROM api_keys WHERE ? IS NULL OR site = ? ORDER BY site, created_at",
+                (site, site),
+            )
+            return [_key(r) for r in rows]
+
+        result: list[StoredKey] = await self._call(run)
+        return result
+
+    async def revoke_key(self, key_id: str, at: str) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
+                (at, key_id),
+            )
+            return cursor.rowcount == 1
+
+        result: bool = await self._call(run)
+        return result
+
+    async def link(self, links: Sequence[Link]) -> None:
+        rows = [
+            (k.site, k.identity_hash, k.subject_id, k.identity_type, k.linked_at, k.source)
+            for k in links
+        ]
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany("INSERT OR IGNORE INTO identity_links VALUES (?,?,?,?,?,?)", rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        await self._call(run)
+
+    async def subjects_for(self, site: str, identity_hash: str) -> list[str]:
+        def run(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT subject_id FROM identity_links WHERE site = ? AND identity_hash = ? "
+                "ORDER BY linked_at DESC, subject_id LIMIT ?",
+                (site, identity_hash, MAX_SUBJECTS_PER_IDENTITY),
+            )
+            return [r[0] for r in rows]
+
+        result: list[str] = await self._call(run)
+        return result
+
+    async def identity_types(self, site: str, subject_id: str) -> list[str]:
+        def run(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT DISTINCT identity_type FROM identity_links "
+                "WHERE site = ? AND subject_id = ? ORDER BY identity_type",
+                (site, subject_id),
+            )
+            return [r[0] for r in rows]
+
+        result: list[str] = await self._call(run)
+        return result
+
+    async def write_preferences(self, states: Sequence[PreferenceState]) -> None:
+        rows = [
+            (
+                s.site,
+                s.subject_id,
+                s.product_line,
+                orjson.dumps(s.preferences).decode(),
+                s.record_id,
+                s.updated_at,
+                orjson.dumps(s.extra).decode(),
+            )
+            for s in states
+        ]
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(_UPSERT, rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        await self._call(run)
+
+    async def preferences_of(self, site: str, subject_id: str) -> list[PreferenceState]:
+        def run(conn: sqlite3.Connection) -> list[PreferenceState]:
+            rows = conn.execute(
+                "SELECT product_line, preferences, record_id, updated_at, extra "
+                "FROM preference_state WHERE site = ? AND subject_id = ? ORDER BY product_line",
+                (site, subject_id),
+            )
+            return [_state(site, subject_id, r) for r in rows]
+
+        result: list[PreferenceState] = await self._call(run)
+        return result
+
+    async def contact_rows(
+        self, site: str, identity_hashes: Sequence[str], product_line: str
+    ) -> list[ContactRow]:
+        hashes = orjson.dumps(list(dict.fromkeys(identity_hashes))).decode()
+
+        def run(conn: sqlite3.Connection) -> list[ContactRow]:
+            rows = conn.execute(_CONTACT, (hashes, site, product_line)).fetchall()
+            return [
+                ContactRow(
+                    r[0], r[1], r[2], None if r[3] is None else orjson.loads(r[3]), r[5], r[4]
+                )
+                for r in rows
+            ]
+
+        result: list[ContactRow] = await self._call(run)
+        return result

@@ -1,0 +1,194 @@
+"""Server-to-server endpoints (CRM, marketing automation, apps): per-site API keys.
+
+Thin handlers: parse and check the body here, then one call into the preferences service.
+Errors are the app's typed errors (gateway/core/errors.py), rendered by its handlers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from gateway.core.errors import BadRequest, NotFound
+from gateway.core.preference_model import PreferenceModel
+from gateway.preferences import contactability, identities, tokens
+from gateway.preferences.identities import Identity, InvalidIdentity
+from gateway.preferences.service import PreferenceService, check_subject
+
+MAX_BODY = 256 * 1024  # a contactability batch of 1,000 identities fits with room to spare
+MAX_BATCH = 1000
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(
+        orjson.dumps(data), status, {"Cache-Control": "no-store"}, media_type="application/json"
+    )
+
+
+async def _body(request: Request, allowed: set[str]) -> Mapping[str, Any]:
+    """The JSON object of the request, bounded in size, with no keys beyond ``allowed``."""
+    media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media != "application/json":
+        raise BadRequest(
+            "unsupported_media_type", "send Content-Type: application/json", status_code=415
+        )
+    declared = request.headers.get("content-length")
+    if declared is not None and not (declared.isascii() and declared.isdigit()):
+        raise BadRequest("invalid_content_length", "Content-Length must be a number")
+    if declared is not None and int(declared) > MAX_BODY:
+        raise BadRequest("body_too_large", f"body exceeds {MAX_BODY} bytes", status_code=413)
+    raw = bytearray()
+    try:
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > MAX_BODY:
+                raise BadRequest(
+                    "body_too_large", f"body exceeds {MAX_BODY} bytes", status_code=413
+                )
+    except ClientDisconnect as exc:
+        raise BadRequest("client_disconnected", "the client went away mid-body") from exc
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest("invalid_json", f"the body is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BadRequest("invalid_body", "the body must be a JSON object")
+    for key in data:
+        if key not in allowed:
+            raise BadRequest(
+                "unknown_field",
+                f"unknown field {key[:40]!r}; allowed: {', '.join(sorted(allowed))}",
+                field=key[:40],
+            )
+    return data
+
+
+async def _authorized(request: Request, scope: str) -> tuple[str, PreferenceModel]:
+    """The site id and its preference model, once the caller's API key is checked."""
+    site_id = request.path_params["site"]
+    bundle = request.app.state.gateway.catalog.get(site_id)
+    if bundle is None:
+        raise NotFound("unknown_site", f"no site named {site_id[:64]!r}")
+    service: PreferenceService = request.app.state.preferences
+    await service.auth.authenticate(request.headers.get("authorization"), site_id, scope)
+    return site_id, bundle.site.preferences
+
+
+def _identity(model: PreferenceModel, data: Any, field: str) -> Identity:
+    return identities.from_json(model, data, field)
+
+
+async def _state(request: Request, site: str, subject_id: str) -> dict[str, Any]:
+    """A subject's current consents (records) with its preferences and identity types."""
+    history = await request.app.state.recording.history(site, subject_id)
+    current = history.get("current")
+    service: PreferenceService = request.app.state.preferences
+    state = await service.state_of(site, subject_id)
+    times = [t for t in (current and current["recorded_at"], state["updated_at"]) if t]
+    return {
+        "subject_id": subject_id,
+        "consents": dict(current["choices"]) if current else None,
+        "consent_record_id": current["record_id"] if current else None,
+        "preferences": state["preferences"],
+        "identities": state["identities"],
+        "updated_at": max(times, default=None),
+    }
+
+
+async def issue_identity_token(request: Request) -> Response:
+    site, model = await _authorized(request, "identities:write")
+    body = await _body(request, {"identities", "subject_id", "ttl_seconds"})
+    items = body.get("identities")
+    if not isinstance(items, list) or not 1 <= len(items) <= tokens.MAX_IDENTITIES:
+        raise BadRequest(
+            "invalid_field", f"a list of 1-{tokens.MAX_IDENTITIES} identities", field="identities"
+        )
+    found = [_identity(model, item, f"identities[{n}]") for n, item in enumerate(items)]
+    subject = body.get("subject_id")
+    if subject is not None and not isinstance(subject, str):
+        raise BadRequest("invalid_field", "a string or null", field="subject_id")
+    ttl = body.get("ttl_seconds", tokens.DEFAULT_TTL)
+    if type(ttl) is not int or not 1 <= ttl <= tokens.MAX_TTL:
+        raise BadRequest("invalid_field", f"whole seconds, 1-{tokens.MAX_TTL}", field="ttl_seconds")
+    service: PreferenceService = request.app.state.preferences
+    token, expires = await service.issue_token(
+        site, found, None if subject is None else check_subject(subject), ttl
+    )
+    at = dt.datetime.fromtimestamp(expires, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _json({"token": token, "expires_at": at, "expires_in": ttl}, 201)
+
+
+async def link_identity(request: Request) -> Response:
+    site, model = await _authorized(request, "identities:write")
+    subject_id = check_subject(request.path_params["subject_id"])
+    body = await _body(request, {"type", "value"})
+    identity = _identity(model, body, "identity")
+    service: PreferenceService = request.app.state.preferences
+    await service.link(site, subject_id, identity)
+    return _json({"subject_id": subject_id, "type": identity.type, "linked": True}, 201)
+
+
+async def find_subjects(request: Request) -> Response:
+    site, model = await _authorized(request, "subjects:read")
+    wanted = request.query_params.getlist("identity")
+    if len(wanted) != 1:
+        raise BadRequest(
+            "invalid_parameter", "give exactly one identity=TYPE:VALUE", field="identity"
+        )
+    identity = identities.from_query(model, wanted[0])
+    service: PreferenceService = request.app.state.preferences
+    subjects = await service.subjects_for(site, identity)
+    return _json({"subjects": [await _state(request, site, s) for s in subjects]})
+
+
+async def get_subject(request: Request) -> Response:
+    site, _ = await _authorized(request, "subjects:read")
+    subject_id = check_subject(request.path_params["subject_id"])
+    state = await _state(request, site, subject_id)
+    if state["consents"] is None and not state["preferences"] and not state["identities"]:
+        raise NotFound("unknown_subject", "nothing is recorded or linked for this subject")
+    return _json(state)
+
+
+async def check_contactability(request: Request) -> Response:
+    site, model = await _authorized(request, "contactability")
+    body = await _body(request, {"channel", "topic", "product_line", "identities"})
+    q = contactability.question(
+        model, body.get("channel"), body.get("topic"), body.get("product_line")
+    )
+    items = body.get("identities")
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
+        raise BadRequest("invalid_field", f"a list of 1-{MAX_BATCH} identities", field="identities")
+    parsed: list[Identity | InvalidIdentity] = []
+    for item in items:
+        try:
+            parsed.append(identities.from_json(model, item))
+        except InvalidIdentity as exc:  # one bad row answers no, not the whole batch
+            parsed.append(exc)
+    service: PreferenceService = request.app.state.preferences
+    answers = await service.contactability(site, q, parsed)
+    return _json(
+        {
+            "results": [
+                {"identity": item, **answer.as_json()}
+                for item, answer in zip(items, answers, strict=True)
+            ]
+        }
+    )
+
+
+def routes() -> list[BaseRoute]:
+    base = "/v1/sites/{site}"
+    return [
+        Route(f"{base}/identity-tokens", issue_identity_token, methods=["POST"]),
+        Route(f"{base}/subjects", find_subjects, methods=["GET"]),
+        Route(f"{base}/subjects/{{subject_id}}", get_subject, methods=["GET"]),
+        Route(f"{base}/subjects/{{subject_id}}/identities", link_identity, methods=["POST"]),
+        Route(f"{base}/contactability", check_contactability, methods=["POST"]),
+    ]
