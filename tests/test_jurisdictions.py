@@ -9,7 +9,14 @@ import pytest
 
 from gateway.core import jurisdictions as j
 from gateway.core.errors import ConfigError
-from gateway.core.model import CONSENT_MODE_TYPES, SEPARATE_CONSENT_KINDS, Purpose, Region, Rule
+from gateway.core.model import (
+    CONSENT_MODE_TYPES,
+    SEPARATE_CONSENT_KINDS,
+    Exemption,
+    Purpose,
+    Region,
+    Rule,
+)
 
 EU27 = (
     "AT",
@@ -72,7 +79,10 @@ EU27 = (
         ("US", "CO", "us-states"),
         ("US", "TX", "us-states"),
         ("US", "NJ", "us-states"),
-        ("US", "VA", "us-states-gpc-optional"),
+        ("US", "VA", "us-va"),  # sells no precise geolocation (2026 Acts ch. 820)
+        ("US", "MD", "us-md"),
+        ("US", "CT", "us-ct"),
+        ("US", "OR", "us-or"),
         ("US", "UT", "us-states-gpc-optional"),
         ("US", "RI", "us-states-gpc-optional"),
         ("US", None, "us"),  # country-only database: the union of US obligations
@@ -128,18 +138,21 @@ def test_template_is_consistent(rule: Rule) -> None:
     assert rule.default_granted == (rule.model != "opt-in")
     assert rule.consent_mode["security_storage"] == "granted"
     if rule.model == "opt-in":
-        # Nothing non-essential before consent, except what a rule exempts (UK 2026).
-        exempt = {t for e in rule.exempt_purposes for t in j.EXEMPT_CATEGORIES[e]}
-        assert {t for t, v in rule.consent_mode.items() if v == "granted"} == {
-            "security_storage"
-        } | exempt
+        # Nothing non-essential before consent; not even what a rule exempts (UK 2026): only a
+        # site purpose that qualifies by fact grants its types (PECR Sch. A1 para 5).
+        assert {t for t, v in rule.consent_mode.items() if v == "granted"} == {"security_storage"}
     else:
-        assert set(rule.consent_mode.values()) == {"granted"}
+        # Granted before a choice, except the types the rule keeps opt-in (CH: ad types).
+        assert {t for t, v in rule.consent_mode.items() if v == "denied"} == set(rule.opt_in_types)
         # Honour GPC wherever the law grants an opt-out: nothing in these laws forbids it.
         assert rule.gpc
+    # Every template names what it encodes: statute sections and regulator guidance.
+    law, guidance = j.SOURCES[rule.id]
+    assert law and guidance
     assert set(rule.separate_consent) <= set(SEPARATE_CONSENT_KINDS)
     assert rule.name
-    assert rule.reprompt_days <= 395  # TCF: re-ask at most every 13 months
+    # TCF Policies ch. II: remind of the right to withdraw at least every 13 months.
+    assert rule.reprompt_months <= 13
 
 
 @pytest.mark.parametrize(
@@ -152,8 +165,8 @@ def test_template_is_consistent(rule: Rule) -> None:
                 "gpc": False,
                 "reject_on_first_layer": True,
                 "age_of_consent": 16,
-                "reprompt_days": 395,
-                "reprompt_after_refusal_days": 180,
+                "reprompt_months": 13,
+                "reprompt_after_refusal_months": 6,
             },
         ),
         (
@@ -173,7 +186,7 @@ def test_template_is_consistent(rule: Rule) -> None:
                 "do_not_sell_link": True,
                 "limit_sensitive_link": True,
                 "age_of_consent": 16,
-                "reprompt_after_refusal_days": 365,
+                "reprompt_after_refusal_months": 12,
             },
         ),
         ("us-states", {"gpc": True, "do_not_sell_link": True, "limit_sensitive_link": False}),
@@ -194,7 +207,11 @@ def test_template_is_consistent(rule: Rule) -> None:
                 ),
             },
         ),
-        ("appi", {"model": "notice", "separate_consent": ("sensitive", "third_party")}),
+        # APPI Art. 28: prior consent to provide to a third party abroad (W11).
+        (
+            "appi",
+            {"model": "notice", "separate_consent": ("sensitive", "third_party", "cross_border")},
+        ),
         (
             "pipa",
             {
@@ -222,18 +239,30 @@ def test_us_fallback_is_the_union_of_us_templates() -> None:
             assert getattr(union, flag) or not getattr(rule, flag), (rid, flag)
         assert set(rule.separate_consent) <= set(union.separate_consent)
         assert (union.age_of_consent or 0) >= (rule.age_of_consent or 0)
-        assert union.reprompt_after_refusal_days >= rule.reprompt_after_refusal_days
+        assert union.reprompt_after_refusal_months >= rule.reprompt_after_refusal_months
 
 
 @pytest.mark.parametrize(
     ("country", "rule_id", "expected"),
     [
+        # GDPR Art. 8(1) as each state set it.
         ("FR", "gdpr", 15),
         ("DE", "gdpr", 16),
         ("BE", "gdpr", 13),
         ("ES", "gdpr", 14),
-        ("GB", "uk", 13),
-        ("CN", "pipl", 14),
+        ("IT", "gdpr", 14),
+        # French outermost regions: loi Informatique et Libertés art. 45 (15).
+        ("GF", "gdpr", 15),
+        ("GP", "gdpr", 15),
+        ("MQ", "gdpr", 15),
+        ("RE", "gdpr", 15),
+        ("YT", "gdpr", 15),
+        ("MF", "gdpr", 15),
+        # Åland: the Finnish Data Protection Act s. 5 (13).
+        ("AX", "gdpr", 13),
+        ("GI", "gdpr", 16),  # no national figure: the Regulation's own
+        ("GB", "uk", 13),  # DPA 2018 s. 9
+        ("CN", "pipl", 14),  # PIPL Art. 31
         ("CH", "ch", None),
     ],
 )
@@ -241,33 +270,76 @@ def test_age_of_consent(country: str, rule_id: str, expected: int | None) -> Non
     assert j.age_of_consent(Region(country), j.RULES[rule_id]) == expected
 
 
+def test_national_ages_survive_site_overrides_that_keep_the_age() -> None:
+    """GDPR Art. 8(1): a site that changes another field keeps the national figure (DK 13)."""
+    overrides = {"*": {"reprompt_after_refusal_months": 3}}
+    dk = j.rule_for(Region("DK"), overrides)
+    assert dk.id.startswith("gdpr+")
+    assert j.age_of_consent(Region("DK"), dk) == 13
+    assert j.age_of_consent(Region("RE"), j.rule_for(Region("RE"), overrides)) == 15
+    # A site that states its own age means it everywhere the override applies.
+    own = {"*": {"age_of_consent": 16}}
+    assert j.age_of_consent(Region("DK"), j.rule_for(Region("DK"), own)) == 16
+
+
 def _purpose(pid: str, modes: tuple[str, ...], **kw: Any) -> Purpose:
     return Purpose(id=pid, name=pid, description=pid, consent_mode=modes, **kw)
+
+
+STATS = Exemption(
+    category="analytics",
+    improves_service_only=True,
+    shared_only_to_improve=True,
+    provider_is_processor=True,
+)
+APPEARANCE = Exemption(category="functionality")
 
 
 @pytest.mark.parametrize(
     ("purpose", "exempt"),
     [
-        (_purpose("analytics", ("analytics_storage",)), True),
-        (_purpose("stats", ("analytics_storage",)), True),  # by category, whatever its id
-        (_purpose("prefs", ("functionality_storage",)), True),
-        (_purpose("mixed", ("analytics_storage", "functionality_storage")), True),
-        (_purpose("ga_ads", ("analytics_storage", "ad_storage")), False),
-        (_purpose("sold", ("analytics_storage",), sale_or_share=True), False),
-        (_purpose("shared", ("analytics_storage",), separate="third_party"), False),
-        (_purpose("personalization", ("personalization_storage",)), False),
-        (_purpose("nothing", ()), False),
+        # PECR Sch. A1 para 5 and ICO guidance: exempt only when the site declares the facts.
+        (_purpose("analytics", ("analytics_storage",), exemption=STATS), True),
+        (_purpose("stats", ("analytics_storage",), exemption=STATS), True),  # whatever its id
+        (_purpose("prefs", ("functionality_storage",), exemption=APPEARANCE), True),  # para 6
+        # By category alone, nothing qualifies any more (W4).
+        (_purpose("analytics", ("analytics_storage",)), False),
+        (_purpose("prefs", ("functionality_storage",)), False),
+        # A declaration missing a fact the law or the ICO requires does not qualify.
+        (
+            _purpose(
+                "ga4",
+                ("analytics_storage",),
+                exemption=Exemption("analytics", True, True, provider_is_processor=False),
+            ),
+            False,
+        ),
+        (
+            _purpose(
+                "shared",
+                ("analytics_storage",),
+                exemption=Exemption("analytics", True, False, True),
+            ),
+            False,
+        ),
+        # Everything it maps must be of the declared category's types.
+        (_purpose("mixed", ("analytics_storage", "functionality_storage"), exemption=STATS), False),
+        (_purpose("ga_ads", ("analytics_storage", "ad_storage"), exemption=STATS), False),
+        (_purpose("sold", ("analytics_storage",), sale_or_share=True, exemption=STATS), False),
+        (_purpose("third", ("analytics_storage",), separate="third_party", exemption=STATS), False),
+        (_purpose("nothing", (), exemption=STATS), False),
     ],
 )
-def test_uk_exemption_by_category(purpose: Purpose, exempt: bool) -> None:
+def test_uk_exemption_by_fact(purpose: Purpose, exempt: bool) -> None:
     assert j.is_exempt(j.RULES["uk"], purpose) is exempt
     assert j.is_exempt(j.RULES["gdpr"], purpose) is False
 
 
-def test_exemption_by_site_purpose_id() -> None:
+def test_exemption_by_site_purpose_id_needs_the_declaration_too() -> None:
     rule = j.apply_override(j.RULES["gdpr"], {"exempt_purposes": ["audience"]})
-    assert j.is_exempt(rule, _purpose("audience", ("ad_storage",)))
-    assert not j.is_exempt(rule, _purpose("analytics", ("analytics_storage",)))
+    assert j.is_exempt(rule, _purpose("audience", ("analytics_storage",), exemption=STATS))
+    assert not j.is_exempt(rule, _purpose("audience", ("analytics_storage",)))
+    assert not j.is_exempt(rule, _purpose("analytics", ("analytics_storage",), exemption=STATS))
 
 
 @pytest.mark.parametrize(
@@ -293,16 +365,16 @@ def test_exemption_by_site_purpose_id() -> None:
         ),
         ({"US-CA": {"reject_on_first_layer": True}}, "US", "TX", {"id": "us-states"}),
         (
-            {"*": {"reprompt_after_refusal_days": 90}},
+            {"*": {"reprompt_after_refusal_months": 3}},
             None,
             None,
-            {"reprompt_after_refusal_days": 90, "model": "opt-in"},
+            {"reprompt_after_refusal_months": 3, "model": "opt-in"},
         ),
         (
-            {"*": {"reprompt_after_refusal_days": 90}, "DE": {"reprompt_after_refusal_days": 30}},
+            {"*": {"reprompt_after_refusal_months": 3}, "DE": {"reprompt_after_refusal_months": 1}},
             "DE",
             None,
-            {"reprompt_after_refusal_days": 30},
+            {"reprompt_after_refusal_months": 1},
         ),
         # Field changes apply to a code and everything under it, from "*" to the subdivision.
         (
@@ -384,7 +456,7 @@ def test_changed_rules_get_derived_ids() -> None:
     assert c.id != a.id
     assert j.rule_for(Region("FR"), {"DE": {"age_of_consent": 15}}) is j.RULES["gdpr"]
     # One "*" override gives every gdpr country the same Rule object.
-    star = {"*": {"reprompt_days": 180}}
+    star = {"*": {"reprompt_months": 6}}
     assert j.rule_for(Region("FR"), star) is j.rule_for(Region("DE"), star)
     assert j.rule_for(Region("GB"), star).id.startswith("uk+")
 
@@ -455,7 +527,8 @@ def test_apply_override_rejects_bad_input() -> None:
         ({"DE": {"gpc": "yes"}}, ["\"DE\".gpc: expected true or false, got str 'yes'"]),
         ({"DE": {"age_of_consent": True}}, ['"DE".age_of_consent: expected a whole number']),
         ({"DE": {"age_of_consent": 99}}, ['"DE".age_of_consent: expected a whole number']),
-        ({"DE": {"reprompt_days": "13 months"}}, ['"DE".reprompt_days: expected']),
+        ({"DE": {"reprompt_months": "13"}}, ['"DE".reprompt_months: expected']),
+        ({"DE": {"reprompt_days": 395}}, ['"DE".reprompt_days: renamed: use reprompt_months']),
         ({"DE": {"model": "opt_in"}}, ["\"DE\".model: expected 'opt-in'"]),
         (
             {"DE": {"separate_consent": ["sensitive", "biometric"]}},

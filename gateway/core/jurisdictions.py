@@ -14,6 +14,7 @@ the shipped template.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import re
@@ -26,12 +27,17 @@ from typing import Any, get_args
 from gateway.core.errors import ConfigError
 from gateway.core.model import (
     CONSENT_MODE_TYPES,
+    EXEMPTION_CATEGORIES,
+    MINOR_PROHIBITED_KINDS,
+    PROHIBITED_KINDS,
     SEPARATE_CONSENT_KINDS,
     ConsentModel,
     Purpose,
     Region,
     Rule,
 )
+from gateway.core.purposes import exemption_problems
+from gateway.core.regionmap import RegionMap
 
 MODELS: tuple[str, ...] = get_args(ConsentModel)
 _BOOL_FIELDS = (
@@ -40,21 +46,35 @@ _BOOL_FIELDS = (
     "reject_on_first_layer",
     "do_not_sell_link",
     "limit_sensitive_link",
+    "gpc_objects",
 )
 _INT_FIELDS = {
     "age_of_consent": (0, 21),
-    "reprompt_days": (1, 3650),
-    "reprompt_after_refusal_days": (1, 3650),
+    "reprompt_months": (1, 120),
+    "reprompt_after_refusal_months": (1, 120),
+    "minor_age": (0, 21),
+}
+# List fields whose entries come from a fixed vocabulary.
+_KIND_FIELDS: Mapping[str, tuple[str, ...]] = {
+    "separate_consent": SEPARATE_CONSENT_KINDS,
+    "prohibited": PROHIBITED_KINDS,
+    "minor_prohibited": MINOR_PROHIBITED_KINDS,
+    "opt_in_types": CONSENT_MODE_TYPES,
 }
 FIELDS: tuple[str, ...] = (
     "model",
     "name",
     *_BOOL_FIELDS,
-    "separate_consent",
+    *_KIND_FIELDS,
     "consent_mode",
     *_INT_FIELDS,
     "exempt_purposes",
 )
+# Fields of earlier releases, with what replaced them.
+_RENAMED = {
+    "reprompt_days": "reprompt_months (calendar months; 13 months = 393 to 397 days)",
+    "reprompt_after_refusal_days": "reprompt_after_refusal_months (calendar months)",
+}
 _REGION_CODE = re.compile(r"[A-Z]{2}(-[A-Z0-9]{1,3})?")
 _CODE_HINTS = {
     "UK": 'the United Kingdom is "GB"',
@@ -80,9 +100,10 @@ def field_problem(name: str, value: Any, exempt_categories: Mapping[str, Any]) -
         return None if value in MODELS else _problem(value, " or ".join(map(repr, MODELS)))
     if name == "name":
         return None if isinstance(value, str) else _problem(value, "a string")
-    if name == "separate_consent":
-        if not isinstance(value, list) or any(v not in SEPARATE_CONSENT_KINDS for v in value):
-            return _problem(value, f"a list of {', '.join(map(repr, SEPARATE_CONSENT_KINDS))}")
+    if name in _KIND_FIELDS:
+        kinds = _KIND_FIELDS[name]
+        if not isinstance(value, list) or any(v not in kinds for v in value):
+            return _problem(value, f"a list of {', '.join(map(repr, kinds))}")
         return None
     if name == "exempt_purposes":
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
@@ -100,6 +121,8 @@ def field_problem(name: str, value: Any, exempt_categories: Mapping[str, Any]) -
             if state not in ("granted", "denied"):
                 return f"{key}: " + _problem(state, "'granted' or 'denied'")
         return None
+    if name in _RENAMED:
+        return f"renamed: use {_RENAMED[name]}"
     return f"unknown field (known: rule, {', '.join(FIELDS)})"
 
 
@@ -112,15 +135,66 @@ def _model_consent_mode(model: str) -> dict[str, str]:
 
 def _build_rule(rule_id: str, fields: Mapping[str, Any]) -> Rule:
     values = {k: v for k, v in fields.items() if k in FIELDS}
-    values["separate_consent"] = tuple(values.get("separate_consent", ()))
-    values["exempt_purposes"] = tuple(values.get("exempt_purposes", ()))
+    for name in (*_KIND_FIELDS, "exempt_purposes"):
+        values[name] = tuple(values.get(name, ()))
+    values["national_ages"] = MappingProxyType(dict(fields.get("national_ages") or {}))
     values["age_of_consent"] = values.get("age_of_consent") or None
     values["consent_mode"] = MappingProxyType(dict(values.get("consent_mode", {})))
     return Rule(id=rule_id, **values)
 
 
+# Template keys that are not Rule fields: documentation, inheritance, and the region map.
+_TEMPLATE_KEYS = ("law", "guidance", "extends", "regions", "regions_from", "national_ages")
+# What a template that extends another does not inherit: its identity and where it applies.
+_NOT_INHERITED = ("name", "law", "guidance", "extends", "regions", "regions_from")
+
+
+def expand_templates(
+    templates: Mapping[str, Mapping[str, Any]], where: str
+) -> dict[str, dict[str, Any]]:
+    """Each template's fields, those of a template it ``extends`` first (one level deep)."""
+    expanded: dict[str, dict[str, Any]] = {}
+    for rule_id, fields in templates.items():
+        parent_id = fields.get("extends")
+        if parent_id is None:
+            expanded[rule_id] = dict(fields)
+            continue
+        parent = templates.get(parent_id)
+        if not isinstance(parent_id, str) or parent is None or "extends" in parent:
+            raise ConfigError(
+                f"extends {parent_id!r}: not a template that extends no other",
+                where=f"{where}: templates.{rule_id}.extends",
+            )
+        inherited = {k: v for k, v in parent.items() if k not in _NOT_INHERITED}
+        expanded[rule_id] = {**inherited, **fields}
+    return expanded
+
+
+def dated_regions(
+    rule_id: str, fields: Mapping[str, Any], where: str
+) -> list[tuple[dt.date, str, str]]:
+    """``regions_from`` of one template as (first day, region code, rule id)."""
+    table = fields.get("regions_from", {})
+    if not isinstance(table, Mapping):
+        raise ConfigError("expected a table of region = date", where=f"{where}: {rule_id}")
+    found = []
+    for code, day in table.items():
+        if not isinstance(day, dt.date) or isinstance(day, dt.datetime):
+            raise ConfigError(
+                f"{code}: expected a date such as 2027-01-01, got {day!r}",
+                where=f"{where}: templates.{rule_id}.regions_from",
+            )
+        found.append((day, code, rule_id))
+    return found
+
+
 def _load() -> tuple[
-    dict[str, Rule], dict[str, str], str, dict[str, tuple[str, ...]], dict[str, str], dict[str, int]
+    dict[str, Rule],
+    dict[str, str],
+    str,
+    dict[str, tuple[str, ...]],
+    dict[str, tuple[str, str]],
+    list[tuple[dt.date, str, str]],
 ]:
     text = (
         resources.files("gateway.core")
@@ -131,63 +205,66 @@ def _load() -> tuple[
     data = tomllib.loads(text)
     where = "gateway/core/rules/jurisdictions.toml"
     categories = {k: tuple(v) for k, v in data["exempt_categories"].items()}
+    if not set(categories) <= set(EXEMPTION_CATEGORIES):
+        raise ConfigError(f"exempt categories are {EXEMPTION_CATEGORIES}", where=where)
+    ages = dict(data["national_age_of_consent"])
     rules: dict[str, Rule] = {}
     regions: dict[str, str] = {}
-    laws: dict[str, str] = {}
-    for rule_id, fields in data["templates"].items():
+    sources: dict[str, tuple[str, str]] = {}
+    dated: list[tuple[dt.date, str, str]] = []
+    for rule_id, fields in expand_templates(data["templates"], where).items():
         for name, value in fields.items():
-            problem = None if name in ("regions", "law") else field_problem(name, value, categories)
+            problem = None if name in _TEMPLATE_KEYS else field_problem(name, value, categories)
             if problem:
                 raise ConfigError(problem, where=f"{where}: templates.{rule_id}.{name}")
         if not set(fields.get("exempt_purposes", [])) <= set(categories):
             raise ConfigError("a template exempts categories only", where=f"{where}: {rule_id}")
         if set(fields.get("consent_mode", {})) != set(CONSENT_MODE_TYPES):
             raise ConfigError("consent_mode must set all 7 types", where=f"{where}: {rule_id}")
-        rules[rule_id] = _build_rule(rule_id, fields)
-        laws[rule_id] = fields.get("law", "")
-        for code in fields.get("regions", []):
+        if not fields.get("law") or not fields.get("guidance"):
+            raise ConfigError(
+                "every template names its law and guidance", where=f"{where}: {rule_id}"
+            )
+        national = ages if fields.get("national_ages") is True else {}
+        rules[rule_id] = _build_rule(rule_id, {**fields, "national_ages": national})
+        sources[rule_id] = (fields["law"], fields["guidance"])
+        dated += dated_regions(rule_id, fields, where)
+        for code in [*fields.get("regions", []), *fields.get("regions_from", {})]:
             if code in regions or not _REGION_CODE.fullmatch(code):
                 raise ConfigError(f"region {code!r} is malformed or mapped twice", where=where)
             regions[code] = rule_id
     strictest = data["strictest"]
     if strictest not in rules:
         raise ConfigError(f"strictest rule {strictest!r} is not a template", where=where)
-    return rules, regions, strictest, categories, laws, dict(data["national_age_of_consent"])
+    for _, code, _ in dated:
+        del regions[code]  # joins on its date (see RegionMap)
+    return rules, regions, strictest, categories, sources, sorted(dated)
 
 
-_rules, _regions, STRICTEST_RULE_ID, _categories, _laws, _ages = _load()
+_rules, _regions, STRICTEST_RULE_ID, _categories, SOURCES, _dated = _load()
 RULES: Mapping[str, Rule] = MappingProxyType(_rules)
+# Region code → rule id, for the regions mapped without a date.
 REGION_RULES: Mapping[str, str] = MappingProxyType(_regions)
+# (first day, region code, rule id) of the regions that join a rule on a date.
+DATED_REGIONS: tuple[tuple[dt.date, str, str], ...] = tuple(_dated)
 # UK-style exemption categories → the Consent Mode types a purpose may map to fall in them.
 EXEMPT_CATEGORIES: Mapping[str, tuple[str, ...]] = MappingProxyType(_categories)
-# GDPR Art. 8 national ages by country, for age gates; the gdpr rule itself carries 16.
-NATIONAL_AGE_OF_CONSENT: Mapping[str, int] = MappingProxyType(_ages)
 _STRICTEST = RULES[STRICTEST_RULE_ID]
-# Hot-path tables: country → rule, and country → {subdivision suffix → rule}.
-_BY_COUNTRY: dict[str, Rule] = {c: RULES[r] for c, r in REGION_RULES.items() if "-" not in c}
-
-
-def _subdivision_table() -> dict[str, dict[str, Rule]]:
-    table: dict[str, dict[str, Rule]] = {}
-    for code, rule_id in REGION_RULES.items():
-        if "-" in code:
-            country, sub = code.split("-", 1)
-            table.setdefault(country, {})[sub] = RULES[rule_id]
-    return table
-
-
-_BY_SUBDIVISION = _subdivision_table()
+# Hot-path tables as of today (country → rule, country → {subdivision → rule}).
+REGION_MAP = RegionMap(RULES, REGION_RULES, DATED_REGIONS)
 
 
 def _base_rule(country: str | None, sub: str | None) -> Rule:
     if not country:
         return _STRICTEST
-    subs = _BY_SUBDIVISION.get(country)
+    region_map = REGION_MAP
+    region_map.refresh()
+    subs = region_map.by_subdivision.get(country)
     if subs is not None and sub:
         rule = subs.get(sub) or subs.get(sub.strip().upper())
         if rule is not None:
             return rule
-    rule = _BY_COUNTRY.get(country)
+    rule = region_map.by_country.get(country)
     if rule is not None:
         return rule
     # Slow path only for codes that are not already clean upper case.
@@ -198,18 +275,26 @@ def _base_rule(country: str | None, sub: str | None) -> Rule:
 
 
 def is_exempt(rule: Rule, purpose: Purpose) -> bool:
-    """Whether the rule exempts this purpose from consent (inform + easy objection instead)."""
-    if not rule.exempt_purposes:
+    """Whether the rule exempts this purpose from consent (inform + easy objection instead).
+
+    By fact, not by category: the site must declare the facts the exception needs
+    (``Purpose.exemption``), and the purpose must neither sell/share nor need a separate consent.
+    A category then covers it when everything it maps is of the category's types; a purpose the
+    site names in ``exempt_purposes`` needs only its declaration.
+    """
+    declared = purpose.exemption
+    if not rule.exempt_purposes or declared is None:
+        return False
+    if purpose.sale_or_share or purpose.separate is not None:
+        return False
+    if exemption_problems(declared, declared.category):
         return False
     if purpose.id in rule.exempt_purposes and purpose.id not in EXEMPT_CATEGORIES:
         return True  # the site named its own purpose
-    # A category covers a purpose only if all it stores falls in exempt categories and nothing
-    # of it is sold, shared or needs a consent of its own.
-    types = {t for e in rule.exempt_purposes for t in EXEMPT_CATEGORIES.get(e, ())}
+    types = EXEMPT_CATEGORIES.get(declared.category, ())
     return (
-        bool(purpose.consent_mode)
-        and not purpose.sale_or_share
-        and purpose.separate is None
+        declared.category in rule.exempt_purposes
+        and bool(purpose.consent_mode)
         and all(t in types for t in purpose.consent_mode)
     )
 
@@ -294,9 +379,11 @@ def _derive(base: Rule, fields: Mapping[str, Any]) -> Rule:
         consent_mode = _model_consent_mode(fields["model"])
     consent_mode.update(fields.get("consent_mode", {}))
     merged = {**{f: getattr(base, f) for f in FIELDS}, **changes, "consent_mode": consent_mode}
-    merged["separate_consent"] = list(merged["separate_consent"])
-    merged["exempt_purposes"] = list(merged["exempt_purposes"])
+    for name in (*_KIND_FIELDS, "exempt_purposes"):
+        merged[name] = list(merged[name])
     merged["age_of_consent"] = merged["age_of_consent"] or 0
+    # A site that states its own age of consent means it everywhere the override applies.
+    merged["national_ages"] = {} if "age_of_consent" in fields else base.national_ages
     digest = hashlib.sha256(_canonical(fields).encode()).hexdigest()[:8]
     return _build_rule(f"{base.id}+{digest}", merged)
 
@@ -320,7 +407,7 @@ def apply_override(rule: Rule, override: Mapping[str, Any]) -> Rule:
 class _SiteRules:
     """One site's overrides, resolved lazily per region and memoised (stable Rule objects)."""
 
-    __slots__ = ("_by_content", "_by_region", "_overrides")
+    __slots__ = ("_by_content", "_by_region", "_epoch", "_overrides")
 
     def __init__(self, overrides: Mapping[str, Mapping[str, Any]]) -> None:
         problems = validate_overrides(overrides)
@@ -329,8 +416,13 @@ class _SiteRules:
         self._overrides = overrides
         self._by_region: dict[tuple[str | None, str | None], Rule] = {}
         self._by_content: dict[str, Rule] = {}
+        self._epoch = REGION_MAP.epoch
 
     def rule(self, region: Region) -> Rule:
+        REGION_MAP.refresh()
+        if self._epoch != REGION_MAP.epoch:  # a dated region has joined its rule
+            self._by_region.clear()
+            self._epoch = REGION_MAP.epoch
         key = (region.country, region.subdivision)
         rule = self._by_region.get(key)
         if rule is None:
@@ -343,9 +435,17 @@ class _SiteRules:
     def _template(self, codes: list[str]) -> Rule:
         """The most specific code that names a template, the site's before the shipped map's."""
         for code in reversed(codes):
-            rule_id = self._overrides.get(code, {}).get("rule") or REGION_RULES.get(code)
+            rule_id = self._overrides.get(code, {}).get("rule")
             if rule_id:
                 return RULES[rule_id]
+            country, _, sub = code.partition("-")
+            shipped = (
+                REGION_MAP.by_subdivision.get(country, {}).get(sub)
+                if sub
+                else REGION_MAP.by_country.get(country)
+            )
+            if shipped is not None:
+                return shipped
         return _STRICTEST
 
     def _resolve(self, country: str | None, sub: str | None) -> Rule:
@@ -395,15 +495,19 @@ def rule_for(region: Region, overrides: Mapping[str, Mapping[str, Any]] | None =
 
 
 def age_of_consent(region: Region, rule: Rule) -> int | None:
-    """The age below which a guardian must consent: the national GDPR figure where one applies."""
-    national = NATIONAL_AGE_OF_CONSENT.get(region.country or "")
-    if rule.id == "gdpr" and national is not None:
-        return national
-    return rule.age_of_consent
+    """The age below which a guardian must consent: the national figure where the rule has one
+    (GDPR Art. 8(1), also for outermost regions, Åland and site-derived rules), else the rule's."""
+    return rule.age_for(region.country)
 
 
 def _yes(flag: bool) -> str:
     return "yes" if flag else "—"
+
+
+def _minors(rule: Rule) -> str:
+    if not rule.minor_age or not rule.minor_prohibited:
+        return "—"
+    return f"under {rule.minor_age}: no {', '.join(rule.minor_prohibited)}".replace("_", " ")
 
 
 def rule_table_markdown() -> str:
@@ -411,26 +515,38 @@ def rule_table_markdown() -> str:
     by_rule: dict[str, list[str]] = {rid: [] for rid in RULES}
     for code, rid in REGION_RULES.items():
         by_rule[rid].append(code)
+    for day, code, rid in DATED_REGIONS:
+        by_rule[rid].append(f"{code} (from {day.isoformat()})")
     by_rule[STRICTEST_RULE_ID].append("anything else, unknown")
     us = REGION_RULES.get("US")
     if us:
-        by_rule[us].append("US-* not listed")
+        by_rule[us].append("US-* not listed (and dated states until their date)")
     lines = [
         "| rule | regions | model | optional on by default | GPC | reject on first layer "
-        "| do-not-sell link | limit-sensitive link | separate consent | exempt | age "
-        "| re-ask after (days / after refusal) |",
-        "|---" * 12 + "|",
+        "| do-not-sell link | limit-sensitive link | separate consent | exempt (objection) "
+        "| prohibited | minors (site's age signal) | age | re-ask after (months / after refusal) |",
+        "|---" * 14 + "|",
     ]
     for rid, rule in RULES.items():
+        gpc = "yes, as an objection" if rule.gpc_objects and not rule.gpc else _yes(rule.gpc)
+        opt_in = f"{_yes(rule.default_granted)}"
+        if rule.opt_in_types:
+            opt_in += f" (not {', '.join(rule.opt_in_types)})"
+        age = "per country" if rule.national_ages else (rule.age_of_consent or "—")
         lines.append(
-            f"| `{rid}` | {', '.join(by_rule[rid])} | {rule.model} | {_yes(rule.default_granted)} "
-            f"| {_yes(rule.gpc)} | {_yes(rule.reject_on_first_layer)} "
+            f"| `{rid}` | {', '.join(by_rule[rid])} | {rule.model} | {opt_in} "
+            f"| {gpc} | {_yes(rule.reject_on_first_layer)} "
             f"| {_yes(rule.do_not_sell_link)} | {_yes(rule.limit_sensitive_link)} "
             f"| {', '.join(rule.separate_consent) or '—'} "
             f"| {', '.join(rule.exempt_purposes) or '—'} "
-            f"| {rule.age_of_consent or '—'} "
-            f"| {rule.reprompt_days} / {rule.reprompt_after_refusal_days} |"
+            f"| {', '.join(rule.prohibited).replace('_', ' ') or '—'} "
+            f"| {_minors(rule)} "
+            f"| {age} "
+            f"| {rule.reprompt_months} / {rule.reprompt_after_refusal_months} |"
         )
     lines.append("")
-    lines.extend(f"- `{rid}`: {rule.name}. {_laws[rid]}." for rid, rule in RULES.items())
+    lines.extend(
+        f"- `{rid}`: {rule.name}. Law: {SOURCES[rid][0]}. Guidance: {SOURCES[rid][1]}."
+        for rid, rule in RULES.items()
+    )
     return "\n".join(lines) + "\n"
