@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from gateway.core.errors import BadRequest, Unavailable
+from gateway.core.jurisdictions import RuleTable, load_rules
 from gateway.core.settings import Settings, load_settings
 from gateway.geo.locator import Locator
 from gateway.recording.service import RecordingService
@@ -25,7 +26,7 @@ from gateway.serving.render import Renderer
 from gateway.serving.snippet import Snippet
 from gateway.serving.validation import validate_bundle
 from gateway.serving.watch import Watcher
-from gateway.sites.catalog import STATIC_DIR, LiveCatalog
+from gateway.sites.catalog import LiveCatalog, static_dir
 from gateway.web import admin, ops, privacy, public, records
 from gateway.web.front import HotPaths
 from gateway.web.middleware import MetricsMiddleware
@@ -68,14 +69,20 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return response
 
 
-def build_gateway(settings: Settings) -> Gateway:
-    """Load everything the serving path reads; raises ConfigError on invalid input."""
+def build_gateway(settings: Settings, rules: RuleTable | None = None) -> Gateway:
+    """Load everything the serving path reads; raises ConfigError on invalid input.
+
+    ``rules``: the jurisdiction rule table; by default the shipped one, read here.
+    """
+    rules = rules or load_rules()
     # Every template must render in every locale before a version is served.
-    catalog = LiveCatalog(settings.banners_dir, settings.locales_dir, validate=validate_bundle)
+    catalog = LiveCatalog(
+        settings.banners_dir, settings.locales_dir, rules, validate=validate_bundle
+    )
     catalog.load()
     locator = Locator(settings)
     locator.load()
-    return Gateway(settings, catalog, locator, Renderer(), Snippet.load(STATIC_DIR))
+    return Gateway(settings, catalog, locator, Renderer(), Snippet.load(static_dir()))
 
 
 def tune_gc() -> None:

@@ -15,7 +15,7 @@ from gateway.core.errors import ConfigError
 from gateway.core.settings import Settings
 from gateway.serving import validation
 from gateway.sites.catalog import load_site
-from tests.helpers import GEOIP_DIR, ROOT
+from tests.helpers import GEOIP_DIR, ROOT, shipped_rules
 
 
 @pytest.fixture
@@ -81,7 +81,7 @@ def test_shipped_tree_has_no_errors_and_full_coverage() -> None:
     )
     assert report.errors == []
     coverage = [line for line in report.notes if "translated (" in line]
-    demo = load_site(ROOT / "banners" / "demo", ROOT / "locales").site
+    demo = load_site(ROOT / "banners" / "demo", ROOT / "locales", shipped_rules()).site
     assert len(coverage) == len(demo.locales) - 1  # every locale but the default one
     assert all("100% translated" in line for line in coverage)
     assert report.lines()[-1].startswith("ok: 0 error(s)")
@@ -257,7 +257,7 @@ def test_validate_bundle_refuses_a_template_no_visitor_could_see(settings: Setti
         "banner.html",
         '{% extends "default:banner.html" %}{% block title %}{{ title }}{% endblock %}',
     )
-    bundle = load_site(settings.banners_dir / "demo", settings.locales_dir)
+    bundle = load_site(settings.banners_dir / "demo", settings.locales_dir, shipped_rules())
     with pytest.raises(ConfigError) as info:
         validation.validate_bundle(bundle)
     assert "'title' is undefined" in info.value.message
@@ -297,7 +297,7 @@ def test_validate_bundle_catches_a_translation_that_breaks_rendering(settings: S
         '{{ _("Sold by %(name)s", name=site.name) }}{% endblock %}',
     )
     _translate(settings, "Sold by %(name)s", "Verkauft von %(nom)s", locale="fr")
-    bundle = load_site(settings.banners_dir / "demo", settings.locales_dir)
+    bundle = load_site(settings.banners_dir / "demo", settings.locales_dir, shipped_rules())
     with pytest.raises(ConfigError) as info:
         validation.validate_bundle(bundle)
     assert "KeyError: 'nom'" in info.value.message
@@ -305,7 +305,7 @@ def test_validate_bundle_catches_a_translation_that_breaks_rendering(settings: S
 
 
 def test_reload_validation_renders_every_rule_once_and_every_language(settings: Settings) -> None:
-    bundle = load_site(settings.banners_dir / "demo", settings.locales_dir)
+    bundle = load_site(settings.banners_dir / "demo", settings.locales_dir, shipped_rules())
     quick = validation.cases(bundle, every_rule=False)
     every = validation.cases(bundle, every_rule=True)
     rules = validation.rules_of(bundle)

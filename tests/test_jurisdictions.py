@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,10 @@ from gateway.core.model import (
     Region,
     Rule,
 )
+from tests.helpers import ROOT, shipped_rules
+
+TABLE = shipped_rules()
+RULES = TABLE.rules
 
 EU27 = (
     "AT",
@@ -114,25 +119,26 @@ EU27 = (
     ],
 )
 def test_rule_for_region(country: str | None, subdivision: str | None, expected: str) -> None:
-    assert j.rule_for(Region(country, subdivision)).id == expected
+    assert TABLE.rule_for(Region(country, subdivision)).id == expected
+    assert TABLE.for_site({}).rule(Region(country, subdivision)).id == expected
 
 
 def test_every_template_is_reachable_and_every_member_state_is_gdpr() -> None:
-    reached = set(j.REGION_RULES.values()) | {j.STRICTEST_RULE_ID}
-    assert reached == set(j.RULES)
-    assert all(j.rule_for(Region(c)).id == "gdpr" for c in EU27)
-    assert "EU" not in j.REGION_RULES  # not an ISO 3166-1 code (and not valid in Consent Mode)
+    reached = set(TABLE.regions.values()) | {TABLE.strictest_id}
+    assert reached == set(RULES)
+    assert all(TABLE.rule_for(Region(c)).id == "gdpr" for c in EU27)
+    assert "EU" not in TABLE.regions  # not an ISO 3166-1 code (and not valid in Consent Mode)
 
 
 def test_strictest_rule_fails_closed() -> None:
-    strictest = j.RULES[j.STRICTEST_RULE_ID]
+    strictest = RULES[TABLE.strictest_id]
     assert strictest.model == "opt-in"
     assert not strictest.default_granted
     assert strictest.reject_on_first_layer
-    assert j.rule_for(Region()) is strictest
+    assert TABLE.rule_for(Region()) is strictest
 
 
-@pytest.mark.parametrize("rule", list(j.RULES.values()), ids=list(j.RULES))
+@pytest.mark.parametrize("rule", list(RULES.values()), ids=list(RULES))
 def test_template_is_consistent(rule: Rule) -> None:
     assert set(rule.consent_mode) == set(CONSENT_MODE_TYPES)
     assert rule.default_granted == (rule.model != "opt-in")
@@ -147,7 +153,7 @@ def test_template_is_consistent(rule: Rule) -> None:
         # Honour GPC wherever the law grants an opt-out: nothing in these laws forbids it.
         assert rule.gpc
     # Every template names what it encodes: statute sections and regulator guidance.
-    law, guidance = j.SOURCES[rule.id]
+    law, guidance = TABLE.sources[rule.id]
     assert law and guidance
     assert set(rule.separate_consent) <= set(SEPARATE_CONSENT_KINDS)
     assert rule.name
@@ -227,14 +233,14 @@ def test_template_is_consistent(rule: Rule) -> None:
     ],
 )
 def test_template_facts(rule_id: str, expected: dict[str, Any]) -> None:
-    rule = j.RULES[rule_id]
+    rule = RULES[rule_id]
     assert {name: getattr(rule, name) for name in expected} == expected
 
 
 def test_us_fallback_is_the_union_of_us_templates() -> None:
-    union = j.RULES["us"]
+    union = RULES["us"]
     for rid in ("ccpa", "us-states", "us-states-gpc-optional"):
-        rule = j.RULES[rid]
+        rule = RULES[rid]
         for flag in ("gpc", "do_not_sell_link", "limit_sensitive_link"):
             assert getattr(union, flag) or not getattr(rule, flag), (rid, flag)
         assert set(rule.separate_consent) <= set(union.separate_consent)
@@ -267,19 +273,19 @@ def test_us_fallback_is_the_union_of_us_templates() -> None:
     ],
 )
 def test_age_of_consent(country: str, rule_id: str, expected: int | None) -> None:
-    assert j.age_of_consent(Region(country), j.RULES[rule_id]) == expected
+    assert TABLE.age_of_consent(Region(country), RULES[rule_id]) == expected
 
 
 def test_national_ages_survive_site_overrides_that_keep_the_age() -> None:
     """GDPR Art. 8(1): a site that changes another field keeps the national figure (DK 13)."""
-    overrides = {"*": {"reprompt_after_refusal_months": 3}}
-    dk = j.rule_for(Region("DK"), overrides)
+    site = TABLE.for_site({"*": {"reprompt_after_refusal_months": 3}})
+    dk = site.rule(Region("DK"))
     assert dk.id.startswith("gdpr+")
-    assert j.age_of_consent(Region("DK"), dk) == 13
-    assert j.age_of_consent(Region("RE"), j.rule_for(Region("RE"), overrides)) == 15
+    assert TABLE.age_of_consent(Region("DK"), dk) == 13
+    assert TABLE.age_of_consent(Region("RE"), site.rule(Region("RE"))) == 15
     # A site that states its own age means it everywhere the override applies.
-    own = {"*": {"age_of_consent": 16}}
-    assert j.age_of_consent(Region("DK"), j.rule_for(Region("DK"), own)) == 16
+    own = TABLE.for_site({"*": {"age_of_consent": 16}})
+    assert TABLE.age_of_consent(Region("DK"), own.rule(Region("DK"))) == 16
 
 
 def _purpose(pid: str, modes: tuple[str, ...], **kw: Any) -> Purpose:
@@ -331,12 +337,12 @@ APPEARANCE = Exemption(category="functionality")
     ],
 )
 def test_uk_exemption_by_fact(purpose: Purpose, exempt: bool) -> None:
-    assert j.is_exempt(j.RULES["uk"], purpose) is exempt
-    assert j.is_exempt(j.RULES["gdpr"], purpose) is False
+    assert j.is_exempt(RULES["uk"], purpose) is exempt
+    assert j.is_exempt(RULES["gdpr"], purpose) is False
 
 
 def test_exemption_by_site_purpose_id_needs_the_declaration_too() -> None:
-    rule = j.apply_override(j.RULES["gdpr"], {"exempt_purposes": ["audience"]})
+    rule = TABLE.apply_override(RULES["gdpr"], {"exempt_purposes": ["audience"]})
     assert j.is_exempt(rule, _purpose("audience", ("analytics_storage",), exemption=STATS))
     assert not j.is_exempt(rule, _purpose("audience", ("analytics_storage",)))
     assert not j.is_exempt(rule, _purpose("analytics", ("analytics_storage",), exemption=STATS))
@@ -425,7 +431,7 @@ def test_exemption_by_site_purpose_id_needs_the_declaration_too() -> None:
             {"GB": {"consent_mode": {"analytics_storage": "denied"}}},
             "GB",
             None,
-            {"consent_mode": {**j.RULES["uk"].consent_mode, "analytics_storage": "denied"}},
+            {"consent_mode": {**RULES["uk"].consent_mode, "analytics_storage": "denied"}},
         ),
         (
             {"GB": {"age_of_consent": 0, "separate_consent": []}},
@@ -441,29 +447,30 @@ def test_rule_for_with_overrides(
     subdivision: str | None,
     expected: dict[str, Any],
 ) -> None:
-    rule = j.rule_for(Region(country, subdivision), overrides)
+    site = TABLE.for_site(overrides)
+    rule = site.rule(Region(country, subdivision))
     assert {name: getattr(rule, name) for name in expected} == expected
-    assert j.rule_for(Region(country, subdivision), overrides) is rule  # memoised, stable
+    assert site.rule(Region(country, subdivision)) is rule  # memoised, stable
 
 
 def test_changed_rules_get_derived_ids() -> None:
-    a = j.rule_for(Region("FR"), {"FR": {"reject_on_first_layer": False}})
-    b = j.rule_for(Region("FR"), {"FR": {"reject_on_first_layer": False}})  # another mapping
-    c = j.rule_for(Region("FR"), {"FR": {"age_of_consent": 15}})
+    a = TABLE.for_site({"FR": {"reject_on_first_layer": False}}).rule(Region("FR"))
+    b = TABLE.for_site({"FR": {"reject_on_first_layer": False}}).rule(Region("FR"))  # another site
+    c = TABLE.for_site({"FR": {"age_of_consent": 15}}).rule(Region("FR"))
     assert a.id.startswith("gdpr+")
     assert a.id == b.id
     assert c.id.startswith("gdpr+")
     assert c.id != a.id
-    assert j.rule_for(Region("FR"), {"DE": {"age_of_consent": 15}}) is j.RULES["gdpr"]
+    assert TABLE.for_site({"DE": {"age_of_consent": 15}}).rule(Region("FR")) is RULES["gdpr"]
     # One "*" override gives every gdpr country the same Rule object.
-    star = {"*": {"reprompt_months": 6}}
-    assert j.rule_for(Region("FR"), star) is j.rule_for(Region("DE"), star)
-    assert j.rule_for(Region("GB"), star).id.startswith("uk+")
+    star = TABLE.for_site({"*": {"reprompt_months": 6}})
+    assert star.rule(Region("FR")) is star.rule(Region("DE"))
+    assert star.rule(Region("GB")).id.startswith("uk+")
 
 
 def test_empty_overrides_are_the_shipped_rules() -> None:
-    assert j.rule_for(Region("US", "CA"), {}) is j.RULES["ccpa"]
-    assert j.rule_for(Region("US", "CA"), None) is j.RULES["ccpa"]
+    assert TABLE.for_site({}).rule(Region("US", "CA")) is RULES["ccpa"]
+    assert TABLE.rule_for(Region("US", "CA")) is RULES["ccpa"]
 
 
 @pytest.mark.parametrize(
@@ -496,16 +503,16 @@ def test_empty_overrides_are_the_shipped_rules() -> None:
     ],
 )
 def test_apply_override(override: dict[str, Any], expected: dict[str, Any]) -> None:
-    rule = j.apply_override(j.RULES["ccpa"], override)
+    rule = TABLE.apply_override(RULES["ccpa"], override)
     assert {name: getattr(rule, name) for name in expected} == expected
     if {k for k in override if k != "rule"}:
         assert "+" in rule.id
-    assert j.RULES["ccpa"].gpc  # the shipped template is untouched
+    assert RULES["ccpa"].gpc  # the shipped template is untouched
 
 
 def test_apply_override_rejects_bad_input() -> None:
     with pytest.raises(ConfigError, match="unknown template"):
-        j.apply_override(j.RULES["gdpr"], {"rule": "gdrp"})
+        TABLE.apply_override(RULES["gdpr"], {"rule": "gdrp"})
 
 
 @pytest.mark.parametrize(
@@ -564,7 +571,7 @@ def test_apply_override_rejects_bad_input() -> None:
     ],
 )
 def test_validate_overrides(overrides: dict[Any, Any], fragments: list[str]) -> None:
-    problems = j.validate_overrides(overrides)
+    problems = TABLE.validate_overrides(overrides)
     # One problem per offending key or field, each naming the key, the field and a hint.
     assert len(problems) == len(fragments), problems
     for fragment in fragments:
@@ -573,30 +580,30 @@ def test_validate_overrides(overrides: dict[Any, Any], fragments: list[str]) -> 
 
 def test_validate_overrides_checks_exempt_purposes_against_the_site() -> None:
     overrides = {"FR": {"exempt_purposes": ["analytics", "audience", "stats"]}}
-    assert j.validate_overrides(overrides) == []
-    assert j.validate_overrides(overrides, purpose_ids={"audience", "marketing"}) == [
+    assert TABLE.validate_overrides(overrides) == []
+    assert TABLE.validate_overrides(overrides, purpose_ids={"audience", "marketing"}) == [
         "\"FR\".exempt_purposes: unknown ['stats'] (hint: a purpose id of this site or one of "
         "analytics, functionality, security)"
     ]
 
 
 def test_validate_overrides_rejects_a_non_table() -> None:
-    assert j.validate_overrides(["US-CA"]) == [
+    assert TABLE.validate_overrides(["US-CA"]) == [
         'expected tables keyed by region, e.g. [rules."US-CA"] rule = "ccpa"'
     ]
-    assert j.validate_overrides({}) == []
+    assert TABLE.validate_overrides({}) == []
 
 
 def test_rule_for_refuses_invalid_overrides() -> None:
     with pytest.raises(ConfigError, match="unknown template"):
-        j.rule_for(Region("DE"), {"DE": {"rule": "nope"}})
+        TABLE.for_site({"DE": {"rule": "nope"}})
 
 
 def test_rule_table_markdown_is_generated_from_the_data() -> None:
-    table = j.rule_table_markdown()
+    table = j.rule_table_markdown(TABLE)
     rows = [line for line in table.splitlines() if line.startswith("| `")]
-    assert [row.split("`")[1] for row in rows] == list(j.RULES)
-    for code, rid in j.REGION_RULES.items():
+    assert [row.split("`")[1] for row in rows] == list(RULES)
+    for code, rid in TABLE.regions.items():
         row = next(r for r in rows if r.startswith(f"| `{rid}` |"))
         assert code in row.split("|")[2]
     assert "anything else, unknown" in next(r for r in rows if r.startswith("| `default`"))
@@ -608,10 +615,39 @@ def test_rule_for_is_a_couple_of_dict_lookups() -> None:
     regions = [Region("US", "CA"), Region("DE"), Region("US", "FL"), Region(), Region("ZZ")]
     overrides = {"*": {"reject_on_first_layer": True}, "US-CA": {"gpc": True}}
     n = 20_000
-    for extra in (None, overrides):
+    for site in (TABLE.for_site({}), TABLE.for_site(overrides)):
         start = time.perf_counter()
         for _ in range(n):
             for region in regions:
-                j.rule_for(region, extra)
+                site.rule(region)
         per_call = (time.perf_counter() - start) / (n * len(regions))
         assert per_call < 10e-6, per_call  # measured ~0.2-0.4 µs here; generous for slow CI
+
+
+def test_a_table_of_its_own_is_loaded_from_a_file(tmp_path: Path) -> None:
+    shipped = (ROOT / "gateway" / "core" / "rules" / "jurisdictions.toml").read_text("utf-8")
+    path = tmp_path / "rules.toml"
+    path.write_text(shipped.replace('strictest = "default"', 'strictest = "gdpr"'), "utf-8")
+    table = j.load_rules(path)
+    assert table.rule_for(Region("ZZ")) is table.strictest is table.rules["gdpr"]
+    assert TABLE.rule_for(Region("ZZ")).id == "default"  # the shipped table is untouched
+    # A site's resolver uses the table it was made from, not some process-wide one.
+    assert table.for_site({"*": {"gpc": True}}).rule(Region("MX")).id.startswith("gdpr+")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (('strictest = "default"', 'strictest = "nope"'), "strictest rule 'nope' is not"),
+        (("[exempt_categories]", "[exempt_categories\n"), "not valid TOML"),
+    ],
+)
+def test_a_broken_rule_file_names_itself(
+    tmp_path: Path, edit: tuple[str, str], message: str
+) -> None:
+    shipped = (ROOT / "gateway" / "core" / "rules" / "jurisdictions.toml").read_text("utf-8")
+    path = tmp_path / "rules.toml"
+    path.write_text(shipped.replace(*edit), "utf-8")
+    with pytest.raises(ConfigError, match=message) as info:
+        j.load_rules(path)
+    assert info.value.where == str(path)

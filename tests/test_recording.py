@@ -10,7 +10,6 @@ import orjson
 import pytest
 
 from gateway.core.errors import BadRequest
-from gateway.core.jurisdictions import RULES, apply_override
 from gateway.core.model import ConsentRecord, Purpose, Region, Rule, Site
 from gateway.recording.consent import (
     MAX_BODY_BYTES,
@@ -23,8 +22,11 @@ from gateway.recording.consent import (
     truncate_ip,
     validate,
 )
+from tests.helpers import shipped_rules
 from tests.pg import consent_body, demo_bundle
 
+TABLE = shipped_rules()
+RULES = TABLE.rules
 BUNDLE = demo_bundle()
 SITE = BUNDLE.site
 VERSIONS = BUNDLE.known_versions
@@ -377,7 +379,7 @@ def test_an_age_signal_is_kept_with_the_record() -> None:
 
 
 def test_site_overrides_keep_the_bans() -> None:
-    rule = apply_override(RULES["us-md"], {"reject_on_first_layer": True})
+    rule = TABLE.apply_override(RULES["us-md"], {"reject_on_first_layer": True})
     error = _rule_error(rule, GEO_SITE, action="custom",
                         choices={"location_ads": False, "health_ads": True})  # fmt: skip
     assert error.code == "prohibited_purpose"

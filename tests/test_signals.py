@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from gateway.core.jurisdictions import RULES
 from gateway.core.model import CONSENT_MODE_TYPES, Purpose, Site
 from gateway.signals import consent_mode, gpc
 from gateway.sites.sitefile import read_site
+from tests.helpers import shipped_rules
 
 DEMO_TOML = Path(__file__).resolve().parent.parent / "banners" / "demo" / "site.toml"
 G, D = "granted", "denied"
@@ -20,6 +20,7 @@ G, D = "granted", "denied"
 
 # The demo site as the catalog reads it (its analytics purpose declares the UK statistics facts).
 DEMO = read_site(DEMO_TOML.parent)
+RULES = shipped_rules().rules
 
 
 def _site(*purposes: Purpose) -> Site:

@@ -114,6 +114,9 @@ class Rule:
     gpc_objects: bool = False
     # Country → the national age of consent that replaces ``age_of_consent`` there (GDPR Art. 8).
     national_ages: Mapping[str, int] = field(default_factory=dict)
+    # The exemption categories among exempt_purposes → the Consent Mode types each covers,
+    # filled in by the rule table so that deciding an exemption needs only the rule.
+    exempt_categories: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {

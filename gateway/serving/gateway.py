@@ -12,7 +12,6 @@ import orjson
 from cachetools import LRUCache
 from starlette.datastructures import Headers
 
-from gateway.core import jurisdictions
 from gateway.core.errors import BadRequest
 from gateway.core.model import Region, ResolvedBanner, Rule
 from gateway.core.purposes import is_minor
@@ -176,7 +175,7 @@ class Gateway:
             region = parse_region_param(raw_region)
         locale = bundle.negotiator.choose(accept, lang)
         gpc = gpc_requested(gpc_values)
-        rule = jurisdictions.rule_for(region, bundle.site.rule_overrides)
+        rule = bundle.rules.rule(region)
         decided: Decided = (region, gpc, locale, rule)
         if key is not None:
             if len(self._visitors) >= MEMO_MAX:
