@@ -82,6 +82,14 @@ class RegionMap:
         if now >= self._next:
             self._build(now)
 
+    def now(self) -> float:
+        """The injected clock's time."""
+        return self._clock()
+
+    def next_switch(self) -> float:
+        """When the next dated region joins its rule (Unix time), or infinity."""
+        return self._next
+
     def upcoming(self) -> list[tuple[dt.date, str, str]]:
         """The dated regions not yet in force: (first day, code, rule id)."""
         now = self._clock()
