@@ -241,14 +241,22 @@ def test_template_facts(rule_id: str, expected: dict[str, Any]) -> None:
 
 
 def test_us_fallback_is_the_union_of_us_templates() -> None:
+    """Fail closed for FL, an unknown state, and OK/LA/AL/VT before their laws start."""
     union = RULES["us"]
-    for rid in ("ccpa", "us-states", "us-states-gpc-optional"):
+    us_rules = [rid for rid in RULES if rid == "ccpa" or rid.startswith("us-")]
+    assert len(us_rules) == 7
+    for rid in us_rules:
         rule = RULES[rid]
         for flag in ("gpc", "do_not_sell_link", "limit_sensitive_link"):
             assert getattr(union, flag) or not getattr(rule, flag), (rid, flag)
         assert set(rule.separate_consent) <= set(union.separate_consent)
         assert (union.age_of_consent or 0) >= (rule.age_of_consent or 0)
         assert union.reprompt_after_refusal_months >= rule.reprompt_after_refusal_months
+        # A sensitive-data sale ban covers precise geolocation (it is sensitive data there).
+        assert set(rule.prohibited) <= {"sale_of_sensitive", "sale_of_precise_location"}
+        assert not rule.prohibited or "sale_of_sensitive" in union.prohibited
+        assert union.minor_age >= rule.minor_age
+        assert set(rule.minor_prohibited) <= set(union.minor_prohibited)
 
 
 @pytest.mark.parametrize(
