@@ -761,3 +761,19 @@ def test_a_broken_rule_file_names_template_and_field(change: Any, message: str) 
     change(data)
     with pytest.raises(ConfigError, match=re.escape(message)):
         j.parse_rules(data, "rules.toml")
+
+
+def test_a_site_can_add_bans_but_never_lift_the_laws() -> None:
+    """Md. Com. Law 14-4607(a)(2), (4)-(5): no consent and no site setting makes these lawful."""
+    site = TABLE.for_site({"US-MD": {"prohibited": [], "minor_prohibited": [], "minor_age": 0}})
+    md = site.rule(Region("US", "MD"))
+    assert md.prohibited == ("sale_of_sensitive",)
+    assert (md.minor_age, md.minor_prohibited) == (18, ("sale", "targeted_ads"))
+    stricter = TABLE.for_site({"US-CA": {"prohibited": ["sale_of_sensitive"], "minor_age": 16,
+                                         "minor_prohibited": ["sale"]}})  # fmt: skip
+    ca = stricter.rule(Region("US", "CA"))
+    assert (ca.prohibited, ca.minor_age, ca.minor_prohibited) == (
+        ("sale_of_sensitive",),
+        16,
+        ("sale",),
+    )
