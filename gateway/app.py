@@ -25,6 +25,7 @@ from gateway.recording.service import RecordingService
 from gateway.serving.gateway import Gateway
 from gateway.serving.render import Renderer
 from gateway.serving.snippet import Snippet
+from gateway.serving.switches import RuleSwitches
 from gateway.serving.validation import validate_bundle
 from gateway.serving.watch import Watcher
 from gateway.sites.catalog import LiveCatalog, static_dir
@@ -129,6 +130,9 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
         app.state.watcher = watcher
         if settings.reload:
             watcher.start()
+        # Regions whose law starts on a date switch on the day (regions_from), reload or not.
+        switches = RuleSwitches(gateway, gateway.catalog.rules.region_map)
+        switches.start()
         if serving:
             tune_gc()
         log.info("serving %d site(s) from %s", len(gateway.catalog), settings.banners_dir)
@@ -137,6 +141,7 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
         finally:
             # Fixed order: stop reloading, drain and close recording, then close readers.
             await watcher.stop()
+            await switches.stop()
             await recording.stop()
             await preferences.stop()
             gateway.locator.close()

@@ -70,6 +70,15 @@ def _template(settings: Settings, name: str, text: str) -> None:
     (settings.banners_dir / "demo" / name).write_text(text, encoding="utf-8")
 
 
+def _edit_toml(settings: Settings, old: str, new: str, drop_after: int = 0) -> None:
+    """Replace one line of the demo's site.toml (and drop the ``drop_after`` lines after it)."""
+    toml = settings.banners_dir / "demo" / "site.toml"
+    lines = toml.read_text(encoding="utf-8").splitlines()
+    at = lines.index(old)
+    lines[at : at + 1 + drop_after] = [] if drop_after else [new]
+    toml.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 def _append_toml(settings: Settings, text: str) -> None:
     toml = settings.banners_dir / "demo" / "site.toml"
     toml.write_text(toml.read_text(encoding="utf-8") + text, encoding="utf-8")
@@ -218,6 +227,49 @@ CASES: list[tuple[str, Edit, str, str, str]] = [
         "unknown template 'gdrp'",
     ),
     ("short token", lambda s: None, "warning", "GATEWAY_ADMIN_TOKEN", "shorter than 16"),
+    # DPDP Act s. 5(3): the notice in English or, at the visitor's option, an Eighth Schedule
+    # language; the demo offers none of those.
+    (
+        "no Indian notice language",
+        lambda s: None,
+        "warning",
+        "site.toml: locales",
+        "visitors under rule dpdp may ask for the notice in one of as, bn, brx",
+    ),
+    # W4: the UK statistics exemption is claimed by fact (PECR Sch. A1 para 5; ICO: processor).
+    (
+        "exemption without a processor",
+        lambda s: _edit_toml(s, "provider_is_processor = true", "provider_is_processor = false"),
+        "error",
+        "site.toml: purposes[1].exemption",
+        "analytics claims the analytics exemption but provider_is_processor = true is not "
+        "declared (ICO guidance",
+    ),
+    (
+        "exemption claimed for the wrong types",
+        lambda s: _edit_toml(
+            s,
+            'consent_mode = ["analytics_storage"]',
+            'consent_mode = ["analytics_storage", "personalization_storage"]',
+        ),
+        "error",
+        "site.toml: purposes[1].exemption",
+        "outside the analytics exemption",
+    ),
+    (
+        "exemption of another category",
+        lambda s: _edit_toml(s, 'category = "analytics"', 'category = "functionality"'),
+        "error",
+        "site.toml: purposes[1].exemption",
+        "outside the functionality exemption",
+    ),
+    (
+        "no declaration at all",
+        lambda s: _edit_toml(s, "[purposes.exemption]", "[purposes.unused]", drop_after=4),
+        "warning",
+        "site.toml: purposes[1]",
+        "analytics needs consent under uk: an exemption is claimed by fact, not by category",
+    ),
 ]
 
 
@@ -338,3 +390,15 @@ def test_the_geo_database_must_open(
         assert report.errors[0].where == str(database)
         assert message in report.errors[0].message
         assert report.errors[0].hint
+
+
+def test_an_eighth_schedule_locale_satisfies_the_notice_language_check(settings: Settings) -> None:
+    toml = settings.banners_dir / "demo" / "site.toml"
+    toml.write_text(
+        toml.read_text(encoding="utf-8").replace(
+            'locales = ["en", "de", "fr"]', 'locales = ["en", "de", "fr", "hi"]'
+        ),
+        encoding="utf-8",
+    )
+    report = checks.run_checks(settings)
+    assert not [w for w in report.warnings if "rule dpdp" in w.message], report.lines()

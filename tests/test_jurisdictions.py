@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +13,14 @@ import pytest
 
 from gateway.core import jurisdictions as j
 from gateway.core.errors import ConfigError
-from gateway.core.model import CONSENT_MODE_TYPES, SEPARATE_CONSENT_KINDS, Purpose, Region, Rule
+from gateway.core.model import (
+    CONSENT_MODE_TYPES,
+    SEPARATE_CONSENT_KINDS,
+    Exemption,
+    Purpose,
+    Region,
+    Rule,
+)
 from tests.helpers import ROOT, shipped_rules
 
 TABLE = shipped_rules()
@@ -77,7 +87,10 @@ EU27 = (
         ("US", "CO", "us-states"),
         ("US", "TX", "us-states"),
         ("US", "NJ", "us-states"),
-        ("US", "VA", "us-states-gpc-optional"),
+        ("US", "VA", "us-va"),  # sells no precise geolocation (2026 Acts ch. 820)
+        ("US", "MD", "us-md"),
+        ("US", "CT", "us-ct"),
+        ("US", "OR", "us-or"),
         ("US", "UT", "us-states-gpc-optional"),
         ("US", "RI", "us-states-gpc-optional"),
         ("US", None, "us"),  # country-only database: the union of US obligations
@@ -134,18 +147,21 @@ def test_template_is_consistent(rule: Rule) -> None:
     assert rule.default_granted == (rule.model != "opt-in")
     assert rule.consent_mode["security_storage"] == "granted"
     if rule.model == "opt-in":
-        # Nothing non-essential before consent, except what a rule exempts (UK 2026).
-        exempt = {t for e in rule.exempt_purposes for t in TABLE.exempt_categories[e]}
-        assert {t for t, v in rule.consent_mode.items() if v == "granted"} == {
-            "security_storage"
-        } | exempt
+        # Nothing non-essential before consent; not even what a rule exempts (UK 2026): only a
+        # site purpose that qualifies by fact grants its types (PECR Sch. A1 para 5).
+        assert {t for t, v in rule.consent_mode.items() if v == "granted"} == {"security_storage"}
     else:
-        assert set(rule.consent_mode.values()) == {"granted"}
+        # Granted before a choice, except the types the rule keeps opt-in (CH: ad types).
+        assert {t for t, v in rule.consent_mode.items() if v == "denied"} == set(rule.opt_in_types)
         # Honour GPC wherever the law grants an opt-out: nothing in these laws forbids it.
         assert rule.gpc
+    # Every template names what it encodes: statute sections and regulator guidance.
+    law, guidance = TABLE.sources[rule.id]
+    assert law and guidance
     assert set(rule.separate_consent) <= set(SEPARATE_CONSENT_KINDS)
     assert rule.name
-    assert rule.reprompt_days <= 395  # TCF: re-ask at most every 13 months
+    # TCF Policies ch. II: remind of the right to withdraw at least every 13 months.
+    assert rule.reprompt_months <= 13
 
 
 @pytest.mark.parametrize(
@@ -158,8 +174,8 @@ def test_template_is_consistent(rule: Rule) -> None:
                 "gpc": False,
                 "reject_on_first_layer": True,
                 "age_of_consent": 16,
-                "reprompt_days": 395,
-                "reprompt_after_refusal_days": 180,
+                "reprompt_months": 13,
+                "reprompt_after_refusal_months": 6,
             },
         ),
         (
@@ -179,7 +195,7 @@ def test_template_is_consistent(rule: Rule) -> None:
                 "do_not_sell_link": True,
                 "limit_sensitive_link": True,
                 "age_of_consent": 16,
-                "reprompt_after_refusal_days": 365,
+                "reprompt_after_refusal_months": 12,
             },
         ),
         ("us-states", {"gpc": True, "do_not_sell_link": True, "limit_sensitive_link": False}),
@@ -200,7 +216,11 @@ def test_template_is_consistent(rule: Rule) -> None:
                 ),
             },
         ),
-        ("appi", {"model": "notice", "separate_consent": ("sensitive", "third_party")}),
+        # APPI Art. 28: prior consent to provide to a third party abroad (W11).
+        (
+            "appi",
+            {"model": "notice", "separate_consent": ("sensitive", "third_party", "cross_border")},
+        ),
         (
             "pipa",
             {
@@ -221,25 +241,45 @@ def test_template_facts(rule_id: str, expected: dict[str, Any]) -> None:
 
 
 def test_us_fallback_is_the_union_of_us_templates() -> None:
+    """Fail closed for FL, an unknown state, and OK/LA/AL/VT before their laws start."""
     union = RULES["us"]
-    for rid in ("ccpa", "us-states", "us-states-gpc-optional"):
+    us_rules = [rid for rid in RULES if rid == "ccpa" or rid.startswith("us-")]
+    assert len(us_rules) == 7
+    for rid in us_rules:
         rule = RULES[rid]
         for flag in ("gpc", "do_not_sell_link", "limit_sensitive_link"):
             assert getattr(union, flag) or not getattr(rule, flag), (rid, flag)
         assert set(rule.separate_consent) <= set(union.separate_consent)
         assert (union.age_of_consent or 0) >= (rule.age_of_consent or 0)
-        assert union.reprompt_after_refusal_days >= rule.reprompt_after_refusal_days
+        assert union.reprompt_after_refusal_months >= rule.reprompt_after_refusal_months
+        # A sensitive-data sale ban covers precise geolocation (it is sensitive data there).
+        assert set(rule.prohibited) <= {"sale_of_sensitive", "sale_of_precise_location"}
+        assert not rule.prohibited or "sale_of_sensitive" in union.prohibited
+        assert union.minor_age >= rule.minor_age
+        assert set(rule.minor_prohibited) <= set(union.minor_prohibited)
 
 
 @pytest.mark.parametrize(
     ("country", "rule_id", "expected"),
     [
+        # GDPR Art. 8(1) as each state set it.
         ("FR", "gdpr", 15),
         ("DE", "gdpr", 16),
         ("BE", "gdpr", 13),
         ("ES", "gdpr", 14),
-        ("GB", "uk", 13),
-        ("CN", "pipl", 14),
+        ("IT", "gdpr", 14),
+        # French outermost regions: loi Informatique et Libertés art. 45 (15).
+        ("GF", "gdpr", 15),
+        ("GP", "gdpr", 15),
+        ("MQ", "gdpr", 15),
+        ("RE", "gdpr", 15),
+        ("YT", "gdpr", 15),
+        ("MF", "gdpr", 15),
+        # Åland: the Finnish Data Protection Act s. 5 (13).
+        ("AX", "gdpr", 13),
+        ("GI", "gdpr", 16),  # no national figure: the Regulation's own
+        ("GB", "uk", 13),  # DPA 2018 s. 9
+        ("CN", "pipl", 14),  # PIPL Art. 31
         ("CH", "ch", None),
     ],
 )
@@ -247,33 +287,76 @@ def test_age_of_consent(country: str, rule_id: str, expected: int | None) -> Non
     assert TABLE.age_of_consent(Region(country), RULES[rule_id]) == expected
 
 
+def test_national_ages_survive_site_overrides_that_keep_the_age() -> None:
+    """GDPR Art. 8(1): a site that changes another field keeps the national figure (DK 13)."""
+    site = TABLE.for_site({"*": {"reprompt_after_refusal_months": 3}})
+    dk = site.rule(Region("DK"))
+    assert dk.id.startswith("gdpr+")
+    assert TABLE.age_of_consent(Region("DK"), dk) == 13
+    assert TABLE.age_of_consent(Region("RE"), site.rule(Region("RE"))) == 15
+    # A site that states its own age means it everywhere the override applies.
+    own = TABLE.for_site({"*": {"age_of_consent": 16}})
+    assert TABLE.age_of_consent(Region("DK"), own.rule(Region("DK"))) == 16
+
+
 def _purpose(pid: str, modes: tuple[str, ...], **kw: Any) -> Purpose:
     return Purpose(id=pid, name=pid, description=pid, consent_mode=modes, **kw)
+
+
+STATS = Exemption(
+    category="analytics",
+    improves_service_only=True,
+    shared_only_to_improve=True,
+    provider_is_processor=True,
+)
+APPEARANCE = Exemption(category="functionality")
 
 
 @pytest.mark.parametrize(
     ("purpose", "exempt"),
     [
-        (_purpose("analytics", ("analytics_storage",)), True),
-        (_purpose("stats", ("analytics_storage",)), True),  # by category, whatever its id
-        (_purpose("prefs", ("functionality_storage",)), True),
-        (_purpose("mixed", ("analytics_storage", "functionality_storage")), True),
-        (_purpose("ga_ads", ("analytics_storage", "ad_storage")), False),
-        (_purpose("sold", ("analytics_storage",), sale_or_share=True), False),
-        (_purpose("shared", ("analytics_storage",), separate="third_party"), False),
-        (_purpose("personalization", ("personalization_storage",)), False),
-        (_purpose("nothing", ()), False),
+        # PECR Sch. A1 para 5 and ICO guidance: exempt only when the site declares the facts.
+        (_purpose("analytics", ("analytics_storage",), exemption=STATS), True),
+        (_purpose("stats", ("analytics_storage",), exemption=STATS), True),  # whatever its id
+        (_purpose("prefs", ("functionality_storage",), exemption=APPEARANCE), True),  # para 6
+        # By category alone, nothing qualifies any more (W4).
+        (_purpose("analytics", ("analytics_storage",)), False),
+        (_purpose("prefs", ("functionality_storage",)), False),
+        # A declaration missing a fact the law or the ICO requires does not qualify.
+        (
+            _purpose(
+                "ga4",
+                ("analytics_storage",),
+                exemption=Exemption("analytics", True, True, provider_is_processor=False),
+            ),
+            False,
+        ),
+        (
+            _purpose(
+                "shared",
+                ("analytics_storage",),
+                exemption=Exemption("analytics", True, False, True),
+            ),
+            False,
+        ),
+        # Everything it maps must be of the declared category's types.
+        (_purpose("mixed", ("analytics_storage", "functionality_storage"), exemption=STATS), False),
+        (_purpose("ga_ads", ("analytics_storage", "ad_storage"), exemption=STATS), False),
+        (_purpose("sold", ("analytics_storage",), sale_or_share=True, exemption=STATS), False),
+        (_purpose("third", ("analytics_storage",), separate="third_party", exemption=STATS), False),
+        (_purpose("nothing", (), exemption=STATS), False),
     ],
 )
-def test_uk_exemption_by_category(purpose: Purpose, exempt: bool) -> None:
+def test_uk_exemption_by_fact(purpose: Purpose, exempt: bool) -> None:
     assert j.is_exempt(RULES["uk"], purpose) is exempt
     assert j.is_exempt(RULES["gdpr"], purpose) is False
 
 
-def test_exemption_by_site_purpose_id() -> None:
+def test_exemption_by_site_purpose_id_needs_the_declaration_too() -> None:
     rule = TABLE.apply_override(RULES["gdpr"], {"exempt_purposes": ["audience"]})
-    assert j.is_exempt(rule, _purpose("audience", ("ad_storage",)))
-    assert not j.is_exempt(rule, _purpose("analytics", ("analytics_storage",)))
+    assert j.is_exempt(rule, _purpose("audience", ("analytics_storage",), exemption=STATS))
+    assert not j.is_exempt(rule, _purpose("audience", ("analytics_storage",)))
+    assert not j.is_exempt(rule, _purpose("analytics", ("analytics_storage",), exemption=STATS))
 
 
 @pytest.mark.parametrize(
@@ -299,16 +382,16 @@ def test_exemption_by_site_purpose_id() -> None:
         ),
         ({"US-CA": {"reject_on_first_layer": True}}, "US", "TX", {"id": "us-states"}),
         (
-            {"*": {"reprompt_after_refusal_days": 90}},
+            {"*": {"reprompt_after_refusal_months": 3}},
             None,
             None,
-            {"reprompt_after_refusal_days": 90, "model": "opt-in"},
+            {"reprompt_after_refusal_months": 3, "model": "opt-in"},
         ),
         (
-            {"*": {"reprompt_after_refusal_days": 90}, "DE": {"reprompt_after_refusal_days": 30}},
+            {"*": {"reprompt_after_refusal_months": 3}, "DE": {"reprompt_after_refusal_months": 1}},
             "DE",
             None,
-            {"reprompt_after_refusal_days": 30},
+            {"reprompt_after_refusal_months": 1},
         ),
         # Field changes apply to a code and everything under it, from "*" to the subdivision.
         (
@@ -391,7 +474,7 @@ def test_changed_rules_get_derived_ids() -> None:
     assert c.id != a.id
     assert TABLE.for_site({"DE": {"age_of_consent": 15}}).rule(Region("FR")) is RULES["gdpr"]
     # One "*" override gives every gdpr country the same Rule object.
-    star = TABLE.for_site({"*": {"reprompt_days": 180}})
+    star = TABLE.for_site({"*": {"reprompt_months": 6}})
     assert star.rule(Region("FR")) is star.rule(Region("DE"))
     assert star.rule(Region("GB")).id.startswith("uk+")
 
@@ -462,7 +545,8 @@ def test_apply_override_rejects_bad_input() -> None:
         ({"DE": {"gpc": "yes"}}, ["\"DE\".gpc: expected true or false, got str 'yes'"]),
         ({"DE": {"age_of_consent": True}}, ['"DE".age_of_consent: expected a whole number']),
         ({"DE": {"age_of_consent": 99}}, ['"DE".age_of_consent: expected a whole number']),
-        ({"DE": {"reprompt_days": "13 months"}}, ['"DE".reprompt_days: expected']),
+        ({"DE": {"reprompt_months": "13"}}, ['"DE".reprompt_months: expected']),
+        ({"DE": {"reprompt_days": 395}}, ['"DE".reprompt_days: renamed: use reprompt_months']),
         ({"DE": {"model": "opt_in"}}, ["\"DE\".model: expected 'opt-in'"]),
         (
             {"DE": {"separate_consent": ["sensitive", "biometric"]}},
@@ -578,3 +662,123 @@ def test_a_broken_rule_file_names_itself(
     with pytest.raises(ConfigError, match=message) as info:
         j.load_rules(path)
     assert info.value.where == str(path)
+
+
+# Every field issue 11 changed, the value it has, and the provision it encodes; the template's
+# own sources (law or guidance, in the README) must name that provision.
+PROVISIONS = [
+    ("gdpr", "reprompt_months", 13, "TCF Policies ch. II"),
+    ("gdpr", "reprompt_after_refusal_months", 6, "CNIL"),
+    ("gdpr", "age_of_consent", 16, "8"),
+    ("uk", "consent_mode.analytics_storage", "denied", "Sch. A1"),
+    ("uk", "consent_mode.functionality_storage", "denied", "Sch. A1"),
+    ("uk", "gpc_objects", True, "Sch. A1"),
+    ("uk", "exempt_purposes", ("analytics", "functionality", "security"), "Sch. A1 paras 4-6"),
+    ("ch", "consent_mode.ad_storage", "denied", "6(6)-(7)"),
+    ("ch", "consent_mode.ad_personalization", "denied", "FDPIC guidelines"),
+    ("ch", "opt_in_types", ("ad_storage", "ad_user_data", "ad_personalization"), "6(6)-(7)"),
+    ("ccpa", "reprompt_after_refusal_months", 12, "1798.135(c)(4)"),
+    ("us-states", "age_of_consent", 18, "CO"),
+    ("us-md", "prohibited", ("sale_of_sensitive",), "14-4607(a)(1)-(2)"),
+    ("us-md", "minor_age", 18, "(a)(4)-(5)"),
+    ("us-md", "minor_prohibited", ("sale", "targeted_ads"), "(a)(4)-(5)"),
+    ("us-ct", "minor_age", 18, "SB 1295"),
+    ("us-ct", "minor_prohibited", ("sale", "targeted_ads"), "42-529a"),
+    ("us-or", "prohibited", ("sale_of_precise_location",), "646A.578"),
+    ("us-or", "minor_age", 16, "HB 2008"),
+    ("us-va", "prohibited", ("sale_of_precise_location",), "ch. 820"),
+    ("us", "prohibited", ("sale_of_sensitive",), "union"),
+    ("us", "minor_age", 18, "union"),
+    ("lgpd", "minor_age", 18, "Lei 15.211/2025"),
+    ("lgpd", "minor_prohibited", ("targeted_ads",), "ECA Digital"),
+    ("dpdp", "minor_age", 18, "9(3)"),
+    ("dpdp", "minor_prohibited", ("targeted_ads", "tracking"), "9(3)"),
+    ("appi", "separate_consent", ("sensitive", "third_party", "cross_border"),
+     "Arts. 20(2), 27, 28"),
+    ("pipl", "separate_consent", ("sensitive", "third_party", "cross_border", "public_disclosure"),
+     "23, 24, 25, 26, 28, 29, 31, 39"),
+    ("quebec", "age_of_consent", 14, "4.1"),
+    ("dpdp", "notice_languages.0", "en", "5(3)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("rule_id", "name", "value", "provision"),
+    PROVISIONS,
+    ids=[f"{r}.{n}" for r, n, _, _ in PROVISIONS],
+)
+def test_changed_fields_encode_the_provision_their_template_cites(
+    rule_id: str, name: str, value: object, provision: str
+) -> None:
+    rule = RULES[rule_id]
+    field, _, key = name.partition(".")
+    actual = getattr(rule, field)
+    if key.isdigit():
+        actual = actual[int(key)]
+    elif key:
+        actual = actual[key]
+    assert actual == value
+    law, guidance = TABLE.sources[rule_id]
+    assert provision in f"{law} {guidance}", (rule_id, law, guidance)
+
+
+def test_the_gdpr_template_serves_every_national_age() -> None:
+    """GDPR Art. 8(1): the ages are served (W5), for every EEA state with a figure of its own."""
+    gdpr = RULES["gdpr"]
+    assert dict(gdpr.national_ages) == dict(TABLE.national_age_of_consent)
+    assert set(EU27) <= set(gdpr.national_ages)
+    assert all(13 <= age <= 16 for age in gdpr.national_ages.values())
+
+
+def test_extends_inherits_all_but_identity_and_regions() -> None:
+    md, states = RULES["us-md"], RULES["us-states"]
+    assert (md.model, md.gpc, md.do_not_sell_link, md.separate_consent) == (
+        states.model,
+        states.gpc,
+        states.do_not_sell_link,
+        states.separate_consent,
+    )
+    assert md.name != states.name
+    assert "US-MD" not in TABLE.regions or TABLE.regions["US-MD"] == "us-md"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d["templates"]["us-md"].update(extends="nope"), "extends 'nope'"),
+        (lambda d: d["templates"]["us-md"].update(extends="us-ct"), "extends 'us-ct'"),
+        (lambda d: d["templates"]["uk"].pop("guidance"), "names the law it encodes"),
+        (
+            lambda d: d["templates"]["us"].update(regions_from={"US-OK": "2027-01-01"}),
+            "expected a date",
+        ),
+        (
+            lambda d: d["templates"]["us"].update(regions_from={"US-CA": dt.date(2027, 1, 1)}),
+            "mapped twice",
+        ),
+        (lambda d: d["templates"]["gdpr"].update(reprompt_days=395), "renamed: use"),
+        (lambda d: d["templates"]["us"].update(prohibited=["sale"]), "expected a list of"),
+        (lambda d: d["exempt_categories"].update(ads=["ad_storage"]), "exempt categories are"),
+    ],
+)
+def test_a_broken_rule_file_names_template_and_field(change: Any, message: str) -> None:
+    data = tomllib.loads((ROOT / "gateway" / "core" / "rules" / "jurisdictions.toml").read_text())
+    change(data)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        j.parse_rules(data, "rules.toml")
+
+
+def test_a_site_can_add_bans_but_never_lift_the_laws() -> None:
+    """Md. Com. Law 14-4607(a)(2), (4)-(5): no consent and no site setting makes these lawful."""
+    site = TABLE.for_site({"US-MD": {"prohibited": [], "minor_prohibited": [], "minor_age": 0}})
+    md = site.rule(Region("US", "MD"))
+    assert md.prohibited == ("sale_of_sensitive",)
+    assert (md.minor_age, md.minor_prohibited) == (18, ("sale", "targeted_ads"))
+    stricter = TABLE.for_site({"US-CA": {"prohibited": ["sale_of_sensitive"], "minor_age": 16,
+                                         "minor_prohibited": ["sale"]}})  # fmt: skip
+    ca = stricter.rule(Region("US", "CA"))
+    assert (ca.prohibited, ca.minor_age, ca.minor_prohibited) == (
+        ("sale_of_sensitive",),
+        16,
+        ("sale",),
+    )

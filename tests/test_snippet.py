@@ -223,6 +223,9 @@ def test_inline_config_drops_only_what_the_html_already_carries(snippet: Snippet
         "default",
         "separate",
         "sale_or_share",
+        "prohibited",
+        "exempt",
+        "refusal_persists",
         "cookies",
         "consent_mode",
     }

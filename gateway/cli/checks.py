@@ -9,8 +9,9 @@ from babel.messages.catalog import Catalog
 
 from gateway.core.errors import ConfigError
 from gateway.core.jurisdictions import load_rules
+from gateway.core.purposes import exemption_problems
 from gateway.core.settings import Settings
-from gateway.serving.validation import Finding, template_findings
+from gateway.serving.validation import Finding, rules_of, template_findings
 from gateway.sites import i18n_workflow
 from gateway.sites.catalog import DEFAULT_TEMPLATES, SiteBundle, scan
 from gateway.sites.translations import po_path, review
@@ -232,4 +233,67 @@ def run_checks(settings: Settings) -> CheckReport:
         )
         check_templates(bundle, report)
         check_translations(settings, bundle, report)
+        check_exemptions(bundle, report)
+        check_notice_languages(bundle, report)
     return report
+
+
+def check_notice_languages(bundle: SiteBundle, report: CheckReport) -> None:
+    """A rule that lets visitors read the notice in a language of their choice (DPDP s. 5(3))
+    needs the site to offer one of those languages besides English."""
+    site = bundle.site
+    offered = {locale.split("_")[0] for locale in site.locales}
+    for rule in rules_of(bundle):
+        choices = set(rule.notice_languages) - {"en"}
+        if choices and not offered & choices:
+            report.warn(
+                str(bundle.directory / "site.toml") + ": locales",
+                f"visitors under rule {rule.id} may ask for the notice in one of "
+                f"{', '.join(sorted(choices))}; this site offers none of them",
+                "add such a locale and its catalog (DPDP Act s. 5(3), binding from 13 May 2027)",
+            )
+
+
+def check_exemptions(bundle: SiteBundle, report: CheckReport) -> None:
+    """UK exemptions by fact (PECR Sch. A1; ICO guidance): what each claim lacks, and which
+    purposes look exempt by category but, undeclared, need consent where a rule exempts."""
+    site = bundle.site
+    where = str(bundle.directory / "site.toml")
+    categories = bundle.rules.table.exempt_categories
+    rules = rules_of(bundle)
+    for index, purpose in enumerate(site.purposes):
+        declared = purpose.exemption
+        if declared is not None:
+            label = f"{where}: purposes[{index}].exemption"
+            for problem in exemption_problems(declared, declared.category):
+                report.error(
+                    label,
+                    f"{purpose.id} claims the {declared.category} exemption but {problem}",
+                    "until every fact is declared the purpose needs consent like any other",
+                )
+            types = categories.get(declared.category, ())
+            outside = [t for t in purpose.consent_mode if t not in types]
+            if outside or not purpose.consent_mode:
+                report.error(
+                    label,
+                    f"{purpose.id} maps {outside or 'no Consent Mode type'}, outside the "
+                    f"{declared.category} exemption ({', '.join(types)})",
+                    "split what the exception covers into a purpose of its own",
+                )
+            continue
+        exempting = sorted(
+            {
+                rule.id.split("+")[0]
+                for rule in rules
+                for category in rule.exempt_purposes
+                if purpose.consent_mode
+                and all(t in categories.get(category, ()) for t in purpose.consent_mode)
+            }
+        )
+        if exempting and not purpose.essential:
+            report.warn(
+                f"{where}: purposes[{index}]",
+                f"{purpose.id} needs consent under {', '.join(exempting)}: an exemption is "
+                "claimed by fact, not by category",
+                'declare [purposes.exemption] category = "…" and its facts if they are true',
+            )

@@ -22,8 +22,10 @@ PLACEHOLDER = "__CG_CONFIG__"
 # these texts, and the purposes without their display copy. Dropping the duplicates keeps the
 # first visit inside the 7 KB budget (the JSON /config endpoint still carries everything).
 SCRIPT_TEXTS = frozenset({"saved"})
-HTML_ONLY_PURPOSE_FIELDS = frozenset({"name", "description", "recipients", "retention"})
-HTML_ONLY_KEYS = ("privacy_policy_url", "controller")
+HTML_ONLY_PURPOSE_FIELDS = frozenset(
+    {"name", "description", "recipients", "retention", "wechat_apis"}
+)
+HTML_ONLY_KEYS = ("privacy_policy_url", "controller", "wechat")
 SCRIPT_RULE_FIELDS = frozenset(
     {"id", "model", "gpc", "default_granted", "reprompt_days", "reprompt_after_refusal_days"}
 )

@@ -11,10 +11,13 @@ from typing import Any
 from gateway.core.errors import ConfigError
 from gateway.core.model import (
     CONSENT_MODE_TYPES,
+    EXEMPTION_CATEGORIES,
     SEPARATE_CONSENT_KINDS,
     CookieSettings,
+    Exemption,
     Purpose,
     Site,
+    WeChatSettings,
 )
 from gateway.core.preference_model import (
     BUILTIN_IDENTITY_TYPES,
@@ -51,6 +54,7 @@ SITE_KEYS = {
     "topics",
     "product_lines",
     "identity_types",
+    "wechat",
 }
 PURPOSE_KEYS = {
     "id",
@@ -65,6 +69,8 @@ PURPOSE_KEYS = {
     "separate",
     "sale_or_share",
     "product_lines",
+    "exemption",
+    "wechat_apis",
 }
 COOKIE_KEYS = {"name", "domain", "max_age_days", "reload_on_withdraw"}
 CHANNEL_KEYS = {"id", "name", "description"}
@@ -79,6 +85,17 @@ TOPIC_KEYS = {
     "product_lines",
 }
 PRODUCT_LINE_KEYS = {"id", "name", "description"}
+EXEMPTION_KEYS = {
+    "category",
+    "improves_service_only",
+    "shared_only_to_improve",
+    "provider_is_processor",
+}
+WECHAT_KEYS = {"privacy_contract_name", "agree_button_id"}
+WECHAT_API = re.compile(r"^wx\.[A-Za-z][A-Za-z0-9]{0,63}$")
+BUTTON_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+# 13 calendar months last 393 to 397 days: a cookie of at most 393 days never outlives them.
+MAX_COOKIE_DAYS = 393
 
 
 class _Reader:
@@ -196,6 +213,37 @@ def _preferences(r: _Reader) -> PreferenceModel:
     return PreferenceModel(channels, frequencies, tuple(topics), lines, identity_types)
 
 
+def _exemption(path: Path, index: int, table: Mapping[str, Any] | None) -> Exemption | None:
+    """``[purposes.exemption]``: the facts a site declares to claim a UK exception."""
+    if table is None:
+        return None
+    e = _Reader(path, table, f"purposes[{index}].exemption.")
+    e.check_keys(EXEMPTION_KEYS)
+    category = e.get("category", str, required=True)
+    if category not in EXEMPTION_CATEGORIES:
+        raise e.fail("category", f"unknown exemption {category!r}", ", ".join(EXEMPTION_CATEGORIES))
+    return Exemption(
+        category=category,
+        improves_service_only=e.get("improves_service_only", bool, False),
+        shared_only_to_improve=e.get("shared_only_to_improve", bool, False),
+        provider_is_processor=e.get("provider_is_processor", bool, False),
+    )
+
+
+def _wechat(path: Path, table: Mapping[str, Any] | None) -> WeChatSettings | None:
+    """``[wechat]``: the mini-program's declared privacy contract and agree button."""
+    if table is None:
+        return None
+    w = _Reader(path, table, "wechat.")
+    w.check_keys(WECHAT_KEYS)
+    button = w.get("agree_button_id", str, "")
+    if button and not BUTTON_ID.match(button):
+        raise w.fail("agree_button_id", f"invalid id {button!r}", "letters, digits, _ and -")
+    return WeChatSettings(
+        privacy_contract_name=w.get("privacy_contract_name", str, ""), agree_button_id=button
+    )
+
+
 def _purpose(path: Path, index: int, table: Any, lines: set[str]) -> Purpose:
     if not isinstance(table, dict):
         raise ConfigError("expected a table", where=f"{path}: purposes[{index}]")
@@ -227,6 +275,14 @@ def _purpose(path: Path, index: int, table: Any, lines: set[str]) -> Purpose:
             "an essential purpose cannot need separate consent or be sold",
             "split it into an essential and an optional purpose",
         )
+    exemption = _exemption(path, index, r.get("exemption", dict))
+    if exemption is not None and (separate or r.get("sale_or_share", bool, False)):
+        raise r.fail(
+            "exemption",
+            "a purpose that is sold or shared, or needs a separate consent, cannot run on an "
+            "exemption",
+            "PECR Sch. A1 and the ICO allow no onward sharing and no advertising",
+        )
     return Purpose(
         id=pid,
         name=r.get("name", str, required=True),
@@ -240,6 +296,8 @@ def _purpose(path: Path, index: int, table: Any, lines: set[str]) -> Purpose:
         separate=separate,
         sale_or_share=r.get("sale_or_share", bool, False),
         product_lines=_known(r, "product_lines", lines, "product line"),
+        exemption=exemption,
+        wechat_apis=r.strings("wechat_apis", WECHAT_API),
     )
 
 
@@ -281,12 +339,13 @@ def parse_site(site_id: str, path: Path, data: Mapping[str, Any]) -> Site:
     cookie_table = r.get("cookie", dict, {})
     c = _Reader(path, cookie_table, "cookie.")
     c.check_keys(COOKIE_KEYS)
-    max_age = c.get("max_age_days", int, 395)
-    if not 1 <= max_age <= 395:
+    max_age = c.get("max_age_days", int, MAX_COOKIE_DAYS)
+    if not 1 <= max_age <= MAX_COOKIE_DAYS:
         raise c.fail(
             "max_age_days",
-            "must be between 1 and 395 days",
-            "regulators expect a re-ask at most every 13 months",
+            f"must be between 1 and {MAX_COOKIE_DAYS} days",
+            "a consent cookie lives 13 months at most (CNIL); 13 calendar months can be as "
+            "short as 393 days",
         )
     cookie_name = c.get("name", str, "cg_consent")
     if not COOKIE_NAME.match(cookie_name) or cookie_name.endswith("*"):
@@ -332,6 +391,7 @@ def parse_site(site_id: str, path: Path, data: Mapping[str, Any]) -> Site:
         theme=theme,
         retained_versions=r.strings("retained_versions"),
         preferences=preferences,
+        wechat=_wechat(path, r.get("wechat", dict)),
     )
 
 
