@@ -139,6 +139,7 @@ def run_flow(api: Api) -> None:
     ]
     assert results[0]["identity"] == {"type": "email", "value": "ANN@example.com"}
     assert results[0]["frequency"] == "monthly"
+    assert results[3]["detail"] == "not an e-mail address" and "detail" not in results[0]
     r = api.post(
         "/contactability",
         {

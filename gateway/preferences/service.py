@@ -171,7 +171,13 @@ class PreferenceService:
         by_hash: dict[str, list[ContactRow]] = {}
         for row in rows:
             by_hash.setdefault(row.identity_hash, []).append(row)
-        invalid = contactability.Answer(False, "invalid_identity")
         return [
-            invalid if d is None else contactability.decide(q, by_hash.get(d, ())) for d in digests
+            contactability.decide(q, by_hash.get(d, ()))
+            if d is not None
+            else contactability.Answer(False, "invalid_identity", detail=_detail(i))
+            for i, d in zip(identities, digests, strict=True)
         ]
+
+
+def _detail(identity: Identity | InvalidIdentity) -> str | None:
+    return identity.detail if isinstance(identity, InvalidIdentity) else None
