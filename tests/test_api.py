@@ -12,8 +12,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from gateway.cli.keys import create
-from gateway.core.errors import BadRequest
-from gateway.core.settings import Settings
+from gateway.core.errors import BadRequest, ConfigError
+from gateway.core.settings import Settings, load_settings
 from gateway.preferences.apikeys import SCOPES, secret_hash
 from gateway.sinks.directory import PreferenceState, StoredKey
 from tests.pg import consent_body, pg_dsn, recording_app  # noqa: F401
@@ -330,3 +330,15 @@ def test_bodies_must_be_small_json_objects(api: Api) -> None:
     assert r.status_code == 422
     r = api.client.get("/v1/sites/nope/subjects/x", headers=api.auth)
     assert (r.status_code, r.json()["error"]) == (404, "unknown_site")
+
+
+def test_a_short_identity_key_is_refused_before_serving(tmp_path: Path) -> None:
+    """Threat: a guessable key makes the stored hashes reversible by brute force."""
+    with pytest.raises(ConfigError, match="32 bytes"):
+        load_settings(env={"GATEWAY_IDENTITY_KEY": "short"})
+    assert load_settings(env={"GATEWAY_IDENTITY_KEY": "k" * 32}).identity_key == "k" * 32
+    with (
+        pytest.raises(ConfigError, match="32 bytes"),
+        TestClient(recording_app(make_settings(tmp_path, identity_key="short"))),
+    ):
+        pass

@@ -135,3 +135,10 @@ def test_check_reports_the_model_and_its_mistakes(tmp_path: Path) -> None:
         e.where.endswith("site.toml: topics[0].channels") and "unknown channel 'fax'" in e.message
         for e in report.errors
     )
+
+
+def test_check_warns_when_the_identity_key_lives_in_the_database(tmp_path: Path) -> None:
+    pg = make_settings(tmp_path, store_url="postgresql://postgres@127.0.0.1:5432/postgres")
+    assert any(w.where == "GATEWAY_IDENTITY_KEY" for w in run_checks(pg).warnings)
+    keyed = pg.replace(identity_key="k" * 32)
+    assert not any(w.where == "GATEWAY_IDENTITY_KEY" for w in run_checks(keyed).warnings)

@@ -54,6 +54,9 @@ class PreferenceService:
     """Start it in the app's lifespan; the API handlers call its methods."""
 
     def __init__(self, settings: Settings, directory: Directory | None = None) -> None:
+        # Checked here, before the app starts anything it would have to stop again.
+        if settings.identity_key and len(settings.identity_key.encode()) < 32:
+            raise ConfigError("GATEWAY_IDENTITY_KEY must be at least 32 bytes, or empty")
         self.settings = settings
         self.directory = directory or directory_for(settings)
         self.auth = ApiKeyAuthenticator(self.directory)
