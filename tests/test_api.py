@@ -342,3 +342,30 @@ def test_a_short_identity_key_is_refused_before_serving(tmp_path: Path) -> None:
         TestClient(recording_app(make_settings(tmp_path, identity_key="short"))),
     ):
         pass
+
+
+@pytest.mark.postgres
+def test_two_nodes_sharing_postgresql_share_keys_and_identities(
+    tmp_path: Path,
+    pg_dsn: str,  # noqa: F811
+) -> None:
+    """A key made once works on every node, and an identity linked on one is found on the
+    other: the identity key both hash with was generated once, into the shared store."""
+    node_a = make_settings(tmp_path / "a", store_url=pg_dsn, node_id="node-a")
+    node_b = make_settings(tmp_path / "b", store_url=pg_dsn, node_id="node-b")
+    key = new_key(node_a)
+    with (
+        TestClient(recording_app(node_a), client=PEER) as a,
+        TestClient(recording_app(node_b), client=PEER) as b,
+    ):
+        api_a, api_b = Api(a, key), Api(b, key)
+        r = api_a.post("/subjects/sub-x/identities", {"type": "customer_id", "value": "C-7"})
+        assert r.status_code == 201
+        found = api_b.get("/subjects", identity="customer_id:C-7").json()["subjects"]
+        assert [s["subject_id"] for s in found] == ["sub-x"]
+        token = api_b.post(
+            "/identity-tokens", {"identities": [{"type": "customer_id", "value": "C-7"}]}
+        ).json()["token"]
+        api_a.call(api_a.state().preferences.redeem_token, "demo", token, "sub-y")
+        with pytest.raises(BadRequest):  # replayed on the other node
+            api_b.call(api_b.state().preferences.redeem_token, "demo", token, "sub-z")
