@@ -21,6 +21,7 @@ from starlette.testclient import TestClient
 
 from gateway.cli.keys import create
 from gateway.core.settings import Settings
+from gateway.preferences.identities import looks_like_contact
 from tests.helpers import ROOT
 from tests.pg import recording_app
 
@@ -105,6 +106,7 @@ def check(response: Any, before: list[tuple[Any, ...]], ok: set[int]) -> None:
         assert len(added) <= 1 and all(row[0] == "demo" and len(row[1]) == 64 for row in added)
         # Never the raw value: the stored row holds the keyed hash and the type only.
         assert all(body["subject_id"] == row[2] and "@" not in row[1] for row in added)
+        assert not any(looks_like_contact(row[2]) for row in added)
     else:
         assert after == before
 

@@ -13,7 +13,12 @@ from gateway.core.errors import BadRequest, ConfigError, Unavailable
 from gateway.core.settings import Settings
 from gateway.preferences import contactability
 from gateway.preferences.auth import ApiKeyAuthenticator
-from gateway.preferences.identities import Identity, IdentityHasher, InvalidIdentity
+from gateway.preferences.identities import (
+    Identity,
+    IdentityHasher,
+    InvalidIdentity,
+    looks_like_contact,
+)
 from gateway.preferences.tokens import IdentityTokens, TokenClaims
 from gateway.sinks.directory import ContactRow, Directory, Link, PreferenceState
 from gateway.sinks.directory_postgres import PostgresDirectory
@@ -43,9 +48,19 @@ def now_text() -> str:
 
 
 def check_subject(subject_id: str) -> str:
+    """A well-formed subject id that is not a raw identity in disguise."""
     if not SUBJECT_ID.match(subject_id):
         raise BadRequest(
             "invalid_field", "1-128 characters of A-Z a-z 0-9 . _ : @ + = ~ -", field="subject_id"
+        )
+    if looks_like_contact(subject_id):
+        # Links would store it raw, beside the keyed hash meant to keep it out of the store.
+        raise BadRequest(
+            "subject_id_is_an_identity",
+            "a subject id must not be an e-mail address or phone number: link those as "
+            "identities of a random subject id",
+            field="subject_id",
+            status_code=422,
         )
     return subject_id
 
