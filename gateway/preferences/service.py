@@ -139,8 +139,12 @@ class PreferenceService:
         now = int(time.time())
         claims = tokens.verify(token, site=site, now=now, subject_id=subject_id)
         # Once, on any node sharing the store: a token copied from a browser's history or
-        # logs cannot link a second subject to the customer.
-        fresh = await self._call(self.directory.use_token(claims.nonce, claims.expires_at, now))
+        # logs cannot link a second subject to the customer. The nonce and the links are
+        # stored together, so a failure leaves the token usable again.
+        links = [Link(site, subject_id, t, h, now_text(), "token") for t, h in claims.identities]
+        fresh = await self._call(
+            self.directory.link_once(claims.nonce, claims.expires_at, now, links)
+        )
         if not fresh:
             raise BadRequest(
                 "token_replayed",
@@ -148,9 +152,6 @@ class PreferenceService:
                 field="token",
                 status_code=403,
             )
-        at = now_text()
-        links = [Link(site, subject_id, t, h, at, "token") for t, h in claims.identities]
-        await self._call(self.directory.link(links))
         return claims
 
     async def link(self, site: str, subject_id: str, identity: Identity) -> None:

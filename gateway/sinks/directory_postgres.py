@@ -108,6 +108,13 @@ def _text(value: datetime | None) -> str | None:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+_LINK = "INSERT INTO identity_links VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING"
+
+
+def _link_row(k: Link) -> tuple[Any, ...]:
+    return (k.site, k.identity_hash, k.subject_id, k.identity_type, _time(k.linked_at), k.source)
+
+
 def _key(row: Any) -> StoredKey:
     return StoredKey(
         row["key_id"],
@@ -205,16 +212,19 @@ class PostgresDirectory:
             )
         return value
 
-    async def use_token(self, nonce: str, expires_at: int, now: int) -> bool:
+    async def link_once(self, nonce: str, expires_at: int, now: int, links: Sequence[Link]) -> bool:
         pool = await self._ensure()
-        async with pool.acquire() as conn:
+        async with pool.acquire() as conn, conn.transaction():
             await conn.execute(_FORGET_TOKENS, now)
             status = await conn.execute(
                 "INSERT INTO used_tokens VALUES ($1, $2) ON CONFLICT DO NOTHING",
                 nonce,
                 expires_at,
             )
-        return bool(status == "INSERT 0 1")
+            fresh = status == "INSERT 0 1"
+            if fresh:
+                await conn.executemany(_LINK, [_link_row(k) for k in links])
+        return bool(fresh)
 
     async def add_key(self, key: StoredKey) -> None:
         pool = await self._ensure()
@@ -259,20 +269,7 @@ class PostgresDirectory:
     async def link(self, links: Sequence[Link]) -> None:
         pool = await self._ensure()
         async with pool.acquire() as conn, conn.transaction():
-            await conn.executemany(
-                "INSERT INTO identity_links VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                [
-                    (
-                        k.site,
-                        k.identity_hash,
-                        k.subject_id,
-                        k.identity_type,
-                        _time(k.linked_at),
-                        k.source,
-                    )
-                    for k in links
-                ],
-            )
+            await conn.executemany(_LINK, [_link_row(k) for k in links])
 
     async def subjects_for(self, site: str, identity_hash: str) -> list[str]:
         pool = await self._ensure()
