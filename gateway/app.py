@@ -122,8 +122,8 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
         app.state.gateway = gateway
         app.state.recording = recording
         app.state.settings = settings
-        await recording.start()
         app.state.preferences = preferences = PreferenceService(settings)
+        await recording.start()
         await preferences.start()
         await admin.publish_current(app.state)
         watcher = Watcher(settings, gateway, on_reload=lambda: admin.publish_current(app.state))
