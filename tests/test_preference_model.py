@@ -14,7 +14,7 @@ from gateway.core.errors import ConfigError
 from gateway.sites.catalog import load_site
 from gateway.sites.i18n_workflow import build_template, used_msgids
 from gateway.sites.sitefile import parse_site, read_site
-from tests.helpers import ROOT, editable_settings, make_settings
+from tests.helpers import ROOT, editable_settings, make_settings, shipped_rules
 
 DEMO = ROOT / "banners" / "demo"
 SITE_TOML = DEMO / "site.toml"
@@ -147,14 +147,14 @@ def test_check_warns_when_the_identity_key_lives_in_the_database(tmp_path: Path)
 
 def test_a_new_topic_changes_the_texts_version_but_asks_nobody_again(tmp_path: Path) -> None:
     settings = editable_settings(tmp_path)
-    before = load_site(settings.banners_dir / "demo", settings.locales_dir)
+    before = load_site(settings.banners_dir / "demo", settings.locales_dir, shipped_rules())
     toml = settings.banners_dir / "demo" / "site.toml"
     toml.write_text(
         toml.read_text()
         + '\n[[topics]]\nid = "events"\nname = "Events"\ndescription = "Openings."\n'
         'channels = ["email"]\n'
     )
-    after = load_site(settings.banners_dir / "demo", settings.locales_dir)
+    after = load_site(settings.banners_dir / "demo", settings.locales_dir, shipped_rules())
     assert after.site.preferences.topic("events") is not None
     assert after.banner_version != before.banner_version
     assert after.consent_revision == before.consent_revision
