@@ -13,6 +13,7 @@ from pathlib import Path
 from babel.messages.pofile import read_po
 
 from gateway.core.settings import Settings
+from gateway.recording.outbox.group_commit import Outbox
 
 ROOT = Path(__file__).resolve().parent.parent
 # MaxMind's MIT-licensed test databases, vendored with their licence (tests/data/geoip/).
@@ -51,3 +52,10 @@ def editable_settings(tmp_path: Path, **changes: object) -> Settings:
         locales_dir=tmp_path / "locales",
         **changes,
     )
+
+
+async def opened(tmp_path: Path, **kwargs: object) -> Outbox:
+    """An open outbox in ``tmp_path`` (keyword arguments go to ``Outbox``)."""
+    outbox = Outbox(tmp_path / "outbox.sqlite3", **kwargs)  # type: ignore[arg-type]
+    await outbox.open()
+    return outbox

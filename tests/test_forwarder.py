@@ -15,14 +15,10 @@ from prometheus_client import generate_latest
 
 from gateway.core.model import ConsentRecord
 from gateway.core.settings import Settings
-from gateway.recording.forwarder import (
-    Forwarder,
-    backoff_delay,
-    decode_body,
-    outbox_replay,
-    outbox_status,
-)
-from gateway.recording.outbox.queue import FILE_NAME, Outbox
+from gateway.recording.forwarder import Forwarder, backoff_delay
+from gateway.recording.outbox.commands import outbox_replay, outbox_status
+from gateway.recording.outbox.database import FILE_NAME
+from gateway.recording.outbox.group_commit import Outbox
 from gateway.recording.service import RecordingService
 from gateway.sinks.base import ObjectSink
 from gateway.sinks.postgres import PostgresStore
@@ -251,22 +247,3 @@ async def test_object_sinks_get_every_field_even_from_older_bodies(tmp_path: Pat
     await outbox.close()
     assert sink.objects == [current.as_json(), old.as_json()]
     assert sink.records == []  # write_batch is not used when write_objects is there
-
-
-@pytest.mark.parametrize(
-    ("body", "problem"),
-    [
-        (b"\x00\xff", "not JSON"),
-        (b"[1, 2]", "not a consent record"),
-        (b'{"record_id": "x"}', "not a consent record"),
-    ],
-)
-def test_decode_body_says_why_a_body_is_not_a_record(body: bytes, problem: str) -> None:
-    obj, why = decode_body(body)
-    assert obj == {}
-    assert why.startswith(problem)
-
-
-def test_decode_body_returns_the_stored_object() -> None:
-    record = make_record("d")
-    assert decode_body(orjson.dumps(record.as_json())) == (record.as_json(), "")

@@ -12,7 +12,7 @@ import pytest
 
 from gateway.core.errors import Unavailable
 from gateway.recording.outbox.fsyncer import Fsyncer
-from gateway.recording.outbox.queue import Outbox
+from gateway.recording.outbox.group_commit import Outbox
 from tests.pg import make_record
 
 

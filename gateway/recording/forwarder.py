@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import random
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-import orjson
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from gateway.core.model import ConsentRecord
-from gateway.core.settings import Settings
-from gateway.recording.outbox.queue import FILE_NAME, Outbox, OutboxItem, decode_record
+from gateway.core.record_codec import decode_object, decode_record
+from gateway.recording.outbox.group_commit import Outbox, OutboxItem
 from gateway.sinks.base import JsonSink, ObjectSink, PermanentSinkError, Sink
 
 log = logging.getLogger("gateway.forwarder")
@@ -152,7 +150,7 @@ class Forwarder:
                 await asyncio.sleep(0)
             body, obj = item.body, item.obj
             if obj is None:
-                obj, problem = decode_body(body)
+                obj, problem = decode_object(body)
                 if problem:
                     dead.append((item, "outbox", f"undecodable outbox row: {problem}"))
                     continue
@@ -205,23 +203,6 @@ class Forwarder:
         self.forwarded += len(acked)
         self.last_delivery = time.monotonic()
         self.last_error = None
-
-
-_FIELDS = frozenset(f.name for f in dataclasses.fields(ConsentRecord))
-
-
-def decode_body(body: str | bytes) -> tuple[dict[str, Any], str]:
-    """A stored body's JSON object with exactly a record's keys and "", or ({}, why not)."""
-    try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        return {}, f"not JSON: {exc}"
-    if type(obj) is dict and obj.keys() == _FIELDS:
-        return obj, ""
-    try:  # written by another version: the record's own decoder says what it means
-        return ConsentRecord.from_json(obj).as_json(), ""
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        return {}, f"not a consent record: {exc!r}"
 
 
 async def _write(
@@ -283,48 +264,3 @@ class ForwarderCollector(Collector):
             "consent_forwarder_dead_letters", "Records moved to dead letters.",
             value=f.dead_lettered,
         )  # fmt: skip
-
-
-def _outbox(settings: Settings) -> Outbox:
-    return Outbox(
-        settings.data_dir / FILE_NAME,
-        durability=settings.durability,
-        max_records=settings.outbox_max_records,
-    )
-
-
-async def outbox_status(settings: Settings) -> dict[str, Any]:
-    """What `consent-gateway outbox status` prints."""
-    outbox = _outbox(settings)
-    await outbox.open()
-    try:
-        dead = await outbox.dead_letters(limit=20)
-        return {
-            "path": str(outbox.path),
-            "durability": outbox.durability,
-            "depth": outbox.depth,
-            "oldest_age_seconds": outbox.oldest_age(),
-            "dead_letters": await outbox.dead_letter_count(),
-            "dead_letter_sample": [
-                {
-                    "record_id": d.record_id,
-                    "sink": d.sink,
-                    "reason": d.reason,
-                    "dead_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(d.dead_ns / 1e9)),
-                }
-                for d in dead
-            ],
-            "quarantined": str(outbox.quarantined) if outbox.quarantined else None,
-        }
-    finally:
-        await outbox.close()
-
-
-async def outbox_replay(settings: Settings) -> int:
-    """Queue every dead letter for delivery again; what `consent-gateway outbox replay` does."""
-    outbox = _outbox(settings)
-    await outbox.open()
-    try:
-        return await outbox.replay()
-    finally:
-        await outbox.close()

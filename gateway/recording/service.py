@@ -21,7 +21,8 @@ from gateway.recording.consent import (
 )
 from gateway.recording.datalock import DataDirLock
 from gateway.recording.forwarder import Forwarder, ForwarderCollector
-from gateway.recording.outbox.queue import FILE_NAME, Appended, Outbox
+from gateway.recording.outbox.database import FILE_NAME
+from gateway.recording.outbox.group_commit import Appended, Outbox
 from gateway.recording.receipts import Receipts, canonical_json
 from gateway.sinks import open_sinks
 from gateway.sinks.base import Sink, Store
