@@ -52,7 +52,7 @@ async def test_a_group_larger_than_one_statement_is_stored_whole_and_in_order(
     tmp_path: Path,
 ) -> None:
     outbox = await opened(tmp_path, durability="process")
-    records = [make_record(f"s{i}", key=f"k{i % 700}") for i in range(1201)]
+    records = [make_record(f"s{i % 700}", key=f"k{i % 700}") for i in range(1201)]
     answers = await asyncio.gather(*(outbox.append(r, "x") for r in records))
     assert outbox.commits == 1  # one group, written in several INSERT statements
     assert sum(not a.duplicate for a in answers) == outbox.depth == 700

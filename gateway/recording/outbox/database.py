@@ -60,7 +60,8 @@ def connect(path: Path) -> sqlite3.Connection:
         check = conn.execute("PRAGMA quick_check").fetchone()[0]
         if check != "ok":
             raise sqlite3.DatabaseError(f"quick_check: {check}")
-        conn.executescript(_SCHEMA + idempotency.SCHEMA + dead_letters.SCHEMA)
+        conn.executescript(_SCHEMA + dead_letters.SCHEMA)
+        idempotency.create(conn)  # converts a table made before keys had subjects
     except BaseException:
         conn.close()
         raise

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from gateway.core.errors import Unavailable
+from gateway.core.errors import BadRequest, Unavailable
 from gateway.core.model import ConsentRecord
 from gateway.core.record_codec import decode_record, encode_record
 from gateway.recording.outbox import database, dead_letters, idempotency
@@ -374,7 +374,9 @@ class Outbox:
     ) -> Appended:
         """Store a record (``body``: its JSON, if already encoded); resolves after the commit.
 
-        Raises ``Unavailable`` when the outbox is full or cannot write."""
+        Raises ``Unavailable`` when the outbox is full or cannot write, and ``BadRequest``
+        (409 ``idempotency_key_reused``) when this subject used the record's idempotency key
+        for a different choice."""
         if self._conn is None or self._loop is None:
             raise Unavailable("the outbox is closed", retry_after=self.retry_after)
         if self._depth + self._pending >= self.max_records:
@@ -512,17 +514,24 @@ class Outbox:
 
 def _answers(appends: list[_Append], verdicts: list[idempotency.Verdict]) -> _Settled:
     """Each append's answer once its group committed, by what idempotency.resolve said."""
-    answers: list[Appended] = []
+    answers: list[Appended | BadRequest] = []
     for a, verdict in zip(appends, verdicts, strict=True):
+        answer: Appended | BadRequest
         if verdict is None:
             answer = Appended(a.record_id, a.recorded_at, a.receipt, False)
         elif isinstance(verdict, int):
             # A retry inside the same group: answered exactly like its first occurrence.
-            answer = answers[verdict]._replace(duplicate=True)
-        else:
+            earlier = answers[verdict]
+            answer = earlier._replace(duplicate=True) if isinstance(earlier, Appended) else earlier
+        elif isinstance(verdict, idempotency.Earlier):
             answer = Appended(*verdict, True)
+        else:
+            answer = verdict  # the key was used for another choice: 409, nothing stored
         answers.append(answer)
-    return [(a.future, answer, None) for a, answer in zip(appends, answers, strict=True)]
+    return [
+        (a.future, None, answer) if isinstance(answer, BadRequest) else (a.future, answer, None)
+        for a, answer in zip(appends, answers, strict=True)
+    ]
 
 
 def _ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
