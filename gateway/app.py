@@ -116,7 +116,7 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
         watcher = Watcher(settings, gateway, on_reload=lambda: admin.publish_current(app.state))
         app.state.watcher = watcher
         if settings.reload:
-            watcher.start()
+            watcher.start(recording.tasks)  # supervised beside the recording tasks
         if serving:
             tune_gc()
         log.info("serving %d site(s) from %s", len(gateway.catalog), settings.banners_dir)

@@ -154,6 +154,41 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("forward_max_backoff", "60", "Cap of the forwarder's retry backoff, seconds.", _float),
     Setting("shutdown_drain", "10", "Seconds the forwarder may drain on shutdown.", _float),
     Setting(
+        "outbox_checkpoint_mb",
+        "16",
+        "Outbox WAL size (MiB) that triggers a checkpoint truncating it; appends are held for "
+        "its last step (milliseconds). Keeps the WAL bounded under any load.",
+        _positive_int,
+    ),
+    Setting(
+        "outbox_checkpoint_interval",
+        "30",
+        "Seconds between outbox checkpoints that truncate a non-empty WAL below that size and "
+        "give the file's free pages back after a backlog is delivered.",
+        _float,
+    ),
+    Setting(
+        "task_max_backoff",
+        "30",
+        "Cap, seconds, of the restart backoff of a failed background task (forwarder, "
+        "checkpointer, key pruner, fsync helper, reload watcher).",
+        _float,
+    ),
+    Setting(
+        "ready_min_free_mb",
+        "100",
+        "`/readyz` answers 503 while the data dir's file system has less free space (MiB); "
+        "0: never.",
+        _float,
+    ),
+    Setting(
+        "ready_max_forward_lag",
+        "300",
+        "`/readyz` answers 503 while the oldest undelivered record has waited longer "
+        "(seconds): the forwarder is stalled or the store cannot keep up; 0: never.",
+        _float,
+    ),
+    Setting(
         "receipt_key",
         "",
         "Secret signing receipts. Empty: generated once into the data dir.",
@@ -202,6 +237,11 @@ class Settings:
     forward_linger: float = 0.05
     forward_max_backoff: float = 60.0
     shutdown_drain: float = 10.0
+    outbox_checkpoint_mb: int = 16
+    outbox_checkpoint_interval: float = 30.0
+    task_max_backoff: float = 30.0
+    ready_min_free_mb: float = 100.0
+    ready_max_forward_lag: float = 300.0
     receipt_key: str = ""
     admin_token: str = ""
     node_id: str = ""

@@ -13,6 +13,9 @@ from gateway.recording.outbox import dead_letters, idempotency
 log = logging.getLogger("gateway.outbox")
 
 FILE_NAME = "outbox.sqlite3"
+# An older file is converted to incremental auto-vacuum (a VACUUM, which rewrites it) only
+# while it is this small; a bigger one (a backlog) is converted at a later start.
+_VACUUM_CONVERT_MAX_BYTES = 256 * 1024 * 1024
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -47,6 +50,9 @@ def connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         conn.execute("PRAGMA busy_timeout = 5000")
+        # Before the first table exists, so a new file starts in incremental auto-vacuum:
+        # pages freed by delivered records can be given back (checkpoint.py).
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":
             raise sqlite3.DatabaseError(f"journal mode is {mode}, not wal")
@@ -54,7 +60,8 @@ def connect(path: Path) -> sqlite3.Connection:
         # the WAL after each group commit, which is what FULL would do, but off the loop.
         conn.execute("PRAGMA synchronous = NORMAL")
         # Checkpoints run in their own thread (checkpoint.py), never inside a commit on the
-        # loop.
+        # loop; they truncate the WAL to 0 bytes, and this limit caps what a WAL that SQLite
+        # restarts by itself keeps on disk.
         conn.execute("PRAGMA wal_autocheckpoint = 0")
         conn.execute("PRAGMA journal_size_limit = 67108864")
         check = conn.execute("PRAGMA quick_check").fetchone()[0]
@@ -62,10 +69,28 @@ def connect(path: Path) -> sqlite3.Connection:
             raise sqlite3.DatabaseError(f"quick_check: {check}")
         conn.executescript(_SCHEMA + dead_letters.SCHEMA)
         idempotency.create(conn)  # converts a table made before keys had subjects
+        _incremental_vacuum(conn, path)
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _incremental_vacuum(conn: sqlite3.Connection, path: Path) -> None:
+    """Convert a file made before incremental auto-vacuum (best effort, small files only)."""
+    if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
+        return
+    size = path.stat().st_size if path.exists() else 0
+    if size > _VACUUM_CONVERT_MAX_BYTES:
+        log.info("outbox %s is converted to incremental auto-vacuum once it is smaller", path)
+        return
+    try:  # the disk may be too full for the copy VACUUM makes: a later start tries again
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        conn.execute("VACUUM")
+    except sqlite3.OperationalError as exc:
+        log.warning("outbox %s not converted to incremental auto-vacuum: %s", path, exc)
+    else:
+        log.info("outbox %s converted to incremental auto-vacuum", path)
 
 
 def open_db(path: Path) -> tuple[sqlite3.Connection, Path | None]:

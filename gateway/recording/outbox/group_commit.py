@@ -8,19 +8,21 @@ Measured: running SQLite itself in a worker thread cost milliseconds per group i
 hand-offs, while the commit without fsync takes tens of microseconds on the loop.
 
 The rest of the package serves this state machine: database.py opens the file,
-idempotency.py and dead_letters.py hold their tables' SQL, checkpoint.py recycles the WAL,
-fsyncer.py runs the fsync helper.
+idempotency.py and dead_letters.py hold their tables' SQL, checkpoint.py keeps the WAL
+bounded (it briefly holds the writes here), fsyncer.py runs the fsync helper.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
 import logging
+import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -28,6 +30,7 @@ from typing import Any, NamedTuple
 from gateway.core.errors import BadRequest, Unavailable
 from gateway.core.model import ConsentRecord
 from gateway.core.record_codec import decode_record, encode_record
+from gateway.core.tasks import Supervisor
 from gateway.recording.outbox import database, dead_letters, idempotency
 from gateway.recording.outbox.checkpoint import Checkpointer
 from gateway.recording.outbox.dead_letters import DeadLetter
@@ -40,6 +43,11 @@ log = logging.getLogger("gateway.outbox")
 # instead of ~1.5-2.1 ms with json_each over the bodies.
 # The statement text depends only on the row count, so the sqlite3 statement cache keeps it.
 _MAX_ROWS = 500  # 3 parameters a row, far below SQLite's 32,766
+_FSYNC_CHECK_S = 5.0  # how often a dead fsync helper is looked for and started again
+# Past twice its limit the WAL is growing faster than a round's unheld (PASSIVE) step copies
+# it back (a slow disk, a busy machine): new groups then wait for the round to truncate it,
+# for at most this long, so the WAL stays bounded whatever the load.
+_THROTTLE_S = 0.5
 
 
 @functools.lru_cache(maxsize=64)
@@ -110,7 +118,11 @@ SYNCS_IN_FLIGHT = 2
 
 
 class Outbox:
-    """A bounded, durable queue of consent records; every SQL write runs on the loop thread."""
+    """A bounded, durable queue of consent records; every SQL write runs on the loop thread.
+
+    ``open`` starts its maintenance tasks (checkpointer, key pruner, fsync helper watch)
+    under ``tasks``, the caller's supervisor, or one of its own.
+    """
 
     def __init__(
         self,
@@ -119,6 +131,9 @@ class Outbox:
         durability: str = "power",
         max_records: int = 1_000_000,
         retry_after: int = 5,
+        checkpoint_bytes: int = 16 * 1024 * 1024,
+        checkpoint_interval: float = 30.0,
+        tasks: Supervisor | None = None,
     ) -> None:
         if durability not in ("power", "process"):
             raise ValueError(f"unknown durability {durability!r}")
@@ -132,7 +147,10 @@ class Outbox:
         self.commits = 0
         self.syncs = 0
         self.sync_seconds = 0.0  # summed wait for the fsync helper (power durability)
-        self.checkpointer = Checkpointer(self.path)
+        self.checkpointer = Checkpointer(
+            self.path, limit_bytes=checkpoint_bytes, interval=checkpoint_interval
+        )
+        self.tasks = tasks if tasks is not None else Supervisor()
         self._conn: sqlite3.Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._syncer: ThreadPoolExecutor | None = None
@@ -145,21 +163,26 @@ class Outbox:
         self._syncing: collections.deque[tuple[int | None, float]] = collections.deque()
         self._fresh: collections.deque[OutboxItem] = collections.deque()
         self._flush_scheduled = False
+        self._held = False  # the checkpointer holds every write for a moment
+        self._throttled: asyncio.TimerHandle | None = None  # groups wait for a truncation
+        self._resumed = asyncio.Event()
         self._idle: asyncio.Future[None] | None = None
         self._depth = 0
         self._pending = 0
         self._oldest_ns: int | None = None
         self._cursor = 0
-        self._next_prune = 0.0
+        self._maintenance: tuple[str, ...] = ()
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Open (or create) the database, quarantining it if corrupt."""
+        """Open (or create) the database, quarantining it if corrupt; start maintenance."""
         self._loop = asyncio.get_running_loop()
         self.arrived = asyncio.Event()
+        self._resumed = asyncio.Event()
+        self._resumed.set()
+        self._held = False
         self._syncer = ThreadPoolExecutor(1, thread_name_prefix="outbox-io")
-        self.checkpointer.open()
         self._conn = await self._loop.run_in_executor(self._syncer, self._open_db)
         if self.durability == "power":
             self._fsyncer = Fsyncer(Path(str(self.path) + "-wal"))
@@ -171,11 +194,23 @@ class Outbox:
         self.writable = True
         if self._depth:
             self.arrived.set()
+        self._start_maintenance()
+
+    def _start_maintenance(self) -> None:
+        names = ["outbox-checkpointer", "outbox-pruner"]
+        self.tasks.start(names[0], functools.partial(self.checkpointer.run, self.held))
+        self.tasks.start(names[1], self._prune_forever)
+        if self._fsyncer is not None:
+            names.append("outbox-fsync-helper")
+            self.tasks.start(names[2], self._watch_fsyncer)
+        self._maintenance = tuple(names)
 
     async def close(self) -> None:
-        """Wait for the last fsync, then close the database."""
+        """Stop maintenance, wait for the last fsync, then close the database."""
         if self._conn is None:
             return
+        await self.tasks.stop(*self._maintenance)
+        self._maintenance = ()
         if self._waiting:
             self._flush()
         while self._syncing or self._unsynced:
@@ -212,11 +247,60 @@ class Outbox:
             # Another process (the replay command) may have changed the table behind us.
             self._depth = 0
 
+    # -- maintenance tasks -------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def held(self) -> AsyncIterator[None]:
+        """Hold every write (appends queue, maintenance writes wait) for a moment."""
+        while self._held:  # one holder at a time
+            await self._resumed.wait()
+        self._held = True
+        self._resumed.clear()
+        try:
+            yield
+        finally:
+            self._held = False
+            self._resumed.set()
+            self._unthrottle()
+
+    def _throttle(self) -> None:
+        if self._throttled is None and self._loop is not None:
+            self._throttled = self._loop.call_later(_THROTTLE_S, self._unthrottle)
+
+    def _unthrottle(self) -> None:
+        """Let groups commit again (a round ended, or the throttle's time ran out)."""
+        if self._throttled is not None:
+            self._throttled.cancel()
+            self._throttled = None
+        if self._waiting and not self._flush_scheduled and self._loop is not None:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    async def _prune_forever(self) -> None:
+        while True:
+            await self.prune()
+            await asyncio.sleep(idempotency.PRUNE_EVERY_S)
+
+    async def prune(self) -> int:
+        """Forget idempotency keys older than a day; how many."""
+        pruned: int = await self._write(lambda conn: idempotency.prune(conn, time.time_ns()))
+        return pruned
+
+    async def _watch_fsyncer(self) -> None:
+        """Start the fsync helper again when it is gone (raises while it cannot start)."""
+        while True:
+            fsyncer = self._fsyncer
+            if fsyncer is not None:
+                fsyncer.ensure()
+            await asyncio.sleep(_FSYNC_CHECK_S)
+
     # -- group commit ----------------------------------------------------------------------
 
     def _flush(self) -> None:
         """Commit everything that arrived since the last group (runs on the loop)."""
         self._flush_scheduled = False
+        if self._held or self._throttled is not None:
+            return  # the appends wait in _waiting; the end of the hold flushes them
         batch, self._waiting = self._waiting, []
         if not batch:
             return
@@ -234,8 +318,8 @@ class Outbox:
             error = Unavailable(f"the outbox cannot write: {exc}", retry_after=self.retry_after)
             settled, committed = [(a.future, None, error) for a in batch], False
             items = []
-        if time.monotonic() >= self._next_prune:
-            self._prune(conn)
+        if self.checkpointer.note_write() >= 2 * self.checkpointer.limit_bytes:
+            self._throttle()
         # A committed group waits for its fsync even with nothing new in it: a retry answered
         # from an earlier record must not be answered before that record's own fsync.
         if self.durability == "process" or not committed:
@@ -270,7 +354,7 @@ class Outbox:
             self._hand_over(items)
         self._settle(group, len(group))
         # Whatever queued during the fsync is the next group: commit it now.
-        if self._waiting:
+        if self._waiting and not self._held and self._throttled is None:
             self._flush()
         else:
             self._start_sync()
@@ -331,7 +415,6 @@ class Outbox:
             return [(a.future, None, error) for a in appends], False
         self.writable = True
         self.commits += 1
-        self.checkpointer.appended(sum(len(a.body) + 64 for a in fresh_appends))
         items += stored
         if fresh_appends and self._oldest_ns is None:
             self._oldest_ns = now
@@ -340,13 +423,6 @@ class Outbox:
             return [(a.future, Appended(a.record_id, a.recorded_at, a.receipt, False), None)
                     for a in appends], True  # fmt: skip
         return _answers(appends, verdicts), True
-
-    def _prune(self, conn: sqlite3.Connection) -> None:
-        self._next_prune = time.monotonic() + idempotency.PRUNE_EVERY_S
-        try:
-            idempotency.prune(conn, time.time_ns())
-        except sqlite3.Error as exc:
-            log.warning("pruning idempotency keys failed: %s", exc)
 
     def _settle(self, settled: _Settled, appended: int) -> None:
         self._pending -= appended
@@ -368,6 +444,14 @@ class Outbox:
             database.rollback(self._conn)
             future.set_exception(exc)
         return future
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run a writing command once no hold is on (the checkpointer may hold writes)."""
+        while self._held:
+            await self._resumed.wait()
+        result = await self._submit(fn)
+        self.checkpointer.note_write()
+        return result
 
     async def append(
         self, record: ConsentRecord, receipt: str, body: bytes | None = None
@@ -441,7 +525,7 @@ class Outbox:
         self._fresh.clear()
 
     async def ack(self, seqs: Iterable[int]) -> None:
-        """Forget delivered records."""
+        """Forget delivered records (idempotent: acking again is harmless)."""
         params = _ranges(seqs)
         if not params:
             return
@@ -450,7 +534,7 @@ class Outbox:
             conn.execute("BEGIN IMMEDIATE")
             self._delete(conn, "DELETE FROM outbox WHERE seq BETWEEN ? AND ?", params)
 
-        await self._submit(run)
+        await self._write(run)
 
     def _delete(self, conn: sqlite3.Connection, sql: str, params: Sequence[tuple[int, ...]]
                 ) -> None:  # fmt: skip
@@ -474,7 +558,7 @@ class Outbox:
             dead_letters.add(conn, rows, time.time_ns())
             self._delete(conn, "DELETE FROM outbox WHERE seq = ?", seqs)
 
-        await self._submit(run)
+        await self._write(run)
 
     async def replay(self) -> int:
         """Queue every dead letter again for delivery; returns how many."""
@@ -487,7 +571,7 @@ class Outbox:
             self._refresh_oldest(conn)
             return moved
 
-        moved: int = await self._submit(run)
+        moved: int = await self._write(run)
         if moved:
             self.arrived.set()
         return moved
@@ -510,6 +594,13 @@ class Outbox:
         """Seconds the oldest undelivered record has waited, or None when empty."""
         oldest = self._oldest_ns
         return None if oldest is None else max(0.0, (time.time_ns() - oldest) / 1e9)
+
+    def file_bytes(self) -> int:
+        """The outbox file's size on disk (without its WAL)."""
+        try:
+            return os.stat(self.path).st_size
+        except OSError:
+            return 0
 
 
 def _answers(appends: list[_Append], verdicts: list[idempotency.Verdict]) -> _Settled:
