@@ -211,6 +211,9 @@ class Outbox:
             return
         await self.tasks.stop(*self._maintenance)
         self._maintenance = ()
+        if self._throttled is not None:  # no round is coming to lift it: commit what waits
+            self._throttled.cancel()
+            self._throttled = None
         if self._waiting:
             self._flush()
         while self._syncing or self._unsynced:
