@@ -11,7 +11,6 @@ forwarder) and is not restarted.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -83,6 +82,7 @@ class Supervisor:
         if old is not None and old.task is not None and not old.task.done():
             raise RuntimeError(f"task {name} is already running")
         entry = Supervised(name)
+        entry.up = True  # from now on, not only once the loop first runs it
         entry.task = asyncio.create_task(self._supervise(entry, run), name=name)
         self.tasks[name] = entry
         return entry
@@ -133,9 +133,14 @@ class Supervisor:
             if entry.task is not None:
                 entry.task.cancel()
         for entry in entries:
-            if entry.task is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await entry.task
+            task = entry.task
+            # Cancel again until it ends: a cancellation can be swallowed (asyncio.wait_for
+            # on 3.11 does when its inner future completes at the same moment).
+            while task is not None and not task.done():
+                await asyncio.wait({task}, timeout=1.0)
+                task.cancel()
+            if task is not None and not task.cancelled():
+                task.exception()  # retrieved: supervised tasks end by cancellation only
             entry.up = False
 
 

@@ -125,8 +125,9 @@ class Forwarder:
             if not items:
                 if self._draining:
                     return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.outbox.arrived.wait(), _IDLE_POLL)
+                with contextlib.suppress(TimeoutError):  # not wait_for: see checkpoint.py
+                    async with asyncio.timeout(_IDLE_POLL):
+                        await self.outbox.arrived.wait()
                 continue
             if len(items) < self.batch_size and self.linger and not self._draining:
                 await asyncio.sleep(self.linger)

@@ -84,8 +84,11 @@ class Checkpointer:
         """Checkpoint on every wake-up and every ``interval``; ``hold()`` holds the writes."""
         self._wake = asyncio.Event()  # this loop's (an outbox may be opened again)
         while True:
+            # asyncio.timeout, not wait_for: on 3.11, wait_for can swallow a cancellation that
+            # arrives as the wake-up does, and the task would outlive the outbox's close.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+                async with asyncio.timeout(self.interval):
+                    await self._wake.wait()
             self._wake.clear()
             if self._wal_size() > 0:
                 await self.round(hold)
