@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.core.settings import Settings
-from gateway.recording.outbox.commands import outbox_replay, outbox_status
 from tests.helpers import opened
 from tests.pg import make_record
 
@@ -26,21 +24,4 @@ async def test_dead_letters_keep_the_reason_and_replay(tmp_path: Path) -> None:
     again = await outbox.claim(10)
     assert [i.record_id for i in again] == [items[1].record_id]
     assert again[0].body == items[1].body
-    await outbox.close()
-
-
-async def test_status_and_replay_commands_beside_a_running_outbox(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, durability="process")
-    outbox = await opened(tmp_path, durability="process")
-    for i in range(2):
-        await outbox.append(make_record(f"s{i}"), "x")
-    items = await outbox.claim(2)
-    await outbox.dead_letter([(items[0], "webhook", "410 Gone")])
-    status = await outbox_status(settings)  # a second connection, as the CLI opens it
-    assert (status["depth"], status["dead_letters"]) == (1, 1)
-    assert status["dead_letter_sample"][0]["reason"] == "410 Gone"
-    assert await outbox_replay(settings) == 1
-    assert (await outbox_status(settings))["dead_letters"] == 0
-    outbox.rewind()
-    assert {i.record_id for i in await outbox.claim(10)} == {i.record_id for i in items}
     await outbox.close()
