@@ -164,7 +164,7 @@ SETTINGS: tuple[Setting, ...] = (
         "outbox_checkpoint_interval",
         "30",
         "Seconds between outbox checkpoints that truncate a non-empty WAL below that size and "
-        "give the file's free pages back after a backlog is delivered.",
+        "give the file's free pages back after a backlog is delivered; 0: only at that size.",
         _float,
     ),
     Setting(

@@ -81,13 +81,14 @@ class Checkpointer:
         return size
 
     async def run(self, hold: Callable[[], AbstractAsyncContextManager[None]]) -> None:
-        """Checkpoint on every wake-up and every ``interval``; ``hold()`` holds the writes."""
+        """Checkpoint on every wake-up and every ``interval`` (0: on wake-ups only);
+        ``hold()`` holds the writes."""
         self._wake = asyncio.Event()  # this loop's (an outbox may be opened again)
         while True:
             # asyncio.timeout, not wait_for: on 3.11, wait_for can swallow a cancellation that
             # arrives as the wake-up does, and the task would outlive the outbox's close.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.interval):
+                async with asyncio.timeout(self.interval if self.interval > 0 else None):
                     await self._wake.wait()
             self._wake.clear()
             if self._wal_size() > 0:
