@@ -22,6 +22,7 @@ from jinja2.bccache import Bucket
 
 from gateway.core.errors import ConfigError
 from gateway.core.i18n import bcp47, direction
+from gateway.core.jurisdictions import is_exempt
 from gateway.core.model import ResolvedBanner, Rule
 from gateway.signals import consent_mode, gpc
 from gateway.sites import texts as builtin_texts
@@ -123,7 +124,8 @@ class Renderer:
     ) -> ResolvedBanner:
         site = bundle.site
         tr = bundle.translations.get(locale)
-        sources = builtin_texts.source_texts(rule.model, site.texts)
+        objection = any(not p.essential and is_exempt(rule, p) for p in site.purposes)
+        sources = builtin_texts.source_texts(rule.model, site.texts, objection=objection)
         texts = {key: tr.gettext(msgid) for key, msgid in sources.items()}
         fallbacks = tuple(
             key
@@ -140,6 +142,8 @@ class Renderer:
                 "default": defaults.get(p.id, p.essential),
                 "separate": p.separate if p.separate in rule.separate_consent else None,
                 "sale_or_share": p.sale_or_share,
+                "prohibited": None,
+                "exempt": is_exempt(rule, p),
                 "recipients": list(p.recipients),
                 "retention": p.retention,
                 "cookies": list(p.cookies),
