@@ -17,12 +17,14 @@ test:
 	$(BIN)/ruff check gateway tests bench
 	$(BIN)/ruff format --check gateway tests bench
 	$(BIN)/mypy
+	$(BIN)/python -m gateway.cli.docs --check
 	$(BIN)/python -m pytest -q
 
 lint:
 	$(BIN)/ruff check gateway tests bench
 	$(BIN)/ruff format --check gateway tests bench
 	$(BIN)/mypy
+	$(BIN)/python -m gateway.cli.docs --check
 
 bench:
 	$(BIN)/python -m bench.serve

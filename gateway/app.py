@@ -17,15 +17,17 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from gateway.core.errors import BadRequest, Unavailable
+from gateway.core.jurisdictions import RuleTable, load_rules
 from gateway.core.settings import Settings, load_settings
 from gateway.geo.locator import Locator
 from gateway.recording.service import RecordingService
 from gateway.serving.gateway import Gateway
 from gateway.serving.render import Renderer
 from gateway.serving.snippet import Snippet
+from gateway.serving.switches import RuleSwitches
 from gateway.serving.validation import validate_bundle
 from gateway.serving.watch import Watcher
-from gateway.sites.catalog import STATIC_DIR, LiveCatalog
+from gateway.sites.catalog import LiveCatalog, static_dir
 from gateway.web import admin, ops, privacy, public, records
 from gateway.web.front import HotPaths
 from gateway.web.middleware import MetricsMiddleware
@@ -68,14 +70,20 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return response
 
 
-def build_gateway(settings: Settings) -> Gateway:
-    """Load everything the serving path reads; raises ConfigError on invalid input."""
+def build_gateway(settings: Settings, rules: RuleTable | None = None) -> Gateway:
+    """Load everything the serving path reads; raises ConfigError on invalid input.
+
+    ``rules``: the jurisdiction rule table; by default the shipped one, read here.
+    """
+    rules = rules or load_rules()
     # Every template must render in every locale before a version is served.
-    catalog = LiveCatalog(settings.banners_dir, settings.locales_dir, validate=validate_bundle)
+    catalog = LiveCatalog(
+        settings.banners_dir, settings.locales_dir, rules, validate=validate_bundle
+    )
     catalog.load()
     locator = Locator(settings)
     locator.load()
-    return Gateway(settings, catalog, locator, Renderer(), Snippet.load(STATIC_DIR))
+    return Gateway(settings, catalog, locator, Renderer(), Snippet.load(static_dir()))
 
 
 def tune_gc() -> None:
@@ -117,6 +125,9 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
         app.state.watcher = watcher
         if settings.reload:
             watcher.start()
+        # Regions whose law starts on a date switch on the day (regions_from), reload or not.
+        switches = RuleSwitches(gateway, gateway.catalog.rules.region_map)
+        switches.start()
         if serving:
             tune_gc()
         log.info("serving %d site(s) from %s", len(gateway.catalog), settings.banners_dir)
@@ -125,6 +136,7 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
         finally:
             # Fixed order: stop reloading, drain and close recording, then close readers.
             await watcher.stop()
+            await switches.stop()
             await recording.stop()
             gateway.locator.close()
 

@@ -66,11 +66,14 @@
     if (none(SENS, g)) off.push("*l");
     writeCookie(state = { revision, subject_id, time, action, choices: g, off });
   }
-  // An answer stands (no banner) while it covers what is asked now and its re-ask period runs.
+  // An answer stands (no banner) while it covers what is asked now and its re-ask period runs:
+  // after a consent the shortest length of its months in days (TCF: remind at least every 13
+  // months), after a refusal whole calendar months (CCPA: wait 12 months before asking).
   function fresh(s) {
     if (!s || s.revision != C.consent_revision) return false;
-    const days = ids(s.choices).length || !OPT.length ? RULE.reprompt_days : RULE.reprompt_after_refusal_days;
-    return !days || Date.now() - s.time < days * DAY;
+    const t = new Date(s.time);
+    return ids(s.choices).length || !OPT.length ? Date.now() - s.time < RULE.reprompt_days * DAY
+      : Date.now() < t.setMonth(t.getMonth() + RULE.reprompt_after_refusal_months);
   }
 
   // ---- what is granted now -------------------------------------------------------------
@@ -198,7 +201,6 @@
         // Taken when newer than this browser's last record and nothing here is still unsent.
         if (!c || c.recorded_at < r.recorded_at || queue().length) return;
         remember(c.choices, c.action, c.consent_revision, c.subject_id, Date.parse(c.recorded_at));
-        store(RKEY, Object.assign(r, { record_id: c.record_id, recorded_at: c.recorded_at }));
       }).catch(() => {}).then(() => {
         pending = 0;
         store(YKEY, Date.now());
@@ -331,7 +333,7 @@
   // The server is asked after a visit to the privacy center, and at most daily while the answer
   // kept here is out of date.
   const rc = load(RKEY), y = load(YKEY);
-  pending = rc && rc.subject_id && (y === 0 || (!fresh(state) && !(Date.now() - y < DAY)));
+  pending = rc && (y === 0 || (!fresh(state) && !(Date.now() - y < DAY)));
   if (state) writeCookie(state);
   // Consent Mode does not persist: repeat the update on every page that knows a choice.
   if (state || gpc || pending) update();

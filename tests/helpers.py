@@ -6,12 +6,14 @@ conftest.py (pytest owns that module's import).
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from pathlib import Path
 
 from babel.messages.pofile import read_po
 
+from gateway.core.jurisdictions import RuleTable, load_rules
 from gateway.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +29,12 @@ def shipped(locale: str, msgid: str) -> str:
         text = read_po(fp, locale=locale)[msgid].string
     assert isinstance(text, str)
     return text
+
+
+@functools.cache
+def shipped_rules() -> RuleTable:
+    """The shipped rule table, read once for the tests that use it (it is immutable)."""
+    return load_rules()
 
 
 def make_settings(tmp_path: Path, **changes: object) -> Settings:

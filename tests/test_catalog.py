@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from gateway.sites.catalog import LiveCatalog, load_site, scan
+from tests.helpers import shipped_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,7 +23,7 @@ def tree(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_every_shipped_site_loads() -> None:
-    bundles, errors = scan(ROOT / "banners", ROOT / "locales")
+    bundles, errors = scan(ROOT / "banners", ROOT / "locales", shipped_rules())
     assert errors == []
     assert "demo" in bundles
     demo = bundles["demo"]
@@ -32,30 +33,30 @@ def test_every_shipped_site_loads() -> None:
 
 def test_wording_change_bumps_version_not_revision(tree: tuple[Path, Path]) -> None:
     banners, locales = tree
-    before = load_site(banners / "demo", locales)
+    before = load_site(banners / "demo", locales, shipped_rules())
     toml = banners / "demo" / "site.toml"
     toml.write_text(toml.read_text().replace('name = "Analytics"', 'name = "Audience measurement"'))
-    after = load_site(banners / "demo", locales)
+    after = load_site(banners / "demo", locales, shipped_rules())
     assert after.banner_version != before.banner_version
     assert after.consent_revision == before.consent_revision
 
 
 def test_new_purpose_bumps_both(tree: tuple[Path, Path]) -> None:
     banners, locales = tree
-    before = load_site(banners / "demo", locales)
+    before = load_site(banners / "demo", locales, shipped_rules())
     toml = banners / "demo" / "site.toml"
     toml.write_text(
         toml.read_text() + '\n[[purposes]]\nid = "video"\nname = "Video"\n'
         'description = "Embedded videos."\n'
     )
-    after = load_site(banners / "demo", locales)
+    after = load_site(banners / "demo", locales, shipped_rules())
     assert after.banner_version != before.banner_version
     assert after.consent_revision != before.consent_revision
 
 
 def test_reload_keeps_last_good_state(tree: tuple[Path, Path]) -> None:
     banners, locales = tree
-    catalog = LiveCatalog(banners, locales)
+    catalog = LiveCatalog(banners, locales, shipped_rules())
     catalog.load()
     good = catalog.get("demo")
     assert good is not None
@@ -69,7 +70,7 @@ def test_reload_keeps_last_good_state(tree: tuple[Path, Path]) -> None:
 
 def test_previous_versions_stay_known_after_reload(tree: tuple[Path, Path]) -> None:
     banners, locales = tree
-    catalog = LiveCatalog(banners, locales)
+    catalog = LiveCatalog(banners, locales, shipped_rules())
     catalog.load()
     first = catalog.get("demo")
     assert first is not None
@@ -85,7 +86,7 @@ def test_reload_refuses_a_template_that_does_not_render(tree: tuple[Path, Path])
     from gateway.serving.validation import validate_bundle
 
     banners, locales = tree
-    catalog = LiveCatalog(banners, locales, validate=validate_bundle)
+    catalog = LiveCatalog(banners, locales, shipped_rules(), validate=validate_bundle)
     catalog.load()
     good = catalog.get("demo")
     (banners / "demo" / "banner.html").write_text(

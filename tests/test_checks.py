@@ -15,7 +15,7 @@ from gateway.core.errors import ConfigError
 from gateway.core.settings import Settings
 from gateway.serving import validation
 from gateway.sites.catalog import load_site
-from tests.helpers import GEOIP_DIR, ROOT
+from tests.helpers import GEOIP_DIR, ROOT, shipped_rules
 
 
 @pytest.fixture
@@ -70,6 +70,15 @@ def _template(settings: Settings, name: str, text: str) -> None:
     (settings.banners_dir / "demo" / name).write_text(text, encoding="utf-8")
 
 
+def _edit_toml(settings: Settings, old: str, new: str, drop_after: int = 0) -> None:
+    """Replace one line of the demo's site.toml (and drop the ``drop_after`` lines after it)."""
+    toml = settings.banners_dir / "demo" / "site.toml"
+    lines = toml.read_text(encoding="utf-8").splitlines()
+    at = lines.index(old)
+    lines[at : at + 1 + drop_after] = [] if drop_after else [new]
+    toml.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 def _append_toml(settings: Settings, text: str) -> None:
     toml = settings.banners_dir / "demo" / "site.toml"
     toml.write_text(toml.read_text(encoding="utf-8") + text, encoding="utf-8")
@@ -81,7 +90,7 @@ def test_shipped_tree_has_no_errors_and_full_coverage() -> None:
     )
     assert report.errors == []
     coverage = [line for line in report.notes if "translated (" in line]
-    demo = load_site(ROOT / "banners" / "demo", ROOT / "locales").site
+    demo = load_site(ROOT / "banners" / "demo", ROOT / "locales", shipped_rules()).site
     assert len(coverage) == len(demo.locales) - 1  # every locale but the default one
     assert all("100% translated" in line for line in coverage)
     assert report.lines()[-1].startswith("ok: 0 error(s)")
@@ -218,6 +227,40 @@ CASES: list[tuple[str, Edit, str, str, str]] = [
         "unknown template 'gdrp'",
     ),
     ("short token", lambda s: None, "warning", "GATEWAY_ADMIN_TOKEN", "shorter than 16"),
+    # W4: the UK statistics exemption is claimed by fact (PECR Sch. A1 para 5; ICO: processor).
+    (
+        "exemption without a processor",
+        lambda s: _edit_toml(s, "provider_is_processor = true", "provider_is_processor = false"),
+        "error",
+        "site.toml: purposes[1].exemption",
+        "analytics claims the analytics exemption but provider_is_processor = true is not "
+        "declared (ICO guidance",
+    ),
+    (
+        "exemption claimed for the wrong types",
+        lambda s: _edit_toml(
+            s,
+            'consent_mode = ["analytics_storage"]',
+            'consent_mode = ["analytics_storage", "personalization_storage"]',
+        ),
+        "error",
+        "site.toml: purposes[1].exemption",
+        "outside the analytics exemption",
+    ),  # fmt: skip
+    (
+        "exemption of another category",
+        lambda s: _edit_toml(s, 'category = "analytics"', 'category = "functionality"'),
+        "error",
+        "site.toml: purposes[1].exemption",
+        "outside the functionality exemption",
+    ),
+    (
+        "no declaration at all",
+        lambda s: _edit_toml(s, "[purposes.exemption]", "[purposes.unused]", drop_after=4),
+        "warning",
+        "site.toml: purposes[1]",
+        "analytics needs consent under uk: an exemption is claimed by fact, not by category",
+    ),
 ]
 
 
@@ -257,7 +300,7 @@ def test_validate_bundle_refuses_a_template_no_visitor_could_see(settings: Setti
         "banner.html",
         '{% extends "default:banner.html" %}{% block title %}{{ title }}{% endblock %}',
     )
-    bundle = load_site(settings.banners_dir / "demo", settings.locales_dir)
+    bundle = load_site(settings.banners_dir / "demo", settings.locales_dir, shipped_rules())
     with pytest.raises(ConfigError) as info:
         validation.validate_bundle(bundle)
     assert "'title' is undefined" in info.value.message
@@ -297,7 +340,7 @@ def test_validate_bundle_catches_a_translation_that_breaks_rendering(settings: S
         '{{ _("Sold by %(name)s", name=site.name) }}{% endblock %}',
     )
     _translate(settings, "Sold by %(name)s", "Verkauft von %(nom)s", locale="fr")
-    bundle = load_site(settings.banners_dir / "demo", settings.locales_dir)
+    bundle = load_site(settings.banners_dir / "demo", settings.locales_dir, shipped_rules())
     with pytest.raises(ConfigError) as info:
         validation.validate_bundle(bundle)
     assert "KeyError: 'nom'" in info.value.message
@@ -305,7 +348,7 @@ def test_validate_bundle_catches_a_translation_that_breaks_rendering(settings: S
 
 
 def test_reload_validation_renders_every_rule_once_and_every_language(settings: Settings) -> None:
-    bundle = load_site(settings.banners_dir / "demo", settings.locales_dir)
+    bundle = load_site(settings.banners_dir / "demo", settings.locales_dir, shipped_rules())
     quick = validation.cases(bundle, every_rule=False)
     every = validation.cases(bundle, every_rule=True)
     rules = validation.rules_of(bundle)

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli.docs import render
 from gateway.cli.main import main
 from tests.helpers import GEOIP_DIR, ROOT
 
@@ -67,8 +66,3 @@ def test_help_lists_every_setting(capsys: pytest.CaptureFixture[str]) -> None:
         main(["serve", "--help"])
     out = capsys.readouterr().out
     assert "GATEWAY_TRUSTED_PROXIES" in out and "--geoip-db" in out
-
-
-def test_readme_generated_sections_are_current() -> None:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert render(text) == text, "run: .venv/bin/python -m gateway.cli.docs"

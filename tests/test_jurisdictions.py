@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gateway.core import jurisdictions as j
 from gateway.core.errors import ConfigError
-from gateway.core.model import CONSENT_MODE_TYPES, SEPARATE_CONSENT_KINDS, Purpose, Region, Rule
+from gateway.core.model import (
+    CONSENT_MODE_TYPES,
+    SEPARATE_CONSENT_KINDS,
+    Exemption,
+    Purpose,
+    Region,
+    Rule,
+)
+from tests.helpers import ROOT, shipped_rules
+
+TABLE = shipped_rules()
+RULES = TABLE.rules
 
 EU27 = (
     "AT",
@@ -72,7 +84,10 @@ EU27 = (
         ("US", "CO", "us-states"),
         ("US", "TX", "us-states"),
         ("US", "NJ", "us-states"),
-        ("US", "VA", "us-states-gpc-optional"),
+        ("US", "VA", "us-va"),  # sells no precise geolocation (2026 Acts ch. 820)
+        ("US", "MD", "us-md"),
+        ("US", "CT", "us-ct"),
+        ("US", "OR", "us-or"),
         ("US", "UT", "us-states-gpc-optional"),
         ("US", "RI", "us-states-gpc-optional"),
         ("US", None, "us"),  # country-only database: the union of US obligations
@@ -104,42 +119,46 @@ EU27 = (
     ],
 )
 def test_rule_for_region(country: str | None, subdivision: str | None, expected: str) -> None:
-    assert j.rule_for(Region(country, subdivision)).id == expected
+    assert TABLE.rule_for(Region(country, subdivision)).id == expected
+    assert TABLE.for_site({}).rule(Region(country, subdivision)).id == expected
 
 
 def test_every_template_is_reachable_and_every_member_state_is_gdpr() -> None:
-    reached = set(j.REGION_RULES.values()) | {j.STRICTEST_RULE_ID}
-    assert reached == set(j.RULES)
-    assert all(j.rule_for(Region(c)).id == "gdpr" for c in EU27)
-    assert "EU" not in j.REGION_RULES  # not an ISO 3166-1 code (and not valid in Consent Mode)
+    reached = set(TABLE.regions.values()) | {TABLE.strictest_id}
+    assert reached == set(RULES)
+    assert all(TABLE.rule_for(Region(c)).id == "gdpr" for c in EU27)
+    assert "EU" not in TABLE.regions  # not an ISO 3166-1 code (and not valid in Consent Mode)
 
 
 def test_strictest_rule_fails_closed() -> None:
-    strictest = j.RULES[j.STRICTEST_RULE_ID]
+    strictest = RULES[TABLE.strictest_id]
     assert strictest.model == "opt-in"
     assert not strictest.default_granted
     assert strictest.reject_on_first_layer
-    assert j.rule_for(Region()) is strictest
+    assert TABLE.rule_for(Region()) is strictest
 
 
-@pytest.mark.parametrize("rule", list(j.RULES.values()), ids=list(j.RULES))
+@pytest.mark.parametrize("rule", list(RULES.values()), ids=list(RULES))
 def test_template_is_consistent(rule: Rule) -> None:
     assert set(rule.consent_mode) == set(CONSENT_MODE_TYPES)
     assert rule.default_granted == (rule.model != "opt-in")
     assert rule.consent_mode["security_storage"] == "granted"
     if rule.model == "opt-in":
-        # Nothing non-essential before consent, except what a rule exempts (UK 2026).
-        exempt = {t for e in rule.exempt_purposes for t in j.EXEMPT_CATEGORIES[e]}
-        assert {t for t, v in rule.consent_mode.items() if v == "granted"} == {
-            "security_storage"
-        } | exempt
+        # Nothing non-essential before consent; not even what a rule exempts (UK 2026): only a
+        # site purpose that qualifies by fact grants its types (PECR Sch. A1 para 5).
+        assert {t for t, v in rule.consent_mode.items() if v == "granted"} == {"security_storage"}
     else:
-        assert set(rule.consent_mode.values()) == {"granted"}
+        # Granted before a choice, except the types the rule keeps opt-in (CH: ad types).
+        assert {t for t, v in rule.consent_mode.items() if v == "denied"} == set(rule.opt_in_types)
         # Honour GPC wherever the law grants an opt-out: nothing in these laws forbids it.
         assert rule.gpc
+    # Every template names what it encodes: statute sections and regulator guidance.
+    law, guidance = TABLE.sources[rule.id]
+    assert law and guidance
     assert set(rule.separate_consent) <= set(SEPARATE_CONSENT_KINDS)
     assert rule.name
-    assert rule.reprompt_days <= 395  # TCF: re-ask at most every 13 months
+    # TCF Policies ch. II: remind of the right to withdraw at least every 13 months.
+    assert rule.reprompt_months <= 13
 
 
 @pytest.mark.parametrize(
@@ -152,8 +171,8 @@ def test_template_is_consistent(rule: Rule) -> None:
                 "gpc": False,
                 "reject_on_first_layer": True,
                 "age_of_consent": 16,
-                "reprompt_days": 395,
-                "reprompt_after_refusal_days": 180,
+                "reprompt_months": 13,
+                "reprompt_after_refusal_months": 6,
             },
         ),
         (
@@ -173,7 +192,7 @@ def test_template_is_consistent(rule: Rule) -> None:
                 "do_not_sell_link": True,
                 "limit_sensitive_link": True,
                 "age_of_consent": 16,
-                "reprompt_after_refusal_days": 365,
+                "reprompt_after_refusal_months": 12,
             },
         ),
         ("us-states", {"gpc": True, "do_not_sell_link": True, "limit_sensitive_link": False}),
@@ -194,7 +213,11 @@ def test_template_is_consistent(rule: Rule) -> None:
                 ),
             },
         ),
-        ("appi", {"model": "notice", "separate_consent": ("sensitive", "third_party")}),
+        # APPI Art. 28: prior consent to provide to a third party abroad (W11).
+        (
+            "appi",
+            {"model": "notice", "separate_consent": ("sensitive", "third_party", "cross_border")},
+        ),
         (
             "pipa",
             {
@@ -210,64 +233,119 @@ def test_template_is_consistent(rule: Rule) -> None:
     ],
 )
 def test_template_facts(rule_id: str, expected: dict[str, Any]) -> None:
-    rule = j.RULES[rule_id]
+    rule = RULES[rule_id]
     assert {name: getattr(rule, name) for name in expected} == expected
 
 
 def test_us_fallback_is_the_union_of_us_templates() -> None:
-    union = j.RULES["us"]
+    union = RULES["us"]
     for rid in ("ccpa", "us-states", "us-states-gpc-optional"):
-        rule = j.RULES[rid]
+        rule = RULES[rid]
         for flag in ("gpc", "do_not_sell_link", "limit_sensitive_link"):
             assert getattr(union, flag) or not getattr(rule, flag), (rid, flag)
         assert set(rule.separate_consent) <= set(union.separate_consent)
         assert (union.age_of_consent or 0) >= (rule.age_of_consent or 0)
-        assert union.reprompt_after_refusal_days >= rule.reprompt_after_refusal_days
+        assert union.reprompt_after_refusal_months >= rule.reprompt_after_refusal_months
 
 
 @pytest.mark.parametrize(
     ("country", "rule_id", "expected"),
     [
+        # GDPR Art. 8(1) as each state set it.
         ("FR", "gdpr", 15),
         ("DE", "gdpr", 16),
         ("BE", "gdpr", 13),
         ("ES", "gdpr", 14),
-        ("GB", "uk", 13),
-        ("CN", "pipl", 14),
+        ("IT", "gdpr", 14),
+        # French outermost regions: loi Informatique et Libertés art. 45 (15).
+        ("GF", "gdpr", 15),
+        ("GP", "gdpr", 15),
+        ("MQ", "gdpr", 15),
+        ("RE", "gdpr", 15),
+        ("YT", "gdpr", 15),
+        ("MF", "gdpr", 15),
+        # Åland: the Finnish Data Protection Act s. 5 (13).
+        ("AX", "gdpr", 13),
+        ("GI", "gdpr", 16),  # no national figure: the Regulation's own
+        ("GB", "uk", 13),  # DPA 2018 s. 9
+        ("CN", "pipl", 14),  # PIPL Art. 31
         ("CH", "ch", None),
     ],
 )
 def test_age_of_consent(country: str, rule_id: str, expected: int | None) -> None:
-    assert j.age_of_consent(Region(country), j.RULES[rule_id]) == expected
+    assert TABLE.age_of_consent(Region(country), RULES[rule_id]) == expected
+
+
+def test_national_ages_survive_site_overrides_that_keep_the_age() -> None:
+    """GDPR Art. 8(1): a site that changes another field keeps the national figure (DK 13)."""
+    site = TABLE.for_site({"*": {"reprompt_after_refusal_months": 3}})
+    dk = site.rule(Region("DK"))
+    assert dk.id.startswith("gdpr+")
+    assert TABLE.age_of_consent(Region("DK"), dk) == 13
+    assert TABLE.age_of_consent(Region("RE"), site.rule(Region("RE"))) == 15
+    # A site that states its own age means it everywhere the override applies.
+    own = TABLE.for_site({"*": {"age_of_consent": 16}})
+    assert TABLE.age_of_consent(Region("DK"), own.rule(Region("DK"))) == 16
 
 
 def _purpose(pid: str, modes: tuple[str, ...], **kw: Any) -> Purpose:
     return Purpose(id=pid, name=pid, description=pid, consent_mode=modes, **kw)
 
 
+STATS = Exemption(
+    category="analytics",
+    improves_service_only=True,
+    shared_only_to_improve=True,
+    provider_is_processor=True,
+)
+APPEARANCE = Exemption(category="functionality")
+
+
 @pytest.mark.parametrize(
     ("purpose", "exempt"),
     [
-        (_purpose("analytics", ("analytics_storage",)), True),
-        (_purpose("stats", ("analytics_storage",)), True),  # by category, whatever its id
-        (_purpose("prefs", ("functionality_storage",)), True),
-        (_purpose("mixed", ("analytics_storage", "functionality_storage")), True),
-        (_purpose("ga_ads", ("analytics_storage", "ad_storage")), False),
-        (_purpose("sold", ("analytics_storage",), sale_or_share=True), False),
-        (_purpose("shared", ("analytics_storage",), separate="third_party"), False),
-        (_purpose("personalization", ("personalization_storage",)), False),
-        (_purpose("nothing", ()), False),
+        # PECR Sch. A1 para 5 and ICO guidance: exempt only when the site declares the facts.
+        (_purpose("analytics", ("analytics_storage",), exemption=STATS), True),
+        (_purpose("stats", ("analytics_storage",), exemption=STATS), True),  # whatever its id
+        (_purpose("prefs", ("functionality_storage",), exemption=APPEARANCE), True),  # para 6
+        # By category alone, nothing qualifies any more (W4).
+        (_purpose("analytics", ("analytics_storage",)), False),
+        (_purpose("prefs", ("functionality_storage",)), False),
+        # A declaration missing a fact the law or the ICO requires does not qualify.
+        (
+            _purpose(
+                "ga4",
+                ("analytics_storage",),
+                exemption=Exemption("analytics", True, True, provider_is_processor=False),
+            ),
+            False,
+        ),
+        (
+            _purpose(
+                "shared",
+                ("analytics_storage",),
+                exemption=Exemption("analytics", True, False, True),
+            ),
+            False,
+        ),
+        # Everything it maps must be of the declared category's types.
+        (_purpose("mixed", ("analytics_storage", "functionality_storage"), exemption=STATS), False),
+        (_purpose("ga_ads", ("analytics_storage", "ad_storage"), exemption=STATS), False),
+        (_purpose("sold", ("analytics_storage",), sale_or_share=True, exemption=STATS), False),
+        (_purpose("third", ("analytics_storage",), separate="third_party", exemption=STATS), False),
+        (_purpose("nothing", (), exemption=STATS), False),
     ],
 )
-def test_uk_exemption_by_category(purpose: Purpose, exempt: bool) -> None:
-    assert j.is_exempt(j.RULES["uk"], purpose) is exempt
-    assert j.is_exempt(j.RULES["gdpr"], purpose) is False
+def test_uk_exemption_by_fact(purpose: Purpose, exempt: bool) -> None:
+    assert j.is_exempt(RULES["uk"], purpose) is exempt
+    assert j.is_exempt(RULES["gdpr"], purpose) is False
 
 
-def test_exemption_by_site_purpose_id() -> None:
-    rule = j.apply_override(j.RULES["gdpr"], {"exempt_purposes": ["audience"]})
-    assert j.is_exempt(rule, _purpose("audience", ("ad_storage",)))
-    assert not j.is_exempt(rule, _purpose("analytics", ("analytics_storage",)))
+def test_exemption_by_site_purpose_id_needs_the_declaration_too() -> None:
+    rule = TABLE.apply_override(RULES["gdpr"], {"exempt_purposes": ["audience"]})
+    assert j.is_exempt(rule, _purpose("audience", ("analytics_storage",), exemption=STATS))
+    assert not j.is_exempt(rule, _purpose("audience", ("analytics_storage",)))
+    assert not j.is_exempt(rule, _purpose("analytics", ("analytics_storage",), exemption=STATS))
 
 
 @pytest.mark.parametrize(
@@ -293,16 +371,16 @@ def test_exemption_by_site_purpose_id() -> None:
         ),
         ({"US-CA": {"reject_on_first_layer": True}}, "US", "TX", {"id": "us-states"}),
         (
-            {"*": {"reprompt_after_refusal_days": 90}},
+            {"*": {"reprompt_after_refusal_months": 3}},
             None,
             None,
-            {"reprompt_after_refusal_days": 90, "model": "opt-in"},
+            {"reprompt_after_refusal_months": 3, "model": "opt-in"},
         ),
         (
-            {"*": {"reprompt_after_refusal_days": 90}, "DE": {"reprompt_after_refusal_days": 30}},
+            {"*": {"reprompt_after_refusal_months": 3}, "DE": {"reprompt_after_refusal_months": 1}},
             "DE",
             None,
-            {"reprompt_after_refusal_days": 30},
+            {"reprompt_after_refusal_months": 1},
         ),
         # Field changes apply to a code and everything under it, from "*" to the subdivision.
         (
@@ -353,7 +431,7 @@ def test_exemption_by_site_purpose_id() -> None:
             {"GB": {"consent_mode": {"analytics_storage": "denied"}}},
             "GB",
             None,
-            {"consent_mode": {**j.RULES["uk"].consent_mode, "analytics_storage": "denied"}},
+            {"consent_mode": {**RULES["uk"].consent_mode, "analytics_storage": "denied"}},
         ),
         (
             {"GB": {"age_of_consent": 0, "separate_consent": []}},
@@ -369,29 +447,30 @@ def test_rule_for_with_overrides(
     subdivision: str | None,
     expected: dict[str, Any],
 ) -> None:
-    rule = j.rule_for(Region(country, subdivision), overrides)
+    site = TABLE.for_site(overrides)
+    rule = site.rule(Region(country, subdivision))
     assert {name: getattr(rule, name) for name in expected} == expected
-    assert j.rule_for(Region(country, subdivision), overrides) is rule  # memoised, stable
+    assert site.rule(Region(country, subdivision)) is rule  # memoised, stable
 
 
 def test_changed_rules_get_derived_ids() -> None:
-    a = j.rule_for(Region("FR"), {"FR": {"reject_on_first_layer": False}})
-    b = j.rule_for(Region("FR"), {"FR": {"reject_on_first_layer": False}})  # another mapping
-    c = j.rule_for(Region("FR"), {"FR": {"age_of_consent": 15}})
+    a = TABLE.for_site({"FR": {"reject_on_first_layer": False}}).rule(Region("FR"))
+    b = TABLE.for_site({"FR": {"reject_on_first_layer": False}}).rule(Region("FR"))  # another site
+    c = TABLE.for_site({"FR": {"age_of_consent": 15}}).rule(Region("FR"))
     assert a.id.startswith("gdpr+")
     assert a.id == b.id
     assert c.id.startswith("gdpr+")
     assert c.id != a.id
-    assert j.rule_for(Region("FR"), {"DE": {"age_of_consent": 15}}) is j.RULES["gdpr"]
+    assert TABLE.for_site({"DE": {"age_of_consent": 15}}).rule(Region("FR")) is RULES["gdpr"]
     # One "*" override gives every gdpr country the same Rule object.
-    star = {"*": {"reprompt_days": 180}}
-    assert j.rule_for(Region("FR"), star) is j.rule_for(Region("DE"), star)
-    assert j.rule_for(Region("GB"), star).id.startswith("uk+")
+    star = TABLE.for_site({"*": {"reprompt_months": 6}})
+    assert star.rule(Region("FR")) is star.rule(Region("DE"))
+    assert star.rule(Region("GB")).id.startswith("uk+")
 
 
 def test_empty_overrides_are_the_shipped_rules() -> None:
-    assert j.rule_for(Region("US", "CA"), {}) is j.RULES["ccpa"]
-    assert j.rule_for(Region("US", "CA"), None) is j.RULES["ccpa"]
+    assert TABLE.for_site({}).rule(Region("US", "CA")) is RULES["ccpa"]
+    assert TABLE.rule_for(Region("US", "CA")) is RULES["ccpa"]
 
 
 @pytest.mark.parametrize(
@@ -424,16 +503,16 @@ def test_empty_overrides_are_the_shipped_rules() -> None:
     ],
 )
 def test_apply_override(override: dict[str, Any], expected: dict[str, Any]) -> None:
-    rule = j.apply_override(j.RULES["ccpa"], override)
+    rule = TABLE.apply_override(RULES["ccpa"], override)
     assert {name: getattr(rule, name) for name in expected} == expected
     if {k for k in override if k != "rule"}:
         assert "+" in rule.id
-    assert j.RULES["ccpa"].gpc  # the shipped template is untouched
+    assert RULES["ccpa"].gpc  # the shipped template is untouched
 
 
 def test_apply_override_rejects_bad_input() -> None:
     with pytest.raises(ConfigError, match="unknown template"):
-        j.apply_override(j.RULES["gdpr"], {"rule": "gdrp"})
+        TABLE.apply_override(RULES["gdpr"], {"rule": "gdrp"})
 
 
 @pytest.mark.parametrize(
@@ -455,7 +534,8 @@ def test_apply_override_rejects_bad_input() -> None:
         ({"DE": {"gpc": "yes"}}, ["\"DE\".gpc: expected true or false, got str 'yes'"]),
         ({"DE": {"age_of_consent": True}}, ['"DE".age_of_consent: expected a whole number']),
         ({"DE": {"age_of_consent": 99}}, ['"DE".age_of_consent: expected a whole number']),
-        ({"DE": {"reprompt_days": "13 months"}}, ['"DE".reprompt_days: expected']),
+        ({"DE": {"reprompt_months": "13"}}, ['"DE".reprompt_months: expected']),
+        ({"DE": {"reprompt_days": 395}}, ['"DE".reprompt_days: renamed: use reprompt_months']),
         ({"DE": {"model": "opt_in"}}, ["\"DE\".model: expected 'opt-in'"]),
         (
             {"DE": {"separate_consent": ["sensitive", "biometric"]}},
@@ -491,7 +571,7 @@ def test_apply_override_rejects_bad_input() -> None:
     ],
 )
 def test_validate_overrides(overrides: dict[Any, Any], fragments: list[str]) -> None:
-    problems = j.validate_overrides(overrides)
+    problems = TABLE.validate_overrides(overrides)
     # One problem per offending key or field, each naming the key, the field and a hint.
     assert len(problems) == len(fragments), problems
     for fragment in fragments:
@@ -500,30 +580,30 @@ def test_validate_overrides(overrides: dict[Any, Any], fragments: list[str]) -> 
 
 def test_validate_overrides_checks_exempt_purposes_against_the_site() -> None:
     overrides = {"FR": {"exempt_purposes": ["analytics", "audience", "stats"]}}
-    assert j.validate_overrides(overrides) == []
-    assert j.validate_overrides(overrides, purpose_ids={"audience", "marketing"}) == [
+    assert TABLE.validate_overrides(overrides) == []
+    assert TABLE.validate_overrides(overrides, purpose_ids={"audience", "marketing"}) == [
         "\"FR\".exempt_purposes: unknown ['stats'] (hint: a purpose id of this site or one of "
         "analytics, functionality, security)"
     ]
 
 
 def test_validate_overrides_rejects_a_non_table() -> None:
-    assert j.validate_overrides(["US-CA"]) == [
+    assert TABLE.validate_overrides(["US-CA"]) == [
         'expected tables keyed by region, e.g. [rules."US-CA"] rule = "ccpa"'
     ]
-    assert j.validate_overrides({}) == []
+    assert TABLE.validate_overrides({}) == []
 
 
 def test_rule_for_refuses_invalid_overrides() -> None:
     with pytest.raises(ConfigError, match="unknown template"):
-        j.rule_for(Region("DE"), {"DE": {"rule": "nope"}})
+        TABLE.for_site({"DE": {"rule": "nope"}})
 
 
 def test_rule_table_markdown_is_generated_from_the_data() -> None:
-    table = j.rule_table_markdown()
+    table = j.rule_table_markdown(TABLE)
     rows = [line for line in table.splitlines() if line.startswith("| `")]
-    assert [row.split("`")[1] for row in rows] == list(j.RULES)
-    for code, rid in j.REGION_RULES.items():
+    assert [row.split("`")[1] for row in rows] == list(RULES)
+    for code, rid in TABLE.regions.items():
         row = next(r for r in rows if r.startswith(f"| `{rid}` |"))
         assert code in row.split("|")[2]
     assert "anything else, unknown" in next(r for r in rows if r.startswith("| `default`"))
@@ -535,10 +615,39 @@ def test_rule_for_is_a_couple_of_dict_lookups() -> None:
     regions = [Region("US", "CA"), Region("DE"), Region("US", "FL"), Region(), Region("ZZ")]
     overrides = {"*": {"reject_on_first_layer": True}, "US-CA": {"gpc": True}}
     n = 20_000
-    for extra in (None, overrides):
+    for site in (TABLE.for_site({}), TABLE.for_site(overrides)):
         start = time.perf_counter()
         for _ in range(n):
             for region in regions:
-                j.rule_for(region, extra)
+                site.rule(region)
         per_call = (time.perf_counter() - start) / (n * len(regions))
         assert per_call < 10e-6, per_call  # measured ~0.2-0.4 µs here; generous for slow CI
+
+
+def test_a_table_of_its_own_is_loaded_from_a_file(tmp_path: Path) -> None:
+    shipped = (ROOT / "gateway" / "core" / "rules" / "jurisdictions.toml").read_text("utf-8")
+    path = tmp_path / "rules.toml"
+    path.write_text(shipped.replace('strictest = "default"', 'strictest = "gdpr"'), "utf-8")
+    table = j.load_rules(path)
+    assert table.rule_for(Region("ZZ")) is table.strictest is table.rules["gdpr"]
+    assert TABLE.rule_for(Region("ZZ")).id == "default"  # the shipped table is untouched
+    # A site's resolver uses the table it was made from, not some process-wide one.
+    assert table.for_site({"*": {"gpc": True}}).rule(Region("MX")).id.startswith("gdpr+")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (('strictest = "default"', 'strictest = "nope"'), "strictest rule 'nope' is not"),
+        (("[exempt_categories]", "[exempt_categories\n"), "not valid TOML"),
+    ],
+)
+def test_a_broken_rule_file_names_itself(
+    tmp_path: Path, edit: tuple[str, str], message: str
+) -> None:
+    shipped = (ROOT / "gateway" / "core" / "rules" / "jurisdictions.toml").read_text("utf-8")
+    path = tmp_path / "rules.toml"
+    path.write_text(shipped.replace(*edit), "utf-8")
+    with pytest.raises(ConfigError, match=message) as info:
+        j.load_rules(path)
+    assert info.value.where == str(path)

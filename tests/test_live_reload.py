@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 from gateway.app import create_app
 from gateway.core.settings import Settings
 from gateway.sites.catalog import LiveCatalog
-from tests.helpers import editable_settings, shipped
+from tests.helpers import editable_settings, shipped, shipped_rules
 
 TOKEN = "admin-token-for-tests-0123456789"
 
@@ -53,7 +53,7 @@ def test_broken_edit_is_refused_and_the_last_good_state_serves(
     where: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    catalog = LiveCatalog(settings.banners_dir, settings.locales_dir)
+    catalog = LiveCatalog(settings.banners_dir, settings.locales_dir, shipped_rules())
     catalog.load()
     good = catalog.get("demo")
     path = target(settings)

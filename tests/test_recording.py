@@ -10,19 +10,23 @@ import orjson
 import pytest
 
 from gateway.core.errors import BadRequest
-from gateway.core.model import ConsentRecord, Region, Rule
+from gateway.core.model import ConsentRecord, Purpose, Region, Rule, Site
 from gateway.recording.consent import (
     MAX_BODY_BYTES,
     RecordContext,
     Uuid7Clock,
+    check_rule,
     enrich,
     parse_body,
     rfc3339_utc,
     truncate_ip,
     validate,
 )
+from tests.helpers import shipped_rules
 from tests.pg import consent_body, demo_bundle
 
+TABLE = shipped_rules()
+RULES = TABLE.rules
 BUNDLE = demo_bundle()
 SITE = BUNDLE.site
 VERSIONS = BUNDLE.known_versions
@@ -96,10 +100,6 @@ def test_custom_choice_keeps_each_value_and_grants_essential() -> None:
             "essential_refused", "choices.necessary", 422,
         ),
         (
-            {"choices": {"analytics": False, "marketing": True, "personalization": True}},
-            "inconsistent_action", "choices.analytics", 422,
-        ),
-        (
             {"action": "reject_all"},
             "inconsistent_action", "choices.analytics", 422,
         ),
@@ -111,6 +111,11 @@ def test_custom_choice_keeps_each_value_and_grants_essential() -> None:
             {"action": "gpc"},
             "inconsistent_action", "choices.marketing", 422,
         ),
+        ({"age": -1}, "invalid_field", "age", 400),
+        ({"age": 131}, "invalid_field", "age", 400),
+        ({"age": "15"}, "invalid_field", "age", 400),
+        ({"age": True}, "invalid_field", "age", 400),
+        ({"age": 15.0}, "invalid_field", "age", 400),
     ],
 )  # fmt: skip
 def test_invalid_bodies_name_the_field(
@@ -222,3 +227,159 @@ def test_uuid7_never_goes_back_when_the_clock_does() -> None:
 def test_rfc3339_utc_is_fixed_width_microseconds() -> None:
     assert rfc3339_utc(1_767_225_600_000_001_999) == "2026-01-01T00:00:00.000001Z"
     assert rfc3339_utc(0) == "1970-01-01T00:00:00.000000Z"
+
+
+ALL = {"analytics": True, "marketing": True, "personalization": True}
+
+
+def _rule_error(rule: Rule, site: Site = SITE, **changes: Any) -> BadRequest:
+    consent = validate(body(**changes), site, VERSIONS)
+    with pytest.raises(BadRequest) as info:
+        check_rule(consent, site, rule)
+    assert info.value.status_code == 422
+    return info.value
+
+
+@pytest.mark.parametrize("rule_id", ["pipl", "pipa", "appi"])
+def test_accept_all_never_bundles_a_separate_consent(rule_id: str) -> None:
+    """PIPL Arts. 23, 25, 29, 39 (and PIPA Art. 22, APPI Arts. 27-28): each separate consent is
+    its own affirmative act. The demo's marketing goes to third parties (separate = third_party)."""
+    error = _rule_error(RULES[rule_id])
+    assert (error.code, error.field) == ("separate_consent_bundled", "choices.marketing")
+    assert "third_party" in error.message and rule_id in error.message
+    # accept_all grants everything else, the separate purpose stays for its own act...
+    check_rule(validate(body(choices={**ALL, "marketing": False}), SITE, VERSIONS), SITE,
+               RULES[rule_id])  # fmt: skip
+    # ...which is a record of its own (custom), allowed to grant it.
+    check_rule(validate(body(action="custom", choices=ALL), SITE, VERSIONS), SITE, RULES[rule_id])
+
+
+def test_accept_all_still_grants_every_other_purpose() -> None:
+    error = _rule_error(RULES["pipl"], choices={**ALL, "analytics": False, "marketing": False})
+    assert (error.code, error.field) == ("inconsistent_action", "choices.analytics")
+    # Where no separate consent is needed, accept_all grants all (GDPR lists only sensitive).
+    error = _rule_error(RULES["gdpr"], choices={**ALL, "marketing": False})
+    assert (error.code, error.field) == ("inconsistent_action", "choices.marketing")
+    check_rule(validate(body(), SITE, VERSIONS), SITE, RULES["gdpr"])
+
+
+def _p(pid: str, *modes: str, **kw: Any) -> Purpose:
+    return Purpose(id=pid, name=pid, description=pid, consent_mode=modes, **kw)
+
+
+GEO_SITE = Site(
+    id="geo", name="geo", default_locale="en", locales=("en",), allowed_origins=(),
+    purposes=(
+        _p("necessary", "security_storage", essential=True),
+        _p("location_ads", "ad_storage", sale_or_share=True, separate="precise_location"),
+        _p("health_ads", "ad_storage", sale_or_share=True, separate="sensitive"),
+    ),
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("rule_id", "purpose", "kind"),
+    [
+        # Md. Com. Law 14-4607(a)(2): sensitive data is never sold, consent or not.
+        ("us-md", "health_ads", "sale of sensitive"),
+        ("us-md", "location_ads", "sale of sensitive"),
+        # ORS 646A.578 (HB 2008) and Va. 2026 Acts ch. 820: no sale of precise geolocation.
+        ("us-or", "location_ads", "sale of precise location"),
+        ("us-va", "location_ads", "sale of precise location"),
+    ],
+)
+def test_a_prohibited_sale_is_never_recorded_as_granted(
+    rule_id: str, purpose: str, kind: str
+) -> None:
+    choices = {"location_ads": False, "health_ads": False, purpose: True}
+    error = _rule_error(RULES[rule_id], GEO_SITE, action="custom", choices=choices)
+    assert (error.code, error.field) == ("prohibited_purpose", f"choices.{purpose}")
+    assert kind in error.message
+
+
+def test_prohibited_sales_elsewhere_need_only_consent() -> None:
+    """Outside MD/OR/VA (and the fail-closed US union) a sensitive sale is opt-in, not banned."""
+    consent = validate(
+        body(action="custom", choices={"location_ads": True, "health_ads": True}),
+        GEO_SITE,
+        VERSIONS,
+    )
+    for rule_id in ("ccpa", "us-states", "us-states-gpc-optional", "us-ct", "gdpr"):
+        check_rule(consent, GEO_SITE, RULES[rule_id])
+    # An accept_all leaves the banned sale and the separate sensitive one off, and is consistent.
+    accept = validate(
+        body(choices={"location_ads": False, "health_ads": False}), GEO_SITE, VERSIONS
+    )
+    check_rule(accept, GEO_SITE, RULES["us-or"])
+
+
+@pytest.mark.parametrize(
+    ("rule_id", "age", "banned"),
+    [
+        # Md. Com. Law 14-4607(a)(4)-(5): no targeted ads to, no sale of, known under-18s.
+        ("us-md", 17, True),
+        ("us-md", 18, False),
+        # Conn. Gen. Stat. 42-529a as amended by SB 1295 (from 1 Jul 2026): the same under 18.
+        ("us-ct", 17, True),
+        # ORS 646A.578 (HB 2008): under 16.
+        ("us-or", 15, True),
+        ("us-or", 16, False),
+        # Lei 15.211/2025 (ECA Digital): no profiling-based ads to children and adolescents.
+        ("lgpd", 17, True),
+        # CCPA 1798.120(c): under 16 is opt-in, not a ban.
+        ("ccpa", 15, False),
+        ("us-md", None, False),  # no age signal: not a known minor
+    ],
+)
+def test_the_sites_age_signal_bans_what_the_law_bans_for_minors(
+    rule_id: str, age: int | None, banned: bool
+) -> None:
+    consent = validate(body(action="custom", choices=ALL, age=age), SITE, VERSIONS)
+    assert consent.age == age
+    if not banned:
+        check_rule(consent, SITE, RULES[rule_id])
+        return
+    with pytest.raises(BadRequest) as info:
+        check_rule(consent, SITE, RULES[rule_id])
+    assert (info.value.code, info.value.field) == ("prohibited_purpose", "choices.marketing")
+    assert "for a minor" in info.value.message
+    # What is not banned stays the visitor's choice.
+    check_rule(validate(body(action="custom", choices={**ALL, "marketing": False}, age=age),
+                        SITE, VERSIONS), SITE, RULES[rule_id])  # fmt: skip
+
+
+def test_dpdp_bans_tracking_a_child_too() -> None:
+    """DPDP s. 9(3) "tracking or behavioural monitoring": analytics as well as ads."""
+    choices = {"analytics": True, "marketing": False, "personalization": False}
+    error = _rule_error(RULES["dpdp"], action="custom", choices=choices, age=12)
+    assert (error.code, error.field) == ("prohibited_purpose", "choices.analytics")
+    check_rule(validate(body(action="custom", choices=choices, age=18), SITE, VERSIONS), SITE,
+               RULES["dpdp"])  # fmt: skip
+
+
+def test_a_gpc_record_under_the_uk_rule_is_an_objection_to_exempt_analytics() -> None:
+    """PECR Sch. A1 para 5(2)(d): GPC objects; a gpc record cannot keep analytics on (W16)."""
+    choices = {"analytics": True, "marketing": False, "personalization": False}
+    error = _rule_error(RULES["uk"], action="gpc", choices=choices)
+    assert (error.code, error.field) == ("inconsistent_action", "choices.analytics")
+    check_rule(validate(body(action="gpc", choices={**choices, "analytics": False}), SITE,
+                        VERSIONS), SITE, RULES["uk"])  # fmt: skip
+    # Where GPC is only an opt-out of sale, the analytics choice is untouched.
+    check_rule(validate(body(action="gpc", choices=choices), SITE, VERSIONS), SITE, RULES["ccpa"])
+
+
+def test_an_age_signal_is_kept_with_the_record() -> None:
+    consent = validate(body(age=15), SITE, VERSIONS)
+    context = RecordContext(
+        ip=None, region=Region("US", "MD", "header"), rule=RULES["us-md"], gpc=False,
+        user_agent="", origin="", language="en", consent_revision="r",
+    )  # fmt: skip
+    record = enrich(consent, context, record_id="x", recorded_at="t", node_id="n")
+    assert record.signals == {"age": 15}
+
+
+def test_site_overrides_keep_the_bans() -> None:
+    rule = TABLE.apply_override(RULES["us-md"], {"reject_on_first_layer": True})
+    error = _rule_error(rule, GEO_SITE, action="custom",
+                        choices={"location_ads": False, "health_ads": True})  # fmt: skip
+    assert error.code == "prohibited_purpose"

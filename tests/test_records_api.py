@@ -10,15 +10,15 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from gateway.core.jurisdictions import rule_for
 from gateway.core.model import ConsentRecord, Region
 from gateway.core.settings import Settings
 from gateway.recording.receipts import Receipts
 from gateway.sites.catalog import load_site
+from tests.helpers import shipped_rules
 from tests.pg import ORIGIN, ROOT, consent_body, recording_app
 from tests.procs import free_port
 
-BUNDLE = load_site(ROOT / "banners" / "demo", ROOT / "locales")
+BUNDLE = load_site(ROOT / "banners" / "demo", ROOT / "locales", shipped_rules())
 URL = "/v1/sites/demo/consents"
 PROXY = ("127.0.0.1", 50000)  # a trusted peer, so CDN geo headers count
 
@@ -235,7 +235,8 @@ def test_each_request_gets_its_own_region_language_and_gpc(client: TestClient) -
         headers = {"Origin": ORIGIN, "CF-IPCountry": country, "Accept-Language": accept}
         if gpc is not None:
             headers["Sec-GPC"] = gpc
-        body = consent_body(BUNDLE, f"visitor-{i}")
+        # reject_all: in JP an accept_all may not carry the separate marketing consent.
+        body = consent_body(BUNDLE, f"visitor-{i}", "reject_all")
         body.pop("language", None)
         r = client.post(URL, json=body, headers=headers)
         assert r.status_code == 201
@@ -247,6 +248,6 @@ def test_each_request_gets_its_own_region_language_and_gpc(client: TestClient) -
             headers={"Authorization": f"Bearer {receipts[i]}"},
         )
         stored = h.json()["current"]
-        rule = rule_for(Region(country=country, source="header"), BUNDLE.site.rule_overrides)
+        rule = BUNDLE.rules.rule(Region(country=country, source="header"))
         assert (stored["region_country"], stored["rule_id"]) == (country, rule.id)
         assert (stored["language"], stored["gpc"]) == (language, gpc_set)

@@ -4,45 +4,23 @@ from __future__ import annotations
 
 import datetime
 import json
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gateway.core.jurisdictions import RULES
 from gateway.core.model import CONSENT_MODE_TYPES, Purpose, Site
 from gateway.signals import consent_mode, gpc
+from gateway.sites.sitefile import read_site
+from tests.helpers import shipped_rules
 
 DEMO_TOML = Path(__file__).resolve().parent.parent / "banners" / "demo" / "site.toml"
 G, D = "granted", "denied"
 
 
-def _demo_site() -> Site:
-    data: dict[str, Any] = tomllib.loads(DEMO_TOML.read_text(encoding="utf-8"))
-    purposes = tuple(
-        Purpose(
-            id=p["id"],
-            name=p["name"],
-            description=p["description"],
-            essential=p.get("essential", False),
-            consent_mode=tuple(p.get("consent_mode", ())),
-            separate=p.get("separate"),
-            sale_or_share=p.get("sale_or_share", False),
-        )
-        for p in data["purposes"]
-    )
-    return Site(
-        id="demo",
-        name=data["name"],
-        default_locale=data["default_locale"],
-        locales=tuple(data["locales"]),
-        allowed_origins=tuple(data["allowed_origins"]),
-        purposes=purposes,
-    )
-
-
-DEMO = _demo_site()
+# The demo site as the catalog reads it (its analytics purpose declares the UK statistics facts).
+DEMO = read_site(DEMO_TOML.parent)
+RULES = shipped_rules().rules
 
 
 def _site(*purposes: Purpose) -> Site:
@@ -123,7 +101,9 @@ ALL_ON = {"necessary": True, "analytics": True, "marketing": True, "personalizat
         ("default", {**ALL_ON, "marketing": False}),
         # GPC is not a GDPR withdrawal: an explicit consent stands.
         ("gdpr", ALL_ON),
-        ("uk", ALL_ON),
+        # UK: GPC is an objection to what runs on the statistics exemption (Sch. A1 para 5(2)(d);
+        # LG Berlin 16 O 420/19 on DNT), and only to that: the marketing consent stands (W16).
+        ("uk", {**ALL_ON, "analytics": False}),
         ("pipl", ALL_ON),
     ],
 )
@@ -155,7 +135,8 @@ OFF = {"necessary": True, "analytics": False, "marketing": False, "personalizati
         ("ccpa", False, ALL_ON),
         ("ccpa", True, {**ALL_ON, "marketing": False}),
         ("us-states", True, {**ALL_ON, "marketing": False}),
-        ("ch", False, ALL_ON),
+        # CH: advertising profiles are opt-in (revFADP Art. 6(7); FDPIC Jan 2025; W8).
+        ("ch", False, {**ALL_ON, "marketing": False}),
         ("canada", True, {**ALL_ON, "marketing": False}),
         # APPI: provision to a third party needs prior consent even under a notice model.
         ("appi", False, {**ALL_ON, "marketing": False}),
@@ -210,11 +191,8 @@ def test_consent_mode_defaults_for_the_demo(
     [
         # No purpose maps anything: security is granted, the rest follow the rule's defaults.
         ("gdpr", False, _modes(security_storage=True)),
-        (
-            "uk",
-            False,
-            _modes(security_storage=True, analytics_storage=True, functionality_storage=True),
-        ),
+        # UK: nothing runs on the exemption unless a qualifying purpose maps it (Sch. A1; W2).
+        ("uk", False, _modes(security_storage=True)),
         ("ccpa", False, dict.fromkeys(CONSENT_MODE_TYPES, G)),
         # GPC denies advertising types even when no purpose maps them.
         (

@@ -62,7 +62,7 @@ def _with(**changes: Any) -> dict[str, Any]:
             "purposes[0].essential",
             "expected bool",
         ),
-        (_with(cookie={"max_age_days": 1000}), "cookie.max_age_days", "395"),
+        (_with(cookie={"max_age_days": 395}), "cookie.max_age_days", "393"),  # 13 months (W13)
         (_with(theme={"color": "red"}), "theme.color", "--cg-"),
         (_with(theme={"--cg-accent": "red;}body{display:none"}), "theme.--cg-accent", "plain"),
     ],

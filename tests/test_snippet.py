@@ -14,7 +14,6 @@ import pytest
 from jinja2 import ChoiceLoader, DictLoader, Environment, FileSystemLoader, PrefixLoader
 from starlette.testclient import TestClient
 
-from gateway.core import jurisdictions
 from gateway.core.errors import ConfigError
 from gateway.serving.snippet import (
     PLACEHOLDER,
@@ -24,6 +23,7 @@ from gateway.serving.snippet import (
     unquote_attributes,
 )
 from tests.browser.democonfig import ROOT, RULE_IDS, TEMPLATES, demo_config
+from tests.helpers import shipped_rules
 
 STATIC = ROOT / "static"
 BUDGET = 7 * 1024  # bytes, gzipped: JS + CSS + one locale's strings and templates
@@ -152,7 +152,7 @@ def test_banner_template_per_rule_model(rule: str, actions: list[str], role: str
     assert role in html
     assert 'aria-labelledby="cg-title"' in html
     # The "GPC honoured" note exists wherever the rule honours GPC.
-    assert ("data-cg-gpc" in html) == jurisdictions.RULES[RULE_IDS[rule]].gpc
+    assert ("data-cg-gpc" in html) == shipped_rules().rules[RULE_IDS[rule]].gpc
 
 
 def test_opt_in_buttons_have_equal_prominence() -> None:

@@ -16,7 +16,7 @@ from gateway.core.settings import Settings
 from gateway.sinks.sqlite import FILE_NAME, SqliteStore
 from gateway.sites.catalog import load_site
 from gateway.sites.versions import format_versions, list_versions
-from tests.helpers import editable_settings
+from tests.helpers import editable_settings, shipped_rules
 
 
 @pytest.fixture
@@ -99,15 +99,15 @@ CASES: list[tuple[str, Edit, bool, bool]] = [
 def test_what_bumps_which_version(
     settings: Settings, name: str, edit: Edit, version_changes: bool, revision_changes: bool
 ) -> None:
-    before = load_site(settings.banners_dir / "demo", settings.locales_dir)
+    before = load_site(settings.banners_dir / "demo", settings.locales_dir, shipped_rules())
     edit(settings)
-    after = load_site(settings.banners_dir / "demo", settings.locales_dir)
+    after = load_site(settings.banners_dir / "demo", settings.locales_dir, shipped_rules())
     assert (after.banner_version != before.banner_version) is version_changes
     assert (after.consent_revision != before.consent_revision) is revision_changes
 
 
 def test_format_marks_current_and_consent_changes(settings: Settings) -> None:
-    current = load_site(settings.banners_dir / "demo", settings.locales_dir)
+    current = load_site(settings.banners_dir / "demo", settings.locales_dir, shipped_rules())
     stored = [
         {
             "banner_version": current.banner_version,
@@ -151,7 +151,7 @@ def test_starting_the_gateway_publishes_the_exact_texts(settings: Settings) -> N
     names = {p["id"]: p["name"] for p in config["purposes"]}
     assert texts["de"]["purposes"]["analytics"]["name"] == names["analytics"]
     assert set(texts) == set(
-        load_site(settings.banners_dir / "demo", settings.locales_dir).site.locales
+        load_site(settings.banners_dir / "demo", settings.locales_dir, shipped_rules()).site.locales
     )
 
 
@@ -172,11 +172,11 @@ def test_cli_lists_published_versions(
     assert "no published versions yet" in capsys.readouterr().out
     with TestClient(create_app(settings)):
         pass
-    first = load_site(settings.banners_dir / "demo", settings.locales_dir)
+    first = load_site(settings.banners_dir / "demo", settings.locales_dir, shipped_rules())
     _toml(settings, "[cookie]", NEW_PURPOSE.lstrip() + "\n[cookie]")
     with TestClient(create_app(settings)):
         pass
-    second = load_site(settings.banners_dir / "demo", settings.locales_dir)
+    second = load_site(settings.banners_dir / "demo", settings.locales_dir, shipped_rules())
     lines = asyncio.run(list_versions(settings, "demo"))
     assert lines[0] == (
         f"site demo: current banner_version {second.banner_version}, "

@@ -1,37 +1,47 @@
 """Region (ISO 3166-1/-2) → jurisdiction rule: shipped templates, site overrides, fail closed.
 
-The templates and the region map are data, in ``gateway/core/rules/jurisdictions.toml``. Lookup is
-most specific first (``US-CA``, then ``US``); anything unmapped or unknown gets
-``STRICTEST_RULE_ID``. A site's overrides (``[rules."<region>"]`` in its site.toml) join that
-map: the template is the one named by the most specific code, the site's ``rule = "…"`` winning
-over the shipped map at the same code, ``"*"`` standing for every region nothing maps (so
-``[rules."US"] rule = "ccpa"`` covers the states without a rule of their own, and US-TX keeps
-``us-states`` unless ``[rules."US-TX"]`` names another). Field changes then apply to a code and
-everything under it, from ``"*"`` to the country to the subdivision. A rule changed by a field
-gets a derived id (``gdpr+1a2b3c4d``) so that caches and consent records never mistake it for
-the shipped template.
+The templates and the region map are data, in ``gateway/core/rules/jurisdictions.toml``, read and
+validated by ``load_rules()`` into a ``RuleTable`` where the app (a command, a test) starts, and
+passed down from there. Lookup is most specific first (``US-CA``, then ``US``); anything unmapped
+or unknown gets the table's ``strictest`` rule. A site's overrides (``[rules."<region>"]`` in its
+site.toml) join that map: the template is the one named by the most specific code, the site's
+``rule = "…"`` winning over the shipped map at the same code, ``"*"`` standing for every region
+nothing maps (so ``[rules."US"] rule = "ccpa"`` covers the states without a rule of their own,
+and US-TX keeps ``us-states`` unless ``[rules."US-TX"]`` names another). Field changes then apply
+to a code and everything under it, from ``"*"`` to the country to the subdivision. A rule changed
+by a field gets a derived id (``gdpr+1a2b3c4d``) so that caches and consent records never mistake
+it for the shipped template. ``RuleTable.for_site`` makes a site's ``SiteRules``, which the
+catalog attaches to the site's bundle.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import re
+import time
 import tomllib
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from importlib import resources
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, get_args
 
 from gateway.core.errors import ConfigError
 from gateway.core.model import (
     CONSENT_MODE_TYPES,
+    EXEMPTION_CATEGORIES,
+    MINOR_PROHIBITED_KINDS,
+    PROHIBITED_KINDS,
     SEPARATE_CONSENT_KINDS,
     ConsentModel,
     Purpose,
     Region,
     Rule,
 )
+from gateway.core.purposes import exemption_problems
+from gateway.core.regionmap import Clock, RegionMap
 
 MODELS: tuple[str, ...] = get_args(ConsentModel)
 _BOOL_FIELDS = (
@@ -40,21 +50,35 @@ _BOOL_FIELDS = (
     "reject_on_first_layer",
     "do_not_sell_link",
     "limit_sensitive_link",
+    "gpc_objects",
 )
 _INT_FIELDS = {
     "age_of_consent": (0, 21),
-    "reprompt_days": (1, 3650),
-    "reprompt_after_refusal_days": (1, 3650),
+    "reprompt_months": (1, 120),
+    "reprompt_after_refusal_months": (1, 120),
+    "minor_age": (0, 21),
+}
+# List fields whose entries come from a fixed vocabulary.
+_KIND_FIELDS: Mapping[str, tuple[str, ...]] = {
+    "separate_consent": SEPARATE_CONSENT_KINDS,
+    "prohibited": PROHIBITED_KINDS,
+    "minor_prohibited": MINOR_PROHIBITED_KINDS,
+    "opt_in_types": CONSENT_MODE_TYPES,
 }
 FIELDS: tuple[str, ...] = (
     "model",
     "name",
     *_BOOL_FIELDS,
-    "separate_consent",
+    *_KIND_FIELDS,
     "consent_mode",
     *_INT_FIELDS,
     "exempt_purposes",
 )
+# Fields of earlier releases, with what replaced them.
+_RENAMED = {
+    "reprompt_days": "reprompt_months (calendar months; 13 months = 393 to 397 days)",
+    "reprompt_after_refusal_days": "reprompt_after_refusal_months (calendar months)",
+}
 _REGION_CODE = re.compile(r"[A-Z]{2}(-[A-Z0-9]{1,3})?")
 _CODE_HINTS = {
     "UK": 'the United Kingdom is "GB"',
@@ -80,9 +104,10 @@ def field_problem(name: str, value: Any, exempt_categories: Mapping[str, Any]) -
         return None if value in MODELS else _problem(value, " or ".join(map(repr, MODELS)))
     if name == "name":
         return None if isinstance(value, str) else _problem(value, "a string")
-    if name == "separate_consent":
-        if not isinstance(value, list) or any(v not in SEPARATE_CONSENT_KINDS for v in value):
-            return _problem(value, f"a list of {', '.join(map(repr, SEPARATE_CONSENT_KINDS))}")
+    if name in _KIND_FIELDS:
+        kinds = _KIND_FIELDS[name]
+        if not isinstance(value, list) or any(v not in kinds for v in value):
+            return _problem(value, f"a list of {', '.join(map(repr, kinds))}")
         return None
     if name == "exempt_purposes":
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
@@ -100,6 +125,8 @@ def field_problem(name: str, value: Any, exempt_categories: Mapping[str, Any]) -
             if state not in ("granted", "denied"):
                 return f"{key}: " + _problem(state, "'granted' or 'denied'")
         return None
+    if name in _RENAMED:
+        return f"renamed: use {_RENAMED[name]}"
     return f"unknown field (known: rule, {', '.join(FIELDS)})"
 
 
@@ -110,107 +137,42 @@ def _model_consent_mode(model: str) -> dict[str, str]:
     return dict.fromkeys(CONSENT_MODE_TYPES, "granted")
 
 
-def _build_rule(rule_id: str, fields: Mapping[str, Any]) -> Rule:
+def _build_rule(
+    rule_id: str, fields: Mapping[str, Any], categories: Mapping[str, tuple[str, ...]]
+) -> Rule:
     values = {k: v for k, v in fields.items() if k in FIELDS}
-    values["separate_consent"] = tuple(values.get("separate_consent", ()))
-    values["exempt_purposes"] = tuple(values.get("exempt_purposes", ()))
+    for name in (*_KIND_FIELDS, "exempt_purposes"):
+        values[name] = tuple(values.get(name, ()))
+    values["national_ages"] = MappingProxyType(dict(fields.get("national_ages") or {}))
     values["age_of_consent"] = values.get("age_of_consent") or None
     values["consent_mode"] = MappingProxyType(dict(values.get("consent_mode", {})))
+    values["exempt_categories"] = MappingProxyType(
+        {e: categories[e] for e in values["exempt_purposes"] if e in categories}
+    )
     return Rule(id=rule_id, **values)
 
 
-def _load() -> tuple[
-    dict[str, Rule], dict[str, str], str, dict[str, tuple[str, ...]], dict[str, str], dict[str, int]
-]:
-    text = (
-        resources.files("gateway.core")
-        .joinpath("rules")
-        .joinpath("jurisdictions.toml")
-        .read_text(encoding="utf-8")
-    )
-    data = tomllib.loads(text)
-    where = "gateway/core/rules/jurisdictions.toml"
-    categories = {k: tuple(v) for k, v in data["exempt_categories"].items()}
-    rules: dict[str, Rule] = {}
-    regions: dict[str, str] = {}
-    laws: dict[str, str] = {}
-    for rule_id, fields in data["templates"].items():
-        for name, value in fields.items():
-            problem = None if name in ("regions", "law") else field_problem(name, value, categories)
-            if problem:
-                raise ConfigError(problem, where=f"{where}: templates.{rule_id}.{name}")
-        if not set(fields.get("exempt_purposes", [])) <= set(categories):
-            raise ConfigError("a template exempts categories only", where=f"{where}: {rule_id}")
-        if set(fields.get("consent_mode", {})) != set(CONSENT_MODE_TYPES):
-            raise ConfigError("consent_mode must set all 7 types", where=f"{where}: {rule_id}")
-        rules[rule_id] = _build_rule(rule_id, fields)
-        laws[rule_id] = fields.get("law", "")
-        for code in fields.get("regions", []):
-            if code in regions or not _REGION_CODE.fullmatch(code):
-                raise ConfigError(f"region {code!r} is malformed or mapped twice", where=where)
-            regions[code] = rule_id
-    strictest = data["strictest"]
-    if strictest not in rules:
-        raise ConfigError(f"strictest rule {strictest!r} is not a template", where=where)
-    return rules, regions, strictest, categories, laws, dict(data["national_age_of_consent"])
-
-
-_rules, _regions, STRICTEST_RULE_ID, _categories, _laws, _ages = _load()
-RULES: Mapping[str, Rule] = MappingProxyType(_rules)
-REGION_RULES: Mapping[str, str] = MappingProxyType(_regions)
-# UK-style exemption categories → the Consent Mode types a purpose may map to fall in them.
-EXEMPT_CATEGORIES: Mapping[str, tuple[str, ...]] = MappingProxyType(_categories)
-# GDPR Art. 8 national ages by country, for age gates; the gdpr rule itself carries 16.
-NATIONAL_AGE_OF_CONSENT: Mapping[str, int] = MappingProxyType(_ages)
-_STRICTEST = RULES[STRICTEST_RULE_ID]
-# Hot-path tables: country → rule, and country → {subdivision suffix → rule}.
-_BY_COUNTRY: dict[str, Rule] = {c: RULES[r] for c, r in REGION_RULES.items() if "-" not in c}
-
-
-def _subdivision_table() -> dict[str, dict[str, Rule]]:
-    table: dict[str, dict[str, Rule]] = {}
-    for code, rule_id in REGION_RULES.items():
-        if "-" in code:
-            country, sub = code.split("-", 1)
-            table.setdefault(country, {})[sub] = RULES[rule_id]
-    return table
-
-
-_BY_SUBDIVISION = _subdivision_table()
-
-
-def _base_rule(country: str | None, sub: str | None) -> Rule:
-    if not country:
-        return _STRICTEST
-    subs = _BY_SUBDIVISION.get(country)
-    if subs is not None and sub:
-        rule = subs.get(sub) or subs.get(sub.strip().upper())
-        if rule is not None:
-            return rule
-    rule = _BY_COUNTRY.get(country)
-    if rule is not None:
-        return rule
-    # Slow path only for codes that are not already clean upper case.
-    clean = country.strip().upper()
-    if clean != country:
-        return _base_rule(clean, sub.strip().upper() if sub else sub)
-    return _STRICTEST
-
-
 def is_exempt(rule: Rule, purpose: Purpose) -> bool:
-    """Whether the rule exempts this purpose from consent (inform + easy objection instead)."""
-    if not rule.exempt_purposes:
+    """Whether the rule exempts this purpose from consent (inform + easy objection instead).
+
+    By fact, not by category (PECR Sch. A1; ICO guidance): the site must declare the facts the
+    exception needs (``Purpose.exemption``), and the purpose must neither sell/share nor need a
+    separate consent. A category the rule exempts then covers it when everything it maps is of
+    that category's types; a purpose the site names in ``exempt_purposes`` needs only its
+    declaration.
+    """
+    declared = purpose.exemption
+    if not rule.exempt_purposes or declared is None:
         return False
-    if purpose.id in rule.exempt_purposes and purpose.id not in EXEMPT_CATEGORIES:
+    if purpose.sale_or_share or purpose.separate is not None:
+        return False
+    if exemption_problems(declared, declared.category):
+        return False
+    if purpose.id in rule.exempt_purposes and purpose.id not in rule.exempt_categories:
         return True  # the site named its own purpose
-    # A category covers a purpose only if all it stores falls in exempt categories and nothing
-    # of it is sold, shared or needs a consent of its own.
-    types = {t for e in rule.exempt_purposes for t in EXEMPT_CATEGORIES.get(e, ())}
+    types = rule.exempt_categories.get(declared.category, ())
     return (
-        bool(purpose.consent_mode)
-        and not purpose.sale_or_share
-        and purpose.separate is None
-        and all(t in types for t in purpose.consent_mode)
+        bool(types) and bool(purpose.consent_mode) and all(t in types for t in purpose.consent_mode)
     )
 
 
@@ -230,107 +192,316 @@ def _region_problem(key: object) -> str | None:
     return 'malformed region code; use "DE", "US-CA" (ISO 3166-1/-2) or "*" for every region'
 
 
-def _override_problems(
-    label: str, override: Any, purpose_ids: Collection[str] | None = None
-) -> list[str]:
-    if not isinstance(override, Mapping):
-        return [f'{label}: expected a table of rule fields, e.g. rule = "gdpr" or gpc = true']
-    problems = []
-    for name, value in override.items():
-        if name == "rule":
-            if value not in RULES:
-                problems.append(
-                    f"{label}.rule: unknown template {value!r} (hint: one of {', '.join(RULES)})"
-                )
-        elif name == "id":
-            problems.append(
-                f'{label}.id: cannot be set (hint: use rule = "<template>" to pick '
-                "another template; a changed rule gets a derived id)"
-            )
-        else:
-            problem = field_problem(name, value, EXEMPT_CATEGORIES)
-            if problem:
-                problems.append(f"{label}.{name}: {problem}")
-            elif name == "exempt_purposes" and purpose_ids is not None:
-                unknown = [v for v in value if v not in EXEMPT_CATEGORIES and v not in purpose_ids]
-                if unknown:
-                    problems.append(
-                        f"{label}.exempt_purposes: unknown {unknown} (hint: a purpose "
-                        f"id of this site or one of {', '.join(EXEMPT_CATEGORIES)})"
-                    )
-    if override.get("model") == "opt-in" and override.get("default_granted") is True:
-        problems.append(
-            f"{label}: model 'opt-in' cannot have default_granted = true "
-            "(hint: opt-in means nothing optional is on before a choice)"
-        )
-    return problems
-
-
-def validate_overrides(overrides: Any, purpose_ids: Collection[str] | None = None) -> list[str]:
-    """Every problem in a site's rule overrides, each naming the region key and field.
-
-    Given the site's ``purpose_ids``, ``exempt_purposes`` entries are checked against them too.
-    """
-    if not overrides:
-        return []
-    if not isinstance(overrides, Mapping):
-        return ['expected tables keyed by region, e.g. [rules."US-CA"] rule = "ccpa"']
-    problems = []
-    for key, override in overrides.items():
-        label = _key_label(key)
-        region_problem = _region_problem(key)
-        if region_problem:
-            problems.append(f"{label}: {region_problem}")
-        problems.extend(_override_problems(label, override, purpose_ids))
-    return problems
-
-
-def _derive(base: Rule, fields: Mapping[str, Any]) -> Rule:
-    changes = {k: v for k, v in fields.items() if k != "consent_mode"}
-    consent_mode = dict(base.consent_mode)
-    if "model" in fields and fields["model"] != base.model:
-        # A new model brings its own defaults unless the override states them.
-        changes.setdefault("default_granted", fields["model"] != "opt-in")
-        consent_mode = _model_consent_mode(fields["model"])
-    consent_mode.update(fields.get("consent_mode", {}))
-    merged = {**{f: getattr(base, f) for f in FIELDS}, **changes, "consent_mode": consent_mode}
-    merged["separate_consent"] = list(merged["separate_consent"])
-    merged["exempt_purposes"] = list(merged["exempt_purposes"])
-    merged["age_of_consent"] = merged["age_of_consent"] or 0
-    digest = hashlib.sha256(_canonical(fields).encode()).hexdigest()[:8]
-    return _build_rule(f"{base.id}+{digest}", merged)
-
-
 def _canonical(fields: Mapping[str, Any]) -> str:
     return json.dumps(
         fields, sort_keys=True, default=lambda o: dict(o) if isinstance(o, Mapping) else list(o)
     )
 
 
-def apply_override(rule: Rule, override: Mapping[str, Any]) -> Rule:
-    """The rule with one override applied; ``rule = "<template>"`` in it swaps the base."""
-    problems = _override_problems("override", override)
-    if problems:
-        raise ConfigError(problems[0], hint="run consent-gateway check")
-    base = RULES[override["rule"]] if "rule" in override else rule
-    fields = {k: v for k, v in override.items() if k != "rule"}
-    return _derive(base, fields) if fields else base
+def load_rules(path: Path | None = None, clock: Clock = time.time) -> RuleTable:
+    """Read and validate a rule file: the shipped one, or ``path`` in the same format.
+
+    Called where the app, a command or a test starts, never at import; raises ConfigError
+    naming the file, template and field. ``clock`` decides which dated regions are in force.
+    """
+    if path is None:
+        where = "gateway/core/rules/jurisdictions.toml"
+        resource = resources.files("gateway.core").joinpath("rules", "jurisdictions.toml")
+        text = resource.read_text(encoding="utf-8")
+    else:
+        where, text = str(path), path.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", where=where) from exc
+    return parse_rules(data, where, clock)
 
 
-class _SiteRules:
-    """One site's overrides, resolved lazily per region and memoised (stable Rule objects)."""
+# Template keys that are not Rule fields: its sources, inheritance, and the region map.
+_TEMPLATE_KEYS = ("law", "guidance", "extends", "regions", "regions_from", "national_ages")
+# What a template that extends another does not inherit: its identity and where it applies.
+_NOT_INHERITED = ("name", "law", "guidance", "extends", "regions", "regions_from")
 
-    __slots__ = ("_by_content", "_by_region", "_overrides")
 
-    def __init__(self, overrides: Mapping[str, Mapping[str, Any]]) -> None:
-        problems = validate_overrides(overrides)
+def expand_templates(
+    templates: Mapping[str, Mapping[str, Any]], where: str
+) -> dict[str, dict[str, Any]]:
+    """Each template's fields, those of a template it ``extends`` first (one level deep)."""
+    expanded: dict[str, dict[str, Any]] = {}
+    for rule_id, fields in templates.items():
+        parent_id = fields.get("extends")
+        if parent_id is None:
+            expanded[rule_id] = dict(fields)
+            continue
+        parent = templates.get(parent_id) if isinstance(parent_id, str) else None
+        if parent is None or "extends" in parent:
+            raise ConfigError(
+                f"extends {parent_id!r}: not a template that extends no other",
+                where=f"{where}: templates.{rule_id}.extends",
+            )
+        inherited = {k: v for k, v in parent.items() if k not in _NOT_INHERITED}
+        expanded[rule_id] = {**inherited, **fields}
+    return expanded
+
+
+def dated_regions(
+    rule_id: str, fields: Mapping[str, Any], where: str
+) -> list[tuple[dt.date, str, str]]:
+    """``regions_from`` of one template as (first day, region code, rule id)."""
+    table = fields.get("regions_from", {})
+    if not isinstance(table, Mapping):
+        raise ConfigError(
+            "expected a table of region = date", where=f"{where}: templates.{rule_id}.regions_from"
+        )
+    found = []
+    for code, day in table.items():
+        if not isinstance(day, dt.date) or isinstance(day, dt.datetime):
+            raise ConfigError(
+                f"{code}: expected a date such as 2027-01-01, got {day!r}",
+                where=f"{where}: templates.{rule_id}.regions_from",
+            )
+        found.append((day, code, rule_id))
+    return found
+
+
+def parse_rules(
+    data: Mapping[str, Any], where: str = "rules", clock: Clock = time.time
+) -> RuleTable:
+    """The rule table from a parsed rule file; raises ConfigError naming template and field."""
+    categories = {k: tuple(v) for k, v in data["exempt_categories"].items()}
+    if not set(categories) <= set(EXEMPTION_CATEGORIES):
+        raise ConfigError(f"exempt categories are {', '.join(EXEMPTION_CATEGORIES)}", where=where)
+    ages = dict(data["national_age_of_consent"])
+    rules: dict[str, Rule] = {}
+    regions: dict[str, str] = {}
+    sources: dict[str, tuple[str, str]] = {}
+    dated: list[tuple[dt.date, str, str]] = []
+    for rule_id, fields in expand_templates(data["templates"], where).items():
+        for name, value in fields.items():
+            problem = None if name in _TEMPLATE_KEYS else field_problem(name, value, categories)
+            if problem:
+                raise ConfigError(problem, where=f"{where}: templates.{rule_id}.{name}")
+        if not set(fields.get("exempt_purposes", [])) <= set(categories):
+            raise ConfigError("a template exempts categories only", where=f"{where}: {rule_id}")
+        if set(fields.get("consent_mode", {})) != set(CONSENT_MODE_TYPES):
+            raise ConfigError("consent_mode must set all 7 types", where=f"{where}: {rule_id}")
+        if not fields.get("law") or not fields.get("guidance"):
+            raise ConfigError(
+                "every template names the law it encodes and the guidance it follows "
+                "(law = …, guidance = …)",
+                where=f"{where}: templates.{rule_id}",
+            )
+        national = ages if fields.get("national_ages") is True else {}
+        rules[rule_id] = _build_rule(rule_id, {**fields, "national_ages": national}, categories)
+        sources[rule_id] = (fields["law"], fields["guidance"])
+        dated += dated_regions(rule_id, fields, where)
+        for code in [*fields.get("regions", []), *fields.get("regions_from", {})]:
+            if code in regions or not _REGION_CODE.fullmatch(code):
+                raise ConfigError(f"region {code!r} is malformed or mapped twice", where=where)
+            regions[code] = rule_id
+    strictest = data["strictest"]
+    if strictest not in rules:
+        raise ConfigError(f"strictest rule {strictest!r} is not a template", where=where)
+    for _, code, _ in dated:
+        del regions[code]  # it joins its rule on its date (RegionMap)
+    return RuleTable(rules, regions, strictest, categories, sources, ages, dated, clock)
+
+
+class RuleTable:
+    """The shipped templates and region map, validated: what ``load_rules`` returns.
+
+    Built once at start-up and passed down (the catalog gives each site bundle its
+    ``SiteRules``); its rules never change, so one table serves every thread and every reload.
+    Only the region map moves, on the days listed in ``dated`` (``regions_from``).
+    """
+
+    __slots__ = (
+        "dated",
+        "exempt_categories",
+        "national_age_of_consent",
+        "region_map",
+        "regions",
+        "rules",
+        "sources",
+        "strictest",
+        "strictest_id",
+    )
+
+    def __init__(
+        self,
+        rules: Mapping[str, Rule],
+        regions: Mapping[str, str],
+        strictest_id: str,
+        exempt_categories: Mapping[str, tuple[str, ...]],
+        sources: Mapping[str, tuple[str, str]],
+        national_age_of_consent: Mapping[str, int],
+        dated: Sequence[tuple[dt.date, str, str]] = (),
+        clock: Clock = time.time,
+    ) -> None:
+        self.rules: Mapping[str, Rule] = MappingProxyType(dict(rules))
+        # Region code → rule id, for the regions mapped without a date.
+        self.regions: Mapping[str, str] = MappingProxyType(dict(regions))
+        # (first day, region code, rule id) of the regions that join a rule on a date.
+        self.dated: tuple[tuple[dt.date, str, str], ...] = tuple(sorted(dated))
+        self.strictest_id = strictest_id
+        self.strictest = self.rules[strictest_id]
+        # UK-style exemption categories → the Consent Mode types a purpose may map to fall in them.
+        self.exempt_categories: Mapping[str, tuple[str, ...]] = MappingProxyType(
+            dict(exempt_categories)
+        )
+        # Rule id → (the law it encodes, the guidance it follows), for the README and proofs.
+        self.sources: Mapping[str, tuple[str, str]] = MappingProxyType(dict(sources))
+        # GDPR Art. 8 national ages by country; templates with national_ages serve them.
+        self.national_age_of_consent: Mapping[str, int] = MappingProxyType(
+            dict(national_age_of_consent)
+        )
+        # Hot-path tables as of the clock's today: country → rule, country → {sub → rule}.
+        self.region_map = RegionMap(self.rules, self.regions, self.dated, clock)
+
+    def rule_for(self, region: Region) -> Rule:
+        """The shipped rule for a visitor's region; unknown fails closed. A site's overrides
+        are resolved by its ``SiteRules`` (``for_site``)."""
+        return self._base_rule(region.country, region.subdivision)
+
+    def _base_rule(self, country: str | None, sub: str | None) -> Rule:
+        if not country:
+            return self.strictest
+        region_map = self.region_map
+        region_map.refresh()  # one clock read: a dated region may have joined its rule today
+        subs = region_map.by_subdivision.get(country)
+        if subs is not None and sub:
+            rule = subs.get(sub) or subs.get(sub.strip().upper())
+            if rule is not None:
+                return rule
+        rule = region_map.by_country.get(country)
+        if rule is not None:
+            return rule
+        # Slow path only for codes that are not already clean upper case.
+        clean = country.strip().upper()
+        if clean != country:
+            return self._base_rule(clean, sub.strip().upper() if sub else sub)
+        return self.strictest
+
+    def for_site(self, overrides: Mapping[str, Mapping[str, Any]]) -> SiteRules:
+        """One site's resolver; raises ConfigError if the overrides are invalid."""
+        return SiteRules(self, overrides)
+
+    def _override_problems(
+        self, label: str, override: Any, purpose_ids: Collection[str] | None = None
+    ) -> list[str]:
+        if not isinstance(override, Mapping):
+            return [f'{label}: expected a table of rule fields, e.g. rule = "gdpr" or gpc = true']
+        categories = self.exempt_categories
+        problems = []
+        for name, value in override.items():
+            if name == "rule":
+                if value not in self.rules:
+                    problems.append(
+                        f"{label}.rule: unknown template {value!r} "
+                        f"(hint: one of {', '.join(self.rules)})"
+                    )
+            elif name == "id":
+                problems.append(
+                    f'{label}.id: cannot be set (hint: use rule = "<template>" to pick '
+                    "another template; a changed rule gets a derived id)"
+                )
+            else:
+                problem = field_problem(name, value, categories)
+                if problem:
+                    problems.append(f"{label}.{name}: {problem}")
+                elif name == "exempt_purposes" and purpose_ids is not None:
+                    unknown = [v for v in value if v not in categories and v not in purpose_ids]
+                    if unknown:
+                        problems.append(
+                            f"{label}.exempt_purposes: unknown {unknown} (hint: a purpose "
+                            f"id of this site or one of {', '.join(categories)})"
+                        )
+        if override.get("model") == "opt-in" and override.get("default_granted") is True:
+            problems.append(
+                f"{label}: model 'opt-in' cannot have default_granted = true "
+                "(hint: opt-in means nothing optional is on before a choice)"
+            )
+        return problems
+
+    def validate_overrides(
+        self, overrides: Any, purpose_ids: Collection[str] | None = None
+    ) -> list[str]:
+        """Every problem in a site's rule overrides, each naming the region key and field.
+
+        Given the site's ``purpose_ids``, ``exempt_purposes`` entries are checked against them too.
+        """
+        if not overrides:
+            return []
+        if not isinstance(overrides, Mapping):
+            return ['expected tables keyed by region, e.g. [rules."US-CA"] rule = "ccpa"']
+        problems = []
+        for key, override in overrides.items():
+            label = _key_label(key)
+            region_problem = _region_problem(key)
+            if region_problem:
+                problems.append(f"{label}: {region_problem}")
+            problems.extend(self._override_problems(label, override, purpose_ids))
+        return problems
+
+    def derive(self, base: Rule, fields: Mapping[str, Any]) -> Rule:
+        """``base`` with changed fields, under a derived id (``gdpr+1a2b3c4d``)."""
+        changes = {k: v for k, v in fields.items() if k != "consent_mode"}
+        consent_mode = dict(base.consent_mode)
+        if "model" in fields and fields["model"] != base.model:
+            # A new model brings its own defaults unless the override states them.
+            changes.setdefault("default_granted", fields["model"] != "opt-in")
+            consent_mode = _model_consent_mode(fields["model"])
+        consent_mode.update(fields.get("consent_mode", {}))
+        merged = {**{f: getattr(base, f) for f in FIELDS}, **changes, "consent_mode": consent_mode}
+        for name in (*_KIND_FIELDS, "exempt_purposes"):
+            merged[name] = list(merged[name])
+        merged["age_of_consent"] = merged["age_of_consent"] or 0
+        # A site that states its own age of consent means it wherever the override applies.
+        merged["national_ages"] = {} if "age_of_consent" in fields else base.national_ages
+        digest = hashlib.sha256(_canonical(fields).encode()).hexdigest()[:8]
+        return _build_rule(f"{base.id}+{digest}", merged, self.exempt_categories)
+
+    def apply_override(self, rule: Rule, override: Mapping[str, Any]) -> Rule:
+        """The rule with one override applied; ``rule = "<template>"`` in it swaps the base."""
+        problems = self._override_problems("override", override)
+        if problems:
+            raise ConfigError(problems[0], hint="run consent-gateway check")
+        base = self.rules[override["rule"]] if "rule" in override else rule
+        fields = {k: v for k, v in override.items() if k != "rule"}
+        return self.derive(base, fields) if fields else base
+
+    def age_of_consent(self, region: Region, rule: Rule) -> int | None:
+        """The age below which a guardian must consent: the national figure where the rule
+        carries one (GDPR Art. 8(1); also outermost regions, Åland and site-derived rules)."""
+        return rule.age_for(region.country)
+
+
+class SiteRules:
+    """One site's rules: the table with the site's overrides, resolved lazily per region and
+    memoised (stable Rule objects). The catalog attaches one to each site bundle, so a reload
+    (a new bundle) starts afresh and nothing outlives the bundle."""
+
+    __slots__ = ("_by_content", "_by_region", "_epoch", "overrides", "table")
+
+    def __init__(self, table: RuleTable, overrides: Mapping[str, Mapping[str, Any]]) -> None:
+        problems = table.validate_overrides(overrides)
         if problems:
             raise ConfigError(problems[0], where="rules", hint="run consent-gateway check")
-        self._overrides = overrides
+        self.table = table
+        self.overrides = overrides
         self._by_region: dict[tuple[str | None, str | None], Rule] = {}
         self._by_content: dict[str, Rule] = {}
+        self._epoch = table.region_map.epoch
 
     def rule(self, region: Region) -> Rule:
+        """The rule for a visitor's region, with the site's overrides; unknown fails closed."""
+        if not self.overrides:
+            return self.table._base_rule(region.country, region.subdivision)
+        region_map = self.table.region_map
+        region_map.refresh()
+        if self._epoch != region_map.epoch:  # a dated region joined its rule: forget the old
+            self._by_region.clear()
+            self._epoch = region_map.epoch
         key = (region.country, region.subdivision)
         rule = self._by_region.get(key)
         if rule is None:
@@ -342,11 +513,21 @@ class _SiteRules:
 
     def _template(self, codes: list[str]) -> Rule:
         """The most specific code that names a template, the site's before the shipped map's."""
+        table = self.table
+        region_map = table.region_map
         for code in reversed(codes):
-            rule_id = self._overrides.get(code, {}).get("rule") or REGION_RULES.get(code)
+            rule_id = self.overrides.get(code, {}).get("rule")
             if rule_id:
-                return RULES[rule_id]
-        return _STRICTEST
+                return table.rules[rule_id]
+            country, _, sub = code.partition("-")
+            shipped = (
+                region_map.by_subdivision.get(country, {}).get(sub)
+                if sub
+                else region_map.by_country.get(country)
+            )
+            if shipped is not None:
+                return shipped
+        return table.strictest
 
     def _resolve(self, country: str | None, sub: str | None) -> Rule:
         country = country.strip().upper() if country else None
@@ -356,7 +537,7 @@ class _SiteRules:
             codes.append(country)
             if sub:
                 codes.append(f"{country}-{sub}")
-        layers = [self._overrides[c] for c in codes if c in self._overrides]
+        layers = [self.overrides[c] for c in codes if c in self.overrides]
         base = self._template(codes)
         fields: dict[str, Any] = {}
         for layer in layers:
@@ -370,67 +551,57 @@ class _SiteRules:
         content = f"{base.id} {_canonical(fields)}"
         rule = self._by_content.get(content)
         if rule is None:
-            rule = self._by_content[content] = _derive(base, fields)
+            rule = self._by_content[content] = self.table.derive(base, fields)
         return rule
-
-
-# id(overrides) → (overrides, resolved); holding the mapping keeps its id from being reused.
-_SITE_RULES: dict[int, tuple[Mapping[str, Mapping[str, Any]], _SiteRules]] = {}
-
-
-def rule_for(region: Region, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Rule:
-    """The rule for a visitor's region, with a site's overrides; unknown fails closed.
-
-    Resolved rules are memoised per overrides object, so treat a site's overrides as immutable
-    (the catalog builds a new Site on reload) and expect the same Rule object for the same input.
-    """
-    if not overrides:
-        return _base_rule(region.country, region.subdivision)
-    entry = _SITE_RULES.get(id(overrides))
-    if entry is None or entry[0] is not overrides:
-        if len(_SITE_RULES) >= 64:  # each catalog reload brings new mappings
-            _SITE_RULES.clear()
-        entry = _SITE_RULES[id(overrides)] = (overrides, _SiteRules(overrides))
-    return entry[1].rule(region)
-
-
-def age_of_consent(region: Region, rule: Rule) -> int | None:
-    """The age below which a guardian must consent: the national GDPR figure where one applies."""
-    national = NATIONAL_AGE_OF_CONSENT.get(region.country or "")
-    if rule.id == "gdpr" and national is not None:
-        return national
-    return rule.age_of_consent
 
 
 def _yes(flag: bool) -> str:
     return "yes" if flag else "—"
 
 
-def rule_table_markdown() -> str:
+def _minors(rule: Rule) -> str:
+    if not rule.minor_age or not rule.minor_prohibited:
+        return "—"
+    return f"under {rule.minor_age}: no {', '.join(rule.minor_prohibited)}".replace("_", " ")
+
+
+def rule_table_markdown(table: RuleTable) -> str:
     """The README table: region(s) → rule → model and flags, generated from the data."""
-    by_rule: dict[str, list[str]] = {rid: [] for rid in RULES}
-    for code, rid in REGION_RULES.items():
+    by_rule: dict[str, list[str]] = {rid: [] for rid in table.rules}
+    for code, rid in table.regions.items():
         by_rule[rid].append(code)
-    by_rule[STRICTEST_RULE_ID].append("anything else, unknown")
-    us = REGION_RULES.get("US")
+    for day, code, rid in table.dated:
+        by_rule[rid].append(f"{code} (from {day.isoformat()})")
+    by_rule[table.strictest_id].append("anything else, unknown")
+    us = table.regions.get("US")
     if us:
-        by_rule[us].append("US-* not listed")
+        by_rule[us].append("US-* not listed (and dated states until their date)")
     lines = [
         "| rule | regions | model | optional on by default | GPC | reject on first layer "
-        "| do-not-sell link | limit-sensitive link | separate consent | exempt | age "
-        "| re-ask after (days / after refusal) |",
-        "|---" * 12 + "|",
+        "| do-not-sell link | limit-sensitive link | separate consent | exempt (objection) "
+        "| prohibited | minors (site's age signal) | age | re-ask after (months / after refusal) |",
+        "|---" * 14 + "|",
     ]
-    for rid, rule in RULES.items():
+    for rid, rule in table.rules.items():
+        gpc = "yes, as an objection" if rule.gpc_objects and not rule.gpc else _yes(rule.gpc)
+        opt_in = f"{_yes(rule.default_granted)}"
+        if rule.opt_in_types:
+            opt_in += f" (not {', '.join(rule.opt_in_types)})"
+        age = "per country" if rule.national_ages else (rule.age_of_consent or "—")
         lines.append(
-            f"| `{rid}` | {', '.join(by_rule[rid])} | {rule.model} | {_yes(rule.default_granted)} "
-            f"| {_yes(rule.gpc)} | {_yes(rule.reject_on_first_layer)} "
+            f"| `{rid}` | {', '.join(by_rule[rid])} | {rule.model} | {opt_in} "
+            f"| {gpc} | {_yes(rule.reject_on_first_layer)} "
             f"| {_yes(rule.do_not_sell_link)} | {_yes(rule.limit_sensitive_link)} "
             f"| {', '.join(rule.separate_consent) or '—'} "
             f"| {', '.join(rule.exempt_purposes) or '—'} "
-            f"| {rule.age_of_consent or '—'} "
-            f"| {rule.reprompt_days} / {rule.reprompt_after_refusal_days} |"
+            f"| {', '.join(rule.prohibited).replace('_', ' ') or '—'} "
+            f"| {_minors(rule)} "
+            f"| {age} "
+            f"| {rule.reprompt_months} / {rule.reprompt_after_refusal_months} |"
         )
     lines.append("")
-    lines.extend(f"- `{rid}`: {rule.name}. {_laws[rid]}." for rid, rule in RULES.items())
+    lines.extend(
+        f"- `{rid}`: {rule.name}. Law: {table.sources[rid][0]}. Guidance: {table.sources[rid][1]}."
+        for rid, rule in table.rules.items()
+    )
     return "\n".join(lines) + "\n"

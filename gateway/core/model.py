@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from gateway.core.periods import shortest_days
+
 ConsentModel = Literal["opt-in", "opt-out", "notice"]
 RegionSource = Literal["header", "geoip", "query", "unknown"]
 Action = Literal["accept_all", "reject_all", "custom", "withdraw", "gpc"]
@@ -27,13 +29,29 @@ CONSENT_MODE_TYPES: tuple[str, ...] = (
     "security_storage",
 )
 
-# Kinds of processing that some laws (PIPL, PIPA) require a consent of its own for.
+# Kinds of processing that some laws (PIPL, PIPA) require a consent of its own for. Precise
+# geolocation is sensitive data wherever a law names it: a rule that lists "sensitive" covers it.
 SEPARATE_CONSENT_KINDS: tuple[str, ...] = (
     "sensitive",
     "third_party",
     "cross_border",
     "public_disclosure",
+    "precise_location",
 )
+
+# Processing a law bans outright, whatever the consent (Rule.prohibited): a sale/share purpose
+# whose data is sensitive (Md. Com. Law 14-4607(a)(2)), or precise geolocation (ORS 646A.578,
+# Va. 2026 Acts ch. 820).
+PROHIBITED_KINDS: tuple[str, ...] = ("sale_of_sensitive", "sale_of_precise_location")
+
+# Processing a law bans for a known minor (Rule.minor_prohibited, under Rule.minor_age): sale
+# (sale_or_share purposes), targeted ads (purposes mapping ad_personalization), tracking
+# (purposes mapping analytics, ad or personalisation storage; DPDP s. 9(3)).
+MINOR_PROHIBITED_KINDS: tuple[str, ...] = ("sale", "targeted_ads", "tracking")
+
+# The UK exceptions a purpose may claim (PECR Sch. A1), as exemption categories: analytics
+# (para 5, statistical purposes), functionality (para 6, appearance), security (para 4).
+EXEMPTION_CATEGORIES: tuple[str, ...] = ("analytics", "functionality", "security")
 
 
 @dataclass(frozen=True)
@@ -77,11 +95,28 @@ class Rule:
     # Google Consent Mode v2 defaults before any choice.
     consent_mode: Mapping[str, str] = field(default_factory=dict)
     age_of_consent: int | None = None
-    # Purposes exempt from consent under this rule (e.g. UK 2026 analytics exemption): inform only.
+    # Purposes exempt from consent under this rule (e.g. UK 2026 analytics exemption): they run
+    # before a choice with information and a simple means of objecting (objection-based).
     exempt_purposes: tuple[str, ...] = ()
-    # Re-ask after this many days (TCF: 13 months), and after a refusal.
-    reprompt_days: int = 395
-    reprompt_after_refusal_days: int = 180
+    # Re-ask after this many calendar months (TCF: remind at least every 13 months), and after a
+    # refusal. Asking again never undoes a refusal: it stays until the visitor changes it.
+    reprompt_months: int = 13
+    reprompt_after_refusal_months: int = 6
+    # PROHIBITED_KINDS banned outright: such a purpose is never on and never offered.
+    prohibited: tuple[str, ...] = ()
+    # MINOR_PROHIBITED_KINDS banned for a visitor the site signals to be under ``minor_age``.
+    minor_age: int = 0
+    minor_prohibited: tuple[str, ...] = ()
+    # Consent Mode types that need an opt-in even under an opt-out model: a purpose mapping one
+    # is off before a choice (e.g. ad types in CH).
+    opt_in_types: tuple[str, ...] = ()
+    # GPC counts as an objection to the exempt (objection-based) purposes.
+    gpc_objects: bool = False
+    # Country → the national age of consent that replaces ``age_of_consent`` there (GDPR Art. 8).
+    national_ages: Mapping[str, int] = field(default_factory=dict)
+    # The exemption categories among exempt_purposes → the Consent Mode types each covers,
+    # filled in by the rule table so that deciding an exemption needs only the rule.
+    exempt_categories: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -96,9 +131,38 @@ class Rule:
             "separate_consent": list(self.separate_consent),
             "age_of_consent": self.age_of_consent,
             "exempt_purposes": list(self.exempt_purposes),
-            "reprompt_days": self.reprompt_days,
-            "reprompt_after_refusal_days": self.reprompt_after_refusal_days,
+            "objection_based": bool(self.exempt_purposes),
+            "gpc_objects": self.gpc_objects,
+            "reprompt_months": self.reprompt_months,
+            "reprompt_after_refusal_months": self.reprompt_after_refusal_months,
+            # For clients that count days: the shortest the periods last, so never longer.
+            "reprompt_days": shortest_days(self.reprompt_months),
+            "reprompt_after_refusal_days": shortest_days(self.reprompt_after_refusal_months),
+            "prohibited": list(self.prohibited),
+            "minor_age": self.minor_age or None,
+            "minor_prohibited": list(self.minor_prohibited),
+            "opt_in_types": list(self.opt_in_types),
         }
+
+    def age_for(self, country: str | None) -> int | None:
+        """The age of consent in a country: its national figure, else the rule's own."""
+        if country and self.national_ages:
+            return self.national_ages.get(country, self.age_of_consent)
+        return self.age_of_consent
+
+
+@dataclass(frozen=True)
+class Exemption:
+    """What a site declares about a purpose to claim a UK exception (PECR Sch. A1).
+
+    ``consent-gateway check`` names each fact a kind needs that is not declared; until all are,
+    the purpose is not exempt and needs consent like any other.
+    """
+
+    category: str  # an EXEMPTION_CATEGORIES entry
+    improves_service_only: bool = False  # para 5: statistics to improve the service, nothing else
+    shared_only_to_improve: bool = False  # para 5: no onward sharing except to help improve it
+    provider_is_processor: bool = False  # ICO: the provider is a processor, not a joint controller
 
 
 @dataclass(frozen=True)
@@ -116,13 +180,24 @@ class Purpose:
     consent_mode: tuple[str, ...] = ()  # Consent Mode types this purpose grants
     separate: str | None = None  # a SEPARATE_CONSENT_KINDS entry, if it needs its own consent
     sale_or_share: bool = False  # covered by a "Do Not Sell or Share" opt-out and by GPC
+    exemption: Exemption | None = None  # the facts claimed for a UK exception, if any
+    wechat_apis: tuple[str, ...] = ()  # WeChat privacy APIs this purpose uses (wx.getLocation, …)
+
+
+@dataclass(frozen=True)
+class WeChatSettings:
+    """What a WeChat mini-program needs besides the config: its declared privacy contract."""
+
+    privacy_contract_name: str = ""  # the 《…隐私保护指引》 name, as wx.getPrivacySetting gives it
+    agree_button_id: str = ""  # id of the <button open-type="agreePrivacyAuthorization">
 
 
 @dataclass(frozen=True)
 class CookieSettings:
     name: str = "cg_consent"
     domain: str = ""
-    max_age_days: int = 395
+    # 13 calendar months are 393 to 397 days: 393 never outlives them (CNIL: 13 months at most).
+    max_age_days: int = 393
     reload_on_withdraw: bool = True
 
 
@@ -147,6 +222,8 @@ class Site:
     theme: Mapping[str, str] = field(default_factory=dict)
     # Banner versions retained besides the current one, accepted on POST.
     retained_versions: tuple[str, ...] = ()
+    # WeChat mini-program settings, served in the config when set.
+    wechat: WeChatSettings | None = None
 
     def purpose(self, purpose_id: str) -> Purpose | None:
         return self._purposes_by_id.get(purpose_id)
@@ -179,6 +256,7 @@ class ResolvedBanner:
     fallbacks: tuple[str, ...] = ()  # text keys that fell back to the default language
     preferences_html: str = ""  # the preferences panel, built lazily by the snippet
     gpc_applied: bool = False  # GPC was signalled and this rule honours it
+    minor: bool = False  # the site signalled a minor and this rule bans something for minors
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""One settings table: name, default, help. It feeds ``--help``, validation and the README."""
+"""One settings table: name, default, help. It feeds the Settings defaults, validation, `--help` and
+the README."""
 
 from __future__ import annotations
 
@@ -173,42 +174,53 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
+_PATH_FIELDS = {"banners_dir", "locales_dir", "data_dir"}
 
 
-def _project_root() -> Path:
-    return Path.cwd()
+def _default(name: str) -> Any:
+    """A field's default from the table: its default text, parsed as a GATEWAY_* value is."""
+    setting = _BY_NAME[name]
+    return setting.parse(setting.default)
+
+
+def _folder(name: str) -> Callable[[], Path]:
+    """A folder field's default: the table's name, in the working directory at the time."""
+    default = _BY_NAME[name].default
+    return lambda: Path.cwd() / default
 
 
 @dataclass(frozen=True)
 class Settings:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    banners_dir: Path = field(default_factory=lambda: _project_root() / "banners")
-    locales_dir: Path = field(default_factory=lambda: _project_root() / "locales")
-    data_dir: Path = field(default_factory=lambda: _project_root() / "data")
-    geoip_db: str = ""
-    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
-    geo_headers: tuple[str, ...] = ("cloudflare", "cloudfront", "vercel")
-    geo_country_header: str = ""
-    geo_region_header: str = ""
-    geo_cache_size: int = 65536
-    store_url: str = ""
-    store_pool_size: int = 4
-    webhook_url: str = ""
-    webhook_secret: str = ""
-    durability: str = "power"
-    outbox_max_records: int = 1_000_000
-    forward_batch_size: int = 1000
-    forward_linger: float = 0.05
-    forward_max_backoff: float = 60.0
-    shutdown_drain: float = 10.0
-    receipt_key: str = ""
-    admin_token: str = ""
-    node_id: str = ""
-    cache_max_age: int = 300
-    reload: bool = True
-    public_url: str = ""
-    log_level: str = "info"
+    """Every setting, typed; the defaults are the table's (SETTINGS), never restated here."""
+
+    host: str = _default("host")
+    port: int = _default("port")
+    banners_dir: Path = field(default_factory=_folder("banners_dir"))
+    locales_dir: Path = field(default_factory=_folder("locales_dir"))
+    data_dir: Path = field(default_factory=_folder("data_dir"))
+    geoip_db: str = _default("geoip_db")
+    trusted_proxies: tuple[str, ...] = _default("trusted_proxies")
+    geo_headers: tuple[str, ...] = _default("geo_headers")
+    geo_country_header: str = _default("geo_country_header")
+    geo_region_header: str = _default("geo_region_header")
+    geo_cache_size: int = _default("geo_cache_size")
+    store_url: str = _default("store_url")
+    store_pool_size: int = _default("store_pool_size")
+    webhook_url: str = _default("webhook_url")
+    webhook_secret: str = _default("webhook_secret")
+    durability: str = _default("durability")
+    outbox_max_records: int = _default("outbox_max_records")
+    forward_batch_size: int = _default("forward_batch_size")
+    forward_linger: float = _default("forward_linger")
+    forward_max_backoff: float = _default("forward_max_backoff")
+    shutdown_drain: float = _default("shutdown_drain")
+    receipt_key: str = _default("receipt_key")
+    admin_token: str = _default("admin_token")
+    node_id: str = _default("node_id")
+    cache_max_age: int = _default("cache_max_age")
+    reload: bool = _default("reload")
+    public_url: str = _default("public_url")
+    log_level: str = _default("log_level")
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -224,9 +236,6 @@ class Settings:
             return Path(self.geoip_db)
         built = self.data_dir / "geo" / "country.mmdb"
         return built if built.exists() else None
-
-
-_PATH_FIELDS = {"banners_dir", "locales_dir", "data_dir"}
 
 
 def _convert(setting: Setting, raw: str) -> Any:

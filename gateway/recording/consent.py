@@ -21,13 +21,16 @@ from typing import Any, NamedTuple
 import orjson
 
 from gateway.core.errors import BadRequest
+from gateway.core.jurisdictions import is_exempt
 from gateway.core.model import ACTIONS, CHANNELS, ConsentRecord, Region, Rule, Site
+from gateway.core.purposes import is_minor, prohibited_by, separate_kind
 
 MAX_BODY_BYTES = 16 * 1024
 MAX_CHOICES = 64
 MAX_USER_AGENT = 512
 MAX_ORIGIN = 256
 MAX_PAGE_URL = 2048
+MAX_AGE = 130
 
 _SUBJECT_RE = re.compile(r"[A-Za-z0-9._:@+=~-]{1,128}")
 _VERSION_RE = re.compile(r"[A-Za-z0-9._:+-]{1,64}")
@@ -57,6 +60,7 @@ class ValidatedConsent(NamedTuple):
     page_url: str
     idempotency_key: str | None
     withdraws: str | None
+    age: int | None = None  # the site's age signal, when it knows the visitor's age
 
 
 class RecordContext(NamedTuple):
@@ -185,7 +189,8 @@ def _check_action(action: str, choices: Mapping[str, bool], site: Site) -> None:
         return  # any combination is a custom choice (and optional_purposes builds a tuple)
     optional = site.optional_purposes
     if action == "accept_all":
-        wrong = [p.id for p in optional if not choices[p.id]]
+        # What accept_all grants depends on the visitor's rule: check_rule decides.
+        wrong = []
     elif action in ("reject_all", "withdraw"):
         wrong = [p.id for p in optional if choices[p.id]]
     elif action == "gpc":
@@ -234,6 +239,13 @@ def validate(
             status_code=422,
         )
     _check_action(action, choices, site)
+    age = body.get("age")
+    if age is not None and (type(age) is not int or not 0 <= age <= MAX_AGE):
+        raise BadRequest(
+            "invalid_field",
+            f"age must be the visitor's age in whole years, 0 to {MAX_AGE}",
+            field="age",
+        )
     return ValidatedConsent(
         site=site.id,
         subject_id=subject_id,
@@ -245,7 +257,59 @@ def validate(
         page_url=page_url,
         idempotency_key=key,
         withdraws=withdraws,
+        age=age,
     )
+
+
+def check_rule(consent: ValidatedConsent, site: Site, rule: Rule) -> None:
+    """Check a validated choice against the visitor's rule; raise ``BadRequest`` (422).
+
+    A purpose the rule needs a separate consent for is never part of ``accept_all`` (PIPL
+    Arts. 23, 25, 29, 39: each its own affirmative act; record it with action ``custom``), and
+    ``accept_all`` grants every other optional purpose. A prohibited purpose (for everyone, or
+    for a visitor the site's ``age`` signal makes a known minor) is never granted. Under a rule
+    where GPC is an objection, a ``gpc`` record keeps the exempt purposes off.
+    """
+    minor = is_minor(rule, consent.age)
+    choices = consent.choices
+    for purpose in site.optional_purposes:
+        chosen = choices[purpose.id]
+        field = f"choices.{purpose.id}"
+        banned = prohibited_by(rule, purpose, minor)
+        if chosen and banned:
+            raise BadRequest(
+                "prohibited_purpose",
+                f"{purpose.id} cannot be granted under rule {rule.id}: the law bans it "
+                f"({banned.replace('_', ' ').replace('minor:', 'for a minor: ')}), whatever "
+                "the consent",
+                field=field,
+                status_code=422,
+            )
+        kind = separate_kind(rule, purpose)
+        if consent.action == "accept_all":
+            if chosen and kind:
+                raise BadRequest(
+                    "separate_consent_bundled",
+                    f"{purpose.id} needs a separate consent ({kind}) under rule {rule.id}: "
+                    "it cannot be granted by accept_all; record it with action custom after "
+                    "the visitor's own act for it",
+                    field=field,
+                    status_code=422,
+                )
+            if not chosen and not kind and not banned:
+                raise BadRequest(
+                    "inconsistent_action",
+                    f"action accept_all contradicts the choice for {purpose.id}",
+                    field=field,
+                    status_code=422,
+                )
+        if consent.action == "gpc" and chosen and rule.gpc_objects and is_exempt(rule, purpose):
+            raise BadRequest(
+                "inconsistent_action",
+                f"action gpc is an objection under rule {rule.id}: {purpose.id} stays off",
+                field=field,
+                status_code=422,
+            )
 
 
 def truncate_ip(ip: str | None) -> str | None:
@@ -306,7 +370,8 @@ def enrich(
         "node_id": node_id,
         "idempotency_key": consent.idempotency_key,
         "withdraws": consent.withdraws,
-        "signals": {},
+        # The site's age signal, when given: the proof of why a minor's ban applied.
+        "signals": {} if consent.age is None else {"age": consent.age},
     }
     return _new_record(fields)
 

@@ -12,9 +12,9 @@ import orjson
 from cachetools import LRUCache
 from starlette.datastructures import Headers
 
-from gateway.core import jurisdictions
 from gateway.core.errors import BadRequest
 from gateway.core.model import Region, ResolvedBanner, Rule
+from gateway.core.purposes import is_minor
 from gateway.core.settings import Settings
 from gateway.geo.locator import Locator
 from gateway.serving.render import Renderer
@@ -25,6 +25,7 @@ from gateway.sites.catalog import LiveCatalog, SiteBundle
 HOST = re.compile(r"^[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?$")
 MEMO_MAX = 4096
 MEMO_TEXT_MAX = 200  # longer Accept-Language values are rare and not remembered
+AGE_PARAM = re.compile(r"[0-9]|[1-9][0-9]|1[0-2][0-9]|130")
 REGION_PARAM = re.compile(r"^([A-Za-z]{2})(?:-([A-Za-z0-9]{1,3}))?$")
 Decided = tuple[Region, bool, str, Rule]  # region, GPC, locale, rule
 
@@ -40,6 +41,7 @@ class Visitor(NamedTuple):
     gpc: bool
     language: str  # the negotiated locale identifier, e.g. zh_Hans
     rule: Rule
+    age: int | None = None  # the site's age signal (?age=), when it knows the visitor's age
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,9 @@ def config_document(resolved: ResolvedBanner, visitor: Visitor, record_url: str)
         "region": visitor.region.as_json(),
         "gpc": visitor.gpc,
         "gpc_applied": resolved.gpc_applied,
+        # GDPR Art. 8(1): the national figure where the visitor is (also for outermost regions
+        # and Åland, and under site overrides that keep it), else the rule's own.
+        "age_of_consent": visitor.rule.age_for(visitor.region.country),
         "record_url": record_url,
     }
 
@@ -80,6 +85,19 @@ def parse_region_param(value: str) -> Region:
         )
     country, sub = match.group(1).upper(), match.group(2)
     return Region(country=country, subdivision=sub.upper() if sub else None, source="query")
+
+
+def parse_age_param(value: str | None) -> int | None:
+    """``?age=``: the visitor's age in whole years, when the site knows it (0-130), or None."""
+    if value is None:
+        return None
+    if not AGE_PARAM.fullmatch(value):
+        raise BadRequest(
+            "invalid_parameter",
+            "age: expected the visitor's age in whole years, 0 to 130",
+            field="age",
+        )
+    return int(value)
 
 
 class Gateway:
@@ -128,7 +146,8 @@ class Gateway:
             params.get("lang"),
             params.get("region"),
         )
-        return Visitor(ip=ip, region=located, gpc=gpc, language=locale, rule=rule)
+        age = parse_age_param(params.get("age"))
+        return Visitor(ip=ip, region=located, gpc=gpc, language=locale, rule=rule, age=age)
 
     def decide(
         self,
@@ -156,7 +175,7 @@ class Gateway:
             region = parse_region_param(raw_region)
         locale = bundle.negotiator.choose(accept, lang)
         gpc = gpc_requested(gpc_values)
-        rule = jurisdictions.rule_for(region, bundle.site.rule_overrides)
+        rule = bundle.rules.rule(region)
         decided: Decided = (region, gpc, locale, rule)
         if key is not None:
             if len(self._visitors) >= MEMO_MAX:
@@ -165,7 +184,8 @@ class Gateway:
         return decided
 
     def resolve(self, bundle: SiteBundle, visitor: Visitor) -> ResolvedBanner:
-        return self.renderer.resolve(bundle, visitor.rule, visitor.language, visitor.gpc)
+        minor = is_minor(visitor.rule, visitor.age)
+        return self.renderer.resolve(bundle, visitor.rule, visitor.language, visitor.gpc, minor)
 
     def record_url(self, scheme: str, host: str | None, site_id: str) -> str:
         """Where the snippet posts choices: the configured public URL, else this request's."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,8 @@ from jinja2.bccache import Bucket
 from gateway.core.errors import ConfigError
 from gateway.core.i18n import bcp47, direction
 from gateway.core.jurisdictions import is_exempt
-from gateway.core.model import ResolvedBanner, Rule
+from gateway.core.model import ResolvedBanner, Rule, Site
+from gateway.core.purposes import prohibited_by, separate_kind
 from gateway.signals import consent_mode, gpc
 from gateway.sites import texts as builtin_texts
 from gateway.sites.catalog import DEFAULT_TEMPLATES, SiteBundle
@@ -38,12 +39,64 @@ TEMPLATE_VARIABLES: Mapping[str, str] = {
     "do_not_sell_link, limit_sensitive_link, separate_consent, …)",
     "texts": "dict: translated banner texts by key (title, description, accept_all, …)",
     "purposes": "list of dicts: id, name, description, essential, default, separate, "
-    "sale_or_share, recipients, retention, cookies, consent_mode",
+    "sale_or_share, prohibited, exempt, refusal_persists, recipients, retention, cookies, "
+    "consent_mode, wechat_apis",
     "language": "the BCP 47 language tag of the texts, e.g. zh-Hans",
     "dir": "text direction: ltr or rtl",
     "theme": "dict: CSS custom properties from site.toml [theme]",
     "gpc": "bool: the visitor's browser sent Global Privacy Control and the rule honours it",
 }
+
+
+def purpose_configs(
+    site: Site, rule: Rule, gettext: Callable[[str], str], gpc_applied: bool, minor: bool
+) -> list[dict[str, Any]]:
+    """The ``purposes`` of the config: what the rule makes of each, for the snippet to follow.
+
+    ``separate``: the kind of consent it needs on its own, never bundled into "accept all"
+    (PIPL Arts. 23, 25, 29, 39 and wherever a rule lists the kind). ``prohibited``: why the law
+    bans it outright (or for this known minor); it is never on and never offered.
+    ``exempt``: it runs before a choice on an exemption, with information and an objection
+    (UK). ``refusal_persists``: it is on before any choice, so a refusal of it must outlive
+    re-ask periods, cookie expiry and ``consent_revision`` changes until the visitor changes it.
+    """
+    defaults = gpc.default_choices(rule, site, gpc_applied, minor)
+    before_signals = gpc.default_choices(rule, site, False, minor)
+    return [
+        {
+            "id": p.id,
+            "name": gettext(p.name),
+            "description": gettext(p.description),
+            "essential": p.essential,
+            "default": defaults.get(p.id, p.essential),
+            "separate": separate_kind(rule, p),
+            "sale_or_share": p.sale_or_share,
+            "prohibited": prohibited_by(rule, p, minor),
+            "exempt": is_exempt(rule, p),
+            "refusal_persists": not p.essential and before_signals[p.id],
+            "recipients": list(p.recipients),
+            "retention": p.retention,
+            "cookies": list(p.cookies),
+            "consent_mode": list(p.consent_mode),
+            "wechat_apis": list(p.wechat_apis),
+        }
+        for p in site.purposes
+    ]
+
+
+def wechat_config(site: Site) -> dict[str, Any] | None:
+    """The config's ``wechat`` block for mini-programs, or None when the site sets none.
+
+    The WeChat privacy agreement does not replace PIPL's separate consents: those stay per
+    purpose (``separate``); ``apis`` lists the privacy APIs each purpose's agreement unlocks.
+    """
+    if site.wechat is None:
+        return None
+    return {
+        "privacy_contract_name": site.wechat.privacy_contract_name,
+        "agree_button_id": site.wechat.agree_button_id,
+        "apis": {p.id: list(p.wechat_apis) for p in site.purposes if p.wechat_apis},
+    }
 
 
 class SharedBytecode(BytecodeCache):
@@ -107,20 +160,21 @@ class Renderer:
         return env
 
     def resolve(
-        self, bundle: SiteBundle, rule: Rule, locale: str, gpc_signal: bool
+        self, bundle: SiteBundle, rule: Rule, locale: str, gpc_signal: bool, minor: bool = False
     ) -> ResolvedBanner:
-        applied = gpc_signal and rule.gpc
-        key = (bundle.site.id, bundle.banner_version, rule.id, id(rule), locale, applied)
+        applied = gpc_signal and gpc.honours(rule)
+        minor = minor and bool(rule.minor_age)
+        key = (bundle.site.id, bundle.banner_version, rule.id, id(rule), locale, applied, minor)
         entry = self._cache.get(key)
         if entry is not None and entry.rule is rule:
             return entry
-        entry = self._build(bundle, rule, locale, applied)
+        entry = self._build(bundle, rule, locale, applied, minor)
         with self._lock:
             self._cache[key] = entry
         return entry
 
     def _build(
-        self, bundle: SiteBundle, rule: Rule, locale: str, gpc_applied: bool
+        self, bundle: SiteBundle, rule: Rule, locale: str, gpc_applied: bool, minor: bool
     ) -> ResolvedBanner:
         site = bundle.site
         tr = bundle.translations.get(locale)
@@ -132,26 +186,8 @@ class Renderer:
             for key, msgid in sources.items()
             if locale != site.default_locale and not bundle.translations.has(locale, msgid)
         )
-        defaults = gpc.default_choices(rule, site, gpc_applied)
-        purposes = [
-            {
-                "id": p.id,
-                "name": tr.gettext(p.name),
-                "description": tr.gettext(p.description),
-                "essential": p.essential,
-                "default": defaults.get(p.id, p.essential),
-                "separate": p.separate if p.separate in rule.separate_consent else None,
-                "sale_or_share": p.sale_or_share,
-                "prohibited": None,
-                "exempt": is_exempt(rule, p),
-                "recipients": list(p.recipients),
-                "retention": p.retention,
-                "cookies": list(p.cookies),
-                "consent_mode": list(p.consent_mode),
-            }
-            for p in site.purposes
-        ]
-        mode_defaults = consent_mode.defaults(rule, site, gpc=gpc_applied)
+        purposes = purpose_configs(site, rule, tr.gettext, gpc_applied, minor)
+        mode_defaults = consent_mode.defaults(rule, site, gpc=gpc_applied, minor=minor)
         language = bcp47(locale)
         text_dir = direction(locale)
         site_info = {
@@ -204,6 +240,8 @@ class Renderer:
             "theme": dict(site.theme),
             "privacy_policy_url": site.privacy_policy_url,
             "controller": site.controller,
+            "minor": minor,
+            "wechat": wechat_config(site),
         }
         return ResolvedBanner(
             site_id=site.id,
@@ -217,6 +255,7 @@ class Renderer:
             fallbacks=fallbacks,
             preferences_html=html["preferences"],
             gpc_applied=gpc_applied,
+            minor=minor,
         )
 
     def clear(self) -> None:

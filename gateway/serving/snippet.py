@@ -23,14 +23,20 @@ PLACEHOLDER = "__CG_CONFIG__"
 # these texts, and the purposes without their display copy. Dropping the duplicates keeps the
 # first visit inside the 7 KB budget (the JSON /config endpoint still carries everything).
 SCRIPT_TEXTS = frozenset({"saved", "gpc_status"})
-HTML_ONLY_PURPOSE_FIELDS = frozenset({"name", "description", "recipients", "retention"})
-HTML_ONLY_KEYS = ("privacy_policy_url", "controller")
-# Config keys the script never reads (the JSON config keeps them for apps).
-SCRIPT_UNREAD_KEYS = ("gpc_applied", "region", "dir")
-
-
+HTML_ONLY_PURPOSE_FIELDS = frozenset(
+    {"name", "description", "recipients", "retention", "wechat_apis"}
+)
+HTML_ONLY_KEYS = ("privacy_policy_url", "controller", "wechat")
+# Config keys and purpose fields the script never reads (the JSON config keeps them for apps).
+# It keeps every refusal, so it needs no refusal_persists; the server already applied the age.
+SCRIPT_UNREAD_KEYS = ("site", "gpc_applied", "region", "dir", "age_of_consent", "minor")
+SCRIPT_UNREAD_PURPOSE_FIELDS = frozenset({"refusal_persists"})
+_NOT_FOR_SCRIPT = HTML_ONLY_PURPOSE_FIELDS | SCRIPT_UNREAD_PURPOSE_FIELDS
 SCRIPT_RULE_FIELDS = frozenset(
-    {"id", "gpc", "gpc_objects", "reprompt_days", "reprompt_after_refusal_days"}
+    # Re-ask after a consent by days (the shortest 13 months can be: never late for TCF's "at
+    # least every 13 months"), after a refusal by calendar months (never early for CCPA's
+    # "wait 12 months").
+    {"id", "gpc", "gpc_objects", "reprompt_days", "reprompt_after_refusal_months"}
 )
 
 # Characters that JSON allows but an inline <script> or a pre-ES2019 parser does not.
@@ -136,13 +142,15 @@ class Snippet:
             wanted = SCRIPT_TEXTS if honours else SCRIPT_TEXTS - {"gpc_status"}
             slim["texts"] = {k: v for k, v in slim["texts"].items() if k in wanted}
         if isinstance(slim.get("rule"), Mapping):
-            slim["rule"] = {k: v for k, v in slim["rule"].items() if k in SCRIPT_RULE_FIELDS}
+            slim["rule"] = {
+                k: v for k, v in slim["rule"].items() if k in SCRIPT_RULE_FIELDS and _set(v)
+            }
         for key in HTML_ONLY_KEYS:
             slim.pop(key, None)
         if isinstance(slim.get("purposes"), list):
             # A missing flag reads as false in the script: leave out the false, null and empty.
             slim["purposes"] = [
-                {k: v for k, v in p.items() if k not in HTML_ONLY_PURPOSE_FIELDS and _set(v)}
+                {k: v for k, v in p.items() if k not in _NOT_FOR_SCRIPT and _set(v)}
                 for p in slim["purposes"]
             ]
         mode = slim.get("consent_mode")

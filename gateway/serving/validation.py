@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 from jinja2 import TemplateSyntaxError
 
-from gateway.core import jurisdictions
 from gateway.core.errors import ConfigError
 from gateway.core.model import Region, Rule
 from gateway.serving import render
@@ -33,15 +32,16 @@ class Finding:
 
 def rules_of(bundle: SiteBundle) -> list[Rule]:
     """Every rule a visitor of this site can get: the templates and the site's own overrides."""
-    overrides = bundle.site.rule_overrides
-    found = {id(r): r for r in jurisdictions.RULES.values()}
+    site_rules = bundle.rules
+    overrides = site_rules.overrides
+    found = {id(r): r for r in site_rules.table.rules.values()}
     for code in [*overrides, None]:
         if code == "*" or code is None:
             region = Region()
         else:
             country, _, sub = str(code).partition("-")
             region = Region(country=country, subdivision=sub or None, source="query")
-        rule = jurisdictions.rule_for(region, overrides)
+        rule = site_rules.rule(region)
         found.setdefault(id(rule), rule)
     return list(found.values())
 

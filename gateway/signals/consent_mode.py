@@ -4,7 +4,10 @@ A Consent Mode type is granted only if every site purpose that maps it (``Purpos
 is essential or on. Under the EEA rules since March 2024 ``ad_user_data`` and
 ``ad_personalization`` are decided like the others, each by the purposes that map it, never
 inferred from ``ad_storage``. A type no purpose maps keeps the rule's default, except that
-``security_storage`` is always granted and GPC (where the rule honours it) denies the ad types.
+``security_storage`` is always granted. GPC (where the rule honours it as an opt-out) denies
+the ad types before any choice whatever maps them: a visitor who signalled it is never
+defaulted into advertising. For a visitor the site signals to be a minor, the types of what the
+rule bans for minors are denied likewise.
 """
 
 from __future__ import annotations
@@ -18,6 +21,12 @@ from gateway.signals.gpc import default_choices
 WAIT_FOR_UPDATE_MS = 500
 # The types a "Do Not Sell or Share" opt-out (GPC) covers: advertising storage and data use.
 AD_TYPES: tuple[str, ...] = ("ad_storage", "ad_user_data", "ad_personalization")
+# The types each kind of minors' ban covers when no purpose decides them.
+_MINOR_TYPES: Mapping[str, tuple[str, ...]] = {
+    "sale": AD_TYPES,
+    "targeted_ads": AD_TYPES,
+    "tracking": (*AD_TYPES, "analytics_storage", "personalization_storage"),
+}
 
 
 def _mapped(site: Site, choices: Mapping[str, bool]) -> dict[str, str]:
@@ -30,18 +39,21 @@ def _mapped(site: Site, choices: Mapping[str, bool]) -> dict[str, str]:
     return {t: "granted" if granted[t] else "denied" for t in CONSENT_MODE_TYPES if t in granted}
 
 
-def defaults(rule: Rule, site: Site, *, gpc: bool = False) -> dict[str, str]:
+def defaults(rule: Rule, site: Site, *, gpc: bool = False, minor: bool = False) -> dict[str, str]:
     """The ``gtag('consent', 'default', …)`` values for every type, in a fixed order."""
-    values = _mapped(site, default_choices(rule, site, gpc))
+    values = _mapped(site, default_choices(rule, site, gpc, minor))
     fallback = "granted" if rule.default_granted else "denied"
+    never: set[str] = set(AD_TYPES) if gpc and rule.gpc else set()
+    if minor and rule.minor_age:
+        never.update(t for kind in rule.minor_prohibited for t in _MINOR_TYPES[kind])
     result = {}
     for mode_type in CONSENT_MODE_TYPES:
-        if mode_type in values:
-            result[mode_type] = values[mode_type]
-        elif mode_type == "security_storage":
+        if mode_type == "security_storage" and mode_type not in values:
             result[mode_type] = "granted"
-        elif gpc and rule.gpc and mode_type in AD_TYPES:
+        elif mode_type in never:
             result[mode_type] = "denied"
+        elif mode_type in values:
+            result[mode_type] = values[mode_type]
         else:
             result[mode_type] = rule.consent_mode.get(mode_type, fallback)
     return result

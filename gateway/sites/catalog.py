@@ -10,9 +10,9 @@ from pathlib import Path
 
 import orjson
 
-from gateway.core import jurisdictions
 from gateway.core.errors import ConfigError
 from gateway.core.i18n import Negotiator
+from gateway.core.jurisdictions import RuleTable, SiteRules
 from gateway.core.model import Site
 from gateway.sites import texts
 from gateway.sites.sitefile import read_site
@@ -25,13 +25,13 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_TEMPLATES = PACKAGE_DIR / "templates"
 
 
-def _static_dir() -> Path:
-    """static/ beside the package in a checkout; from the working directory when installed."""
+def static_dir() -> Path:
+    """static/ beside the package in a checkout; from the working directory when installed.
+
+    Asked when needed, not at import: the working directory is the one the process runs in.
+    """
     beside = PACKAGE_DIR.parent / "static"
     return beside if beside.is_dir() else Path.cwd() / "static"
-
-
-STATIC_DIR = _static_dir()
 
 
 def _hash_files(paths: list[Path], root: Path) -> hashlib._Hash:
@@ -42,7 +42,7 @@ def _hash_files(paths: list[Path], root: Path) -> hashlib._Hash:
     return digest
 
 
-def consent_revision(site: Site) -> str:
+def consent_revision(site: Site, rules: RuleTable) -> str:
     """Changes only when what is consented to changes: purposes, recipients, rule models."""
     material = {
         "purposes": [
@@ -59,27 +59,28 @@ def consent_revision(site: Site) -> str:
         ],
         "rules": sorted(
             [rid, r.model, r.default_granted, sorted(r.separate_consent)]
-            for rid, r in jurisdictions.RULES.items()
+            for rid, r in rules.rules.items()
         ),
         "overrides": site.rule_overrides,
     }
     return hashlib.sha256(orjson.dumps(material, option=orjson.OPT_SORT_KEYS)).hexdigest()[:8]
 
 
-def banner_version(site: Site, site_dir: Path, locales_dir: Path) -> str:
+def banner_version(site: Site, site_dir: Path, locales_dir: Path, rules: RuleTable) -> str:
     """A content hash of everything a visitor of this site can see."""
     files = [p for p in site_dir.rglob("*") if p.is_file()]
     digest = _hash_files(files, site_dir)
     defaults = [p for p in DEFAULT_TEMPLATES.glob("*.html")]
-    if STATIC_DIR.is_dir():
-        defaults += [p for p in STATIC_DIR.glob("*") if p.is_file()]
+    static = static_dir()
+    if static.is_dir():
+        defaults += [p for p in static.glob("*") if p.is_file()]
     digest.update(_hash_files(defaults, PACKAGE_DIR.parent).digest())
     for locale in site.locales:
         path = po_path(locales_dir, locale, site.id)
         if path.exists():
             digest.update(locale.encode() + b"\0" + path.read_bytes())
     digest.update(orjson.dumps([texts.BASE_TEXTS, texts.DESCRIPTIONS]))
-    digest.update(orjson.dumps(sorted((k, v.as_json()) for k, v in jurisdictions.RULES.items())))
+    digest.update(orjson.dumps(sorted((k, v.as_json()) for k, v in rules.rules.items())))
     return digest.hexdigest()[:12]
 
 
@@ -93,13 +94,14 @@ class SiteBundle:
     consent_revision: str
     translations: SiteTranslations
     negotiator: Negotiator
+    rules: SiteRules  # this site's rule per region: the shipped table with its overrides
     known_versions: frozenset[str] = field(default_factory=frozenset)
 
 
-def load_site(site_dir: Path, locales_dir: Path) -> SiteBundle:
+def load_site(site_dir: Path, locales_dir: Path, rules: RuleTable) -> SiteBundle:
     """Read, validate and version one site; raises ConfigError naming file, key and hint."""
     site = read_site(site_dir)
-    problems = jurisdictions.validate_overrides(
+    problems = rules.validate_overrides(
         site.rule_overrides, purpose_ids={p.id for p in site.purposes}
     )
     if problems:
@@ -109,12 +111,13 @@ def load_site(site_dir: Path, locales_dir: Path) -> SiteBundle:
             hint="see the rule table in the README",
         )
     translations = load_site_translations(locales_dir, site.id, site.locales, site.default_locale)
-    version = banner_version(site, site_dir, locales_dir)
+    version = banner_version(site, site_dir, locales_dir, rules)
     return SiteBundle(
         site=site,
         directory=site_dir,
         banner_version=version,
-        consent_revision=consent_revision(site),
+        consent_revision=consent_revision(site, rules),
+        rules=rules.for_site(site.rule_overrides),
         translations=translations,
         negotiator=Negotiator(site.locales, site.default_locale),
         known_versions=frozenset((version, *site.retained_versions)),
@@ -126,7 +129,7 @@ Validator = Callable[[SiteBundle], None]
 
 
 def scan(
-    banners_dir: Path, locales_dir: Path, validate: Validator | None = None
+    banners_dir: Path, locales_dir: Path, rules: RuleTable, validate: Validator | None = None
 ) -> tuple[dict[str, SiteBundle], list[ConfigError]]:
     """Load every site folder; return the good ones and the errors of the others."""
     bundles: dict[str, SiteBundle] = {}
@@ -141,7 +144,7 @@ def scan(
         if site_dir.name.startswith((".", "_")):
             continue
         try:
-            bundle = load_site(site_dir, locales_dir)
+            bundle = load_site(site_dir, locales_dir, rules)
             if validate is not None:
                 validate(bundle)
         except ConfigError as exc:
@@ -161,10 +164,15 @@ class LiveCatalog:
     """The sites being served; a reload swaps in a new set only when all of it is valid."""
 
     def __init__(
-        self, banners_dir: Path, locales_dir: Path, validate: Validator | None = None
+        self,
+        banners_dir: Path,
+        locales_dir: Path,
+        rules: RuleTable,
+        validate: Validator | None = None,
     ) -> None:
         self.banners_dir = banners_dir
         self.locales_dir = locales_dir
+        self.rules = rules
         self.validate = validate
         self._bundles: Mapping[str, SiteBundle] = {}
         self.last_error: str | None = None
@@ -172,7 +180,7 @@ class LiveCatalog:
 
     def load(self) -> None:
         """First load: every site must be valid, or start-up fails."""
-        bundles, errors = scan(self.banners_dir, self.locales_dir, self.validate)
+        bundles, errors = scan(self.banners_dir, self.locales_dir, self.rules, self.validate)
         if errors:
             raise errors[0]
         self._swap(bundles)
@@ -180,7 +188,7 @@ class LiveCatalog:
     def reload(self) -> bool:
         """Re-read everything; keep serving the last good state if anything is invalid."""
         try:
-            bundles, errors = scan(self.banners_dir, self.locales_dir, self.validate)
+            bundles, errors = scan(self.banners_dir, self.locales_dir, self.rules, self.validate)
         except (OSError, ValueError) as exc:
             errors = [ConfigError(str(exc))]
             bundles = {}

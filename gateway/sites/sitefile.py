@@ -11,10 +11,13 @@ from typing import Any
 from gateway.core.errors import ConfigError
 from gateway.core.model import (
     CONSENT_MODE_TYPES,
+    EXEMPTION_CATEGORIES,
     SEPARATE_CONSENT_KINDS,
     CookieSettings,
+    Exemption,
     Purpose,
     Site,
+    WeChatSettings,
 )
 
 SITE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -38,6 +41,7 @@ SITE_KEYS = {
     "texts",
     "theme",
     "retained_versions",
+    "wechat",
 }
 PURPOSE_KEYS = {
     "id",
@@ -51,8 +55,21 @@ PURPOSE_KEYS = {
     "consent_mode",
     "separate",
     "sale_or_share",
+    "exemption",
+    "wechat_apis",
 }
 COOKIE_KEYS = {"name", "domain", "max_age_days", "reload_on_withdraw"}
+EXEMPTION_KEYS = {
+    "category",
+    "improves_service_only",
+    "shared_only_to_improve",
+    "provider_is_processor",
+}
+WECHAT_KEYS = {"privacy_contract_name", "agree_button_id"}
+WECHAT_API = re.compile(r"^wx\.[A-Za-z][A-Za-z0-9]{0,63}$")
+BUTTON_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+# 13 calendar months last 393 to 397 days: a cookie of at most 393 days never outlives them.
+MAX_COOKIE_DAYS = 393
 
 
 class _Reader:
@@ -91,6 +108,37 @@ class _Reader:
         return tuple(items)
 
 
+def _exemption(path: Path, index: int, table: Mapping[str, Any] | None) -> Exemption | None:
+    """``[purposes.exemption]``: the facts a site declares to claim a UK exception."""
+    if table is None:
+        return None
+    e = _Reader(path, table, f"purposes[{index}].exemption.")
+    e.check_keys(EXEMPTION_KEYS)
+    category = e.get("category", str, required=True)
+    if category not in EXEMPTION_CATEGORIES:
+        raise e.fail("category", f"unknown exemption {category!r}", ", ".join(EXEMPTION_CATEGORIES))
+    return Exemption(
+        category=category,
+        improves_service_only=e.get("improves_service_only", bool, False),
+        shared_only_to_improve=e.get("shared_only_to_improve", bool, False),
+        provider_is_processor=e.get("provider_is_processor", bool, False),
+    )
+
+
+def _wechat(path: Path, table: Mapping[str, Any] | None) -> WeChatSettings | None:
+    """``[wechat]``: the mini-program's declared privacy contract and agree button."""
+    if table is None:
+        return None
+    w = _Reader(path, table, "wechat.")
+    w.check_keys(WECHAT_KEYS)
+    button = w.get("agree_button_id", str, "")
+    if button and not BUTTON_ID.match(button):
+        raise w.fail("agree_button_id", f"invalid id {button!r}", "letters, digits, _ and -")
+    return WeChatSettings(
+        privacy_contract_name=w.get("privacy_contract_name", str, ""), agree_button_id=button
+    )
+
+
 def _purpose(path: Path, index: int, table: Any) -> Purpose:
     if not isinstance(table, dict):
         raise ConfigError("expected a table", where=f"{path}: purposes[{index}]")
@@ -122,6 +170,14 @@ def _purpose(path: Path, index: int, table: Any) -> Purpose:
             "an essential purpose cannot need separate consent or be sold",
             "split it into an essential and an optional purpose",
         )
+    exemption = _exemption(path, index, r.get("exemption", dict))
+    if exemption is not None and (separate or r.get("sale_or_share", bool, False)):
+        raise r.fail(
+            "exemption",
+            "a purpose that is sold or shared, or needs a separate consent, cannot run on an "
+            "exemption",
+            "PECR Sch. A1 and the ICO allow no onward sharing and no advertising",
+        )
     return Purpose(
         id=pid,
         name=r.get("name", str, required=True),
@@ -134,6 +190,8 @@ def _purpose(path: Path, index: int, table: Any) -> Purpose:
         consent_mode=modes,
         separate=separate,
         sale_or_share=r.get("sale_or_share", bool, False),
+        exemption=exemption,
+        wechat_apis=r.strings("wechat_apis", WECHAT_API),
     )
 
 
@@ -173,12 +231,13 @@ def parse_site(site_id: str, path: Path, data: Mapping[str, Any]) -> Site:
     cookie_table = r.get("cookie", dict, {})
     c = _Reader(path, cookie_table, "cookie.")
     c.check_keys(COOKIE_KEYS)
-    max_age = c.get("max_age_days", int, 395)
-    if not 1 <= max_age <= 395:
+    max_age = c.get("max_age_days", int, MAX_COOKIE_DAYS)
+    if not 1 <= max_age <= MAX_COOKIE_DAYS:
         raise c.fail(
             "max_age_days",
-            "must be between 1 and 395 days",
-            "regulators expect a re-ask at most every 13 months",
+            f"must be between 1 and {MAX_COOKIE_DAYS} days",
+            "a consent cookie lives 13 months at most (CNIL); 13 calendar months can be as "
+            "short as 393 days",
         )
     cookie_name = c.get("name", str, "cg_consent")
     if not COOKIE_NAME.match(cookie_name) or cookie_name.endswith("*"):
@@ -223,6 +282,7 @@ def parse_site(site_id: str, path: Path, data: Mapping[str, Any]) -> Site:
         texts=texts,
         theme=theme,
         retained_versions=r.strings("retained_versions"),
+        wechat=_wechat(path, r.get("wechat", dict)),
     )
 
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gateway.core.errors import ConfigError
+from gateway.core.jurisdictions import load_rules
 from gateway.core.settings import Settings
 from gateway.sinks import store_for
 from gateway.sinks.sqlite import FILE_NAME
@@ -66,7 +67,7 @@ async def list_versions(settings: Settings, site: str) -> list[str]:
     site_dir = settings.banners_dir / site
     if site_dir.is_dir():
         try:
-            current = load_site(site_dir, settings.locales_dir)
+            current = load_site(site_dir, settings.locales_dir, load_rules())
         except ConfigError as exc:
             notes.append(f"the site's files do not load ({exc}); listing the store only")
     else:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlencode
 
 from babel import Locale, UnknownLocaleError
@@ -13,8 +11,8 @@ from jinja2 import Environment, Template
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from gateway.core import jurisdictions
 from gateway.core.errors import NotFound
+from gateway.core.jurisdictions import SiteRules
 from gateway.core.model import Region, ResolvedBanner, Rule
 from gateway.serving.gateway import Gateway, parse_region_param
 from gateway.sites.catalog import SiteBundle
@@ -46,12 +44,13 @@ def _label(locale: str) -> str:
     return own if own == english else f"{own} · {english}"
 
 
-def example_region(rule_id: str, overrides: Mapping[str, Mapping[str, Any]]) -> str | None:
+def example_region(rule_id: str, site_rules: SiteRules) -> str | None:
     """A region whose visitors get this rule (site overrides included), for the rule selector."""
-    codes = [*jurisdictions.REGION_RULES, *(k for k in overrides if k != "*"), UNLISTED_REGION]
+    overrides = site_rules.overrides
+    codes = [*site_rules.table.regions, *(k for k in overrides if k != "*"), UNLISTED_REGION]
     for code in codes:
         country, _, sub = code.partition("-")
-        rule = jurisdictions.rule_for(Region(country, sub or None, "query"), overrides)
+        rule = site_rules.rule(Region(country, sub or None, "query"))
         if rule.id == rule_id or rule.id.split("+")[0] == rule_id:
             return code
     return None
@@ -198,18 +197,18 @@ def _region_and_rule(
     request: Request, gateway: Gateway, bundle: SiteBundle, notices: list[str]
 ) -> tuple[Region, Rule, str]:
     params = request.query_params
-    overrides = bundle.site.rule_overrides
+    site_rules = bundle.rules
     region_param = params.get("region", "").strip()
     rule_param = params.get("rule", "").strip()
-    if rule_param and rule_param not in jurisdictions.RULES:
+    if rule_param and rule_param not in site_rules.table.rules:
         notices.append(f"unknown rule {rule_param!r}; showing the region's rule")
         rule_param = ""
     if rule_param:
         region_rule = None
         if region_param:
-            region_rule = jurisdictions.rule_for(parse_region_param(region_param), overrides)
+            region_rule = site_rules.rule(parse_region_param(region_param))
         if region_rule is None or region_rule.id.split("+")[0] != rule_param:
-            example = example_region(rule_param, overrides)
+            example = example_region(rule_param, site_rules)
             if example is None:
                 notices.append(f"no region gets the rule {rule_param!r} on this site")
             else:
@@ -224,7 +223,7 @@ def _region_and_rule(
     else:
         peer = request.client.host if request.client else None
         region = gateway.locator.locate(peer, request.headers)[1]
-    return region, jurisdictions.rule_for(region, overrides), region_param
+    return region, site_rules.rule(region), region_param
 
 
 async def preview(request: Request) -> HTMLResponse:
@@ -285,8 +284,8 @@ async def preview(request: Request) -> HTMLResponse:
         flags=flags,
         region_param=region_param,
         rule_param=request.query_params.get("rule", ""),
-        regions=sorted(jurisdictions.REGION_RULES.items()),
-        rules=jurisdictions.RULES.items(),
+        regions=sorted(bundle.rules.table.regions.items()),
+        rules=bundle.rules.table.rules.items(),
         chosen=[c.locale for c in columns],
         gpc=gpc,
         columns=columns,

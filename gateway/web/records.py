@@ -13,7 +13,13 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive
 
 from gateway.core.errors import BadRequest, NotFound, Unavailable
-from gateway.recording.consent import MAX_BODY_BYTES, RecordContext, parse_body, validate
+from gateway.recording.consent import (
+    MAX_BODY_BYTES,
+    RecordContext,
+    check_rule,
+    parse_body,
+    validate,
+)
 
 _ALLOW_METHODS = "POST, GET, OPTIONS"
 _ALLOW_HEADERS = "Content-Type, Authorization"
@@ -174,6 +180,7 @@ async def take_consent(
         region, gpc, language, rule = gateway.decide(
             bundle, region, found.get(b"accept-language"), gpc_values
         )
+        check_rule(consent, bundle.site, rule)
         context = RecordContext(
             ip=ip, region=region, rule=rule, gpc=gpc,
             user_agent=found.get(b"user-agent", ""), origin=origin or "",

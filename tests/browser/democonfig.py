@@ -8,11 +8,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from gateway.core import jurisdictions
 from gateway.core.model import UNKNOWN_REGION
 from gateway.serving.gateway import Visitor, snippet_document
 from gateway.serving.render import Renderer
 from gateway.sites.catalog import load_site
+from tests.helpers import shipped_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "gateway" / "templates"
@@ -51,8 +51,8 @@ def demo_config(
             extra += _toml_table("theme", theme)
         with (site_dir / "site.toml").open("a", encoding="utf-8") as f:
             f.write(extra)
-        bundle = load_site(site_dir, ROOT / "locales")
-        rule = jurisdictions.RULES[RULE_IDS[rule_name]]
+        bundle = load_site(site_dir, ROOT / "locales", shipped_rules())
+        rule = shipped_rules().rules[RULE_IDS[rule_name]]
         resolved = Renderer().resolve(bundle, rule, locale, gpc)
     visitor = Visitor(ip=None, region=UNKNOWN_REGION, gpc=gpc, language=locale, rule=rule)
     return snippet_document(resolved, visitor, record_url)
