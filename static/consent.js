@@ -198,12 +198,12 @@
     pending = 1;
     return fetch(C.record_url.replace(/consents$/, "subjects/" + r.subject_id + "/consents"), { headers: { Authorization: "Bearer " + r.receipt } })
       .then((x) => x.json()).then(({ current: c }) => {
+        store(YKEY, Date.now()); // asked: not again today (a failure asks on the next page)
         // Taken when newer than this browser's last record and nothing here is still unsent.
         if (!c || c.recorded_at < r.recorded_at || queue().length) return;
         remember(c.choices, c.action, c.consent_revision, c.subject_id, Date.parse(c.recorded_at));
       }).catch(() => {}).then(() => {
         pending = 0;
-        store(YKEY, Date.now());
         update();
         scan();
       });
