@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from tests.browser.harness import NONCE, Gateway, run_gateway
+from tests.browser.harness import NONCE, Gateway, demo_page, run_gateway
 from tests.browser.servers import LoopbackServer
 from tests.browser.test_banner import (
     BANNER,
@@ -379,3 +379,55 @@ def test_pipl_separate_consent_in_the_privacy_center(page: Page, gateway: Gatewa
     latest = gateway.consents("pipl-center-1", receipt, 2)[-1]
     assert latest["action"] == "custom"
     assert all(latest["choices"].values())
+
+
+def test_a_known_minor_is_never_offered_a_prohibited_purpose(
+    page: Page, site: LoopbackServer, gateway: Gateway
+) -> None:
+    """The site's age signal (`consent.js?age=15`): Maryland bans selling a known minor's data and
+    targeted advertising to them (Md. Com. Law 14-4607(a)(4)-(5)); no banner or panel offers such a
+    purpose and no choice turns it on."""
+    page.route(
+        gateway.origin + "/**",
+        lambda route: route.continue_(
+            headers={**route.request.headers, "cf-ipcountry": "US", "cf-region-code": "MD"}
+        ),
+    )
+    page.goto(demo_page(site, gateway.script_url(age="15"), path="/minor"))
+    expect(page.locator(BANNER)).to_be_visible()
+    assert page.evaluate("ConsentGateway.config.purposes.find(p => p.id == 'marketing').prohibited")
+    page.wait_for_function("window.analyticsRuns === 1")
+    assert runs(page)["ads"] == 0  # off before any choice, unlike for an adult here
+    action(page, "settings")
+    panel = page.locator(PREFS)
+    expect(panel.get_by_role("switch", name="Analytics")).to_be_visible()
+    expect(panel.get_by_role("switch", name="Marketing")).to_have_count(0)
+    action(page, "save")
+    consent = recorded(page)
+    assert consent["choices"]["marketing"] is False
+    [record] = stored(gateway, consent)
+    assert record["choices"]["marketing"] is False
+    page.wait_for_timeout(200)
+    assert runs(page)["ads"] == 0
+    assert consent_updates(page)[-1]["ad_personalization"] == "denied"
+
+
+def test_gpc_is_an_objection_to_uk_exempt_statistics(
+    browser: Browser, site: LoopbackServer, gateway: Gateway
+) -> None:
+    """W16: under the UK rule a browser's GPC signal objects to the statistics that would run
+    on the PECR Sch. A1 exemption; they never start, and the banner says it was honoured."""
+    context = gpc_context(browser, "en-GB")
+    page = context.new_page()
+    try:
+        visit(page, site, gateway, "/w16", "GB", accept_language="en-GB,en;q=0.9")
+        expect(page.locator(BANNER).locator("[data-cg-gpc]")).to_be_visible()
+        consent = recorded(page)
+        assert consent["choices"]["analytics"] is False
+        [record] = stored(gateway, consent)
+        assert (record["action"], record["rule_id"]) == ("gpc", "uk")
+        page.wait_for_timeout(200)
+        assert runs(page) == {"inline": 0, "analytics": 0, "ads": 0, "frame": 0}
+        assert consent_updates(page)[-1]["analytics_storage"] == "denied"
+    finally:
+        context.close()
