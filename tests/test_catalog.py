@@ -54,6 +54,16 @@ def test_new_purpose_bumps_both(tree: tuple[Path, Path]) -> None:
     assert after.consent_revision != before.consent_revision
 
 
+def test_an_exemption_claim_bumps_the_revision(tree: tuple[Path, Path]) -> None:
+    """PECR Sch. A1: what runs without consent changes what the visitor must be told."""
+    banners, locales = tree
+    before = load_site(banners / "demo", locales, shipped_rules())
+    toml = banners / "demo" / "site.toml"
+    toml.write_text(toml.read_text().replace("provider_is_processor = true", ""))
+    after = load_site(banners / "demo", locales, shipped_rules())
+    assert after.consent_revision != before.consent_revision
+
+
 def test_reload_keeps_last_good_state(tree: tuple[Path, Path]) -> None:
     banners, locales = tree
     catalog = LiveCatalog(banners, locales, shipped_rules())

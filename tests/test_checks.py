@@ -246,7 +246,7 @@ CASES: list[tuple[str, Edit, str, str, str]] = [
         "error",
         "site.toml: purposes[1].exemption",
         "outside the analytics exemption",
-    ),  # fmt: skip
+    ),
     (
         "exemption of another category",
         lambda s: _edit_toml(s, 'category = "analytics"', 'category = "functionality"'),

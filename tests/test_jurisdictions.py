@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -238,14 +241,22 @@ def test_template_facts(rule_id: str, expected: dict[str, Any]) -> None:
 
 
 def test_us_fallback_is_the_union_of_us_templates() -> None:
+    """Fail closed for FL, an unknown state, and OK/LA/AL/VT before their laws start."""
     union = RULES["us"]
-    for rid in ("ccpa", "us-states", "us-states-gpc-optional"):
+    us_rules = [rid for rid in RULES if rid == "ccpa" or rid.startswith("us-")]
+    assert len(us_rules) == 7
+    for rid in us_rules:
         rule = RULES[rid]
         for flag in ("gpc", "do_not_sell_link", "limit_sensitive_link"):
             assert getattr(union, flag) or not getattr(rule, flag), (rid, flag)
         assert set(rule.separate_consent) <= set(union.separate_consent)
         assert (union.age_of_consent or 0) >= (rule.age_of_consent or 0)
         assert union.reprompt_after_refusal_months >= rule.reprompt_after_refusal_months
+        # A sensitive-data sale ban covers precise geolocation (it is sensitive data there).
+        assert set(rule.prohibited) <= {"sale_of_sensitive", "sale_of_precise_location"}
+        assert not rule.prohibited or "sale_of_sensitive" in union.prohibited
+        assert union.minor_age >= rule.minor_age
+        assert set(rule.minor_prohibited) <= set(union.minor_prohibited)
 
 
 @pytest.mark.parametrize(
@@ -651,3 +662,118 @@ def test_a_broken_rule_file_names_itself(
     with pytest.raises(ConfigError, match=message) as info:
         j.load_rules(path)
     assert info.value.where == str(path)
+
+
+# Every field issue 11 changed, the value it has, and the provision it encodes; the template's
+# own sources (law or guidance, in the README) must name that provision.
+PROVISIONS = [
+    ("gdpr", "reprompt_months", 13, "TCF Policies ch. II"),
+    ("gdpr", "reprompt_after_refusal_months", 6, "CNIL"),
+    ("gdpr", "age_of_consent", 16, "8"),
+    ("uk", "consent_mode.analytics_storage", "denied", "Sch. A1"),
+    ("uk", "consent_mode.functionality_storage", "denied", "Sch. A1"),
+    ("uk", "gpc_objects", True, "Sch. A1"),
+    ("uk", "exempt_purposes", ("analytics", "functionality", "security"), "Sch. A1 paras 4-6"),
+    ("ch", "consent_mode.ad_storage", "denied", "6(6)-(7)"),
+    ("ch", "consent_mode.ad_personalization", "denied", "FDPIC guidelines"),
+    ("ch", "opt_in_types", ("ad_storage", "ad_user_data", "ad_personalization"), "6(6)-(7)"),
+    ("ccpa", "reprompt_after_refusal_months", 12, "1798.135(c)(4)"),
+    ("us-states", "age_of_consent", 18, "CO"),
+    ("us-md", "prohibited", ("sale_of_sensitive",), "14-4607(a)(1)-(2)"),
+    ("us-md", "minor_age", 18, "(a)(4)-(5)"),
+    ("us-md", "minor_prohibited", ("sale", "targeted_ads"), "(a)(4)-(5)"),
+    ("us-ct", "minor_age", 18, "SB 1295"),
+    ("us-ct", "minor_prohibited", ("sale", "targeted_ads"), "42-529a"),
+    ("us-or", "prohibited", ("sale_of_precise_location",), "646A.578"),
+    ("us-or", "minor_age", 16, "HB 2008"),
+    ("us-va", "prohibited", ("sale_of_precise_location",), "ch. 820"),
+    ("us", "prohibited", ("sale_of_sensitive",), "union"),
+    ("us", "minor_age", 18, "union"),
+    ("lgpd", "minor_age", 18, "Lei 15.211/2025"),
+    ("lgpd", "minor_prohibited", ("targeted_ads",), "ECA Digital"),
+    ("dpdp", "minor_age", 18, "9(3)"),
+    ("dpdp", "minor_prohibited", ("targeted_ads", "tracking"), "9(3)"),
+    ("appi", "separate_consent", ("sensitive", "third_party", "cross_border"),
+     "Arts. 20(2), 27, 28"),
+    ("pipl", "separate_consent", ("sensitive", "third_party", "cross_border", "public_disclosure"),
+     "23, 24, 25, 26, 28, 29, 31, 39"),
+    ("quebec", "age_of_consent", 14, "4.1"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("rule_id", "name", "value", "provision"),
+    PROVISIONS,
+    ids=[f"{r}.{n}" for r, n, _, _ in PROVISIONS],
+)
+def test_changed_fields_encode_the_provision_their_template_cites(
+    rule_id: str, name: str, value: object, provision: str
+) -> None:
+    rule = RULES[rule_id]
+    field, _, key = name.partition(".")
+    actual = getattr(rule, field)
+    assert (actual[key] if key else actual) == value
+    law, guidance = TABLE.sources[rule_id]
+    assert provision in f"{law} {guidance}", (rule_id, law, guidance)
+
+
+def test_the_gdpr_template_serves_every_national_age() -> None:
+    """GDPR Art. 8(1): the ages are served (W5), for every EEA state with a figure of its own."""
+    gdpr = RULES["gdpr"]
+    assert dict(gdpr.national_ages) == dict(TABLE.national_age_of_consent)
+    assert set(EU27) <= set(gdpr.national_ages)
+    assert all(13 <= age <= 16 for age in gdpr.national_ages.values())
+
+
+def test_extends_inherits_all_but_identity_and_regions() -> None:
+    md, states = RULES["us-md"], RULES["us-states"]
+    assert (md.model, md.gpc, md.do_not_sell_link, md.separate_consent) == (
+        states.model,
+        states.gpc,
+        states.do_not_sell_link,
+        states.separate_consent,
+    )
+    assert md.name != states.name
+    assert "US-MD" not in TABLE.regions or TABLE.regions["US-MD"] == "us-md"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d["templates"]["us-md"].update(extends="nope"), "extends 'nope'"),
+        (lambda d: d["templates"]["us-md"].update(extends="us-ct"), "extends 'us-ct'"),
+        (lambda d: d["templates"]["uk"].pop("guidance"), "names the law it encodes"),
+        (
+            lambda d: d["templates"]["us"].update(regions_from={"US-OK": "2027-01-01"}),
+            "expected a date",
+        ),
+        (
+            lambda d: d["templates"]["us"].update(regions_from={"US-CA": dt.date(2027, 1, 1)}),
+            "mapped twice",
+        ),
+        (lambda d: d["templates"]["gdpr"].update(reprompt_days=395), "renamed: use"),
+        (lambda d: d["templates"]["us"].update(prohibited=["sale"]), "expected a list of"),
+        (lambda d: d["exempt_categories"].update(ads=["ad_storage"]), "exempt categories are"),
+    ],
+)
+def test_a_broken_rule_file_names_template_and_field(change: Any, message: str) -> None:
+    data = tomllib.loads((ROOT / "gateway" / "core" / "rules" / "jurisdictions.toml").read_text())
+    change(data)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        j.parse_rules(data, "rules.toml")
+
+
+def test_a_site_can_add_bans_but_never_lift_the_laws() -> None:
+    """Md. Com. Law 14-4607(a)(2), (4)-(5): no consent and no site setting makes these lawful."""
+    site = TABLE.for_site({"US-MD": {"prohibited": [], "minor_prohibited": [], "minor_age": 0}})
+    md = site.rule(Region("US", "MD"))
+    assert md.prohibited == ("sale_of_sensitive",)
+    assert (md.minor_age, md.minor_prohibited) == (18, ("sale", "targeted_ads"))
+    stricter = TABLE.for_site({"US-CA": {"prohibited": ["sale_of_sensitive"], "minor_age": 16,
+                                         "minor_prohibited": ["sale"]}})  # fmt: skip
+    ca = stricter.rule(Region("US", "CA"))
+    assert (ca.prohibited, ca.minor_age, ca.minor_prohibited) == (
+        ("sale_of_sensitive",),
+        16,
+        ("sale",),
+    )

@@ -383,3 +383,18 @@ def test_site_overrides_keep_the_bans() -> None:
     error = _rule_error(rule, GEO_SITE, action="custom",
                         choices={"location_ads": False, "health_ads": True})  # fmt: skip
     assert error.code == "prohibited_purpose"
+
+
+def test_the_rule_plan_memo_is_bounded_and_never_serves_another_rule() -> None:
+    """Threat: many reloads (new Site and Rule objects) growing the memo without bound, or a
+    recycled id() handing one rule's plan to another."""
+    from gateway.recording import consent as module
+
+    consent = validate(body(action="custom", choices=ALL), SITE, VERSIONS)
+    for i in range(module._MAX_PLANS + 50):
+        rule = TABLE.apply_override(RULES["gdpr"], {"name": f"reload {i}"})
+        check_rule(consent, SITE, rule)
+        assert len(module._PLANS) <= module._MAX_PLANS
+    # Same site, a rule that bans marketing for minors: never the gdpr plan.
+    error = _rule_error(RULES["us-md"], action="custom", choices=ALL, age=15)
+    assert error.code == "prohibited_purpose"

@@ -251,3 +251,33 @@ def test_each_request_gets_its_own_region_language_and_gpc(client: TestClient) -
         rule = BUNDLE.rules.rule(Region(country=country, source="header"))
         assert (stored["region_country"], stored["rule_id"]) == (country, rule.id)
         assert (stored["language"], stored["gpc"]) == (language, gpc_set)
+
+
+@pytest.mark.parametrize(
+    ("country", "body_changes", "status", "code"),
+    [
+        # PIPL Arts. 23, 39: the separate marketing consent is never part of accept_all.
+        ("CN", {}, 422, "separate_consent_bundled"),
+        ("CN", {"choices": {"analytics": True, "marketing": False, "personalization": True}},
+         201, None),
+        ("CN", {"action": "custom"}, 201, None),  # its own act, recorded as custom
+        # Md. Com. Law 14-4607(a)(5): no sale of a known minor's data, whatever the consent.
+        ("US", {"age": 16}, 422, "prohibited_purpose"),
+        ("US", {"age": 40}, 201, None),
+        ("US", {"age": "16"}, 400, "invalid_field"),
+    ],
+)  # fmt: skip
+def test_records_are_checked_against_the_visitors_rule(
+    client: TestClient, country: str, body_changes: dict[str, object], status: int, code: str
+) -> None:
+    body = {**consent_body(BUNDLE, f"rule-{country}-{status}"), **body_changes}
+    if body.get("action") == "custom":
+        body["choices"] = {p.id: True for p in BUNDLE.site.optional_purposes}
+    headers = {"Origin": ORIGIN, "CF-IPCountry": country}
+    if country == "US":
+        headers["cf-region-code"] = "MD"
+    r = client.post(URL, json=body, headers=headers)
+    assert r.status_code == status, r.text
+    if code:
+        assert r.json()["error"] == code
+        assert r.json()["field"] in ("choices.marketing", "age")

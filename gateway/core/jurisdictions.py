@@ -455,6 +455,14 @@ class RuleTable:
         merged = {**{f: getattr(base, f) for f in FIELDS}, **changes, "consent_mode": consent_mode}
         for name in (*_KIND_FIELDS, "exempt_purposes"):
             merged[name] = list(merged[name])
+        # What the law bans outright a site may add to, never lift (Md. Com. Law 14-4607(a),
+        # ORS 646A.578, DPDP s. 9(3), …): the template's bans stay in every derived rule.
+        for name in ("prohibited", "minor_prohibited"):
+            merged[name] = [
+                *getattr(base, name),
+                *(k for k in merged[name] if k not in getattr(base, name)),
+            ]
+        merged["minor_age"] = max(merged["minor_age"], base.minor_age)
         merged["age_of_consent"] = merged["age_of_consent"] or 0
         # A site that states its own age of consent means it wherever the override applies.
         merged["national_ages"] = {} if "age_of_consent" in fields else base.national_ages

@@ -261,6 +261,35 @@ def validate(
     )
 
 
+# (purpose id, why it is banned, the separate consent it needs, exempt where GPC objects)
+_Plan = tuple[tuple[str, str | None, str | None, bool], ...]
+# id(site), id(rule), minor → (site, rule, plan): what a rule makes of a site's purposes, worked
+# out once per published site and rule rather than per record. Keys come from server state
+# only (bundles and their rules), and the size is bounded anyway.
+_PLANS: dict[tuple[int, int, bool], tuple[Site, Rule, _Plan]] = {}
+_MAX_PLANS = 1024
+
+
+def _plan(site: Site, rule: Rule, minor: bool) -> _Plan:
+    key = (id(site), id(rule), minor)
+    hit = _PLANS.get(key)
+    if hit is not None and hit[0] is site and hit[1] is rule:
+        return hit[2]
+    plan = tuple(
+        (
+            p.id,
+            prohibited_by(rule, p, minor),
+            separate_kind(rule, p),
+            rule.gpc_objects and is_exempt(rule, p),
+        )
+        for p in site.optional_purposes
+    )
+    if len(_PLANS) >= _MAX_PLANS:
+        _PLANS.clear()
+    _PLANS[key] = (site, rule, plan)
+    return plan
+
+
 def check_rule(consent: ValidatedConsent, site: Site, rule: Rule) -> None:
     """Check a validated choice against the visitor's rule; raise ``BadRequest`` (422).
 
@@ -270,44 +299,41 @@ def check_rule(consent: ValidatedConsent, site: Site, rule: Rule) -> None:
     for a visitor the site's ``age`` signal makes a known minor) is never granted. Under a rule
     where GPC is an objection, a ``gpc`` record keeps the exempt purposes off.
     """
-    minor = is_minor(rule, consent.age)
     choices = consent.choices
-    for purpose in site.optional_purposes:
-        chosen = choices[purpose.id]
-        field = f"choices.{purpose.id}"
-        banned = prohibited_by(rule, purpose, minor)
+    action = consent.action
+    for pid, banned, kind, objected in _plan(site, rule, is_minor(rule, consent.age)):
+        chosen = choices[pid]
         if chosen and banned:
             raise BadRequest(
                 "prohibited_purpose",
-                f"{purpose.id} cannot be granted under rule {rule.id}: the law bans it "
+                f"{pid} cannot be granted under rule {rule.id}: the law bans it "
                 f"({banned.replace('_', ' ').replace('minor:', 'for a minor: ')}), whatever "
                 "the consent",
-                field=field,
+                field=f"choices.{pid}",
                 status_code=422,
             )
-        kind = separate_kind(rule, purpose)
-        if consent.action == "accept_all":
+        if action == "accept_all":
             if chosen and kind:
                 raise BadRequest(
                     "separate_consent_bundled",
-                    f"{purpose.id} needs a separate consent ({kind}) under rule {rule.id}: "
-                    "it cannot be granted by accept_all; record it with action custom after "
-                    "the visitor's own act for it",
-                    field=field,
+                    f"{pid} needs a separate consent ({kind}) under rule {rule.id}: it cannot "
+                    "be granted by accept_all; record it with action custom after the "
+                    "visitor's own act for it",
+                    field=f"choices.{pid}",
                     status_code=422,
                 )
             if not chosen and not kind and not banned:
                 raise BadRequest(
                     "inconsistent_action",
-                    f"action accept_all contradicts the choice for {purpose.id}",
-                    field=field,
+                    f"action accept_all contradicts the choice for {pid}",
+                    field=f"choices.{pid}",
                     status_code=422,
                 )
-        if consent.action == "gpc" and chosen and rule.gpc_objects and is_exempt(rule, purpose):
+        elif action == "gpc" and chosen and objected:
             raise BadRequest(
                 "inconsistent_action",
-                f"action gpc is an objection under rule {rule.id}: {purpose.id} stays off",
-                field=field,
+                f"action gpc is an objection under rule {rule.id}: {pid} stays off",
+                field=f"choices.{pid}",
                 status_code=422,
             )
 

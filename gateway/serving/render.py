@@ -44,7 +44,8 @@ TEMPLATE_VARIABLES: Mapping[str, str] = {
     "language": "the BCP 47 language tag of the texts, e.g. zh-Hans",
     "dir": "text direction: ltr or rtl",
     "theme": "dict: CSS custom properties from site.toml [theme]",
-    "gpc": "bool: the visitor's browser sent Global Privacy Control and the rule honours it",
+    "gpc": "bool: the visitor's browser sent Global Privacy Control and the rule honours it "
+    "(as an opt-out of sale/sharing, or as an objection where rule.gpc_objects)",
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Callable, Iterator, Mapping
@@ -54,11 +55,20 @@ def consent_revision(site: Site, rules: RuleTable) -> str:
                 p.separate,
                 p.sale_or_share,
                 sorted(p.consent_mode),
+                # What runs without consent on a UK exemption changes what the visitor is told.
+                None if p.exemption is None else dataclasses.astuple(p.exemption),
             ]
             for p in site.purposes
         ],
         "rules": sorted(
-            [rid, r.model, r.default_granted, sorted(r.separate_consent)]
+            [
+                rid,
+                r.model,
+                r.default_granted,
+                sorted(r.separate_consent),
+                sorted(r.exempt_purposes),
+                sorted(r.opt_in_types),
+            ]
             for rid, r in rules.rules.items()
         ),
         "overrides": site.rule_overrides,
