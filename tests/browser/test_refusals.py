@@ -88,6 +88,17 @@ def settled(page: Page) -> None:
     )
 
 
+def recorded_anew(page: Page, before: dict[str, Any]) -> dict[str, Any]:
+    """getConsent() once the gateway answered a choice made after ``before`` (a getConsent())."""
+    page.wait_for_function(
+        "id => { const c = ConsentGateway.getConsent();"
+        " return c && c.receipt && c.receipt.record_id !== id; }",
+        arg=before["receipt"]["record_id"],
+    )
+    consent: dict[str, Any] = page.evaluate("ConsentGateway.getConsent()")
+    return consent
+
+
 def consent_updates(page: Page) -> list[dict[str, str]]:
     return [e[2] for e in data_layer(page) if isinstance(e, list) and e[1] == "update"]
 
@@ -138,7 +149,7 @@ def test_an_opt_out_outlives_a_new_revision_and_the_re_ask_period(
 
         # "OK" keeps what was refused, the new sale/share purpose included.
         action(page, "ok")
-        answer = recorded(page)
+        answer = recorded_anew(page, opted_out)
         assert answer["revision"] == new_revision
         assert answer["choices"]["marketing"] is False
         assert answer["choices"]["partners"] is False
@@ -157,6 +168,7 @@ def test_an_opt_out_outlives_a_new_revision_and_the_re_ask_period(
         action(page, "save")
         page.wait_for_function("window.adsRuns === 1")
         assert consent_updates(page)[-1]["ad_storage"] == "granted"
+        assert recorded_anew(page, answer)["choices"]["marketing"] is True
     finally:
         context.close()
 
@@ -297,9 +309,10 @@ def test_returning_gpc_visitors_see_that_the_signal_was_honoured(
         banner = page.locator(BANNER)
         expect(banner.locator("[data-cg-gpc]")).to_have_text(text)
         expect(page.locator("#cg-host .cg-badge")).to_have_count(0)  # the banner says it
-        assert recorded(page)["action"] == "gpc"
+        signalled = recorded(page)
+        assert signalled["action"] == "gpc"
         action(page, "ok")
-        recorded(page)
+        recorded_anew(page, signalled)
 
         visit(page, site, gateway, path, "US-CA", accept_language=accept)
         settled(page)
@@ -345,7 +358,7 @@ def test_pipl_accept_all_never_grants_a_separate_consent(
     page.locator(PREFS).get_by_role("switch", name="Marketing").check()
     action(page, "accept_all")  # the switch stays as the visitor set it
     page.wait_for_function("window.adsRuns === 1")
-    history = stored(gateway, recorded(page), count=2)
+    history = stored(gateway, recorded_anew(page, consent), count=2)
     assert history[-1]["action"] == "custom"
     assert history[-1]["choices"]["marketing"] is True
 
