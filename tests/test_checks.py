@@ -227,6 +227,15 @@ CASES: list[tuple[str, Edit, str, str, str]] = [
         "unknown template 'gdrp'",
     ),
     ("short token", lambda s: None, "warning", "GATEWAY_ADMIN_TOKEN", "shorter than 16"),
+    # DPDP Act s. 5(3): the notice in English or, at the visitor's option, an Eighth Schedule
+    # language; the demo offers none of those.
+    (
+        "no Indian notice language",
+        lambda s: None,
+        "warning",
+        "site.toml: locales",
+        "visitors under rule dpdp may ask for the notice in one of as, bn, brx",
+    ),
     # W4: the UK statistics exemption is claimed by fact (PECR Sch. A1 para 5; ICO: processor).
     (
         "exemption without a processor",
@@ -381,3 +390,15 @@ def test_the_geo_database_must_open(
         assert report.errors[0].where == str(database)
         assert message in report.errors[0].message
         assert report.errors[0].hint
+
+
+def test_an_eighth_schedule_locale_satisfies_the_notice_language_check(settings: Settings) -> None:
+    toml = settings.banners_dir / "demo" / "site.toml"
+    toml.write_text(
+        toml.read_text(encoding="utf-8").replace(
+            'locales = ["en", "de", "fr"]', 'locales = ["en", "de", "fr", "hi"]'
+        ),
+        encoding="utf-8",
+    )
+    report = checks.run_checks(settings)
+    assert not [w for w in report.warnings if "rule dpdp" in w.message], report.lines()

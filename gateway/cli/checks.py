@@ -232,7 +232,24 @@ def run_checks(settings: Settings) -> CheckReport:
         check_templates(bundle, report)
         check_translations(settings, bundle, report)
         check_exemptions(bundle, report)
+        check_notice_languages(bundle, report)
     return report
+
+
+def check_notice_languages(bundle: SiteBundle, report: CheckReport) -> None:
+    """A rule that lets visitors read the notice in a language of their choice (DPDP s. 5(3))
+    needs the site to offer one of those languages besides English."""
+    site = bundle.site
+    offered = {locale.split("_")[0] for locale in site.locales}
+    for rule in rules_of(bundle):
+        choices = set(rule.notice_languages) - {"en"}
+        if choices and not offered & choices:
+            report.warn(
+                str(bundle.directory / "site.toml") + ": locales",
+                f"visitors under rule {rule.id} may ask for the notice in one of "
+                f"{', '.join(sorted(choices))}; this site offers none of them",
+                "add such a locale and its catalog (DPDP Act s. 5(3), binding from 13 May 2027)",
+            )
 
 
 def check_exemptions(bundle: SiteBundle, report: CheckReport) -> None:

@@ -73,7 +73,9 @@ FIELDS: tuple[str, ...] = (
     "consent_mode",
     *_INT_FIELDS,
     "exempt_purposes",
+    "notice_languages",
 )
+_LANGUAGE = re.compile(r"[a-z]{2,3}")
 # Fields of earlier releases, with what replaced them.
 _RENAMED = {
     "reprompt_days": "reprompt_months (calendar months; 13 months = 393 to 397 days)",
@@ -116,6 +118,12 @@ def field_problem(name: str, value: Any, exempt_categories: Mapping[str, Any]) -
                 f"a list of purpose ids or categories ({', '.join(map(repr, exempt_categories))})",
             )
         return None
+    if name == "notice_languages":
+        if not isinstance(value, list) or not all(
+            isinstance(v, str) and _LANGUAGE.fullmatch(v) for v in value
+        ):
+            return _problem(value, 'a list of ISO 639 language codes such as "hi"')
+        return None
     if name == "consent_mode":
         if not isinstance(value, Mapping):
             return _problem(value, "a table of Consent Mode types")
@@ -141,7 +149,7 @@ def _build_rule(
     rule_id: str, fields: Mapping[str, Any], categories: Mapping[str, tuple[str, ...]]
 ) -> Rule:
     values = {k: v for k, v in fields.items() if k in FIELDS}
-    for name in (*_KIND_FIELDS, "exempt_purposes"):
+    for name in (*_KIND_FIELDS, "exempt_purposes", "notice_languages"):
         values[name] = tuple(values.get(name, ()))
     values["national_ages"] = MappingProxyType(dict(fields.get("national_ages") or {}))
     values["age_of_consent"] = values.get("age_of_consent") or None
@@ -453,7 +461,7 @@ class RuleTable:
             consent_mode = _model_consent_mode(fields["model"])
         consent_mode.update(fields.get("consent_mode", {}))
         merged = {**{f: getattr(base, f) for f in FIELDS}, **changes, "consent_mode": consent_mode}
-        for name in (*_KIND_FIELDS, "exempt_purposes"):
+        for name in (*_KIND_FIELDS, "exempt_purposes", "notice_languages"):
             merged[name] = list(merged[name])
         # What the law bans outright a site may add to, never lift (Md. Com. Law 14-4607(a),
         # ORS 646A.578, DPDP s. 9(3), …): the template's bans stay in every derived rule.

@@ -112,6 +112,10 @@ class Rule:
     opt_in_types: tuple[str, ...] = ()
     # GPC counts as an objection to the exempt (objection-based) purposes.
     gpc_objects: bool = False
+    # Languages (ISO 639) a visitor must be able to read the notice in, at their option (DPDP
+    # s. 5(3): English or an Eighth Schedule language); `consent-gateway check` warns when a
+    # site offers none of them besides English.
+    notice_languages: tuple[str, ...] = ()
     # Country → the national age of consent that replaces ``age_of_consent`` there (GDPR Art. 8).
     national_ages: Mapping[str, int] = field(default_factory=dict)
     # The exemption categories among exempt_purposes → the Consent Mode types each covers,
