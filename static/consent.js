@@ -11,21 +11,22 @@
   const RULE = C.rule, CK = C.cookie, P = C.purposes, CM = C.consent_mode || {};
   const OPT = P.filter((p) => !p.essential);
   const SEL = 'script[type="text/plain"][data-category],iframe[data-src][data-category]';
-  const QKEY = "cg_queue", RKEY = "cg_receipt", ACT = "data-cg-action", PUR = "data-cg-purpose";
-  const gpc = !!(RULE.gpc && (C.gpc || navigator.globalPrivacyControl === true));
+  const QKEY = "cg_queue", RKEY = "cg_receipt", SKEY = "cg_state", YKEY = "cg_sync", ACT = "data-cg-action", PUR = "data-cg-purpose";
+  const SALE = (p) => p.sale_or_share, SENS = (p) => p.separate == "sensitive", DAY = 864e5;
+  // What GPC turns off: sale/sharing where the rule honours it as an opt-out, and purposes that
+  // run on an exemption where it counts as an objection (UK).
+  const OBJ = (p) => (RULE.gpc && SALE(p)) || (RULE.gpc_objects && p.exempt);
+  const gpc = !!((RULE.gpc || RULE.gpc_objects) && (C.gpc || navigator.globalPrivacyControl === true));
   const fns = {};
-  let host, root, layer, backdrop, lastFocus, live, opener, flushing, tries = 0, mem = [];
-  let state = readCookie();
+  let host, root, layer, backdrop, lastFocus, live, opener, flushing, pending, tries = 0, mem = [];
+  let state = readState();
 
   // ---- small helpers -------------------------------------------------------------------
-  const $$ = (n, s) => Array.from(n.querySelectorAll(s));
+  const $$ = (n, s) => Array.from(n.querySelectorAll(s)), make = (t) => d.createElement(t);
   const attr = (el, a) => el.getAttribute(a);
   const ids = (g) => OPT.filter((p) => g[p.id]).map((p) => p.id);
-  function rid() {
-    const b = crypto.getRandomValues(new Uint8Array(16));
-    b[6] = (b[6] & 15) | 64; b[8] = (b[8] & 63) | 128; // RFC 4122 version 4 layout
-    return Array.from(b, (x, i) => ([4, 6, 8, 10].includes(i) ? "-" : "") + (x + 256).toString(16).slice(1)).join("");
-  }
+  // 128 random bits in hex: subject ids and idempotency keys.
+  const rid = () => Array.from(crypto.getRandomValues(new Uint8Array(16)), (x) => (x + 256).toString(16).slice(1)).join("");
   function store(k, v) {
     try { v == null ? localStorage.removeItem(k) : localStorage.setItem(k, JSON.stringify(v)); } catch (e) { /* storage off: memory only */ }
   }
@@ -35,58 +36,83 @@
     w.dispatchEvent(new CustomEvent("cg:" + n, { detail }));
   }
 
-  // ---- memory: one compact first-party cookie ------------------------------------------
-  // value = v1|revision|subject|time36|action|granted~ids  (fields URI-encoded)
-  function readCookie() {
-    const m = d.cookie.match(new RegExp("(?:^|; )" + CK.name + "=([^;]*)")), g = {};
-    const f = m ? m[1].split("|").map(decodeURIComponent) : [];
-    if (f[0] != "v1" || f.length < 6) return null;
+  // ---- memory: one compact first-party cookie, copied to localStorage --------------------
+  // value = v2|revision|subject|time36|action|granted~ids|refused~ids (fields URI-encoded). The
+  // refused list also holds *s (every sale/share purpose refused) and *l (every sensitive one),
+  // which cover such purposes added later. A v1 value had no list: all it did not grant counts.
+  function parse(v) {
+    const f = v ? v.split("|").map(decodeURIComponent) : [], g = {};
+    if (!/^v[12]$/.test(f[0]) || f.length < 6) return null;
     OPT.forEach((p) => { g[p.id] = f[5].split("~").includes(p.id); });
-    return { revision: f[1], subject_id: f[2], time: parseInt(f[3], 36), action: f[4], choices: g };
+    return { revision: f[1], subject_id: f[2], time: parseInt(f[3], 36), action: f[4], choices: g,
+      off: f[0] == "v1" ? OPT.filter((p) => !g[p.id]).map((p) => p.id) : f[6].split("~") };
   }
+  function readState() {
+    const m = d.cookie.match(new RegExp("(?:^|; )" + CK.name + "=([^;]*)"));
+    return parse(m && m[1]) || parse(load(SKEY));
+  }
+  // Rewritten on every page, so the cookie's Max-Age runs from the last visit, and copied to
+  // localStorage, which outlives a cookie the browser expired or cleared.
   function writeCookie(s) {
-    const v = ["v1", s.revision, s.subject_id, s.time.toString(36), s.action, ids(s.choices).join("~")];
-    d.cookie = CK.name + "=" + v.map(encodeURIComponent).join("|") + "; Max-Age=" + CK.max_age_days * 86400 +
+    const v = ["v2", s.revision, s.subject_id, s.time.toString(36), s.action, ids(s.choices).join("~"), s.off.join("~")]
+      .map(encodeURIComponent).join("|");
+    store(SKEY, v);
+    d.cookie = CK.name + "=" + v + "; Max-Age=" + CK.max_age_days * 86400 +
       "; Path=/; SameSite=Lax" + (CK.domain ? "; Domain=" + CK.domain : "") + (location.protocol == "https:" ? "; Secure" : "");
   }
-  function valid(s) {
+  function remember(g, action, revision, subject_id, time) {
+    const off = OPT.filter((p) => !g[p.id]).map((p) => p.id);
+    if (none(SALE, g)) off.push("*s");
+    if (none(SENS, g)) off.push("*l");
+    writeCookie(state = { revision, subject_id, time, action, choices: g, off });
+  }
+  // An answer stands (no banner) while it covers what is asked now and its re-ask period runs:
+  // after a consent the shortest length of its months in days (TCF: remind at least every 13
+  // months), after a refusal whole calendar months (CCPA: wait 12 months before asking).
+  function fresh(s) {
     if (!s || s.revision != C.consent_revision) return false;
-    const days = ids(s.choices).length || !OPT.length ? RULE.reprompt_days : RULE.reprompt_after_refusal_days;
-    return !days || Date.now() - s.time < days * 864e5;
+    const t = new Date(s.time);
+    return ids(s.choices).length || !OPT.length ? Date.now() - s.time < RULE.reprompt_days * DAY
+      : Date.now() < t.setMonth(t.getMonth() + RULE.reprompt_after_refusal_months);
   }
 
   // ---- what is granted now -------------------------------------------------------------
-  function defaults() {
-    const g = {};
-    OPT.forEach((p) => { g[p.id] = !!p.default && !(gpc && p.sale_or_share); });
+  // Some purposes of a kind exist, and g grants none of them.
+  const none = (f, g) => OPT.some(f) && !OPT.some((p) => f(p) && g[p.id]);
+  // An opt-out or objection never lapses: not with the re-ask period, the cookie's age or a new
+  // consent_revision. The banner may ask again; until the visitor answers, a refusal stands.
+  // A prohibited purpose (by law, or for the known minor the site signalled) is never on.
+  function current() {
+    const g = {}, f = fresh(state) && !pending;
+    P.forEach((p) => {
+      g[p.id] = !!p.essential || (!p.prohibited && (f ? !!state.choices[p.id] : !!p.default && !(gpc && OBJ(p)) && !pending &&
+        !(state && [p.id, SALE(p) && "*s", SENS(p) && "*l"].some((k) => state.off.includes(k)))));
+    });
     return g;
-  }
-  const current = () => (valid(state) ? state.choices : defaults());
-  const granted = (id) => P.some((p) => p.id == id && (p.essential || current()[id]));
-  function snapshot() {
-    const g = current(), c = {};
-    P.forEach((p) => { c[p.id] = !!(p.essential || g[p.id]); });
-    return c;
   }
 
   // ---- Google Consent Mode v2 and dataLayer ----------------------------------------------
   const dl = w.dataLayer = w.dataLayer || [];
   function gtag() { (w.gtag || function () { dl.push(arguments); }).apply(w, arguments); }
+  const update = (g) => gtag("consent", "update", modeState(g || current()));
   function modeState(g) {
     const m = {};
     P.forEach((p) => (p.consent_mode || []).forEach((t) => {
       if (m[t] != "granted") m[t] = p.essential || g[p.id] ? "granted" : "denied";
     }));
+    // An opt-out of sale/sharing covers advertising storage and data use, mapped or not.
+    if (none(SALE, g)) ["ad_storage", "ad_user_data", "ad_personalization"].forEach((t) => { m[t] = "denied"; });
     return m;
   }
 
   // ---- blocking: inert scripts and iframes until their purposes are granted ---------------
   function activate(el) {
-    if (el.hasAttribute("data-cg-done") || !attr(el, "data-category").split(/[\s,]+/).every(granted)) return;
+    const g = current();
+    if (el.hasAttribute("data-cg-done") || !attr(el, "data-category").split(/[\s,]+/).every((c) => g[c])) return;
     const src = attr(el, "data-src"), t = attr(el, "data-type");
     el.setAttribute("data-cg-done", "");
     if (el.tagName == "IFRAME") return (el.src = src);
-    const s = d.createElement("script");
+    const s = make("script");
     for (const a of el.attributes) if (a.name != "type" && a.name != "data-src") s.setAttribute(a.name, a.value);
     // The nonce content attribute is hidden after parsing; the property still holds it.
     s.nonce = el.nonce || attr(el, "nonce") || "";
@@ -124,11 +150,11 @@
       if (drop) setQueue(queue().filter((b) => b.idempotency_key != body.idempotency_key));
     };
     return fetch(C.record_url, {
-      method: "POST", mode: "cors", credentials: "omit", keepalive: true,
+      method: "POST", credentials: "omit", keepalive: true,
       // text/plain keeps this a simple request: no CORS preflight round trip.
       headers: { "Content-Type": "text/plain;charset=UTF-8" }, body: JSON.stringify(body)
     }).then((r) => {
-      if (r.ok) return r.json().then((j) => { done(1); tries = 0; store(RKEY, j); emit("recorded", j); return flush(); });
+      if (r.ok) return r.json().then((j) => { done(1); tries = 0; store(RKEY, Object.assign({ subject_id: body.subject_id }, j)); emit("recorded", j); return flush(); });
       // A 4xx other than timeout/rate limit will never succeed: drop it rather than loop.
       if (r.status < 500 && r.status != 408 && r.status != 429) { done(1); emit("error", r.status); return flush(); }
       throw r.status;
@@ -141,13 +167,12 @@
 
   // ---- a choice: remember, signal, unblock, record ---------------------------------------
   function choose(g, action) {
-    const had = valid(state), before = current(), withdrawn = OPT.filter((p) => before[p.id] && !g[p.id]);
+    const had = fresh(state), before = current(), withdrawn = OPT.filter((p) => before[p.id] && !g[p.id]);
     OPT.forEach((p) => { g[p.id] = !!g[p.id]; });
     if (action != "gpc" && had && !ids(g).length && withdrawn.length) action = "withdraw";
-    state = { revision: C.consent_revision, subject_id: (state && state.subject_id) || rid(), time: Date.now(), action, choices: g };
-    writeCookie(state);
-    gtag("consent", "update", modeState(g));
-    dl.push({ event: "cg_consent_update", cg_action: action, cg_consent: snapshot() });
+    remember(g, action, C.consent_revision, (state && state.subject_id) || rid(), Date.now());
+    update(g);
+    dl.push({ event: "cg_consent_update", cg_action: action, cg_consent: current() });
     const last = load(RKEY);
     setQueue(queue().concat([{
       subject_id: state.subject_id, banner_version: C.banner_version, action, choices: g, channel: "web",
@@ -164,17 +189,36 @@
       Promise.race([sent, new Promise((r) => setTimeout(r, 1500))]).then(() => location.reload());
     }
   }
+  // ---- a returning subject's state on the server -----------------------------------------
+  // The server holds the choices from every channel, the privacy center's included. It is asked
+  // when this browser's memory cannot settle them (out of date, or after a visit to the privacy
+  // center); until it answers, nothing optional runs.
+  function sync() {
+    const r = load(RKEY);
+    pending = 1;
+    return fetch(C.record_url.replace(/consents$/, "subjects/" + r.subject_id + "/consents"), { headers: { Authorization: "Bearer " + r.receipt } })
+      .then((x) => x.json()).then(({ current: c }) => {
+        store(YKEY, Date.now()); // asked: not again today (a failure asks on the next page)
+        // Taken when newer than this browser's last record and nothing here is still unsent.
+        if (!c || c.recorded_at < r.recorded_at || queue().length) return;
+        remember(c.choices, c.action, c.consent_revision, c.subject_id, Date.parse(c.recorded_at));
+      }).catch(() => {}).then(() => {
+        pending = 0;
+        update();
+        scan();
+      });
+  }
   function getConsent() {
-    return valid(state) ? {
+    return fresh(state) ? {
       subject_id: state.subject_id, revision: state.revision, action: state.action,
-      time: new Date(state.time).toISOString(), choices: snapshot(), gpc, receipt: load(RKEY)
+      time: new Date(state.time).toISOString(), choices: current(), gpc, receipt: load(RKEY)
     } : null;
   }
 
   // ---- UI: Shadow DOM host, lazily parsed layers, focus management -----------------------
   function mount() {
     if (host) return;
-    host = d.createElement("div");
+    host = make("div");
     host.id = "cg-host";
     for (const k in C.theme || {}) if (k.startsWith("--")) host.style.setProperty(k, C.theme[k]);
     root = host.attachShadow({ mode: "open" });
@@ -184,10 +228,10 @@
       sh.replaceSync(C.css);
       root.adoptedStyleSheets = [sh];
     } catch (e) {
-      root.append(d.createElement("style"));
+      root.append(make("style"));
       root.firstChild.textContent = C.css;
     }
-    live = d.createElement("p");
+    live = make("p");
     live.className = "cg-sr";
     live.setAttribute("role", "status");
     root.append(live);
@@ -197,6 +241,15 @@
     d.body.prepend(host);
   }
   const modal = () => layer && attr(layer, "aria-modal") == "true";
+  // CCPA regs 7025(c)(6): a page without the banner (which says so itself) shows in a small
+  // badge that the opt-out preference signal was honoured.
+  function honoured() {
+    if (!d.body) return d.addEventListener("DOMContentLoaded", honoured);
+    mount();
+    const b = root.appendChild(make("section"));
+    b.className = "cg-badge";
+    b.textContent = C.texts.gpc_status;
+  }
   function hide(keep) {
     const was = layer;
     if (backdrop) backdrop.remove();
@@ -214,11 +267,11 @@
     if (!layer && !lastFocus) lastFocus = d.activeElement;
     opener = layer && attr(layer, "data-cg-layer");
     hide(1);
-    const t = d.createElement("template");
+    const t = make("template");
     t.innerHTML = C.html[which];
     layer = t.content.firstElementChild;
     if (modal()) {
-      backdrop = d.createElement("div");
+      backdrop = make("div");
       backdrop.className = "cg-backdrop";
       root.append(backdrop);
     }
@@ -231,22 +284,23 @@
     emit("show", which);
   }
   // Closing the panel opened from the first layer goes back to it while no choice is made.
-  const back = () => (opener == "banner" && !valid(state) ? show("banner") : hide());
+  const back = () => (opener == "banner" && !fresh(state) ? show("banner") : hide());
   function onClick(e) {
-    const b = e.target.closest("[" + ACT + "]");
-    let a = b && attr(b, ACT), g = {};
+    const b = e.target.closest("[" + ACT + "]"), g = current();
+    let a = b && attr(b, ACT);
     if (a == "settings") return show("preferences");
     if (a == "close") return back();
-    if (a == "accept_all" || a == "reject_all") OPT.forEach((p) => { g[p.id] = a == "accept_all"; });
-    else if (a == "save") $$(layer, "[" + PUR + "]").forEach((i) => { g[attr(i, PUR)] = i.checked; });
-    else if (a == "ok" || a == "do_not_sell" || a == "limit_sensitive") {
-      g = Object.assign({}, current());
-      OPT.forEach((p) => {
-        if ((a == "do_not_sell" && p.sale_or_share) || (a == "limit_sensitive" && p.separate == "sensitive")) g[p.id] = false;
-      });
-    } else return;
+    if (!/^(accept_all|reject_all|save|ok|do_not_sell|limit_sensitive)$/.test(a)) return;
+    // The panel's switches are the visitor's own acts, one per purpose; the first layer has none.
+    $$(layer, "[" + PUR + "]").forEach((i) => { g[attr(i, PUR)] = i.checked; });
+    OPT.forEach((p) => {
+      // "Accept all" never grants a purpose that needs a consent of its own (PIPL Arts. 23, 29,
+      // 39): only its own switch does.
+      if (a == "reject_all" || (a == "accept_all" && !p.separate && !p.prohibited) ||
+        (a == "do_not_sell" && SALE(p)) || (a == "limit_sensitive" && SENS(p))) g[p.id] = a == "accept_all";
+    });
     const on = ids(g).length;
-    a = on == OPT.length ? "accept_all" : on ? "custom" : "reject_all";
+    a = on == OPT.length && !OPT.some((p) => p.separate) ? "accept_all" : on ? "custom" : "reject_all";
     hide();
     live.textContent = C.texts.saved;
     choose(g, a);
@@ -264,7 +318,9 @@
   // A modal layer keeps focus: anything focused outside it is sent back in.
   d.addEventListener("focusin", (e) => { if (modal() && e.target != host) layer.focus(); });
   d.addEventListener("click", (e) => {
-    const o = e.target.closest && e.target.closest("[data-cg-open]");
+    const at = (s) => e.target.closest && e.target.closest(s), o = at("[data-cg-open]");
+    // The privacy center records on the server: ask it on the next page.
+    if (at("a[href*='/privacy-center']")) store(YKEY, 0);
     if (!o) return;
     e.preventDefault();
     lastFocus = o;
@@ -272,10 +328,15 @@
   });
 
   // ---- start ---------------------------------------------------------------------------
-  gtag("consent", "default", Object.assign({}, CM.default, CM.wait_for_update ? { wait_for_update: CM.wait_for_update } : {}));
-  const have = valid(state);
+  // The server puts wait_for_update among the defaults.
+  gtag("consent", "default", CM.default);
+  // The server is asked after a visit to the privacy center, and at most daily while the answer
+  // kept here is out of date.
+  const rc = load(RKEY), y = load(YKEY);
+  pending = rc && (y === 0 || (!fresh(state) && !(Date.now() - y < DAY)));
+  if (state) writeCookie(state);
   // Consent Mode does not persist: repeat the update on every page that knows a choice.
-  if (have || gpc) gtag("consent", "update", modeState(current()));
+  if (state || gpc || pending) update();
   w.ConsentGateway = {
     show: () => show("banner"), showPreferences: () => show("preferences"), hide: () => hide(),
     getConsent, scan: () => scan(), config: C,
@@ -284,13 +345,17 @@
   };
   scan();
   flush();
-  dl.push({ event: "cg_consent_ready", cg_consent: snapshot(), cg_has_choice: have });
-  emit("ready", getConsent());
-  if (gpc && (!have || OPT.some((p) => p.sale_or_share && state.choices[p.id]))) {
-    // GPC opts out of sale/sharing: apply it without friction, record it, show it was honoured.
-    const g = Object.assign({}, current());
-    OPT.forEach((p) => { if (p.sale_or_share) g[p.id] = false; });
-    choose(g, "gpc");
-    if (!have) show("banner");
-  } else if (!have) show("banner");
+  function start() {
+    const have = fresh(state);
+    dl.push({ event: "cg_consent_ready", cg_consent: current(), cg_has_choice: have });
+    emit("ready", getConsent());
+    if (gpc && (!have || OPT.some((p) => OBJ(p) && state.choices[p.id]))) {
+      // GPC opts out (or objects): apply it without friction, record it, show it was honoured.
+      const g = current();
+      OPT.forEach((p) => { if (OBJ(p)) g[p.id] = false; });
+      choose(g, "gpc");
+    }
+    have ? gpc && honoured() : show("banner");
+  }
+  pending ? sync().then(start) : start();
 })(window, document);

@@ -15,7 +15,13 @@ from jinja2 import ChoiceLoader, DictLoader, Environment, FileSystemLoader, Pref
 from starlette.testclient import TestClient
 
 from gateway.core.errors import ConfigError
-from gateway.serving.snippet import PLACEHOLDER, Snippet, script_json, source_hash
+from gateway.serving.snippet import (
+    PLACEHOLDER,
+    Snippet,
+    script_json,
+    source_hash,
+    unquote_attributes,
+)
 from tests.browser.democonfig import ROOT, RULE_IDS, TEMPLATES, demo_config
 from tests.helpers import shipped_rules
 
@@ -215,24 +221,29 @@ def test_a_site_overrides_one_block() -> None:
 def test_inline_config_drops_only_what_the_html_already_carries(snippet: Snippet) -> None:
     config = demo_config("ccpa")
     slim = snippet.inline_config(config)
-    assert slim["texts"] == {"saved": config["texts"]["saved"]}
+    # The GPC status is shown by the script (CCPA regs 7025(c)(6)) where the rule honours GPC.
+    assert slim["texts"] == {k: config["texts"][k] for k in ("saved", "gpc_status")}
+    assert "gpc_status" not in snippet.inline_config(demo_config("gdpr"))["texts"]
     assert [p["id"] for p in slim["purposes"]] == [p["id"] for p in config["purposes"]]
-    assert set(slim["purposes"][2]) == {
-        "id",
-        "essential",
-        "default",
-        "separate",
-        "sale_or_share",
-        "prohibited",
-        "exempt",
-        "refusal_persists",
-        "cookies",
-        "consent_mode",
-    }
-    assert slim["html"] == config["html"]
+    # A false, null or empty flag is left out: the script reads a missing one as false.
+    assert set(slim["purposes"][2]) == {"id", "default", "sale_or_share", "cookies", "consent_mode"}
+    assert set(slim["purposes"][0]) == {"id", "essential", "default", "consent_mode"}
+    # The layers lose only the quotes around plain attribute values, which HTML does not need.
+    assert slim["html"] == {k: unquote_attributes(v) for k, v in config["html"].items()}
+    assert 'data-cg-action="ok"' in config["html"]["banner"]
+    assert "data-cg-action=ok" in slim["html"]["banner"]
     assert slim["css"] == snippet.css
     assert config["texts"]["title"]
     assert "css" not in config
+    # The script passes the Consent Mode defaults to gtag as they are.
+    assert slim["consent_mode"] == {
+        "default": {**config["consent_mode"]["default"], "wait_for_update": 500}
+    }
+
+
+@pytest.mark.parametrize("html", ['<p title="a b">', '<p title="x&amp;y">', '<p title="">'])
+def test_unquoting_keeps_values_that_need_quotes(html: str) -> None:
+    assert unquote_attributes(html) == html
 
 
 def test_the_committed_terser_build_is_fresh_and_used(snippet: Snippet) -> None:
@@ -250,8 +261,8 @@ def test_a_stale_build_falls_back_to_the_source(tmp_path: Path) -> None:
     stale = Snippet.load(tmp_path)
     assert b"__CG_CONFIG__" not in stale.head
     # rjsmin keeps the source's identifiers; the terser build mangles them.
-    assert b"readCookie" in stale.head + stale.tail
-    assert b"readCookie" not in Snippet.load(STATIC).head + Snippet.load(STATIC).tail
+    assert b"readState" in stale.head + stale.tail
+    assert b"readState" not in Snippet.load(STATIC).head + Snippet.load(STATIC).tail
 
 
 @pytest.mark.parametrize("gpc", [False, True])

@@ -179,7 +179,8 @@ class Renderer:
     ) -> ResolvedBanner:
         site = bundle.site
         tr = bundle.translations.get(locale)
-        sources = builtin_texts.source_texts(rule.model, site.texts)
+        objection = any(not p.essential and is_exempt(rule, p) for p in site.purposes)
+        sources = builtin_texts.source_texts(rule.model, site.texts, objection=objection)
         texts = {key: tr.gettext(msgid) for key, msgid in sources.items()}
         fallbacks = tuple(
             key

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +22,21 @@ PLACEHOLDER = "__CG_CONFIG__"
 # The banner's words reach the visitor through config["html"]; the script itself only needs
 # these texts, and the purposes without their display copy. Dropping the duplicates keeps the
 # first visit inside the 7 KB budget (the JSON /config endpoint still carries everything).
-SCRIPT_TEXTS = frozenset({"saved"})
+SCRIPT_TEXTS = frozenset({"saved", "gpc_status"})
 HTML_ONLY_PURPOSE_FIELDS = frozenset(
     {"name", "description", "recipients", "retention", "wechat_apis"}
 )
 HTML_ONLY_KEYS = ("privacy_policy_url", "controller", "wechat")
+# Config keys and purpose fields the script never reads (the JSON config keeps them for apps).
+# It keeps every refusal, so it needs no refusal_persists; the server already applied the age.
+SCRIPT_UNREAD_KEYS = ("site", "gpc_applied", "region", "dir", "age_of_consent", "minor")
+SCRIPT_UNREAD_PURPOSE_FIELDS = frozenset({"refusal_persists"})
+_NOT_FOR_SCRIPT = HTML_ONLY_PURPOSE_FIELDS | SCRIPT_UNREAD_PURPOSE_FIELDS
 SCRIPT_RULE_FIELDS = frozenset(
-    {"id", "model", "gpc", "default_granted", "reprompt_days", "reprompt_after_refusal_days"}
+    # Re-ask after a consent by days (the shortest 13 months can be: never late for TCF's "at
+    # least every 13 months"), after a refusal by calendar months (never early for CCPA's
+    # "wait 12 months").
+    {"id", "gpc", "gpc_objects", "reprompt_days", "reprompt_after_refusal_months"}
 )
 
 # Characters that JSON allows but an inline <script> or a pre-ES2019 parser does not.
@@ -38,6 +47,21 @@ _SCRIPT_ESCAPES: tuple[tuple[bytes, bytes], ...] = (
     ("\u2028".encode(), b"\\u2028"),
     ("\u2029".encode(), b"\\u2029"),
 )
+
+
+# An attribute value that HTML allows without quotes and that needs no escape: the quotes are
+# dropped from the rendered layers (each costs a backslash too inside the JSON string).
+_QUOTED_PLAIN = re.compile(r'(?<=[a-z-])="([A-Za-z0-9_.:/-]+)"')
+
+
+def _set(value: Any) -> bool:
+    """Whether a config value says anything: not false, null or empty (0 is a value)."""
+    return value is not False and value is not None and value != "" and value != []
+
+
+def unquote_attributes(html: Any) -> Any:
+    """``html`` with the quotes around plain attribute values dropped (HTML's unquoted syntax)."""
+    return _QUOTED_PLAIN.sub(r"=\1", html) if isinstance(html, str) else html
 
 
 def script_json(value: Any) -> bytes:
@@ -113,14 +137,33 @@ class Snippet:
         slim = dict(config)
         slim.setdefault("css", self.css)
         if isinstance(slim.get("texts"), Mapping):
-            slim["texts"] = {k: v for k, v in slim["texts"].items() if k in SCRIPT_TEXTS}
+            rule = slim.get("rule")
+            honours = isinstance(rule, Mapping) and (rule.get("gpc") or rule.get("gpc_objects"))
+            wanted = SCRIPT_TEXTS if honours else SCRIPT_TEXTS - {"gpc_status"}
+            slim["texts"] = {k: v for k, v in slim["texts"].items() if k in wanted}
         if isinstance(slim.get("rule"), Mapping):
-            slim["rule"] = {k: v for k, v in slim["rule"].items() if k in SCRIPT_RULE_FIELDS}
+            slim["rule"] = {
+                k: v for k, v in slim["rule"].items() if k in SCRIPT_RULE_FIELDS and _set(v)
+            }
         for key in HTML_ONLY_KEYS:
             slim.pop(key, None)
         if isinstance(slim.get("purposes"), list):
+            # A missing flag reads as false in the script: leave out the false, null and empty.
             slim["purposes"] = [
-                {k: v for k, v in p.items() if k not in HTML_ONLY_PURPOSE_FIELDS}
+                {k: v for k, v in p.items() if k not in _NOT_FOR_SCRIPT and _set(v)}
                 for p in slim["purposes"]
             ]
+        mode = slim.get("consent_mode")
+        if isinstance(mode, Mapping) and isinstance(mode.get("default"), Mapping):
+            # The script passes the defaults to gtag as they are, wait_for_update included.
+            wait = {"wait_for_update": mode["wait_for_update"]} if "wait_for_update" in mode else {}
+            slim["consent_mode"] = {"default": {**mode["default"], **wait}}
+        if isinstance(slim.get("cookie"), Mapping):
+            slim["cookie"] = {k: v for k, v in slim["cookie"].items() if v != ""}
+        for key in SCRIPT_UNREAD_KEYS:
+            slim.pop(key, None)
+        if not slim.get("theme"):
+            slim.pop("theme", None)
+        if isinstance(slim.get("html"), Mapping):
+            slim["html"] = {k: unquote_attributes(v) for k, v in slim["html"].items()}
         return slim

@@ -29,6 +29,15 @@ BASE_TEXTS: Mapping[str, str] = {
     "manage": "Privacy settings",
     "saved": "Your choices have been saved.",
     "withdraw": "Withdraw consent",
+    # CCPA regs 11 CCR 7025(c)(6): shown on every page while GPC is honoured.
+    "gpc_status": "Opt-out preference signal honoured",
+    # PECR Sch. A1: beside a purpose that runs on an exemption until the visitor objects.
+    "objection_note": "On unless you object.",
+    # The first-layer description where a purpose runs on an objection-based exemption (UK).
+    "objection_description": "We use cookies and similar technologies to run this site and to "
+    "produce statistics that help us improve it. The statistics are on unless you object, which "
+    "you can do here with “Reject all” or for each purpose. Anything else runs only with your "
+    "consent, and you can change your mind at any time.",
 }
 
 # The first-layer description differs by consent model.
@@ -43,11 +52,19 @@ DESCRIPTIONS: Mapping[ConsentModel, str] = {
 }
 
 
-def source_texts(model: ConsentModel, overrides: Mapping[str, str]) -> dict[str, str]:
-    """The msgids a banner of this model shows, with the site's overrides applied."""
+def source_texts(
+    model: ConsentModel, overrides: Mapping[str, str], *, objection: bool = False
+) -> dict[str, str]:
+    """The msgids a banner of this model shows, with the site's overrides applied.
+
+    ``objection``: some purpose runs before a choice on an exemption (UK): the description must
+    say so, and that objecting is possible, rather than claim everything waits for consent.
+    """
     texts = dict(BASE_TEXTS)
     texts["description"] = DESCRIPTIONS[model]
     texts.update(overrides)
+    if objection and "description" not in overrides:
+        texts["description"] = texts["objection_description"]
     return texts
 
 

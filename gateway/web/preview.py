@@ -86,7 +86,8 @@ def frame_document(bundle: SiteBundle, script_url: str, gpc: bool) -> str:
         '<div class="fake">Your page<i></i><i style="width:80%"></i><i style="width:60%"></i>'
         "</div><script>"
         f'document.cookie="{cookie}=; Max-Age=0; Path=/";'
-        'try{localStorage.removeItem("cg_queue")}catch(e){}'
+        # The snippet keeps a copy of the choice in localStorage too (cg_state).
+        'try{["cg_queue","cg_state","cg_sync"].forEach(k=>localStorage.removeItem(k))}catch(e){}'
         f"{gpc_js}</script>"
         f'<script src="{script_url}"></script></body></html>'
     )

@@ -70,8 +70,11 @@ class Gateway:
 
 
 @contextmanager
-def run_gateway(site_origin: str, work: Path) -> Iterator[Gateway]:
-    """`consent-gateway serve` on a free port, serving the demo site to ``site_origin``."""
+def run_gateway(site_origin: str, work: Path, *, reload: bool = False) -> Iterator[Gateway]:
+    """`consent-gateway serve` on a free port, serving the demo site to ``site_origin``.
+
+    With ``reload``, edits to ``work/banners`` are published while it runs.
+    """
     banners = work / "banners"
     shutil.copytree(ROOT / "banners", banners)
     # The demo site, allowing the test page's origin to record consents.
@@ -98,7 +101,7 @@ def run_gateway(site_origin: str, work: Path) -> Iterator[Gateway]:
         "--locales-dir",
         str(ROOT / "locales"),
         "--reload",
-        "false",
+        "true" if reload else "false",
     ]
     env = {**os.environ, "GATEWAY_DATA_DIR": str(work / "data")}
     with log.open("wb") as out:

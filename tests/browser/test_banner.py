@@ -270,9 +270,12 @@ def test_changed_revision_reprompts_and_keeps_the_subject(
     action(page, "accept_all")
     subject = recorded(page)["subject_id"]
     # What is consented to changed since: the stored revision no longer matches the config's.
+    # (Without its receipt this browser cannot ask the server, whose record would say otherwise;
+    # tests/browser/test_refusals.py changes the site itself.)
     page.evaluate(
         "document.cookie = document.cookie.match(/cg_consent=([^;]*)/)[1]"
-        ".replace(/^v1\\|[^|]*/, 'cg_consent=v1|0ld') + '; path=/'"
+        ".replace(/^v2\\|[^|]*/, 'cg_consent=v2|0ld') + '; path=/';"
+        "localStorage.removeItem('cg_state'); localStorage.removeItem('cg_receipt')"
     )
     page.goto(url)
     expect(page.locator(BANNER)).to_be_visible()
