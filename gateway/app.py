@@ -23,7 +23,6 @@ from gateway.sites import versions
 from gateway.sites.catalog import STATIC_DIR, LiveCatalog
 from gateway.web import admin, errors, ops, privacy, public, records
 from gateway.web.front import HotPaths
-from gateway.web.limits import RequestLimits
 from gateway.web.middleware import MetricsMiddleware
 
 log = logging.getLogger("gateway")
@@ -52,7 +51,7 @@ def tune_gc() -> None:
 
 
 class GatewayApp(Starlette):
-    """Starlette with the request limits, then the hot-path front, outside its middleware.
+    """Starlette with the front (request limits, hot routes) outside its middleware.
 
     The front (gateway/web/front.py) answers the hot routes of this app's own route table;
     ``front.app`` is the routed path (Starlette's middleware, router and handlers).
@@ -62,7 +61,7 @@ class GatewayApp(Starlette):
 
     def build_middleware_stack(self) -> ASGIApp:
         self.front = HotPaths(super().build_middleware_stack(), self.router.routes)
-        return RequestLimits(self.front)
+        return self.front
 
 
 def create_app(settings: Settings | None = None, *, serving: bool = False) -> Starlette:

@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.web.endpoint import AnswerEndpoint
+from gateway.web.limits import check, refuse
 from gateway.web.middleware import STATS
 
 HotRoute = tuple[re.Pattern[str], AnswerEndpoint]
@@ -45,7 +46,8 @@ def hot_routes(routes: Iterable[BaseRoute]) -> dict[str, list[HotRoute]]:
 
 
 class HotPaths:
-    """Answers the hot routes itself; passes every other request to ``app`` untouched."""
+    """Refuses requests past the limits (gateway/web/limits.py), answers the hot routes
+    itself, and passes every other request to ``app`` untouched."""
 
     def __init__(self, app: ASGIApp, routes: Iterable[BaseRoute]) -> None:
         self.app = app
@@ -64,6 +66,10 @@ class HotPaths:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            refused = check(scope)  # request-line and header limits, for every route
+            if refused is not None:
+                await refuse(scope, send, refused)
+                return
             hit = self.match(scope)
             if hit is not None:
                 start = time.perf_counter()
