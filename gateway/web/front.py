@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Iterable
 
+from starlette.convertors import StringConvertor
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -36,10 +37,18 @@ def route_path(scope: Scope) -> str:
 
 
 def hot_routes(routes: Iterable[BaseRoute]) -> dict[str, list[HotRoute]]:
-    """Per method, the pattern and endpoint of every route whose endpoint the front can call."""
+    """Per method, the pattern and endpoint of every route whose endpoint the front can call.
+
+    Only routes with plain string parameters: their matched text is the parameter's value,
+    so the front needs none of the router's conversions.
+    """
     table: dict[str, list[HotRoute]] = {}
     for route in routes:
-        if isinstance(route, Route) and isinstance(route.endpoint, AnswerEndpoint):
+        if (
+            isinstance(route, Route)
+            and isinstance(route.endpoint, AnswerEndpoint)
+            and all(isinstance(c, StringConvertor) for c in route.param_convertors.values())
+        ):
             for method in sorted(route.methods or ()):
                 table.setdefault(method, []).append((route.path_regex, route.endpoint))
     return table
