@@ -84,3 +84,14 @@ def test_distinct_hosts_keep_memo_and_bodies_under_their_byte_bounds(client: Tes
     assert 0 < len(memo) < 3_000  # the byte bound was reached and the memo started over
     assert memo.bytes <= ANSWERS_MAX_BYTES and len(memo) <= ANSWERS_MAX_ENTRIES
     assert gateway.bodies_bytes() <= BODIES_MAX_BYTES
+
+
+def test_long_accept_language_values_are_answered_but_never_remembered(
+    client: TestClient,
+) -> None:
+    # Distinct long (valid) headers would otherwise each take an entry with a long key.
+    values = [", ".join(["de-DE;q=0.9"] * 20) + f", x-{i:04d};q=0.1" for i in range(200)]
+    assert all(len(v) > 200 for v in values)
+    answers = _run(client, [(CONFIG + "?region=DE", [("accept-language", v)]) for v in values])
+    assert {a[0] for a in answers} == {200}
+    assert len(client.app.state.gateway.answers) == 0  # type: ignore[attr-defined]
