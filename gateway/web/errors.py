@@ -47,7 +47,9 @@ def answer_for(exc: BadRequest | Unavailable, headers: RawHeaders | None = None)
         extra.append((b"retry-after", str(exc.retry_after).encode()))
         return error_answer(503, "unavailable", exc.message, headers=extra)
     if exc.status_code == 401:
-        extra.append(_ADMIN_CHALLENGE)
+        # API keys ask for Bearer (gateway/preferences/auth.py); admin takes Basic.
+        challenge = getattr(exc, "challenge", None)
+        extra.append((b"www-authenticate", challenge.encode()) if challenge else _ADMIN_CHALLENGE)
     return error_answer(exc.status_code, exc.code, exc.detail, field=exc.field, headers=extra)
 
 

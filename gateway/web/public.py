@@ -20,7 +20,7 @@ from gateway.core import paths
 from gateway.core.errors import BadRequest, NotFound
 from gateway.core.i18n import parse_lang_param
 from gateway.core.model import Region, ResolvedBanner
-from gateway.serving.gateway import Gateway, Visitor, parse_region_param
+from gateway.serving.gateway import Gateway, Visitor, parse_age_param, parse_region_param
 from gateway.signals.gpc import gpc_requested, well_known
 from gateway.sites.catalog import SiteBundle
 from gateway.web.answer import Answer, RawHeaders
@@ -69,14 +69,15 @@ def _pick(raw: RawHeaders) -> tuple[str | None, str | None, list[str], str | Non
     return host, accept, gpc, inm
 
 
-def overrides(query: bytes) -> tuple[str | None, str | None]:
-    """The validated ``?lang=`` and ``?region=`` of a query string; other parameters are ignored.
+def overrides(query: bytes) -> tuple[str | None, str | None, str | None]:
+    """The validated ``?lang=``, ``?region=`` and ``?age=`` of a query string; other
+    parameters are ignored.
 
     Validated before the memo is consulted, so the memo is keyed only by values of a few
     characters that passed their grammar, never by the raw query.
     """
     if not query:
-        return None, None
+        return None, None, None
     params = dict(parse_qsl(query.decode("latin-1")))
     region = params.get("region")
     if region is not None:
@@ -84,7 +85,10 @@ def overrides(query: bytes) -> tuple[str | None, str | None]:
     lang = params.get("lang")
     if lang:
         parse_lang_param(lang)
-    return lang, region
+    age = params.get("age")
+    if age is not None:
+        parse_age_param(age)
+    return lang, region, age
 
 
 def answer(
@@ -107,7 +111,7 @@ def answer(
         raise NotFound("unknown_site", f"no site named {site_id[:64]!r}")
     headers = Headers(raw=raw)
     ip, region = gateway.locator.locate(peer, headers)
-    lang, region_param = overrides(query)
+    lang, region_param, age = overrides(query)
     host, accept, gpc_values, if_none_match = _pick(raw)
     # The Host matters only when it becomes the record URL (no configured public URL).
     key = (
@@ -117,6 +121,7 @@ def answer(
         region,
         lang,
         region_param,
+        age,
         scheme,
         None if gateway.public_base else host,
         accept,
@@ -125,7 +130,7 @@ def answer(
     cached = gateway.answers.get(key)
     if cached is None:
         cached = _fresh(
-            gateway, kind, bundle, ip, region, headers, lang, region_param, scheme, host
+            gateway, kind, bundle, ip, region, headers, (lang, region_param, age), scheme, host
         )
         if len(accept or "") <= MEMO_ACCEPT_MAX:
             size = len(cached[1][2]) + len(accept or "") + len(host or "") + ENTRY_OVERHEAD
@@ -143,13 +148,13 @@ def _fresh(
     ip: str | None,
     region: Region,
     headers: Headers,
-    lang: str | None,
-    region_param: str | None,
+    query: tuple[str | None, str | None, str | None],
     scheme: str,
     host: str | None,
 ) -> tuple[str, Answer, Answer]:
     """The ETag, the 200 and the 304 answer for one memo key."""
-    params = {k: v for k, v in (("lang", lang), ("region", region_param)) if v is not None}
+    names = ("lang", "region", "age")
+    params = {k: v for k, v in zip(names, query, strict=True) if v is not None}
     visitor = gateway.visitor_from(bundle, ip, region, headers, params)
     record_url = gateway.record_url(scheme, host, bundle.site.id)
     body = gateway.body(kind, bundle, visitor, record_url)
