@@ -125,7 +125,7 @@ def _segment(bits: str, name: str, budget: IdBudget) -> dict[str, object]:
 
 def decode(text: str, *, strict: bool = True) -> TCModel:
     """The model of a TC string; ``strict`` also enforces the TCF v2.3 rules (service-specific,
-    a DisclosedVendors segment, no legitimate interest for purposes 3-6)."""
+    a DisclosedVendors segment, a CMP id, no legitimate interest for purposes 1 and 3-6)."""
     if not isinstance(text, str):
         raise MalformedString("tc", "expected text")
     if len(text) > MAX_LENGTH:

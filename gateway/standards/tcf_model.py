@@ -20,8 +20,9 @@ SEGMENT_TYPES = {DISCLOSED: 1, ALLOWED: 2, PUBLISHER: 3}
 DEFAULT_SEGMENTS = (CORE, DISCLOSED, PUBLISHER)
 """What @iabtechlabtcf/core writes for a service-specific string (all of them, in v2.3)."""
 
-NO_LI_PURPOSES = frozenset({3, 4, 5, 6})
-"""Purposes that may not rest on legitimate interest since TCF v2.2."""
+NO_LI_PURPOSES = frozenset({1, 3, 4, 5, 6})
+"""Purposes that may not rest on legitimate interest: 3-6 since TCF v2.2 (the specification
+requires their bits to be 0), and 1, which the Policies make consent-only (iabtcf clears it)."""
 
 _UTC = datetime.UTC
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=_UTC)
@@ -240,14 +241,25 @@ def conformance_problem(model: TCModel) -> tuple[str, str] | None:
     """The first TCF v2.3 rule the model breaks, as ``(field, detail)``, or None."""
     if model.version != 2:
         return "version", f"is {model.version}; only version 2 strings are supported"
+    if model.cmp_id < 2:
+        return "cmpId", f"is {model.cmp_id}; IAB Europe assigns CMP ids from 2 up"
     if not model.is_service_specific:
         return "isServiceSpecific", "must be true (a TC string with 0 is invalid)"
     if DISCLOSED not in model.segments:
         return "segments", "the vendorsDisclosed segment is mandatory since TCF v2.3"
+    if model.vendors_allowed and ALLOWED not in model.segments:
+        return "vendorsAllowed", "is set but the vendorsAllowed segment is not in segments"
+    publisher = (
+        model.publisher_consents,
+        model.publisher_legitimate_interests,
+        model.num_custom_purposes,
+    )
+    if any(publisher) and PUBLISHER not in model.segments:
+        return "publisherConsents", "publisher fields are set but publisherTC is not in segments"
     banned = NO_LI_PURPOSES.intersection(model.purpose_legitimate_interests)
     if banned:
         return (
             "purposeLegitimateInterests",
-            f"purposes {sorted(banned)} may not rest on legitimate interest (TCF v2.2+)",
+            f"purposes {sorted(banned)} may not rest on legitimate interest",
         )
     return None
