@@ -132,6 +132,31 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("webhook_url", "", "Also POST each batch of records to this URL (CDP, CRM)."),
     Setting("webhook_secret", "", "HMAC-SHA256 key signing webhook batches.", secret=True),
     Setting(
+        "webhook_format",
+        "records",
+        'Webhook body: `records` (`{"records": […]}`) or `cloudevents` (a CloudEvents 1.0 '
+        "batch, one structured-mode event per record).",
+        _choice("records", "cloudevents"),
+    ),
+    Setting(
+        "nats_url",
+        "",
+        "Also publish every record to NATS JetStream at this URL (`nats://host:4222`). Empty: off.",
+    ),
+    Setting("nats_stream", "CONSENT_EVENTS", "JetStream stream (created when missing)."),
+    Setting(
+        "nats_subject_prefix",
+        "consent_gateway",
+        "Subjects are `<prefix>.consent.recorded.<site>`; a created stream binds `<prefix>.>`.",
+    ),
+    Setting(
+        "nats_duplicate_window",
+        "600",
+        "Seconds JetStream remembers message ids (record ids) to drop redeliveries; applies "
+        "to a stream the gateway creates.",
+        _float,
+    ),
+    Setting(
         "durability",
         "power",
         "`power`: fsync each group commit (survives power loss); `process`: survives a "
@@ -196,6 +221,11 @@ class Settings:
     store_pool_size: int = 4
     webhook_url: str = ""
     webhook_secret: str = ""
+    webhook_format: str = "records"
+    nats_url: str = ""
+    nats_stream: str = "CONSENT_EVENTS"
+    nats_subject_prefix: str = "consent_gateway"
+    nats_duplicate_window: float = 600.0
     durability: str = "power"
     outbox_max_records: int = 1_000_000
     forward_batch_size: int = 1000
