@@ -8,6 +8,7 @@ its own ``nats-server -js`` on a free port with a temporary store directory inst
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import socket
 import subprocess
@@ -120,3 +121,83 @@ async def wait_for_count(js: JetStreamContext, stream: str, count: int, within: 
         if messages >= count or time.monotonic() > deadline:
             return messages
         await asyncio.sleep(0.1)
+
+
+class AckDelayProxy:
+    """A loopback proxy in front of NATS that holds server-to-client bytes for ``delay``
+    seconds (so publish acknowledgements arrive late: a gateway killed meanwhile has published
+    records it never saw acknowledged) and keeps every client-to-server byte, so a test can
+    count how often each ``Nats-Msg-Id`` was sent."""
+
+    def __init__(self, target_port: int, delay: float) -> None:
+        self.target_port = target_port
+        self.delay = delay
+        self.port = free_port()
+        self.sent = bytearray()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def msg_id_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for match in re.finditer(rb"Nats-Msg-Id: ([^\r\n]+)", bytes(self.sent)):
+            key = match.group(1).decode()
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+        for coro in (
+            self._forward(reader, up_writer, 0.0),
+            self._forward(up_reader, writer, self.delay),
+        ):
+            task = asyncio.create_task(coro)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _forward(
+        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, delay: float
+    ) -> None:
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def deliver() -> None:
+            while True:
+                due, chunk = await queue.get()
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                if not chunk:
+                    break
+                dst.write(chunk)
+                await dst.drain()
+
+        sender = asyncio.create_task(deliver())
+        try:
+            while chunk := await src.read(65536):
+                if delay == 0.0:
+                    self.sent.extend(chunk)
+                await queue.put((time.monotonic() + delay, chunk))
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            await queue.put((time.monotonic() + delay, b""))
+            try:
+                await asyncio.wait_for(sender, timeout=delay + 5)
+            except (ConnectionError, TimeoutError, asyncio.CancelledError):
+                sender.cancel()
+            dst.close()
