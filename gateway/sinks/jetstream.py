@@ -119,6 +119,27 @@ class JetStreamSink:
         if nc is not None and not nc.is_closed:
             await nc.close()
 
+    async def _acknowledged(self, pending: list[asyncio.Future[Any]]) -> set[asyncio.Future[Any]]:
+        """Every future once acknowledged; ``SinkError`` after ``ack_timeout``, or sooner when
+        the client gives up on the server (its lost acknowledgements would never come)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.ack_timeout
+        done: set[asyncio.Future[Any]] = set()
+        late: set[asyncio.Future[Any]] = set(pending)
+        while late:
+            left = deadline - loop.time()
+            closed = self._nc is None or self._nc.is_closed
+            if left <= 0 or closed:
+                for future in late:
+                    future.cancel()
+                why = "the connection closed" if closed else f"{self.ack_timeout}s passed"
+                raise SinkError(
+                    f"nats: {len(late)} of {len(pending)} message(s) not acknowledged ({why})"
+                )
+            finished, late = await asyncio.wait(late, timeout=min(left, 0.25))
+            done |= finished
+        return done
+
     async def write_batch(self, records: Sequence[ConsentRecord]) -> None:
         await self.write_objects([r.as_json() for r in records])
 
@@ -147,14 +168,7 @@ class JetStreamSink:
                     continue
                 pending.append(future)
             if pending:
-                done, late = await asyncio.wait(pending, timeout=self.ack_timeout)
-                for future in late:
-                    future.cancel()
-                if late:
-                    raise SinkError(
-                        f"nats: {len(late)} of {len(pending)} message(s) not acknowledged "
-                        f"within {self.ack_timeout}s"
-                    )
+                done = await self._acknowledged(pending)
                 for future in done:
                     ack = future.result()  # raises the server's error for that message
                     if ack.duplicate:
