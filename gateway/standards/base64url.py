@@ -8,13 +8,14 @@ encoded here are byte-identical with theirs.
 
 from __future__ import annotations
 
+import base64
 import re
 from typing import Literal
 
 from gateway.standards.errors import MalformedString
 
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-_BITS = {ch: format(i, "06b") for i, ch in enumerate(ALPHABET)}
+_BITS = str.maketrans({ch: format(i, "06b") for i, ch in enumerate(ALPHABET)})
 _BAD = re.compile(r"[^A-Za-z0-9_-]")
 
 Padding = Literal["tcf", "gpp"]
@@ -31,16 +32,15 @@ def decode(text: str, kind: str, where: str) -> str:
             f"{where} has {bad.group()!r} at character {bad.start() + 1}, "
             "outside the base64url alphabet",
         )
-    return "".join(_BITS[ch] for ch in text)
+    return text.translate(_BITS)
 
 
 def encode(bits: str, padding: Padding) -> str:
     """Characters for ``bits`` after zero padding (``tcf``: to 24 bits; ``gpp``: 8, then 6)."""
-    length = len(bits)
-    if padding == "tcf":
-        length += -length % 24
-    else:
-        length += -length % 8
-        length += -length % 6
-    bits = bits.ljust(length, "0")
-    return "".join(ALPHABET[int(bits[i : i + 6], 2)] for i in range(0, length, 6))
+    # Zero padding to whole bytes (tcf: whole 24-bit groups); the C base64 encoder then pads
+    # the last 6-bit group with zeros itself, so its output less "=" is exactly the
+    # characters the specifications describe.
+    length = len(bits) + (-len(bits) % (24 if padding == "tcf" else 8))
+    value = int(bits, 2) << (length - len(bits)) if bits else 0
+    raw = value.to_bytes(length // 8, "big")
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")

@@ -8,6 +8,8 @@ error, never an ``IndexError``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from gateway.standards.errors import MalformedString
 
 MAX_ID = 0xFFFF
@@ -104,7 +106,7 @@ class BitWriter:
     def fibonacci(self, value: int) -> None:
         self.parts.append(fibonacci_bits(value))
 
-    def id_list(self, ids: list[int] | tuple[int, ...], count: int) -> None:
+    def id_list(self, ids: Iterable[int], count: int) -> None:
         field = ["0"] * count
         for i in ids:
             if not 1 <= i <= count:

@@ -33,12 +33,17 @@ class IdBudget:
 
 def groups(ids: Iterable[int]) -> list[tuple[int, int]]:
     """Sorted distinct ids as runs of consecutive ids, ``(first, last)``."""
+    ordered = sorted(set(ids))
+    if not ordered:
+        return []
     runs: list[tuple[int, int]] = []
-    for i in sorted(set(ids)):
-        if runs and runs[-1][1] == i - 1:
-            runs[-1] = (runs[-1][0], i)
-        else:
-            runs.append((i, i))
+    first = last = ordered[0]
+    for i in ordered[1:]:
+        if i != last + 1:
+            runs.append((first, last))
+            first = i
+        last = i
+    runs.append((first, last))
     return runs
 
 
@@ -68,8 +73,8 @@ def read_int_range(
     return _expand(runs, reader, budget)
 
 
-def write_int_range(writer: BitWriter, ids: Iterable[int]) -> None:
-    runs = groups(ids)
+def write_int_range(writer: BitWriter, runs: Sequence[tuple[int, int]]) -> None:
+    """``Range(Int)`` of runs from ``groups``."""
     writer.number(len(runs), 12)
     for first, last in runs:
         writer.flag(first != last)
@@ -78,8 +83,8 @@ def write_int_range(writer: BitWriter, ids: Iterable[int]) -> None:
             writer.number(last, 16)
 
 
-def int_range_bits(ids: Sequence[int]) -> int:
-    return 12 + sum(17 if first == last else 33 for first, last in groups(ids))
+def int_range_bits(runs: Sequence[tuple[int, int]]) -> int:
+    return 12 + sum(17 if first == last else 33 for first, last in runs)
 
 
 def read_fibonacci_range(reader: BitReader, name: str, budget: IdBudget) -> list[int]:
@@ -118,32 +123,32 @@ def read_vendor_vector(reader: BitReader, name: str, budget: IdBudget) -> list[i
     return reader.id_list(max_id, f"{name} BitField")
 
 
-def _iabtcf_prefers_range(ids: Sequence[int]) -> bool:
+def _iabtcf_prefers_range(runs: Sequence[tuple[int, int]]) -> bool:
     """The choice @iabtechlabtcf/core makes (kept for byte-identical strings): a range once
     MaxVendorId exceeds 45, when its running size estimate (17 bits per run start plus 16 per
     run end, single ids counted once at 16, the last id's cost left out) stays below the
     bitfield's."""
-    max_id = ids[-1]
+    max_id = runs[-1][1]
     if max_id <= 45:
         return False
     estimate = 29
-    for first, last in groups(ids):
+    for first, last in runs:
         estimate += 16 if first == last else 33
     return estimate - 16 < 17 + max_id
 
 
 def write_vendor_vector(writer: BitWriter, ids: Sequence[int], choice: Choice) -> None:
-    ids = sorted(set(ids))
-    max_id = ids[-1] if ids else 0
+    runs = groups(ids)
+    max_id = runs[-1][1] if runs else 0
     writer.number(max_id, 16)
-    if not ids:
+    if not runs:
         use_range = False
     elif choice == "iabtcf":
-        use_range = _iabtcf_prefers_range(ids)
+        use_range = _iabtcf_prefers_range(runs)
     else:  # @iabgpp/cmpapi: a range when it is no longer than the bitfield
-        use_range = int_range_bits(ids) <= max_id
+        use_range = int_range_bits(runs) <= max_id
     writer.flag(use_range)
     if use_range:
-        write_int_range(writer, ids)
+        write_int_range(writer, runs)
     else:
         writer.id_list(ids, max_id)

@@ -17,6 +17,7 @@ from gateway.standards.ranges import (
     groups,
     read_int_range,
     read_vendor_vector,
+    write_int_range,
     write_vendor_vector,
 )
 from gateway.standards.tcf_model import (
@@ -181,13 +182,7 @@ def core_bits(model: TCModel, choice: Choice) -> str:
     for restriction in model.publisher_restrictions:
         w.number(restriction.purpose_id, 6)
         w.number(restriction.restriction_type, 2)
-        runs = groups(restriction.vendor_ids)
-        w.number(len(runs), 12)
-        for first, last in runs:
-            w.flag(first != last)
-            w.number(first, 16)
-            if first != last:
-                w.number(last, 16)
+        write_int_range(w, groups(restriction.vendor_ids))
     return w.text()
 
 

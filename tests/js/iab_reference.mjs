@@ -4,6 +4,7 @@
 //   {op: "tcf_decode", string}
 //   {op: "gpp_encode", sections: {name: {Field: value}}}
 //   {op: "gpp_decode", string}
+//   {op: "tcf_decode_us" | "gpp_decode_us", string, n}: microseconds per decode
 import { GVL, PurposeRestriction, TCModel, TCString } from '@iabtechlabtcf/core';
 import { GppModel, RangeEntry } from '@iabgpp/cmpapi';
 
@@ -101,7 +102,17 @@ function gppDecode(string) {
   return { header: model.getHeader(), ...JSON.parse(JSON.stringify(model.toObject())) };
 }
 
+// Microseconds per call of fn, over n calls after a warm-up (bench/standards.py).
+function timed(fn, n) {
+  for (let i = 0; i < Math.min(n, 200); i++) fn();
+  const start = process.hrtime.bigint();
+  for (let i = 0; i < n; i++) fn();
+  return Number(process.hrtime.bigint() - start) / 1000 / n;
+}
+
 const OPS = {
+  tcf_decode_us: (r) => timed(() => TCString.decode(r.string), r.n),
+  gpp_decode_us: (r) => timed(() => new GppModel(r.string).toObject(), r.n),
   tcf_encode: (r) => tcfEncode(r.model),
   tcf_decode: (r) => tcfDecode(r.string),
   gpp_encode: (r) => gppEncode(r.sections),
