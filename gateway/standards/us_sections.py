@@ -48,8 +48,7 @@ class UsSection:
     """Core fields by section version (the layout's first field holds the version)."""
     subsection: str | None
     """``gpc``: an optional GPC subsection; ``sensitive``: an optional SensitiveDataProcessing
-    subsection (the October 2025 sections); None: no subsection."""
-    sensitive_count: int = 0
+    subsection of 8 values (the October 2025 sections); None: no subsection."""
 
     @property
     def current(self) -> int:
@@ -125,9 +124,7 @@ def _october_2025(section_id: int, name: str, subsection: str) -> UsSection:
         fields = (*fields, _n("KnownChildSensitiveDataConsents"), _n(_ADC[0]))
     else:
         fields = (*fields, _n(_ADC[0]))
-    return UsSection(
-        section_id, name, {1: fields}, subsection, 8 if subsection == "sensitive" else 0
-    )
+    return UsSection(section_id, name, {1: fields}, subsection)
 
 
 US_SECTIONS: tuple[UsSection, ...] = (
