@@ -79,6 +79,15 @@ async def test_a_record_whose_site_is_no_subject_token_is_refused_for_good(
         assert (await js.stream_info(shared.stream)).state.messages == 1
 
 
+async def test_errors_name_the_server_but_never_the_credentials_in_its_url() -> None:
+    # Threat: a token in GATEWAY_NATS_URL copied into logs and the readiness report.
+    sink = sink_for("nats://gateway:s3cret-token@127.0.0.1:1", "S", "p", connect_timeout=0.5)
+    with pytest.raises(SinkError) as caught:
+        await sink.write_batch([make_record("x")])
+    assert "nats://127.0.0.1:1" in str(caught.value)
+    assert "s3cret" not in str(caught.value)
+
+
 def test_the_forwarder_hands_the_sink_decoded_objects() -> None:
     sink = sink_for("nats://127.0.0.1:1", "S", "p")
     assert isinstance(sink, ObjectSink) and not isinstance(sink, JsonSink)

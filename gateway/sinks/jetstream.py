@@ -18,6 +18,7 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import nats
 import orjson
@@ -63,6 +64,13 @@ class JetStreamSink:
         self._js: JetStreamContext | None = None
         self._lock = asyncio.Lock()
 
+    @property
+    def where(self) -> str:
+        """The server without credentials a URL may carry (``nats://user:token@host``), for
+        errors that reach logs, ``/readyz`` and ``outbox status``."""
+        parts = urlsplit(self.url)
+        return f"{parts.scheme}://{parts.hostname}:{parts.port or 4222}"
+
     def subject(self, site: str) -> str:
         return f"{self.subject_prefix}.{EVENT}.{site}"
 
@@ -89,7 +97,7 @@ class JetStreamSink:
                     reconnect_time_wait=1,
                 )
             except Exception as exc:  # nats raises several unrelated types for "no server"
-                raise SinkError(f"nats: cannot connect to {self.url}: {exc!r}") from exc
+                raise SinkError(f"nats: cannot connect to {self.where}: {exc!r}") from exc
             js = nc.jetstream(timeout=self.ack_timeout)
             try:
                 await self._ensure_stream(js)
