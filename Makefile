@@ -30,6 +30,8 @@ bench:
 	$(BIN)/python -m bench.serve
 	$(BIN)/python -m bench.record
 	$(BIN)/python -m bench.snippet
+	$(BIN)/python -m bench.standards
+	$(BIN)/python -m bench.jetstream
 
 geo:
 	$(BIN)/consent-gateway geo build

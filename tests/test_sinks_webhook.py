@@ -35,6 +35,7 @@ class Receiver:
 
     statuses: list[int] = field(default_factory=list)
     received: list[dict[str, Any]] = field(default_factory=list)
+    content_types: list[str] = field(default_factory=list)
     port: int = 0
 
     async def handle(self, request: Request) -> Response:
@@ -48,6 +49,7 @@ class Receiver:
         )
         signed = hmac.compare_digest(expected, request.headers[SIGNATURE_HEADER])
         self.received.append({"signed": signed, "body": orjson.loads(body)})
+        self.content_types.append(request.headers["content-type"])
         return Response(status_code=self.statuses.pop(0) if self.statuses else 200)
 
 
@@ -132,3 +134,31 @@ async def test_forwarder_posts_the_stored_json_signed(
     assert len(receiver.received) == 2
     assert all(r["signed"] for r in receiver.received)
     assert receiver.received[1]["body"] == {"records": [r.as_json() for r in records]}
+
+
+async def test_cloudevents_format_posts_one_structured_event_per_record(
+    receiver: Receiver,
+) -> None:
+    sink = WebhookSink(f"http://127.0.0.1:{receiver.port}/hook", SECRET, cloudevents=True)
+    await sink.open()
+    try:
+        records = [make_record("a"), make_record("b", site="shop")]
+        await sink.write_batch(records[:1])
+        await sink.write_json([records[1].record_id], [orjson.dumps(records[1].as_json()).decode()])
+    finally:
+        await sink.close()
+    events = [e for r in receiver.received for e in r["body"]]
+    assert all(r["signed"] for r in receiver.received)
+    assert [e["id"] for e in events] == [r.record_id for r in records]
+    for event, record in zip(events, records, strict=True):
+        assert event == {
+            "specversion": "1.0",
+            "id": record.record_id,
+            "source": f"/v1/sites/{record.site}",
+            "type": "consent.recorded",
+            "subject": record.subject_id,
+            "time": record.recorded_at,
+            "datacontenttype": "application/json",
+            "data": record.as_json(),
+        }
+    assert receiver.content_types == ["application/cloudevents-batch+json"] * 2

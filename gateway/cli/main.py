@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway import __version__
+from gateway.cli.standards import add_parsers as add_standards_parsers
+from gateway.cli.standards import run as run_standards
 from gateway.core.errors import GatewayError
 from gateway.core.settings import SETTINGS, Settings, load_settings
 
@@ -100,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
         if name == "init":
             cmd.add_argument("--locale", required=True)
         _add_settings(cmd)
+    add_standards_parsers(sub)
     return parser
 
 
@@ -156,6 +159,8 @@ def _get(settings: Settings, path: str, headers: Sequence[str]) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command in ("tcf", "gpp"):  # pure codecs: no settings to load
+        return run_standards(args)
     settings = _settings(args)
     if args.command == "serve":
         return _serve(settings, args.workers)

@@ -140,6 +140,31 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("webhook_url", "", "Also POST each batch of records to this URL (CDP, CRM)."),
     Setting("webhook_secret", "", "HMAC-SHA256 key signing webhook batches.", secret=True),
     Setting(
+        "webhook_format",
+        "records",
+        'Webhook body: `records` (`{"records": […]}`) or `cloudevents` (a CloudEvents 1.0 '
+        "batch, one structured-mode event per record).",
+        _choice("records", "cloudevents"),
+    ),
+    Setting(
+        "nats_url",
+        "",
+        "Also publish every record to NATS JetStream at this URL (`nats://host:4222`). Empty: off.",
+    ),
+    Setting("nats_stream", "CONSENT_EVENTS", "JetStream stream (created when missing)."),
+    Setting(
+        "nats_subject_prefix",
+        "consent_gateway",
+        "Subjects are `<prefix>.consent.recorded.<site>`; a created stream binds `<prefix>.>`.",
+    ),
+    Setting(
+        "nats_duplicate_window",
+        "600",
+        "Seconds JetStream remembers message ids (record ids) to drop redeliveries; applies "
+        "to a stream the gateway creates.",
+        _float,
+    ),
+    Setting(
         "durability",
         "power",
         "`power`: fsync each group commit (survives power loss); `process`: survives a "
@@ -258,6 +283,11 @@ class Settings:
     store_pool_size: int = _default("store_pool_size")
     webhook_url: str = _default("webhook_url")
     webhook_secret: str = _default("webhook_secret")
+    webhook_format: str = _default("webhook_format")
+    nats_url: str = _default("nats_url")
+    nats_stream: str = _default("nats_stream")
+    nats_subject_prefix: str = _default("nats_subject_prefix")
+    nats_duplicate_window: float = _default("nats_duplicate_window")
     durability: str = _default("durability")
     outbox_max_records: int = _default("outbox_max_records")
     forward_batch_size: int = _default("forward_batch_size")

@@ -1,10 +1,14 @@
-"""Sinks chosen by settings: the primary store (SQLite or PostgreSQL) plus an optional webhook."""
+"""Sinks chosen by settings: the primary store (SQLite or PostgreSQL), then optionally a
+webhook and a NATS JetStream stream."""
 
 from __future__ import annotations
+
+import re
 
 from gateway.core.errors import ConfigError
 from gateway.core.settings import Settings
 from gateway.sinks.base import PermanentSinkError, Sink, SinkError, Store
+from gateway.sinks.jetstream import JetStreamSink
 from gateway.sinks.postgres import PostgresStore
 from gateway.sinks.sqlite import FILE_NAME, SqliteStore
 from gateway.sinks.webhook import WebhookSink
@@ -26,7 +30,7 @@ def store_for(settings: Settings) -> Store:
 
 
 def open_sinks(settings: Settings) -> list[Sink]:
-    """The primary store first, then the webhook when configured (none opened yet)."""
+    """The primary store first, then the webhook and NATS when configured (none opened)."""
     sinks: list[Sink] = [store_for(settings)]
     if settings.webhook_url:
         if not settings.webhook_url.startswith(("http://", "https://")):
@@ -36,5 +40,36 @@ def open_sinks(settings: Settings) -> list[Sink]:
                 "GATEWAY_WEBHOOK_URL is set but GATEWAY_WEBHOOK_SECRET is empty",
                 hint="set a shared secret so the receiver can check each batch's signature",
             )
-        sinks.append(WebhookSink(settings.webhook_url, settings.webhook_secret))
+        sinks.append(
+            WebhookSink(
+                settings.webhook_url,
+                settings.webhook_secret,
+                cloudevents=settings.webhook_format == "cloudevents",
+            )
+        )
+    if settings.nats_url:
+        sinks.append(nats_sink(settings))
     return sinks
+
+
+def nats_sink(settings: Settings) -> JetStreamSink:
+    """The JetStream sink the settings describe (not yet opened)."""
+    if not settings.nats_url.startswith(("nats://", "tls://")):
+        raise ConfigError("GATEWAY_NATS_URL must be a nats:// or tls:// URL")
+    for name, value in (
+        ("stream", settings.nats_stream),
+        ("subject_prefix", settings.nats_subject_prefix),
+    ):
+        if not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*", value) or (
+            name == "stream" and "." in value
+        ):
+            raise ConfigError(
+                f"GATEWAY_NATS_{name.upper()} {value!r} is not a valid NATS name",
+                hint="letters, digits, - and _ (the prefix may have dot-separated tokens)",
+            )
+    return JetStreamSink(
+        settings.nats_url,
+        stream=settings.nats_stream,
+        subject_prefix=settings.nats_subject_prefix,
+        duplicate_window=settings.nats_duplicate_window,
+    )

@@ -3,6 +3,10 @@
 Headers: ``X-Consent-Timestamp: <unix seconds>`` and ``X-Consent-Signature: sha256=<hex>``,
 the HMAC of ``<timestamp>.<body>`` so a captured request cannot be replayed later with a
 new timestamp. Receivers should dedupe on ``record_id``: delivery is at least once.
+
+The body is ``{"records": [record, …]}``, or with ``cloudevents`` a JSON array of CloudEvents
+1.0 structured-mode events (``application/cloudevents-batch+json``, see ``cloudevents``) whose
+``id`` is the record id.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import orjson
 
 from gateway.core.model import ConsentRecord
 from gateway.sinks.base import PermanentSinkError, SinkError
+from gateway.sinks.cloudevents import BATCH_CONTENT_TYPE, envelope
 
 SIGNATURE_HEADER = "X-Consent-Signature"
 TIMESTAMP_HEADER = "X-Consent-Timestamp"
@@ -34,8 +39,11 @@ class WebhookSink:
 
     name = "webhook"
 
-    def __init__(self, url: str, secret: str, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self, url: str, secret: str, *, timeout: float = 10.0, cloudevents: bool = False
+    ) -> None:
         self.url = url
+        self.cloudevents = cloudevents
         self._secret = secret.encode("utf-8")
         self._timeout = timeout
         self._client: httpx.AsyncClient | None = None
@@ -49,11 +57,17 @@ class WebhookSink:
             await client.aclose()
 
     async def write_batch(self, records: Sequence[ConsentRecord]) -> None:
-        body = orjson.dumps({"records": [r.as_json() for r in records]})
+        if self.cloudevents:
+            body = orjson.dumps([envelope(r.as_json()) for r in records])
+        else:
+            body = orjson.dumps({"records": [r.as_json() for r in records]})
         await self._post(body, [r.record_id for r in records])
 
     async def write_json(self, record_ids: Sequence[str], bodies: Sequence[str]) -> None:
-        body = ('{"records":[' + ",".join(bodies) + "]}").encode()
+        if self.cloudevents:
+            body = orjson.dumps([envelope(orjson.loads(b)) for b in bodies])
+        else:
+            body = ('{"records":[' + ",".join(bodies) + "]}").encode()
         await self._post(body, record_ids)
 
     async def _post(self, body: bytes, record_ids: Sequence[str]) -> None:
@@ -61,7 +75,7 @@ class WebhookSink:
             raise SinkError("the webhook sink is not open")
         timestamp = str(int(time.time()))
         headers = {
-            "Content-Type": "application/json",
+            "Content-Type": BATCH_CONTENT_TYPE if self.cloudevents else "application/json",
             TIMESTAMP_HEADER: timestamp,
             SIGNATURE_HEADER: sign(self._secret, timestamp, body),
         }
