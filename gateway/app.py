@@ -29,6 +29,7 @@ from gateway.sites.catalog import STATIC_DIR, LiveCatalog
 from gateway.web import admin, ops, privacy, public, records
 from gateway.web.front import HotPaths
 from gateway.web.middleware import MetricsMiddleware
+from gateway.web.ratelimit import RateLimited, WriteLimits
 
 log = logging.getLogger("gateway")
 
@@ -46,9 +47,11 @@ def error_response(status: int, code: str, detail: str, **extra: Any) -> Respons
 
 async def _bad_request(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, BadRequest)
-    response = error_response(exc.status_code, exc.code, exc.detail, field=exc.field)
+    extra = {"retry_after": exc.retry_after} if isinstance(exc, RateLimited) else {}
+    response = error_response(exc.status_code, exc.code, exc.detail, field=exc.field, **extra)
     if exc.status_code == 401:
-        response.headers["WWW-Authenticate"] = 'Basic realm="consent-gateway admin"'
+        # Bearer, not Basic: a browser caches Basic credentials and sends them cross-site.
+        response.headers["WWW-Authenticate"] = 'Bearer realm="consent-gateway"'
     return response
 
 
@@ -111,6 +114,7 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
         app.state.gateway = gateway
         app.state.recording = recording
         app.state.settings = settings
+        app.state.limits = WriteLimits(settings)
         await recording.start()
         await admin.publish_current(app.state)
         watcher = Watcher(settings, gateway, on_reload=lambda: admin.publish_current(app.state))

@@ -107,15 +107,18 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "trusted_proxies",
-        "127.0.0.1,::1",
-        "IPs/CIDRs whose forwarding and CDN headers are believed (comma separated).",
+        "",
+        "IPs/CIDRs whose `X-Forwarded-For` (and the CDN headers of `GATEWAY_GEO_HEADERS`) are "
+        "believed (comma separated). Empty: no proxy; the TCP peer is the client.",
         _networks,
     ),
     Setting(
         "geo_headers",
-        "cloudflare,cloudfront,vercel",
-        "CDN geo header families read from trusted peers: cloudflare, cloudfront, vercel, "
-        "fastly, akamai, custom.",
+        "",
+        "CDN header families read from trusted proxies: cloudflare (`CF-IPCountry`, "
+        "`CF-Connecting-IP`), cloudfront (`CloudFront-Viewer-Country`, "
+        "`CloudFront-Viewer-Address`), vercel, fastly, akamai (EdgeScape, `True-Client-IP`), "
+        "custom. Empty: none.",
         _csv,
     ),
     Setting("geo_country_header", "", "Extra trusted header holding an ISO 3166-1 country code."),
@@ -168,8 +171,73 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("node_id", "", "This gateway node's id in records. Empty: the host name."),
     Setting("cache_max_age", "300", "Cache-Control max-age of banner responses, seconds.", _int),
     Setting("reload", "true", "Watch banners/ and locales/ and reload valid edits.", _bool),
-    Setting("public_url", "", "External base URL used in record_url. Empty: from the request."),
+    Setting(
+        "public_url",
+        "",
+        "External base URL used in record_url. Empty: the request's Host if it is one of "
+        "`GATEWAY_PUBLIC_HOSTS`, else a relative URL.",
+    ),
     Setting("log_level", "info", "Log level.", _choice("debug", "info", "warning", "error")),
+    # Abuse and resilience limits (issue 10).
+    Setting(
+        "public_hosts",
+        "",
+        "Host header values (`host` or `host:port`) the gateway may put in record_url when "
+        "`GATEWAY_PUBLIC_URL` is empty. Empty: `GATEWAY_HOST:GATEWAY_PORT` (and "
+        "`localhost:PORT` on a loopback bind).",
+        _csv,
+    ),
+    Setting(
+        "ops_token",
+        "",
+        "Bearer token for `/metrics` and the details of `/readyz`. Empty: `/readyz` says only "
+        "ready or not ready, and `/metrics` is open (it holds counts, no paths or errors).",
+        secret=True,
+    ),
+    Setting(
+        "client_writes_per_minute",
+        "600",
+        "Writes (consents, admin changes) one client address may make per minute, IPv6 by "
+        "/64, after a burst; more get 429 with Retry-After. 0: no limit.",
+        _int,
+    ),
+    Setting("client_write_burst", "120", "Writes one client address may make at once.", _int),
+    Setting(
+        "subject_writes_per_minute",
+        "12",
+        "Writes per minute for one subject of a site, after a burst. 0: no limit.",
+        _int,
+    ),
+    Setting("subject_write_burst", "6", "Writes one subject may get at once.", _int),
+    Setting(
+        "rate_limit_clients",
+        "100000",
+        "Client addresses and subjects the write limits remember (least recently seen go first).",
+        _positive_int,
+    ),
+    Setting(
+        "keepalive_timeout",
+        "5",
+        "Seconds an idle kept-alive connection stays open between requests.",
+        _float,
+    ),
+    Setting(
+        "header_timeout",
+        "10",
+        "Seconds a client has to send a request head, from connecting or from its first "
+        "byte (slowloris); a partial head gets 408, a silent connection is closed.",
+        _float,
+    ),
+    Setting(
+        "body_timeout", "10", "Seconds a client has to send a request body after its head.", _float
+    ),
+    Setting(
+        "max_connections",
+        "0",
+        "Open client connections at most; past it a new connection closes the one that has "
+        "waited longest for a request. 0: three quarters of the open-file limit less 128.",
+        _int,
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -187,8 +255,8 @@ class Settings:
     locales_dir: Path = field(default_factory=lambda: _project_root() / "locales")
     data_dir: Path = field(default_factory=lambda: _project_root() / "data")
     geoip_db: str = ""
-    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
-    geo_headers: tuple[str, ...] = ("cloudflare", "cloudfront", "vercel")
+    trusted_proxies: tuple[str, ...] = ()
+    geo_headers: tuple[str, ...] = ()
     geo_country_header: str = ""
     geo_region_header: str = ""
     geo_cache_size: int = 65536
@@ -209,6 +277,17 @@ class Settings:
     reload: bool = True
     public_url: str = ""
     log_level: str = "info"
+    public_hosts: tuple[str, ...] = ()
+    ops_token: str = ""
+    client_writes_per_minute: int = 600
+    client_write_burst: int = 120
+    subject_writes_per_minute: int = 12
+    subject_write_burst: int = 6
+    rate_limit_clients: int = 100_000
+    keepalive_timeout: float = 5.0
+    header_timeout: float = 10.0
+    body_timeout: float = 10.0
+    max_connections: int = 0
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

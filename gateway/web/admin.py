@@ -13,7 +13,7 @@ from starlette.routing import Route
 from gateway.core.errors import NotFound
 from gateway.sites.catalog import SiteBundle
 from gateway.sites.texts import DESCRIPTIONS, source_texts
-from gateway.web.auth import authorize
+from gateway.web.auth import authorize, authorize_write
 from gateway.web.preview import preview
 
 log = logging.getLogger("gateway.admin")
@@ -62,7 +62,7 @@ async def publish_current(app_state: Any) -> None:
 
 
 async def reload(request: Request) -> Response:
-    authorize(request)
+    authorize_write(request)
     ok = await request.app.state.watcher.reload()
     catalog = request.app.state.gateway.catalog
     body = {

@@ -14,6 +14,7 @@ from starlette.types import Receive
 
 from gateway.core.errors import BadRequest, NotFound, Unavailable
 from gateway.recording.consent import MAX_BODY_BYTES, RecordContext, parse_body, validate
+from gateway.web.ratelimit import RateLimited
 
 _ALLOW_METHODS = "POST, GET, OPTIONS"
 _ALLOW_HEADERS = "Content-Type, Authorization"
@@ -33,6 +34,8 @@ def _error_body(exc: BadRequest | Unavailable, headers: dict[str, str]) -> tuple
     if isinstance(exc, Unavailable):
         headers["Retry-After"] = str(exc.retry_after)
         return 503, {"error": "unavailable", "detail": exc.message}
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(exc.retry_after)
     body = {"error": exc.code, "detail": exc.detail}
     if exc.field:
         body["field"] = exc.field
@@ -171,6 +174,7 @@ async def take_consent(
         # Where the visitor is comes from detection only, never from the request's query.
         gateway = state.gateway
         ip, region = gateway.locator.locate(peer, Headers(raw=raw_headers))
+        state.limits.check(ip, bundle.site.id, consent.subject_id)  # 429 past the write limits
         region, gpc, language, rule = gateway.decide(
             bundle, region, found.get(b"accept-language"), gpc_values
         )
@@ -215,12 +219,10 @@ def _token(request: Request) -> str:
     scheme, _, value = auth.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    token = request.query_params.get("receipt")
-    if token:
-        return token
+    # Never from the query: URLs end up in access logs, proxies' logs and browser history.
     raise BadRequest(
         "receipt_required",
-        "send the subject's receipt as `Authorization: Bearer <receipt>` or ?receipt=",
+        "send the subject's receipt as `Authorization: Bearer <receipt>`",
         status_code=403,
     )
 

@@ -1,0 +1,73 @@
+"""Per-client rate limits on write endpoints: one bucket per client address, one per subject.
+
+One client once wrote 96,765 records in 15 s and, with the store down, filled a 2,000-record
+outbox in 0.42 s, after which every visitor got 503. Writes are now limited per client address
+(after proxy trust; IPv6 by /64, which one subscriber usually holds whole) and per subject, and
+a client over its limit gets ``429`` with ``Retry-After``. A limit of 0 turns that bucket off.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+
+from gateway.core.errors import BadRequest
+from gateway.core.ratelimit import TokenBuckets, retry_after
+from gateway.core.settings import Settings
+
+
+class RateLimited(BadRequest):
+    """429: this client or subject wrote too often; ``retry_after`` seconds until it may."""
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__("rate_limited", detail, status_code=429)
+        self.retry_after = retry_after
+
+
+def client_key(ip: str | None) -> str | bytes:
+    """The bucket of an address: IPv4 as is, IPv6 by its /64 (canonical text in, from proxy
+    trust); no address (a Unix socket) shares one bucket."""
+    if not ip:
+        return ""
+    if ":" not in ip:
+        return ip
+    try:
+        return socket.inet_pton(socket.AF_INET6, ip)[:8]
+    except (OSError, ValueError):
+        return ip
+
+
+def _buckets(per_minute: int, burst: int, max_keys: int) -> TokenBuckets | None:
+    return TokenBuckets(per_minute / 60.0, max(burst, 1), max_keys) if per_minute > 0 else None
+
+
+class WriteLimits:
+    """The gateway's write limits; ``check`` raises RateLimited for a client over its limit."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
+        entries = settings.rate_limit_clients
+        self.by_client = _buckets(
+            settings.client_writes_per_minute, settings.client_write_burst, entries
+        )
+        self.by_subject = _buckets(
+            settings.subject_writes_per_minute, settings.subject_write_burst, entries
+        )
+        self.clock = clock
+
+    def check(
+        self, ip: str | None, site: str = "", subject: str | None = None, kind: str = ""
+    ) -> None:
+        """Take one write from the client's bucket and, if given, the subject's.
+
+        ``kind`` keeps separate buckets for writes of another sort (admin) from one client.
+        """
+        now = self.clock()
+        if self.by_client is not None:
+            wait = self.by_client.take((kind, client_key(ip)), now)
+            if wait:
+                raise RateLimited("too many writes from this address; slow down", retry_after(wait))
+        if subject is not None and self.by_subject is not None:
+            wait = self.by_subject.take((kind, site, subject), now)
+            if wait:
+                raise RateLimited("too many writes for this subject; slow down", retry_after(wait))
