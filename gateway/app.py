@@ -27,6 +27,7 @@ from gateway.serving.validation import validate_bundle
 from gateway.serving.watch import Watcher
 from gateway.sites.catalog import STATIC_DIR, LiveCatalog
 from gateway.web import admin, ops, privacy, public, records
+from gateway.web.framing import TransferCodings
 from gateway.web.front import HotPaths
 from gateway.web.middleware import MetricsMiddleware
 from gateway.web.ratelimit import RateLimited, WriteLimits
@@ -97,7 +98,7 @@ class GatewayApp(Starlette):
     """Starlette with the hot-path front (gateway/web/front.py) outside its middleware."""
 
     def build_middleware_stack(self) -> ASGIApp:
-        return HotPaths(super().build_middleware_stack())
+        return TransferCodings(HotPaths(super().build_middleware_stack()))
 
 
 def create_app(settings: Settings | None = None, *, serving: bool = False) -> Starlette:
@@ -132,7 +133,7 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
             await recording.stop()
             gateway.locator.close()
 
-    return GatewayApp(
+    app = GatewayApp(
         routes=[
             *public.routes(),
             *privacy.routes(),
@@ -149,6 +150,9 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
         },
         lifespan=lifespan,
     )
+    # No trailing-slash redirect: its Location was built from the client's Host header.
+    app.router.redirect_slashes = False
+    return app
 
 
 def factory() -> Starlette:

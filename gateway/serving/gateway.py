@@ -17,12 +17,12 @@ from gateway.core.errors import BadRequest
 from gateway.core.model import Region, ResolvedBanner, Rule
 from gateway.core.settings import Settings
 from gateway.geo.locator import Locator
+from gateway.serving import hosts
 from gateway.serving.render import Renderer
 from gateway.serving.snippet import Snippet
 from gateway.signals.gpc import gpc_requested
 from gateway.sites.catalog import LiveCatalog, SiteBundle
 
-HOST = re.compile(r"^[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?$")
 MEMO_MAX = 4096
 MEMO_TEXT_MAX = 200  # longer Accept-Language values are rare and not remembered
 REGION_PARAM = re.compile(r"^([A-Za-z]{2})(?:-([A-Za-z0-9]{1,3}))?$")
@@ -103,6 +103,7 @@ class Gateway:
         self._visitors: dict[tuple[Any, ...], tuple[SiteBundle, Decided]] = {}
         self.answers: dict[tuple[Any, ...], tuple[int, list[tuple[bytes, bytes]], bytes]] = {}
         self.vary = ", ".join(["Accept-Language", "Sec-GPC", *locator.geo_header_names])
+        self.public_hosts = hosts.public_hosts(settings)
         self.max_age = str(settings.cache_max_age).encode()
 
     def visitor(self, request: Any, bundle: SiteBundle) -> Visitor:
@@ -168,14 +169,10 @@ class Gateway:
         return self.renderer.resolve(bundle, visitor.rule, visitor.language, visitor.gpc)
 
     def record_url(self, scheme: str, host: str | None, site_id: str) -> str:
-        """Where the snippet posts choices: the configured public URL, else this request's."""
-        base = self.settings.public_url.rstrip("/")
-        if not base:
-            if not host or not HOST.match(host):
-                raise BadRequest(
-                    "invalid_header", "Host: expected a host name and port", field="Host"
-                )
-            base = f"{scheme}://{host}"
+        """Where the snippet posts choices: the public URL, or this request's Host if it is a
+        configured public host, else a path on the gateway's own origin (gateway/serving/
+        hosts.py)."""
+        base = hosts.base_url(self.settings, self.public_hosts, scheme, host)
         return f"{base}/v1/sites/{site_id}/consents"
 
     def body(self, kind: str, bundle: SiteBundle, visitor: Visitor, record_url: str) -> Body:
