@@ -366,5 +366,11 @@ def test_admin_writes_are_rate_limited_per_client(tmp_path: Path) -> None:
         limited = c.post("/admin/v1/reload", headers=AUTH)
         assert limited.status_code == 429 and limited.json()["error"] == "rate_limited"
         assert int(limited.headers["retry-after"]) >= 1
-        # The admin bucket is its own: the same client's consent writes are not affected.
+        # The admin bucket is its own: the same client's consent writes are not affected,
+        # and reading (the preview) is not limited.
+        from tests.pg import consent_body
+
+        bundle = c.app.state.gateway.catalog.get("demo")  # type: ignore[attr-defined]
+        posted = c.post("/v1/sites/demo/consents", json=consent_body(bundle, "admin-ip"))
+        assert posted.status_code == 201
         assert c.get("/admin/preview?site=demo", headers=AUTH).status_code == 200

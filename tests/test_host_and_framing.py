@@ -81,7 +81,7 @@ def test_transfer_codings_other_than_chunked_are_refused(tmp_path: Path, coding:
             content=body,
             headers={"Content-Type": "application/json", "Transfer-Encoding": coding},
         )
-        assert response.status_code == 501
+        assert response.status_code == 400
         assert response.json()["error"] == "unsupported_transfer_coding"
         assert client.app.state.recording.outbox.depth == 0  # type: ignore[attr-defined]
 

@@ -64,7 +64,7 @@ def authorize_write(request: Request) -> None:
     refuse_cross_site(request)
     state = request.app.state
     peer = request.client.host if request.client else None
-    state.limits.check(state.gateway.locator.client(peer, request.headers), kind="admin")
+    state.limits.check_admin(state.gateway.locator.client(peer, request.headers))
 
 
 def ops_authorized(request: Request) -> bool:

@@ -1,9 +1,10 @@
 """Refuses request framings the gateway does not implement: transfer codings but chunked.
 
 The HTTP parser dechunks ``Transfer-Encoding: gzip, chunked`` and hands the app the still
-gzipped bytes as if they were the body (494 such records were accepted in one review). RFC
-9112 §6.1: a server that does not understand a transfer coding answers 501. Outermost ASGI
-wrapper; one pass over the raw header list, and only when one is present.
+gzipped bytes as if they were the body (494 such records were accepted in one review). The
+answer is a 400, not RFC 9112's suggested 501: it is the client's framing that is wrong, and
+monitoring reads a 5xx as the gateway failing (a client could raise alerts at will).
+Outermost ASGI wrapper: one pass over the raw header list.
 """
 
 from __future__ import annotations
@@ -35,14 +36,14 @@ def unsupported_coding(headers: list[tuple[bytes, bytes]]) -> bool:
 
 
 class TransferCodings:
-    """Answers 501 to a request with a transfer coding other than chunked."""
+    """Answers 400 to a request with a transfer coding other than chunked."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and unsupported_coding(scope["headers"]):
-            await send({"type": "http.response.start", "status": 501, "headers": _HEADERS})
+            await send({"type": "http.response.start", "status": 400, "headers": _HEADERS})
             await send({"type": "http.response.body", "body": _BODY})
             return
         await self.app(scope, receive, send)

@@ -47,27 +47,31 @@ class WriteLimits:
 
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
         entries = settings.rate_limit_clients
-        self.by_client = _buckets(
-            settings.client_writes_per_minute, settings.client_write_burst, entries
-        )
+        per_client = (settings.client_writes_per_minute, settings.client_write_burst, entries)
+        self.by_client = _buckets(*per_client)
+        # Admin writes from a client have buckets of their own, so that visitors behind the
+        # same address (an office) cannot starve a reload, nor a reload loop their consents.
+        self.admin_by_client = _buckets(*per_client)
         self.by_subject = _buckets(
             settings.subject_writes_per_minute, settings.subject_write_burst, entries
         )
         self.clock = clock
 
-    def check(
-        self, ip: str | None, site: str = "", subject: str | None = None, kind: str = ""
-    ) -> None:
-        """Take one write from the client's bucket and, if given, the subject's.
-
-        ``kind`` keeps separate buckets for writes of another sort (admin) from one client.
-        """
+    def check(self, ip: str | None, site: str, subject: str) -> None:
+        """Take one write from the client's bucket and the subject's."""
         now = self.clock()
         if self.by_client is not None:
-            wait = self.by_client.take((kind, client_key(ip)), now)
+            wait = self.by_client.take(client_key(ip), now)
             if wait:
                 raise RateLimited("too many writes from this address; slow down", retry_after(wait))
-        if subject is not None and self.by_subject is not None:
-            wait = self.by_subject.take((kind, site, subject), now)
+        if self.by_subject is not None:
+            wait = self.by_subject.take((site, subject), now)
             if wait:
                 raise RateLimited("too many writes for this subject; slow down", retry_after(wait))
+
+    def check_admin(self, ip: str | None) -> None:
+        """Take one admin write from the client's admin bucket."""
+        if self.admin_by_client is not None:
+            wait = self.admin_by_client.take(client_key(ip), self.clock())
+            if wait:
+                raise RateLimited("too many admin changes from this address", retry_after(wait))
