@@ -12,8 +12,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from gateway.core.ratelimit import WriteLimits
 from gateway.core.settings import Settings
-from gateway.web.ratelimit import WriteLimits
 
 N = 200_000
 

@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from gateway.core.errors import BadRequest, Unavailable
+from gateway.core.ratelimit import RateLimited, WriteLimits
 from gateway.core.settings import Settings, load_settings
 from gateway.geo.locator import Locator
 from gateway.recording.service import RecordingService
@@ -30,7 +31,6 @@ from gateway.web import admin, ops, privacy, public, records
 from gateway.web.framing import TransferCodings
 from gateway.web.front import HotPaths
 from gateway.web.middleware import MetricsMiddleware
-from gateway.web.ratelimit import RateLimited, WriteLimits
 
 log = logging.getLogger("gateway")
 

@@ -13,9 +13,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from gateway.app import create_app
-from gateway.core.ratelimit import TokenBuckets, retry_after
+from gateway.core.ratelimit import RateLimited, TokenBuckets, WriteLimits, client_key, retry_after
 from gateway.core.settings import Settings
-from gateway.web.ratelimit import RateLimited, WriteLimits, client_key
 from tests.helpers import make_settings
 from tests.pg import ORIGIN, consent_body
 

@@ -13,8 +13,8 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive
 
 from gateway.core.errors import BadRequest, NotFound, Unavailable
+from gateway.core.ratelimit import RateLimited
 from gateway.recording.consent import MAX_BODY_BYTES, RecordContext, parse_body, validate
-from gateway.web.ratelimit import RateLimited
 
 _ALLOW_METHODS = "POST, GET, OPTIONS"
 _ALLOW_HEADERS = "Content-Type, Authorization"
