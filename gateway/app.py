@@ -27,7 +27,7 @@ from gateway.serving.snippet import Snippet
 from gateway.serving.validation import validate_bundle
 from gateway.serving.watch import Watcher
 from gateway.sites.catalog import STATIC_DIR, LiveCatalog
-from gateway.web import admin, ops, privacy, public, records
+from gateway.web import accesslog, admin, ops, privacy, public, records
 from gateway.web.framing import TransferCodings
 from gateway.web.front import HotPaths
 from gateway.web.middleware import MetricsMiddleware
@@ -157,4 +157,5 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
 
 def factory() -> Starlette:
     """Entry for `uvicorn --factory gateway.app:factory` with settings from the environment."""
+    accesslog.install()  # as `consent-gateway serve` does: no credentials in the access log
     return create_app(load_settings(), serving=True)
