@@ -202,6 +202,21 @@ def test_idle_connections_past_the_cap_do_not_lock_others_out(server: Server) ->
             sock.close()
 
 
+def test_multi_megabyte_head_is_cut_off_before_the_parser_buffers_it(server: Server) -> None:
+    """Memory threat: httptools accepted an 8 MB header (and 400 x 4 MB pinned 1.6 GB)."""
+    with server.connect() as sock:
+        sock.sendall(b"GET /v1/sites/demo/config HTTP/1.1\r\nHost: a\r\nIf-None-Match: ")
+        try:
+            for _ in range(64):  # 4 MB in 64 KB pieces; the server stops reading early
+                sock.sendall(b"x" * 65536)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        closed, sent = _closed_within(sock, 5)
+    assert closed
+    assert sent.startswith(b"HTTP/1.1 431") or sent == b""  # a reset may eat the answer
+    assert server.get().startswith(b"HTTP/1.1 200")
+
+
 def test_unsupported_transfer_coding_over_the_wire(server: Server) -> None:
     with server.connect() as sock:
         sock.sendall(

@@ -9,7 +9,9 @@ sockets stopped all service under a 512-descriptor limit. This protocol adds
 - a body timeout: from the end of the head to the end of the body;
 - a connection cap: past it, a new connection first evicts the connection that has waited
   longest without a complete request head (idle or slow), and is itself refused when every
-  connection is busy with a request, so idle sockets cannot lock everyone else out.
+  connection is busy with a request, so idle sockets cannot lock everyone else out;
+- a cap on the bytes of one request head, before the parser buffers it (httptools took an
+  8 MB header): the app's own, lower limits (414/431) answer first; this is the backstop.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ log = logging.getLogger("gateway.connections")
 # Descriptors kept for everything that is not a client connection: the outbox and store
 # files, the fsync helper's pipes, the geo database, template files, log files.
 RESERVED_DESCRIPTORS = 128
+MAX_HEAD_BYTES = 64 * 1024  # request line and headers of one request, as received
 
 
 def default_max_connections() -> int:
@@ -63,6 +66,11 @@ def _raw_error(status: bytes, code: str, detail: str) -> bytes:
     )
 
 
+TOO_LARGE_RESPONSE = _raw_error(
+    b"431 Request Header Fields Too Large",
+    "headers_too_large",
+    f"the request head exceeds {MAX_HEAD_BYTES} bytes",
+)
 TIMEOUT_RESPONSE = _raw_error(
     b"408 Request Timeout", "request_timeout", "the request was not sent in time"
 )
@@ -100,6 +108,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._read_timer: asyncio.TimerHandle | None = None
         self._started_request = False  # a byte of the awaited request head has arrived
+        self._head_bytes = 0  # bytes received since the awaited request head began
 
     # Connection events
 
@@ -125,6 +134,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._read_timer is None and self.timeout_keep_alive_task is not None:
             # First byte after a response: uvicorn's keep-alive timer stops here; ours starts.
             self._arm(self.head_timeout)
+        if self in self.waiting:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._set_waiting(False)
+                self.transport.write(TOO_LARGE_RESPONSE)
+                self.transport.close()
+                return
         super().data_received(data)
 
     # Parser callbacks
@@ -155,6 +171,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _set_waiting(self, waiting: bool) -> None:
         self.waiting.pop(self, None)
+        self._head_bytes = 0
         if waiting:
             self.waiting[self] = None  # to the end: the most recent waiter
 
