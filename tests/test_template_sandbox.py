@@ -114,7 +114,7 @@ BOMBS = [
         "nested loops",
         "{% for a in range(1000) %}{% for b in range(1000) %}{% for c in range(1000) %}"
         "{% endfor %}{% endfor %}{% endfor %}",
-        "took longer than",
+        "s of CPU to render",
     ),
     ("repetition bomb", '{{ "x" * 1000000000 }}', "repetition longer than"),
     ("power bomb", "{{ 2 ** 100000000 }}", "exponent too large"),
@@ -146,10 +146,10 @@ def test_template_resource_bombs_fail_cleanly_and_quickly(
     _override(settings, code)
     bundle = load_site(settings.banners_dir / "demo", settings.locales_dir)
     assert validation.sandbox_findings(bundle) == []
-    start = time.monotonic()
+    start = time.thread_time()
     with pytest.raises(ConfigError) as info:
         validation.validate_bundle(bundle)
-    assert time.monotonic() - start < 5
+    assert time.thread_time() - start < sandbox.MAX_SECONDS + 3  # the bound, plus the checks
     assert message in info.value.message
     # A reload refuses on the first failure: banner.html ran once, not once per locale and rule.
     assert renders.count("banner.html") == 1
