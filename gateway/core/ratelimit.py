@@ -5,10 +5,13 @@ outbox in 0.42 s, after which every visitor got 503. Writes are limited per clie
 (after proxy trust; IPv6 by /64, which one subscriber usually holds whole) and per subject;
 a client over its limit gets ``429`` with ``Retry-After``. A limit of 0 turns it off.
 
-Each key's bucket holds up to ``burst`` tokens and refills at ``rate`` tokens a second; a
-request takes one. A table keeps at most ``max_keys`` buckets in least-recently-used order:
-when it is full the least recently used bucket goes, which is harmless when it has refilled
-(a full bucket is what a new key gets) and otherwise lets that one key start afresh.
+Each key's bucket holds up to ``burst`` writes and refills at ``rate`` writes a second, kept
+as one number, the time the bucket will next be full ("theoretical arrival time", GCRA): the
+same answers as counting tokens, in a third of the memory. A table keeps at most ``max_keys``
+keys in least-recently-used order; when it is full the least recently used key goes, which
+is harmless when its bucket has refilled (a full bucket is what a new key gets) and
+otherwise lets that one key start afresh. Subjects are kept by a hash of (site, subject):
+two subjects sharing a bucket by a collision would only share a limit.
 
 Pure: the caller passes the client address it located and the subject it validated, so the
 check sits wherever both are known (the recording path, the admin endpoints).
@@ -29,39 +32,38 @@ from gateway.core.settings import Settings
 class TokenBuckets:
     """``take(key, now)``: 0.0 when the request may pass, else the seconds until it may."""
 
-    __slots__ = ("_buckets", "burst", "max_keys", "rate")
+    __slots__ = ("_due", "interval", "max_keys", "tolerance")
 
     def __init__(self, rate: float, burst: float, max_keys: int) -> None:
         if rate <= 0 or burst < 1 or max_keys < 1:
             raise ValueError("rate must be positive, burst and max_keys at least 1")
-        self.rate = rate
-        self.burst = float(burst)
+        self.interval = 1.0 / rate  # seconds one write takes from the bucket
+        self.tolerance = (burst - 1) * self.interval  # how far ahead of time a burst may run
         self.max_keys = max_keys
-        # key -> (tokens left, time of the last take), least recently used first. An
+        # key -> the time its bucket is full again, least recently used first. An
         # OrderedDict, not a dict: popping a plain dict's first key scans the holes that
         # earlier pops left (measured: 40 µs a take once the table was full).
-        self._buckets: OrderedDict[Hashable, tuple[float, float]] = OrderedDict()
+        self._due: OrderedDict[Hashable, float] = OrderedDict()
 
     def take(self, key: Hashable, now: float) -> float:
-        buckets = self._buckets
-        entry = buckets.get(key)
-        if entry is None:
-            if len(buckets) >= self.max_keys:
-                buckets.popitem(last=False)
-            buckets[key] = (self.burst - 1.0, now)
+        due = self._due
+        full_at = due.get(key)
+        if full_at is None:
+            if len(due) >= self.max_keys:
+                due.popitem(last=False)
+            due[key] = now + self.interval
             return 0.0
-        buckets.move_to_end(key)
-        tokens = entry[0] + (now - entry[1]) * self.rate
-        if tokens > self.burst:
-            tokens = self.burst  # no min(): a builtin call costs more than the comparison
-        if tokens >= 1.0:
-            buckets[key] = (tokens - 1.0, now)
-            return 0.0
-        buckets[key] = (tokens, now)
-        return (1.0 - tokens) / self.rate
+        due.move_to_end(key)
+        if full_at < now:
+            full_at = now
+        wait = full_at - now - self.tolerance
+        if wait > 0:
+            return wait  # refused: the bucket is unchanged
+        due[key] = full_at + self.interval
+        return 0.0
 
     def __len__(self) -> int:
-        return len(self._buckets)
+        return len(self._due)
 
 
 def retry_after(wait: float) -> int:
@@ -117,7 +119,7 @@ class WriteLimits:
             if wait:
                 raise RateLimited("too many writes from this address; slow down", retry_after(wait))
         if self.by_subject is not None:
-            wait = self.by_subject.take((site, subject), now)
+            wait = self.by_subject.take(hash((site, subject)), now)
             if wait:
                 raise RateLimited("too many writes for this subject; slow down", retry_after(wait))
 

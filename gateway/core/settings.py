@@ -211,8 +211,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("subject_write_burst", "6", "Writes one subject may get at once.", _int),
     Setting(
         "rate_limit_clients",
-        "100000",
-        "Client addresses and subjects the write limits remember (least recently seen go first).",
+        "20000",
+        "Client addresses, and subjects, the write limits remember (least recently seen go "
+        "first; about 160 bytes each).",
         _positive_int,
     ),
     Setting(
@@ -283,7 +284,7 @@ class Settings:
     client_write_burst: int = 120
     subject_writes_per_minute: int = 12
     subject_write_burst: int = 6
-    rate_limit_clients: int = 100_000
+    rate_limit_clients: int = 20_000
     keepalive_timeout: float = 5.0
     header_timeout: float = 10.0
     body_timeout: float = 10.0
