@@ -378,7 +378,9 @@ def _wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=600)
-    parser.add_argument("--warmup", type=float, default=20)
+    parser.add_argument(
+        "--warmup", type=float, default=60, help="seconds of load before the start RSS is read"
+    )
     parser.add_argument("--visitors", type=int, default=8, help="concurrent GET visitors")
     parser.add_argument(
         "--wal-bound-mb", type=float, default=64.0, help="the WAL size the outbox must stay under"
