@@ -120,6 +120,12 @@ BOMBS = [
     ("power bomb", "{{ 2 ** 100000000 }}", "exponent too large"),
     ("percent bomb", '{{ "%999999999s" % 1 }}', "string formatting with %"),
     ("concatenation bomb", '{{ ("x" * 100000) + ("x" * 100000) }}', "concatenation longer"),
+    (
+        "concatenation doubling",
+        '{% set a = "x" * 100000 %}{% set b = a ~ a %}{% set c = b ~ b %}{{ c|length }}',
+        "concatenation longer",
+    ),
+    ("join bomb", '{% set a = "x" * 100000 %}{{ ([a] * 1000)|join|length }}', "join longer"),
     ("mutate shared texts", '{{ texts.update({"title": "pwned"}) }}', "unsafe"),
     ("mutate shared purposes", "{{ purposes.append(1) }}", "unsafe"),
     (

@@ -297,7 +297,8 @@ def template_reference() -> str:
         + ", ".join(f"`{m}`" for m in sorted(sandbox.UNSAFE_METHODS))
         + ", and `%` on text (they build text of any size a template asks for).",
         f"- Bounds per render: {sandbox.MAX_SECONDS} s of CPU, {sandbox.MAX_OUTPUT:,} characters "
-        f"of output, {sandbox.MAX_SEQUENCE:,} characters or items from one `*` or `+`, loops "
+        f"of output, {sandbox.MAX_SEQUENCE:,} characters or items from one `*`, `+`, `~` or "
+        f"`join`, loops "
         f"nested at most {sandbox.MAX_LOOP_DEPTH} deep, no recursive loops; template files up "
         f"to {sandbox.MAX_SOURCE // 1024} KiB, inside the site's folder (a symlink out of it "
         "is refused).",

@@ -11,6 +11,7 @@ edit never runs (a reload validated one hostile file by rendering it 82 times).
 from __future__ import annotations
 
 import contextvars
+import functools
 import operator
 import os
 import time
@@ -18,6 +19,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 from jinja2 import FileSystemLoader, Template, TemplateError, nodes
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.environment import Environment
 from jinja2.exceptions import SecurityError
 from jinja2.ext import Extension
@@ -146,6 +148,39 @@ def _checked_mod(left: Any, right: Any) -> Any:
     return operator.mod(left, right)
 
 
+def _checked_size(value: Any) -> Any:
+    """The result of a `~` concatenation, refused past MAX_SEQUENCE (a chain of
+    `{% set b = a ~ a %}` doubles a text per line)."""
+    if len(value) > MAX_SEQUENCE:
+        raise TemplateLimitError(f"a concatenation longer than {MAX_SEQUENCE}")
+    return value
+
+
+def _checked_join(
+    join: Callable[..., str],
+) -> Callable[..., str]:
+    """The join filter, refusing a result past MAX_SEQUENCE ([text] * 1000 | join)."""
+
+    @functools.wraps(join)  # keeps Jinja's pass_eval_context mark
+    def checked(*args: Any, **kwargs: Any) -> str:
+        joined = join(*args, **kwargs)
+        if len(joined) > MAX_SEQUENCE:
+            raise TemplateLimitError(f"a join longer than {MAX_SEQUENCE}")
+        return joined
+
+    return checked
+
+
+class SizeCheckedConcat(CodeGenerator):
+    """Compiles `a ~ b` so that its result goes through the sandbox's size check: Jinja
+    joins concatenations in the template module itself, out of the environment's reach."""
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        self.write("environment.checked_size(")
+        super().visit_Concat(node, frame)
+        self.write(")")
+
+
 class LoopTicks(Extension):
     """Puts ``{{ cg_tick() }}`` at the top of every for-loop body: the render's clock check.
 
@@ -180,6 +215,8 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
     """Jinja's immutable sandbox with the gateway's allow-lists and bounds."""
 
     intercepted_binops = frozenset({"*", "**", "%", "+"})
+    code_generator_class = SizeCheckedConcat
+    checked_size = staticmethod(_checked_size)
 
     def __init__(self, **options: Any) -> None:
         extensions = [*options.pop("extensions", []), LoopTicks]
@@ -190,6 +227,7 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
         self.globals.clear()
         self.globals.update(kept, range=bounded_range, **{TICK: _tick})
         self.filters = {k: v for k, v in self.filters.items() if k in ALLOWED_FILTERS}
+        self.filters["join"] = _checked_join(self.filters["join"])
         self.binop_table = {
             **self.binop_table,
             "*": _checked_mul,
