@@ -33,6 +33,8 @@ from starlette.routing import Route
 from bench.harness import free_port, stop
 
 ROOT = Path(__file__).resolve().parent.parent
+OPS_TOKEN = "bench-ops-token"
+OPS = {"Authorization": f"Bearer {OPS_TOKEN}"}
 ORIGIN = "http://127.0.0.1:8000"
 
 LUA = r"""
@@ -124,7 +126,8 @@ def _drained(port: int, limit: float = 30.0) -> None:
     runs during the next (bare) run and flatters the ratio."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        health = httpx.get(f"http://127.0.0.1:{port}/readyz").json().get("recording", {})
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", headers=OPS)
+        health = ready.json().get("recording", {})
         if not health.get("outbox_depth"):
             return
         time.sleep(0.1)
@@ -135,7 +138,11 @@ def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def http_bench(
-    seconds: int, connections: tuple[int, ...], durability: str, repeat: int = 3
+    seconds: int,
+    connections: tuple[int, ...],
+    durability: str,
+    repeat: int = 3,
+    limits: bool = True,
 ) -> dict[str, Any]:
     """Load the bare endpoint and the gateway; returns medians by (app, connections).
 
@@ -155,6 +162,13 @@ def http_bench(
             "GATEWAY_RELOAD": "false",
             "GATEWAY_DURABILITY": durability,
             "GATEWAY_LOG_LEVEL": "warning",
+            "GATEWAY_OPS_TOKEN": OPS_TOKEN,
+            # wrk is one client address: with limits on, the per-client bucket is checked on
+            # every request but set so high that it never refuses (what the limiter costs);
+            # each request has its own subject, so the per-subject bucket keeps its default.
+            "GATEWAY_CLIENT_WRITES_PER_MINUTE": str(10**12 if limits else 0),
+            "GATEWAY_CLIENT_WRITE_BURST": str(10**12),
+            "GATEWAY_SUBJECT_WRITES_PER_MINUTE": "12" if limits else "0",
         }
         targets = {
             "bare": ["bench.record:bare_app"],
@@ -196,13 +210,21 @@ def main() -> None:
     parser.add_argument("--forwarder-runs", type=int, default=3, help="median of this many")
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument("--skip-forwarder", action="store_true")
+    parser.add_argument(
+        "--limits",
+        default="on",
+        choices=["on", "off"],
+        help="write limits checked on every request (never refusing) or switched off",
+    )
     args = parser.parse_args()
     connections = (16, 64)
     if not args.skip_http:
-        results = http_bench(args.seconds, connections, args.durability, args.repeat)
+        results = http_bench(
+            args.seconds, connections, args.durability, args.repeat, args.limits == "on"
+        )
         print(
-            f"POST /v1/sites/demo/consents, durability={args.durability}, median of "
-            f"{args.repeat} alternating runs of {args.seconds}s"
+            f"POST /v1/sites/demo/consents, durability={args.durability}, limits {args.limits}, "
+            f"median of {args.repeat} alternating runs of {args.seconds}s"
         )
         print(
             f"{'app':<10}{'conns':>6}{'rps':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"

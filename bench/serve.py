@@ -49,6 +49,9 @@ def main() -> None:
         "GATEWAY_RELOAD": "false",
         "GATEWAY_BANNERS_DIR": str(ROOT / "banners"),
         "GATEWAY_LOCALES_DIR": str(ROOT / "locales"),
+        # wrk plays a Cloudflare edge on loopback, so CF-IPCountry decides the region.
+        "GATEWAY_TRUSTED_PROXIES": "127.0.0.1",
+        "GATEWAY_GEO_HEADERS": "cloudflare",
     }
     with contextlib.ExitStack() as stack:
         gw = stack.enter_context(

@@ -24,7 +24,8 @@ from gateway.serving.validation import validate_bundle
 from gateway.serving.watch import Watcher
 from gateway.sites import versions
 from gateway.sites.catalog import LiveCatalog, static_dir
-from gateway.web import admin, api, errors, ops, privacy, public, records
+from gateway.web import accesslog, admin, api, errors, ops, privacy, public, records
+from gateway.web.framing import TransferCodings
 from gateway.web.front import HotPaths
 from gateway.web.middleware import MetricsMiddleware
 
@@ -70,7 +71,8 @@ class GatewayApp(Starlette):
 
     def build_middleware_stack(self) -> ASGIApp:
         self.front = HotPaths(super().build_middleware_stack(), self.router.routes)
-        return self.front
+        # Transfer codings other than chunked are refused before anything reads a body.
+        return TransferCodings(self.front)
 
 
 def create_app(settings: Settings | None = None, *, serving: bool = False) -> Starlette:
@@ -88,6 +90,7 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
         app.state.recording = recording
         app.state.settings = settings
         app.state.preferences = preferences = PreferenceService(settings)
+        app.state.limits = recording.limits  # admin writes share the write limits
         await recording.start()
         await preferences.start()
 
@@ -115,7 +118,7 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
             await preferences.stop()
             gateway.locator.close()
 
-    return GatewayApp(
+    app = GatewayApp(
         routes=[
             *public.routes(),
             *privacy.routes(),
@@ -129,8 +132,12 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
         exception_handlers=errors.HANDLERS,
         lifespan=lifespan,
     )
+    # No trailing-slash redirect: its Location was built from the client's Host header.
+    app.router.redirect_slashes = False
+    return app
 
 
 def factory() -> Starlette:
     """Entry for `uvicorn --factory gateway.app:factory` with settings from the environment."""
+    accesslog.install()  # as `consent-gateway serve` does: no credentials in the access log
     return create_app(load_settings(), serving=True)

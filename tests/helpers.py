@@ -27,6 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 GEOIP_DIR = ROOT / "tests" / "data" / "geoip"
 CITY_DB = GEOIP_DIR / "GeoIP2-City-Test.mmdb"
 IN_CI = os.environ.get("CI", "").lower() == "true"
+OPS_TOKEN = "ops-token-for-tests-0123456789"
+# What an operator's monitoring sends to see /readyz's details and /metrics.
+OPS = {"Authorization": f"Bearer {OPS_TOKEN}"}
 
 
 def shipped(locale: str, msgid: str) -> str:
@@ -51,6 +54,11 @@ def make_settings(tmp_path: Path, **changes: object) -> Settings:
         reload=False,
         node_id="test-node",
         durability="process",
+        # The tests play a deployment behind a CDN whose edge reaches the gateway over
+        # loopback: that peer is trusted, for these CDN families (the defaults trust nothing).
+        trusted_proxies=("127.0.0.1", "::1"),
+        geo_headers=("cloudflare", "cloudfront", "vercel"),
+        ops_token=OPS_TOKEN,
     )
     return base.replace(**changes)
 

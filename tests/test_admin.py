@@ -22,7 +22,7 @@ from starlette.testclient import TestClient
 from gateway.app import create_app
 from gateway.core.settings import Settings
 from tests.browser.harness import launch
-from tests.helpers import ROOT, editable_settings, shipped
+from tests.helpers import OPS, ROOT, editable_settings, shipped
 
 TOKEN = "admin-token-for-tests-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -59,6 +59,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
         (f"Bearer {TOKEN[:-1]}", 401),
         (f"Bearer {TOKEN}x", 401),
         (f"Basic {TOKEN}", 401),
+        ("Basic " + __import__("base64").b64encode(f"u:{TOKEN}".encode()).decode(), 401),
         (TOKEN, 401),
         ("Bearer ", 401),
         (f"Bearer {TOKEN}", 200),
@@ -192,7 +193,7 @@ def _reload_cycle(client: TestClient, settings: Settings) -> None:
     assert response.json()["reloaded"] is False
     assert "fr/LC_MESSAGES/demo.po" in response.json()["error"]
     assert client.get("/v1/sites/demo/config?region=FR&lang=fr").json()["banner_version"] == after
-    ready = client.get("/readyz")
+    ready = client.get("/readyz", headers=OPS)
     assert ready.status_code == 503
     assert "fr/LC_MESSAGES/demo.po" in ready.json()["catalog_error"]
     page = client.get("/admin/preview?site=demo", headers=AUTH).text
@@ -299,7 +300,9 @@ def test_preview_in_chromium_runs_the_public_snippet(settings: Settings, tmp_pat
             browser.close()
 
 
-def test_browsers_can_use_basic_auth_with_the_token_as_password(tmp_path: Path) -> None:
+def test_no_basic_auth_challenge_that_browsers_would_cache(tmp_path: Path) -> None:
+    """CSRF threat: a Basic challenge made browsers remember the token and send it along
+    with any cross-site request; admin is bearer-only and never asks for Basic."""
     import base64
 
     from gateway.app import create_app
@@ -309,17 +312,65 @@ def test_browsers_can_use_basic_auth_with_the_token_as_password(tmp_path: Path) 
     with TestClient(create_app(settings)) as c:
         refused = c.get("/admin/preview?site=demo")
         assert refused.status_code == 401
-        assert refused.headers["www-authenticate"].startswith("Basic")
+        assert refused.headers["www-authenticate"].startswith("Bearer")
         good = base64.b64encode(b"anyone:s3cret-token-value").decode()
-        assert (
-            c.get(
-                "/admin/preview?site=demo", headers={"Authorization": f"Basic {good}"}
-            ).status_code
-            == 200
-        )
-        bad = base64.b64encode(b"anyone:wrong").decode()
-        for header in (f"Basic {bad}", "Basic !!!", "Digest x", "Bearer "):
-            assert (
-                c.get("/admin/preview?site=demo", headers={"Authorization": header}).status_code
-                == 401
-            )
+        for header in (f"Basic {good}", "Digest x", "Bearer "):
+            response = c.get("/admin/preview?site=demo", headers={"Authorization": header})
+            assert response.status_code == 401
+            assert "basic" not in response.headers["www-authenticate"].lower()
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "http://evil.example"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},
+        {"Origin": "http://127.0.0.1:8000.evil.example", "Sec-Fetch-Site": "cross-site"},
+    ],
+    ids=["foreign origin", "null origin", "cross-site fetch", "same-site fetch", "suffix trick"],
+)
+def test_cross_site_admin_writes_are_refused_even_with_the_token(
+    client: TestClient, headers: dict[str, str]
+) -> None:
+    """CSRF threat: a page on another site posting to /admin/v1/reload with credentials."""
+    response = client.post(
+        "/admin/v1/reload",
+        headers={**AUTH, **headers, "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 403
+    assert response.json()["error"] == "cross_site_request"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Origin": "http://127.0.0.1:8000"}, {"Sec-Fetch-Site": "same-origin"}],
+    ids=["no browser headers (curl)", "own origin", "same-origin fetch"],
+)
+def test_same_site_admin_writes_still_work(client: TestClient, headers: dict[str, str]) -> None:
+    assert client.post("/admin/v1/reload", headers={**AUTH, **headers}).status_code == 200
+
+
+def test_admin_writes_are_rate_limited_per_client(tmp_path: Path) -> None:
+    """Abuse threat: a leaked or scripted token reloading (re-rendering every site) in a loop."""
+    from gateway.app import create_app
+    from tests.helpers import make_settings
+
+    settings = make_settings(
+        tmp_path, admin_token=TOKEN, client_writes_per_minute=1, client_write_burst=3
+    )
+    with TestClient(create_app(settings), base_url="http://127.0.0.1:8000") as c:
+        statuses = [c.post("/admin/v1/reload", headers=AUTH).status_code for _ in range(4)]
+        assert statuses == [200, 200, 200, 429]
+        limited = c.post("/admin/v1/reload", headers=AUTH)
+        assert limited.status_code == 429 and limited.json()["error"] == "rate_limited"
+        assert int(limited.headers["retry-after"]) >= 1
+        # The admin bucket is its own: the same client's consent writes are not affected,
+        # and reading (the preview) is not limited.
+        from tests.pg import consent_body
+
+        bundle = c.app.state.gateway.catalog.get("demo")  # type: ignore[attr-defined]
+        posted = c.post("/v1/sites/demo/consents", json=consent_body(bundle, "admin-ip"))
+        assert posted.status_code == 201
+        assert c.get("/admin/preview?site=demo", headers=AUTH).status_code == 200

@@ -14,6 +14,8 @@ from gateway.geo import clientip
 from gateway.geo.clientip import ProxyTrust, canonical_ip, client_ip
 
 TRUSTED = ("127.0.0.1", "10.0.0.0/8", "::1", "fd00::/8")
+# The CDN families whose client-address headers these tables exercise.
+VENDORS = clientip.vendor_keys(("cloudflare", "akamai", "cloudfront"))
 
 
 def hdrs(*pairs: tuple[str, str]) -> Headers:
@@ -140,7 +142,7 @@ CLIENT_CASES = [
 
 @pytest.mark.parametrize(("peer", "headers", "expected"), CLIENT_CASES)
 def test_client_ip(peer: str | None, headers: list[tuple[str, str]], expected: str | None) -> None:
-    assert client_ip(peer, hdrs(*headers), ProxyTrust(TRUSTED)) == expected
+    assert client_ip(peer, hdrs(*headers), ProxyTrust(TRUSTED), VENDORS) == expected
 
 
 BAD_CASES = [
@@ -165,13 +167,13 @@ def test_client_ip_rejects_garbage_from_trusted_peer(
     headers: list[tuple[str, str]], field: str
 ) -> None:
     with pytest.raises(BadRequest) as err:
-        client_ip("10.0.0.1", hdrs(*headers), ProxyTrust(TRUSTED))
+        client_ip("10.0.0.1", hdrs(*headers), ProxyTrust(TRUSTED), VENDORS)
     assert err.value.code == "invalid_header"
     assert err.value.status_code == 400
     assert err.value.field == field
     assert err.value.detail.startswith(f"{field}: ")
     # The same lines from an untrusted peer are ignored, not an error.
-    assert client_ip("203.0.113.9", hdrs(*headers), ProxyTrust(TRUSTED)) == "203.0.113.9"
+    assert client_ip("203.0.113.9", hdrs(*headers), ProxyTrust(TRUSTED), VENDORS) == "203.0.113.9"
 
 
 @pytest.mark.parametrize(
@@ -210,7 +212,7 @@ PROXIES = st.integers(min_value=0, max_value=0xFFFFFF).map(
 @settings(max_examples=200, deadline=None)
 def test_untrusted_peer_is_the_client_whatever_it_sends(peer: str, xff: bytes, cf: bytes) -> None:
     headers = Headers(raw=[(b"x-forwarded-for", xff), (b"cf-connecting-ip", cf)])
-    assert client_ip(peer, headers, ProxyTrust(TRUSTED)) == peer
+    assert client_ip(peer, headers, ProxyTrust(TRUSTED), VENDORS) == peer
 
 
 @given(
@@ -224,7 +226,10 @@ def test_forwarded_for_answer_is_the_hop_before_our_proxies(
 ) -> None:
     # Whatever the client claims (left), our proxies append the client and then each other.
     xff = ", ".join([*claimed, client, *chain])
-    assert client_ip("127.0.0.1", hdrs(("X-Forwarded-For", xff)), ProxyTrust(TRUSTED)) == client
+    assert (
+        client_ip("127.0.0.1", hdrs(("X-Forwarded-For", xff)), ProxyTrust(TRUSTED), VENDORS)
+        == client
+    )
 
 
 HEADER_NAMES = st.sampled_from([*clientip.VENDOR_IP_HEADERS, "x-forwarded-for"])
@@ -235,7 +240,9 @@ HEADER_NAMES = st.sampled_from([*clientip.VENDOR_IP_HEADERS, "x-forwarded-for"])
 def test_trusted_peer_garbage_is_a_bad_request_or_an_address(name: str, value: bytes) -> None:
     outcome: str | BadRequest | None
     try:
-        outcome = client_ip("127.0.0.1", Headers(raw=[(name.encode(), value)]), ProxyTrust(TRUSTED))
+        outcome = client_ip(
+            "127.0.0.1", Headers(raw=[(name.encode(), value)]), ProxyTrust(TRUSTED), VENDORS
+        )
     except BadRequest as err:  # the only exception a request can provoke here
         outcome = err
     if isinstance(outcome, BadRequest):
@@ -243,3 +250,27 @@ def test_trusted_peer_garbage_is_a_bad_request_or_an_address(name: str, value: b
         assert outcome.field.lower() == name
     else:
         assert outcome is None or canonical_ip(outcome) == outcome
+
+
+def test_cdn_client_headers_from_an_unlisted_family_are_not_believed() -> None:
+    """Spoofing threat: a trusted proxy that is not Cloudflare passes a client's own
+    CF-Connecting-IP through; only the families the operator lists are read."""
+    headers = hdrs(
+        ("CF-Connecting-IP", "81.2.69.160"),
+        ("True-Client-IP", "81.2.69.161"),
+        ("X-Forwarded-For", "198.51.100.7"),
+    )
+    assert client_ip("127.0.0.1", headers, ProxyTrust(TRUSTED)) == "198.51.100.7"
+    akamai = clientip.vendor_keys(["akamai"])
+    assert client_ip("127.0.0.1", headers, ProxyTrust(TRUSTED), akamai) == "81.2.69.161"
+
+
+def test_default_settings_trust_no_proxy_and_no_cdn_header() -> None:
+    from gateway.core.settings import load_settings
+
+    settings = load_settings(env={})
+    assert settings.trusted_proxies == () and settings.geo_headers == ()
+    headers = hdrs(("CF-Connecting-IP", "81.2.69.160"), ("X-Forwarded-For", "81.2.69.160"))
+    trust = ProxyTrust(settings.trusted_proxies)
+    vendors = clientip.vendor_keys(settings.geo_headers)
+    assert client_ip("127.0.0.1", headers, trust, vendors) == "127.0.0.1"

@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 from gateway.app import create_app
 from gateway.core.settings import Settings
 from gateway.sites.catalog import LiveCatalog
-from tests.helpers import editable_settings, shipped, shipped_rules
+from tests.helpers import OPS, editable_settings, shipped, shipped_rules
 
 TOKEN = "admin-token-for-tests-0123456789"
 
@@ -117,7 +117,9 @@ def test_watcher_picks_up_edits_without_a_restart(settings: Settings) -> None:
         }
 
         _append(_de_po(settings), "\nmsgid broken\n")
-        ready = _wait_for(lambda: (r := client.get("/readyz")).status_code == 503 and r)
+        ready = _wait_for(
+            lambda: (r := client.get("/readyz", headers=OPS)).status_code == 503 and r
+        )
         assert "de/LC_MESSAGES/demo.po" in ready.json()["catalog_error"]
         assert config()["banner_version"] == second["banner_version"]
         assert config()["texts"]["title"] == shipped("de", "We value your privacy")

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from gateway.app import create_app
-from tests.helpers import CITY_DB, make_settings
+from tests.helpers import CITY_DB, OPS, make_settings
 
 CONFIG = "/v1/sites/demo/config"
 
@@ -166,10 +166,10 @@ def test_two_locales_rendered_concurrently_never_mix(tmp_path: Path) -> None:
 
 def test_health_ready_metrics(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
-    ready = client.get("/readyz")
+    ready = client.get("/readyz", headers=OPS)
     assert ready.status_code == 200 and "demo" in ready.json()["sites"]
     client.get(CONFIG)
-    metrics = client.get("/metrics")
+    metrics = client.get("/metrics", headers=OPS)
     assert metrics.status_code == 200
     assert "gateway_http_requests_total" in metrics.text
     assert "consent_outbox_depth" in metrics.text

@@ -53,6 +53,8 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     settings_ = Settings(
         banners_dir=ROOT / "banners", locales_dir=ROOT / "locales", data_dir=data,
         durability="process", node_id="hostile", reload=False,
+        # Validation is under test here, not the write limits (tests/test_ratelimit.py).
+        client_writes_per_minute=0, subject_writes_per_minute=0,
     )  # fmt: skip
     with TestClient(create_app(settings_), base_url="http://127.0.0.1:8000") as c:
         # Keep every accepted record in the outbox, where the test reads it back.

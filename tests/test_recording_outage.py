@@ -13,6 +13,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.core.settings import Settings
+from tests.helpers import OPS, OPS_TOKEN
 from tests.pg import ORIGIN, ROOT, TcpProxy, eventually, pg_dsn  # noqa: F401
 from tests.procs import free_port
 
@@ -35,6 +36,8 @@ async def test_backlog_drains_without_loss_or_duplicates(
         node_id="outage-node",
         forward_max_backoff=0.2,
         shutdown_drain=2,
+        ops_token=OPS_TOKEN,
+        client_writes_per_minute=0,  # 240 writes from one test client, faster than any visitor
     )
     app = create_app(settings)
     port = free_port()
@@ -66,7 +69,7 @@ async def test_backlog_drains_without_loss_or_duplicates(
             during = await asyncio.gather(*(post(f"during-{i}") for i in range(200)))
             await asyncio.sleep(0.5)  # the forwarder retries, with backoff, and fails
             assert recording.outbox.depth == 200
-            health = (await client.get(f"{base}/readyz")).json()["recording"]
+            health = (await client.get(f"{base}/readyz", headers=OPS)).json()["recording"]
             assert health["outbox_depth"] == 200
             assert health["forwarder_last_error"]
             assert await conn.fetchval("SELECT count(*) FROM consent_records") == 40

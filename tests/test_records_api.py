@@ -24,7 +24,13 @@ PROXY = ("127.0.0.1", 50000)  # a trusted peer, so CDN geo headers count
 
 
 def make_settings(tmp_path: Path, **changes: object) -> Settings:
-    base = Settings(data_dir=tmp_path / "data", durability="process", node_id="node-a")
+    base = Settings(
+        data_dir=tmp_path / "data",
+        durability="process",
+        node_id="node-a",
+        trusted_proxies=("127.0.0.1",),
+        geo_headers=("cloudflare",),
+    )
     return base.replace(**changes)
 
 
@@ -151,9 +157,19 @@ def test_same_idempotency_key_returns_the_same_receipt(client: TestClient) -> No
     assert again.headers["idempotent-replayed"] == "true"
     wait_delivered(client)
     h = client.get(
-        "/v1/sites/demo/subjects/sub-2/consents", params={"receipt": first.json()["receipt"]}
+        "/v1/sites/demo/subjects/sub-2/consents",
+        headers={"Authorization": f"Bearer {first.json()['receipt']}"},
     )
     assert len(h.json()["history"]) == 1
+
+
+def test_receipt_in_the_query_is_refused(client: TestClient) -> None:
+    """Receipts-in-logs threat: a ?receipt= URL lands in access and proxy logs, so the
+    gateway never reads one from the query (the privacy center sends it as a header)."""
+    receipt = client.post(URL, json=consent_body(BUNDLE, "sub-q")).json()["receipt"]
+    h = client.get("/v1/sites/demo/subjects/sub-q/consents", params={"receipt": receipt})
+    assert h.status_code == 403 and h.json()["error"] == "receipt_required"
+    assert "?receipt" not in h.json()["detail"]
 
 
 def test_history_needs_a_receipt_of_that_subject(client: TestClient) -> None:

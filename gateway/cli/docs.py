@@ -16,7 +16,7 @@ from jinja2 import Environment, nodes
 
 from gateway.core.jurisdictions import load_rules, rule_table_markdown
 from gateway.core.settings import settings_table_markdown
-from gateway.serving import render
+from gateway.serving import render, sandbox
 from gateway.sites import texts
 from gateway.sites.catalog import DEFAULT_TEMPLATES
 
@@ -85,6 +85,27 @@ def template_reference() -> str:
     out += [f"| `{key}` | {msgid} |" for key, msgid in texts.BASE_TEXTS.items()]
     out += [f"| `description` ({model}) | {msgid} |" for model, msgid in texts.DESCRIPTIONS.items()]
     out += [
+        "",
+        "## What a template can do",
+        "",
+        "Templates run in Jinja's immutable sandbox: the variables above (and `page_config` in "
+        "`privacy_center.html`) are all a template sees; no attribute or item whose name "
+        "starts with `_` is reachable, and the shared data cannot be changed (`texts.update`, "
+        "`purposes.append` fail). `consent-gateway check` and a reload refuse a template "
+        "that breaks these rules before running any of it, naming the file and line.",
+        "",
+        "- Globals: `range` (at most "
+        f"{sandbox.MAX_RANGE:,} items), `_`, `gettext`, `ngettext`, `pgettext`, `npgettext`.",
+        "- Filters: " + ", ".join(f"`{f}`" for f in sorted(sandbox.ALLOWED_FILTERS)) + ".",
+        "- Not available: the string methods "
+        + ", ".join(f"`{m}`" for m in sorted(sandbox.UNSAFE_METHODS))
+        + ", and `%` on text (they build text of any size a template asks for).",
+        f"- Bounds per render: {sandbox.MAX_SECONDS} s of CPU, {sandbox.MAX_OUTPUT:,} characters "
+        f"of output, {sandbox.MAX_SEQUENCE:,} characters or items from one `*`, `+`, `~` or "
+        f"`join`, loops "
+        f"nested at most {sandbox.MAX_LOOP_DEPTH} deep, no recursive loops; template files up "
+        f"to {sandbox.MAX_SOURCE // 1024} KiB, inside the site's folder (a symlink out of it "
+        "is refused).",
         "",
         "## Your own strings",
         "",

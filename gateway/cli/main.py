@@ -122,8 +122,10 @@ def _serve(settings: Settings, workers: int) -> int:
         )
         return 2
     from gateway.app import build_gateway
+    from gateway.web import accesslog, connections
 
     build_gateway(settings).locator.close()  # fail fast, with a one-line error, before binding
+    accesslog.install()  # query values other than the serving parameters never reach the log
     uvicorn.run(
         create_app(settings, serving=True),
         host=settings.host,
@@ -132,6 +134,8 @@ def _serve(settings: Settings, workers: int) -> int:
         server_header=False,
         log_level=settings.log_level,
         timeout_graceful_shutdown=int(settings.shutdown_drain) + 5,
+        # Head and body timeouts, the connection cap and the keep-alive timeout.
+        **connections.server_options(settings),
     )
     return 0
 

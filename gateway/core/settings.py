@@ -115,15 +115,18 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "trusted_proxies",
-        "127.0.0.1,::1",
-        "IPs/CIDRs whose forwarding and CDN headers are believed (comma separated).",
+        "",
+        "IPs/CIDRs whose `X-Forwarded-For` (and the CDN headers of `GATEWAY_GEO_HEADERS`) are "
+        "believed (comma separated). Empty: no proxy; the TCP peer is the client.",
         _networks,
     ),
     Setting(
         "geo_headers",
-        "cloudflare,cloudfront,vercel",
-        "CDN geo header families read from trusted peers: cloudflare, cloudfront, vercel, "
-        "fastly, akamai, custom.",
+        "",
+        "CDN header families read from trusted proxies: cloudflare (`CF-IPCountry`, "
+        "`CF-Connecting-IP`), cloudfront (`CloudFront-Viewer-Country`, "
+        "`CloudFront-Viewer-Address`), vercel, fastly, akamai (EdgeScape, `True-Client-IP`), "
+        "custom. Empty: none.",
         _csv,
     ),
     Setting("geo_country_header", "", "Extra trusted header holding an ISO 3166-1 country code."),
@@ -244,8 +247,74 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("node_id", "", "This gateway node's id in records. Empty: the host name."),
     Setting("cache_max_age", "300", "Cache-Control max-age of banner responses, seconds.", _int),
     Setting("reload", "true", "Watch banners/ and locales/ and reload valid edits.", _bool),
-    Setting("public_url", "", "External base URL used in record_url. Empty: from the request."),
+    Setting(
+        "public_url",
+        "",
+        "External base URL used in record_url. Empty: the request's Host if it is one of "
+        "`GATEWAY_PUBLIC_HOSTS`, else a relative URL.",
+    ),
     Setting("log_level", "info", "Log level.", _choice("debug", "info", "warning", "error")),
+    # Abuse and resilience limits (issue 10).
+    Setting(
+        "public_hosts",
+        "",
+        "Host header values (`host` or `host:port`) the gateway may put in record_url when "
+        "`GATEWAY_PUBLIC_URL` is empty. Empty: `GATEWAY_HOST:GATEWAY_PORT` (and "
+        "`localhost:PORT` on a loopback bind).",
+        _csv,
+    ),
+    Setting(
+        "ops_token",
+        "",
+        "Bearer token for `/metrics` and the details of `/readyz`. Empty: `/readyz` says only "
+        "ready or not ready, and `/metrics` is open (it holds counts, no paths or errors).",
+        secret=True,
+    ),
+    Setting(
+        "client_writes_per_minute",
+        "600",
+        "Writes (consents, admin changes) one client address may make per minute, IPv6 by "
+        "/64, after a burst; more get 429 with Retry-After. 0: no limit.",
+        _int,
+    ),
+    Setting("client_write_burst", "120", "Writes one client address may make at once.", _int),
+    Setting(
+        "subject_writes_per_minute",
+        "12",
+        "Writes per minute for one subject of a site, after a burst. 0: no limit.",
+        _int,
+    ),
+    Setting("subject_write_burst", "6", "Writes one subject may get at once.", _int),
+    Setting(
+        "rate_limit_clients",
+        "20000",
+        "Client addresses, and subjects, the write limits remember (least recently seen go "
+        "first; about 160 bytes each).",
+        _positive_int,
+    ),
+    Setting(
+        "keepalive_timeout",
+        "5",
+        "Seconds an idle kept-alive connection stays open between requests.",
+        _float,
+    ),
+    Setting(
+        "header_timeout",
+        "10",
+        "Seconds a client has to send a request head, from connecting or from its first "
+        "byte (slowloris); a partial head gets 408, a silent connection is closed.",
+        _float,
+    ),
+    Setting(
+        "body_timeout", "10", "Seconds a client has to send a request body after its head.", _float
+    ),
+    Setting(
+        "max_connections",
+        "0",
+        "Open client connections at most; past it a new connection closes the one that has "
+        "waited longest for a request. 0: three quarters of the open-file limit less 128.",
+        _int,
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -307,6 +376,17 @@ class Settings:
     reload: bool = _default("reload")
     public_url: str = _default("public_url")
     log_level: str = _default("log_level")
+    public_hosts: tuple[str, ...] = _default("public_hosts")
+    ops_token: str = _default("ops_token")
+    client_writes_per_minute: int = _default("client_writes_per_minute")
+    client_write_burst: int = _default("client_write_burst")
+    subject_writes_per_minute: int = _default("subject_writes_per_minute")
+    subject_write_burst: int = _default("subject_write_burst")
+    rate_limit_clients: int = _default("rate_limit_clients")
+    keepalive_timeout: float = _default("keepalive_timeout")
+    header_timeout: float = _default("header_timeout")
+    body_timeout: float = _default("body_timeout")
+    max_connections: int = _default("max_connections")
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

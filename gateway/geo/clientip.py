@@ -13,12 +13,19 @@ from gateway.core.errors import BadRequest, ConfigError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-# Vendor headers carrying the client address, believed (in this order) only from trusted peers.
+# Vendor headers carrying the client address, in the order they are read, by the CDN family
+# that sets them. Believed only from trusted proxies, and only for the families the operator
+# names in GATEWAY_GEO_HEADERS: a proxy that is not that CDN passes a client's own value on.
 VENDOR_IP_HEADERS: tuple[str, ...] = (
     "cf-connecting-ip",
     "true-client-ip",
     "cloudfront-viewer-address",
 )
+VENDOR_IP_FAMILIES: dict[str, str] = {
+    "cf-connecting-ip": "cloudflare",
+    "true-client-ip": "akamai",
+    "cloudfront-viewer-address": "cloudfront",
+}
 FORWARDED_FOR = "x-forwarded-for"
 MAX_ADDRESS_TEXT = 64  # longest IPv6 with zone id and port fits well within this
 MAX_FORWARDED_FOR = 4096
@@ -221,25 +228,42 @@ def _walk_forwarded_for(values: list[bytes], peer: str | None, trust: ProxyTrust
     return ip  # every hop is one of ours (the leftmost is last): the client is a proxy itself
 
 
-_VENDOR_KEYS = tuple((name, name.encode()) for name in VENDOR_IP_HEADERS)
+VendorKeys = tuple[tuple[str, bytes], ...]
 _FORWARDED_FOR_KEY = FORWARDED_FOR.encode()
-# Raw (lower-case, bytes) names of every header that can name the client.
-CLIENT_HEADER_KEYS = frozenset([*(key for _, key in _VENDOR_KEYS), _FORWARDED_FOR_KEY])
 
 
-def client_ip(peer: str | None, headers: Headers, trust: ProxyTrust) -> str | None:
+def vendor_keys(families: Iterable[str]) -> VendorKeys:
+    """The vendor client-address headers of these CDN families, as (name, raw name)."""
+    wanted = {f.strip().lower() for f in families}
+    return tuple(
+        (name, name.encode()) for name in VENDOR_IP_HEADERS if VENDOR_IP_FAMILIES[name] in wanted
+    )
+
+
+def client_header_keys(vendors: VendorKeys) -> frozenset[bytes]:
+    """Raw (lower-case, bytes) names of every header that can name the client."""
+    return frozenset([*(key for _, key in vendors), _FORWARDED_FOR_KEY])
+
+
+def client_ip(
+    peer: str | None, headers: Headers, trust: ProxyTrust, vendors: VendorKeys = ()
+) -> str | None:
     """The visitor's IP: the peer, unless it is a trusted proxy vouching for someone else."""
     peer_ip = canonical_ip(peer)
     if not trust.trusts(peer_ip):
         return peer_ip  # an untrusted peer's headers are not even parsed
-    return vouched_client(peer_ip, collect_headers(headers, CLIENT_HEADER_KEYS), trust)
+    found = collect_headers(headers, client_header_keys(vendors))
+    return vouched_client(peer_ip, found, trust, vendors)
 
 
 def vouched_client(
-    peer_ip: str | None, found: dict[bytes, list[bytes]], trust: ProxyTrust
+    peer_ip: str | None,
+    found: dict[bytes, list[bytes]],
+    trust: ProxyTrust,
+    vendors: VendorKeys = (),
 ) -> str | None:
-    """The client a trusted peer names: a vendor header, else the X-Forwarded-For walk."""
-    for name, key in _VENDOR_KEYS:
+    """The client a trusted peer names: a listed vendor header, else the X-Forwarded-For walk."""
+    for name, key in vendors:
         values = found.get(key)
         if values:
             return _vendor_ip(name, values)

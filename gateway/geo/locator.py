@@ -27,12 +27,13 @@ from gateway.geo.cdn_headers import (
     subdivision_code,
 )
 from gateway.geo.clientip import (
-    CLIENT_HEADER_KEYS,
     IPAddress,
     ProxyTrust,
     canonical_ip,
+    client_header_keys,
     collect_headers,
     parsed_ip,
+    vendor_keys,
     vouched_client,
 )
 
@@ -209,7 +210,8 @@ class Locator:
         )
         self._pair_keys = pair_keys(self._pairs)
         # Everything a trusted peer's request is read for, collected in one pass.
-        self._trusted_names = pair_names(self._pair_keys) | CLIENT_HEADER_KEYS
+        self._vendors = vendor_keys(settings.geo_headers)
+        self._trusted_names = pair_names(self._pair_keys) | client_header_keys(self._vendors)
         self.database: GeoDatabase | None = None
         self._lookup: Callable[[str], Region] = _unknown
 
@@ -235,11 +237,19 @@ class Locator:
         if not self.trust.trusts(peer_ip):
             return peer_ip, (self._lookup(peer_ip) if peer_ip else UNKNOWN_REGION)
         found = collect_headers(headers, self._trusted_names)
-        ip = vouched_client(peer_ip, found, self.trust)
+        ip = vouched_client(peer_ip, found, self.trust, self._vendors)
         region = region_from_found(found, self._pair_keys)
         if region is not None:
             return ip, region
         return ip, (self._lookup(ip) if ip else UNKNOWN_REGION)
+
+    def client(self, peer: str | None, headers: Headers) -> str | None:
+        """The client IP alone (no region), after proxy trust."""
+        peer_ip = canonical_ip(peer)
+        if not self.trust.trusts(peer_ip):
+            return peer_ip
+        found = collect_headers(headers, client_header_keys(self._vendors))
+        return vouched_client(peer_ip, found, self.trust, self._vendors)
 
     def cache_info(self) -> dict[str, int]:
         """Hits, misses and size of the lookup cache (for /metrics)."""

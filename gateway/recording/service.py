@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector
 
 from gateway.core.errors import NotFound, Unavailable
+from gateway.core.ratelimit import WriteLimits
 from gateway.core.settings import Settings
 from gateway.core.tasks import Supervisor, SupervisorCollector
 from gateway.recording.consent import (
@@ -60,6 +61,8 @@ class RecordingService:
         # Every background task of the process runs under this supervisor (the app adds the
         # reload watcher): failures are logged, counted on /metrics, retried with backoff.
         self.tasks = Supervisor(max_backoff=settings.task_max_backoff)
+        # Per-client and per-subject write limits (429), checked once the client is located.
+        self.limits = WriteLimits(settings)
         self.outbox = Outbox(
             settings.data_dir / FILE_NAME,
             durability=settings.durability,
@@ -145,6 +148,7 @@ class RecordingService:
         placement = self._placement()
         # Where the visitor is comes from detection only, never from the request's query.
         ip, region = placement.locator.locate(submission.peer, submission.headers)
+        self.limits.check(ip, bundle.site.id, consent.subject_id)  # 429 past the write limits
         region, gpc, language, rule = placement.decide(
             bundle, region, submission.accept_language, submission.gpc_values
         )

@@ -18,13 +18,13 @@ from gateway.core.model import Region, ResolvedBanner, Rule
 from gateway.core.purposes import is_minor
 from gateway.core.settings import Settings
 from gateway.geo.locator import Locator
+from gateway.serving import hosts
 from gateway.serving.memo import BoundedMemo
 from gateway.serving.render import Renderer
 from gateway.serving.snippet import Snippet
 from gateway.signals.gpc import gpc_requested
 from gateway.sites.catalog import LiveCatalog, SiteBundle
 
-HOST = re.compile(r"^[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?$")
 MEMO_MAX = 4096
 MEMO_TEXT_MAX = 200  # longer Accept-Language values are rare and not remembered
 AGE_PARAM = re.compile(r"[0-9]|[1-9][0-9]|1[0-2][0-9]|130")
@@ -141,6 +141,7 @@ class Gateway:
         # The record URL's base when one is configured; otherwise each request's Host.
         self.public_base = settings.public_url.rstrip("/")
         self.vary = ", ".join(["Accept-Language", "Sec-GPC", *locator.geo_header_names])
+        self.public_hosts = hosts.public_hosts(settings)
         self.max_age = str(settings.cache_max_age).encode()
 
     def visitor(self, request: Any, bundle: SiteBundle) -> Visitor:
@@ -208,12 +209,10 @@ class Gateway:
         return self.renderer.resolve(bundle, visitor.rule, visitor.language, visitor.gpc, minor)
 
     def base_url(self, scheme: str, host: str | None) -> str:
-        """Where the public API is reached: the configured public URL, else this request's."""
-        if self.public_base:
-            return self.public_base
-        if not host or not HOST.match(host):
-            raise BadRequest("invalid_header", "Host: expected a host name and port", field="Host")
-        return f"{scheme}://{host}"
+        """Where the public API is reached: the configured public URL, this request's Host if
+        it is a configured public host, else "" (a path on the gateway's own origin; see
+        gateway/serving/hosts.py)."""
+        return hosts.base_url(self.settings, self.public_hosts, scheme, host)
 
     def record_url(self, scheme: str, host: str | None, site_id: str) -> str:
         """Where the snippet posts choices."""

@@ -12,9 +12,9 @@ from jinja2 import (
     BytecodeCache,
     ChoiceLoader,
     Environment,
-    FileSystemLoader,
     PrefixLoader,
     StrictUndefined,
+    Template,
     TemplateError,
     select_autoescape,
 )
@@ -25,6 +25,7 @@ from gateway.core.i18n import bcp47, direction
 from gateway.core.jurisdictions import is_exempt
 from gateway.core.model import ResolvedBanner, Rule, Site
 from gateway.core.purposes import prohibited_by, separate_kind
+from gateway.serving import sandbox
 from gateway.signals import consent_mode, gpc
 from gateway.sites import texts as builtin_texts
 from gateway.sites.catalog import DEFAULT_TEMPLATES, SiteBundle
@@ -47,6 +48,21 @@ TEMPLATE_VARIABLES: Mapping[str, str] = {
     "gpc": "bool: the visitor's browser sent Global Privacy Control and the rule honours it "
     "(as an opt-out of sale/sharing, or as an objection where rule.gpc_objects)",
 }
+
+# Variables that one template receives beyond TEMPLATE_VARIABLES.
+EXTRA_VARIABLES: Mapping[str, Mapping[str, str]] = {
+    "privacy_center.html": {
+        "page_config": "dict: what the page's script reads (record_url, history_url, texts, "
+        "names, actions)",
+    },
+}
+
+
+def variables_of(name: str) -> set[str]:
+    """The variables template ``name`` may read; a file other templates include gets all."""
+    if name in EXTRA_VARIABLES or name in TEMPLATES:
+        return {*TEMPLATE_VARIABLES, *EXTRA_VARIABLES.get(name, {})}
+    return {*TEMPLATE_VARIABLES, *(v for extra in EXTRA_VARIABLES.values() for v in extra)}
 
 
 def purpose_configs(
@@ -121,14 +137,16 @@ class SharedBytecode(BytecodeCache):
 def make_environment(
     site_dir: Path | None, translations: Any, bytecode_cache: BytecodeCache | None = None
 ) -> Environment:
-    """One environment per (site, locale): translations are never swapped per request."""
-    site_loader = [FileSystemLoader(str(site_dir))] if site_dir else []
-    env = Environment(
+    """One sandboxed environment per (site, locale): translations are never swapped per
+    request, and a site's templates see only what gateway/serving/sandbox.py allows."""
+    site_loader = [sandbox.ConfinedLoader(str(site_dir))] if site_dir else []
+    defaults = sandbox.ConfinedLoader(str(DEFAULT_TEMPLATES))
+    env = sandbox.TemplateSandbox(
         loader=ChoiceLoader(
             [
-                PrefixLoader({"default": FileSystemLoader(str(DEFAULT_TEMPLATES))}, delimiter=":"),
+                PrefixLoader({"default": defaults}, delimiter=":"),
                 *site_loader,
-                FileSystemLoader(str(DEFAULT_TEMPLATES)),
+                defaults,
             ]
         ),
         autoescape=select_autoescape(default=True, default_for_string=True),
@@ -139,6 +157,12 @@ def make_environment(
     )
     env.install_gettext_translations(translations, newstyle=True)  # type: ignore[attr-defined]
     return env
+
+
+def render_template(env: Environment, name: str, context: Mapping[str, Any]) -> str:
+    """Render a site's template within the sandbox's bounds; failures are TemplateErrors."""
+    template: Template = env.get_template(name)
+    return sandbox.render(template, context)
 
 
 class Renderer:
@@ -210,9 +234,7 @@ class Renderer:
         }
         env = self.environment(bundle, locale)
         try:
-            html = {
-                name.split(".")[0]: env.get_template(name).render(context) for name in TEMPLATES
-            }
+            html = {name.split(".")[0]: render_template(env, name, context) for name in TEMPLATES}
         except TemplateError as exc:
             raise ConfigError(
                 f"template error: {exc}",

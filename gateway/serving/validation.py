@@ -1,7 +1,8 @@
-"""Will every visitor of a site get a banner? Template syntax and render checks of a bundle.
+"""Will every visitor of a site get a banner? Template syntax, sandbox and render checks.
 
 The catalog runs ``validate_bundle`` before it serves a new version (a reload), and
-``consent-gateway check`` reports the same findings in full.
+``consent-gateway check`` reports the same findings in full. Syntax and the sandbox's static
+rules are checked first, without running anything: a template they refuse is never rendered.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from jinja2 import TemplateSyntaxError
 
 from gateway.core.errors import ConfigError
 from gateway.core.model import Region, Rule
-from gateway.serving import render
+from gateway.serving import render, sandbox
 from gateway.sites.catalog import SiteBundle
 
 
@@ -67,6 +68,24 @@ def syntax_errors(bundle: SiteBundle) -> list[Finding]:
     return found
 
 
+def sandbox_findings(bundle: SiteBundle) -> list[Finding]:
+    """What the sandbox would refuse in the site's templates, found without running them."""
+    site_dir = bundle.directory
+    env = render.make_environment(site_dir, bundle.translations.get(bundle.site.default_locale))
+    sources = []
+    for path in sorted(site_dir.rglob("*.html")):
+        name = path.relative_to(site_dir).as_posix()
+        sources.append((name, path.read_text(encoding="utf-8"), render.variables_of(name)))
+    return [
+        Finding(
+            str(site_dir / name),
+            f"refused by the template sandbox: {problem}",
+            "templates see only the variables and filters in docs/templates.md",
+        )
+        for name, problem in sandbox.iter_problems(env, sources)
+    ]
+
+
 def _coverage(rule: Rule) -> int:
     """How many optional parts of a banner the rule switches on (links, notes, separate asks)."""
     flags = (rule.gpc, rule.reject_on_first_layer, rule.do_not_sell_link, rule.limit_sensitive_link)
@@ -95,8 +114,14 @@ def cases(bundle: SiteBundle, every_rule: bool) -> list[tuple[str, Rule]]:
     return pairs
 
 
-def render_failures(bundle: SiteBundle, every_rule: bool = True) -> dict[str, list[str]]:
-    """Render (locale, rule, GPC) combinations; failure message → `locale/rule` cases."""
+def render_failures(
+    bundle: SiteBundle, every_rule: bool = True, first_only: bool = False
+) -> dict[str, list[str]]:
+    """Render (locale, rule, GPC) combinations; failure message → `locale/rule` cases.
+
+    ``first_only``: stop at the first failure (a reload refuses on one, so it renders no more
+    of a template than it must).
+    """
     renderer = render.Renderer()  # shares compiled templates across its locales
     failures: dict[str, list[str]] = {}
     for locale, rule in cases(bundle, every_rule):
@@ -108,14 +133,19 @@ def render_failures(bundle: SiteBundle, every_rule: bool = True) -> dict[str, li
             except Exception as exc:  # e.g. a translation whose placeholder is unknown
                 message = f"render error: {type(exc).__name__}: {exc}"
                 failures.setdefault(message, []).append(f"{locale}/{rule.id}")
+            if failures and first_only:
+                return failures
     return failures
 
 
-def template_findings(bundle: SiteBundle, every_rule: bool = True) -> list[Finding]:
-    """Syntax errors, or else every distinct render failure with the cases it hits."""
-    syntax = syntax_errors(bundle)
-    if syntax:
-        return syntax
+def template_findings(
+    bundle: SiteBundle, every_rule: bool = True, first_only: bool = False
+) -> list[Finding]:
+    """Syntax errors, else what the sandbox refuses, else every distinct render failure with
+    the cases it hits. Only the last step runs template code."""
+    static = syntax_errors(bundle) or sandbox_findings(bundle)
+    if static:
+        return static
     return [
         Finding(
             str(bundle.directory),
@@ -124,11 +154,11 @@ def template_findings(bundle: SiteBundle, every_rule: bool = True) -> list[Findi
             "templates see only the variables in docs/templates.md; translations keep "
             "the msgid's placeholders",
         )
-        for message, hit in render_failures(bundle, every_rule).items()
+        for message, hit in render_failures(bundle, every_rule, first_only).items()
     ]
 
 
 def validate_bundle(bundle: SiteBundle) -> None:
     """Raise ConfigError if a visitor of this site would get no banner; cheap enough for reload."""
-    for finding in template_findings(bundle, every_rule=False):
+    for finding in template_findings(bundle, every_rule=False, first_only=True):
         raise ConfigError(finding.message, where=finding.where, hint=finding.hint)

@@ -10,7 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.core.errors import NotFound
-from gateway.web.auth import authorize
+from gateway.web.auth import authorize, authorize_write
 from gateway.web.preview import preview
 
 
@@ -24,7 +24,7 @@ def _json(data: Any, status_code: int = 200) -> Response:
 
 
 async def reload(request: Request) -> Response:
-    authorize(request)
+    authorize_write(request)
     ok = await request.app.state.watcher.reload()
     catalog = request.app.state.gateway.catalog
     body = {

@@ -1,14 +1,28 @@
-"""The admin bearer-token check every admin endpoint calls first."""
+"""The admin bearer-token check every admin endpoint calls first, and the ops token's.
+
+Bearer only: a Basic challenge made browsers cache the token and send it with any request to
+the gateway, a cross-site form POST included (a review reloaded the catalog from another
+origin that way). Admin writes also refuse requests a browser marks as cross-site.
+"""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 
 from starlette.requests import Request
 
 from gateway.core.errors import BadRequest, NotFound
+
+# Sec-Fetch-Site values of requests a page of the gateway itself, or a person typing the URL
+# or a non-browser client (which sends no such header) makes.
+SAME_SITE_FETCH = frozenset({"same-origin", "none"})
+
+
+def _bearer(request: Request) -> bytes:
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return b""
+    return given.strip().encode("latin-1", "replace")
 
 
 def authorize(request: Request) -> None:
@@ -16,21 +30,44 @@ def authorize(request: Request) -> None:
     token = request.app.state.settings.admin_token
     if not token:
         raise NotFound("admin_disabled", "set GATEWAY_ADMIN_TOKEN to enable the admin API")
-    header = request.headers.get("authorization", "")
-    scheme, _, given = header.partition(" ")
-    secret = given.strip().encode("latin-1", "replace")
-    if scheme.lower() == "basic":
-        # Browsers can open /admin/preview with the token as the Basic password.
-        try:
-            secret = base64.b64decode(secret, validate=True).partition(b":")[2]
-        except (binascii.Error, ValueError):
-            secret = b""
-    elif scheme.lower() != "bearer":
-        secret = b""
-    if not hmac.compare_digest(secret, token.encode()):
+    if not hmac.compare_digest(_bearer(request), token.encode()):
         raise BadRequest(
-            "unauthorized",
-            "a valid `Authorization: Bearer <token>` (or Basic "
-            "with the token as password) is required",
-            status_code=401,
+            "unauthorized", "a valid `Authorization: Bearer <token>` is required", status_code=401
         )
+
+
+def _own_origin(request: Request) -> str:
+    public = request.app.state.settings.public_url.rstrip("/")
+    if public:
+        scheme, _, rest = public.partition("://")
+        return f"{scheme}://{rest.split('/', 1)[0]}"
+    return f"{request.url.scheme}://{request.headers.get('host', '')}"
+
+
+def refuse_cross_site(request: Request) -> None:
+    """403 for a write a browser sends from another site (CSRF), whatever it authenticates."""
+    fetch_site = request.headers.get("sec-fetch-site")
+    origin = request.headers.get("origin")
+    if (fetch_site is not None and fetch_site not in SAME_SITE_FETCH) or (
+        origin is not None and origin != _own_origin(request)
+    ):
+        raise BadRequest(
+            "cross_site_request",
+            "admin changes are not accepted from another site's page",
+            status_code=403,
+        )
+
+
+def authorize_write(request: Request) -> None:
+    """Everything an admin write needs: the token, a same-site request, and the rate limit."""
+    authorize(request)
+    refuse_cross_site(request)
+    state = request.app.state
+    peer = request.client.host if request.client else None
+    state.limits.check_admin(state.gateway.locator.client(peer, request.headers))
+
+
+def ops_authorized(request: Request) -> bool:
+    """True if the request carries the ops token (never when none is configured)."""
+    token = request.app.state.settings.ops_token
+    return bool(token) and hmac.compare_digest(_bearer(request), token.encode())

@@ -17,8 +17,8 @@ from gateway.core.errors import BadRequest, Unavailable
 from gateway.web.answer import Answer, AnswerResponse, RawHeaders, json_answer
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
-# Basic, not Bearer: browsers then ask for the token once (as the password) for /admin/preview.
-_ADMIN_CHALLENGE = (b"www-authenticate", b'Basic realm="consent-gateway admin"')
+# Bearer, not Basic: a browser caches Basic credentials and sends them cross-site.
+_ADMIN_CHALLENGE = (b"www-authenticate", b'Bearer realm="consent-gateway"')
 
 
 def error_answer(
@@ -46,8 +46,11 @@ def answer_for(exc: BadRequest | Unavailable, headers: RawHeaders | None = None)
     if isinstance(exc, Unavailable):
         extra.append((b"retry-after", str(exc.retry_after).encode()))
         return error_answer(503, "unavailable", exc.message, headers=extra)
+    retry_after = getattr(exc, "retry_after", None)  # 429: RateLimited
+    if retry_after is not None:
+        extra.append((b"retry-after", str(retry_after).encode()))
     if exc.status_code == 401:
-        # API keys ask for Bearer (gateway/preferences/auth.py); admin takes Basic.
+        # API keys name their own challenge (gateway/preferences/auth.py).
         challenge = getattr(exc, "challenge", None)
         extra.append((b"www-authenticate", challenge.encode()) if challenge else _ADMIN_CHALLENGE)
     return error_answer(exc.status_code, exc.code, exc.detail, field=exc.field, headers=extra)

@@ -10,6 +10,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.core.errors import BadRequest
+from gateway.web.auth import ops_authorized
+
 
 def _json(data: Any, status_code: int = 200) -> Response:
     return Response(
@@ -45,11 +48,16 @@ def readiness(app_state: Any) -> tuple[bool, dict[str, Any]]:
 
 async def readyz(request: Request) -> Response:
     ready, checks = readiness(request.app.state)
-    return _json({"status": "ready" if ready else "not ready", **checks}, 200 if ready else 503)
+    shown = checks if ops_authorized(request) else {}  # details name files and errors
+    return _json({"status": "ready" if ready else "not ready", **shown}, 200 if ready else 503)
 
 
 async def metrics(request: Request) -> Response:
     """Process-wide metrics, then the recording service's own (outbox, forwarder)."""
+    if request.app.state.settings.ops_token and not ops_authorized(request):
+        raise BadRequest(
+            "unauthorized", "send `Authorization: Bearer <ops token>`", status_code=401
+        )
     body = generate_latest(REGISTRY)
     recording = getattr(request.app.state, "recording", None)
     if recording is not None:

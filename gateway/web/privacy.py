@@ -11,6 +11,7 @@ from starlette.routing import Route
 
 from gateway.core import paths
 from gateway.core.errors import ConfigError
+from gateway.serving.render import render_template
 from gateway.web.public import answer_context
 
 TEMPLATE = "privacy_center.html"
@@ -61,7 +62,7 @@ async def privacy_center(request: Request) -> HTMLResponse:
     }
     env = gateway.renderer.environment(bundle, visitor.language)
     try:
-        html = env.get_template(TEMPLATE).render(context)
+        html = render_template(env, TEMPLATE, context)
     except TemplateError as exc:
         raise ConfigError(f"template error: {exc}", where=str(bundle.directory)) from exc
     return HTMLResponse(

@@ -157,12 +157,10 @@ def _token(request: Request) -> str:
     scheme, _, value = auth.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    token = request.query_params.get("receipt")
-    if token:
-        return token
+    # Never from the query: URLs end up in access logs, proxies' logs and browser history.
     raise BadRequest(
         "receipt_required",
-        "send the subject's receipt as `Authorization: Bearer <receipt>` or ?receipt=",
+        "send the subject's receipt as `Authorization: Bearer <receipt>`",
         status_code=403,
     )
 

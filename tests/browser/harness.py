@@ -60,10 +60,11 @@ class Gateway:
 
     def consents(self, subject_id: str, receipt: str, count: int = 1) -> list[dict[str, Any]]:
         """The subject's records in the store, oldest first, once ``count`` have arrived."""
-        path = f"/v1/sites/demo/subjects/{subject_id}/consents?" + urlencode({"receipt": receipt})
+        path = f"/v1/sites/demo/subjects/{subject_id}/consents"
+        auth = {"Authorization": f"Bearer {receipt}"}  # never ?receipt=: URLs are logged
         deadline = time.monotonic() + 10
         while True:
-            history: list[dict[str, Any]] = self.get_json(path)["history"]
+            history: list[dict[str, Any]] = self.get_json(path, auth)["history"]
             if len(history) >= count or time.monotonic() > deadline:
                 return sorted(history, key=lambda r: str(r["recorded_at"]))
             time.sleep(0.05)
@@ -103,7 +104,13 @@ def run_gateway(site_origin: str, work: Path, *, reload: bool = False) -> Iterat
         "--reload",
         "true" if reload else "false",
     ]
-    env = {**os.environ, "GATEWAY_DATA_DIR": str(work / "data")}
+    env = {
+        **os.environ,
+        "GATEWAY_DATA_DIR": str(work / "data"),
+        # The browser plays a visitor behind a CDN edge on loopback: its geo headers count.
+        "GATEWAY_TRUSTED_PROXIES": "127.0.0.1,::1",
+        "GATEWAY_GEO_HEADERS": "cloudflare,cloudfront,vercel",
+    }
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     gw = Gateway(f"http://127.0.0.1:{port}", process, log)

@@ -1,0 +1,131 @@
+"""Per-client and per-subject write limits: token buckets in bounded tables, no I/O.
+
+One client once wrote 96,765 records in 15 s and, with the store down, filled a 2,000-record
+outbox in 0.42 s, after which every visitor got 503. Writes are limited per client address
+(after proxy trust; IPv6 by /64, which one subscriber usually holds whole) and per subject;
+a client over its limit gets ``429`` with ``Retry-After``. A limit of 0 turns it off.
+
+Each key's bucket holds up to ``burst`` writes and refills at ``rate`` writes a second, kept
+as one number, the time the bucket will next be full ("theoretical arrival time", GCRA): the
+same answers as counting tokens, in a third of the memory. A table keeps at most ``max_keys``
+keys in least-recently-used order; when it is full the least recently used key goes, which
+is harmless when its bucket has refilled (a full bucket is what a new key gets) and
+otherwise lets that one key start afresh. Subjects are kept by a hash of (site, subject):
+two subjects sharing a bucket by a collision would only share a limit.
+
+Pure: the caller passes the client address it located and the subject it validated, so the
+check sits wherever both are known (the recording path, the admin endpoints).
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+
+from gateway.core.errors import BadRequest
+from gateway.core.settings import Settings
+
+
+class TokenBuckets:
+    """``take(key, now)``: 0.0 when the request may pass, else the seconds until it may."""
+
+    __slots__ = ("_due", "interval", "max_keys", "tolerance")
+
+    def __init__(self, rate: float, burst: float, max_keys: int) -> None:
+        if rate <= 0 or burst < 1 or max_keys < 1:
+            raise ValueError("rate must be positive, burst and max_keys at least 1")
+        self.interval = 1.0 / rate  # seconds one write takes from the bucket
+        self.tolerance = (burst - 1) * self.interval  # how far ahead of time a burst may run
+        self.max_keys = max_keys
+        # key -> the time its bucket is full again, least recently used first. An
+        # OrderedDict, not a dict: popping a plain dict's first key scans the holes that
+        # earlier pops left (measured: 40 µs a take once the table was full).
+        self._due: OrderedDict[Hashable, float] = OrderedDict()
+
+    def take(self, key: Hashable, now: float) -> float:
+        due = self._due
+        full_at = due.get(key)
+        if full_at is None:
+            if len(due) >= self.max_keys:
+                due.popitem(last=False)
+            due[key] = now + self.interval
+            return 0.0
+        due.move_to_end(key)
+        if full_at < now:
+            full_at = now
+        wait = full_at - now - self.tolerance
+        if wait > 0:
+            return wait  # refused: the bucket is unchanged
+        due[key] = full_at + self.interval
+        return 0.0
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+
+def retry_after(wait: float) -> int:
+    """Whole seconds for a Retry-After header: rounded up, at least 1."""
+    return max(1, math.ceil(wait))
+
+
+class RateLimited(BadRequest):
+    """429: this client or subject wrote too often; ``retry_after`` seconds until it may."""
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__("rate_limited", detail, status_code=429)
+        self.retry_after = retry_after
+
+
+def client_key(ip: str | None) -> str | bytes:
+    """The bucket of an address: IPv4 as is, IPv6 by its /64 (canonical text in, from proxy
+    trust); no address (a Unix socket) shares one bucket."""
+    if not ip:
+        return ""
+    if ":" not in ip:
+        return ip
+    try:
+        return socket.inet_pton(socket.AF_INET6, ip)[:8]
+    except (OSError, ValueError):
+        return ip
+
+
+def _buckets(per_minute: int, burst: int, max_keys: int) -> TokenBuckets | None:
+    return TokenBuckets(per_minute / 60.0, max(burst, 1), max_keys) if per_minute > 0 else None
+
+
+class WriteLimits:
+    """The gateway's write limits; ``check`` raises RateLimited for a client over its limit."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
+        entries = settings.rate_limit_clients
+        per_client = (settings.client_writes_per_minute, settings.client_write_burst, entries)
+        self.by_client = _buckets(*per_client)
+        # Admin writes from a client have buckets of their own, so that visitors behind the
+        # same address (an office) cannot starve a reload, nor a reload loop their consents.
+        self.admin_by_client = _buckets(*per_client)
+        self.by_subject = _buckets(
+            settings.subject_writes_per_minute, settings.subject_write_burst, entries
+        )
+        self.clock = clock
+
+    def check(self, ip: str | None, site: str, subject: str) -> None:
+        """Take one write from the client's bucket and the subject's."""
+        now = self.clock()
+        if self.by_client is not None:
+            wait = self.by_client.take(client_key(ip), now)
+            if wait:
+                raise RateLimited("too many writes from this address; slow down", retry_after(wait))
+        if self.by_subject is not None:
+            wait = self.by_subject.take(hash((site, subject)), now)
+            if wait:
+                raise RateLimited("too many writes for this subject; slow down", retry_after(wait))
+
+    def check_admin(self, ip: str | None) -> None:
+        """Take one admin write from the client's admin bucket."""
+        if self.admin_by_client is not None:
+            wait = self.admin_by_client.take(client_key(ip), self.clock())
+            if wait:
+                raise RateLimited("too many admin changes from this address", retry_after(wait))
