@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 
 from gateway.core.settings import Settings
 from gateway.sites.catalog import load_site
-from tests.helpers import fill_disk, shipped_rules, small_disk
+from tests.helpers import OPS, OPS_TOKEN, fill_disk, shipped_rules, small_disk
 from tests.pg import ROOT, consent_body, recording_app
 from tests.procs import free_port
 
@@ -26,12 +26,13 @@ MIB = 1024 * 1024
 
 
 def make_settings(data_dir: Path, **changes: object) -> Settings:
-    base = Settings(data_dir=data_dir, durability="process", node_id="node-r")
+    # The ops token: /readyz names its problems only to the holder (issue 10 item 8).
+    base = Settings(data_dir=data_dir, durability="process", node_id="node-r", ops_token=OPS_TOKEN)
     return base.replace(**changes)
 
 
 def problems(client: TestClient) -> tuple[int, list[str]]:
-    answer = client.get("/readyz")
+    answer = client.get("/readyz", headers=OPS)
     found: list[str] = answer.json()["recording"]["problems"]
     return answer.status_code, found
 
@@ -49,7 +50,7 @@ def test_readyz_turns_unready_when_free_disk_falls_under_the_threshold(tmp_path:
     with TestClient(recording_app(settings)) as client:
         status, found = problems(client)
         assert (status, found) == (503, ["disk_low"])
-        assert client.get("/readyz").json()["recording"]["disk_free_bytes"] > 0
+        assert client.get("/readyz", headers=OPS).json()["recording"]["disk_free_bytes"] > 0
     with TestClient(recording_app(settings.replace(ready_min_free_mb=0.0))) as client:
         assert problems(client) == (200, [])
 
@@ -84,7 +85,7 @@ def test_readyz_turns_unready_when_the_forwarder_stalls(tmp_path: Path) -> None:
         answer = client.post("/v1/sites/demo/consents", json=consent_body(BUNDLE, "s"))
         assert answer.status_code == 201
         wait_for(lambda: "forwarder_stalled" in problems(client)[1])
-        health = client.get("/readyz").json()["recording"]
+        health = client.get("/readyz", headers=OPS).json()["recording"]
         assert health["outbox_oldest_age_seconds"] > 0.3
         assert health["forwarder_last_error"]
 
@@ -103,7 +104,7 @@ def test_readyz_turns_unready_while_a_background_task_is_down(tmp_path: Path) ->
 
         client.portal.call(tasks.start, "probe", cannot_start)  # type: ignore[union-attr]
         wait_for(lambda: "task_down:probe" in problems(client)[1])
-        metrics = client.get("/metrics").text
+        metrics = client.get("/metrics", headers=OPS).text
         assert 'consent_task_up{task="forwarder-0"} 1.0' in metrics
         assert 'consent_task_failures_total{task="probe"}' in metrics
         client.portal.call(tasks.stop, "probe")  # type: ignore[union-attr]
