@@ -32,7 +32,7 @@ async def fill(path: Path, records: int) -> None:
     """An outbox holding ``records`` bench records, appended as the recording path does."""
     from gateway.core.model import ConsentRecord
     from gateway.recording.consent import Uuid7Clock, rfc3339_utc
-    from gateway.recording.outbox.queue import Outbox
+    from gateway.recording.outbox.group_commit import Outbox
 
     clock = Uuid7Clock()
     outbox = Outbox(path, durability="process")
@@ -78,7 +78,7 @@ async def drain(template: Path, workdir: Path, **forwarder: Any) -> dict[str, An
     """One run: a copy of the filled outbox drained into a new database."""
     from gateway.core.settings import Settings
     from gateway.recording.forwarder import Forwarder
-    from gateway.recording.outbox.queue import Outbox
+    from gateway.recording.outbox.group_commit import Outbox
     from gateway.sinks.postgres import PostgresStore
 
     settings = Settings()

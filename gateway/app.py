@@ -129,7 +129,7 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
         watcher = Watcher(settings, gateway, on_reload=lambda: admin.publish_current(app.state))
         app.state.watcher = watcher
         if settings.reload:
-            watcher.start()
+            watcher.start(recording.tasks)  # supervised beside the recording tasks
         # Regions whose law starts on a date switch on the day (regions_from), reload or not.
         switches = RuleSwitches(gateway, gateway.catalog.rules.region_map)
         switches.start()

@@ -6,15 +6,21 @@ conftest.py (pytest owns that module's import).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import os
 import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from babel.messages.pofile import read_po
 
 from gateway.core.jurisdictions import RuleTable, load_rules
 from gateway.core.settings import Settings
+from gateway.recording.outbox.group_commit import Outbox
 
 ROOT = Path(__file__).resolve().parent.parent
 # MaxMind's MIT-licensed test databases, vendored with their licence (tests/data/geoip/).
@@ -59,3 +65,49 @@ def editable_settings(tmp_path: Path, **changes: object) -> Settings:
         locales_dir=tmp_path / "locales",
         **changes,
     )
+
+
+async def opened(tmp_path: Path, **kwargs: object) -> Outbox:
+    """An open outbox in ``tmp_path`` (keyword arguments go to ``Outbox``)."""
+    outbox = Outbox(tmp_path / "outbox.sqlite3", **kwargs)  # type: ignore[arg-type]
+    await outbox.open()
+    return outbox
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: str = "16m") -> Iterator[Path]:
+    """A real file system of ``size`` (tmpfs) mounted at ``path``, for running out of space.
+
+    Mounting needs root (CAP_SYS_ADMIN); elsewhere the test is skipped, saying why."""
+    path.mkdir(parents=True, exist_ok=True)
+    mount = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill: {mount.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill_disk(directory: Path) -> Path:
+    """Write a ballast file until the file system is full; remove it to free the space."""
+    ballast = directory / "ballast"
+    with ballast.open("wb", buffering=0) as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 65536)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+        try:  # the last partial page
+            while True:
+                handle.write(b"\0" * 512)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+    return ballast

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import random
+import logging
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
@@ -11,34 +11,21 @@ from pathlib import Path
 
 import orjson
 import pytest
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from gateway.core.model import ConsentRecord
 from gateway.core.settings import Settings
-from gateway.recording.forwarder import (
-    Forwarder,
-    backoff_delay,
-    decode_body,
-    outbox_replay,
-    outbox_status,
-)
-from gateway.recording.outbox.queue import FILE_NAME, Outbox
+from gateway.recording.forwarder import Forwarder, ForwarderCollector
+from gateway.recording.outbox.commands import outbox_replay, outbox_status
+from gateway.recording.outbox.database import FILE_NAME
+from gateway.recording.outbox.group_commit import Outbox
 from gateway.recording.service import RecordingService
 from gateway.sinks.base import ObjectSink
 from gateway.sinks.postgres import PostgresStore
 from gateway.sinks.sqlite import SqliteStore
+from tests.helpers import fill_disk, small_disk
 from tests.pg import eventually, make_record, pg_dsn  # noqa: F401
 from tests.procs import free_port
-
-
-def test_backoff_grows_with_jitter_and_stops_at_the_cap() -> None:
-    rng = random.Random(7)
-    for attempt in range(40):
-        step = min(2.0, 0.05 * 2**attempt)
-        delays = {backoff_delay(attempt, cap=2.0, rng=rng) for _ in range(20)}
-        assert all(step / 2 <= d <= step for d in delays)
-        assert len(delays) > 1  # jittered, so nodes retrying together spread out
-    assert max(backoff_delay(10_000, cap=2.0, rng=rng) for _ in range(100)) <= 2.0
 
 
 async def test_delivers_everything_and_reports_metrics(tmp_path: Path) -> None:
@@ -253,20 +240,57 @@ async def test_object_sinks_get_every_field_even_from_older_bodies(tmp_path: Pat
     assert sink.records == []  # write_batch is not used when write_objects is there
 
 
-@pytest.mark.parametrize(
-    ("body", "problem"),
-    [
-        (b"\x00\xff", "not JSON"),
-        (b"[1, 2]", "not a consent record"),
-        (b'{"record_id": "x"}', "not a consent record"),
-    ],
-)
-def test_decode_body_says_why_a_body_is_not_a_record(body: bytes, problem: str) -> None:
-    obj, why = decode_body(body)
-    assert obj == {}
-    assert why.startswith(problem)
+async def test_full_disk_on_ack_is_logged_counted_retried_and_recovers_without_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The threat (security review §2): with the outbox's disk full, a failed ack killed the
+    # forwarder silently (no log, no metric, nothing forwarded until a restart) and then
+    # made shutdown fail. Here the disk really fills: SQLite itself answers "disk is full".
+    with small_disk(tmp_path / "disk") as disk:
+        outbox = Outbox(disk / FILE_NAME, durability="process", checkpoint_interval=3600)
+        await outbox.open()
+        store = SqliteStore(tmp_path / "store.sqlite3")  # healthy, on another disk
+        await store.open()
+        records = [make_record(f"f{i}") for i in range(300)]
+        await asyncio.gather(*(outbox.append(r, "x") for r in records))
+        await outbox.checkpointer.round(outbox.held)  # an empty WAL: the ack needs new space
+        ballast = fill_disk(disk)
+        forwarder = Forwarder(outbox, [store], base_backoff=0.01, max_backoff=0.1)
+        registry = CollectorRegistry()
+        registry.register(ForwarderCollector(forwarder))
+        with caplog.at_level(logging.ERROR, logger="gateway.forwarder"):
+            forwarder.start()
+            await eventually(lambda: forwarder.outbox_failures >= 3)
+        assert forwarder.running  # alive, retrying
+        assert forwarder.last_error is not None and "disk is full" in forwarder.last_error
+        logged = [r.getMessage() for r in caplog.records if r.name == "gateway.forwarder"]
+        assert any("acknowledging" in m and "disk is full" in m for m in logged)
+        assert "consent_forwarder_outbox_failures_total" in generate_latest(registry).decode()
+        assert (await store.subject_history("demo", "f0"))["current"] is not None  # delivered
+        assert outbox.depth == 300  # but not forgotten before the ack commits
 
+        ballast.unlink()  # space comes back: forwarding resumes without a restart
+        await eventually(lambda: outbox.depth == 0)
+        assert forwarder.last_error is None
+        late = make_record("late")
+        await outbox.append(late, "x")
+        await eventually(lambda: forwarder.forwarded >= 301)
 
-def test_decode_body_returns_the_stored_object() -> None:
-    record = make_record("d")
-    assert decode_body(orjson.dumps(record.as_json())) == (record.as_json(), "")
+        # Full again with delivered records unacknowledged: shutdown still completes.
+        await forwarder.stop(drain=5)
+        await asyncio.gather(*(outbox.append(make_record(f"g{i}"), "x") for i in range(50)))
+        await outbox.checkpointer.round(outbox.held)
+        ballast = fill_disk(disk)
+        forwarder.start()
+        failures = forwarder.outbox_failures
+        await eventually(lambda: forwarder.outbox_failures > failures)
+        started = time.monotonic()
+        await forwarder.stop(drain=0.3)  # raises nothing
+        await outbox.close()
+        assert time.monotonic() - started < 5
+        ballast.unlink()
+        again = Outbox(disk / FILE_NAME, durability="process")
+        await again.open()
+        assert again.depth == 50  # nothing lost: delivered again at the next start
+        await again.close()
+        await store.close()

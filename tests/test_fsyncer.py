@@ -12,8 +12,8 @@ import pytest
 
 from gateway.core.errors import Unavailable
 from gateway.recording.outbox.fsyncer import Fsyncer
-from gateway.recording.outbox.queue import Outbox
-from tests.pg import make_record
+from gateway.recording.outbox.group_commit import Outbox
+from tests.pg import eventually, make_record
 
 
 async def started(path: Path) -> Fsyncer:
@@ -126,4 +126,21 @@ async def test_outbox_refuses_appends_it_cannot_make_durable(tmp_path: Path) -> 
     with pytest.raises(Unavailable, match="cannot sync"):
         await outbox.append(make_record("unsynced"), "x")
     assert not outbox.writable
+    await outbox.close()
+
+
+async def test_a_dead_helper_is_replaced_by_the_supervised_watch_before_it_is_needed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gateway.recording.outbox.group_commit._FSYNC_CHECK_S", 0.05)
+    outbox = Outbox(tmp_path / "outbox.sqlite3", durability="power")
+    await outbox.open()
+    fsyncer = outbox._fsyncer
+    assert fsyncer is not None
+    first = child_pid(fsyncer)
+    os.kill(first, signal.SIGKILL)  # no append is waiting: nobody would notice until one is
+    await eventually(lambda: fsyncer.alive and child_pid(fsyncer) != first, within=5)
+    assert outbox.tasks.status()["outbox-fsync-helper"]["up"] is True
+    answer = await outbox.append(make_record("after"), "x")
+    assert not answer.duplicate
     await outbox.close()

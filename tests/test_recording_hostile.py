@@ -16,9 +16,9 @@ from starlette.testclient import TestClient
 
 from gateway.app import create_app
 from gateway.core.model import ConsentRecord
+from gateway.core.record_codec import decode_record
 from gateway.core.settings import Settings
 from gateway.recording.consent import validate
-from gateway.recording.outbox.queue import decode_record
 from tests.pg import ORIGIN, ROOT
 
 URL = "/v1/sites/demo/consents"

@@ -19,7 +19,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.recording.forwarder import Forwarder
-from gateway.recording.outbox.queue import FILE_NAME, Outbox
+from gateway.recording.outbox.database import FILE_NAME
+from gateway.recording.outbox.group_commit import Outbox
 from gateway.sinks.base import PermanentSinkError, SinkError
 from gateway.sinks.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookSink, sign
 from tests.pg import eventually, make_record

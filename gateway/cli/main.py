@@ -170,7 +170,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print("geo database is up to date" if stats is None else str(stats))
         return 0
     if args.command == "outbox":
-        from gateway.recording.forwarder import outbox_replay, outbox_status
+        from gateway.recording.outbox.commands import outbox_replay, outbox_status
 
         if args.outbox_command == "status":
             _print_mapping(asyncio.run(outbox_status(settings)))

@@ -330,7 +330,7 @@ class ConsentRecord:
         if (
             type(self.choices) is dict
             and type(self.signals) is dict
-            and data.keys() == _RECORD_FIELDS
+            and data.keys() == RECORD_FIELDS
         ):
             return data
         return self.as_json()
@@ -364,4 +364,7 @@ class ConsentRecord:
         )
 
 
-_RECORD_FIELDS = frozenset(f.name for f in dataclasses.fields(ConsentRecord))
+# A record's fields, in order: computed here once; the record codec
+# (core/record_codec.py), the outbox, the forwarder and the sinks all take them from here.
+RECORD_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ConsentRecord))
+RECORD_FIELDS = frozenset(RECORD_COLUMNS)

@@ -162,6 +162,41 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("forward_max_backoff", "60", "Cap of the forwarder's retry backoff, seconds.", _float),
     Setting("shutdown_drain", "10", "Seconds the forwarder may drain on shutdown.", _float),
     Setting(
+        "outbox_checkpoint_mb",
+        "16",
+        "Outbox WAL size (MiB) that triggers a checkpoint truncating it; appends are held for "
+        "its last step (milliseconds). Keeps the WAL bounded under any load.",
+        _positive_int,
+    ),
+    Setting(
+        "outbox_checkpoint_interval",
+        "30",
+        "Seconds between outbox checkpoints that truncate a non-empty WAL below that size and "
+        "give the file's free pages back after a backlog is delivered; 0: only at that size.",
+        _float,
+    ),
+    Setting(
+        "task_max_backoff",
+        "30",
+        "Cap, seconds, of the restart backoff of a failed background task (forwarder, "
+        "checkpointer, key pruner, fsync helper, reload watcher).",
+        _float,
+    ),
+    Setting(
+        "ready_min_free_mb",
+        "100",
+        "`/readyz` answers 503 while the data dir's file system has less free space (MiB); "
+        "0: never.",
+        _float,
+    ),
+    Setting(
+        "ready_max_forward_lag",
+        "300",
+        "`/readyz` answers 503 while the oldest undelivered record has waited longer "
+        "(seconds): the forwarder is stalled or the store cannot keep up; 0: never.",
+        _float,
+    ),
+    Setting(
         "receipt_key",
         "",
         "Secret signing receipts. Empty: generated once into the data dir.",
@@ -229,6 +264,11 @@ class Settings:
     forward_linger: float = _default("forward_linger")
     forward_max_backoff: float = _default("forward_max_backoff")
     shutdown_drain: float = _default("shutdown_drain")
+    outbox_checkpoint_mb: int = _default("outbox_checkpoint_mb")
+    outbox_checkpoint_interval: float = _default("outbox_checkpoint_interval")
+    task_max_backoff: float = _default("task_max_backoff")
+    ready_min_free_mb: float = _default("ready_min_free_mb")
+    ready_max_forward_lag: float = _default("ready_max_forward_lag")
     receipt_key: str = _default("receipt_key")
     identity_key: str = _default("identity_key")
     admin_token: str = _default("admin_token")

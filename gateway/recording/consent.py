@@ -8,7 +8,6 @@ version, an essential purpose refused, an action inconsistent with its choices).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 import re
@@ -24,6 +23,7 @@ from gateway.core.errors import BadRequest
 from gateway.core.jurisdictions import is_exempt
 from gateway.core.model import ACTIONS, CHANNELS, ConsentRecord, Region, Rule, Site
 from gateway.core.purposes import is_minor, prohibited_by, separate_kind
+from gateway.core.record_codec import new_record
 
 MAX_BODY_BYTES = 16 * 1024
 MAX_CHOICES = 64
@@ -399,22 +399,9 @@ def enrich(
         # The site's age signal, when given: the proof of why a minor's ban applied.
         "signals": {} if consent.age is None else {"age": consent.age},
     }
-    return _new_record(fields)
-
-
-_RECORD_FIELDS = frozenset(f.name for f in dataclasses.fields(ConsentRecord))
-_FAST_NEW = not hasattr(ConsentRecord, "__slots__")
-
-
-def _new_record(fields: dict[str, Any]) -> ConsentRecord:
-    """``ConsentRecord(**fields)`` for every field, without the frozen ``__init__``'s
-    per-field ``object.__setattr__`` (it is on the request path; the result is the same).
-    ``enrich`` passes every field by name; tests/test_recording.py holds it to that."""
-    if not _FAST_NEW:
-        return ConsentRecord(**fields)
-    record: ConsentRecord = object.__new__(ConsentRecord)
-    record.__dict__.update(fields)
-    return record
+    # Every field by name (tests/test_recording.py holds enrich to that): new_record skips
+    # the frozen __init__, which is on the request path; the result is the same.
+    return new_record(fields)
 
 
 class Uuid7Clock:

@@ -4,25 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
+import functools
 import logging
 import random
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-import orjson
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from gateway.core.model import ConsentRecord
-from gateway.core.settings import Settings
-from gateway.recording.outbox.queue import FILE_NAME, Outbox, OutboxItem, decode_record
+from gateway.core.record_codec import decode_object, decode_record
+from gateway.core.tasks import BASE_BACKOFF, Supervised, Supervisor, backoff_delay
+from gateway.recording.outbox.group_commit import Outbox, OutboxItem
 from gateway.sinks.base import JsonSink, ObjectSink, PermanentSinkError, Sink
 
 log = logging.getLogger("gateway.forwarder")
 
-BASE_BACKOFF = 0.05
 _IDLE_POLL = 1.0
 # The forwarder's work on the event loop (claiming, decoding, acking) runs in slices of this
 # many records, yielding to the loop between them: measured, a 1,000-record batch in one
@@ -30,16 +29,12 @@ _IDLE_POLL = 1.0
 SLICE = 200
 
 
-def backoff_delay(
-    attempt: int, *, cap: float, rng: random.Random, base: float = BASE_BACKOFF
-) -> float:
-    """Exponential backoff with equal jitter: half the step fixed, half random, at most cap."""
-    step = min(cap, base * 2.0 ** min(attempt, 32))
-    return step / 2 + rng.uniform(0, step / 2)
-
-
 class Forwarder:
-    """One background task per outbox; at least once into each sink, ack after all commit."""
+    """Background workers per outbox; at least once into each sink, ack after all commit.
+
+    The workers run under ``tasks`` (the caller's supervisor, or one of its own): a worker
+    that fails is logged, counted and restarted with backoff, and claims from the oldest
+    undelivered record again."""
 
     def __init__(
         self,
@@ -52,6 +47,7 @@ class Forwarder:
         rng: random.Random | None = None,
         concurrency: int = 2,
         linger: float = 0.0,
+        tasks: Supervisor | None = None,
     ) -> None:
         self.outbox = outbox
         self.sinks = list(sinks)
@@ -66,11 +62,13 @@ class Forwarder:
         # Wait this long to fill a partial batch: under load a batch then carries hundreds
         # of records instead of a handful, so each transaction costs far less per record.
         self.linger = linger
-        self._tasks: list[asyncio.Task[None]] = []
+        self.tasks = tasks if tasks is not None else Supervisor(max_backoff=max_backoff)
+        self._workers: list[Supervised] = []
         self._draining = False
         self.batches = 0
         self.forwarded = 0
-        self.failures = 0
+        self.failures = 0  # transient sink failures
+        self.outbox_failures = 0  # failed acks and dead-letter moves (the outbox's own disk)
         self.dead_lettered = 0
         self.last_error: str | None = None
         self.last_delivery: float | None = None  # monotonic time of the last ack
@@ -78,18 +76,20 @@ class Forwarder:
 
     @property
     def running(self) -> bool:
-        return any(not t.done() for t in self._tasks)
+        """A worker is delivering (not finished, not waiting to restart after a failure)."""
+        return any(w.up for w in self._workers)
 
     def start(self) -> None:
         self.outbox.rewind()
         self._draining = False
-        self._tasks = [
-            asyncio.create_task(self._run(), name=f"forwarder-{i}") for i in range(self.concurrency)
+        self._workers = [
+            self.tasks.start(f"forwarder-{i}", self._run) for i in range(self.concurrency)
         ]
 
     async def stop(self, drain: float) -> None:
         """Deliver what is queued for at most ``drain`` seconds, then stop."""
-        tasks, self._tasks = self._tasks, []
+        workers, self._workers = self._workers, []
+        tasks = [w.task for w in workers if w.task is not None]
         if not tasks:
             return
         self._draining = True
@@ -101,26 +101,33 @@ class Forwarder:
                 "they are delivered at the next start",
                 drain, self.outbox.depth,
             )  # fmt: skip
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self.tasks.stop(*(w.name for w in workers))
 
     async def _run(self) -> None:
+        try:
+            await self._work()
+        except Exception:
+            # What this worker had claimed is claimed again (sinks are idempotent).
+            self.outbox.rewind()
+            raise
+
+    async def _work(self) -> None:
         while True:
             self.outbox.arrived.clear()
             try:
                 items = await self._claim(self.batch_size)
             except Exception as exc:  # the outbox is local: log loudly, retry, never die
+                self.outbox_failures += 1
+                self.last_error = f"outbox: claiming failed: {exc}"
                 log.error("claiming from the outbox failed: %s", exc)
                 await asyncio.sleep(1.0)
                 continue
             if not items:
                 if self._draining:
                     return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.outbox.arrived.wait(), _IDLE_POLL)
+                with contextlib.suppress(TimeoutError):  # not wait_for: see checkpoint.py
+                    async with asyncio.timeout(_IDLE_POLL):
+                        await self.outbox.arrived.wait()
                 continue
             if len(items) < self.batch_size and self.linger and not self._draining:
                 await asyncio.sleep(self.linger)
@@ -152,7 +159,7 @@ class Forwarder:
                 await asyncio.sleep(0)
             body, obj = item.body, item.obj
             if obj is None:
-                obj, problem = decode_body(body)
+                obj, problem = decode_object(body)
                 if problem:
                     dead.append((item, "outbox", f"undecodable outbox row: {problem}"))
                     continue
@@ -196,32 +203,40 @@ class Forwarder:
             self.dead_lettered += len(dead)
             for item, sink_name, reason in dead:
                 log.error("dead-lettered record %s (%s): %s", item.record_id, sink_name, reason)
-            await self.outbox.dead_letter(dead)
+            await self._until_done("moving dead letters", lambda: self.outbox.dead_letter(dead))
         for start in range(0, len(acked), SLICE):
             if start:
                 await asyncio.sleep(0)
-            await self.outbox.ack(acked[start : start + SLICE])
+            part = acked[start : start + SLICE]
+            await self._until_done("acknowledging", functools.partial(self.outbox.ack, part))
         self.batches += 1
         self.forwarded += len(acked)
         self.last_delivery = time.monotonic()
         self.last_error = None
 
+    async def _until_done(self, what: str, step: Callable[[], Awaitable[None]]) -> None:
+        """Retry an outbox write with backoff until it succeeds (or the worker is stopped).
 
-_FIELDS = frozenset(f.name for f in dataclasses.fields(ConsentRecord))
-
-
-def decode_body(body: str | bytes) -> tuple[dict[str, Any], str]:
-    """A stored body's JSON object with exactly a record's keys and "", or ({}, why not)."""
-    try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        return {}, f"not JSON: {exc}"
-    if type(obj) is dict and obj.keys() == _FIELDS:
-        return obj, ""
-    try:  # written by another version: the record's own decoder says what it means
-        return ConsentRecord.from_json(obj).as_json(), ""
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        return {}, f"not a consent record: {exc!r}"
+        The records are in every sink already; only the outbox's own disk failed (full, or
+        read-only), and giving up would stop all forwarding. Both writes are idempotent."""
+        attempt = 0
+        while True:
+            try:
+                await step()
+                return
+            except Exception as exc:  # any failure of the local outbox: log, count, retry
+                self.outbox_failures += 1
+                self.last_error = f"outbox: {what} failed: {exc}"
+                delay = backoff_delay(
+                    attempt, cap=self.max_backoff, rng=self._rng, base=self.base_backoff
+                )
+                log.error(
+                    "%s delivered records in the outbox failed (attempt %d, next in %.2fs): %s",
+                    what, attempt + 1, delay, exc,
+                )  # fmt: skip
+                self.delays = [*self.delays[-31:], delay]
+                attempt += 1
+                await asyncio.sleep(delay)
 
 
 async def _write(
@@ -280,51 +295,29 @@ class ForwarderCollector(Collector):
             "consent_forwarder_failures", "Transient sink failures.", value=f.failures
         )
         yield CounterMetricFamily(
+            "consent_forwarder_outbox_failures",
+            "Failed acknowledgements or dead-letter moves in the outbox (retried).",
+            value=f.outbox_failures,
+        )
+        yield GaugeMetricFamily(
+            "consent_outbox_wal_bytes",
+            "Size of the outbox WAL after the last write.",
+            value=f.outbox.checkpointer.wal_bytes,
+        )
+        yield GaugeMetricFamily(
+            "consent_outbox_file_bytes", "Size of the outbox file.", value=f.outbox.file_bytes()
+        )
+        yield CounterMetricFamily(
+            "consent_outbox_checkpoints",
+            "Outbox checkpoints that truncated the WAL.",
+            value=f.outbox.checkpointer.rounds,
+        )
+        yield CounterMetricFamily(
+            "consent_outbox_checkpoint_hold_seconds",
+            "Time appends were held for the last step of WAL checkpoints.",
+            value=f.outbox.checkpointer.hold_seconds,
+        )
+        yield CounterMetricFamily(
             "consent_forwarder_dead_letters", "Records moved to dead letters.",
             value=f.dead_lettered,
         )  # fmt: skip
-
-
-def _outbox(settings: Settings) -> Outbox:
-    return Outbox(
-        settings.data_dir / FILE_NAME,
-        durability=settings.durability,
-        max_records=settings.outbox_max_records,
-    )
-
-
-async def outbox_status(settings: Settings) -> dict[str, Any]:
-    """What `consent-gateway outbox status` prints."""
-    outbox = _outbox(settings)
-    await outbox.open()
-    try:
-        dead = await outbox.dead_letters(limit=20)
-        return {
-            "path": str(outbox.path),
-            "durability": outbox.durability,
-            "depth": outbox.depth,
-            "oldest_age_seconds": outbox.oldest_age(),
-            "dead_letters": await outbox.dead_letter_count(),
-            "dead_letter_sample": [
-                {
-                    "record_id": d.record_id,
-                    "sink": d.sink,
-                    "reason": d.reason,
-                    "dead_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(d.dead_ns / 1e9)),
-                }
-                for d in dead
-            ],
-            "quarantined": str(outbox.quarantined) if outbox.quarantined else None,
-        }
-    finally:
-        await outbox.close()
-
-
-async def outbox_replay(settings: Settings) -> int:
-    """Queue every dead letter for delivery again; what `consent-gateway outbox replay` does."""
-    outbox = _outbox(settings)
-    await outbox.open()
-    try:
-        return await outbox.replay()
-    finally:
-        await outbox.close()

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
+from prometheus_client.registry import Collector
 
 from gateway.core.errors import Unavailable
 from gateway.core.settings import Settings
+from gateway.core.tasks import Supervisor, SupervisorCollector
 from gateway.recording.consent import (
     RecordContext,
     Uuid7Clock,
@@ -21,7 +25,8 @@ from gateway.recording.consent import (
 )
 from gateway.recording.datalock import DataDirLock
 from gateway.recording.forwarder import Forwarder, ForwarderCollector
-from gateway.recording.outbox.queue import FILE_NAME, Appended, Outbox
+from gateway.recording.outbox.database import FILE_NAME
+from gateway.recording.outbox.group_commit import Appended, Outbox
 from gateway.recording.receipts import Receipts, canonical_json
 from gateway.sinks import open_sinks
 from gateway.sinks.base import Sink, Store
@@ -37,16 +42,22 @@ class RecordingService:
         self.node_id = settings.effective_node_id
         # Own registry by default so several services (tests) never clash on metric names.
         self.metrics_registry = registry if registry is not None else CollectorRegistry()
+        # Every background task of the process runs under this supervisor (the app adds the
+        # reload watcher): failures are logged, counted on /metrics, retried with backoff.
+        self.tasks = Supervisor(max_backoff=settings.task_max_backoff)
         self.outbox = Outbox(
             settings.data_dir / FILE_NAME,
             durability=settings.durability,
             max_records=settings.outbox_max_records,
+            checkpoint_bytes=settings.outbox_checkpoint_mb * 1024 * 1024,
+            checkpoint_interval=settings.outbox_checkpoint_interval,
+            tasks=self.tasks,
         )
         self.sinks: list[Sink] = []
         self.store: Store | None = None
         self.forwarder: Forwarder | None = None
         self.receipts: Receipts | None = None
-        self._collector: ForwarderCollector | None = None
+        self._collectors: list[Collector] = []
         self._clock = Uuid7Clock()
         self._lock = DataDirLock(settings.data_dir)
         self._accepting = False
@@ -75,10 +86,12 @@ class RecordingService:
             batch_size=self.settings.forward_batch_size,
             max_backoff=self.settings.forward_max_backoff,
             linger=self.settings.forward_linger,
+            tasks=self.tasks,
         )
         self.forwarder.start()
-        self._collector = ForwarderCollector(self.forwarder)
-        self.metrics_registry.register(self._collector)
+        self._collectors = [ForwarderCollector(self.forwarder), SupervisorCollector(self.tasks)]
+        for collector in self._collectors:
+            self.metrics_registry.register(collector)
         self._accepting = True
 
     async def stop(self) -> None:
@@ -86,15 +99,19 @@ class RecordingService:
         self._accepting = False
         if self.forwarder is not None:
             await self.forwarder.stop(self.settings.shutdown_drain)
-        await self.outbox.close()
+        try:
+            await self.outbox.close()
+        except Exception:  # shutdown goes on: the sinks are closed and the lock released
+            log.exception("closing the outbox failed")
+        await self.tasks.stop()
         for sink in self.sinks:
             try:
                 await asyncio.wait_for(sink.close(), timeout=5.0)
             except Exception as exc:  # closing must go on for the other sinks
                 log.warning("closing sink %s failed: %s", sink.name, exc)
-        if self._collector is not None:
-            self.metrics_registry.unregister(self._collector)
-            self._collector = None
+        for collector in self._collectors:
+            self.metrics_registry.unregister(collector)
+        self._collectors = []
         self._lock.release()
 
     async def record(self, consent: ValidatedConsent, context: RecordContext) -> Appended:
@@ -150,21 +167,49 @@ class RecordingService:
         return await self.store.banner_version(site_id, banner_version)
 
     def health(self) -> dict[str, Any]:
-        """Readiness facts for /readyz."""
+        """Readiness facts for /readyz; ``problems`` names what makes it unready."""
         f = self.forwarder
         since = None
         if f is not None and f.last_delivery is not None:
             since = round(time.monotonic() - f.last_delivery, 3)
         oldest = self.outbox.oldest_age()
+        free = free_bytes(self.settings.data_dir)
+        problems = []
+        if not self._accepting:
+            problems.append("not_accepting")
+        if not self.outbox.writable:
+            problems.append("outbox_not_writable")
+        if f is None or not f.running:
+            problems.append("forwarder_not_running")
+        problems += [f"task_down:{name}" for name in self.tasks.down()]
+        min_free = self.settings.ready_min_free_mb * 1024 * 1024
+        if min_free and free is not None and free < min_free:
+            problems.append("disk_low")
+        lag_limit = self.settings.ready_max_forward_lag
+        if lag_limit and oldest is not None and oldest > lag_limit:
+            problems.append("forwarder_stalled")
         return {
-            "ok": self._accepting and self.outbox.writable and (f is not None and f.running),
+            "ok": not problems,
+            "problems": problems,
             "accepting": self._accepting,
             "outbox_writable": self.outbox.writable,
             "outbox_depth": self.outbox.depth,
             "outbox_oldest_age_seconds": None if oldest is None else round(oldest, 3),
+            "outbox_wal_bytes": self.outbox.checkpointer.wal_bytes,
+            "disk_free_bytes": free,
             "forwarder_running": f is not None and f.running,
             "forwarder_lag_seconds": None if oldest is None else round(oldest, 3),
             "seconds_since_last_delivery": since,
             "forwarder_last_error": f.last_error if f else None,
+            "tasks": self.tasks.status(),
             "outbox_quarantined": str(self.outbox.quarantined) if self.outbox.quarantined else None,
         }
+
+
+def free_bytes(path: Path) -> int | None:
+    """Bytes free for this process on the file system holding ``path`` (None if unknown)."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize

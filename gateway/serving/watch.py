@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from gateway.core.settings import Settings
+from gateway.core.tasks import Supervisor
 from gateway.serving.gateway import Gateway
 
 log = logging.getLogger("gateway.watch")
@@ -42,11 +43,13 @@ class Watcher:
         self.roots = (settings.banners_dir, settings.locales_dir)
         self.gateway = gateway
         self.on_reload = on_reload
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: Supervisor | None = None
         self._signature = tree_signature(*self.roots)
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="gateway-watch")
+    def start(self, tasks: Supervisor | None = None) -> None:
+        """Poll as the task ``watcher`` of ``tasks`` (the process's supervisor, or its own)."""
+        self._tasks = tasks if tasks is not None else Supervisor()
+        self._tasks.start("watcher", self._run)
 
     async def reload(self) -> bool:
         """Reload now; returns False (and keeps serving the last good state) when invalid."""
@@ -58,19 +61,16 @@ class Watcher:
         return ok
 
     async def _run(self) -> None:
+        # An invalid edit is refused inside reload(); anything that escapes (too many open
+        # files, a failing publish) is the supervisor's to log, count and retry with backoff.
         while True:
             await asyncio.sleep(POLL_SECONDS)
-            try:
-                signature = await asyncio.to_thread(tree_signature, *self.roots)
-                if signature != self._signature:
-                    self._signature = signature
-                    await self.reload()
-            except Exception:  # the watcher must outlive any single bad edit
-                log.exception("reload failed")
+            signature = await asyncio.to_thread(tree_signature, *self.roots)
+            if signature != self._signature:
+                self._signature = signature
+                await self.reload()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        if self._tasks is not None:
+            await self._tasks.stop("watcher")
+            self._tasks = None

@@ -12,19 +12,14 @@ from typing import Any
 import asyncpg
 import orjson
 
-from gateway.core.model import ConsentRecord
+from gateway.core.model import RECORD_COLUMNS, ConsentRecord
 from gateway.sinks.base import HISTORY_LIMIT, PermanentSinkError, SinkError
 
 log = logging.getLogger("gateway.sinks.postgres")
 
 _MIGRATION_LOCK = 0x636F6E73  # any constant: serialises start-up migrations across nodes
 
-COLUMNS = (
-    "record_id", "recorded_at", "site", "subject_id", "banner_version", "consent_revision",
-    "action", "choices", "channel", "language", "rule_id", "region_country",
-    "region_subdivision", "region_source", "gpc", "ip_truncated", "user_agent", "origin",
-    "page_url", "node_id", "idempotency_key", "withdraws", "signals",
-)  # fmt: skip
+COLUMNS = RECORD_COLUMNS  # the table has one column per record field, in field order
 _COLS = ", ".join(COLUMNS)
 
 # Version 1: the tables.

@@ -25,7 +25,8 @@ async def healthz(request: Request) -> Response:
 
 
 def readiness(app_state: Any) -> tuple[bool, dict[str, Any]]:
-    """Ready when sites are loaded, the last reload was valid and the outbox is writable."""
+    """Ready when sites are loaded, the last reload was valid and recording is healthy (see
+    RecordingService.health: outbox writable, tasks up, disk free, forwarder not stalled)."""
     gateway = app_state.gateway
     catalog = gateway.catalog
     checks: dict[str, Any] = {

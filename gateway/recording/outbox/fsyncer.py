@@ -94,6 +94,18 @@ class Fsyncer:
         except OSError as exc:
             self._failed(f"the fsync helper is unavailable: {exc}")
 
+    def ensure(self) -> None:
+        """Start the helper again if it is gone (on the loop); raises OSError if it cannot.
+
+        The outbox's supervised watch calls this, so a helper that died is replaced before
+        the next commit needs it, and one that cannot start shows as a task that is down."""
+        if self._proc is None and self._loop is not None:
+            self._restart()
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
     def _restart(self) -> None:
         assert self._loop is not None
         self._detach()

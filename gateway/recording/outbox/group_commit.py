@@ -2,89 +2,57 @@
 
 All SQL runs on the event loop's thread (one owner, no locks): appends that arrive in the
 same loop iteration are committed together in a few statements, which only write to the WAL.
-In ``power`` durability a helper process (outbox/fsyncer.py) then fsyncs the WAL, and the
-requests are answered only after it says so; appends arriving meanwhile form the next group.
+In ``power`` durability a helper process (fsyncer.py) then fsyncs the WAL, and the requests
+are answered only after it says so; appends arriving meanwhile form the next group.
 Measured: running SQLite itself in a worker thread cost milliseconds per group in GIL
 hand-offs, while the commit without fsync takes tens of microseconds on the loop.
+
+The rest of the package serves this state machine: database.py opens the file,
+idempotency.py and dead_letters.py hold their tables' SQL, checkpoint.py keeps the WAL
+bounded (it briefly holds the writes here), fsyncer.py runs the fsync helper.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
+import contextlib
 import functools
 import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import orjson
-
-from gateway.core.errors import Unavailable
+from gateway.core.errors import BadRequest, Unavailable
 from gateway.core.model import ConsentRecord
+from gateway.core.record_codec import decode_record, encode_record
+from gateway.core.tasks import Supervisor
+from gateway.recording.outbox import database, dead_letters, idempotency
+from gateway.recording.outbox.checkpoint import Checkpointer
+from gateway.recording.outbox.dead_letters import DeadLetter
 from gateway.recording.outbox.fsyncer import Fsyncer
 
 log = logging.getLogger("gateway.outbox")
 
-FILE_NAME = "outbox.sqlite3"
-IDEMPOTENCY_TTL_NS = 24 * 3600 * 1_000_000_000
-_PRUNE_EVERY_S = 300.0
-_CHECKPOINT_BYTES = 4 * 1024 * 1024
-
-_FIND_KEYS = """
-SELECT i.site, i.key, i.record_id, i.recorded_at, i.receipt
-FROM json_each(?1) AS j JOIN idempotency AS i
-ON i.site = json_extract(j.value, '$[0]') AND i.key = json_extract(j.value, '$[1]')
-"""
-_INSERT_KEYS = """
-INSERT INTO idempotency (site, key, record_id, recorded_at, receipt, created_ns)
-SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
-       json_extract(value, '$[3]'), json_extract(value, '$[4]'), ?1
-FROM json_each(?2)
-"""
 # Records go in as one multi-row VALUES statement (one sqlite3 call, so one GIL hand-off, and
 # no JSON parsing in SQLite): measured, a group of 64 commits in ~0.9-1.4 ms of loop time
 # instead of ~1.5-2.1 ms with json_each over the bodies.
 # The statement text depends only on the row count, so the sqlite3 statement cache keeps it.
 _MAX_ROWS = 500  # 3 parameters a row, far below SQLite's 32,766
+_FSYNC_CHECK_S = 5.0  # how often a dead fsync helper is looked for and started again
+# Past twice its limit the WAL is growing faster than a round's unheld (PASSIVE) step copies
+# it back (a slow disk, a busy machine): new groups then wait for the round to truncate it,
+# for at most this long, so the WAL stays bounded whatever the load.
+_THROTTLE_S = 0.5
 
 
 @functools.lru_cache(maxsize=64)
 def _insert_records(rows: int) -> str:
     return "INSERT INTO outbox (record_id, queued_ns, body) VALUES " + ",".join(["(?,?,?)"] * rows)
-
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    record_id TEXT NOT NULL,
-    queued_ns INTEGER NOT NULL,
-    body BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS idempotency (
-    site TEXT NOT NULL,
-    key TEXT NOT NULL,
-    record_id TEXT NOT NULL,
-    recorded_at TEXT NOT NULL,
-    receipt TEXT NOT NULL,
-    created_ns INTEGER NOT NULL,
-    PRIMARY KEY (site, key)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS dead_letter (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    record_id TEXT NOT NULL,
-    body BLOB NOT NULL,
-    sink TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    dead_ns INTEGER NOT NULL
-);
-"""
 
 
 class Appended(NamedTuple):
@@ -95,22 +63,6 @@ class Appended(NamedTuple):
     recorded_at: str
     receipt: str
     duplicate: bool  # True when an earlier record with the same idempotency key answered
-
-
-_FIELDS = frozenset(f.name for f in dataclasses.fields(ConsentRecord))
-_FAST_DECODE = not hasattr(ConsentRecord, "__slots__")
-
-
-def decode_record(body: str | bytes) -> ConsentRecord:
-    """A record from its stored JSON; raises ValueError/KeyError/TypeError if it is not one."""
-    data = orjson.loads(body)
-    if _FAST_DECODE and type(data) is dict and data.keys() == _FIELDS:
-        # Measured: the frozen dataclass __init__ costs ~17 µs per record, this ~2 µs; the
-        # forwarder decodes every record, so it is most of its CPU. Same resulting object.
-        record: ConsentRecord = object.__new__(ConsentRecord)
-        record.__dict__.update(data)
-        return record
-    return ConsentRecord.from_json(data)
 
 
 class OutboxItem(NamedTuple):
@@ -129,20 +81,10 @@ class OutboxItem(NamedTuple):
         return decode_record(self.body)
 
 
-@dataclass(frozen=True)
-class DeadLetter:
-    """A record a sink refused for good, kept with the reason until replayed."""
-
-    record_id: str
-    sink: str
-    reason: str
-    dead_ns: int
-
-
 class _Append:
     """One waiting append (a plain slotted class: it is built once per request)."""
 
-    __slots__ = ("body", "future", "key", "receipt", "record", "record_id", "recorded_at", "site")
+    __slots__ = ("body", "future", "receipt", "record", "record_id", "recorded_at", "scope")
 
     def __init__(
         self,
@@ -153,9 +95,8 @@ class _Append:
     ) -> None:
         self.record = record
         self.record_id = record.record_id
-        self.site = record.site
-        self.key = record.idempotency_key
         self.recorded_at = record.recorded_at
+        self.scope = idempotency.scope(record)
         self.receipt = receipt
         self.body = body
         self.future = future
@@ -176,26 +117,12 @@ _NO_SEQ = 2**63 - 1  # above every seq
 SYNCS_IN_FLIGHT = 2
 
 
-def quarantine(path: Path, reason: str) -> Path:
-    """Move a damaged database (and its WAL) aside so nothing in it is lost or overwritten."""
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    target = path.with_name(f"{path.name}.corrupt-{stamp}-{time.time_ns() % 1_000_000}")
-    for suffix in ("", "-wal", "-shm"):
-        part = Path(str(path) + suffix)
-        if part.exists():
-            part.rename(Path(str(target) + suffix))
-    log.error(
-        "outbox %s is unreadable (%s); moved it to %s and started a fresh outbox. "
-        "Records in it were NOT forwarded: inspect it with sqlite3 and re-append them.",
-        path,
-        reason,
-        target,
-    )
-    return target
-
-
 class Outbox:
-    """A bounded, durable queue of consent records; every SQL write runs on the loop thread."""
+    """A bounded, durable queue of consent records; every SQL write runs on the loop thread.
+
+    ``open`` starts its maintenance tasks (checkpointer, key pruner, fsync helper watch)
+    under ``tasks``, the caller's supervisor, or one of its own.
+    """
 
     def __init__(
         self,
@@ -204,6 +131,9 @@ class Outbox:
         durability: str = "power",
         max_records: int = 1_000_000,
         retry_after: int = 5,
+        checkpoint_bytes: int = 16 * 1024 * 1024,
+        checkpoint_interval: float = 30.0,
+        tasks: Supervisor | None = None,
     ) -> None:
         if durability not in ("power", "process"):
             raise ValueError(f"unknown durability {durability!r}")
@@ -217,6 +147,10 @@ class Outbox:
         self.commits = 0
         self.syncs = 0
         self.sync_seconds = 0.0  # summed wait for the fsync helper (power durability)
+        self.checkpointer = Checkpointer(
+            self.path, limit_bytes=checkpoint_bytes, interval=checkpoint_interval
+        )
+        self.tasks = tasks if tasks is not None else Supervisor()
         self._conn: sqlite3.Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._syncer: ThreadPoolExecutor | None = None
@@ -229,25 +163,26 @@ class Outbox:
         self._syncing: collections.deque[tuple[int | None, float]] = collections.deque()
         self._fresh: collections.deque[OutboxItem] = collections.deque()
         self._flush_scheduled = False
-        self._checkpointing = False
-        self._checkpointer: ThreadPoolExecutor | None = None
-        self._checkpoint_conn: sqlite3.Connection | None = None
-        self._since_checkpoint = 0
+        self._held = False  # the checkpointer holds every write for a moment
+        self._throttled: asyncio.TimerHandle | None = None  # groups wait for a truncation
+        self._resumed = asyncio.Event()
         self._idle: asyncio.Future[None] | None = None
         self._depth = 0
         self._pending = 0
         self._oldest_ns: int | None = None
         self._cursor = 0
-        self._next_prune = 0.0
+        self._maintenance: tuple[str, ...] = ()
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Open (or create) the database, quarantining it if corrupt."""
+        """Open (or create) the database, quarantining it if corrupt; start maintenance."""
         self._loop = asyncio.get_running_loop()
         self.arrived = asyncio.Event()
+        self._resumed = asyncio.Event()
+        self._resumed.set()
+        self._held = False
         self._syncer = ThreadPoolExecutor(1, thread_name_prefix="outbox-io")
-        self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="outbox-checkpoint")
         self._conn = await self._loop.run_in_executor(self._syncer, self._open_db)
         if self.durability == "power":
             self._fsyncer = Fsyncer(Path(str(self.path) + "-wal"))
@@ -259,11 +194,26 @@ class Outbox:
         self.writable = True
         if self._depth:
             self.arrived.set()
+        self._start_maintenance()
+
+    def _start_maintenance(self) -> None:
+        names = ["outbox-checkpointer", "outbox-pruner"]
+        self.tasks.start(names[0], functools.partial(self.checkpointer.run, self.held))
+        self.tasks.start(names[1], self._prune_forever)
+        if self._fsyncer is not None:
+            names.append("outbox-fsync-helper")
+            self.tasks.start(names[2], self._watch_fsyncer)
+        self._maintenance = tuple(names)
 
     async def close(self) -> None:
-        """Wait for the last fsync, then close the database."""
+        """Stop maintenance, wait for the last fsync, then close the database."""
         if self._conn is None:
             return
+        await self.tasks.stop(*self._maintenance)
+        self._maintenance = ()
+        if self._throttled is not None:  # no round is coming to lift it: commit what waits
+            self._throttled.cancel()
+            self._throttled = None
         if self._waiting:
             self._flush()
         while self._syncing or self._unsynced:
@@ -281,45 +231,16 @@ class Outbox:
         await self._loop.run_in_executor(self._syncer, conn.close)
         self._syncer.shutdown(wait=True)
         self._syncer = None
-        if self._checkpointer is not None:
-            await self._loop.run_in_executor(self._checkpointer, self._close_checkpointer)
-            self._checkpointer.shutdown(wait=True)
-            self._checkpointer = None
+        await self.checkpointer.close()
 
     # -- opening -------------------------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        try:
-            conn.execute("PRAGMA busy_timeout = 5000")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if mode != "wal":
-                raise sqlite3.DatabaseError(f"journal mode is {mode}, not wal")
-            # NORMAL: commits only write to the WAL; in `power` mode the fsync helper syncs
-            # the WAL after each group commit, which is what FULL would do, but off the loop.
-            conn.execute("PRAGMA synchronous = NORMAL")
-            # Checkpoints run in their own thread (PASSIVE), never inside a commit on the loop.
-            conn.execute("PRAGMA wal_autocheckpoint = 0")
-            conn.execute("PRAGMA journal_size_limit = 67108864")
-            check = conn.execute("PRAGMA quick_check").fetchone()[0]
-            if check != "ok":
-                raise sqlite3.DatabaseError(f"quick_check: {check}")
-            conn.executescript(_SCHEMA)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
     def _open_db(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            conn = self._connect()
-        except sqlite3.DatabaseError as exc:
-            self.quarantined = quarantine(self.path, str(exc))
-            conn = self._connect()
+        conn, quarantined = database.open_db(self.path)
+        if quarantined is not None:
+            self.quarantined = quarantined
         self._depth = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
         self._refresh_oldest(conn)
-        _fsync_path(self.path.parent)  # the new WAL's directory entry must survive power loss
         return conn
 
     def _refresh_oldest(self, conn: sqlite3.Connection) -> None:
@@ -329,11 +250,60 @@ class Outbox:
             # Another process (the replay command) may have changed the table behind us.
             self._depth = 0
 
+    # -- maintenance tasks -------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def held(self) -> AsyncIterator[None]:
+        """Hold every write (appends queue, maintenance writes wait) for a moment."""
+        while self._held:  # one holder at a time
+            await self._resumed.wait()
+        self._held = True
+        self._resumed.clear()
+        try:
+            yield
+        finally:
+            self._held = False
+            self._resumed.set()
+            self._unthrottle()
+
+    def _throttle(self) -> None:
+        if self._throttled is None and self._loop is not None:
+            self._throttled = self._loop.call_later(_THROTTLE_S, self._unthrottle)
+
+    def _unthrottle(self) -> None:
+        """Let groups commit again (a round ended, or the throttle's time ran out)."""
+        if self._throttled is not None:
+            self._throttled.cancel()
+            self._throttled = None
+        if self._waiting and not self._flush_scheduled and self._loop is not None:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    async def _prune_forever(self) -> None:
+        while True:
+            await self.prune()
+            await asyncio.sleep(idempotency.PRUNE_EVERY_S)
+
+    async def prune(self) -> int:
+        """Forget idempotency keys older than a day; how many."""
+        pruned: int = await self._write(lambda conn: idempotency.prune(conn, time.time_ns()))
+        return pruned
+
+    async def _watch_fsyncer(self) -> None:
+        """Start the fsync helper again when it is gone (raises while it cannot start)."""
+        while True:
+            fsyncer = self._fsyncer
+            if fsyncer is not None:
+                fsyncer.ensure()
+            await asyncio.sleep(_FSYNC_CHECK_S)
+
     # -- group commit ----------------------------------------------------------------------
 
     def _flush(self) -> None:
         """Commit everything that arrived since the last group (runs on the loop)."""
         self._flush_scheduled = False
+        if self._held or self._throttled is not None:
+            return  # the appends wait in _waiting; the end of the hold flushes them
         batch, self._waiting = self._waiting, []
         if not batch:
             return
@@ -344,17 +314,18 @@ class Outbox:
             return
         items: list[OutboxItem] = []
         try:
-            settled = self._commit_appends(conn, batch, items)
+            settled, committed = self._commit_appends(conn, batch, items)
         except Exception as exc:  # never leave a request waiting on a commit that failed
-            _rollback(conn)
+            database.rollback(conn)
             log.exception("outbox group commit failed")
             error = Unavailable(f"the outbox cannot write: {exc}", retry_after=self.retry_after)
-            settled = [(a.future, None, error) for a in batch]
+            settled, committed = [(a.future, None, error) for a in batch], False
             items = []
-        if time.monotonic() >= self._next_prune:
-            self._prune(conn)
-        self._maybe_checkpoint()
-        if self.durability == "process" or settled[0][2] is not None:
+        if self.checkpointer.note_write() >= 2 * self.checkpointer.limit_bytes:
+            self._throttle()
+        # A committed group waits for its fsync even with nothing new in it: a retry answered
+        # from an earlier record must not be answered before that record's own fsync.
+        if self.durability == "process" or not committed:
             self._hand_over(items)
             self._settle(settled, len(batch))
             return
@@ -386,43 +357,12 @@ class Outbox:
             self._hand_over(items)
         self._settle(group, len(group))
         # Whatever queued during the fsync is the next group: commit it now.
-        if self._waiting:
+        if self._waiting and not self._held and self._throttled is None:
             self._flush()
         else:
             self._start_sync()
         if not self._syncing and self._idle is not None and not self._idle.done():
             self._idle.set_result(None)
-
-    def _maybe_checkpoint(self) -> None:
-        """Every few MB of appends, a PASSIVE checkpoint in its own thread and connection,
-        so the WAL is recycled without ever blocking a commit or an fsync."""
-        if (
-            self._since_checkpoint < _CHECKPOINT_BYTES
-            or self._checkpointing
-            or self._checkpointer is None
-            or self._loop is None
-        ):
-            return
-        self._since_checkpoint = 0
-        self._checkpointing = True
-        done = self._loop.run_in_executor(self._checkpointer, self._checkpoint)
-        done.add_done_callback(lambda _: setattr(self, "_checkpointing", False))
-
-    def _checkpoint(self) -> None:
-        try:
-            if self._checkpoint_conn is None:
-                self._checkpoint_conn = sqlite3.connect(
-                    self.path, isolation_level=None, check_same_thread=False
-                )
-                self._checkpoint_conn.execute("PRAGMA synchronous = NORMAL")
-            self._checkpoint_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except sqlite3.Error as exc:
-            log.warning("outbox checkpoint failed: %s", exc)
-
-    def _close_checkpointer(self) -> None:
-        if self._checkpoint_conn is not None:
-            self._checkpoint_conn.close()
-            self._checkpoint_conn = None
 
     def _hand_over(self, items: list[OutboxItem]) -> None:
         if len(self._fresh) + len(items) > FRESH_MAX:
@@ -432,34 +372,28 @@ class Outbox:
 
     def _commit_appends(
         self, conn: sqlite3.Connection, appends: list[_Append], items: list[OutboxItem]
-    ) -> _Settled:
-        """Commit a group; ``items`` receives the stored records, in seq order."""
+    ) -> tuple[_Settled, bool]:
+        """Commit a group; ``items`` receives the stored records, in seq order. The flag
+        says whether the group committed (else every answer is the failure)."""
         # Each sqlite3 call re-acquires the GIL, which a busy event loop holds for up to the
         # switch interval (5 ms); so a whole group is written with a handful of statements
         # over JSON arrays instead of one statement per record.
         now = time.time_ns()
-        answers: list[Appended | None] = [None] * len(appends)
-        first: dict[tuple[str, str], int] = {}
-        repeats: dict[int, int] = {}
-        for i, a in enumerate(appends):
-            if a.key is not None:
-                repeats[i] = first.setdefault((a.site, a.key), i)
+        scopes = [a.scope for a in appends]
+        keyed = any(s is not None for s in scopes)
         try:
             conn.execute("BEGIN IMMEDIATE")
-            if first:
-                pairs = orjson.dumps(list(first)).decode()
-                for site, key, rid, at, receipt in conn.execute(_FIND_KEYS, (pairs,)):
-                    answers[first[(site, key)]] = Appended(rid, at, receipt, True)
-                fresh = [appends[i] for i in first.values() if answers[i] is None]
-                if fresh:
-                    rows = [[a.site, a.key, a.record_id, a.recorded_at, a.receipt] for a in fresh]
-                    conn.execute(_INSERT_KEYS, (now, orjson.dumps(rows).decode()))
-            if repeats or first:
-                fresh_appends = [
-                    a for i, a in enumerate(appends)
-                    if answers[i] is None and repeats.get(i, i) == i
-                ]  # fmt: skip
+            if keyed:
+                verdicts = idempotency.resolve(conn, scopes)
+                fresh_appends = [a for a, v in zip(appends, verdicts, strict=True) if v is None]
+                idempotency.remember(
+                    conn,
+                    [(a.scope, a.record_id, a.recorded_at, a.receipt)
+                     for a in fresh_appends if a.scope is not None],
+                    now,
+                )  # fmt: skip
             else:
+                verdicts = []
                 fresh_appends = appends
             stored: list[OutboxItem] = []
             for start in range(0, len(fresh_appends), _MAX_ROWS):
@@ -475,45 +409,23 @@ class Outbox:
                     OutboxItem(seq0 + i, a.record_id, body, a.record.plain_json())
                     for i, (a, body) in enumerate(zip(chunk, bodies, strict=True))
                 ]
-            appended_bytes = sum(len(a.body) for a in fresh_appends)
-            self._since_checkpoint += appended_bytes + 64 * len(fresh_appends)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            _rollback(conn)
+            database.rollback(conn)
             self.writable = False
             log.error("outbox commit failed: %s", exc)
             error = Unavailable(f"the outbox cannot write: {exc}", retry_after=self.retry_after)
-            return [(a.future, None, error) for a in appends]
+            return [(a.future, None, error) for a in appends], False
         self.writable = True
         self.commits += 1
         items += stored
         if fresh_appends and self._oldest_ns is None:
             self._oldest_ns = now
         self._depth += len(fresh_appends)
-        settled: _Settled = []
-        for i, a in enumerate(appends):
-            answer = answers[i]
-            origin = repeats.get(i, i)
-            if origin != i:
-                # A retry inside the same group: answer exactly like its first occurrence.
-                earlier = answers[origin]
-                assert earlier is not None
-                answer = Appended(earlier.record_id, earlier.recorded_at, earlier.receipt, True)
-            elif answer is None:
-                answer = Appended(a.record_id, a.recorded_at, a.receipt, False)
-                answers[i] = answer
-            settled.append((a.future, answer, None))
-        return settled
-
-    def _prune(self, conn: sqlite3.Connection) -> None:
-        self._next_prune = time.monotonic() + _PRUNE_EVERY_S
-        try:
-            conn.execute(
-                "DELETE FROM idempotency WHERE created_ns < ?",
-                (time.time_ns() - IDEMPOTENCY_TTL_NS,),
-            )
-        except sqlite3.Error as exc:
-            log.warning("pruning idempotency keys failed: %s", exc)
+        if not keyed:
+            return [(a.future, Appended(a.record_id, a.recorded_at, a.receipt, False), None)
+                    for a in appends], True  # fmt: skip
+        return _answers(appends, verdicts), True
 
     def _settle(self, settled: _Settled, appended: int) -> None:
         self._pending -= appended
@@ -525,21 +437,33 @@ class Outbox:
     # -- the API -------------------------------------------------------------------------
 
     def _submit(self, fn: Callable[[sqlite3.Connection], Any]) -> asyncio.Future[Any]:
-        """Run a maintenance command now, between group commits (same thread, no overlap)."""
+        """Run a command now, between group commits (same thread, no overlap)."""
         if self._conn is None or self._loop is None:
             raise Unavailable("the outbox is closed", retry_after=self.retry_after)
         future: asyncio.Future[Any] = self._loop.create_future()
         try:
             future.set_result(fn(self._conn))
         except sqlite3.Error as exc:
-            _rollback(self._conn)
+            database.rollback(self._conn)
             future.set_exception(exc)
         return future
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run a writing command once no hold is on (the checkpointer may hold writes)."""
+        while self._held:
+            await self._resumed.wait()
+        result = await self._submit(fn)
+        self.checkpointer.note_write()
+        return result
 
     async def append(
         self, record: ConsentRecord, receipt: str, body: bytes | None = None
     ) -> Appended:
-        """Store a record (``body``: its JSON, if already encoded); resolves after the commit."""
+        """Store a record (``body``: its JSON, if already encoded); resolves after the commit.
+
+        Raises ``Unavailable`` when the outbox is full or cannot write, and ``BadRequest``
+        (409 ``idempotency_key_reused``) when this subject used the record's idempotency key
+        for a different choice."""
         if self._conn is None or self._loop is None:
             raise Unavailable("the outbox is closed", retry_after=self.retry_after)
         if self._depth + self._pending >= self.max_records:
@@ -549,7 +473,7 @@ class Outbox:
                 retry_after=self.retry_after,
             )
         future: asyncio.Future[Appended] = self._loop.create_future()
-        encoded = orjson.dumps(record.as_json()) if body is None else body
+        encoded = encode_record(record) if body is None else body
         self._pending += 1
         self._waiting.append(_Append(record, receipt, encoded, future))
         if not self._flush_scheduled and len(self._syncing) < SYNCS_IN_FLIGHT:
@@ -604,7 +528,7 @@ class Outbox:
         self._fresh.clear()
 
     async def ack(self, seqs: Iterable[int]) -> None:
-        """Forget delivered records."""
+        """Forget delivered records (idempotent: acking again is harmless)."""
         params = _ranges(seqs)
         if not params:
             return
@@ -613,11 +537,10 @@ class Outbox:
             conn.execute("BEGIN IMMEDIATE")
             self._delete(conn, "DELETE FROM outbox WHERE seq BETWEEN ? AND ?", params)
 
-        await self._submit(run)
+        await self._write(run)
 
-    def _delete(
-        self, conn: sqlite3.Connection, sql: str, params: Sequence[tuple[int, ...]]
-    ) -> None:
+    def _delete(self, conn: sqlite3.Connection, sql: str, params: Sequence[tuple[int, ...]]
+                ) -> None:  # fmt: skip
         """Delete delivered or dead rows, commit, and keep depth and oldest age current."""
         before = conn.total_changes
         conn.executemany(sql, params)
@@ -630,61 +553,39 @@ class Outbox:
         """Move records a sink refused for good, as ``(item, sink, reason)``, aside."""
         if not items:
             return
-        now = time.time_ns()
-        rows = [(i.record_id, i.body, sink, reason[:2000], now) for i, sink, reason in items]
+        rows = [(i.record_id, i.body, sink, reason) for i, sink, reason in items]
         seqs = [(i.seq,) for i, _, _ in items]
 
         def run(conn: sqlite3.Connection) -> None:
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(
-                "INSERT INTO dead_letter (record_id, body, sink, reason, dead_ns) "
-                "VALUES (?, ?, ?, ?, ?)",
-                rows,
-            )
+            dead_letters.add(conn, rows, time.time_ns())
             self._delete(conn, "DELETE FROM outbox WHERE seq = ?", seqs)
 
-        await self._submit(run)
+        await self._write(run)
 
     async def replay(self) -> int:
         """Queue every dead letter again for delivery; returns how many."""
 
         def run(conn: sqlite3.Connection) -> int:
-            now = time.time_ns()
             conn.execute("BEGIN IMMEDIATE")
-            moved = conn.execute(
-                "INSERT INTO outbox (record_id, queued_ns, body) "
-                "SELECT record_id, ?, body FROM dead_letter ORDER BY id",
-                (now,),
-            ).rowcount
-            conn.execute("DELETE FROM dead_letter")
+            moved = dead_letters.requeue(conn, time.time_ns())
             conn.execute("COMMIT")
             self._depth += moved
             self._refresh_oldest(conn)
-            return int(moved)
+            return moved
 
-        moved: int = await self._submit(run)
+        moved: int = await self._write(run)
         if moved:
             self.arrived.set()
         return moved
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The oldest dead letters, with their reasons."""
-
-        def run(conn: sqlite3.Connection) -> list[DeadLetter]:
-            rows = conn.execute(
-                "SELECT record_id, sink, reason, dead_ns FROM dead_letter ORDER BY id LIMIT ?",
-                (limit,),
-            ).fetchall()
-            return [DeadLetter(*r) for r in rows]
-
-        result: list[DeadLetter] = await self._submit(run)
+        result: list[DeadLetter] = await self._submit(lambda conn: dead_letters.oldest(conn, limit))
         return result
 
     async def dead_letter_count(self) -> int:
-        def run(conn: sqlite3.Connection) -> int:
-            return int(conn.execute("SELECT count(*) FROM dead_letter").fetchone()[0])
-
-        count: int = await self._submit(run)
+        count: int = await self._submit(dead_letters.count)
         return count
 
     @property
@@ -697,6 +598,35 @@ class Outbox:
         oldest = self._oldest_ns
         return None if oldest is None else max(0.0, (time.time_ns() - oldest) / 1e9)
 
+    def file_bytes(self) -> int:
+        """The outbox file's size on disk (without its WAL)."""
+        try:
+            return os.stat(self.path).st_size
+        except OSError:
+            return 0
+
+
+def _answers(appends: list[_Append], verdicts: list[idempotency.Verdict]) -> _Settled:
+    """Each append's answer once its group committed, by what idempotency.resolve said."""
+    answers: list[Appended | BadRequest] = []
+    for a, verdict in zip(appends, verdicts, strict=True):
+        answer: Appended | BadRequest
+        if verdict is None:
+            answer = Appended(a.record_id, a.recorded_at, a.receipt, False)
+        elif isinstance(verdict, int):
+            # A retry inside the same group: answered exactly like its first occurrence.
+            earlier = answers[verdict]
+            answer = earlier._replace(duplicate=True) if isinstance(earlier, Appended) else earlier
+        elif isinstance(verdict, idempotency.Earlier):
+            answer = Appended(*verdict, True)
+        else:
+            answer = verdict  # the key was used for another choice: 409, nothing stored
+        answers.append(answer)
+    return [
+        (a.future, None, answer) if isinstance(answer, BadRequest) else (a.future, answer, None)
+        for a, answer in zip(appends, answers, strict=True)
+    ]
+
 
 def _ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
     """Runs of consecutive sequence numbers, so a batch is deleted in one or two statements."""
@@ -707,25 +637,6 @@ def _ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
         else:
             ranges.append((seq, seq))
     return ranges
-
-
-def _rollback(conn: sqlite3.Connection) -> None:
-    if conn.in_transaction:
-        try:
-            conn.execute("ROLLBACK")
-        except sqlite3.Error as exc:
-            log.error("outbox rollback failed: %s", exc)
-
-
-def _fsync_path(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return  # no WAL yet: nothing committed since the last checkpoint
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _settle_one(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:

@@ -1,0 +1,116 @@
+"""Idempotency keys: scoped to the subject and the request's content; a retry replays."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import sqlite3
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from gateway.core.errors import BadRequest
+from gateway.recording.outbox.group_commit import Appended
+from tests.helpers import opened
+from tests.pg import make_record
+
+
+async def test_same_idempotency_key_returns_the_original(tmp_path: Path) -> None:
+    outbox = await opened(tmp_path)
+    first = await outbox.append(make_record("a", key="k1"), "receipt-1")
+    # Concurrent retries land in one group commit: still one record.
+    retries = await asyncio.gather(
+        *(outbox.append(make_record("a", key="k1"), "r") for _ in range(5))
+    )
+    other_site = await outbox.append(make_record("a", key="k1", site="shop"), "receipt-2")
+    assert all(
+        (a.record_id, a.receipt, a.duplicate) == (first.record_id, "receipt-1", True)
+        for a in retries
+    )
+    assert not other_site.duplicate
+    assert other_site.record_id != first.record_id
+    assert outbox.depth == 2
+    await outbox.close()
+
+
+async def test_another_subjects_key_never_returns_that_subjects_receipt(tmp_path: Path) -> None:
+    outbox = await opened(tmp_path)
+    alice = await outbox.append(make_record("alice", key="order-12345"), "receipt-alice")
+    # Mallory knows (or guesses) alice's key: she gets a record of her own, never alice's.
+    mallory = await outbox.append(make_record("mallory", key="order-12345"), "receipt-mallory")
+    assert not mallory.duplicate
+    assert (mallory.record_id, mallory.receipt) != (alice.record_id, alice.receipt)
+    assert mallory.receipt == "receipt-mallory"
+    # In one group too.
+    both = await asyncio.gather(
+        outbox.append(make_record("bob", key="shared"), "receipt-bob"),
+        outbox.append(make_record("carol", key="shared"), "receipt-carol"),
+    )
+    assert [(a.receipt, a.duplicate) for a in both] == [
+        ("receipt-bob", False),
+        ("receipt-carol", False),
+    ]
+    assert outbox.depth == 4
+    stored = {i.record().subject_id for i in await outbox.claim(10)}
+    assert stored == {"alice", "mallory", "bob", "carol"}  # every choice was stored
+    await outbox.close()
+
+
+async def test_same_key_with_a_different_choice_is_refused_never_silently_dropped(
+    tmp_path: Path,
+) -> None:
+    outbox = await opened(tmp_path)
+    first = await outbox.append(make_record("alice", key="k", analytics=True), "receipt-1")
+    with pytest.raises(BadRequest) as info:
+        await outbox.append(make_record("alice", key="k", analytics=False), "receipt-2")
+    assert (info.value.status_code, info.value.code) == (409, "idempotency_key_reused")
+    # The same in one group: the first use wins, the different one is refused.
+    answers = await asyncio.gather(
+        outbox.append(make_record("bob", key="k", analytics=True), "receipt-3"),
+        outbox.append(make_record("bob", key="k", analytics=False), "receipt-4"),
+        outbox.append(make_record("bob", key="k", analytics=True), "receipt-5"),
+        return_exceptions=True,
+    )
+    assert isinstance(answers[0], Appended) and not answers[0].duplicate
+    assert isinstance(answers[1], BadRequest) and answers[1].status_code == 409
+    assert isinstance(answers[2], Appended) and answers[2].duplicate
+    assert answers[2].receipt == "receipt-3"
+    # And the same content still replays, after a restart too.
+    await outbox.close()
+    outbox = await opened(tmp_path)
+    again = await outbox.append(make_record("alice", key="k", analytics=True), "receipt-6")
+    assert (again.record_id, again.receipt, again.duplicate) == (
+        first.record_id,
+        "receipt-1",
+        True,
+    )
+    assert outbox.depth == 2  # alice's first and bob's first; nothing refused was stored
+    await outbox.close()
+
+
+def _receipt_naming(subject: str) -> str:
+    payload = base64.urlsafe_b64encode(orjson.dumps({"s": "demo", "u": subject}))
+    return f"v1.{payload.decode().rstrip('=')}.signature"
+
+
+async def test_keys_kept_by_an_older_outbox_stay_with_their_subject(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    with sqlite3.connect(path) as conn:  # the table as it was, keyed per site only
+        conn.execute(
+            "CREATE TABLE idempotency (site TEXT NOT NULL, key TEXT NOT NULL, "
+            "record_id TEXT NOT NULL, recorded_at TEXT NOT NULL, receipt TEXT NOT NULL, "
+            "created_ns INTEGER NOT NULL, PRIMARY KEY (site, key)) WITHOUT ROWID"
+        )
+        conn.execute(
+            "INSERT INTO idempotency VALUES ('demo', 'k', 'rid-1', 'at-1', ?, ?)",
+            (_receipt_naming("alice"), time.time_ns()),
+        )
+    outbox = await opened(tmp_path)
+    retry = await outbox.append(make_record("alice", key="k"), "new-receipt")
+    assert (retry.record_id, retry.duplicate) == ("rid-1", True)
+    other = await outbox.append(make_record("mallory", key="k"), "receipt-mallory")
+    assert not other.duplicate
+    assert other.receipt == "receipt-mallory"
+    await outbox.close()

@@ -1,0 +1,86 @@
+"""Idempotency keys over HTTP: a key replays only its own subject's identical request.
+
+The threats (security review §4d): another subject's key returned that subject's receipt,
+which reads their history, and the second subject's choice got a 201 but was never stored.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from gateway.core.settings import Settings
+from gateway.recording.receipts import Receipts
+from gateway.sites.catalog import load_site
+from tests.pg import ROOT, consent_body, recording_app
+
+BUNDLE = load_site(ROOT / "banners" / "demo", ROOT / "locales")
+URL = "/v1/sites/demo/consents"
+
+
+def make_settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", durability="process", node_id="node-a")
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    with TestClient(recording_app(make_settings(tmp_path))) as c:
+        yield c
+
+
+def history(client: TestClient, subject: str, receipt: str) -> list[dict[str, object]]:
+    deadline = time.monotonic() + 10
+    while client.app.state.recording.outbox.depth:  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    answer = client.get(
+        f"/v1/sites/demo/subjects/{subject}/consents",
+        headers={"Authorization": f"Bearer {receipt}"},
+    )
+    assert answer.status_code == 200
+    found: list[dict[str, object]] = answer.json()["history"]
+    return found
+
+
+def test_another_subjects_idempotency_key_never_returns_that_subjects_receipt(
+    client: TestClient, tmp_path: Path
+) -> None:
+    alice = client.post(URL, json=consent_body(BUNDLE, "alice", idempotency_key="order-12345"))
+    mallory = client.post(
+        URL, json=consent_body(BUNDLE, "mallory", "reject_all", idempotency_key="order-12345")
+    )
+    assert (alice.status_code, mallory.status_code) == (201, 201)
+    assert "idempotent-replayed" not in mallory.headers
+    receipts = Receipts.from_settings(make_settings(tmp_path))
+    assert receipts.verify(mallory.json()["receipt"]).subject_id == "mallory"
+    assert mallory.json()["record_id"] != alice.json()["record_id"]
+    # Both choices are stored, each under its own subject.
+    assert [h["action"] for h in history(client, "mallory", mallory.json()["receipt"])] == [
+        "reject_all"
+    ]
+    assert [h["action"] for h in history(client, "alice", alice.json()["receipt"])] == [
+        "accept_all"
+    ]
+
+
+def test_reused_idempotency_key_with_a_different_body_is_409_never_a_silent_201(
+    client: TestClient,
+) -> None:
+    first = client.post(URL, json=consent_body(BUNDLE, "sub-9", idempotency_key="click-1"))
+    changed = client.post(
+        URL, json=consent_body(BUNDLE, "sub-9", "reject_all", idempotency_key="click-1")
+    )
+    assert changed.status_code == 409
+    assert changed.headers["content-type"] == "application/json"
+    assert changed.json()["error"] == "idempotency_key_reused"
+    assert changed.json()["field"] == "idempotency_key"
+    # The identical retry still replays the original receipt, and one record is stored.
+    again = client.post(URL, json=consent_body(BUNDLE, "sub-9", idempotency_key="click-1"))
+    assert again.status_code == 201
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    assert len(history(client, "sub-9", first.json()["receipt"])) == 1
