@@ -6,17 +6,11 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
-import orjson
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from gateway.core.errors import BadRequest, Unavailable
 from gateway.core.jurisdictions import RuleTable, load_rules
 from gateway.core.settings import Settings, load_settings
 from gateway.geo.locator import Locator
@@ -28,49 +22,13 @@ from gateway.serving.snippet import Snippet
 from gateway.serving.switches import RuleSwitches
 from gateway.serving.validation import validate_bundle
 from gateway.serving.watch import Watcher
+from gateway.sites import versions
 from gateway.sites.catalog import LiveCatalog, static_dir
-from gateway.web import admin, api, ops, privacy, public, records
+from gateway.web import admin, api, errors, ops, privacy, public, records
 from gateway.web.front import HotPaths
 from gateway.web.middleware import MetricsMiddleware
 
 log = logging.getLogger("gateway")
-
-
-def error_response(status: int, code: str, detail: str, **extra: Any) -> Response:
-    body = {"error": code, "detail": detail, **{k: v for k, v in extra.items() if v}}
-    headers = {"Cache-Control": "no-store"}
-    if "retry_after" in extra:
-        headers["Retry-After"] = str(extra.pop("retry_after"))
-        body.pop("retry_after", None)
-    return Response(
-        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
-    )
-
-
-async def _bad_request(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, BadRequest)
-    response = error_response(exc.status_code, exc.code, exc.detail, field=exc.field)
-    if exc.status_code == 401:
-        # API keys ask for Bearer (gateway/preferences/auth.py); admin also takes Basic.
-        challenge = getattr(exc, "challenge", 'Basic realm="consent-gateway admin"')
-        response.headers["WWW-Authenticate"] = challenge
-    return response
-
-
-async def _unavailable(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, Unavailable)
-    return error_response(503, "unavailable", exc.message, retry_after=exc.retry_after)
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    codes = {404: "not_found", 405: "method_not_allowed"}
-    response = error_response(
-        exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail)
-    )
-    if exc.headers:
-        response.headers.update(exc.headers)
-    return response
 
 
 def build_gateway(settings: Settings, rules: RuleTable | None = None) -> Gateway:
@@ -102,10 +60,17 @@ def tune_gc() -> None:
 
 
 class GatewayApp(Starlette):
-    """Starlette with the hot-path front (gateway/web/front.py) outside its middleware."""
+    """Starlette with the front (request limits, hot routes) outside its middleware.
+
+    The front (gateway/web/front.py) answers the hot routes of this app's own route table;
+    ``front.app`` is the routed path (Starlette's middleware, router and handlers).
+    """
+
+    front: HotPaths
 
     def build_middleware_stack(self) -> ASGIApp:
-        return HotPaths(super().build_middleware_stack())
+        self.front = HotPaths(super().build_middleware_stack(), self.router.routes)
+        return self.front
 
 
 def create_app(settings: Settings | None = None, *, serving: bool = False) -> Starlette:
@@ -118,15 +83,19 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         gateway = build_gateway(settings)
-        recording = RecordingService(settings)
+        recording = RecordingService(settings, placement=gateway)
         app.state.gateway = gateway
         app.state.recording = recording
         app.state.settings = settings
         app.state.preferences = preferences = PreferenceService(settings)
         await recording.start()
         await preferences.start()
-        await admin.publish_current(app.state)
-        watcher = Watcher(settings, gateway, on_reload=lambda: admin.publish_current(app.state))
+
+        async def publish() -> None:
+            await versions.publish_current(gateway.catalog, recording.store)
+
+        await publish()
+        watcher = Watcher(settings, gateway, on_reload=publish)
         app.state.watcher = watcher
         if settings.reload:
             watcher.start(recording.tasks)  # supervised beside the recording tasks
@@ -157,11 +126,7 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
         ],
         # The two hot paths are answered by the front, outside this stack; the rest is routed.
         middleware=[Middleware(MetricsMiddleware)],
-        exception_handlers={
-            BadRequest: _bad_request,
-            Unavailable: _unavailable,
-            HTTPException: _http_error,
-        },
+        exception_handlers=errors.HANDLERS,
         lifespan=lifespan,
     )
 

@@ -17,11 +17,11 @@ from starlette.testclient import TestClient
 
 from gateway.core.settings import Settings
 from gateway.sites.catalog import load_site
-from tests.helpers import fill_disk, small_disk
+from tests.helpers import fill_disk, shipped_rules, small_disk
 from tests.pg import ROOT, consent_body, recording_app
 from tests.procs import free_port
 
-BUNDLE = load_site(ROOT / "banners" / "demo", ROOT / "locales")
+BUNDLE = load_site(ROOT / "banners" / "demo", ROOT / "locales", shipped_rules())
 MIB = 1024 * 1024
 
 

@@ -16,9 +16,10 @@ from starlette.testclient import TestClient
 from gateway.core.settings import Settings
 from gateway.recording.receipts import Receipts
 from gateway.sites.catalog import load_site
+from tests.helpers import shipped_rules
 from tests.pg import ROOT, consent_body, recording_app
 
-BUNDLE = load_site(ROOT / "banners" / "demo", ROOT / "locales")
+BUNDLE = load_site(ROOT / "banners" / "demo", ROOT / "locales", shipped_rules())
 URL = "/v1/sites/demo/consents"
 
 

@@ -6,39 +6,54 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector
 
-from gateway.core.errors import Unavailable
+from gateway.core.errors import NotFound, Unavailable
 from gateway.core.settings import Settings
 from gateway.core.tasks import Supervisor, SupervisorCollector
 from gateway.recording.consent import (
     RecordContext,
     Uuid7Clock,
     ValidatedConsent,
+    check_rule,
     enrich,
+    parse_body,
     rfc3339_utc,
+    validate,
 )
 from gateway.recording.datalock import DataDirLock
 from gateway.recording.forwarder import Forwarder, ForwarderCollector
 from gateway.recording.outbox.database import FILE_NAME
 from gateway.recording.outbox.group_commit import Appended, Outbox
 from gateway.recording.receipts import Receipts, canonical_json
+from gateway.recording.submission import Placement, Submission
 from gateway.sinks import open_sinks
 from gateway.sinks.base import Sink, Store
+from gateway.sites.catalog import SiteBundle
 
 log = logging.getLogger("gateway.recording")
 
 
 class RecordingService:
-    """Start it in the app's lifespan; handlers call ``record`` and ``history``."""
+    """Start it in the app's lifespan; handlers call ``record_consent`` and ``history``.
 
-    def __init__(self, settings: Settings, *, registry: CollectorRegistry | None = None) -> None:
+    ``placement`` (the serving path's Gateway) finds sites and places visitors; a service
+    built without one (outbox and forwarder tests) records prepared consents only.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: CollectorRegistry | None = None,
+        placement: Placement | None = None,
+    ) -> None:
         self.settings = settings
+        self.placement = placement
         self.node_id = settings.effective_node_id
         # Own registry by default so several services (tests) never clash on metric names.
         self.metrics_registry = registry if registry is not None else CollectorRegistry()
@@ -114,6 +129,43 @@ class RecordingService:
         self._collectors = []
         self._lock.release()
 
+    def site(self, site_id: str) -> SiteBundle:
+        """The site's current bundle; NotFound (404) for a site the gateway does not serve."""
+        bundle = self._placement().catalog.get(site_id)
+        if bundle is None:
+            raise NotFound("unknown_site", f"no site named {site_id[:64]!r}")
+        return bundle
+
+    async def record_consent(self, bundle: SiteBundle, submission: Submission) -> Appended:
+        """The recording use case: parse, validate, locate and decide, then enrich, sign and
+        durably append; returns once the record is committed. Raises BadRequest naming the
+        input at fault, or Unavailable when the record cannot be kept now."""
+        body = parse_body(submission.body, submission.content_type)
+        consent = validate(body, bundle.site, bundle.known_versions)
+        placement = self._placement()
+        # Where the visitor is comes from detection only, never from the request's query.
+        ip, region = placement.locator.locate(submission.peer, submission.headers)
+        region, gpc, language, rule = placement.decide(
+            bundle, region, submission.accept_language, submission.gpc_values
+        )
+        check_rule(consent, bundle.site, rule)
+        context = RecordContext(
+            ip=ip,
+            region=region,
+            rule=rule,
+            gpc=gpc,
+            user_agent=submission.user_agent,
+            origin=submission.origin,
+            language=language,
+            consent_revision=bundle.consent_revision,
+        )
+        return await self.record(consent, context)
+
+    def _placement(self) -> Placement:
+        if self.placement is None:
+            raise RuntimeError("this RecordingService was built without a placement")
+        return self.placement
+
     async def record(self, consent: ValidatedConsent, context: RecordContext) -> Appended:
         """Enrich, sign and durably append one consent; returns once it is committed."""
         if not self._accepting or self.receipts is None:
@@ -138,18 +190,6 @@ class RecordingService:
             return await self.store.subject_history(site, subject_id)
         except Exception as exc:  # the store may be down; the caller answers 503
             raise Unavailable(f"the consent store is unreachable: {exc}", retry_after=5) from exc
-
-    async def publish_version(
-        self,
-        site_id: str,
-        banner_version: str,
-        consent_revision: str,
-        texts_by_locale: Mapping[str, Mapping[str, Any]],
-    ) -> None:
-        """Keep the exact texts of a banner version in the store."""
-        if self.store is None:
-            raise Unavailable("no store is configured")
-        await self.store.publish_version(site_id, banner_version, consent_revision, texts_by_locale)
 
     async def list_versions(self, site_id: str) -> list[dict[str, Any]]:
         """The banner versions the store keeps for a site, newest first."""

@@ -12,11 +12,13 @@ import orjson
 from cachetools import LRUCache
 from starlette.datastructures import Headers
 
+from gateway.core import paths
 from gateway.core.errors import BadRequest
 from gateway.core.model import Region, ResolvedBanner, Rule
 from gateway.core.purposes import is_minor
 from gateway.core.settings import Settings
 from gateway.geo.locator import Locator
+from gateway.serving.memo import BoundedMemo
 from gateway.serving.render import Renderer
 from gateway.serving.snippet import Snippet
 from gateway.signals.gpc import gpc_requested
@@ -28,6 +30,17 @@ MEMO_TEXT_MAX = 200  # longer Accept-Language values are rare and not remembered
 AGE_PARAM = re.compile(r"[0-9]|[1-9][0-9]|1[0-2][0-9]|130")
 REGION_PARAM = re.compile(r"^([A-Za-z]{2})(?:-([A-Za-z0-9]{1,3}))?$")
 Decided = tuple[Region, bool, str, Rule]  # region, GPC, locale, rule
+# Finished answers (status, raw headers, body) with their ETag: the ETag, the 200, the 304.
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+CachedAnswer = tuple[str, Answer, Answer]
+# Outside input picks the keys of these two caches (Host, Accept-Language, region, ?lang=),
+# so each is bounded by bytes as well as entries (security review §5: 16,384 entries of
+# unbounded size took a process to 1.6 GB). Legitimate traffic fits: a config is ~3 KB,
+# consent.js ~17 KB, and only the combinations visitors actually send are remembered.
+ANSWERS_MAX_ENTRIES = 16384
+ANSWERS_MAX_BYTES = 32 << 20
+BODIES_MAX_BYTES = 32 << 20
+BODY_OVERHEAD = 512  # counted per cached body beside its content: key, ETag, object
 
 
 class Visitor(NamedTuple):
@@ -116,10 +129,17 @@ class Gateway:
         self.locator = locator
         self.renderer = renderer
         self.snippet = snippet
-        self._bodies: LRUCache[tuple[Any, ...], Body] = LRUCache(16384)
-        # Finished answers keyed by the raw inputs that decide them (never by IP or subject).
+        self._bodies: LRUCache[tuple[Any, ...], Body] = LRUCache(
+            BODIES_MAX_BYTES, getsizeof=lambda body: len(body.content) + BODY_OVERHEAD
+        )
         self._visitors: dict[tuple[Any, ...], tuple[SiteBundle, Decided]] = {}
-        self.answers: dict[tuple[Any, ...], tuple[int, list[tuple[bytes, bytes]], bytes]] = {}
+        # Finished answers keyed by normalized inputs that decide them (never by IP or
+        # subject, never by a raw query string or If-None-Match): gateway/web/public.py.
+        self.answers: BoundedMemo[tuple[Any, ...], CachedAnswer] = BoundedMemo(
+            ANSWERS_MAX_ENTRIES, ANSWERS_MAX_BYTES
+        )
+        # The record URL's base when one is configured; otherwise each request's Host.
+        self.public_base = settings.public_url.rstrip("/")
         self.vary = ", ".join(["Accept-Language", "Sec-GPC", *locator.geo_header_names])
         self.max_age = str(settings.cache_max_age).encode()
 
@@ -187,16 +207,21 @@ class Gateway:
         minor = is_minor(visitor.rule, visitor.age)
         return self.renderer.resolve(bundle, visitor.rule, visitor.language, visitor.gpc, minor)
 
+    def base_url(self, scheme: str, host: str | None) -> str:
+        """Where the public API is reached: the configured public URL, else this request's."""
+        if self.public_base:
+            return self.public_base
+        if not host or not HOST.match(host):
+            raise BadRequest("invalid_header", "Host: expected a host name and port", field="Host")
+        return f"{scheme}://{host}"
+
     def record_url(self, scheme: str, host: str | None, site_id: str) -> str:
-        """Where the snippet posts choices: the configured public URL, else this request's."""
-        base = self.settings.public_url.rstrip("/")
-        if not base:
-            if not host or not HOST.match(host):
-                raise BadRequest(
-                    "invalid_header", "Host: expected a host name and port", field="Host"
-                )
-            base = f"{scheme}://{host}"
-        return f"{base}/v1/sites/{site_id}/consents"
+        """Where the snippet posts choices."""
+        return self.base_url(scheme, host) + paths.url(paths.CONSENTS, site=site_id)
+
+    def bodies_bytes(self) -> int:
+        """What the cache of finished bodies holds, as counted against BODIES_MAX_BYTES."""
+        return int(self._bodies.currsize)
 
     def body(self, kind: str, bundle: SiteBundle, visitor: Visitor, record_url: str) -> Body:
         """The finished body for config, banner or consent.js, cached per region and signal."""

@@ -1,16 +1,61 @@
-"""`consent-gateway versions SITE`: the published banner versions of a site, from the store."""
+"""Banner versions: publishing each version's exact texts to the store, and listing them
+(`consent-gateway versions SITE`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from gateway.core.errors import ConfigError
 from gateway.core.jurisdictions import load_rules
 from gateway.core.settings import Settings
 from gateway.sinks import store_for
+from gateway.sinks.base import Store
 from gateway.sinks.sqlite import FILE_NAME
 from gateway.sites.catalog import SiteBundle, load_site
+from gateway.sites.texts import DESCRIPTIONS, source_texts
+
+log = logging.getLogger("gateway.versions")
+
+
+def published_texts(bundle: SiteBundle) -> dict[str, dict[str, Any]]:
+    """The exact texts of every locale and rule model: what a record's version resolves to."""
+    site = bundle.site
+    out: dict[str, dict[str, Any]] = {}
+    for locale in site.locales:
+        tr = bundle.translations.get(locale)
+        out[locale] = {
+            "texts": {
+                model: {k: tr.gettext(v) for k, v in source_texts(model, site.texts).items()}
+                for model in DESCRIPTIONS
+            },
+            "purposes": {
+                p.id: {"name": tr.gettext(p.name), "description": tr.gettext(p.description)}
+                for p in site.purposes
+            },
+        }
+    return out
+
+
+async def publish_current(bundles: Iterable[SiteBundle], store: Store | None) -> None:
+    """Store the texts of every site's current version (idempotent per version).
+
+    Never raises: the store may be down, and serving and recording go on without it.
+    """
+    if store is None:
+        log.info("no readable store is configured: banner versions are not published")
+        return
+    for bundle in bundles:
+        try:
+            await store.publish_version(
+                bundle.site.id,
+                bundle.banner_version,
+                bundle.consent_revision,
+                published_texts(bundle),
+            )
+        except Exception:  # the forwarder's backlog is what matters, not this copy
+            log.exception("could not publish %s@%s", bundle.site.id, bundle.banner_version)
 
 
 def format_versions(

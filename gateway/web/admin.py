@@ -1,8 +1,7 @@
-"""Admin endpoints behind a bearer token: reload, versions, preview; and publishing texts."""
+"""Admin endpoints behind a bearer token: reload, versions, preview."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import orjson
@@ -11,12 +10,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.core.errors import NotFound
-from gateway.sites.catalog import SiteBundle
-from gateway.sites.texts import DESCRIPTIONS, source_texts
 from gateway.web.auth import authorize
 from gateway.web.preview import preview
-
-log = logging.getLogger("gateway.admin")
 
 
 def _json(data: Any, status_code: int = 200) -> Response:
@@ -26,39 +21,6 @@ def _json(data: Any, status_code: int = 200) -> Response:
         media_type="application/json",
         headers={"Cache-Control": "no-store"},
     )
-
-
-def published_texts(bundle: SiteBundle) -> dict[str, dict[str, Any]]:
-    """The exact texts of every locale and rule model: what a record's version resolves to."""
-    site = bundle.site
-    out: dict[str, dict[str, Any]] = {}
-    for locale in site.locales:
-        tr = bundle.translations.get(locale)
-        out[locale] = {
-            "texts": {
-                model: {k: tr.gettext(v) for k, v in source_texts(model, site.texts).items()}
-                for model in DESCRIPTIONS
-            },
-            "purposes": {
-                p.id: {"name": tr.gettext(p.name), "description": tr.gettext(p.description)}
-                for p in site.purposes
-            },
-        }
-    return out
-
-
-async def publish_current(app_state: Any) -> None:
-    """Store the texts of every site's current version (idempotent per version)."""
-    for bundle in app_state.gateway.catalog:
-        try:
-            await app_state.recording.publish_version(
-                bundle.site.id,
-                bundle.banner_version,
-                bundle.consent_revision,
-                published_texts(bundle),
-            )
-        except Exception:  # the store may be down; the forwarder's backlog is what matters
-            log.exception("could not publish %s@%s", bundle.site.id, bundle.banner_version)
 
 
 async def reload(request: Request) -> Response:

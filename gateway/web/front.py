@@ -1,101 +1,90 @@
-"""The outermost ASGI front: the two hot paths answered straight from the scope.
+"""The outermost ASGI front: the hot routes answered straight from the scope.
 
 Banner requests (config, banner, consent.js) and consent POSTs are nearly all of the traffic.
-They are answered here, outside Starlette's middleware stack, routing and request objects, and
-counted in the request metrics here, with the endpoint names the routes carry. Everything else
-goes on to the Starlette app, and so does a banner request that ends in an error, which the
-routes answer with the same function and a JSON error.
+Their endpoints are ASGI apps of their own (gateway/web/endpoint.py); the front finds them in
+the app's one route table and calls them directly, outside Starlette's middleware stack and
+routing, matching with the routes' own patterns and counting them in the request metrics under
+the routes' endpoint names. Everything else goes on to the Starlette app, untouched.
 """
 
 from __future__ import annotations
 
-import logging
+import re
 import time
-from typing import Any
+from collections.abc import Iterable
 
-from starlette.datastructures import Headers
+from starlette.convertors import StringConvertor
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.core.errors import GatewayError
-from gateway.web import public, records
-from gateway.web.middleware import STATS, internal_error
+from gateway.web.endpoint import AnswerEndpoint
+from gateway.web.limits import check, refuse
+from gateway.web.middleware import STATS
 
-log = logging.getLogger("gateway.http")
+HotRoute = tuple[re.Pattern[str], AnswerEndpoint]
 
-_RECORD_ENDPOINT = records.post_consent.__name__
-_SERVE_ENDPOINTS = {path: endpoint.__name__ for path, endpoint in public.ENDPOINTS.items()}
+
+def route_path(scope: Scope) -> str:
+    """The path the routes match: without the ``root_path`` prefix (as Starlette's router)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        if path == root:
+            return ""
+        if path[len(root)] == "/":
+            return path[len(root) :]
+    return path
+
+
+def hot_routes(routes: Iterable[BaseRoute]) -> dict[str, list[HotRoute]]:
+    """Per method, the pattern and endpoint of every route whose endpoint the front can call.
+
+    Only routes with plain string parameters: their matched text is the parameter's value,
+    so the front needs none of the router's conversions.
+    """
+    table: dict[str, list[HotRoute]] = {}
+    for route in routes:
+        if (
+            isinstance(route, Route)
+            and isinstance(route.endpoint, AnswerEndpoint)
+            and all(isinstance(c, StringConvertor) for c in route.param_convertors.values())
+        ):
+            for method in sorted(route.methods or ()):
+                table.setdefault(method, []).append((route.path_regex, route.endpoint))
+    return table
 
 
 class HotPaths:
-    """Answers the hot paths itself; passes every other request to ``app`` untouched."""
+    """Refuses requests past the limits (gateway/web/limits.py), answers the hot routes
+    itself, and passes every other request to ``app`` untouched."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, routes: Iterable[BaseRoute]) -> None:
         self.app = app
+        self.routes = hot_routes(routes)
+
+    def match(self, scope: Scope) -> tuple[AnswerEndpoint, dict[str, str]] | None:
+        """The endpoint and path parameters the front would answer ``scope`` with, or None."""
+        candidates = self.routes.get(scope["method"])
+        if candidates:
+            path = route_path(scope)
+            for pattern, endpoint in candidates:
+                found = pattern.match(path)
+                if found is not None:
+                    return endpoint, found.groupdict()
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            method = scope["method"]
-            if method == "POST":
-                match = records.RECORD_PATH.match(scope["path"])
-                if match is not None:
-                    await self._record(match.group(1), scope, receive, send)
-                    return
-            elif method == "GET" or method == "HEAD":
-                match = public.PATH.match(scope["path"])
-                if match is not None and await self._serve(
-                    match.group(1), match.group(2), scope, send
-                ):
-                    return
+            refused = check(scope)  # request-line and header limits, for every route
+            if refused is not None:
+                await refuse(scope, send, refused)
+                return
+            hit = self.match(scope)
+            if hit is not None:
+                start = time.perf_counter()
+                endpoint, scope["path_params"] = hit
+                scope["endpoint"] = endpoint
+                status = await endpoint.respond(scope, receive, send)
+                STATS.observe(endpoint.__name__, status, time.perf_counter() - start)
+                return
         await self.app(scope, receive, send)
-
-    async def _record(self, site_id: str, scope: Scope, receive: Receive, send: Send) -> None:
-        start = time.perf_counter()
-        client = scope.get("client")
-        try:
-            status, headers, body = await records.take_consent(
-                scope["app"].state,
-                site_id,
-                client[0] if client else None,
-                scope["headers"],
-                scope["scheme"],
-                receive,
-            )
-        except Exception:
-            # take_consent answers every expected failure itself; this is a bug: log it and
-            # answer a JSON 500 that leaks nothing.
-            log.exception("unhandled error recording a consent for site %.64r", site_id)
-            STATS.observe(_RECORD_ENDPOINT, 500, time.perf_counter() - start)
-            await internal_error(send)
-            return
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-        STATS.observe(_RECORD_ENDPOINT, status, time.perf_counter() - start)
-
-    async def _serve(self, site_id: str, path: str, scope: Scope, send: Send) -> bool:
-        """Answer a banner request; False when it must go on to the routes (errors)."""
-        start = time.perf_counter()
-        client = scope.get("client")
-        state: Any = scope["app"].state
-        try:
-            status, headers, body = public.answer(
-                state.gateway,
-                public.KINDS[path],
-                site_id,
-                client[0] if client else None,
-                Headers(scope=scope),
-                scope.get("query_string", b""),
-                scope["scheme"],
-            )
-        except GatewayError:
-            return False  # the route answers it, with the JSON error, and counts it
-        except Exception:
-            log.exception("unhandled error serving %s for site %.64r", path, site_id)
-            STATS.observe(_SERVE_ENDPOINTS[path], 500, time.perf_counter() - start)
-            await internal_error(send)
-            return True
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send(
-            {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
-        )
-        STATS.observe(_SERVE_ENDPOINTS[path], status, time.perf_counter() - start)
-        return True

@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: request metrics and a last-resort JSON error that never leaks a trace."""
+"""Pure ASGI middleware: request metrics and a last-resort JSON 500 that never leaks a trace."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ from collections.abc import Iterator
 from itertools import accumulate
 from typing import Any
 
-import orjson
 from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.web.answer import send_answer
+from gateway.web.errors import INTERNAL_ERROR
 
 log = logging.getLogger("gateway.http")
 
@@ -95,24 +97,8 @@ class MetricsMiddleware:
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             if started:
                 raise
-            await internal_error(send)
+            await send_answer(send, INTERNAL_ERROR, scope.get("method", "GET"))
         finally:
             endpoint: Any = scope.get("endpoint")
             name = getattr(endpoint, "__name__", "unmatched")
             STATS.observe(name, status, time.perf_counter() - start)
-
-
-async def internal_error(send: Send) -> None:
-    """A JSON 500 that names no internals (the error is logged where it happened)."""
-    body = orjson.dumps({"error": "internal_error", "detail": "the gateway failed; it is logged"})
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 500,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

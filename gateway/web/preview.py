@@ -11,6 +11,7 @@ from jinja2 import Environment, Template
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from gateway.core import paths
 from gateway.core.errors import NotFound
 from gateway.core.jurisdictions import SiteRules
 from gateway.core.model import Region, ResolvedBanner, Rule
@@ -251,7 +252,7 @@ async def preview(request: Request) -> HTMLResponse:
         locale = bundle.negotiator.choose(None, requested)
         resolved = gateway.renderer.resolve(bundle, rule, locale, gpc)
         query = {"lang": locale, **({"region": region_param} if region_param else {})}
-        url = f"/v1/sites/{bundle.site.id}/consent.js?{urlencode(query)}"
+        url = f"{paths.url(paths.SNIPPET, site=bundle.site.id)}?{urlencode(query)}"
         columns.append(
             Column(
                 requested=requested,

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
+from gateway.core import paths
 from gateway.core.errors import ConfigError
 from gateway.web.public import answer_context
 
@@ -29,7 +30,8 @@ async def privacy_center(request: Request) -> HTMLResponse:
         "language": config["language"],
         "banner_version": bundle.banner_version,
         "record_url": record_url,
-        "history_url": f"{record_url.rsplit('/', 1)[0]}/subjects/__SUBJECT__/consents",
+        "history_url": gateway.base_url(request.url.scheme, request.headers.get("host"))
+        + paths.url(paths.SUBJECT_CONSENTS, site=site_id, subject_id="__SUBJECT__"),
         "texts": {"saved": texts["saved"]},
         "names": {p["id"]: p["name"] for p in config["purposes"]},
         "actions": {
@@ -74,4 +76,4 @@ async def privacy_center(request: Request) -> HTMLResponse:
 
 
 def routes() -> list[Route]:
-    return [Route("/v1/sites/{site}/privacy-center", privacy_center, methods=["GET", "HEAD"])]
+    return [Route(paths.PRIVACY_CENTER, privacy_center, methods=["GET", "HEAD"])]

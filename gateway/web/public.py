@@ -1,37 +1,38 @@
 """Visitor-facing endpoints of the serving path: config, banner, consent.js, gpc.json.
 
-The three banner endpoints are answered by ``answer()``. The front (gateway/web/front.py)
-calls it straight from the ASGI scope, ahead of Starlette's routing and request objects,
-because this is the hot path; anything it cannot answer (errors included) goes on to the
-regular routes, which call the same function.
+The three banner endpoints are ``AnswerEndpoint``s: the front (gateway/web/front.py) calls
+them straight from the ASGI scope, ahead of Starlette's routing and request objects, because
+this is the hot path; the routes call the same objects.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import re
 from urllib.parse import parse_qsl
 
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope
 
-from gateway.core.errors import NotFound
-from gateway.core.model import ResolvedBanner
-from gateway.serving.gateway import Gateway, Visitor
-from gateway.signals.gpc import well_known
+from gateway.core import paths
+from gateway.core.errors import BadRequest, NotFound
+from gateway.core.i18n import parse_lang_param
+from gateway.core.model import Region, ResolvedBanner
+from gateway.serving.gateway import Gateway, Visitor, parse_age_param, parse_region_param
+from gateway.signals.gpc import gpc_requested, well_known
 from gateway.sites.catalog import SiteBundle
+from gateway.web.answer import Answer, RawHeaders
+from gateway.web.endpoint import AnswerEndpoint
+from gateway.web.errors import answer_for
 
 GPC_LAST_UPDATE = dt.date(2026, 11, 29)
-KINDS = {"config": "config", "banner": "banner", "consent.js": "js"}
-PATH = re.compile(r"^/v1/sites/([^/]{1,64})/(config|banner|consent\.js)$")
-
-RawHeaders = list[tuple[bytes, bytes]]
-Answer = tuple[int, RawHeaders, bytes]
-# The request headers that, with the region and the query, decide a banner answer.
-ANSWER_HEADERS = frozenset({b"host", b"accept-language", b"sec-gpc", b"if-none-match"})
-MAX_ANSWERS = 16384
+KINDS = {paths.CONFIG: "config", paths.BANNER: "banner", paths.SNIPPET: "js"}
+# Longer Accept-Language values are rare: answered afresh, never remembered.
+MEMO_ACCEPT_MAX = 200
+# Counted per remembered answer beside its body: key text, headers and the tuples.
+ENTRY_OVERHEAD = 512
 
 
 def etag_matches(header: str | None, etag: str) -> bool:
@@ -45,40 +46,117 @@ def etag_matches(header: str | None, etag: str) -> bool:
     return False
 
 
+# The request headers that, with the region and the query, decide a banner answer.
+_ANSWER_HEADERS = frozenset((b"host", b"accept-language", b"sec-gpc", b"if-none-match"))
+
+
+def _pick(raw: RawHeaders) -> tuple[str | None, str | None, list[str], str | None]:
+    """Host, Accept-Language, every Sec-GPC line and If-None-Match."""
+    host = accept = inm = None
+    gpc: list[str] = []
+    # The comprehension runs in C-speed bytecode; the loop then sees two or three headers.
+    for name, value in [item for item in raw if item[0] in _ANSWER_HEADERS]:
+        if name == b"host":
+            if host is None:
+                host = value.decode("latin-1")
+        elif name == b"accept-language":
+            if accept is None:
+                accept = value.decode("latin-1")
+        elif name == b"sec-gpc":
+            gpc.append(value.decode("latin-1"))
+        elif inm is None:
+            inm = value.decode("latin-1")
+    return host, accept, gpc, inm
+
+
+def overrides(query: bytes) -> tuple[str | None, str | None, str | None]:
+    """The validated ``?lang=``, ``?region=`` and ``?age=`` of a query string; other
+    parameters are ignored.
+
+    Validated before the memo is consulted, so the memo is keyed only by values of a few
+    characters that passed their grammar, never by the raw query.
+    """
+    if not query:
+        return None, None, None
+    params = dict(parse_qsl(query.decode("latin-1")))
+    region = params.get("region")
+    if region is not None:
+        parse_region_param(region)
+    lang = params.get("lang")
+    if lang:
+        parse_lang_param(lang)
+    age = params.get("age")
+    if age is not None:
+        parse_age_param(age)
+    return lang, region, age
+
+
 def answer(
     gateway: Gateway,
     kind: str,
     site_id: str,
     peer: str | None,
-    headers: Headers,
+    raw: RawHeaders,
     query: bytes,
     scheme: str,
 ) -> Answer:
-    """Status, headers and body for one banner request; raises GatewayError on bad input.
+    """Status, headers and body for one banner request; raises BadRequest on bad input.
 
-    Once the region is known, the answer depends only on the raw values in the memo key, so
-    repeated requests skip negotiation, rule lookup and rendering altogether.
+    Once the region is known, the answer depends only on the normalized values in the memo
+    key, so repeated requests skip negotiation, rule lookup and rendering altogether. A 304
+    is worked out after the lookup, from the remembered ETag.
     """
     bundle = gateway.catalog.get(site_id)
     if bundle is None:
         raise NotFound("unknown_site", f"no site named {site_id[:64]!r}")
+    headers = Headers(raw=raw)
     ip, region = gateway.locator.locate(peer, headers)
+    lang, region_param, age = overrides(query)
+    host, accept, gpc_values, if_none_match = _pick(raw)
+    # The Host matters only when it becomes the record URL (no configured public URL).
     key = (
         kind,
         bundle.banner_version,
         site_id,
         region,
-        query,
+        lang,
+        region_param,
+        age,
         scheme,
-        *[item for item in headers.raw if item[0] in ANSWER_HEADERS],
+        None if gateway.public_base else host,
+        accept,
+        gpc_requested(gpc_values),
     )
-    memo = gateway.answers.get(key)
-    if memo is not None:
-        return memo
-    get = headers.get
-    params = dict(parse_qsl(query.decode("latin-1"))) if query else {}
+    cached = gateway.answers.get(key)
+    if cached is None:
+        cached = _fresh(
+            gateway, kind, bundle, ip, region, headers, (lang, region_param, age), scheme, host
+        )
+        if len(accept or "") <= MEMO_ACCEPT_MAX:
+            size = len(cached[1][2]) + len(accept or "") + len(host or "") + ENTRY_OVERHEAD
+            gateway.answers.put(key, cached, size)
+    etag, ok, not_modified = cached
+    if if_none_match is not None and etag_matches(if_none_match, etag):
+        return not_modified
+    return ok
+
+
+def _fresh(
+    gateway: Gateway,
+    kind: str,
+    bundle: SiteBundle,
+    ip: str | None,
+    region: Region,
+    headers: Headers,
+    query: tuple[str | None, str | None, str | None],
+    scheme: str,
+    host: str | None,
+) -> tuple[str, Answer, Answer]:
+    """The ETag, the 200 and the 304 answer for one memo key."""
+    names = ("lang", "region", "age")
+    params = {k: v for k, v in zip(names, query, strict=True) if v is not None}
     visitor = gateway.visitor_from(bundle, ip, region, headers, params)
-    record_url = gateway.record_url(scheme, get("host"), site_id)
+    record_url = gateway.record_url(scheme, host, bundle.site.id)
     body = gateway.body(kind, bundle, visitor, record_url)
     scope = b"public" if body.public else b"private"
     out: RawHeaders = [
@@ -90,16 +168,12 @@ def answer(
     if kind == "config":
         # Apps and mini-programs fetch the config cross-origin, without credentials.
         out.append((b"access-control-allow-origin", b"*"))
-    if etag_matches(get("if-none-match"), body.etag):
-        result: Answer = (304, out, b"")
-    else:
-        out.append((b"content-type", body.media_type.encode()))
-        out.append((b"content-length", str(len(body.content)).encode()))
-        result = (200, out, body.content)
-    if len(gateway.answers) >= MAX_ANSWERS:
-        gateway.answers.clear()  # a crude bound, but O(1) on the hot path, unlike an LRU
-    gateway.answers[key] = result
-    return result
+    ok = [
+        *out,
+        (b"content-type", body.media_type.encode()),
+        (b"content-length", str(len(body.content)).encode()),
+    ]
+    return body.etag, (200, ok, body.content), (304, out, b"")
 
 
 def answer_context(request: Request) -> tuple[Gateway, SiteBundle, Visitor, ResolvedBanner, str]:
@@ -114,28 +188,27 @@ def answer_context(request: Request) -> tuple[Gateway, SiteBundle, Visitor, Reso
     return gateway, bundle, visitor, gateway.resolve(bundle, visitor), record_url
 
 
-def _endpoint(kind: str):  # type: ignore[no-untyped-def]
-    async def endpoint(request: Request) -> Response:
-        client = request.client
-        status, headers, body = answer(
-            request.app.state.gateway,
-            kind,
-            request.path_params["site"],
-            client.host if client else None,
-            request.headers,
-            request.scope.get("query_string", b""),
-            request.url.scheme,
-        )
-        response = Response(status_code=status)
-        response.body = body
-        response.raw_headers = list(headers)
-        return response
+def _serve(kind: str) -> AnswerEndpoint:
+    async def respond(scope: Scope, receive: Receive) -> Answer:
+        gateway: Gateway = scope["app"].state.gateway
+        client = scope.get("client")
+        try:
+            return answer(
+                gateway,
+                kind,
+                scope["path_params"]["site"],
+                client[0] if client else None,
+                scope["headers"],
+                scope.get("query_string", b""),
+                scope["scheme"],
+            )
+        except BadRequest as exc:
+            return answer_for(exc)
 
-    endpoint.__name__ = f"serve_{kind}"
-    return endpoint
+    return AnswerEndpoint(f"serve_{kind}", respond)
 
 
-ENDPOINTS = {path: _endpoint(kind) for path, kind in KINDS.items()}
+ENDPOINTS = {template: _serve(kind) for template, kind in KINDS.items()}
 
 
 async def gpc_json(request: Request) -> Response:
@@ -149,8 +222,8 @@ async def gpc_json(request: Request) -> Response:
 def routes() -> list[Route]:
     return [
         *(
-            Route(f"/v1/sites/{{site}}/{path}", endpoint, methods=["GET", "HEAD"])
-            for path, endpoint in ENDPOINTS.items()
+            Route(template, endpoint, methods=["GET", "HEAD"])
+            for template, endpoint in ENDPOINTS.items()
         ),
-        Route("/.well-known/gpc.json", gpc_json, methods=["GET", "HEAD"]),
+        Route(paths.GPC_JSON, gpc_json, methods=["GET", "HEAD"]),
     ]

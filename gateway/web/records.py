@@ -1,71 +1,40 @@
-"""Thin handlers for recording a consent and reading a subject's history."""
+"""Thin handlers for recording a consent and reading a subject's history.
+
+They translate HTTP only: headers, body bytes and the answer. The recording use case itself
+(parse, validate, locate, decide, enrich, sign, append) is one call into the service,
+``RecordingService.record_consent`` (gateway/recording/service.py).
+"""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-import orjson
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import Receive
+from starlette.types import Receive, Scope
 
-from gateway.core.errors import BadRequest, NotFound, Unavailable
-from gateway.recording.consent import (
-    MAX_BODY_BYTES,
-    RecordContext,
-    check_rule,
-    parse_body,
-    validate,
-)
+from gateway.core import paths
+from gateway.core.errors import BadRequest, Unavailable
+from gateway.recording.consent import MAX_BODY_BYTES
+from gateway.recording.service import RecordingService
+from gateway.recording.submission import Submission
+from gateway.sites.catalog import SiteBundle
+from gateway.web.answer import Answer, AnswerResponse, RawHeaders, json_answer
+from gateway.web.endpoint import AnswerEndpoint
+from gateway.web.errors import answer_for, raw_headers
 
 _ALLOW_METHODS = "POST, GET, OPTIONS"
 _ALLOW_HEADERS = "Content-Type, Authorization"
 
 
-RawHeaders = list[tuple[bytes, bytes]]
-Answer = tuple[int, RawHeaders, bytes]
-RECORD_PATH = re.compile(r"^/v1/sites/([^/]{1,64})/consents$")
+def _recording(request: Request) -> RecordingService:
+    recording: RecordingService = request.app.state.recording
+    return recording
 
 
-def _json(body: Any, status: int, headers: dict[str, str]) -> Response:
-    headers["Cache-Control"] = "no-store"
-    return Response(orjson.dumps(body), status, headers, media_type="application/json")
-
-
-def _error_body(exc: BadRequest | Unavailable, headers: dict[str, str]) -> tuple[int, Any]:
-    if isinstance(exc, Unavailable):
-        headers["Retry-After"] = str(exc.retry_after)
-        return 503, {"error": "unavailable", "detail": exc.message}
-    body = {"error": exc.code, "detail": exc.detail}
-    if exc.field:
-        body["field"] = exc.field
-    return exc.status_code, body
-
-
-def _error(exc: BadRequest | Unavailable, headers: dict[str, str]) -> Response:
-    status, body = _error_body(exc, headers)
-    return _json(body, status, headers)
-
-
-def _bundle(state: Any, site_id: str) -> Any:
-    bundle = state.gateway.catalog.get(site_id)
-    if bundle is None:
-        raise NotFound("unknown_site", f"no site named {site_id[:64]!r}")
-    return bundle
-
-
-def _site(request: Request) -> Any:
-    return _bundle(request.app.state, request.path_params["site"])
-
-
-def _own_origin(scheme: str, headers: Headers) -> str:
-    return f"{scheme}://{headers.get('host', '')}"
-
-
-def cors_headers(origin: str | None, own_origin: str, bundle: Any) -> dict[str, str]:
+def cors_headers(origin: str | None, own_origin: str, bundle: SiteBundle) -> dict[str, str]:
     """CORS headers for an allowed Origin; no Origin (apps, servers) needs none.
 
     The gateway's own pages (the privacy center) post from its own origin, which is allowed.
@@ -84,10 +53,9 @@ def cors_headers(origin: str | None, own_origin: str, bundle: Any) -> dict[str, 
     return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
 
 
-def _cors(request: Request, bundle: Any) -> dict[str, str]:
-    return cors_headers(
-        request.headers.get("origin"), _own_origin(request.url.scheme, request.headers), bundle
-    )
+def _cors(request: Request, bundle: SiteBundle) -> dict[str, str]:
+    own = f"{request.url.scheme}://{request.headers.get('host', '')}"
+    return cors_headers(request.headers.get("origin"), own, bundle)
 
 
 async def read_body(receive: Receive, declared: str | None) -> bytes:
@@ -117,18 +85,7 @@ async def read_body(receive: Receive, declared: str | None) -> bytes:
             return b"".join(chunks)
 
 
-def _raw(status: int, headers: dict[str, str], body: Any) -> Answer:
-    content = orjson.dumps(body)
-    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-    raw += [
-        (b"content-type", b"application/json"),
-        (b"cache-control", b"no-store"),
-        (b"content-length", str(len(content)).encode()),
-    ]
-    return status, raw, content
-
-
-# Headers take_consent reads itself, picked in one pass over the raw list (Starlette's
+# Headers the consent handler reads, picked in one pass over the raw list (Starlette's
 # Headers.get scans the whole list on every call, and this path would make ten calls).
 _WANTED = frozenset(
     (
@@ -156,65 +113,43 @@ def _pick(raw: RawHeaders) -> tuple[dict[bytes, str], list[str]]:
     return found, gpc
 
 
-async def take_consent(
-    state: Any,
-    site_id: str,
-    peer: str | None,
-    raw_headers: RawHeaders,
-    scheme: str,
-    receive: Receive,
-) -> Answer:
-    """Validate, enrich and durably record one choice; 201 with a receipt, or a JSON error."""
-    cors: dict[str, str] = {}
-    found, gpc_values = _pick(raw_headers)
+async def take_consent(scope: Scope, receive: Receive) -> Answer:
+    """POST a consent: 201 with a receipt, or a JSON error (with CORS headers when allowed)."""
+    recording: RecordingService = scope["app"].state.recording
+    raw = scope["headers"]
+    found, gpc_values = _pick(raw)
     origin = found.get(b"origin")
+    cors: RawHeaders = []
     try:
-        bundle = _bundle(state, site_id)
-        cors = cors_headers(origin, f"{scheme}://{found.get(b'host', '')}", bundle)
-        raw = await read_body(receive, found.get(b"content-length"))
-        body = parse_body(raw, found.get(b"content-type", ""))
-        consent = validate(body, bundle.site, bundle.known_versions)
-        # Where the visitor is comes from detection only, never from the request's query.
-        gateway = state.gateway
-        ip, region = gateway.locator.locate(peer, Headers(raw=raw_headers))
-        region, gpc, language, rule = gateway.decide(
-            bundle, region, found.get(b"accept-language"), gpc_values
+        bundle = recording.site(scope["path_params"]["site"])
+        own = f"{scope['scheme']}://{found.get(b'host', '')}"
+        cors = raw_headers(cors_headers(origin, own, bundle))
+        body = await read_body(receive, found.get(b"content-length"))
+        client = scope.get("client")
+        submission = Submission(
+            body=body,
+            content_type=found.get(b"content-type", ""),
+            peer=client[0] if client else None,
+            headers=Headers(raw=raw),
+            accept_language=found.get(b"accept-language"),
+            gpc_values=gpc_values,
+            user_agent=found.get(b"user-agent", ""),
+            origin=origin or "",
         )
-        check_rule(consent, bundle.site, rule)
-        context = RecordContext(
-            ip=ip, region=region, rule=rule, gpc=gpc,
-            user_agent=found.get(b"user-agent", ""), origin=origin or "",
-            language=language, consent_revision=bundle.consent_revision,
-        )  # fmt: skip
-        result = await state.recording.record(consent, context)
+        result = await recording.record_consent(bundle, submission)
     except (BadRequest, Unavailable) as exc:
-        status, error = _error_body(exc, cors)
-        return _raw(status, cors, error)
+        return answer_for(exc, cors)
     if result.duplicate:
-        cors["Idempotent-Replayed"] = "true"
+        cors.append((b"idempotent-replayed", b"true"))
     answer = {
         "record_id": result.record_id,
         "recorded_at": result.recorded_at,
         "receipt": result.receipt,
     }
-    return _raw(201, cors, answer)
+    return json_answer(201, answer, cors)
 
 
-async def post_consent(request: Request) -> Response:
-    """The routed form of `take_consent` (the front, gateway/web/front.py, answers first)."""
-    client = request.client
-    status, headers, body = await take_consent(
-        request.app.state,
-        request.path_params["site"],
-        client.host if client else None,
-        request.headers.raw,
-        request.url.scheme,
-        request.receive,
-    )
-    response = Response(status_code=status)
-    response.body = body
-    response.raw_headers = headers
-    return response
+post_consent = AnswerEndpoint("post_consent", take_consent)
 
 
 def _token(request: Request) -> str:
@@ -235,11 +170,13 @@ def _token(request: Request) -> str:
 async def subject_consents(request: Request) -> Response:
     """A subject's current choices and history, for the holder of one of their receipts."""
     headers: dict[str, str] = {}
+    recording = _recording(request)
     try:
-        bundle = _site(request)
+        bundle = recording.site(request.path_params["site"])
         headers = _cors(request, bundle)
         subject_id = request.path_params["subject_id"]
-        recording = request.app.state.recording
+        if recording.receipts is None:
+            raise Unavailable("the gateway is starting or shutting down", retry_after=2)
         claims = recording.receipts.verify(_token(request))
         if claims.site != bundle.site.id or claims.subject_id != subject_id:
             raise BadRequest(
@@ -247,8 +184,8 @@ async def subject_consents(request: Request) -> Response:
             )
         history = await recording.history(bundle.site.id, subject_id)
     except (BadRequest, Unavailable) as exc:
-        return _error(exc, headers)
-    current = history.get("current")
+        return AnswerResponse(answer_for(exc, raw_headers(headers)))
+    current: Any = history.get("current")
     body = {
         "site": bundle.site.id,
         "subject_id": subject_id,
@@ -256,16 +193,16 @@ async def subject_consents(request: Request) -> Response:
         "current": current,
         "history": history.get("history", []),
     }
-    return _json(body, 200, headers)
+    return AnswerResponse(json_answer(200, body, raw_headers(headers)))
 
 
 async def preflight(request: Request) -> Response:
     """CORS preflight: allowed origins only."""
     try:
-        bundle = _site(request)
+        bundle = _recording(request).site(request.path_params["site"])
         headers = _cors(request, bundle)
     except BadRequest as exc:
-        return _error(exc, {})
+        return AnswerResponse(answer_for(exc))
     headers.update(
         {
             "Access-Control-Allow-Methods": _ALLOW_METHODS,
@@ -278,8 +215,8 @@ async def preflight(request: Request) -> Response:
 
 def routes() -> list[BaseRoute]:
     return [
-        Route("/v1/sites/{site}/consents", post_consent, methods=["POST"]),
-        Route("/v1/sites/{site}/consents", preflight, methods=["OPTIONS"]),
-        Route("/v1/sites/{site}/subjects/{subject_id}/consents", subject_consents, methods=["GET"]),
-        Route("/v1/sites/{site}/subjects/{subject_id}/consents", preflight, methods=["OPTIONS"]),
+        Route(paths.CONSENTS, post_consent, methods=["POST"]),
+        Route(paths.CONSENTS, preflight, methods=["OPTIONS"]),
+        Route(paths.SUBJECT_CONSENTS, subject_consents, methods=["GET"]),
+        Route(paths.SUBJECT_CONSENTS, preflight, methods=["OPTIONS"]),
     ]

@@ -1,0 +1,119 @@
+"""CPU per request of the hot paths through the whole ASGI app, in-process (no sockets).
+
+Run: `.venv/bin/python -m bench.inprocess`. wrk figures on a shared 2-core machine swing by
+±50% with other load; the process CPU time the app spends per request swings far less, so
+this is what to compare between two versions of the code (run each a few times, alternating).
+It drives the app with the ASGI protocol only, so it runs against older code as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gateway.app import create_app
+from gateway.core.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+HEADERS = [
+    (b"host", b"127.0.0.1:8000"),
+    (b"user-agent", b"wrk"),
+    (b"accept-language", b"de-DE,de;q=0.9,en;q=0.8"),
+    (b"cf-ipcountry", b"DE"),
+]
+
+
+def _scope(app: Any, method: str, path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    return {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+        "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 50000), "scheme": "http",
+        "method": method, "root_path": "", "path": path, "raw_path": path.encode(),
+        "query_string": b"", "headers": headers, "app": app, "state": {},
+    }  # fmt: skip
+
+
+async def _call(app: Any, scope: dict[str, Any], body: bytes) -> int:
+    status = 0
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    await app(scope, receive, send)
+    return status
+
+
+async def _measure(app: Any, n: int, make: Any) -> float:
+    """Microseconds of process CPU per request over n sequential requests."""
+    start = time.process_time()
+    for i in range(n):
+        scope, body, expected = make(i)
+        status = await _call(app, scope, body)
+        assert status == expected, status
+    return (time.process_time() - start) / n * 1e6
+
+
+async def run(n: int, repeat: int, only: str = "") -> dict[str, float]:
+    data = Path(tempfile.mkdtemp(prefix="cg-inproc-"))
+    settings = Settings(
+        banners_dir=ROOT / "banners",
+        locales_dir=ROOT / "locales",
+        data_dir=data,
+        reload=False,
+        durability="process",
+        node_id="bench",
+    )
+    app: Any = create_app(settings)
+    results: dict[str, list[float]] = {}
+    async with app.router.lifespan_context(app):
+        version = app.state.gateway.catalog.get("demo").banner_version
+        json_headers = [*HEADERS, (b"content-type", b"application/json")]
+
+        def get(path: str) -> Any:
+            return lambda i: (_scope(app, "GET", path, HEADERS), b"", 200)
+
+        def post(i: int) -> tuple[dict[str, Any], bytes, int]:
+            body = orjson.dumps({
+                "subject_id": f"bench-{i}-{time.monotonic_ns()}", "banner_version": version,
+                "action": "custom", "choices": {"analytics": True, "marketing": False,
+                                                "personalization": True},
+                "channel": "web", "language": "en", "page_url": "https://shop.example/checkout",
+            })  # fmt: skip
+            return _scope(app, "POST", "/v1/sites/demo/consents", json_headers), body, 201
+
+        cases = {
+            "config": get("/v1/sites/demo/config"),
+            "consent.js": get("/v1/sites/demo/consent.js"),
+            "POST consents": post,
+        }
+        for name, make in cases.items():
+            if only and only not in name:
+                continue
+            await _measure(app, 200, make)  # warm the caches
+            results[name] = [await _measure(app, n, make) for _ in range(repeat)]
+    # The least CPU a run took: other load on the machine only ever adds to it.
+    return {name: min(values) for name, values in results.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("-n", type=int, default=5000, help="requests per run")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per figure (the least)")
+    parser.add_argument("--only", default="", help="only the cases whose name contains this")
+    args = parser.parse_args()
+    for name, micros in asyncio.run(run(args.n, args.repeat, args.only)).items():
+        print(f"{name:<14} {micros:7.1f} us CPU per request (in-process, least of {args.repeat})")
+
+
+if __name__ == "__main__":
+    main()
