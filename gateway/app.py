@@ -24,7 +24,7 @@ from gateway.serving.validation import validate_bundle
 from gateway.serving.watch import Watcher
 from gateway.sites import versions
 from gateway.sites.catalog import LiveCatalog, static_dir
-from gateway.web import admin, api, errors, ops, privacy, public, records
+from gateway.web import admin, api, audit, errors, ops, privacy, public, records
 from gateway.web.front import HotPaths
 from gateway.web.middleware import MetricsMiddleware
 
@@ -122,6 +122,7 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
             *records.routes(),
             *api.routes(),
             *admin.routes(),
+            *audit.routes(),
             *ops.routes(),
         ],
         # The two hot paths are answered by the front, outside this stack; the rest is routed.
