@@ -9,7 +9,7 @@ import csv
 import io
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -51,7 +51,7 @@ def varied(n: int, seed: int = 7) -> list[ConsentRecord]:
 
 
 @pytest.fixture
-async def store_url(pg_dsn: str) -> AsyncIterator[str]:  # noqa: F811
+async def store_url(pg_dsn: str) -> str:  # noqa: F811
     store = PostgresStore(pg_dsn, pool_size=2)
     await store.open()
     records = varied(600)
@@ -60,7 +60,7 @@ async def store_url(pg_dsn: str) -> AsyncIterator[str]:  # noqa: F811
     await store.publish_version("demo", "v1", "r1", TEXTS)
     await store.publish_version("demo", "v2", "r2", TEXTS)
     await store.close()
-    yield pg_dsn
+    return pg_dsn
 
 
 @pytest.fixture
