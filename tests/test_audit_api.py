@@ -214,3 +214,10 @@ def test_the_embedded_store_answers_409(tmp_path: Path) -> None:
     with TestClient(create_app(make_settings(tmp_path, admin_token=TOKEN))) as c:
         response = c.get("/admin/v1/sites/demo/reports/consents", headers=AUTH)
     assert (response.status_code, response.json()["error"]) == (409, "audit_needs_postgres")
+
+
+def test_rights_report_needs_the_rights_tables(client: TestClient) -> None:
+    bad = client.get("/admin/v1/sites/demo/reports/rights?year=26", headers=AUTH)
+    assert (bad.status_code, bad.json()["field"]) == (400, "year")
+    response = client.get("/admin/v1/sites/demo/reports/rights?year=2026", headers=AUTH)
+    assert (response.status_code, response.json()["error"]) == (409, "rights_not_available")

@@ -66,3 +66,9 @@ def group(value: str | None) -> tuple[str, ...]:
         return rollup.parse_group(value)
     except ValueError as exc:
         raise BadRequest("invalid_parameter", f"group: {exc}", field="group") from None
+
+
+def year(value: str | None) -> int:
+    if value is None or not value.isdigit() or len(value) != 4 or not 2000 <= int(value) <= 2999:
+        raise BadRequest("invalid_parameter", "year: a calendar year, e.g. 2026", field="year")
+    return int(value)

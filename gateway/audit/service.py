@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from gateway.audit import rollup, rows
+from gateway.audit import rights_metrics, rollup, rows
 from gateway.audit.chain import (
     Break,
     Link,
@@ -227,3 +227,18 @@ async def consent_report(
         raise BadRequest("report_too_large", "narrow the date range or the grouping")
     return {"site": site, "group": list(dims), "columns": header, "rows": lines,
             "changes": changes}  # fmt: skip
+
+
+async def rights_report(settings: Settings, site: str, year: int) -> dict[str, Any]:
+    """CCPA §7102 figures for the requests received in ``year``."""
+    async with reader_for(settings) as reader:
+        try:
+            found = await reader.rights_year(site, year)
+        except LookupError:
+            raise BadRequest(
+                "rights_not_available",
+                "this store has no rights requests (the rights package keeps them)",
+                status_code=409,
+            ) from None
+    header, lines = rights_metrics.ccpa_table(found)
+    return {"site": site, "year": year, "columns": header, "rows": lines}

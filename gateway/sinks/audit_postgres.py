@@ -231,3 +231,19 @@ class PostgresAuditReader:
                 site,
             )
         )
+
+    async def rights_year(self, site: str, year: int) -> list[tuple[str, str, str, str | None]]:
+        """Requests received in ``year`` with their first final transition (rights tables of
+        gateway/rights/); LookupError when this store has no rights tables."""
+        present = await self.conn.fetchval("SELECT to_regclass('rights_requests') IS NOT NULL")
+        if not present:
+            raise LookupError("rights_requests")
+        rows = await self.conn.fetch(
+            "SELECT r.type, r.state, r.received_at, "
+            "(SELECT min(t.at) FROM rights_transitions t WHERE t.request_id = r.request_id "
+            " AND t.to_state IN ('completed', 'denied')) AS closed_at "
+            "FROM rights_requests r WHERE r.site = $1 AND r.received_at >= $2 "
+            "AND r.received_at < $3",
+            site, f"{year:04d}-01-01", f"{year + 1:04d}-01-01",
+        )  # fmt: skip
+        return [(r["type"], r["state"], r["received_at"], r["closed_at"]) for r in rows]

@@ -94,6 +94,21 @@ async def consent_report(request: Request) -> Response:
     return _json(report)
 
 
+async def rights_report(request: Request) -> Response:
+    site = _site(request)
+    q = request.query_params
+    fmt = params.fmt(q.get("format"), ("json", "csv"))
+    year = params.year(q.get("year"))
+    report = await service.rights_report(request.app.state.settings, site, year)
+    if fmt == "csv":
+        return Response(
+            rows.csv_table(report["columns"], report["rows"]),
+            media_type="text/csv; charset=utf-8",
+            headers={"Cache-Control": "no-store"},
+        )
+    return _json(report)
+
+
 async def verify(request: Request) -> Response:
     site = _site(request)
     since = params.when(request.query_params.get("since"), "since")
@@ -106,5 +121,6 @@ def routes() -> list[Route]:
         Route("/admin/v1/sites/{site}/export", export, methods=["GET"]),
         Route("/admin/v1/sites/{site}/subjects/{subject_id}/proof", proof, methods=["GET"]),
         Route("/admin/v1/sites/{site}/reports/consents", consent_report, methods=["GET"]),
+        Route("/admin/v1/sites/{site}/reports/rights", rights_report, methods=["GET"]),
         Route("/admin/v1/sites/{site}/audit/verify", verify, methods=["GET"]),
     ]
