@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp
 
+from gateway.audit import service as audit_service
 from gateway.core.jurisdictions import RuleTable, load_rules
 from gateway.core.settings import Settings, load_settings
 from gateway.geo.locator import Locator
@@ -99,6 +100,12 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
         app.state.watcher = watcher
         if settings.reload:
             watcher.start(recording.tasks)  # supervised beside the recording tasks
+        if settings.store_url.startswith(("postgresql://", "postgres://")):
+            # Banner impressions counted in memory go to the audit's store every minute.
+            recording.tasks.start(
+                "impressions",
+                lambda: audit_service.flush_impressions_forever(settings, gateway.impressions),
+            )
         # Regions whose law starts on a date switch on the day (regions_from), reload or not.
         switches = RuleSwitches(gateway, gateway.catalog.rules.region_map)
         switches.start()

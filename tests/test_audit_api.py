@@ -221,3 +221,43 @@ def test_rights_report_needs_the_rights_tables(client: TestClient) -> None:
     assert (bad.status_code, bad.json()["field"]) == (400, "year")
     response = client.get("/admin/v1/sites/demo/reports/rights?year=2026", headers=AUTH)
     assert (response.status_code, response.json()["error"]) == (409, "rights_not_available")
+
+
+async def test_impressions_are_counted_where_served_and_flushed(
+    client: TestClient, store_url: str
+) -> None:
+    """No request per view and no personal data: the keys hold only validated values."""
+    from gateway.audit import service
+
+    for _ in range(3):
+        assert client.get("/v1/sites/demo/consent.js?region=DE&lang=de").status_code == 200
+    assert client.get("/v1/sites/demo/config?region=FR").status_code == 200
+    gateway = client.app.state.gateway  # type: ignore[attr-defined]
+    counted = dict(gateway.impressions.counts)
+    assert sum(counted.values()) == 4
+    version = gateway.catalog.get("demo").banner_version
+    assert {(k[0], k[1], k[3], k[4], k[5]) for k in counted} == {
+        ("demo", version, "DE", "de", "web"),
+        ("demo", version, "FR", "en", "app"),
+    }
+    settings = client.app.state.settings  # type: ignore[attr-defined]
+    await service.flush_impressions(settings, gateway.impressions)
+    assert gateway.impressions.counts == {}
+    report = client.get(
+        "/admin/v1/sites/demo/reports/consents?group=banner_version,region", headers=AUTH
+    ).json()
+    assert report["columns"][-2:] == ["impressions", "opt_in_rate"]
+    brute = await _brute(
+        store_url, "SELECT region, sum(n) AS n FROM banner_impressions GROUP BY region"
+    )
+    assert {r["region"]: r["n"] for r in brute} == {"DE": 3, "FR": 1}
+
+
+def test_impression_keys_are_bounded() -> None:
+    """Threat: an outsider minting keys to grow the counter without bound."""
+    from gateway.core.impressions import Impressions
+
+    impressions = Impressions(max_keys=2)
+    for i in range(5):
+        impressions.count(("demo", "v", "r", f"R{i}", "en", "web"))
+    assert len(impressions.counts) == 2 and impressions.dropped == 3

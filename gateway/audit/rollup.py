@@ -31,21 +31,32 @@ def parse_group(value: str | None) -> tuple[str, ...]:
 
 
 def consent_table(
-    dims: Sequence[str], rows: Iterable[Mapping[str, Any]]
+    dims: Sequence[str],
+    rows: Iterable[Mapping[str, Any]],
+    impressions: Mapping[tuple[Any, ...], int] | None = None,
 ) -> tuple[list[str], list[list[Any]]]:
-    """Rows of (dims…, action, n) → one line per group: counts and rates of each action."""
+    """Rows of (dims…, action, n) → one line per group: counts and rates of each action,
+    and with ``impressions`` (per group key) the opt-in rate: accept_all over
+    ``max(impressions, decisions)`` (served banners undercount views a browser cache hid,
+    and each decision proves a view)."""
     groups: dict[tuple[Any, ...], dict[str, int]] = {}
     for r in rows:
         key = tuple(r[d] for d in dims)
         counts = groups.setdefault(key, dict.fromkeys(ACTIONS, 0))
         counts[r["action"]] = counts.get(r["action"], 0) + int(r["n"])
     header = [*dims, "total", *ACTIONS, *(f"{a}_rate" for a in ACTIONS)]
+    if impressions is not None:
+        header += ["impressions", "opt_in_rate"]
     lines = []
     for key in sorted(groups, key=lambda k: tuple(str(v) for v in k)):
         counts = groups[key]
         total = sum(counts.values())
         rates = [round(counts[a] / total, 6) if total else 0.0 for a in ACTIONS]
-        lines.append([*key, total, *(counts[a] for a in ACTIONS), *rates])
+        line = [*key, total, *(counts[a] for a in ACTIONS), *rates]
+        if impressions is not None:
+            seen = impressions.get(key, 0)
+            line += [seen, round(counts["accept_all"] / max(seen, total), 6) if total else 0.0]
+        lines.append(line)
     return header, lines
 
 

@@ -6,10 +6,12 @@ audit trail lives in (gateway/sinks/postgres_audit.py keeps its chain and rollup
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
@@ -24,6 +26,7 @@ from gateway.audit.chain import (
     sign_checkpoint,
 )
 from gateway.core.errors import BadRequest
+from gateway.core.impressions import FLUSH_SECONDS, Impressions
 from gateway.core.settings import Settings
 from gateway.sinks.audit_postgres import PostgresAuditReader
 
@@ -221,7 +224,9 @@ async def consent_report(
             header, lines = rollup.purpose_table(plain_dims, found)
         else:
             found = await reader.consent_rollup(site, start, end, plain_dims)
-            header, lines = rollup.consent_table(plain_dims, found)
+            seen = await reader.impressions(site, start, end, plain_dims)
+            views = {tuple(r[d] for d in plain_dims): int(r["n"]) for r in seen}
+            header, lines = rollup.consent_table(plain_dims, found, views)
         changes = rollup.version_changes(await reader.version_rates(site))
     if len(lines) > rollup.MAX_ROWS:
         raise BadRequest("report_too_large", "narrow the date range or the grouping")
@@ -242,3 +247,30 @@ async def rights_report(settings: Settings, site: str, year: int) -> dict[str, A
             ) from None
     header, lines = rights_metrics.ccpa_table(found)
     return {"site": site, "year": year, "columns": header, "rows": lines}
+
+
+async def flush_impressions(settings: Settings, impressions: Impressions) -> None:
+    """Add the counted impressions to today's (UTC) counts in the store; on failure they
+    are kept for the next flush."""
+    taken = impressions.take()
+    if not taken:
+        return
+    try:
+        async with reader_for(settings) as reader:
+            today = datetime.now(UTC).date()
+            await reader.add_impressions(today, [(*k, n) for k, n in taken.items()])
+    except BaseException:
+        impressions.give_back(taken)
+        raise
+
+
+async def flush_impressions_forever(settings: Settings, impressions: Impressions) -> None:
+    """The app's task: flush every FLUSH_SECONDS (and once more when cancelled)."""
+    try:
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            await flush_impressions(settings, impressions)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(flush_impressions(settings, impressions), 5.0)
+        raise

@@ -247,3 +247,33 @@ class PostgresAuditReader:
             site, f"{year:04d}-01-01", f"{year + 1:04d}-01-01",
         )  # fmt: skip
         return [(r["type"], r["state"], r["received_at"], r["closed_at"]) for r in rows]
+
+    async def add_impressions(self, day: date, counts: Sequence[tuple[Any, ...]]) -> None:
+        """Add (site, version, rule, region, language, channel, n) rows to ``day``'s counts;
+        in key order, so concurrent nodes' flushes cannot deadlock."""
+        if not counts:
+            return
+        cols = list(zip(*sorted(counts), strict=True))
+        await self.conn.execute(
+            "INSERT INTO banner_impressions AS b "
+            "SELECT s, $1, v, r, g, l, c, n FROM unnest($2::text[], $3::text[], $4::text[], "
+            "$5::text[], $6::text[], $7::text[], $8::bigint[]) AS u(s, v, r, g, l, c, n) "
+            "ON CONFLICT (site, day, banner_version, rule_id, region, language, channel) "
+            "DO UPDATE SET n = b.n + excluded.n",
+            day, *(list(c) for c in cols),
+        )  # fmt: skip
+
+    async def impressions(
+        self, site: str, start: date | None, end: date | None, dims: Sequence[str]
+    ) -> list[asyncpg.Record]:
+        group = ", ".join(dims) if dims else "site"
+        return list(
+            await self.conn.fetch(
+                f"SELECT {group}, sum(n)::bigint AS n FROM banner_impressions WHERE site = $1 "
+                "AND ($2::date IS NULL OR day >= $2) AND ($3::date IS NULL OR day < $3) "
+                f"GROUP BY {group} ORDER BY {group}",
+                site,
+                start,
+                end,
+            )
+        )

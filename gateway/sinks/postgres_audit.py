@@ -152,6 +152,17 @@ MIGRATION = f"""
         RETURN NULL;
     END
     $$;
+    CREATE TABLE banner_impressions (
+        site text COLLATE "C" NOT NULL,
+        day date NOT NULL,
+        banner_version text COLLATE "C" NOT NULL,
+        rule_id text COLLATE "C" NOT NULL,
+        region text COLLATE "C" NOT NULL,
+        language text COLLATE "C" NOT NULL,
+        channel text COLLATE "C" NOT NULL,
+        n bigint NOT NULL,
+        PRIMARY KEY (site, day, banner_version, rule_id, region, language, channel)
+    );
     CREATE TRIGGER consent_rollup_follow AFTER INSERT ON consent_records
         REFERENCING NEW TABLE AS inserted
         FOR EACH STATEMENT EXECUTE FUNCTION consent_rollup_follow();
