@@ -6,8 +6,10 @@ calls gateway/audit/service.py. Exports stream (constant memory for any size).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -17,6 +19,7 @@ from starlette.routing import Route
 
 from gateway.audit import params, rows, service
 from gateway.core.errors import BadRequest, NotFound
+from gateway.sites.catalog import static_dir
 from gateway.web.auth import authorize
 
 # Autoescaped and separate from the site templates' sandbox: these pages show stored
@@ -116,6 +119,51 @@ async def verify(request: Request) -> Response:
     return _json({**report.as_json(), "problems": [p.as_json() for p in report.problems]})
 
 
+_ASSETS = {
+    "chart.umd.min.js": static_dir() / "vendor" / "chart.umd.min.js",
+    "dashboard.js": static_dir() / "dashboard.js",
+}
+
+
+async def dashboard(request: Request) -> Response:
+    authorize(request)
+    site = request.query_params.get("site", "")
+    if request.app.state.gateway.catalog.get(site) is None:
+        raise NotFound("unknown_site", f"no site named {site[:64]!r}")
+    settings = request.app.state.settings
+    daily = await service.consent_report(settings, site, None, None, ("day", "banner_version"))
+    regions = await service.consent_report(settings, site, None, None, ("region",))
+    languages = await service.consent_report(settings, site, None, None, ("language",))
+    year = datetime.now(UTC).year
+    try:
+        rights: dict[str, Any] | None = await service.rights_report(settings, site, year)
+    except BadRequest:
+        rights = None
+    data = {"daily": daily, "regions": regions, "languages": languages}
+    page = _PAGES.get_template("dashboard.html").render(
+        site=site, base=f"/admin/v1/sites/{quote(site)}", daily=daily, regions=regions,
+        languages=languages, rights=rights, year=year, data=_plain(data),
+    )  # fmt: skip
+    return HTMLResponse(page, headers={"Cache-Control": "no-store"})
+
+
+def _plain(data: Any) -> Any:
+    """Dates and the like as JSON-ready values (the page embeds the reports)."""
+    return orjson.loads(orjson.dumps(data))
+
+
+async def asset(request: Request) -> Response:
+    """The dashboard's scripts: public code, no data (the vendored Chart.js and its caller)."""
+    path = _ASSETS.get(request.path_params["name"])
+    if path is None:
+        raise NotFound("not_found", "no such asset")
+    return Response(
+        path.read_bytes(),
+        media_type="text/javascript; charset=utf-8",
+        headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"},
+    )
+
+
 def routes() -> list[Route]:
     return [
         Route("/admin/v1/sites/{site}/export", export, methods=["GET"]),
@@ -123,4 +171,6 @@ def routes() -> list[Route]:
         Route("/admin/v1/sites/{site}/reports/consents", consent_report, methods=["GET"]),
         Route("/admin/v1/sites/{site}/reports/rights", rights_report, methods=["GET"]),
         Route("/admin/v1/sites/{site}/audit/verify", verify, methods=["GET"]),
+        Route("/admin/dashboard", dashboard, methods=["GET"]),
+        Route("/admin/assets/{name}", asset, methods=["GET"]),
     ]
