@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from starlette.types import Receive, Scope, Send
 
-from gateway.web.answer import Answer, send_answer
+from gateway.web.answer import Answer
 from gateway.web.errors import INTERNAL_ERROR
 
 log = logging.getLogger("gateway.http")
@@ -37,8 +37,13 @@ class AnswerEndpoint:
         except Exception:
             log.exception("unhandled error in %s for %.200r", self.__name__, scope.get("path"))
             answer = INTERNAL_ERROR
-        await send_answer(send, answer, scope["method"])
-        return answer[0]
+        status, headers, body = answer
+        # send_answer's two messages, inline: this is every hot request's last step.
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send(
+            {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
+        )
+        return status
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.respond(scope, receive, send)

@@ -66,7 +66,7 @@ class HotPaths:
         """The endpoint and path parameters the front would answer ``scope`` with, or None."""
         candidates = self.routes.get(scope["method"])
         if candidates:
-            path = route_path(scope)
+            path = route_path(scope) if scope.get("root_path") else scope["path"]
             for pattern, endpoint in candidates:
                 found = pattern.match(path)
                 if found is not None:

@@ -26,7 +26,7 @@ MAX_HEADERS = 100
 
 def check(scope: Scope) -> Answer | None:
     """The 414 or 431 answer for a request past a limit, or None."""
-    path: str = scope.get("raw_path") or scope["path"].encode()
+    path = scope.get("raw_path") or scope["path"].encode()
     if len(path) + len(scope.get("query_string", b"")) > MAX_TARGET_BYTES:
         return error_answer(
             414, "uri_too_long", f"the path and query exceed {MAX_TARGET_BYTES} bytes"
