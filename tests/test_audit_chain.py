@@ -4,6 +4,7 @@ legal record after the fact)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -172,3 +173,27 @@ def test_walker_on_its_own() -> None:
     assert walker.feed(Link("n", 2, "preference", "p1", a, b, b"b" * 32)) is None
     bad = walker.feed(Link("n", 3, "consent", "r3", b, b, b"c" * 32))
     assert bad is not None and bad.problem == "changed"
+
+
+async def test_the_cli_exits_non_zero_naming_the_break(
+    stored: tuple[Settings, list[ConsentRecord]],
+) -> None:
+    import subprocess
+    import sys
+
+    settings, records = stored
+    command = [sys.executable, "-m", "gateway.cli.main", "audit", "verify",
+               "--store-url", settings.store_url]  # fmt: skip
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+    ok = await asyncio.to_thread(run)
+    assert ok.returncode == 0, ok.stderr
+    assert "checked: 30" in ok.stdout
+    await _sql(settings, "UPDATE consent_records SET gpc = true WHERE record_id = $1",
+               records[2].record_id)  # fmt: skip
+    bad = await asyncio.to_thread(run)
+    assert bad.returncode == 2
+    where = f"BROKEN: changed at node 'test-node' link 3 record {records[2].record_id}"
+    assert where in bad.stdout
