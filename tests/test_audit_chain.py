@@ -197,3 +197,25 @@ async def test_the_cli_exits_non_zero_naming_the_break(
     assert bad.returncode == 2
     where = f"BROKEN: changed at node 'test-node' link 3 record {records[2].record_id}"
     assert where in bad.stdout
+
+
+async def test_a_site_is_verified_within_its_nodes_chains(pg_dsn: str) -> None:  # noqa: F811
+    """Sites share a node's chain: --site checks its own records' content and every link's
+    place, so another site's interleaved records are no gap."""
+    store = PostgresStore(pg_dsn, pool_size=1)
+    await store.open()
+    mixed = [make_record(f"m{i}", site="demo" if i % 2 else "other") for i in range(20)]
+    await store.write_batch(mixed)
+    await store.close()
+    settings = Settings(store_url=pg_dsn)
+    assert (await service.verify(settings, site="demo")).ok
+    other = next(r for r in mixed if r.site == "other")
+    await _sql(settings, "UPDATE consent_records SET action = 'gpc' WHERE record_id = $1",
+               other.record_id)  # fmt: skip
+    assert (await service.verify(settings, site="demo")).ok
+    whole = await service.verify(settings)
+    assert whole.first_break is not None and whole.first_break.ref == other.record_id
+    mine = next(r for r in mixed if r.site == "demo")
+    await _sql(settings, "DELETE FROM audit_chain WHERE ref = $1", mine.record_id)
+    report = await service.verify(settings, site="demo")
+    assert report.first_break is not None and report.first_break.problem == "missing_links"

@@ -35,6 +35,7 @@ class Link:
     prev_hash: bytes
     hash: bytes
     digest: bytes | None  # None: the record it links is gone
+    wanted: bool = True  # False: another site's link (--site), checked for its place only
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,8 @@ class Walker:
                 "this link does not follow its predecessor: a record was inserted, "
                 "removed or moved here",
             )  # fmt: skip
+        if not item.wanted:
+            return None
         if item.digest is None:
             return Break("removed", node, seq, item.ref, "the linked record is gone")
         if link(item.prev_hash, item.kind, item.digest) != item.hash:

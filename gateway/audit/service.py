@@ -84,16 +84,17 @@ async def verify(
     """Walk every link (of ``site``, from ``since``) and name the first break."""
     report = VerifyReport()
     started = time.perf_counter()
-    # With a site filter other sites' links are skipped, so each node's walk starts afresh
-    # at the site's first link (its prev is taken as given, as with --since).
-    walker = Walker(anchored=since is None and site is None)
+    # With a site filter the site's nodes are walked whole (other sites' links are checked
+    # for their place in the chain, not their content), so a gap is still a gap.
+    walker = Walker(anchored=since is None)
     async with reader_for(settings) as reader:
         async for batch in reader.chain(site, since):
             for r in batch:
                 digest = r["digest"]
                 found = walker.feed(
                     Link(r["node_id"], r["seq"], r["kind"], r["ref"], bytes(r["prev_hash"]),
-                         bytes(r["hash"]), None if digest is None else bytes(digest))
+                         bytes(r["hash"]), None if digest is None else bytes(digest),
+                         r["wanted"])
                 )  # fmt: skip
                 if found is not None:
                     _note(report, found)

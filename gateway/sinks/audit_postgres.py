@@ -19,10 +19,13 @@ BATCH = 10_000
 
 _CHAIN = """
     SELECT c.node_id, c.seq, c.kind, c.ref, c.prev_hash, c.hash,
-           CASE WHEN r.record_id IS NULL THEN NULL ELSE audit_consent_digest(r) END AS digest
+           $1::text IS NULL OR c.site = $1 AS wanted,
+           CASE WHEN r.record_id IS NULL OR NOT ($1::text IS NULL OR c.site = $1) THEN NULL
+                ELSE audit_consent_digest(r) END AS digest
     FROM audit_chain c
     LEFT JOIN consent_records r ON c.kind = 'consent' AND r.record_id = c.ref::uuid
-    WHERE ($1::text IS NULL OR c.site = $1) AND ($2::timestamptz IS NULL OR c.recorded_at >= $2)
+    WHERE ($2::timestamptz IS NULL OR c.recorded_at >= $2)
+      AND ($1::text IS NULL OR c.node_id IN (SELECT node_id FROM audit_chain WHERE site = $1))
     ORDER BY c.node_id, c.seq
 """
 _UNLINKED = """
