@@ -5,7 +5,6 @@ legal record after the fact)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -21,7 +20,7 @@ pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
-async def stored(pg_dsn: str) -> AsyncIterator[tuple[Settings, list[ConsentRecord]]]:  # noqa: F811
+async def stored(pg_dsn: str) -> tuple[Settings, list[ConsentRecord]]:  # noqa: F811
     store = PostgresStore(pg_dsn, pool_size=2)
     await store.open()
     records = [make_record(f"s{i % 3}") for i in range(30)]
