@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp
 
+from gateway.audit import service as audit_service
 from gateway.core.jurisdictions import RuleTable, load_rules
 from gateway.core.settings import Settings, load_settings
 from gateway.geo.locator import Locator
@@ -24,7 +25,7 @@ from gateway.serving.validation import validate_bundle
 from gateway.serving.watch import Watcher
 from gateway.sites import versions
 from gateway.sites.catalog import LiveCatalog, static_dir
-from gateway.web import accesslog, admin, api, errors, ops, privacy, public, records
+from gateway.web import accesslog, admin, api, audit, errors, ops, privacy, public, records
 from gateway.web.framing import TransferCodings
 from gateway.web.front import HotPaths
 from gateway.web.middleware import MetricsMiddleware
@@ -102,6 +103,12 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
         app.state.watcher = watcher
         if settings.reload:
             watcher.start(recording.tasks)  # supervised beside the recording tasks
+        if settings.store_url.startswith(("postgresql://", "postgres://")):
+            # Banner impressions counted in memory go to the audit's store every minute.
+            recording.tasks.start(
+                "impressions",
+                lambda: audit_service.flush_impressions_forever(settings, gateway.impressions),
+            )
         # Regions whose law starts on a date switch on the day (regions_from), reload or not.
         switches = RuleSwitches(gateway, gateway.catalog.rules.region_map)
         switches.start()
@@ -125,6 +132,7 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
             *records.routes(),
             *api.routes(),
             *admin.routes(),
+            *audit.routes(),
             *ops.routes(),
         ],
         # The two hot paths are answered by the front, outside this stack; the rest is routed.

@@ -89,6 +89,24 @@ def _parser() -> argparse.ArgumentParser:
     for cmd in (create, listing, revoke):
         _add_settings(cmd)
 
+    audit = sub.add_parser("audit", help="the audit trail's hash chain")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser("verify", help="walk the chain; exit 2 at a broken link")
+    verify.add_argument("--site", default=None)
+    verify.add_argument("--since", default=None, help="YYYY-MM-DD or an RFC 3339 time")
+    _add_settings(verify)
+    _add_settings(audit_sub.add_parser("checkpoint", help="sign the chain heads into the store"))
+
+    export = sub.add_parser("export", help="stream a site's records as CSV or JSON Lines")
+    export.add_argument("site")
+    export.add_argument("--from", dest="start", default=None)
+    export.add_argument("--to", dest="end", default=None)
+    export.add_argument("--format", default="csv", choices=["csv", "jsonl"])
+    export.add_argument("--output", type=Path, default=None, help="default: stdout")
+    for name in ("region", "rule", "channel", "action"):
+        export.add_argument(f"--{name}", default=None)
+    _add_settings(export)
+
     i18n = sub.add_parser("i18n", help="gettext workflow over locales/")
     i18n_sub = i18n.add_subparsers(dest="i18n_command", required=True)
     for name, text in (
@@ -204,6 +222,22 @@ def _dispatch(args: argparse.Namespace) -> int:
         for line in lines:
             print(line)
         return 0
+    if args.command == "audit":
+        from gateway.cli import audit as audit_cli
+
+        if args.audit_command == "verify":
+            return asyncio.run(audit_cli.verify(settings, args.site, args.since))
+        return asyncio.run(audit_cli.checkpoint(settings))
+    if args.command == "export":
+        from gateway.cli import audit as audit_cli
+
+        wanted = {n: getattr(args, n) for n in ("region", "rule", "channel", "action")}
+        found = {k: v for k, v in wanted.items() if v}
+        return asyncio.run(
+            audit_cli.export(
+                settings, args.site, args.start, args.end, args.format, found, args.output
+            )
+        )
     if args.command == "i18n":
         from gateway.sites import i18n_workflow
 

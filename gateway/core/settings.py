@@ -231,6 +231,13 @@ SETTINGS: tuple[Setting, ...] = (
         secret=True,
     ),
     Setting(
+        "audit_key",
+        "",
+        "Secret signing the audit trail's checkpoints of chain heads (`consent-gateway audit "
+        "checkpoint`, checked by `audit verify`); the same wherever those run.",
+        secret=True,
+    ),
+    Setting(
         "identity_key",
         "",
         "Secret keying identity hashes and signing identity tokens; the same on every node. "
@@ -369,6 +376,7 @@ class Settings:
     ready_min_free_mb: float = _default("ready_min_free_mb")
     ready_max_forward_lag: float = _default("ready_max_forward_lag")
     receipt_key: str = _default("receipt_key")
+    audit_key: str = _default("audit_key")
     identity_key: str = _default("identity_key")
     admin_token: str = _default("admin_token")
     node_id: str = _default("node_id")
