@@ -22,13 +22,14 @@ from gateway.core.settings import Settings, load_settings
 from gateway.geo.locator import Locator
 from gateway.preferences.service import PreferenceService
 from gateway.recording.service import RecordingService
+from gateway.rights.service import RightsService
 from gateway.serving.gateway import Gateway
 from gateway.serving.render import Renderer
 from gateway.serving.snippet import Snippet
 from gateway.serving.validation import validate_bundle
 from gateway.serving.watch import Watcher
 from gateway.sites.catalog import LiveCatalog, static_dir
-from gateway.web import admin, api, ops, privacy, public, records
+from gateway.web import admin, api, ops, privacy, public, records, rights
 from gateway.web.front import HotPaths
 from gateway.web.middleware import MetricsMiddleware
 
@@ -124,6 +125,9 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
         await recording.start()
         app.state.preferences = preferences = PreferenceService(settings)
         await preferences.start()
+        app.state.rights = rights_service = RightsService(settings)
+        rights.wire(app.state, rights_service)
+        await rights_service.start()
         await admin.publish_current(app.state)
         watcher = Watcher(settings, gateway, on_reload=lambda: admin.publish_current(app.state))
         app.state.watcher = watcher
@@ -137,6 +141,7 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
         finally:
             # Fixed order: stop reloading, drain and close recording, then close readers.
             await watcher.stop()
+            await rights_service.stop()
             await recording.stop()
             await preferences.stop()
             gateway.locator.close()
@@ -147,6 +152,7 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
             *privacy.routes(),
             *records.routes(),
             *api.routes(),
+            *rights.routes(),
             *admin.routes(),
             *ops.routes(),
         ],

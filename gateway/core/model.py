@@ -155,6 +155,9 @@ class Site:
     retained_versions: tuple[str, ...] = ()
     # Contact channels, topics, frequencies, product lines, identity types (preferences).
     preferences: PreferenceModel = field(default_factory=PreferenceModel)
+    # The [rights] table as written (validated by gateway/rights/policy.py): rights templates
+    # overridden for this site and its downstream systems.
+    rights: Mapping[str, Any] = field(default_factory=dict)
 
     def purpose(self, purpose_id: str) -> Purpose | None:
         return self._purposes_by_id.get(purpose_id)

@@ -178,6 +178,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("reload", "true", "Watch banners/ and locales/ and reload valid edits.", _bool),
     Setting("public_url", "", "External base URL used in record_url. Empty: from the request."),
     Setting("log_level", "info", "Log level.", _choice("debug", "info", "warning", "error")),
+    Setting(
+        "smtp_url",
+        "",
+        "SMTP server for rights-request codes: smtp://host:port, smtp+starttls://user:pass@host:587"
+        " or smtps://user:pass@host:465. Empty: e-mail verification is off.",
+        secret=True,
+    ),
+    Setting("smtp_from", "privacy@localhost", "Sender address of rights-request code e-mails."),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -229,6 +237,8 @@ class Settings:
     reload: bool = _default("reload")
     public_url: str = _default("public_url")
     log_level: str = _default("log_level")
+    smtp_url: str = _default("smtp_url")
+    smtp_from: str = _default("smtp_from")
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

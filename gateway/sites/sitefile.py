@@ -48,6 +48,7 @@ SITE_KEYS = {
     "retained_versions",
     "channels",
     "frequencies",
+    "rights",
     "topics",
     "product_lines",
     "identity_types",
@@ -332,6 +333,7 @@ def parse_site(site_id: str, path: Path, data: Mapping[str, Any]) -> Site:
         theme=theme,
         retained_versions=r.strings("retained_versions"),
         preferences=preferences,
+        rights=r.get("rights", dict, {}),
     )
 
 
