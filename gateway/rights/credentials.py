@@ -38,7 +38,7 @@ def token_hash(token: str) -> str:
 
 def token_matches(token: str, stored_hash: str) -> bool:
     """Constant time; a malformed token is compared too, so it takes the same time."""
-    well_formed = bool(_TOKEN.match(token))
+    well_formed = bool(_TOKEN.fullmatch(token))
     return hmac.compare_digest(token_hash(token[:64]), stored_hash) and well_formed
 
 
@@ -51,7 +51,7 @@ def code_hash(key: bytes, request_id: str, code: str) -> str:
 
 
 def code_matches(key: bytes, request_id: str, code: str, stored_hash: str) -> bool:
-    well_formed = bool(_CODE.match(code))
+    well_formed = bool(_CODE.fullmatch(code))
     given = code_hash(key, request_id, code[:CODE_DIGITS] if well_formed else "x")
     return hmac.compare_digest(given, stored_hash) and well_formed
 
@@ -65,7 +65,7 @@ def download_ok(key: bytes, request_id: str, expires: str, signature: str, now: 
     """Whether a link's signature is genuine and it has not expired."""
     if not (expires.isascii() and expires.isdigit() and len(expires) <= 12):
         return False
-    if not _SIG.match(signature):
+    if not _SIG.fullmatch(signature):
         return False
     expected = sign_download(key, request_id, int(expires))
     return hmac.compare_digest(expected, signature) and int(expires) > now

@@ -1,0 +1,486 @@
+"""Rights requests end to end through the real app: a real SMTP server in-process (aiosmtpd),
+the embedded store and PostgreSQL, signed downstream confirmations, an injected clock."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import email
+import io
+import re
+import sqlite3
+import threading
+import time
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.policy import default as default_policy
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import jsonschema
+import orjson
+import pytest
+from aiosmtpd.controller import Controller
+from starlette.testclient import TestClient
+
+from gateway.app import create_app
+from gateway.cli.keys import create as create_key
+from gateway.core.settings import Settings
+from gateway.rights import credentials, events
+from gateway.sinks.sqlite import FILE_NAME
+from gateway.sinks.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from tests.helpers import editable_settings
+from tests.pg import consent_body, scratch_database
+from tests.procs import free_port
+
+BASE = "/v1/sites/demo"
+ADMIN = {"Authorization": "Bearer admin-token"}
+CRM_SECRET = "crm-callback-secret"
+HOOK_SECRET = "hook-secret"
+SITE_RIGHTS = """
+[rights]
+[[rights.systems]]
+name = "crm"
+secret_env = "TEST_RIGHTS_CRM_SECRET"
+remind_after = "2 days"
+[[rights.systems]]
+name = "newsletter"
+secret_env = "TEST_RIGHTS_NEWSLETTER_SECRET"
+required = false
+"""
+
+
+@dataclass
+class Inbox:
+    """The SMTP server's handler: every message it accepted."""
+
+    messages: list[EmailMessage] = field(default_factory=list)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        message = email.message_from_bytes(envelope.content, policy=default_policy)
+        assert isinstance(message, EmailMessage)
+        self.messages.append(message)
+        return "250 OK"
+
+    def code_for(self, address: str, timeout: float = 10.0) -> str:
+        """The code in the newest message to ``address`` (waits for the background send)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for message in reversed(self.messages):
+                if message["To"] == address:
+                    found = re.search(r"code: (\d{8})", str(message.get_content()))
+                    assert found, message.get_content()
+                    return found.group(1)
+            assert time.monotonic() < deadline, "no code e-mail arrived"
+            time.sleep(0.02)
+
+
+@pytest.fixture
+def inbox() -> Iterator[tuple[Inbox, int]]:
+    handler = Inbox()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield handler, port
+    finally:
+        controller.stop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield ""
+        return
+    loop = asyncio.new_event_loop()
+    manager = scratch_database()
+    try:
+        name = loop.run_until_complete(manager.__aenter__())
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        loop.run_until_complete(manager.__aexit__(None, None, None))
+        loop.close()
+
+
+class Hook(BaseHTTPRequestHandler):
+    """The webhook receiver (a CRM's endpoint): keeps each signed body it gets."""
+
+    received: list[dict[str, Any]]
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        stamp = self.headers[TIMESTAMP_HEADER]
+        if self.headers[SIGNATURE_HEADER] == sign(HOOK_SECRET.encode(), stamp, body):
+            self.server.received.append(orjson.loads(body))  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def hook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    server.received = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/hook", server.received  # type: ignore[attr-defined]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def delivered_events(received: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for batch in received for e in batch.get("events", [])]
+
+
+class Clock:
+    """The rights service's clock, moved by the test."""
+
+    def __init__(self) -> None:
+        self.offset = dt.timedelta()
+
+    def __call__(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC) + self.offset
+
+
+class Env:
+    def __init__(
+        self,
+        client: TestClient,
+        settings: Settings,
+        key: str,
+        inbox: Inbox,
+        hooked: list[dict[str, Any]],
+    ) -> None:
+        self.client = client
+        self.hooked = hooked
+        self.settings = settings
+        self.key = {"Authorization": f"Bearer {key}"}
+        self.inbox = inbox
+        self.clock = Clock()
+        self.state.rights.clock = self.clock
+
+    @property
+    def state(self) -> Any:
+        return self.client.app.state  # type: ignore[attr-defined]
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        assert self.client.portal is not None
+        return self.client.portal.call(fn, *args)
+
+    def consent(self, subject: str, user_agent: str) -> str:
+        """Record an accept-all for ``subject`` and wait until the store has it; the receipt."""
+        bundle = self.state.gateway.catalog.get("demo")
+        r = self.client.post(
+            f"{BASE}/consents",
+            json=consent_body(bundle, subject, page_url="https://shop.example/p?ref=x"),
+            headers={"User-Agent": user_agent},
+        )
+        assert r.status_code == 201, r.text
+        deadline = time.monotonic() + 10
+        while not self.call(self.state.recording.history, "demo", subject)["history"]:
+            assert time.monotonic() < deadline, "the forwarder did not deliver"
+            time.sleep(0.02)
+        return str(r.json()["receipt"])
+
+    def link(self, subject: str, kind: str, value: str) -> None:
+        r = self.client.post(
+            f"{BASE}/subjects/{subject}/identities",
+            json={"type": kind, "value": value},
+            headers=self.key,
+        )
+        assert r.status_code == 201, r.text
+
+    def ask(self, body: dict[str, Any], **headers: str) -> Any:
+        return self.client.post(f"{BASE}/rights-requests", json=body, headers=headers)
+
+    def status(self, request_id: str, token: str) -> Any:
+        return self.client.get(
+            f"{BASE}/rights-requests/{request_id}", headers={"Authorization": f"Bearer {token}"}
+        )
+
+    def verify(self, request_id: str, token: str, code: str) -> Any:
+        return self.client.post(
+            f"{BASE}/rights-requests/{request_id}/verify",
+            json={"code": code},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+
+    def confirm(self, request_id: str, system: str, body: dict[str, Any], **over: str) -> Any:
+        raw = orjson.dumps(body)
+        stamp = over.get("timestamp", str(int(self.clock().timestamp())))
+        secret = over.get("secret", CRM_SECRET).encode()
+        return self.client.post(
+            f"/v1/rights-requests/{request_id}/systems/{system}",
+            content=raw,
+            headers={
+                "Content-Type": "application/json",
+                "X-Consent-Timestamp": stamp,
+                "X-Consent-Signature": over.get(
+                    "signature", credentials.system_signature(secret, stamp, raw)
+                ),
+            },
+        )
+
+    def download(self, url: str) -> zipfile.ZipFile:
+        r = self.client.get(url.removeprefix("http://testserver"))
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"] == "application/zip"
+        return zipfile.ZipFile(io.BytesIO(r.content))
+
+    def tick(self) -> None:
+        self.call(self.state.rights.drain)
+        self.call(self.state.rights.tick)
+
+    def detail(self, request_id: str) -> dict[str, Any]:
+        r = self.client.get(f"/admin/v1/sites/demo/rights-requests/{request_id}", headers=ADMIN)
+        assert r.status_code == 200, r.text
+        result: dict[str, Any] = r.json()
+        return result
+
+
+@pytest.fixture
+def env(
+    tmp_path: Path,
+    inbox: tuple[Inbox, int],
+    store_url: str,
+    hook: tuple[str, list[dict[str, Any]]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Env]:
+    monkeypatch.setenv("TEST_RIGHTS_CRM_SECRET", CRM_SECRET)
+    monkeypatch.setenv("TEST_RIGHTS_NEWSLETTER_SECRET", "newsletter-secret")
+    handler, port = inbox
+    settings = editable_settings(
+        tmp_path,
+        smtp_url=f"smtp://127.0.0.1:{port}",
+        smtp_from="privacy@demo.example",
+        admin_token="admin-token",
+        store_url=store_url,
+        durability="process",
+        node_id="rights-node",
+        webhook_url=hook[0],
+        webhook_secret=HOOK_SECRET,
+    )
+    site_file = settings.banners_dir / "demo" / "site.toml"
+    site_file.write_text(site_file.read_text() + SITE_RIGHTS)
+    key = asyncio.run(create_key(settings, "demo", "staff", ()))[-1]
+    with TestClient(create_app(settings), client=("127.0.0.1", 50000)) as client:
+        yield Env(client, settings, key, handler, hook[1])
+
+
+def test_an_anonymous_visitor_gets_their_data_with_a_receipt(env: Env) -> None:
+    receipt = env.consent("anon-1", "Mozilla/5.0 AnonBrowser")
+    env.consent("someone-else", "Mozilla/5.0 OtherBrowser")
+    r = env.ask({"type": "access", "receipt": receipt})
+    assert r.status_code == 202, r.text
+    made = r.json()
+    assert made["status"] == "in_progress"  # a receipt is verification enough
+    assert made["due_at"] > made["received_at"]
+    assert made["token"].startswith("rrt_")
+    archive = env.download(made["download_url"])
+    exported = orjson.loads(archive.read("subject.json"))
+    assert [s["subject_id"] for s in exported["subjects"]] == ["anon-1"]
+    assert exported["subjects"][0]["current"]["choices"]["marketing"] is True
+    records = archive.read("records.csv").decode()
+    assert "AnonBrowser" in records and "OtherBrowser" not in records
+    version = exported["subjects"][0]["current"]["banner_version"]
+    assert exported["texts"][version]["en"]["texts"]  # the exact texts of what was shown
+    assert "texts" in archive.read("texts.csv").decode()
+    # Open until the required CRM confirms; the optional newsletter system never has to.
+    assert env.status(made["request_id"], made["token"]).json()["status"] == "in_progress"
+    assert env.confirm(made["request_id"], "crm", {"status": "done"}).status_code == 200
+    final = env.status(made["request_id"], made["token"]).json()
+    assert final["status"] == "completed"
+    assert "download_url" in final
+    detail = env.detail(made["request_id"])
+    assert [(t["from"], t["to"], t["actor"]) for t in detail["transitions"]] == [
+        (None, "received", "subject"),
+        ("received", "in_progress", "subject"),
+        ("in_progress", "completed", "system"),
+    ]
+    pending = env.call(env.state.rights.store.pending_events, 100)
+    kinds_seen = [e.type for e in pending]
+    assert kinds_seen[0] == events.CREATED and kinds_seen[-1] == events.COMPLETED
+    for e in pending:
+        jsonschema.validate(e.body, events.EVENT_SCHEMA)
+
+
+def test_an_identified_customer_verifies_by_email_code(env: Env) -> None:
+    env.consent("ann-phone", "AnnPhone/1.0")
+    env.consent("ann-laptop", "AnnLaptop/2.0")
+    env.link("ann-phone", "email", "ann@example.com")
+    env.link("ann-laptop", "email", "ann@example.com")
+    r = env.ask({"type": "portability", "identity": {"type": "email", "value": " Ann@Example.COM"}})
+    assert r.status_code == 202, r.text
+    made = r.json()
+    assert made["status"] == "verifying" and "download_url" not in made
+    code = env.inbox.code_for("ann@example.com")
+    message = env.inbox.messages[-1]
+    assert message["From"] == "privacy@demo.example"
+    wrong = "0" * 8 if code != "0" * 8 else "1" * 8
+    r = env.verify(made["request_id"], made["token"], wrong)
+    assert r.status_code == 403 and r.json()["error"] == "invalid_code"
+    assert "4 attempt(s) left" in r.json()["detail"]
+    r = env.verify(made["request_id"], made["token"], code)
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "in_progress"
+    archive = env.download(r.json()["download_url"])
+    exported = orjson.loads(archive.read("subject.json"))
+    assert sorted(s["subject_id"] for s in exported["subjects"]) == ["ann-laptop", "ann-phone"]
+    assert all(s["identities"] == ["email"] for s in exported["subjects"])
+    assert "ann@example.com" not in archive.read("subject.json").decode()  # only hashed, never kept
+    # The code works once.
+    again = env.verify(made["request_id"], made["token"], code)
+    assert again.status_code == 409 and again.json()["error"] == "already_verified"
+
+
+def _sqlite_bytes(settings: Settings) -> bytes:
+    data = b""
+    for path in settings.data_dir.glob(FILE_NAME + "*"):
+        data += path.read_bytes()
+    return data
+
+
+def test_a_deletion_leaves_no_identity_user_agent_or_ip_and_the_history_verifies(
+    env: Env, store_url: str
+) -> None:
+    receipt = env.consent("del-1", "DeleteMeBrowser/9.9")
+    env.consent("keep-1", "KeepMeBrowser/1.0")
+    env.link("del-1", "email", "del@example.com")
+    env.link("keep-1", "email", "keep@example.com")
+    r = env.ask({"type": "deletion", "receipt": receipt, "subject_id": "del-1"})
+    assert r.status_code == 202, r.text
+    made = r.json()
+    env.tick()
+    detail = env.detail(made["request_id"])
+    assert detail["result"]["erased_records"] == 1
+    assert detail["result"]["erased_identity_links"] == 1
+    assert detail["state"] == "in_progress"  # the CRM has not confirmed yet
+    assert env.confirm(made["request_id"], "crm", {"status": "done"}).status_code == 200
+    assert env.detail(made["request_id"])["state"] == "completed"
+
+    history = env.call(env.state.recording.history, "demo", "del-1")["history"]
+    (record,) = history
+    assert record["user_agent"] == "" and record["ip_truncated"] is None
+    assert record["page_url"] == "" and record["choices"]["marketing"] is True  # what, when kept
+    kept = env.call(env.state.recording.history, "demo", "keep-1")["history"][0]
+    assert kept["user_agent"] == "KeepMeBrowser/1.0" and kept["ip_truncated"] == "127.0.0.0/24"
+    assert env.client.get(f"{BASE}/subjects/del-1", headers=env.key).json()["identities"] == []
+    # The consent history still verifies: the subject's receipt signs the original content,
+    # whose hash the tombstone keeps beside the erased record.
+    claims = env.state.recording.receipts.verify(receipt)
+    tombs = env.call(env.state.rights.store.tombstones, "demo", "del-1")
+    assert [(t["record_id"], t["content_hash"]) for t in tombs] == [
+        (claims.record_id, claims.content_hash)
+    ]
+    assert tombs[0]["erased_fields"] == [
+        "idempotency_key",
+        "ip_truncated",
+        "page_url",
+        "user_agent",
+    ]
+    if not store_url:
+        raw = _sqlite_bytes(env.settings)
+        assert b"DeleteMeBrowser" not in raw  # not even in free pages or the WAL
+        assert b"KeepMeBrowser" in raw
+        conn = sqlite3.connect(env.settings.data_dir / FILE_NAME)
+        try:
+            links = conn.execute(
+                "SELECT count(*) FROM identity_links WHERE subject_id = 'del-1'"
+            ).fetchone()
+            assert links == (0,)
+        finally:
+            conn.close()
+    else:
+
+        async def check() -> None:
+            conn = await asyncpg.connect(store_url)
+            try:
+                assert (
+                    await conn.fetchval(
+                        "SELECT count(*) FROM identity_links WHERE subject_id = 'del-1'"
+                    )
+                    == 0
+                )
+                assert (
+                    await conn.fetchval(
+                        "SELECT count(*) FROM consent_records WHERE subject_id = 'del-1' AND "
+                        "(ip_truncated IS NOT NULL OR user_agent <> '' OR page_url <> '')"
+                    )
+                    == 0
+                )
+                assert (
+                    await conn.fetchval(
+                        "SELECT count(*) FROM consent_records WHERE user_agent LIKE 'DeleteMe%'"
+                    )
+                    == 0
+                )
+                assert (
+                    await conn.fetchval(
+                        "SELECT count(*) FROM identity_links WHERE subject_id = 'keep-1'"
+                    )
+                    == 1
+                )
+            finally:
+                await conn.close()
+
+        asyncio.run(check())
+
+
+def test_a_late_system_keeps_the_request_open_and_overdue(env: Env) -> None:
+    receipt = env.consent("late-1", "LateBrowser")
+    made = env.ask({"type": "access", "receipt": receipt}).json()
+    request_id = made["request_id"]
+    # The region is unknown (a loopback client): the fail-closed rule, 30 days.
+    due = dt.datetime.fromisoformat(made["due_at"])
+    received = dt.datetime.fromisoformat(made["received_at"])
+    assert due - received == dt.timedelta(days=30)
+    env.clock.offset = dt.timedelta(days=3)
+    env.tick()
+    detail = env.detail(request_id)
+    assert detail["systems"][0]["system"] == "crm" and detail["systems"][0]["reminders"] == 1
+    assert not detail["overdue"]
+    overdue = env.client.get("/admin/v1/sites/demo/rights-requests?overdue=1", headers=ADMIN)
+    assert overdue.json()["requests"] == []
+
+    env.clock.offset = dt.timedelta(days=31)
+    env.tick()
+    listed = env.client.get("/admin/v1/sites/demo/rights-requests?overdue=1", headers=ADMIN)
+    assert [r["request_id"] for r in listed.json()["requests"]] == [request_id]
+    assert listed.json()["requests"][0]["overdue"] is True
+    metrics = env.client.get("/metrics").text
+    assert 'gateway_rights_requests_overdue{site="demo"} 1.0' in metrics
+    assert 'gateway_rights_system_reminders_total{kind="escalation",site="demo",system="crm"}' in (
+        metrics
+    )
+    page = env.client.get("/admin/rights?site=demo&overdue=1", headers=ADMIN)
+    assert page.status_code == 200 and request_id in page.text and "overdue" in page.text
+    # Completing by hand is refused while the required CRM is silent.
+    r = env.client.post(
+        f"/admin/v1/sites/demo/rights-requests/{request_id}/complete", json={}, headers=ADMIN
+    )
+    assert r.status_code == 409 and r.json()["error"] == "systems_pending"
+    # The late confirmation closes it; it is no longer overdue.
+    assert env.confirm(request_id, "crm", {"status": "done", "note": "late"}).status_code == 200
+    assert env.detail(request_id)["state"] == "completed"
+    listed = env.client.get("/admin/v1/sites/demo/rights-requests?overdue=1", headers=ADMIN)
+    assert listed.json()["requests"] == []
+    assert 'gateway_rights_requests_overdue{site="demo"} 0.0' in env.client.get("/metrics").text
+    env.tick()
+    kinds_seen = [
+        (e["type"], e.get("change"), e.get("system")) for e in delivered_events(env.hooked)
+    ]
+    assert kinds_seen[0] == (events.CREATED, None, None)
+    assert (events.UPDATED, "reminder", "crm") in kinds_seen
+    assert (events.UPDATED, "escalation", "crm") in kinds_seen
+    assert kinds_seen[-1] == (events.COMPLETED, None, None)
+    assert env.call(env.state.rights.store.pending_events, 100) == []
