@@ -122,8 +122,8 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
         app.state.gateway = gateway
         app.state.recording = recording
         app.state.settings = settings
-        await recording.start()
         app.state.preferences = preferences = PreferenceService(settings)
+        await recording.start()
         await preferences.start()
         app.state.rights = rights_service = RightsService(settings)
         rights.wire(app.state, rights_service)

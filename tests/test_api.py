@@ -12,8 +12,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from gateway.cli.keys import create
-from gateway.core.errors import BadRequest
-from gateway.core.settings import Settings
+from gateway.core.errors import BadRequest, ConfigError
+from gateway.core.settings import Settings, load_settings
 from gateway.preferences.apikeys import SCOPES, secret_hash
 from gateway.sinks.directory import PreferenceState, StoredKey
 from tests.pg import consent_body, pg_dsn, recording_app  # noqa: F401
@@ -139,6 +139,7 @@ def run_flow(api: Api) -> None:
     ]
     assert results[0]["identity"] == {"type": "email", "value": "ANN@example.com"}
     assert results[0]["frequency"] == "monthly"
+    assert results[3]["detail"] == "not an e-mail address" and "detail" not in results[0]
     r = api.post(
         "/contactability",
         {
@@ -289,6 +290,14 @@ def test_a_revoked_key_is_refused(tmp_path: Path) -> None:
             400,
             "invalid_field",
         ),
+        (
+            "POST",
+            "/subjects/ann@example.com/identities",
+            {"type": "email", "value": "ann@example.com"},
+            422,
+            "subject_id_is_an_identity",
+        ),
+        ("GET", "/subjects/+49301234567", None, 422, "subject_id_is_an_identity"),
         ("GET", "/subjects?identity=nocolon", None, 422, "invalid_identity"),
         ("GET", "/subjects", None, 400, "invalid_parameter"),
         ("GET", "/subjects/never-seen", None, 404, "unknown_subject"),
@@ -329,3 +338,42 @@ def test_bodies_must_be_small_json_objects(api: Api) -> None:
     assert r.status_code == 422
     r = api.client.get("/v1/sites/nope/subjects/x", headers=api.auth)
     assert (r.status_code, r.json()["error"]) == (404, "unknown_site")
+
+
+def test_a_short_identity_key_is_refused_before_serving(tmp_path: Path) -> None:
+    """Threat: a guessable key makes the stored hashes reversible by brute force."""
+    with pytest.raises(ConfigError, match="32 bytes"):
+        load_settings(env={"GATEWAY_IDENTITY_KEY": "short"})
+    assert load_settings(env={"GATEWAY_IDENTITY_KEY": "k" * 32}).identity_key == "k" * 32
+    with (
+        pytest.raises(ConfigError, match="32 bytes"),
+        TestClient(recording_app(make_settings(tmp_path, identity_key="short"))),
+    ):
+        pass
+
+
+@pytest.mark.postgres
+def test_two_nodes_sharing_postgresql_share_keys_and_identities(
+    tmp_path: Path,
+    pg_dsn: str,  # noqa: F811
+) -> None:
+    """A key made once works on every node, and an identity linked on one is found on the
+    other: the identity key both hash with was generated once, into the shared store."""
+    node_a = make_settings(tmp_path / "a", store_url=pg_dsn, node_id="node-a")
+    node_b = make_settings(tmp_path / "b", store_url=pg_dsn, node_id="node-b")
+    key = new_key(node_a)
+    with (
+        TestClient(recording_app(node_a), client=PEER) as a,
+        TestClient(recording_app(node_b), client=PEER) as b,
+    ):
+        api_a, api_b = Api(a, key), Api(b, key)
+        r = api_a.post("/subjects/sub-x/identities", {"type": "customer_id", "value": "C-7"})
+        assert r.status_code == 201
+        found = api_b.get("/subjects", identity="customer_id:C-7").json()["subjects"]
+        assert [s["subject_id"] for s in found] == ["sub-x"]
+        token = api_b.post(
+            "/identity-tokens", {"identities": [{"type": "customer_id", "value": "C-7"}]}
+        ).json()["token"]
+        api_a.call(api_a.state().preferences.redeem_token, "demo", token, "sub-y")
+        with pytest.raises(BadRequest):  # replayed on the other node
+            api_b.call(api_b.state().preferences.redeem_token, "demo", token, "sub-z")

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import asyncpg
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -21,8 +23,9 @@ from starlette.testclient import TestClient
 
 from gateway.cli.keys import create
 from gateway.core.settings import Settings
+from gateway.preferences.identities import looks_like_contact
 from tests.helpers import ROOT
-from tests.pg import recording_app
+from tests.pg import ADMIN_DSN, dsn_for, recording_app
 
 BASE = "/v1/sites/demo"
 QUIET = [HealthCheck.function_scoped_fixture]
@@ -65,23 +68,66 @@ class Live:
     client: TestClient
     key: str
     store: Path
+    dsn: str | None = None
 
 
 LIVE = Live()
 
 
-@pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+async def _create(name: str) -> None:
+    admin = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+
+
+async def _drop(name: str) -> None:
+    admin = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def client(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestClient]:
     data = Path(tmp_path_factory.mktemp("api-hostile")) / "data"
     settings_ = Settings(data_dir=data, durability="process", node_id="hostile", reload=False)
-    lines = asyncio.run(create(settings_.replace(banners_dir=ROOT / "banners"), "demo", "h", []))
-    LIVE.key, LIVE.store = lines[-1], data / "store.sqlite3"
-    with TestClient(recording_app(settings_)) as c:
-        LIVE.client = c
-        yield c
+    name = f"cg_test_{uuid.uuid4().hex[:12]}"
+    if request.param == "postgres":
+        asyncio.run(_create(name))
+        settings_ = settings_.replace(store_url=dsn_for(name))
+    LIVE.dsn = settings_.store_url or None
+    try:
+        lines = asyncio.run(
+            create(settings_.replace(banners_dir=ROOT / "banners"), "demo", "h", [])
+        )
+        LIVE.key, LIVE.store = lines[-1], data / "store.sqlite3"
+        with TestClient(recording_app(settings_)) as c:
+            LIVE.client = c
+            yield c
+    finally:
+        if request.param == "postgres":
+            asyncio.run(_drop(name))
+
+
+async def _pg_links(dsn: str) -> list[tuple[Any, ...]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT * FROM identity_links")
+    finally:
+        await conn.close()
+    return sorted((r[0], r[1], r[2], r[3], r[4].isoformat(), r[5]) for r in rows)
 
 
 def links() -> list[tuple[Any, ...]]:
+    if LIVE.dsn:
+        return asyncio.run(_pg_links(LIVE.dsn))
     with sqlite3.connect(LIVE.store) as conn:
         return sorted(conn.execute("SELECT * FROM identity_links").fetchall())
 
@@ -105,6 +151,7 @@ def check(response: Any, before: list[tuple[Any, ...]], ok: set[int]) -> None:
         assert len(added) <= 1 and all(row[0] == "demo" and len(row[1]) == 64 for row in added)
         # Never the raw value: the stored row holds the keyed hash and the type only.
         assert all(body["subject_id"] == row[2] and "@" not in row[1] for row in added)
+        assert not any(looks_like_contact(row[2]) for row in added)
     else:
         assert after == before
 

@@ -119,17 +119,18 @@ async def test_contact_rows_join_links_and_states(directory: Directory) -> None:
     assert shop.product_line == "shop"
 
 
-async def test_a_token_nonce_is_accepted_once_across_nodes(
-    where: str, directory: Directory
-) -> None:
+async def test_a_token_links_once_across_nodes(where: str, directory: Directory) -> None:
     """Threat: a token copied from a browser is replayed against another node."""
     other = make(where)
     await other.open()
+    link = [Link("demo", "sub-a", "email", "h1", T0, "token")]
+    again = [Link("demo", "sub-b", "email", "h1", T0, "token")]
     try:
-        assert await directory.use_token("n1", expires_at=200, now=100)
-        assert not await other.use_token("n1", expires_at=200, now=150)
-        assert await other.use_token("n2", expires_at=300, now=150)
+        assert await directory.link_once("n1", expires_at=200, now=100, links=link)
+        assert not await other.link_once("n1", expires_at=200, now=150, links=again)
+        assert await directory.subjects_for("demo", "h1") == ["sub-a"]  # nothing of the replay
+        assert await other.link_once("n2", expires_at=300, now=150, links=again)
         # Once expired, a nonce is forgotten (the token itself is refused by its expiry).
-        assert await directory.use_token("n1", expires_at=400, now=250)
+        assert await directory.link_once("n1", expires_at=400, now=250, links=link)
     finally:
         await other.close()

@@ -14,6 +14,7 @@ from gateway.preferences.identities import (
     InvalidIdentity,
     from_json,
     from_query,
+    looks_like_contact,
     normalize,
 )
 from gateway.preferences.tokens import IdentityTokens, InvalidToken
@@ -147,3 +148,19 @@ def test_issue_limits() -> None:
         tokens.issue("demo", PAIRS, now=NOW, ttl=3601)
     with pytest.raises(ValueError, match="identities"):
         tokens.issue("demo", [], now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("text", "contact"),
+    [
+        ("ann@example.com", True),
+        ("+49 30 1234567", True),
+        ("004930123456", True),
+        ("3f0c9a1e-5b7d-4c2a-9e8f-1a2b3c4d5e6f", False),
+        ("sub-ann", False),
+        ("123456", False),
+        ("user@host", False),
+    ],
+)
+def test_subject_ids_that_are_contacts_are_recognised(text: str, contact: bool) -> None:
+    assert looks_like_contact(text) is contact

@@ -11,6 +11,7 @@ from babel.messages.pofile import read_po
 
 from gateway.cli.checks import run_checks
 from gateway.core.errors import ConfigError
+from gateway.sites.catalog import load_site
 from gateway.sites.i18n_workflow import build_template, used_msgids
 from gateway.sites.sitefile import parse_site, read_site
 from tests.helpers import ROOT, editable_settings, make_settings
@@ -135,3 +136,25 @@ def test_check_reports_the_model_and_its_mistakes(tmp_path: Path) -> None:
         e.where.endswith("site.toml: topics[0].channels") and "unknown channel 'fax'" in e.message
         for e in report.errors
     )
+
+
+def test_check_warns_when_the_identity_key_lives_in_the_database(tmp_path: Path) -> None:
+    pg = make_settings(tmp_path, store_url="postgresql://postgres@127.0.0.1:5432/postgres")
+    assert any(w.where == "GATEWAY_IDENTITY_KEY" for w in run_checks(pg).warnings)
+    keyed = pg.replace(identity_key="k" * 32)
+    assert not any(w.where == "GATEWAY_IDENTITY_KEY" for w in run_checks(keyed).warnings)
+
+
+def test_a_new_topic_changes_the_texts_version_but_asks_nobody_again(tmp_path: Path) -> None:
+    settings = editable_settings(tmp_path)
+    before = load_site(settings.banners_dir / "demo", settings.locales_dir)
+    toml = settings.banners_dir / "demo" / "site.toml"
+    toml.write_text(
+        toml.read_text()
+        + '\n[[topics]]\nid = "events"\nname = "Events"\ndescription = "Openings."\n'
+        'channels = ["email"]\n'
+    )
+    after = load_site(settings.banners_dir / "demo", settings.locales_dir)
+    assert after.site.preferences.topic("events") is not None
+    assert after.banner_version != before.banner_version
+    assert after.consent_revision == before.consent_revision

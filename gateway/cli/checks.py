@@ -59,6 +59,13 @@ def check_settings(settings: Settings, report: CheckReport) -> None:
             "locales folder not found: every visitor sees the default language",
             "set GATEWAY_LOCALES_DIR",
         )
+    if not settings.identity_key and settings.store_url:
+        report.warn(
+            "GATEWAY_IDENTITY_KEY",
+            "empty: identity hashes are keyed by a secret kept in the central store itself, so "
+            "a copy of the database can test guessed e-mail addresses against them",
+            "set the same 32+ byte secret on every node",
+        )
     if not settings.admin_token:
         report.notes.append("admin API disabled (GATEWAY_ADMIN_TOKEN is empty)")
     elif len(settings.admin_token) < MIN_TOKEN_LENGTH:

@@ -59,6 +59,13 @@ def _networks(raw: str) -> tuple[str, ...]:
     return items
 
 
+def _key(raw: str) -> str:
+    value = raw.strip()
+    if value and len(value.encode()) < 32:
+        raise ValueError("must be at least 32 bytes, or empty")
+    return value
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         value = raw.strip().lower()
@@ -165,6 +172,7 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         "Secret keying identity hashes and signing identity tokens; the same on every node. "
         "Empty: generated once into the central store (which then holds it too).",
+        _key,
         secret=True,
     ),
     Setting(

@@ -46,14 +46,18 @@ class Answer:
     reason: str
     frequency: str | None = None
     updated_at: str | None = None
+    detail: str | None = None  # what is wrong with an invalid identity
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "contact": self.contact,
             "reason": self.reason,
             "frequency": self.frequency,
             "updated_at": self.updated_at,
         }
+        if self.detail:
+            out["detail"] = self.detail
+        return out
 
 
 def question(model: PreferenceModel, channel: Any, topic: Any, product_line: Any) -> Question:

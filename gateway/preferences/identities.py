@@ -29,6 +29,15 @@ _OPAQUE = re.compile(r"^[\x21-\x7e]{1,128}$")
 _WECHAT = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
 
+def looks_like_contact(text: str) -> bool:
+    """Whether a string (a subject id, say) is an e-mail address or a phone number."""
+    return bool(_EMAIL.match(text) or _PHONE_LIKE.match(text))
+
+
+# Seven or more digits with phone punctuation: too like a number to be a random id.
+_PHONE_LIKE = re.compile(r"^\+?[0-9 ().-]{7,20}$")
+
+
 class InvalidIdentity(BadRequest):
     """An identity whose type is unknown to the site or whose value is malformed."""
 

@@ -13,7 +13,12 @@ from gateway.core.errors import BadRequest, ConfigError, Unavailable
 from gateway.core.settings import Settings
 from gateway.preferences import contactability
 from gateway.preferences.auth import ApiKeyAuthenticator
-from gateway.preferences.identities import Identity, IdentityHasher, InvalidIdentity
+from gateway.preferences.identities import (
+    Identity,
+    IdentityHasher,
+    InvalidIdentity,
+    looks_like_contact,
+)
 from gateway.preferences.tokens import IdentityTokens, TokenClaims
 from gateway.sinks.directory import ContactRow, Directory, Link, PreferenceState
 from gateway.sinks.directory_postgres import PostgresDirectory
@@ -43,9 +48,19 @@ def now_text() -> str:
 
 
 def check_subject(subject_id: str) -> str:
+    """A well-formed subject id that is not a raw identity in disguise."""
     if not SUBJECT_ID.match(subject_id):
         raise BadRequest(
             "invalid_field", "1-128 characters of A-Z a-z 0-9 . _ : @ + = ~ -", field="subject_id"
+        )
+    if looks_like_contact(subject_id):
+        # Links would store it raw, beside the keyed hash meant to keep it out of the store.
+        raise BadRequest(
+            "subject_id_is_an_identity",
+            "a subject id must not be an e-mail address or phone number: link those as "
+            "identities of a random subject id",
+            field="subject_id",
+            status_code=422,
         )
     return subject_id
 
@@ -54,6 +69,9 @@ class PreferenceService:
     """Start it in the app's lifespan; the API handlers call its methods."""
 
     def __init__(self, settings: Settings, directory: Directory | None = None) -> None:
+        # Checked here, before the app starts anything it would have to stop again.
+        if settings.identity_key and len(settings.identity_key.encode()) < 32:
+            raise ConfigError("GATEWAY_IDENTITY_KEY must be at least 32 bytes, or empty")
         self.settings = settings
         self.directory = directory or directory_for(settings)
         self.auth = ApiKeyAuthenticator(self.directory)
@@ -121,8 +139,12 @@ class PreferenceService:
         now = int(time.time())
         claims = tokens.verify(token, site=site, now=now, subject_id=subject_id)
         # Once, on any node sharing the store: a token copied from a browser's history or
-        # logs cannot link a second subject to the customer.
-        fresh = await self._call(self.directory.use_token(claims.nonce, claims.expires_at, now))
+        # logs cannot link a second subject to the customer. The nonce and the links are
+        # stored together, so a failure leaves the token usable again.
+        links = [Link(site, subject_id, t, h, now_text(), "token") for t, h in claims.identities]
+        fresh = await self._call(
+            self.directory.link_once(claims.nonce, claims.expires_at, now, links)
+        )
         if not fresh:
             raise BadRequest(
                 "token_replayed",
@@ -130,9 +152,6 @@ class PreferenceService:
                 field="token",
                 status_code=403,
             )
-        at = now_text()
-        links = [Link(site, subject_id, t, h, at, "token") for t, h in claims.identities]
-        await self._call(self.directory.link(links))
         return claims
 
     async def link(self, site: str, subject_id: str, identity: Identity) -> None:
@@ -171,7 +190,13 @@ class PreferenceService:
         by_hash: dict[str, list[ContactRow]] = {}
         for row in rows:
             by_hash.setdefault(row.identity_hash, []).append(row)
-        invalid = contactability.Answer(False, "invalid_identity")
         return [
-            invalid if d is None else contactability.decide(q, by_hash.get(d, ())) for d in digests
+            contactability.decide(q, by_hash.get(d, ()))
+            if d is not None
+            else contactability.Answer(False, "invalid_identity", detail=_detail(i))
+            for i, d in zip(identities, digests, strict=True)
         ]
+
+
+def _detail(identity: Identity | InvalidIdentity) -> str | None:
+    return identity.detail if isinstance(identity, InvalidIdentity) else None

@@ -8,7 +8,7 @@ A token is ``it1.<payload>.<signature>`` (unpadded base64url). The payload carri
 hashes of the identities, never their values: it passes through the browser and may end up
 in its history or logs. Claims: ``s`` site, ``i`` [[type, hash], …], ``u`` the subject it is
 bound to (or null), ``iat``/``exp`` (Unix seconds), ``n`` a random nonce that the central
-store accepts once (``Directory.use_token``).
+store accepts once (``Directory.link_once``).
 """
 
 from __future__ import annotations

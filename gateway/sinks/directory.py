@@ -75,9 +75,10 @@ class Directory(Protocol):
     async def deployment_secret(self, name: str, make: Callable[[], str]) -> str:
         """The named secret, made with ``make`` and stored by the first node that asks."""
 
-    async def use_token(self, nonce: str, expires_at: int, now: int) -> bool:
-        """Whether this is the first use of a token's nonce (on any node); forgets expired
-        ones (at most a few per call), so the table holds only tokens still alive."""
+    async def link_once(self, nonce: str, expires_at: int, now: int, links: Sequence[Link]) -> bool:
+        """Store the links of an identity token the first time its nonce is seen (on any
+        node), both in one transaction; False, and nothing stored, for a replay. Forgets
+        expired nonces (a few per call), so the table holds only tokens still alive."""
 
     async def add_key(self, key: StoredKey) -> None: ...
 

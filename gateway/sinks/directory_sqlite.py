@@ -83,6 +83,13 @@ LEFT JOIN preference_state s ON s.site = l.site AND s.subject_id = l.subject_id
 """
 
 
+_LINK = "INSERT OR IGNORE INTO identity_links VALUES (?, ?, ?, ?, ?, ?)"
+
+
+def _link_row(k: Link) -> tuple[str, ...]:
+    return (k.site, k.identity_hash, k.subject_id, k.identity_type, k.linked_at, k.source)
+
+
 def _key(row: Any) -> StoredKey:
     return StoredKey(row[0], row[1], row[2], tuple(orjson.loads(row[3])), row[4], row[5], row[6])
 
@@ -136,13 +143,26 @@ class SqliteDirectory:
         result: str = await self._call(run)
         return result
 
-    async def use_token(self, nonce: str, expires_at: int, now: int) -> bool:
+    async def link_once(self, nonce: str, expires_at: int, now: int, links: Sequence[Link]) -> bool:
+        rows = [_link_row(k) for k in links]
+
         def run(conn: sqlite3.Connection) -> bool:
-            conn.execute(_FORGET_TOKENS, (now,))
-            cursor = conn.execute(
-                "INSERT OR IGNORE INTO used_tokens VALUES (?, ?)", (nonce, expires_at)
-            )
-            return cursor.rowcount == 1
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(_FORGET_TOKENS, (now,))
+                fresh = (
+                    conn.execute(
+                        "INSERT OR IGNORE INTO used_tokens VALUES (?, ?)", (nonce, expires_at)
+                    ).rowcount
+                    == 1
+                )
+                if fresh:
+                    conn.executemany(_LINK, rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return fresh
 
         result: bool = await self._call(run)
         return result
@@ -190,15 +210,12 @@ class SqliteDirectory:
         return result
 
     async def link(self, links: Sequence[Link]) -> None:
-        rows = [
-            (k.site, k.identity_hash, k.subject_id, k.identity_type, k.linked_at, k.source)
-            for k in links
-        ]
+        rows = [_link_row(k) for k in links]
 
         def run(conn: sqlite3.Connection) -> None:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany("INSERT OR IGNORE INTO identity_links VALUES (?,?,?,?,?,?)", rows)
+                conn.executemany(_LINK, rows)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")

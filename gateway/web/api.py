@@ -80,10 +80,6 @@ async def _authorized(request: Request, scope: str) -> tuple[str, PreferenceMode
     return site_id, bundle.site.preferences
 
 
-def _identity(model: PreferenceModel, data: Any, field: str) -> Identity:
-    return identities.from_json(model, data, field)
-
-
 async def _state(request: Request, site: str, subject_id: str) -> dict[str, Any]:
     """A subject's current consents (records) with its preferences and identity types."""
     history = await request.app.state.recording.history(site, subject_id)
@@ -109,7 +105,7 @@ async def issue_identity_token(request: Request) -> Response:
         raise BadRequest(
             "invalid_field", f"a list of 1-{tokens.MAX_IDENTITIES} identities", field="identities"
         )
-    found = [_identity(model, item, f"identities[{n}]") for n, item in enumerate(items)]
+    found = [identities.from_json(model, item, f"identities[{n}]") for n, item in enumerate(items)]
     subject = body.get("subject_id")
     if subject is not None and not isinstance(subject, str):
         raise BadRequest("invalid_field", "a string or null", field="subject_id")
@@ -128,7 +124,7 @@ async def link_identity(request: Request) -> Response:
     site, model = await _authorized(request, "identities:write")
     subject_id = check_subject(request.path_params["subject_id"])
     body = await _body(request, {"type", "value"})
-    identity = _identity(model, body, "identity")
+    identity = identities.from_json(model, body)
     service: PreferenceService = request.app.state.preferences
     await service.link(site, subject_id, identity)
     return _json({"subject_id": subject_id, "type": identity.type, "linked": True}, 201)
