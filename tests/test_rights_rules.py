@@ -13,9 +13,9 @@ from gateway.core.errors import ConfigError
 from gateway.rights import credentials, events, kinds
 from gateway.rights.deadlines import Period, add, add_business_days, add_months, parse_period
 from gateway.rights.export import build_zip
-from gateway.rights.policy import load_policies, parse_policies, site_rights
+from gateway.rights.policy import load_policies, parse_policies, rights_table_markdown, site_rights
 from gateway.sinks.rights import StoredRequest, SystemPart
-from tests.helpers import shipped_rules
+from tests.helpers import ROOT, shipped_rules
 
 UTC = dt.UTC
 
@@ -60,7 +60,7 @@ def test_every_jurisdiction_template_has_its_rights() -> None:
     assert set(shipped_rules().rules) <= set(policies), "a rule template without rights"
     gdpr = policies["gdpr"]
     assert "Art. 12(3)" in gdpr.law
-    assert (str(gdpr.deadline.period), str(gdpr.deadline.extension)) == ("1 months", "2 months")
+    assert (str(gdpr.deadline.period), str(gdpr.deadline.extension)) == ("1 month", "2 months")
     ccpa = policies["ccpa"]
     assert "1798.130(a)(2)" in ccpa.law
     assert (ccpa.deadline.period, ccpa.deadline.extension) == (
@@ -218,3 +218,10 @@ def test_the_export_is_a_zip_of_json_and_csv_without_formulas() -> None:
     assert "We value your privacy" in archive.read("texts.csv").decode()
     assert "channels.email,True" in archive.read("preferences.csv").decode()
     assert build_zip(data) == build_zip(data)  # no timestamps inside
+
+
+def test_the_readme_deadline_table_is_the_rights_table() -> None:
+    """The compliance officer's guide shows the shipped table (after editing rights.toml,
+    paste ``rights_table_markdown(load_policies())`` into the README)."""
+    readme = (ROOT / "README.md").read_text("utf-8")
+    assert rights_table_markdown(load_policies()) in readme

@@ -22,7 +22,8 @@ class Period:
     unit: str  # one of UNITS
 
     def __str__(self) -> str:
-        return f"{self.amount} {self.unit.replace('_', ' ')}"
+        unit = self.unit.replace("_", " ")
+        return f"{self.amount} {unit[:-1] if self.amount == 1 else unit}"
 
     @property
     def is_zero(self) -> bool:

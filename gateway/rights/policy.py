@@ -208,3 +208,22 @@ def site_rights(
             raise ConfigError(f"duplicate system {name!r}", where=at)
         systems.append(DownstreamSystem(name, secret_env, required, remind))
     return SiteRights(policies, tuple(systems))
+
+
+def rights_table_markdown(policies: Mapping[str, RightsPolicy]) -> str:
+    """The README's deadline table (tests/test_rights_rules.py keeps the README equal to it)."""
+    rows = [
+        "| rule | request types | answer within | extension | per type | law |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, p in policies.items():
+        per_type = "; ".join(
+            f"{t}: {d.period}" + (f" (+{d.extension})" if not d.extension.is_zero else "")
+            for t, d in p.per_type.items()
+        )
+        extension = "none" if p.deadline.extension.is_zero else str(p.deadline.extension)
+        rows.append(
+            f"| `{name}` | {', '.join(p.types)} | {p.deadline.period} | {extension} | "
+            f"{per_type} | {p.law} |"
+        )
+    return "\n".join(rows)
