@@ -243,3 +243,30 @@ def test_a_late_system_keeps_the_request_open_and_overdue(env: Env) -> None:  # 
     assert (events.UPDATED, "escalation", "crm") in kinds_seen
     assert kinds_seen[-1] == (events.COMPLETED, None, None)
     assert env.call(env.state.rights.store.pending_events, 100) == []
+
+
+def test_opt_out_of_sale_and_withdrawal_are_recorded_for_the_subject(env: Env) -> None:  # noqa: F811
+    receipt = env.consent("sale-1", "SaleBrowser")
+    made = env.ask({"type": "opt_out_sale", "receipt": receipt}).json()
+    assert made["status"] == "in_progress"
+    deadline = dt.datetime.now() + dt.timedelta(seconds=10)
+    while len(history := env.call(env.state.recording.history, "demo", "sale-1")["history"]) < 2:
+        assert dt.datetime.now() < deadline, "the opt-out record did not arrive"
+        env.tick()
+    opted = history[0]
+    assert opted["action"] == "custom" and opted["channel"] == "api"
+    assert opted["choices"]["marketing"] is False  # the sale-or-share purpose
+    assert opted["choices"]["analytics"] is True  # the other choices stay as they were
+    assert opted["user_agent"] == "" and opted["ip_truncated"] is None
+    assert env.detail(made["request_id"])["result"] == {"recorded": [opted["record_id"]]}
+    # Staff take a withdrawal of every consent by phone for the same customer.
+    env.link("sale-1", "phone", "+44 20 7946 0958")
+    r = env.ask(
+        {"type": "withdraw", "identity": {"type": "phone", "value": "+442079460958"}}, **env.key
+    )
+    assert r.status_code == 202, r.text
+    while len(history := env.call(env.state.recording.history, "demo", "sale-1")["history"]) < 3:
+        assert dt.datetime.now() < deadline, "the withdrawal record did not arrive"
+        env.tick()
+    assert history[0]["action"] == "withdraw"
+    assert not any(v for k, v in history[0]["choices"].items() if k != "necessary")

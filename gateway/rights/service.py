@@ -83,6 +83,11 @@ class RecordReader(Protocol):
     def settled_before(self, moment: dt.datetime) -> bool:
         """Whether every record appended before ``moment`` has reached the store."""
 
+    async def record_choice(
+        self, site_id: str, subject_id: str, kind: str, region: Mapping[str, Any], key: str
+    ) -> str | None:
+        """Record ``kind`` ("withdraw", "opt_out_sale") for the subject; the record id."""
+
 
 class StateReader(Protocol):
     """A subject's preferences and identity types (the preferences service)."""
@@ -354,7 +359,13 @@ class RightsService:
             raise RequestError(
                 "conflict", "the request changed meanwhile; try again", status_code=409
             )
-        return await self._fulfil(after)
+        try:
+            return await self._fulfil(after)
+        except Exception as exc:  # the request is taken; the periodic work tries again
+            log.warning(
+                "rights: the gateway's part of %s failed for now: %s", request.request_id, exc
+            )
+            return after
 
     # -- verification -------------------------------------------------------------------
 
@@ -430,9 +441,20 @@ class RightsService:
             result = await self._correct(request, now)
         elif request.type in kinds.EXPORT_TYPES:
             result = {"export": "ready"}
+        elif request.type in ("withdraw", "opt_out_sale") and self.records is not None:
+            # A consent record on the subject's behalf: the banner, the snippet and every
+            # system reading consents see it, and the history shows who asked (channel api).
+            recorded = [
+                await self.records.record_choice(
+                    request.site, subject, request.type, request.region,
+                    f"rights-{request.request_id}-{index}",
+                )
+                for index, subject in enumerate(request.subject_ids)
+            ]  # fmt: skip
+            result = {"recorded": [r for r in recorded if r]}
         else:
-            # objection, opt_out_sale, restriction, withdraw: the gateway holds no processing
-            # of its own to stop; the event tells every downstream system, which confirm.
+            # objection, restriction: the gateway holds no processing of its own to stop;
+            # the event tells every downstream system, which confirm.
             result = {"announced": True}
         changes = {"gateway_done_at": fmt(now), "result": result, "updated_at": fmt(now)}
         after = replace(request, **changes)  # type: ignore[arg-type]
@@ -764,9 +786,12 @@ class RightsService:
                 ):
                     await self._deny(request, "the verification code expired", "system")
                 continue
-            if request.gateway_done_at is None:
-                request = await self._fulfil(request)
-            await self._remind(request, rights_for(request.site), now)
+            try:
+                if request.gateway_done_at is None:
+                    request = await self._fulfil(request)
+                await self._remind(request, rights_for(request.site), now)
+            except Exception:  # one request's trouble must not stop the others' work
+                log.exception("rights: periodic work on %s failed", request.request_id)
         await self.deliver_events()
 
     async def _remind(

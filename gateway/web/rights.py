@@ -27,6 +27,7 @@ from gateway.core.preference_model import PreferenceModel
 from gateway.preferences import identities
 from gateway.preferences.identities import Identity
 from gateway.preferences.service import PreferenceService, check_subject
+from gateway.recording.consent import RecordContext, validate
 from gateway.recording.receipts import InvalidReceipt
 from gateway.recording.service import RecordingService
 from gateway.rights import kinds
@@ -48,10 +49,49 @@ def _json(data: Any, status: int = 200) -> Response:
 
 
 class RecordsAdapter:
-    """The recording service as the rights service reads it."""
+    """The recording service as the rights service reads and writes it."""
 
-    def __init__(self, recording: RecordingService) -> None:
+    def __init__(self, recording: RecordingService, catalog: Any) -> None:
         self.recording = recording
+        self.catalog = catalog
+
+    async def record_choice(
+        self, site_id: str, subject_id: str, kind: str, region: Mapping[str, Any], key: str
+    ) -> str | None:
+        """Record a withdrawal of every consent, or an opt-out of sale and sharing (the other
+        choices kept), as a consent record on the subject's behalf; its record id, or None
+        when the site is gone. ``key`` makes a retry of the same request a no-op."""
+        bundle: SiteBundle | None = self.catalog.get(site_id)
+        if bundle is None:
+            return None
+        site = bundle.site
+        current = (await self.recording.history(site_id, subject_id)).get("current") or {}
+        before = current.get("choices", {})
+        choices = {
+            p.id: False if kind == "withdraw" or p.sale_or_share else bool(before.get(p.id, False))
+            for p in site.optional_purposes
+        }
+        on = list(choices.values())
+        action = (
+            "withdraw" if kind == "withdraw" else "accept_all" if all(on)
+            else "custom" if any(on) else "reject_all"
+        )  # fmt: skip
+        consent = validate(
+            {
+                "subject_id": subject_id, "banner_version": bundle.banner_version,
+                "action": action, "choices": choices, "channel": "api",
+                "idempotency_key": key,
+            },
+            site,
+            bundle.known_versions,
+        )  # fmt: skip
+        where = Region(region.get("country"), region.get("subdivision"), "unknown")
+        context = RecordContext(
+            ip=None, region=where, rule=bundle.rules.rule(where), gpc=False, user_agent="",
+            origin="", language=site.default_locale, consent_revision=bundle.consent_revision,
+        )  # fmt: skip
+        appended = await self.recording.record(consent, context)
+        return str(appended.record_id)
 
     async def history(self, site: str, subject_id: str) -> dict[str, Any]:
         return await self.recording.history(site, subject_id)
@@ -91,7 +131,7 @@ class SiteRightsCache:
 
 def wire(state: Any, rights: RightsService) -> None:
     """Connect the rights service to the app's other services (in the lifespan)."""
-    rights.records = RecordsAdapter(state.recording)
+    rights.records = RecordsAdapter(state.recording, state.gateway.catalog)
     rights.states = state.preferences
     rights.rights_for = state.site_rights = SiteRightsCache(state.gateway.catalog)
 
