@@ -5,17 +5,19 @@ from __future__ import annotations
 import datetime as dt
 import io
 import zipfile
+from pathlib import Path
 
 import jsonschema
 import pytest
 
+from gateway.cli.checks import run_checks
 from gateway.core.errors import ConfigError
 from gateway.rights import credentials, events, kinds
 from gateway.rights.deadlines import Period, add, add_business_days, add_months, parse_period
 from gateway.rights.export import build_zip
 from gateway.rights.policy import load_policies, parse_policies, rights_table_markdown, site_rights
 from gateway.sinks.rights import StoredRequest, SystemPart
-from tests.helpers import ROOT, shipped_rules
+from tests.helpers import ROOT, editable_settings, shipped_rules
 
 UTC = dt.UTC
 
@@ -225,3 +227,24 @@ def test_the_readme_deadline_table_is_the_rights_table() -> None:
     paste ``rights_table_markdown(load_policies())`` into the README)."""
     readme = (ROOT / "README.md").read_text("utf-8")
     assert rights_table_markdown(load_policies()) in readme
+
+
+def test_check_reports_site_rights_problems(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CRM_RIGHTS_SECRET", raising=False)
+    settings = editable_settings(tmp_path)
+    site_file = settings.banners_dir / "demo" / "site.toml"
+    original = site_file.read_text()
+    site_file.write_text(
+        original
+        + '\n[rights]\n[[rights.systems]]\nname = "crm"\nsecret_env = "CRM_RIGHTS_SECRET"\n'
+    )
+    report = run_checks(settings)
+    assert not report.errors
+    warned = [w.message for w in report.warnings]
+    assert "downstream system 'crm': CRM_RIGHTS_SECRET is not set" in warned
+    assert any("e-mail verification of rights requests is off" in m for m in warned)
+    site_file.write_text(original + '\n[rights.templates.gdpr]\ndeadline = "soon"\n')
+    report = run_checks(settings)
+    assert any("not a period" in e.message for e in report.errors)
