@@ -42,6 +42,7 @@ RIGHTS_SECRET = "rights_key"  # noqa: S105 (the name of a stored secret, not one
 CODES_PER_IDENTITY_PER_HOUR = 3
 CALLBACK_SKEW = 300  # seconds a downstream confirmation's timestamp may be off
 MAX_LIST = 500
+MAX_OPEN = 100_000  # open requests are thousands at most: the periodic work sees all
 Clock = Callable[[], dt.datetime]
 
 
@@ -777,7 +778,7 @@ class RightsService:
         rights_for = rights_for or self.rights_for
         now = self.clock()
         open_requests = await self.store.listing(None, None, sorted(kinds.OPEN_STATES), None,
-                                                 MAX_LIST)  # fmt: skip
+                                                 MAX_OPEN)  # fmt: skip
         for request in open_requests:
             if request.state == kinds.VERIFYING:
                 if (
@@ -854,7 +855,7 @@ class RightsService:
 
         try:
             open_requests = await self.store.listing(
-                None, None, sorted(kinds.OPEN_STATES), None, 100_000
+                None, None, sorted(kinds.OPEN_STATES), None, MAX_OPEN
             )
         except Exception as exc:
             log.warning("rights: cannot read the queue for metrics: %s", exc)

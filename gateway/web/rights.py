@@ -304,9 +304,10 @@ async def verify_request(request: Request) -> Response:
     body = await _body(request, {"code"})
     code = _string(body, "code", 32)
     service = _service(request)
-    stored = await service.verify(request.path_params["request_id"], _bearer(request), code)
-    if stored.site != request.path_params["site"]:
+    request_id, token = request.path_params["request_id"], _bearer(request)
+    if (await service.authorized(request_id, token)).site != request.path_params["site"]:
         raise NotFound("unknown_request", "no request with this id and token")
+    stored = await service.verify(request_id, token, code)
     return _json(await service.view(stored, _base_url(request)))
 
 
