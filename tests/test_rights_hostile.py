@@ -167,6 +167,26 @@ def test_downstream_callbacks_must_be_signed_fresh_and_known(env: Env) -> None: 
     assert r.status_code == 401 and r.json() == refused
     r = env.confirm("not-an-id", "crm", {"status": "done"})
     assert r.status_code == 401 and r.json() == refused
+    # Header bytes that are not ASCII (latin-1 text to the server) are refused like the rest.
+    for header, value in [
+        ("X-Consent-Timestamp", "\u0661\u0662\u0663".encode()),  # Arabic-Indic digits
+        ("X-Consent-Timestamp", b"17\xe9"),
+        ("X-Consent-Signature", b"sha256=\xe9\xff"),
+    ]:
+        headers: dict[str, Any] = {
+            "Content-Type": "application/json",
+            "X-Consent-Timestamp": str(int(time.time())),
+            "X-Consent-Signature": "sha256=" + "0" * 64,
+            header: value,
+        }
+        r = env.client.post(
+            f"/v1/rights-requests/{rid}/systems/crm", content=b'{"status":"done"}', headers=headers
+        )
+        assert r.status_code == 401 and r.json() == refused, (header, value, r.text)
+    r = env.client.get(
+        f"{BASE}/rights-requests/{rid}", headers={"Authorization": b"Bearer rrt_\xe9\xff"}
+    )
+    assert r.status_code == 404
     r = env.confirm(rid, "crm", {"status": "finished"})
     assert r.status_code == 400 and r.json()["field"] == "status"
     big = env.client.post(

@@ -735,14 +735,14 @@ class RightsService:
         rights = rights_for(request.site) if request else None
         system = rights.system(system_name) if rights else None
         secret = self._secret(system) if system else None
-        expected = credentials.system_signature(secret or b"\0", timestamp, body)
-        now = self.clock().timestamp()
-        fresh = (
-            timestamp.isdigit()
-            and len(timestamp) < 12
-            and abs(now - int(timestamp)) <= CALLBACK_SKEW
+        # Headers arrive as latin-1 text: anything but ASCII digits is refused, never encoded.
+        well_formed = timestamp.isascii() and timestamp.isdigit() and len(timestamp) < 12
+        stamp = timestamp if well_formed else "0"
+        expected = credentials.system_signature(secret or b"\0", stamp, body)
+        fresh = well_formed and abs(self.clock().timestamp() - int(stamp)) <= CALLBACK_SKEW
+        genuine = secrets.compare_digest(
+            expected.encode("ascii"), signature.encode("utf-8", "replace")
         )
-        genuine = secrets.compare_digest(expected, signature)
         if request is None or system is None or secret is None or not genuine or not fresh:
             raise unauthorized
         try:
