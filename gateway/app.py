@@ -125,7 +125,7 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
         app.state.preferences = preferences = PreferenceService(settings)
         await recording.start()
         await preferences.start()
-        app.state.rights = rights_service = RightsService(settings)
+        app.state.rights = rights_service = RightsService(settings, directory=preferences.directory)
         rights.wire(app.state, rights_service)
         await rights_service.start()
         await admin.publish_current(app.state)

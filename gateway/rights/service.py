@@ -145,6 +145,8 @@ class RightsService:
     ) -> None:
         self.settings = settings
         self.store = store or store_for(settings)
+        # A directory handed in (the preferences service's) is opened and closed by its owner.
+        self._own_directory = directory is None
         self.directory = directory or directory_for(settings)
         self.clock = clock
         self.env = os.environ if env is None else env
@@ -190,7 +192,8 @@ class RightsService:
 
     async def start(self, *, interval: float = 30.0) -> None:
         await self.store.open()
-        await self.directory.open()
+        if self._own_directory:
+            await self.directory.open()
         self._client = httpx.AsyncClient(timeout=10.0, follow_redirects=False)
         if interval > 0:
             self._loop = asyncio.create_task(self._periodic(interval))
@@ -203,7 +206,8 @@ class RightsService:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._client is not None:
             await self._client.aclose()
-        await self.directory.close()
+        if self._own_directory:
+            await self.directory.close()
         await self.store.close()
 
     async def _periodic(self, interval: float) -> None:
