@@ -157,12 +157,23 @@ def run_flow(api: Api) -> None:
     assert r.status_code == 201 and r.json()["expires_in"] == 120
     token = r.json()["token"]
     assert "ann" not in token
-    # Device B presents the token (the snippet's identify call, once it lands): linked.
-    service = api.state().preferences
-    api.call(service.redeem_token, "demo", token, "sub-device-b")
-    with pytest.raises(BadRequest) as caught:  # a token works once
-        api.call(service.redeem_token, "demo", token, "sub-device-c")
-    assert caught.value.code == "token_replayed"
+    # Device B's snippet presents the token: linked, and it gets the customer's choices.
+    browser = {"Origin": "http://127.0.0.1:8000"}
+    identify = {"subject_id": "sub-device-b", "token": token}
+    r = api.client.post(f"{BASE}/identify", json=identify, headers=browser)
+    assert r.status_code == 200, r.text
+    assert r.headers["access-control-allow-origin"] == "http://127.0.0.1:8000"
+    assert r.json() == {
+        "subject_id": "sub-device-b",
+        "identities": ["email"],
+        "consents": body["consents"],
+        "consent_record_id": recorded.json()["record_id"],
+        "preferences": {"": ann_prefs()},
+    }
+    again = api.client.post(
+        f"{BASE}/identify", json={**identify, "subject_id": "sub-device-c"}, headers=browser
+    )
+    assert (again.status_code, again.json()["error"]) == (403, "token_replayed")
     found = api.get("/subjects", identity="email:ann@example.com").json()["subjects"]
     assert {s["subject_id"] for s in found} == {"sub-ann", "sub-device-b"}
 
@@ -377,3 +388,45 @@ def test_two_nodes_sharing_postgresql_share_keys_and_identities(
         api_a.call(api_a.state().preferences.redeem_token, "demo", token, "sub-y")
         with pytest.raises(BadRequest):  # replayed on the other node
             api_b.call(api_b.state().preferences.redeem_token, "demo", token, "sub-z")
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "code"),
+    [
+        ({"subject_id": "s1", "token": "it1.x.y"}, {}, 403, "invalid_identity_token"),
+        (
+            {"subject_id": "s1", "token": "it1.x.y"},
+            {"Origin": "https://evil.example"},
+            403,
+            "origin_not_allowed",
+        ),
+        ({"subject_id": "ann@example.com", "token": "t"}, {}, 422, "subject_id_is_an_identity"),
+        ({"subject_id": "s1"}, {}, 400, "invalid_field"),
+        ({"token": "t"}, {}, 400, "invalid_field"),
+        ({"subject_id": "s1", "token": "t", "key": "x"}, {}, 400, "unknown_field"),
+    ],
+)
+def test_identify_refuses_what_is_not_a_fresh_token_of_the_site(
+    api: Api, body: dict[str, str], headers: dict[str, str], status: int, code: str
+) -> None:
+    """Threat: a browser claims an identity it was not given, or a page of another origin
+    links its visitor to a customer."""
+    r = api.client.post(f"{BASE}/identify", json=body, headers=headers)
+    assert (r.status_code, r.json()["error"]) == (status, code)
+
+
+def test_a_token_bound_to_a_subject_identifies_only_that_subject(api: Api) -> None:
+    r = api.post(
+        "/identity-tokens",
+        {"identities": [{"type": "customer_id", "value": "C-1"}], "subject_id": "sub-1"},
+    )
+    token = r.json()["token"]
+    other = api.client.post(f"{BASE}/identify", json={"subject_id": "sub-2", "token": token})
+    assert (other.status_code, other.json()["error"]) == (403, "invalid_identity_token")
+    mine = api.client.post(f"{BASE}/identify", json={"subject_id": "sub-1", "token": token})
+    assert mine.status_code == 200 and mine.json()["consents"] is None
+    preflight = api.client.options(
+        f"{BASE}/identify",
+        headers={"Origin": "http://127.0.0.1:8000", "Access-Control-Request-Method": "POST"},
+    )
+    assert preflight.status_code == 204

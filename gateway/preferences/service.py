@@ -164,6 +164,14 @@ class PreferenceService:
         result: list[str] = await self._call(self.directory.subjects_for(site, digest))
         return result
 
+    async def subjects_of_token(self, site: str, claims: TokenClaims) -> list[str]:
+        """Every subject linked to any of a token's identities, most recently linked first."""
+        found: dict[str, None] = {}
+        for _, digest in claims.identities:
+            subjects: list[str] = await self._call(self.directory.subjects_for(site, digest))
+            found.update(dict.fromkeys(subjects))
+        return list(found)
+
     async def state_of(self, site: str, subject_id: str) -> dict[str, Any]:
         """Preferences per product line ("" = site-wide) and the linked identities' types."""
         states: list[PreferenceState] = await self._call(

@@ -20,6 +20,7 @@ from gateway.core.preference_model import PreferenceModel
 from gateway.preferences import contactability, identities, tokens
 from gateway.preferences.identities import Identity, InvalidIdentity
 from gateway.preferences.service import PreferenceService, check_subject
+from gateway.web import records
 
 MAX_BODY = 256 * 1024  # a contactability batch of 1,000 identities fits with room to spare
 MAX_BATCH = 1000
@@ -91,7 +92,9 @@ async def _state(request: Request, site: str, subject_id: str) -> dict[str, Any]
         "subject_id": subject_id,
         "consents": dict(current["choices"]) if current else None,
         "consent_record_id": current["record_id"] if current else None,
+        "consent_recorded_at": current["recorded_at"] if current else None,
         "preferences": state["preferences"],
+        "preferences_updated_at": state["updated_at"],
         "identities": state["identities"],
         "updated_at": max(times, default=None),
     }
@@ -179,6 +182,48 @@ async def check_contactability(request: Request) -> Response:
     )
 
 
+IDENTIFY_SUBJECTS = 10  # the customer's most recently linked devices the state is read from
+
+
+async def identify(request: Request) -> Response:
+    """The snippet presents an identity token the site gave it: its subject is linked to the
+    customer's identities, and it gets the customer's latest choices (a second browser shows
+    no banner). Browser-facing: CORS for the site's origins, no API key; the single-use,
+    short-lived token is the credential."""
+    site_id = request.path_params["site"]
+    bundle = request.app.state.gateway.catalog.get(site_id)
+    if bundle is None:
+        raise NotFound("unknown_site", f"no site named {site_id[:64]!r}")
+    own = f"{request.url.scheme}://{request.headers.get('host', '')}"
+    headers = records.cors_headers(request.headers.get("origin"), own, bundle)
+    body = await _body(request, {"subject_id", "token"})
+    subject, token = body.get("subject_id"), body.get("token")
+    if not isinstance(subject, str):
+        raise BadRequest("invalid_field", "the snippet's subject id", field="subject_id")
+    if not isinstance(token, str):
+        raise BadRequest("invalid_field", "the identity token from the site", field="token")
+    subject_id = check_subject(subject)
+    service: PreferenceService = request.app.state.preferences
+    claims = await service.redeem_token(site_id, token, subject_id)
+    subjects = await service.subjects_of_token(site_id, claims)
+    states = [await _state(request, site_id, s) for s in subjects[:IDENTIFY_SUBJECTS]]
+    consented = [s for s in states if s["consents"] is not None]
+    latest = max(consented, key=lambda s: s["consent_recorded_at"], default=None)
+    preferences: dict[str, Any] = {}
+    for state in sorted(states, key=lambda s: s["preferences_updated_at"] or ""):
+        preferences.update(state["preferences"])  # the newest state of each product line wins
+    answer = {
+        "subject_id": subject_id,
+        "identities": sorted({t for t, _ in claims.identities}),
+        "consents": latest["consents"] if latest else None,
+        "consent_record_id": latest["consent_record_id"] if latest else None,
+        "preferences": preferences,
+    }
+    response = _json(answer)
+    response.headers.update(headers)
+    return response
+
+
 def routes() -> list[BaseRoute]:
     base = "/v1/sites/{site}"
     return [
@@ -187,4 +232,6 @@ def routes() -> list[BaseRoute]:
         Route(f"{base}/subjects/{{subject_id}}", get_subject, methods=["GET"]),
         Route(f"{base}/subjects/{{subject_id}}/identities", link_identity, methods=["POST"]),
         Route(f"{base}/contactability", check_contactability, methods=["POST"]),
+        Route(f"{base}/identify", identify, methods=["POST"]),
+        Route(f"{base}/identify", records.preflight, methods=["OPTIONS"]),
     ]
