@@ -320,3 +320,10 @@ def test_hostile_request_bodies_get_a_precise_4xx(env: Env, body: Any) -> None: 
     assert r.headers["content-type"] == "application/json"
     if r.status_code != 202:
         assert r.json()["error"]
+
+
+def test_without_smtp_an_email_request_is_refused_before_it_is_stored(env: Env) -> None:  # noqa: F811
+    env.state.settings = env.state.settings.replace(smtp_url="")
+    r = env.ask({"type": "access", "identity": {"type": "email", "value": "nomail@example.com"}})
+    assert r.status_code == 503 and r.json()["error"] == "email_verification_off"
+    assert env.call(env.state.rights.listing, "demo") == []

@@ -265,6 +265,14 @@ async def create_request(request: Request) -> Response:
                 field="identity.type",
                 status_code=422,
             )
+        if not state.settings.smtp_url:
+            # Said before anything is stored: a request nobody can verify would only expire.
+            raise BadRequest(
+                "email_verification_off",
+                "this gateway sends no e-mail (GATEWAY_SMTP_URL is empty); use the privacy "
+                "center with your receipt, or contact the site",
+                status_code=503,
+            )
         (digest,) = await prefs.hashes(site.id, [identity])
         verification = Verification(
             "email", "subject", (), identity.type, digest, email=identity.value
