@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path
 
 import jsonschema
+import orjson
 import pytest
 
 from gateway.cli.checks import run_checks
@@ -248,3 +249,9 @@ def test_check_reports_site_rights_problems(
     site_file.write_text(original + '\n[rights.templates.gdpr]\ndeadline = "soon"\n')
     report = run_checks(settings)
     assert any("not a period" in e.message for e in report.errors)
+
+
+def test_the_published_event_schema_is_the_one_the_gateway_follows() -> None:
+    published = orjson.loads((ROOT / "docs" / "rights-request-event.schema.json").read_bytes())
+    assert published == events.EVENT_SCHEMA
+    jsonschema.Draft202012Validator.check_schema(published)
