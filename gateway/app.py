@@ -17,6 +17,7 @@ from gateway.core.settings import Settings, load_settings
 from gateway.geo.locator import Locator
 from gateway.preferences.service import PreferenceService
 from gateway.recording.service import RecordingService
+from gateway.rights.service import RightsService
 from gateway.serving.gateway import Gateway
 from gateway.serving.render import Renderer
 from gateway.serving.snippet import Snippet
@@ -25,7 +26,7 @@ from gateway.serving.validation import validate_bundle
 from gateway.serving.watch import Watcher
 from gateway.sites import versions
 from gateway.sites.catalog import LiveCatalog, static_dir
-from gateway.web import accesslog, admin, api, audit, errors, ops, privacy, public, records
+from gateway.web import accesslog, admin, api, audit, errors, ops, privacy, public, records, rights
 from gateway.web.framing import TransferCodings
 from gateway.web.front import HotPaths
 from gateway.web.middleware import MetricsMiddleware
@@ -94,6 +95,9 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
         app.state.limits = recording.limits  # admin writes share the write limits
         await recording.start()
         await preferences.start()
+        app.state.rights = rights_service = RightsService(settings, directory=preferences.directory)
+        rights.wire(app.state, rights_service)
+        await rights_service.start()
 
         async def publish() -> None:
             await versions.publish_current(gateway.catalog, recording.store)
@@ -121,6 +125,7 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
             # Fixed order: stop reloading, drain and close recording, then close readers.
             await watcher.stop()
             await switches.stop()
+            await rights_service.stop()
             await recording.stop()
             await preferences.stop()
             gateway.locator.close()
@@ -131,6 +136,7 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
             *privacy.routes(),
             *records.routes(),
             *api.routes(),
+            *rights.routes(),
             *admin.routes(),
             *audit.routes(),
             *ops.routes(),

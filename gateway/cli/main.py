@@ -106,6 +106,22 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("region", "rule", "channel", "action"):
         export.add_argument(f"--{name}", default=None)
     _add_settings(export)
+    rights = sub.add_parser("rights", help="the rights-request queue")
+    rights_sub = rights.add_subparsers(dest="rights_command", required=True)
+    r_list = rights_sub.add_parser("list", help="requests, newest first")
+    r_list.add_argument("site", nargs="?", default=None)
+    r_list.add_argument("--type", default=None)
+    r_list.add_argument("--state", action="append", default=[], help="repeatable")
+    r_list.add_argument("--overdue", action="store_true", help="open requests past due only")
+    r_show = rights_sub.add_parser("show", help="a request with its transitions and systems")
+    r_show.add_argument("request_id")
+    r_done = rights_sub.add_parser("complete", help="close as done (every required part done)")
+    r_deny = rights_sub.add_parser("deny", help="refuse, saying why")
+    for cmd in (r_done, r_deny):
+        cmd.add_argument("request_id")
+        cmd.add_argument("--reason", default="", required=cmd is r_deny)
+    for cmd in (r_list, r_show, r_done, r_deny):
+        _add_settings(cmd)
 
     i18n = sub.add_parser("i18n", help="gettext workflow over locales/")
     i18n_sub = i18n.add_subparsers(dest="i18n_command", required=True)
@@ -238,6 +254,22 @@ def _dispatch(args: argparse.Namespace) -> int:
                 settings, args.site, args.start, args.end, args.format, found, args.output
             )
         )
+    if args.command == "rights":
+        from gateway.cli import rights
+
+        if args.rights_command == "list":
+            lines = asyncio.run(
+                rights.list_requests(settings, args.site, args.type, args.state, args.overdue)
+            )
+        elif args.rights_command == "show":
+            lines = asyncio.run(rights.show(settings, args.request_id))
+        else:
+            lines = asyncio.run(
+                rights.act(settings, args.rights_command, args.request_id, args.reason)
+            )
+        for line in lines:
+            print(line)
+        return 0
     if args.command == "i18n":
         from gateway.sites import i18n_workflow
 

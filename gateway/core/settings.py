@@ -322,6 +322,14 @@ SETTINGS: tuple[Setting, ...] = (
         "waited longest for a request. 0: three quarters of the open-file limit less 128.",
         _int,
     ),
+    Setting(
+        "smtp_url",
+        "",
+        "SMTP server for rights-request codes: smtp://host:port, smtp+starttls://user:pass@host:587"
+        " or smtps://user:pass@host:465. Empty: e-mail verification is off.",
+        secret=True,
+    ),
+    Setting("smtp_from", "privacy@localhost", "Sender address of rights-request code e-mails."),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -395,6 +403,8 @@ class Settings:
     header_timeout: float = _default("header_timeout")
     body_timeout: float = _default("body_timeout")
     max_connections: int = _default("max_connections")
+    smtp_url: str = _default("smtp_url")
+    smtp_from: str = _default("smtp_from")
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
