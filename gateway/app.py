@@ -11,11 +11,13 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp
 
+from gateway.audit import service as audit_service
 from gateway.core.jurisdictions import RuleTable, load_rules
 from gateway.core.settings import Settings, load_settings
 from gateway.geo.locator import Locator
 from gateway.preferences.service import PreferenceService
 from gateway.recording.service import RecordingService
+from gateway.rights.service import RightsService
 from gateway.serving.gateway import Gateway
 from gateway.serving.render import Renderer
 from gateway.serving.snippet import Snippet
@@ -24,7 +26,7 @@ from gateway.serving.validation import validate_bundle
 from gateway.serving.watch import Watcher
 from gateway.sites import versions
 from gateway.sites.catalog import LiveCatalog, static_dir
-from gateway.web import accesslog, admin, api, errors, ops, privacy, public, records
+from gateway.web import accesslog, admin, api, audit, errors, ops, privacy, public, records, rights
 from gateway.web.framing import TransferCodings
 from gateway.web.front import HotPaths
 from gateway.web.middleware import MetricsMiddleware
@@ -93,6 +95,9 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
         app.state.limits = recording.limits  # admin writes share the write limits
         await recording.start()
         await preferences.start()
+        app.state.rights = rights_service = RightsService(settings, directory=preferences.directory)
+        rights.wire(app.state, rights_service)
+        await rights_service.start()
 
         async def publish() -> None:
             await versions.publish_current(gateway.catalog, recording.store)
@@ -102,6 +107,12 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
         app.state.watcher = watcher
         if settings.reload:
             watcher.start(recording.tasks)  # supervised beside the recording tasks
+        if settings.store_url.startswith(("postgresql://", "postgres://")):
+            # Banner impressions counted in memory go to the audit's store every minute.
+            recording.tasks.start(
+                "impressions",
+                lambda: audit_service.flush_impressions_forever(settings, gateway.impressions),
+            )
         # Regions whose law starts on a date switch on the day (regions_from), reload or not.
         switches = RuleSwitches(gateway, gateway.catalog.rules.region_map)
         switches.start()
@@ -114,6 +125,7 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
             # Fixed order: stop reloading, drain and close recording, then close readers.
             await watcher.stop()
             await switches.stop()
+            await rights_service.stop()
             await recording.stop()
             await preferences.stop()
             gateway.locator.close()
@@ -124,7 +136,9 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
             *privacy.routes(),
             *records.routes(),
             *api.routes(),
+            *rights.routes(),
             *admin.routes(),
+            *audit.routes(),
             *ops.routes(),
         ],
         # The two hot paths are answered by the front, outside this stack; the rest is routed.

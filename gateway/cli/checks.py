@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from gateway.core.errors import ConfigError
 from gateway.core.jurisdictions import load_rules
 from gateway.core.purposes import exemption_problems
 from gateway.core.settings import Settings
+from gateway.rights.policy import load_policies, site_rights
 from gateway.serving.validation import Finding, rules_of, template_findings
 from gateway.sites import i18n_workflow
 from gateway.sites.catalog import DEFAULT_TEMPLATES, SiteBundle, scan
@@ -242,6 +245,7 @@ def run_checks(settings: Settings) -> CheckReport:
         check_translations(settings, bundle, report)
         check_exemptions(bundle, report)
         check_notice_languages(bundle, report)
+        check_rights(settings, bundle, report)
     return report
 
 
@@ -304,3 +308,32 @@ def check_exemptions(bundle: SiteBundle, report: CheckReport) -> None:
                 "claimed by fact, not by category",
                 'declare [purposes.exemption] category = "…" and its facts if they are true',
             )
+
+
+def check_rights(
+    settings: Settings,
+    bundle: SiteBundle,
+    report: CheckReport,
+    env: Mapping[str, str] | None = None,
+) -> None:
+    """The site's [rights] table, its downstream systems' secrets, and e-mail verification."""
+    where = f"{bundle.directory / 'site.toml'}: [rights]"
+    try:
+        rights = site_rights(load_policies(), bundle.site.rights, where)
+    except ConfigError as exc:
+        report.error(exc.where, exc.message, exc.hint)
+        return
+    env = os.environ if env is None else env
+    for system in rights.systems:
+        if not env.get(system.secret_env):
+            report.warn(
+                where,
+                f"downstream system {system.name!r}: {system.secret_env} is not set",
+                "its confirmations are refused until the variable holds the shared secret",
+            )
+    if not settings.smtp_url:
+        report.warn(
+            "GATEWAY_SMTP_URL",
+            f"site {bundle.site.id}: e-mail verification of rights requests is off",
+            "set an SMTP URL so that customers without a receipt can verify by code",
+        )

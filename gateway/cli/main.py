@@ -89,6 +89,40 @@ def _parser() -> argparse.ArgumentParser:
     for cmd in (create, listing, revoke):
         _add_settings(cmd)
 
+    audit = sub.add_parser("audit", help="the audit trail's hash chain")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser("verify", help="walk the chain; exit 2 at a broken link")
+    verify.add_argument("--site", default=None)
+    verify.add_argument("--since", default=None, help="YYYY-MM-DD or an RFC 3339 time")
+    _add_settings(verify)
+    _add_settings(audit_sub.add_parser("checkpoint", help="sign the chain heads into the store"))
+
+    export = sub.add_parser("export", help="stream a site's records as CSV or JSON Lines")
+    export.add_argument("site")
+    export.add_argument("--from", dest="start", default=None)
+    export.add_argument("--to", dest="end", default=None)
+    export.add_argument("--format", default="csv", choices=["csv", "jsonl"])
+    export.add_argument("--output", type=Path, default=None, help="default: stdout")
+    for name in ("region", "rule", "channel", "action"):
+        export.add_argument(f"--{name}", default=None)
+    _add_settings(export)
+    rights = sub.add_parser("rights", help="the rights-request queue")
+    rights_sub = rights.add_subparsers(dest="rights_command", required=True)
+    r_list = rights_sub.add_parser("list", help="requests, newest first")
+    r_list.add_argument("site", nargs="?", default=None)
+    r_list.add_argument("--type", default=None)
+    r_list.add_argument("--state", action="append", default=[], help="repeatable")
+    r_list.add_argument("--overdue", action="store_true", help="open requests past due only")
+    r_show = rights_sub.add_parser("show", help="a request with its transitions and systems")
+    r_show.add_argument("request_id")
+    r_done = rights_sub.add_parser("complete", help="close as done (every required part done)")
+    r_deny = rights_sub.add_parser("deny", help="refuse, saying why")
+    for cmd in (r_done, r_deny):
+        cmd.add_argument("request_id")
+        cmd.add_argument("--reason", default="", required=cmd is r_deny)
+    for cmd in (r_list, r_show, r_done, r_deny):
+        _add_settings(cmd)
+
     i18n = sub.add_parser("i18n", help="gettext workflow over locales/")
     i18n_sub = i18n.add_subparsers(dest="i18n_command", required=True)
     for name, text in (
@@ -201,6 +235,38 @@ def _dispatch(args: argparse.Namespace) -> int:
             lines = asyncio.run(keys.list_keys(settings, args.site))
         else:
             lines = asyncio.run(keys.revoke(settings, args.key_id))
+        for line in lines:
+            print(line)
+        return 0
+    if args.command == "audit":
+        from gateway.cli import audit as audit_cli
+
+        if args.audit_command == "verify":
+            return asyncio.run(audit_cli.verify(settings, args.site, args.since))
+        return asyncio.run(audit_cli.checkpoint(settings))
+    if args.command == "export":
+        from gateway.cli import audit as audit_cli
+
+        wanted = {n: getattr(args, n) for n in ("region", "rule", "channel", "action")}
+        found = {k: v for k, v in wanted.items() if v}
+        return asyncio.run(
+            audit_cli.export(
+                settings, args.site, args.start, args.end, args.format, found, args.output
+            )
+        )
+    if args.command == "rights":
+        from gateway.cli import rights
+
+        if args.rights_command == "list":
+            lines = asyncio.run(
+                rights.list_requests(settings, args.site, args.type, args.state, args.overdue)
+            )
+        elif args.rights_command == "show":
+            lines = asyncio.run(rights.show(settings, args.request_id))
+        else:
+            lines = asyncio.run(
+                rights.act(settings, args.rights_command, args.request_id, args.reason)
+            )
         for line in lines:
             print(line)
         return 0

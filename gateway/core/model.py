@@ -232,6 +232,9 @@ class Site:
     preferences: PreferenceModel = field(default_factory=PreferenceModel)
     # WeChat mini-program settings, served in the config when set.
     wechat: WeChatSettings | None = None
+    # The [rights] table as written (validated by gateway/rights/policy.py): rights templates
+    # overridden for this site and its downstream systems.
+    rights: Mapping[str, Any] = field(default_factory=dict)
 
     def purpose(self, purpose_id: str) -> Purpose | None:
         return self._purposes_by_id.get(purpose_id)

@@ -231,6 +231,13 @@ SETTINGS: tuple[Setting, ...] = (
         secret=True,
     ),
     Setting(
+        "audit_key",
+        "",
+        "Secret signing the audit trail's checkpoints of chain heads (`consent-gateway audit "
+        "checkpoint`, checked by `audit verify`); the same wherever those run.",
+        secret=True,
+    ),
+    Setting(
         "identity_key",
         "",
         "Secret keying identity hashes and signing identity tokens; the same on every node. "
@@ -315,6 +322,14 @@ SETTINGS: tuple[Setting, ...] = (
         "waited longest for a request. 0: three quarters of the open-file limit less 128.",
         _int,
     ),
+    Setting(
+        "smtp_url",
+        "",
+        "SMTP server for rights-request codes: smtp://host:port, smtp+starttls://user:pass@host:587"
+        " or smtps://user:pass@host:465. Empty: e-mail verification is off.",
+        secret=True,
+    ),
+    Setting("smtp_from", "privacy@localhost", "Sender address of rights-request code e-mails."),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -369,6 +384,7 @@ class Settings:
     ready_min_free_mb: float = _default("ready_min_free_mb")
     ready_max_forward_lag: float = _default("ready_max_forward_lag")
     receipt_key: str = _default("receipt_key")
+    audit_key: str = _default("audit_key")
     identity_key: str = _default("identity_key")
     admin_token: str = _default("admin_token")
     node_id: str = _default("node_id")
@@ -387,6 +403,8 @@ class Settings:
     header_timeout: float = _default("header_timeout")
     body_timeout: float = _default("body_timeout")
     max_connections: int = _default("max_connections")
+    smtp_url: str = _default("smtp_url")
+    smtp_from: str = _default("smtp_from")
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

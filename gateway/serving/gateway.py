@@ -14,6 +14,7 @@ from starlette.datastructures import Headers
 
 from gateway.core import paths
 from gateway.core.errors import BadRequest
+from gateway.core.impressions import ImpressionKey, Impressions
 from gateway.core.model import Region, ResolvedBanner, Rule
 from gateway.core.purposes import is_minor
 from gateway.core.settings import Settings
@@ -32,7 +33,8 @@ REGION_PARAM = re.compile(r"^([A-Za-z]{2})(?:-([A-Za-z0-9]{1,3}))?$")
 Decided = tuple[Region, bool, str, Rule]  # region, GPC, locale, rule
 # Finished answers (status, raw headers, body) with their ETag: the ETag, the 200, the 304.
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
-CachedAnswer = tuple[str, Answer, Answer]
+# …and the impression key the answer counts under (gateway/core/impressions.py).
+CachedAnswer = tuple[str, Answer, Answer, ImpressionKey]
 # Outside input picks the keys of these two caches (Host, Accept-Language, region, ?lang=),
 # so each is bounded by bytes as well as entries (security review §5: 16,384 entries of
 # unbounded size took a process to 1.6 GB). Legitimate traffic fits: a config is ~3 KB,
@@ -135,6 +137,7 @@ class Gateway:
         self._visitors: dict[tuple[Any, ...], tuple[SiteBundle, Decided]] = {}
         # Finished answers keyed by normalized inputs that decide them (never by IP or
         # subject, never by a raw query string or If-None-Match): gateway/web/public.py.
+        self.impressions = Impressions()
         self.answers: BoundedMemo[tuple[Any, ...], CachedAnswer] = BoundedMemo(
             ANSWERS_MAX_ENTRIES, ANSWERS_MAX_BYTES
         )

@@ -13,6 +13,7 @@ import asyncpg
 import orjson
 
 from gateway.core.model import RECORD_COLUMNS, ConsentRecord
+from gateway.sinks import postgres_audit
 from gateway.sinks.base import HISTORY_LIMIT, PermanentSinkError, SinkError
 
 log = logging.getLogger("gateway.sinks.postgres")
@@ -100,6 +101,8 @@ MIGRATIONS: tuple[str, ...] = (
         REFERENCING NEW TABLE AS inserted
         FOR EACH STATEMENT EXECUTE FUNCTION consent_latest_follow();
     """,
+    # Version 3: the audit trail's hash chain and the report rollups (postgres_audit.py).
+    postgres_audit.MIGRATION,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -51,6 +51,7 @@ SITE_KEYS = {
     "retained_versions",
     "channels",
     "frequencies",
+    "rights",
     "topics",
     "product_lines",
     "identity_types",
@@ -392,6 +393,7 @@ def parse_site(site_id: str, path: Path, data: Mapping[str, Any]) -> Site:
         retained_versions=r.strings("retained_versions"),
         preferences=preferences,
         wechat=_wechat(path, r.get("wechat", dict)),
+        rights=r.get("rights", dict, {}),
     )
 
 

@@ -62,6 +62,9 @@ async def metrics(request: Request) -> Response:
     recording = getattr(request.app.state, "recording", None)
     if recording is not None:
         body += generate_latest(recording.metrics_registry)
+    rights = getattr(request.app.state, "rights", None)
+    if rights is not None:
+        body += await rights.metrics_text()
     cache = request.app.state.gateway.locator.cache_info()
     body += (
         "# HELP gateway_geoip_cache_hits_total GeoIP lookups answered from the cache.\n"

@@ -34,6 +34,7 @@ async def privacy_center(request: Request) -> HTMLResponse:
         "history_url": gateway.base_url(request.url.scheme, request.headers.get("host"))
         + paths.url(paths.SUBJECT_CONSENTS, site=site_id, subject_id="__SUBJECT__"),
         "texts": {"saved": texts["saved"]},
+        "rights_url": f"{record_url.rsplit('/', 1)[0]}/rights-requests",
         "names": {p["id"]: p["name"] for p in config["purposes"]},
         "actions": {
             "accept_all": texts["accept_all"],
@@ -59,6 +60,7 @@ async def privacy_center(request: Request) -> HTMLResponse:
         "theme": dict(bundle.site.theme),
         "gpc": resolved.gpc_applied,
         "page_config": page_config,
+        "rights": {"types": _rights_types(request, site_id, resolved.rule.id)},
     }
     env = gateway.renderer.environment(bundle, visitor.language)
     try:
@@ -74,6 +76,13 @@ async def privacy_center(request: Request) -> HTMLResponse:
             "Vary": gateway.vary,
         },
     )
+
+
+def _rights_types(request: Request, site_id: str, rule_id: str) -> tuple[str, ...]:
+    """The rights the visitor's rule grants, as the rights service will accept them."""
+    site_rights = getattr(request.app.state, "site_rights", None)
+    found = site_rights(site_id) if site_rights is not None else None
+    return found.policy(rule_id).types if found is not None else ()
 
 
 def routes() -> list[Route]:

@@ -20,7 +20,13 @@ from gateway.core import paths
 from gateway.core.errors import BadRequest, NotFound
 from gateway.core.i18n import parse_lang_param
 from gateway.core.model import Region, ResolvedBanner
-from gateway.serving.gateway import Gateway, Visitor, parse_age_param, parse_region_param
+from gateway.serving.gateway import (
+    CachedAnswer,
+    Gateway,
+    Visitor,
+    parse_age_param,
+    parse_region_param,
+)
 from gateway.signals.gpc import gpc_requested, well_known
 from gateway.sites.catalog import SiteBundle
 from gateway.web.answer import Answer, RawHeaders
@@ -135,7 +141,8 @@ def answer(
         if len(accept or "") <= MEMO_ACCEPT_MAX:
             size = len(cached[1][2]) + len(accept or "") + len(host or "") + ENTRY_OVERHEAD
             gateway.answers.put(key, cached, size)
-    etag, ok, not_modified = cached
+    etag, ok, not_modified, seen = cached
+    gateway.impressions.count(seen)
     if if_none_match is not None and etag_matches(if_none_match, etag):
         return not_modified
     return ok
@@ -151,8 +158,8 @@ def _fresh(
     query: tuple[str | None, str | None, str | None],
     scheme: str,
     host: str | None,
-) -> tuple[str, Answer, Answer]:
-    """The ETag, the 200 and the 304 answer for one memo key."""
+) -> CachedAnswer:
+    """The ETag, the 200 and the 304 answer for one memo key, and its impression key."""
     names = ("lang", "region", "age")
     params = {k: v for k, v in zip(names, query, strict=True) if v is not None}
     visitor = gateway.visitor_from(bundle, ip, region, headers, params)
@@ -173,7 +180,14 @@ def _fresh(
         (b"content-type", body.media_type.encode()),
         (b"content-length", str(len(body.content)).encode()),
     ]
-    return body.etag, (200, ok, body.content), (304, out, b"")
+    region_name = visitor.region.country or ""
+    if visitor.region.subdivision:
+        region_name += "-" + visitor.region.subdivision
+    # Apps fetch the config; pages load consent.js or the banner page.
+    channel = "app" if kind == "config" else "web"
+    seen = (bundle.site.id, bundle.banner_version, visitor.rule.id, region_name,
+            visitor.language, channel)  # fmt: skip
+    return body.etag, (200, ok, body.content), (304, out, b""), seen
 
 
 def answer_context(request: Request) -> tuple[Gateway, SiteBundle, Visitor, ResolvedBanner, str]:

@@ -1,0 +1,79 @@
+"""Audit benchmark: chain verify records/s, report latency, export rows/s, and what the
+store's triggers (chain + rollups) cost per stored record.
+
+Run ``.venv/bin/python -m bench.audit [--records N]`` against the local PostgreSQL; it makes
+and drops a scratch database. Records are written by PostgreSQL itself in batches of 50k
+(tests/audit_data.py), each batch one statement as the forwarder's COPY is, so the triggers
+fire per batch as in production.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+import uuid
+from typing import Any
+
+import asyncpg
+
+from gateway.audit import service
+from gateway.core.settings import Settings
+from tests.audit_data import fill
+
+ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+async def _with_db(records: int) -> dict[str, Any]:
+    name = f"bench_audit_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(ADMIN_DSN)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    dsn = f"postgresql://postgres@127.0.0.1:5432/{name}"
+    try:
+        return await _run(dsn, records)
+    finally:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def _run(dsn: str, records: int) -> dict[str, Any]:
+    settings = Settings(store_url=dsn)
+    out: dict[str, Any] = {"records": records}
+    started = time.perf_counter()
+    await fill(dsn, records)
+    out["store_records_per_s_with_triggers"] = round(records / (time.perf_counter() - started))
+
+    started = time.perf_counter()
+    report = await service.verify(settings)
+    assert report.ok, report.as_json()
+    out["verify_records_per_s"] = round(report.checked / (time.perf_counter() - started))
+
+    latencies = []
+    for group in [("day",), ("day", "region"), ("banner_version", "language"), ("purpose",)]:
+        for _ in range(5):
+            t0 = time.perf_counter()
+            await service.consent_report(settings, "demo", None, None, group)
+            latencies.append(time.perf_counter() - t0)
+    out["report_latency_ms_median"] = round(statistics.median(latencies) * 1000, 1)
+    out["report_latency_ms_max"] = round(max(latencies) * 1000, 1)
+
+    for fmt in ("csv", "jsonl"):
+        rows = 0
+        t0 = time.perf_counter()
+        async for chunk in service.export(settings, "demo", None, None, {}, fmt):
+            rows += chunk.count(b"\n")
+        out[f"export_{fmt}_rows_per_s"] = round(rows / (time.perf_counter() - t0))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--records", type=int, default=1_000_000)
+    args = parser.parse_args()
+    for key, value in asyncio.run(_with_db(args.records)).items():
+        print(f"{key}: {value}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The audit trail: chain verification, exports, proof packs and consent reports."""

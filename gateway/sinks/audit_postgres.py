@@ -1,0 +1,282 @@
+"""Reads of the audit trail from PostgreSQL: chain walk, exports, rollups, a subject's records.
+
+Large reads go through server-side cursors in batches, so a walk or an export of any size
+holds one batch in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import date, datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from gateway.sinks.postgres import COLUMNS
+
+BATCH = 10_000
+
+_CHAIN = """
+    SELECT c.node_id, c.seq, c.kind, c.ref, c.prev_hash, c.hash,
+           $1::text IS NULL OR c.site = $1 AS wanted,
+           CASE WHEN r.record_id IS NULL OR NOT ($1::text IS NULL OR c.site = $1) THEN NULL
+                ELSE audit_consent_digest(r) END AS digest
+    FROM audit_chain c
+    LEFT JOIN consent_records r ON c.kind = 'consent' AND r.record_id = c.ref::uuid
+    WHERE ($2::timestamptz IS NULL OR c.recorded_at >= $2)
+      AND ($1::text IS NULL OR c.node_id IN (SELECT node_id FROM audit_chain WHERE site = $1))
+    ORDER BY c.node_id, c.seq
+"""
+_UNLINKED = """
+    SELECT r.node_id, r.record_id::text AS ref FROM consent_records r
+    WHERE ($1::text IS NULL OR r.site = $1) AND ($2::timestamptz IS NULL OR r.recorded_at >= $2)
+      AND NOT EXISTS (SELECT 1 FROM audit_chain c
+                      WHERE c.kind = 'consent' AND c.ref = r.record_id::text)
+    LIMIT 10
+"""
+# Record columns as the export gives them: timestamps in RFC 3339 UTC, ids as text.
+_EXPORT_COLS = ", ".join(
+    {
+        "recorded_at": "to_char(recorded_at AT TIME ZONE 'UTC', "
+        '\'YYYY-MM-DD"T"HH24:MI:SS.US"Z"\') AS recorded_at',
+        "record_id": "record_id::text AS record_id",
+        "withdraws": "withdraws::text AS withdraws",
+    }.get(c, c)
+    for c in COLUMNS
+)
+FILTERS = ("region", "rule", "channel", "action", "subject_id")
+
+
+def _where(site: str, start: datetime | None, end: datetime | None, filters: Mapping[str, str]
+           ) -> tuple[str, list[Any]]:  # fmt: skip
+    clauses: list[str] = ["site = $1"]
+    args: list[Any] = [site]
+    if start is not None:
+        args.append(start)
+        clauses.append(f"recorded_at >= ${len(args)}")
+    if end is not None:
+        args.append(end)
+        clauses.append(f"recorded_at < ${len(args)}")
+    for name, value in filters.items():
+        args.append(value)
+        n = len(args)
+        clauses.append({
+            "region": f"(region_country = ${n} OR region_country || '-' || "
+                      f"region_subdivision = ${n})",
+            "rule": f"rule_id = ${n}",
+            "channel": f"channel = ${n}",
+            "action": f"action = ${n}",
+            "subject_id": f"subject_id = ${n}",
+        }[name])  # fmt: skip
+    return " AND ".join(clauses), args
+
+
+def _plain(row: asyncpg.Record) -> dict[str, Any]:
+    out = dict(row)
+    for key in ("choices", "signals"):
+        if isinstance(out.get(key), str):
+            out[key] = orjson.loads(out[key])
+    return out
+
+
+class PostgresAuditReader:
+    """One connection for one audit read (a walk, an export, a report)."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._conn: asyncpg.Connection | None = None
+
+    async def __aenter__(self) -> PostgresAuditReader:
+        self._conn = await asyncpg.connect(self.dsn, timeout=10)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    @property
+    def conn(self) -> asyncpg.Connection:
+        if self._conn is None:
+            raise RuntimeError("use the reader as `async with`")
+        return self._conn
+
+    async def _stream(self, sql: str, args: Sequence[Any]) -> AsyncIterator[list[asyncpg.Record]]:
+        async with self.conn.transaction(readonly=True):
+            cursor = await self.conn.cursor(sql, *args)
+            while rows := await cursor.fetch(BATCH):
+                yield rows
+
+    def chain(self, site: str | None, since: datetime | None
+              ) -> AsyncIterator[list[asyncpg.Record]]:  # fmt: skip
+        return self._stream(_CHAIN, (site, since))
+
+    async def unlinked(self, site: str | None, since: datetime | None) -> list[asyncpg.Record]:
+        return list(await self.conn.fetch(_UNLINKED, site, since))
+
+    async def heads(self) -> dict[str, tuple[int, bytes]]:
+        rows = await self.conn.fetch("SELECT node_id, seq, hash FROM audit_heads")
+        return {r["node_id"]: (r["seq"], bytes(r["hash"])) for r in rows}
+
+    async def links_at(self, wanted: Sequence[tuple[str, int]]) -> dict[tuple[str, int], bytes]:
+        rows = await self.conn.fetch(
+            "SELECT c.node_id, c.seq, c.hash FROM audit_chain c "
+            "JOIN unnest($1::text[], $2::bigint[]) AS w(n, s) ON c.node_id = w.n AND c.seq = w.s",
+            [w[0] for w in wanted], [w[1] for w in wanted],
+        )  # fmt: skip
+        return {(r["node_id"], r["seq"]): bytes(r["hash"]) for r in rows}
+
+    async def checkpoints(self) -> list[asyncpg.Record]:
+        return list(
+            await self.conn.fetch(
+                "SELECT checkpoint_id, taken_at, heads, signature FROM audit_checkpoints "
+                "ORDER BY checkpoint_id"
+            )
+        )
+
+    async def add_checkpoint(self, heads: Mapping[str, Any], signature: str) -> int:
+        return int(
+            await self.conn.fetchval(
+                "INSERT INTO audit_checkpoints (heads, signature) VALUES ($1::jsonb, $2) "
+                "RETURNING checkpoint_id",
+                orjson.dumps(heads).decode(),
+                signature,
+            )
+        )
+
+    def records(
+        self,
+        site: str,
+        start: datetime | None,
+        end: datetime | None,
+        filters: Mapping[str, str],
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        where, args = _where(site, start, end, filters)
+        sql = (
+            f"SELECT {_EXPORT_COLS} FROM consent_records WHERE {where} "
+            "ORDER BY recorded_at, record_id"
+        )
+
+        async def batches() -> AsyncIterator[list[dict[str, Any]]]:
+            async for rows in self._stream(sql, args):
+                yield [_plain(r) for r in rows]
+
+        return batches()
+
+    async def subject_links(self, refs: Sequence[str]) -> list[asyncpg.Record]:
+        return list(
+            await self.conn.fetch(
+                "SELECT c.node_id, c.seq, c.kind, c.ref, c.prev_hash, c.hash, "
+                "audit_consent_digest(r) AS digest FROM audit_chain c "
+                "JOIN consent_records r ON r.record_id = c.ref::uuid "
+                "WHERE c.kind = 'consent' AND c.ref = ANY($1::text[]) ORDER BY c.node_id, c.seq",
+                list(refs),
+            )
+        )
+
+    async def version_texts(self, site: str, versions: Sequence[str]) -> dict[str, Any]:
+        rows = await self.conn.fetch(
+            "SELECT banner_version, consent_revision, texts, published_at FROM banner_versions "
+            "WHERE site = $1 AND banner_version = ANY($2::text[])",
+            site, list(versions),
+        )  # fmt: skip
+        return {
+            r["banner_version"]: {
+                "banner_version": r["banner_version"],
+                "consent_revision": r["consent_revision"],
+                "texts": orjson.loads(r["texts"]),
+                "published_at": r["published_at"].isoformat(),
+            }
+            for r in rows
+        }
+
+    async def consent_rollup(
+        self, site: str, start: date | None, end: date | None, dims: Sequence[str]
+    ) -> list[asyncpg.Record]:
+        cols = ", ".join(dims)
+        group = f"{cols}, action" if dims else "action"
+        return list(
+            await self.conn.fetch(
+                f"SELECT {group}, sum(n)::bigint AS n FROM consent_rollup "
+                "WHERE site = $1 AND ($2::date IS NULL OR day >= $2) "
+                f"AND ($3::date IS NULL OR day < $3) GROUP BY {group} ORDER BY {group}",
+                site,
+                start,
+                end,
+            )
+        )
+
+    async def purpose_rollup(
+        self, site: str, start: date | None, end: date | None, dims: Sequence[str]
+    ) -> list[asyncpg.Record]:
+        group = ", ".join([*dims, "purpose"])
+        return list(
+            await self.conn.fetch(
+                f"SELECT {group}, sum(granted)::bigint AS granted, sum(n)::bigint AS n "
+                "FROM consent_purpose_rollup WHERE site = $1 "
+                "AND ($2::date IS NULL OR day >= $2) AND ($3::date IS NULL OR day < $3) "
+                f"GROUP BY {group} ORDER BY {group}",
+                site,
+                start,
+                end,
+            )
+        )
+
+    async def version_rates(self, site: str) -> list[asyncpg.Record]:
+        """Per region and banner version: first day, accept_all count and total."""
+        return list(
+            await self.conn.fetch(
+                "SELECT region, banner_version, min(day) AS first_day, "
+                "coalesce(sum(n) FILTER (WHERE action = 'accept_all'), 0)::bigint AS accepted, "
+                "sum(n)::bigint AS n FROM consent_rollup WHERE site = $1 "
+                "GROUP BY region, banner_version ORDER BY region, first_day, banner_version",
+                site,
+            )
+        )
+
+    async def rights_year(self, site: str, year: int) -> list[tuple[str, str, str, str | None]]:
+        """Requests received in ``year`` with their first final transition (rights tables of
+        gateway/rights/); LookupError when this store has no rights tables."""
+        present = await self.conn.fetchval("SELECT to_regclass('rights_requests') IS NOT NULL")
+        if not present:
+            raise LookupError("rights_requests")
+        rows = await self.conn.fetch(
+            "SELECT r.type, r.state, r.received_at, "
+            "(SELECT min(t.at) FROM rights_transitions t WHERE t.request_id = r.request_id "
+            " AND t.to_state IN ('completed', 'denied')) AS closed_at "
+            "FROM rights_requests r WHERE r.site = $1 AND r.received_at >= $2 "
+            "AND r.received_at < $3",
+            site, f"{year:04d}-01-01", f"{year + 1:04d}-01-01",
+        )  # fmt: skip
+        return [(r["type"], r["state"], r["received_at"], r["closed_at"]) for r in rows]
+
+    async def add_impressions(self, day: date, counts: Sequence[tuple[Any, ...]]) -> None:
+        """Add (site, version, rule, region, language, channel, n) rows to ``day``'s counts;
+        in key order, so concurrent nodes' flushes cannot deadlock."""
+        if not counts:
+            return
+        cols = list(zip(*sorted(counts), strict=True))
+        await self.conn.execute(
+            "INSERT INTO banner_impressions AS b "
+            "SELECT s, $1, v, r, g, l, c, n FROM unnest($2::text[], $3::text[], $4::text[], "
+            "$5::text[], $6::text[], $7::text[], $8::bigint[]) AS u(s, v, r, g, l, c, n) "
+            "ON CONFLICT (site, day, banner_version, rule_id, region, language, channel) "
+            "DO UPDATE SET n = b.n + excluded.n",
+            day, *(list(c) for c in cols),
+        )  # fmt: skip
+
+    async def impressions(
+        self, site: str, start: date | None, end: date | None, dims: Sequence[str]
+    ) -> list[asyncpg.Record]:
+        group = ", ".join(dims) if dims else "site"
+        return list(
+            await self.conn.fetch(
+                f"SELECT {group}, sum(n)::bigint AS n FROM banner_impressions WHERE site = $1 "
+                "AND ($2::date IS NULL OR day >= $2) AND ($3::date IS NULL OR day < $3) "
+                f"GROUP BY {group} ORDER BY {group}",
+                site,
+                start,
+                end,
+            )
+        )
