@@ -81,27 +81,29 @@ def ann_prefs(email: bool = True) -> dict[str, Any]:
 
 def run_flow(api: Api) -> None:
     """Link, read back, find by identity, token, contactability: the CRM's day."""
-    r = api.post("/subjects/sub-ann/identities", {"type": "email", "value": " Ann@Example.com"})
+    # The subject id is the one the gateway derived from Ann's browser secret.
+    recorded = api.client.post(
+        f"{BASE}/consents", json=consent_body(api.state().gateway.catalog.get("demo"), "sub-ann")
+    )
+    assert recorded.status_code == 201
+    ann = recorded.json()["subject_id"]
+    r = api.post(f"/subjects/{ann}/identities", {"type": "email", "value": " Ann@Example.com"})
     assert r.status_code == 201 and r.json() == {
-        "subject_id": "sub-ann",
+        "subject_id": ann,
         "type": "email",
         "linked": True,
     }
     assert (
         api.post(
-            "/subjects/sub-ann/identities", {"type": "phone", "value": "+49 30 1234567"}
+            f"/subjects/{ann}/identities", {"type": "phone", "value": "+49 30 1234567"}
         ).status_code
         == 201
     )
-    recorded = api.client.post(
-        f"{BASE}/consents", json=consent_body(api.state().gateway.catalog.get("demo"), "sub-ann")
-    )
-    assert recorded.status_code == 201
     api.write_preferences(
-        PreferenceState("demo", "sub-ann", "", ann_prefs(), "r-1", "2026-12-06T10:00:00.000000Z")
+        PreferenceState("demo", ann, "", ann_prefs(), "r-1", "2026-12-06T10:00:00.000000Z")
     )
     deadline = time.monotonic() + 10
-    while (body := api.get("/subjects/sub-ann").json()).get("consents") is None:
+    while (body := api.get(f"/subjects/{ann}").json()).get("consents") is None:
         assert time.monotonic() < deadline  # the forwarder delivers the consent
         time.sleep(0.02)
     assert body["identities"] == ["email", "phone"]
@@ -111,7 +113,7 @@ def run_flow(api: Api) -> None:
 
     found = api.get("/subjects", identity="email:ann@example.COM")
     assert found.status_code == 200
-    assert [s["subject_id"] for s in found.json()["subjects"]] == ["sub-ann"]
+    assert [s["subject_id"] for s in found.json()["subjects"]] == [ann]
     assert api.get("/subjects", identity="email:nobody@example.com").json() == {"subjects": []}
 
     r = api.post(
@@ -175,7 +177,7 @@ def run_flow(api: Api) -> None:
     )
     assert (again.status_code, again.json()["error"]) == (403, "token_replayed")
     found = api.get("/subjects", identity="email:ann@example.com").json()["subjects"]
-    assert {s["subject_id"] for s in found} == {"sub-ann", "sub-device-b"}
+    assert {s["subject_id"] for s in found} == {ann, "sub-device-b"}
 
 
 def test_the_crm_flow_on_the_embedded_store(api: Api) -> None:
