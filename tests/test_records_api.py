@@ -77,7 +77,9 @@ def test_post_records_and_answers_with_a_receipt(client: TestClient, tmp_path: P
     # Threat: a leaked credential reveals the device and the visit (review §4d): the subject
     # API leaves them out; the store keeps them as proof.
     assert not {"user_agent", "ip_truncated", "page_url"} & set(stored)
-    history = client.portal.call(client.app.state.recording.history, "demo", sid)  # type: ignore[attr-defined,union-attr]
+    recording = client.app.state.recording  # type: ignore[attr-defined]
+    assert client.portal is not None
+    history = client.portal.call(recording.history, "demo", sid)
     stored = history["current"]
     assert (stored["user_agent"], stored["page_url"]) == ("UA/1", "https://shop.example/a")
     assert (stored["node_id"], stored["origin"], stored["banner_version"]) == (
