@@ -150,3 +150,14 @@ def test_hostile_subject_fields_are_4xx_and_store_nothing(
         return
     assert 400 <= r.status_code < 500 and "error" in r.json()
     assert client.app.state.recording.outbox.commits == before  # type: ignore[attr-defined]
+
+
+def test_the_fast_derivation_is_rfc_2104_hmac() -> None:
+    # Threat: a hand-rolled MAC that is not HMAC, and so not the keyed one-way map relied on.
+    import hashlib
+    import hmac
+
+    keys = SubjectKeys(b"r" * 40)
+    key = hmac.new(b"r" * 40, b"consent-gateway subject ids v1", hashlib.sha256).digest()
+    expected = hmac.new(key, b"demo|" + b"a" * 32, hashlib.sha256).hexdigest()[:32]
+    assert keys.subject_id("demo", "a" * 32) == expected

@@ -51,12 +51,20 @@ class SubjectKeys:
     """Derives subject ids from secrets, and checks a secret against an id."""
 
     def __init__(self, receipt_key: bytes) -> None:
-        self._key = hmac.new(receipt_key, _LABEL, hashlib.sha256).digest()
+        key = hmac.new(receipt_key, _LABEL, hashlib.sha256).digest()
+        # HMAC (RFC 2104) with the padded key hashed once, as receipts do: every record
+        # derives an id, and copying two prepared hashes is ~4x cheaper than hmac.new.
+        padded = key.ljust(hashlib.sha256().block_size, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in padded))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in padded))
 
     def subject_id(self, site: str, secret: str) -> str:
         """The subject id of ``secret`` on ``site`` (per site: two sites cannot link them)."""
-        mac = hmac.new(self._key, f"{site}|{secret}".encode("ascii"), hashlib.sha256)
-        return mac.hexdigest()[:32]
+        inner = self._inner.copy()
+        inner.update(f"{site}|{secret}".encode("ascii"))
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()[:32]
 
     def require(self, site: str, subject_id: str, secret: str) -> None:
         """Raise ``SubjectForbidden`` unless ``secret`` is the secret of ``subject_id``."""
