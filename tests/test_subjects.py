@@ -3,6 +3,8 @@ subject's secret, ids cannot be chosen, and receipts read history only while fre
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -154,9 +156,6 @@ def test_hostile_subject_fields_are_4xx_and_store_nothing(
 
 def test_the_fast_derivation_is_rfc_2104_hmac() -> None:
     # Threat: a hand-rolled MAC that is not HMAC, and so not the keyed one-way map relied on.
-    import hashlib
-    import hmac
-
     keys = SubjectKeys(b"r" * 40)
     key = hmac.new(b"r" * 40, b"consent-gateway subject ids v1", hashlib.sha256).digest()
     expected = hmac.new(key, b"demo|" + b"a" * 32, hashlib.sha256).hexdigest()[:32]
