@@ -37,14 +37,17 @@
   }
 
   // ---- memory: one compact first-party cookie, copied to localStorage --------------------
-  // value = v2|revision|subject|time36|action|granted~ids|refused~ids (fields URI-encoded). The
+  // value = v3|revision|secret|time36|action|granted~ids|refused~ids (fields URI-encoded). The
   // refused list also holds *s (every sale/share purpose refused) and *l (every sensitive one),
   // which cover such purposes added later. A v1 value had no list: all it did not grant counts.
+  // secret: the subject's secret, from which the server derives the subject id; only its holder
+  // writes or reads that subject. v1/v2 held the subject id itself, which the server has stored
+  // and shown, so it is no secret: such a visitor gets a new one with their next choice.
   function parse(v) {
     const f = v ? v.split("|").map(decodeURIComponent) : [], g = {};
-    if (!/^v[12]$/.test(f[0]) || f.length < 6) return null;
+    if (!/^v[1-3]$/.test(f[0]) || f.length < 6) return null;
     OPT.forEach((p) => { g[p.id] = f[5].split("~").includes(p.id); });
-    return { revision: f[1], subject_id: f[2], time: parseInt(f[3], 36), action: f[4], choices: g,
+    return { revision: f[1], secret: f[0] == "v3" && f[2], time: parseInt(f[3], 36), action: f[4], choices: g,
       off: f[0] == "v1" ? OPT.filter((p) => !g[p.id]).map((p) => p.id) : f[6].split("~") };
   }
   function readState() {
@@ -54,17 +57,17 @@
   // Rewritten on every page, so the cookie's Max-Age runs from the last visit, and copied to
   // localStorage, which outlives a cookie the browser expired or cleared.
   function writeCookie(s) {
-    const v = ["v2", s.revision, s.subject_id, s.time.toString(36), s.action, ids(s.choices).join("~"), s.off.join("~")]
+    const v = ["v3", s.revision, s.secret, s.time.toString(36), s.action, ids(s.choices).join("~"), s.off.join("~")]
       .map(encodeURIComponent).join("|");
     store(SKEY, v);
     d.cookie = CK.name + "=" + v + "; Max-Age=" + CK.max_age_days * 86400 +
       "; Path=/; SameSite=Lax" + (CK.domain ? "; Domain=" + CK.domain : "") + (location.protocol == "https:" ? "; Secure" : "");
   }
-  function remember(g, action, revision, subject_id, time) {
+  function remember(g, action, revision, secret, time) {
     const off = OPT.filter((p) => !g[p.id]).map((p) => p.id);
     if (none(SALE, g)) off.push("*s");
     if (none(SENS, g)) off.push("*l");
-    writeCookie(state = { revision, subject_id, time, action, choices: g, off });
+    writeCookie(state = { revision, secret, time, action, choices: g, off });
   }
   // An answer stands (no banner) while it covers what is asked now and its re-ask period runs:
   // after a consent the shortest length of its months in days (TCF: remind at least every 13
@@ -154,7 +157,7 @@
       // text/plain keeps this a simple request: no CORS preflight round trip.
       headers: { "Content-Type": "text/plain;charset=UTF-8" }, body: JSON.stringify(body)
     }).then((r) => {
-      if (r.ok) return r.json().then((j) => { done(1); tries = 0; store(RKEY, Object.assign({ subject_id: body.subject_id }, j)); emit("recorded", j); return flush(); });
+      if (r.ok) return r.json().then((j) => { done(1); tries = 0; store(RKEY, Object.assign({ secret: body.subject_secret }, j)); emit("recorded", j); return flush(); });
       // A 4xx other than timeout/rate limit will never succeed: drop it rather than loop.
       if (r.status < 500 && r.status != 408 && r.status != 429) { done(1); emit("error", r.status); return flush(); }
       throw r.status;
@@ -170,12 +173,12 @@
     const had = fresh(state), before = current(), withdrawn = OPT.filter((p) => before[p.id] && !g[p.id]);
     OPT.forEach((p) => { g[p.id] = !!g[p.id]; });
     if (action != "gpc" && had && !ids(g).length && withdrawn.length) action = "withdraw";
-    remember(g, action, C.consent_revision, (state && state.subject_id) || rid(), Date.now());
+    remember(g, action, C.consent_revision, (state && state.secret) || rid(), Date.now());
     update(g);
     dl.push({ event: "cg_consent_update", cg_action: action, cg_consent: current() });
     const last = load(RKEY);
     setQueue(queue().concat([{
-      subject_id: state.subject_id, banner_version: C.banner_version, action, choices: g, channel: "web",
+      subject_secret: state.secret, banner_version: C.banner_version, action, choices: g, channel: "web",
       language: C.language, page_url: location.origin + location.pathname, idempotency_key: rid(),
       // A withdrawal names the consent it takes back (the last receipt's record).
       withdraws: action == "withdraw" && last ? last.record_id : undefined
@@ -196,12 +199,12 @@
   function sync() {
     const r = load(RKEY);
     pending = 1;
-    return fetch(C.record_url.replace(/consents$/, "subjects/" + r.subject_id + "/consents"), { headers: { Authorization: "Bearer " + r.receipt } })
+    return fetch(C.record_url.replace(/consents$/, "subjects/" + r.subject_id + "/consents"), { headers: { Authorization: "Subject " + r.secret } })
       .then((x) => x.json()).then(({ current: c }) => {
         store(YKEY, Date.now()); // asked: not again today (a failure asks on the next page)
         // Taken when newer than this browser's last record and nothing here is still unsent.
         if (!c || c.recorded_at < r.recorded_at || queue().length) return;
-        remember(c.choices, c.action, c.consent_revision, c.subject_id, Date.parse(c.recorded_at));
+        remember(c.choices, c.action, c.consent_revision, r.secret, Date.parse(c.recorded_at));
       }).catch(() => {}).then(() => {
         pending = 0;
         update();
@@ -210,7 +213,7 @@
   }
   function getConsent() {
     return fresh(state) ? {
-      subject_id: state.subject_id, revision: state.revision, action: state.action,
+      revision: state.revision, action: state.action,
       time: new Date(state.time).toISOString(), choices: current(), gpc, receipt: load(RKEY)
     } : null;
   }
@@ -333,7 +336,7 @@
   // The server is asked after a visit to the privacy center, and at most daily while the answer
   // kept here is out of date.
   const rc = load(RKEY), y = load(YKEY);
-  pending = rc && (y === 0 || (!fresh(state) && !(Date.now() - y < DAY)));
+  pending = rc && rc.secret && (y === 0 || (!fresh(state) && !(Date.now() - y < DAY)));
   if (state) writeCookie(state);
   // Consent Mode does not persist: repeat the update on every page that knows a choice.
   if (state || gpc || pending) update();

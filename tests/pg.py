@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import os
 import time
 import uuid
@@ -90,13 +91,18 @@ class _Versioned(Protocol):
     def banner_version(self) -> str: ...
 
 
+def secret_of(subject: str) -> str:
+    """A stable subject secret for a test's named subject (the shape the snippet makes)."""
+    return hashlib.sha256(subject.encode()).hexdigest()[:32]
+
+
 def consent_body(
     bundle: _Versioned, subject: str, action: str = "accept_all", **extra: Any
 ) -> dict[str, Any]:
     value = action == "accept_all"
     choices = {p.id: value for p in bundle.site.optional_purposes}
     return {
-        "subject_id": subject,
+        "subject_secret": secret_of(subject),
         "banner_version": bundle.banner_version,
         "action": action,
         "choices": choices,

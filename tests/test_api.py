@@ -16,7 +16,9 @@ from gateway.core.errors import BadRequest, ConfigError
 from gateway.core.settings import Settings, load_settings
 from gateway.preferences.apikeys import SCOPES, secret_hash
 from gateway.sinks.directory import PreferenceState, StoredKey
-from tests.pg import consent_body, pg_dsn, recording_app  # noqa: F401
+from tests.pg import consent_body, pg_dsn, recording_app, secret_of  # noqa: F401
+
+S1 = secret_of("s1")
 
 BASE = "/v1/sites/demo"
 PEER = ("127.0.0.1", 50000)
@@ -81,27 +83,29 @@ def ann_prefs(email: bool = True) -> dict[str, Any]:
 
 def run_flow(api: Api) -> None:
     """Link, read back, find by identity, token, contactability: the CRM's day."""
-    r = api.post("/subjects/sub-ann/identities", {"type": "email", "value": " Ann@Example.com"})
+    # The subject id is the one the gateway derived from Ann's browser secret.
+    recorded = api.client.post(
+        f"{BASE}/consents", json=consent_body(api.state().gateway.catalog.get("demo"), "sub-ann")
+    )
+    assert recorded.status_code == 201
+    ann = recorded.json()["subject_id"]
+    r = api.post(f"/subjects/{ann}/identities", {"type": "email", "value": " Ann@Example.com"})
     assert r.status_code == 201 and r.json() == {
-        "subject_id": "sub-ann",
+        "subject_id": ann,
         "type": "email",
         "linked": True,
     }
     assert (
         api.post(
-            "/subjects/sub-ann/identities", {"type": "phone", "value": "+49 30 1234567"}
+            f"/subjects/{ann}/identities", {"type": "phone", "value": "+49 30 1234567"}
         ).status_code
         == 201
     )
-    recorded = api.client.post(
-        f"{BASE}/consents", json=consent_body(api.state().gateway.catalog.get("demo"), "sub-ann")
-    )
-    assert recorded.status_code == 201
     api.write_preferences(
-        PreferenceState("demo", "sub-ann", "", ann_prefs(), "r-1", "2026-12-06T10:00:00.000000Z")
+        PreferenceState("demo", ann, "", ann_prefs(), "r-1", "2026-12-06T10:00:00.000000Z")
     )
     deadline = time.monotonic() + 10
-    while (body := api.get("/subjects/sub-ann").json()).get("consents") is None:
+    while (body := api.get(f"/subjects/{ann}").json()).get("consents") is None:
         assert time.monotonic() < deadline  # the forwarder delivers the consent
         time.sleep(0.02)
     assert body["identities"] == ["email", "phone"]
@@ -111,7 +115,7 @@ def run_flow(api: Api) -> None:
 
     found = api.get("/subjects", identity="email:ann@example.COM")
     assert found.status_code == 200
-    assert [s["subject_id"] for s in found.json()["subjects"]] == ["sub-ann"]
+    assert [s["subject_id"] for s in found.json()["subjects"]] == [ann]
     assert api.get("/subjects", identity="email:nobody@example.com").json() == {"subjects": []}
 
     r = api.post(
@@ -159,23 +163,26 @@ def run_flow(api: Api) -> None:
     assert "ann" not in token
     # Device B's snippet presents the token: linked, and it gets the customer's choices.
     browser = {"Origin": "http://127.0.0.1:8000"}
-    identify = {"subject_id": "sub-device-b", "token": token}
+    identify = {"subject_secret": secret_of("device-b"), "token": token}
     r = api.client.post(f"{BASE}/identify", json=identify, headers=browser)
+    device_b = r.json()["subject_id"]
     assert r.status_code == 200, r.text
     assert r.headers["access-control-allow-origin"] == "http://127.0.0.1:8000"
     assert r.json() == {
-        "subject_id": "sub-device-b",
+        "subject_id": device_b,
         "identities": ["email"],
         "consents": body["consents"],
         "consent_record_id": recorded.json()["record_id"],
         "preferences": {"": ann_prefs()},
     }
     again = api.client.post(
-        f"{BASE}/identify", json={**identify, "subject_id": "sub-device-c"}, headers=browser
+        f"{BASE}/identify",
+        json={**identify, "subject_secret": secret_of("device-c")},
+        headers=browser,
     )
     assert (again.status_code, again.json()["error"]) == (403, "token_replayed")
     found = api.get("/subjects", identity="email:ann@example.com").json()["subjects"]
-    assert {s["subject_id"] for s in found} == {"sub-ann", "sub-device-b"}
+    assert {s["subject_id"] for s in found} == {ann, device_b}
 
 
 def test_the_crm_flow_on_the_embedded_store(api: Api) -> None:
@@ -393,17 +400,24 @@ def test_two_nodes_sharing_postgresql_share_keys_and_identities(
 @pytest.mark.parametrize(
     ("body", "headers", "status", "code"),
     [
-        ({"subject_id": "s1", "token": "it1.x.y"}, {}, 403, "invalid_identity_token"),
+        ({"subject_secret": S1, "token": "it1.x.y"}, {}, 403, "invalid_identity_token"),
         (
-            {"subject_id": "s1", "token": "it1.x.y"},
+            {"subject_secret": S1, "token": "it1.x.y"},
             {"Origin": "https://evil.example"},
             403,
             "origin_not_allowed",
         ),
-        ({"subject_id": "ann@example.com", "token": "t"}, {}, 422, "subject_id_is_an_identity"),
-        ({"subject_id": "s1"}, {}, 400, "invalid_field"),
-        ({"token": "t"}, {}, 400, "invalid_field"),
-        ({"subject_id": "s1", "token": "t", "key": "x"}, {}, 400, "unknown_field"),
+        # Threat: a page links a subject it only knows the id of (or an e-mail address).
+        ({"subject_id": "ann@example.com", "token": "t"}, {}, 403, "subject_secret_required"),
+        (
+            {"subject_id": "0" * 32, "subject_secret": S1, "token": "t"},
+            {},
+            403,
+            "subject_secret_mismatch",
+        ),
+        ({"subject_secret": S1}, {}, 400, "invalid_field"),
+        ({"token": "t"}, {}, 400, "missing_field"),
+        ({"subject_secret": S1, "token": "t", "key": "x"}, {}, 400, "unknown_field"),
     ],
 )
 def test_identify_refuses_what_is_not_a_fresh_token_of_the_site(
@@ -416,14 +430,20 @@ def test_identify_refuses_what_is_not_a_fresh_token_of_the_site(
 
 
 def test_a_token_bound_to_a_subject_identifies_only_that_subject(api: Api) -> None:
+    # The site's backend binds the token to the id the snippet's subject secret derives to.
+    sub_1 = api.state().recording.subjects.subject_id("demo", secret_of("sub-1"))
     r = api.post(
         "/identity-tokens",
-        {"identities": [{"type": "customer_id", "value": "C-1"}], "subject_id": "sub-1"},
+        {"identities": [{"type": "customer_id", "value": "C-1"}], "subject_id": sub_1},
     )
     token = r.json()["token"]
-    other = api.client.post(f"{BASE}/identify", json={"subject_id": "sub-2", "token": token})
+    other = api.client.post(
+        f"{BASE}/identify", json={"subject_secret": secret_of("sub-2"), "token": token}
+    )
     assert (other.status_code, other.json()["error"]) == (403, "invalid_identity_token")
-    mine = api.client.post(f"{BASE}/identify", json={"subject_id": "sub-1", "token": token})
+    mine = api.client.post(
+        f"{BASE}/identify", json={"subject_secret": secret_of("sub-1"), "token": token}
+    )
     assert mine.status_code == 200 and mine.json()["consents"] is None
     preflight = api.client.options(
         f"{BASE}/identify",

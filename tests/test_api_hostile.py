@@ -57,7 +57,7 @@ identities = st.one_of(
 VALID: dict[str, dict[str, Any]] = {
     "/identity-tokens": {"identities": [GOOD[0]], "subject_id": "s1", "ttl_seconds": 60},
     "/subjects/s1/identities": GOOD[1],
-    "/identify": {"subject_id": "s1", "token": "it1.eyJzIjoiZGVtbyJ9.x"},
+    "/identify": {"subject_secret": "5" * 32, "token": "it1.eyJzIjoiZGVtbyJ9.x"},
     "/contactability": {"channel": "email", "topic": "offers", "product_line": "shop",
                         "identities": GOOD},
 }  # fmt: skip

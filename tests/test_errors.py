@@ -55,7 +55,8 @@ def test_unavailable_carries_retry_after() -> None:
         ("GET", "/v1/sites/nope/privacy-center", 404, "unknown_site"),
         ("GET", "/v1/sites/demo/config?region=Germany", 400, "invalid_parameter"),
         ("POST", "/v1/sites/demo/consents", 415, "unsupported_media_type"),
-        ("GET", "/v1/sites/demo/subjects/s/consents", 403, "receipt_required"),
+        ("GET", f"/v1/sites/demo/subjects/{'0' * 32}/consents", 403, "receipt_required"),
+        ("GET", "/v1/sites/demo/subjects/a@b.example/consents", 404, "invalid_subject_id"),
     ],
 )
 def test_routing_and_endpoint_errors_share_the_shape(

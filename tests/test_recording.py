@@ -33,7 +33,11 @@ VERSIONS = BUNDLE.known_versions
 
 
 def body(**changes: Any) -> dict[str, Any]:
+    # validate() sees the body as RecordingService.bind_subject leaves it: the secret
+    # replaced by the subject id derived from it (tests/test_subjects.py covers that step).
     data = consent_body(BUNDLE, "subject-1")
+    del data["subject_secret"]
+    data["subject_id"] = "subject-1"
     for key, value in changes.items():
         if value is ...:
             data.pop(key, None)

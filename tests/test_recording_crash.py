@@ -14,7 +14,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.pg import ORIGIN, ROOT, pg_dsn  # noqa: F401
+from tests.pg import ORIGIN, ROOT, pg_dsn, secret_of  # noqa: F401
 from tests.procs import free_port
 from tests.procs import stop as stop_process
 
@@ -80,7 +80,7 @@ async def test_every_acknowledged_record_survives_kill_9(
                     n += 1
                     subject = f"crash-{worker}-{n}"
                     body = {
-                        "subject_id": subject,
+                        "subject_secret": secret_of(subject),
                         "banner_version": version,
                         "action": "reject_all",
                         "choices": {"analytics": False, "marketing": False,
@@ -93,7 +93,7 @@ async def test_every_acknowledged_record_survives_kill_9(
                     except httpx.TransportError:
                         return  # the server is gone
                     if r.status_code == 201:
-                        acked[r.json()["record_id"]] = subject
+                        acked[r.json()["record_id"]] = r.json()["subject_id"]
 
             writers = [asyncio.create_task(writer(i)) for i in range(24)]
             await asyncio.sleep(1.5)

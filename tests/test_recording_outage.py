@@ -14,7 +14,7 @@ import uvicorn
 from gateway.app import create_app
 from gateway.core.settings import Settings
 from tests.helpers import OPS, OPS_TOKEN
-from tests.pg import ORIGIN, ROOT, TcpProxy, eventually, pg_dsn  # noqa: F401
+from tests.pg import ORIGIN, ROOT, TcpProxy, eventually, pg_dsn, secret_of  # noqa: F401
 from tests.procs import free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -52,8 +52,8 @@ async def test_backlog_drains_without_loss_or_duplicates(
             version = (await client.get(f"{base}/v1/sites/demo/config")).json()["banner_version"]
 
             async def post(subject: str) -> str:
-                body = {"subject_id": subject, "banner_version": version, "action": "accept_all",
-                        "choices": {"analytics": True, "marketing": True,
+                body = {"subject_secret": secret_of(subject), "banner_version": version,
+                        "action": "accept_all", "choices": {"analytics": True, "marketing": True,
                                     "personalization": True}}  # fmt: skip
                 r = await client.post(
                     f"{base}/v1/sites/demo/consents", json=body, headers={"Origin": ORIGIN}

@@ -11,14 +11,13 @@ from starlette.datastructures import Headers
 
 from gateway.app import build_gateway
 from gateway.core.errors import BadRequest
-from gateway.recording.outbox.group_commit import Appended
-from gateway.recording.service import RecordingService
+from gateway.recording.service import Recorded, RecordingService
 from gateway.recording.submission import Submission
 from gateway.serving.gateway import Gateway
 from gateway.sinks.sqlite import SqliteStore
 from gateway.sites.versions import publish_current
 from tests.helpers import make_settings
-from tests.pg import consent_body
+from tests.pg import consent_body, secret_of
 
 PROXY = "127.0.0.1"  # a peer the default settings trust, so CDN geo headers count
 
@@ -60,12 +59,14 @@ async def test_one_call_validates_places_enriches_signs_and_appends(
         body, cf_ipcountry="US", cf_region_code="CA", sec_gpc="1", accept_language="de"
     )
     result = await recording.record_consent(bundle, sent)
-    assert isinstance(result, Appended) and not result.duplicate
-    assert recording.receipts is not None
+    assert isinstance(result, Recorded) and not result.duplicate
+    assert recording.receipts is not None and recording.subjects is not None
+    # The subject id is derived from the secret, never taken from the client.
+    assert result.subject_id == recording.subjects.subject_id("demo", secret_of("subject-1"))
     claims = recording.receipts.verify(result.receipt)
     assert (claims.site, claims.subject_id, claims.record_id) == (
         "demo",
-        "subject-1",
+        result.subject_id,
         result.record_id,
     )
     [item] = await recording.outbox.claim(10)
@@ -87,8 +88,8 @@ async def test_invalid_input_is_refused_before_anything_is_appended(
     recording, _ = service
     bundle = recording.site("demo")
     with pytest.raises(BadRequest) as bad:
-        await recording.record_consent(bundle, submission(b'{"subject_id": 1}'))
-    assert bad.value.field == "subject_id"
+        await recording.record_consent(bundle, submission(b'{"subject_secret": 1}'))
+    assert bad.value.field == "subject_secret"
     with pytest.raises(BadRequest) as unknown:
         recording.site("nope")
     assert (unknown.value.status_code, unknown.value.code) == (404, "unknown_site")

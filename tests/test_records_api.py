@@ -15,7 +15,7 @@ from gateway.core.settings import Settings
 from gateway.recording.receipts import Receipts
 from gateway.sites.catalog import load_site
 from tests.helpers import shipped_rules
-from tests.pg import ORIGIN, ROOT, consent_body, recording_app
+from tests.pg import ORIGIN, ROOT, consent_body, recording_app, secret_of
 from tests.procs import free_port
 
 BUNDLE = load_site(ROOT / "banners" / "demo", ROOT / "locales", shipped_rules())
@@ -55,16 +55,18 @@ def test_post_records_and_answers_with_a_receipt(client: TestClient, tmp_path: P
     )
     assert r.status_code == 201
     body = r.json()
-    assert set(body) == {"record_id", "recorded_at", "receipt"}
+    assert set(body) == {"subject_id", "record_id", "recorded_at", "receipt"}
+    sid = body["subject_id"]
+    assert sid == client.app.state.recording.subjects.subject_id("demo", secret_of("sub-1"))  # type: ignore[attr-defined]
     assert r.headers["access-control-allow-origin"] == ORIGIN
     assert r.headers["cache-control"] == "no-store"
     claims = Receipts.from_settings(make_settings(tmp_path)).verify(body["receipt"])
-    assert (claims.site, claims.subject_id) == ("demo", "sub-1")
+    assert (claims.site, claims.subject_id) == ("demo", sid)
     assert claims.record_id == body["record_id"]
 
     wait_delivered(client)
     h = client.get(
-        "/v1/sites/demo/subjects/sub-1/consents",
+        f"/v1/sites/demo/subjects/{sid}/consents",
         headers={"Authorization": f"Bearer {body['receipt']}", "Origin": ORIGIN},
     )
     assert h.status_code == 200
@@ -77,7 +79,15 @@ def test_post_records_and_answers_with_a_receipt(client: TestClient, tmp_path: P
     }
     stored = data["current"]
     assert stored["record_id"] == body["record_id"]
-    assert (stored["gpc"], stored["region_country"], stored["user_agent"]) == (True, "FR", "UA/1")
+    assert (stored["gpc"], stored["region_country"]) == (True, "FR")
+    # Threat: a leaked credential reveals the device and the visit (review §4d): the subject
+    # API leaves them out; the store keeps them as proof.
+    assert not {"user_agent", "ip_truncated", "page_url"} & set(stored)
+    recording = client.app.state.recording  # type: ignore[attr-defined]
+    assert client.portal is not None
+    history = client.portal.call(recording.history, "demo", sid)
+    stored = history["current"]
+    assert (stored["user_agent"], stored["page_url"]) == ("UA/1", "https://shop.example/a")
     assert (stored["node_id"], stored["origin"], stored["banner_version"]) == (
         "node-a",
         ORIGIN,
@@ -157,8 +167,8 @@ def test_same_idempotency_key_returns_the_same_receipt(client: TestClient) -> No
     assert again.headers["idempotent-replayed"] == "true"
     wait_delivered(client)
     h = client.get(
-        "/v1/sites/demo/subjects/sub-2/consents",
-        headers={"Authorization": f"Bearer {first.json()['receipt']}"},
+        f"/v1/sites/demo/subjects/{first.json()['subject_id']}/consents",
+        headers={"Authorization": "Bearer " + first.json()["receipt"]},
     )
     assert len(h.json()["history"]) == 1
 
@@ -173,9 +183,10 @@ def test_receipt_in_the_query_is_refused(client: TestClient) -> None:
 
 
 def test_history_needs_a_receipt_of_that_subject(client: TestClient) -> None:
-    receipt = client.post(URL, json=consent_body(BUNDLE, "sub-3")).json()["receipt"]
+    mine = client.post(URL, json=consent_body(BUNDLE, "sub-3")).json()
+    receipt = mine["receipt"]
     other = client.post(URL, json=consent_body(BUNDLE, "sub-4")).json()["receipt"]
-    base = "/v1/sites/demo/subjects/sub-3/consents"
+    base = f"/v1/sites/demo/subjects/{mine['subject_id']}/consents"
     cases = [
         ({}, "receipt_required"),
         ({"Authorization": f"Bearer {other}"}, "forbidden"),
@@ -206,7 +217,7 @@ def test_full_outbox_answers_503_with_retry_after(tmp_path: Path) -> None:
         assert health["outbox_writable"] is True
         # Reading history needs the store: unreachable is a 503, never a 500.
         h = client.get(
-            "/v1/sites/demo/subjects/a/consents",
+            f"/v1/sites/demo/subjects/{first.json()['subject_id']}/consents",
             headers={"Authorization": "Bearer " + first.json()["receipt"]},
         )
         assert h.status_code == 503
@@ -256,12 +267,12 @@ def test_each_request_gets_its_own_region_language_and_gpc(client: TestClient) -
         body.pop("language", None)
         r = client.post(URL, json=body, headers=headers)
         assert r.status_code == 201
-        receipts.append(r.json()["receipt"])
+        receipts.append((r.json()["subject_id"], r.json()["receipt"]))
     wait_delivered(client)
     for i, (country, _, _, language, gpc_set) in enumerate(cases):
         h = client.get(
-            f"/v1/sites/demo/subjects/visitor-{i}/consents",
-            headers={"Authorization": f"Bearer {receipts[i]}"},
+            f"/v1/sites/demo/subjects/{receipts[i][0]}/consents",
+            headers={"Authorization": f"Bearer {receipts[i][1]}"},
         )
         stored = h.json()["current"]
         rule = BUNDLE.rules.rule(Region(country=country, source="header"))

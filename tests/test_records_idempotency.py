@@ -57,15 +57,17 @@ def test_another_subjects_idempotency_key_never_returns_that_subjects_receipt(
     assert (alice.status_code, mallory.status_code) == (201, 201)
     assert "idempotent-replayed" not in mallory.headers
     receipts = Receipts.from_settings(make_settings(tmp_path))
-    assert receipts.verify(mallory.json()["receipt"]).subject_id == "mallory"
+    assert receipts.verify(mallory.json()["receipt"]).subject_id == mallory.json()["subject_id"]
+    assert mallory.json()["subject_id"] != alice.json()["subject_id"]
     assert mallory.json()["record_id"] != alice.json()["record_id"]
     # Both choices are stored, each under its own subject.
-    assert [h["action"] for h in history(client, "mallory", mallory.json()["receipt"])] == [
-        "reject_all"
-    ]
-    assert [h["action"] for h in history(client, "alice", alice.json()["receipt"])] == [
-        "accept_all"
-    ]
+    assert [
+        h["action"]
+        for h in history(client, mallory.json()["subject_id"], mallory.json()["receipt"])
+    ] == ["reject_all"]
+    assert [
+        h["action"] for h in history(client, alice.json()["subject_id"], alice.json()["receipt"])
+    ] == ["accept_all"]
 
 
 def test_reused_idempotency_key_with_a_different_body_is_409_never_a_silent_201(
@@ -84,4 +86,4 @@ def test_reused_idempotency_key_with_a_different_body_is_409_never_a_silent_201(
     assert again.status_code == 201
     assert again.headers["idempotent-replayed"] == "true"
     assert again.json() == first.json()
-    assert len(history(client, "sub-9", first.json()["receipt"])) == 1
+    assert len(history(client, first.json()["subject_id"], first.json()["receipt"])) == 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import hashlib
 import hmac
 import os
@@ -167,4 +168,26 @@ class Receipts:
         claims = self.verify(token)
         return claims.record_id == record.record_id and hmac.compare_digest(
             claims.content_hash, content_hash(record)
+        )
+
+
+# How long a receipt opens its subject's history. A receipt proves its record's content for
+# ever (``proves``), but as a read credential it is a bearer token that may sit in a browser,
+# a mail or a log; the subject's secret (gateway/recording/subjects.py) reads at any time.
+READ_LIFETIME_SECONDS = 24 * 3600
+
+
+def check_read_lifetime(
+    claims: ReceiptClaims, now: float, lifetime: float = READ_LIFETIME_SECONDS
+) -> None:
+    """Raise ``InvalidReceipt`` (403) when a receipt is too old to read history with."""
+    try:
+        issued = dt.datetime.strptime(claims.recorded_at, "%Y-%m-%dT%H:%M:%S.%fZ")
+    except ValueError as exc:
+        raise InvalidReceipt("the receipt's time is malformed") from exc
+    age = now - issued.replace(tzinfo=dt.UTC).timestamp()
+    if age > lifetime:
+        raise InvalidReceipt(
+            "the receipt is too old to read history with: present the subject secret "
+            "(Authorization: Subject <secret>)"
         )

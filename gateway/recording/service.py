@@ -6,13 +6,14 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector
 
-from gateway.core.errors import NotFound, Unavailable
+from gateway.core.errors import BadRequest, NotFound, Unavailable
 from gateway.core.ratelimit import WriteLimits
 from gateway.core.settings import Settings
 from gateway.core.tasks import Supervisor, SupervisorCollector
@@ -30,13 +31,25 @@ from gateway.recording.datalock import DataDirLock
 from gateway.recording.forwarder import Forwarder, ForwarderCollector
 from gateway.recording.outbox.database import FILE_NAME
 from gateway.recording.outbox.group_commit import Appended, Outbox
-from gateway.recording.receipts import Receipts, canonical_json
+from gateway.recording.receipts import Receipts, canonical_json, load_key
+from gateway.recording.subjects import SubjectForbidden, SubjectKeys, check_secret
 from gateway.recording.submission import Placement, Submission
 from gateway.sinks import open_sinks
 from gateway.sinks.base import Sink, Store
 from gateway.sites.catalog import SiteBundle
 
 log = logging.getLogger("gateway.recording")
+
+
+class Recorded(NamedTuple):
+    """A committed consent as its subject is told: the append's answer and the subject id
+    the gateway derived from the subject's secret."""
+
+    record_id: str
+    recorded_at: str
+    receipt: str
+    duplicate: bool
+    subject_id: str
 
 
 class RecordingService:
@@ -75,6 +88,7 @@ class RecordingService:
         self.store: Store | None = None
         self.forwarder: Forwarder | None = None
         self.receipts: Receipts | None = None
+        self.subjects: SubjectKeys | None = None
         self._collectors: list[Collector] = []
         self._clock = Uuid7Clock()
         self._lock = DataDirLock(settings.data_dir)
@@ -91,7 +105,9 @@ class RecordingService:
             raise
 
     async def _open(self) -> None:
-        self.receipts = await asyncio.to_thread(Receipts.from_settings, self.settings)
+        key = await asyncio.to_thread(load_key, self.settings)
+        self.receipts = Receipts(key)
+        self.subjects = SubjectKeys(key)
         await self.outbox.open()
         self.sinks = open_sinks(self.settings)
         for sink in self.sinks:
@@ -139,11 +155,14 @@ class RecordingService:
             raise NotFound("unknown_site", f"no site named {site_id[:64]!r}")
         return bundle
 
-    async def record_consent(self, bundle: SiteBundle, submission: Submission) -> Appended:
-        """The recording use case: parse, validate, locate and decide, then enrich, sign and
-        durably append; returns once the record is committed. Raises BadRequest naming the
-        input at fault, or Unavailable when the record cannot be kept now."""
-        body = parse_body(submission.body, submission.content_type)
+    async def record_consent(self, bundle: SiteBundle, submission: Submission) -> Recorded:
+        """The recording use case: parse, prove the subject, validate, locate and decide,
+        then enrich, sign and durably append; returns once the record is committed. Raises
+        BadRequest naming the input at fault (403 without the subject's secret), or
+        Unavailable when the record cannot be kept now."""
+        body = self.bind_subject(
+            bundle.site.id, parse_body(submission.body, submission.content_type)
+        )
         consent = validate(body, bundle.site, bundle.known_versions)
         placement = self._placement()
         # Where the visitor is comes from detection only, never from the request's query.
@@ -163,7 +182,40 @@ class RecordingService:
             language=language,
             consent_revision=bundle.consent_revision,
         )
-        return await self.record(consent, context)
+        appended = await self.record(consent, context)
+        return Recorded(*appended, consent.subject_id)
+
+    def subject_keys(self) -> SubjectKeys:
+        if self.subjects is None:
+            raise Unavailable("the gateway is starting or shutting down", retry_after=2)
+        return self.subjects
+
+    def bind_subject(self, site: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """The body with ``subject_id`` derived from its ``subject_secret`` (which goes: it is
+        never stored). A ``subject_id`` sent along must be the secret's own: naming a subject
+        without its secret is refused (403), so no one writes for an id they only know."""
+        secret = body.get("subject_secret")
+        if secret is None:
+            if body.get("subject_id") is not None:
+                raise SubjectForbidden(
+                    "subject_secret_required",
+                    "writing for a subject needs its secret (subject_secret), not only its id",
+                )
+            raise BadRequest(
+                "missing_field",
+                "subject_secret is required: 32 random lower-case hex digits the client keeps",
+                field="subject_secret",
+            )
+        derived = self.subject_keys().subject_id(site, check_secret(secret))
+        claimed = body.get("subject_id")
+        if claimed is not None and claimed != derived:
+            raise SubjectForbidden(
+                "subject_secret_mismatch", "the subject secret does not belong to subject_id"
+            )
+        bound = dict(body)
+        del bound["subject_secret"]
+        bound["subject_id"] = derived
+        return bound
 
     def _placement(self) -> Placement:
         if self.placement is None:

@@ -20,6 +20,7 @@ from gateway.core.preference_model import PreferenceModel
 from gateway.preferences import contactability, identities, tokens
 from gateway.preferences.identities import Identity, InvalidIdentity
 from gateway.preferences.service import PreferenceService, check_subject
+from gateway.recording.service import RecordingService
 from gateway.web import records
 
 MAX_BODY = 256 * 1024  # a contactability batch of 1,000 identities fits with room to spare
@@ -196,13 +197,14 @@ async def identify(request: Request) -> Response:
         raise NotFound("unknown_site", f"no site named {site_id[:64]!r}")
     own = f"{request.url.scheme}://{request.headers.get('host', '')}"
     headers = records.cors_headers(request.headers.get("origin"), own, bundle)
-    body = await _body(request, {"subject_id", "token"})
-    subject, token = body.get("subject_id"), body.get("token")
-    if not isinstance(subject, str):
-        raise BadRequest("invalid_field", "the snippet's subject id", field="subject_id")
+    body = await _body(request, {"subject_id", "subject_secret", "token"})
+    token = body.get("token")
     if not isinstance(token, str):
         raise BadRequest("invalid_field", "the identity token from the site", field="token")
-    subject_id = check_subject(subject)
+    # The browser proves it holds the subject (review §4d): a subject id alone would let a
+    # page link someone else's subject to the identity in its own token.
+    recording: RecordingService = request.app.state.recording
+    subject_id = check_subject(recording.bind_subject(site_id, body)["subject_id"])
     service: PreferenceService = request.app.state.preferences
     claims = await service.redeem_token(site_id, token, subject_id)
     subjects = await service.subjects_of_token(site_id, claims)

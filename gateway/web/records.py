@@ -7,6 +7,7 @@ They translate HTTP only: headers, body bytes and the answer. The recording use 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from starlette.datastructures import Headers
@@ -18,7 +19,9 @@ from starlette.types import Receive, Scope
 from gateway.core import paths
 from gateway.core.errors import BadRequest, Unavailable
 from gateway.recording.consent import MAX_BODY_BYTES
+from gateway.recording.receipts import check_read_lifetime
 from gateway.recording.service import RecordingService
+from gateway.recording.subjects import is_subject_id, secret_from_authorization
 from gateway.recording.submission import Submission
 from gateway.sites.catalog import SiteBundle
 from gateway.web.answer import Answer, AnswerResponse, RawHeaders, json_answer
@@ -142,6 +145,7 @@ async def take_consent(scope: Scope, receive: Receive) -> Answer:
     if result.duplicate:
         cors.append((b"idempotent-replayed", b"true"))
     answer = {
+        "subject_id": result.subject_id,
         "record_id": result.record_id,
         "recorded_at": result.recorded_at,
         "receipt": result.receipt,
@@ -165,31 +169,59 @@ def _token(request: Request) -> str:
     )
 
 
+# What the subject API leaves out of each record: facts about the device and the visit that a
+# holder of a leaked credential should not learn (review §4d); the stores keep them as proof.
+_PRIVATE_FIELDS = ("ip_truncated", "user_agent", "page_url")
+
+
+def _public(record: Any) -> Any:
+    if not isinstance(record, dict):
+        return record
+    return {k: v for k, v in record.items() if k not in _PRIVATE_FIELDS}
+
+
+def _authorize_read(recording: RecordingService, request: Request, site: str, subject: str) -> None:
+    """The subject's secret (``Authorization: Subject <secret>``) reads at any time; one of the
+    subject's receipts reads only while it is fresh. Anything else is 403."""
+    secret = secret_from_authorization(request.headers.get("authorization"))
+    if secret is not None:
+        recording.subject_keys().require(site, subject, secret)
+        return
+    if recording.receipts is None:
+        raise Unavailable("the gateway is starting or shutting down", retry_after=2)
+    claims = recording.receipts.verify(_token(request))
+    if claims.site != site or claims.subject_id != subject:
+        raise BadRequest(
+            "forbidden", "the receipt belongs to another subject or site", status_code=403
+        )
+    check_read_lifetime(claims, time.time())
+
+
 async def subject_consents(request: Request) -> Response:
-    """A subject's current choices and history, for the holder of one of their receipts."""
+    """A subject's current choices and history, for the holder of its secret (or of a fresh
+    receipt of its own)."""
     headers: dict[str, str] = {}
     recording = _recording(request)
     try:
         bundle = recording.site(request.path_params["site"])
         headers = _cors(request, bundle)
         subject_id = request.path_params["subject_id"]
-        if recording.receipts is None:
-            raise Unavailable("the gateway is starting or shutting down", retry_after=2)
-        claims = recording.receipts.verify(_token(request))
-        if claims.site != bundle.site.id or claims.subject_id != subject_id:
+        if not is_subject_id(subject_id):
+            # Not an id the gateway derives (an e-mail address, say): nobody's to read.
             raise BadRequest(
-                "forbidden", "the receipt belongs to another subject or site", status_code=403
+                "invalid_subject_id", "a subject id is 32 lower-case hex digits", status_code=404
             )
+        _authorize_read(recording, request, bundle.site.id, subject_id)
         history = await recording.history(bundle.site.id, subject_id)
     except (BadRequest, Unavailable) as exc:
         return AnswerResponse(answer_for(exc, raw_headers(headers)))
-    current: Any = history.get("current")
+    current: Any = _public(history.get("current"))
     body = {
         "site": bundle.site.id,
         "subject_id": subject_id,
         "choices": dict(current["choices"]) if current else None,
         "current": current,
-        "history": history.get("history", []),
+        "history": [_public(r) for r in history.get("history", [])],
     }
     return AnswerResponse(json_answer(200, body, raw_headers(headers)))
 

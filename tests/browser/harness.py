@@ -61,10 +61,10 @@ class Gateway:
     def consents(self, subject_id: str, receipt: str, count: int = 1) -> list[dict[str, Any]]:
         """The subject's records in the store, oldest first, once ``count`` have arrived."""
         path = f"/v1/sites/demo/subjects/{subject_id}/consents"
-        auth = {"Authorization": f"Bearer {receipt}"}  # never ?receipt=: URLs are logged
         deadline = time.monotonic() + 10
         while True:
-            history: list[dict[str, Any]] = self.get_json(path, auth)["history"]
+            answer = self.get_json(path, {"Authorization": f"Bearer {receipt}"})
+            history: list[dict[str, Any]] = answer["history"]
             if len(history) >= count or time.monotonic() > deadline:
                 return sorted(history, key=lambda r: str(r["recorded_at"]))
             time.sleep(0.05)

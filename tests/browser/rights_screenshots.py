@@ -42,9 +42,10 @@ def main() -> None:
             run_gateway(site.origin, Path(work)) as gw,
             sync_playwright() as playwright,
         ):
-            receipts = [record(gw, f"shot-{n}") for n in range(3)]
-            for n, receipt in enumerate(receipts):
-                gw.consents(f"shot-{n}", receipt, 1)
+            recorded = [record(gw, f"{n:02x}" * 16) for n in range(3)]
+            for subject, receipt in recorded:
+                gw.consents(subject, receipt, 1)
+            receipts = [receipt for _, receipt in recorded]
             ask(gw, {"type": "portability", "receipt": receipts[1]})
             ask(gw, {"type": "opt_out_sale", "receipt": receipts[2]})
             ask(gw, {"type": "access", "identity": {"type": "email", "value": "ann@example.com"}})

@@ -60,7 +60,7 @@ def recorded(page: Page) -> dict[str, Any]:
 
 def stored(gateway: Gateway, consent: dict[str, Any], count: int = 1) -> list[dict[str, Any]]:
     """The subject's records as the gateway's store holds them, read with the receipt."""
-    return gateway.consents(consent["subject_id"], consent["receipt"]["receipt"], count)
+    return gateway.consents(consent["receipt"]["subject_id"], consent["receipt"]["receipt"], count)
 
 
 def data_layer(page: Page) -> list[Any]:
@@ -145,7 +145,8 @@ def test_opt_in_accept_records_unblocks_and_signals(
     }
     assert record["channel"] == "web"
     assert record["banner_version"] == page.evaluate("ConsentGateway.config.banner_version")
-    assert record["page_url"] == site.origin + "/accept"
+    # The subject API never shows the visit (page, device, network) to a credential holder.
+    assert not {"page_url", "user_agent", "ip_truncated"} & set(record)
     assert record["origin"] == site.origin  # a cross-origin POST from the publisher's page
     assert record["rule_id"] == "gdpr"
     [post] = posts
@@ -259,7 +260,7 @@ def test_withdrawal_deletes_the_purpose_cookies_and_reloads(
     accepted, withdrawn = stored(gateway, recorded(page), count=2)
     assert (accepted["action"], withdrawn["action"]) == ("accept_all", "withdraw")
     assert withdrawn["withdraws"] == first["receipt"]["record_id"]
-    assert withdrawn["subject_id"] == first["subject_id"]
+    assert withdrawn["subject_id"] == first["receipt"]["subject_id"]
 
 
 def test_changed_revision_reprompts_and_keeps_the_subject(
@@ -268,13 +269,13 @@ def test_changed_revision_reprompts_and_keeps_the_subject(
     url = demo_page(site, gateway.script_url(region="DE"), path="/revision")
     page.goto(url)
     action(page, "accept_all")
-    subject = recorded(page)["subject_id"]
+    subject = recorded(page)["receipt"]["subject_id"]
     # What is consented to changed since: the stored revision no longer matches the config's.
     # (Without its receipt this browser cannot ask the server, whose record would say otherwise;
     # tests/browser/test_refusals.py changes the site itself.)
     page.evaluate(
         "document.cookie = document.cookie.match(/cg_consent=([^;]*)/)[1]"
-        ".replace(/^v2\\|[^|]*/, 'cg_consent=v2|0ld') + '; path=/';"
+        ".replace(/^v3\\|[^|]*/, 'cg_consent=v3|0ld') + '; path=/';"
         "localStorage.removeItem('cg_state'); localStorage.removeItem('cg_receipt')"
     )
     page.goto(url)
@@ -282,7 +283,7 @@ def test_changed_revision_reprompts_and_keeps_the_subject(
     assert page.evaluate("ConsentGateway.getConsent()") is None
     assert runs(page)["analytics"] == 0
     action(page, "reject_all")
-    assert recorded(page)["subject_id"] == subject
+    assert recorded(page)["receipt"]["subject_id"] == subject
 
 
 def test_offline_choice_is_queued_and_sent_when_back_online(

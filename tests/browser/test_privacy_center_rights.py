@@ -17,8 +17,8 @@ pytestmark = pytest.mark.browser
 
 
 def test_a_visitor_downloads_their_data(page: Page, gateway: Gateway) -> None:
-    receipt = record(gateway, "pc-rights-1")
-    gateway.consents("pc-rights-1", receipt, 1)
+    subject, receipt = record(gateway, "b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1")
+    gateway.consents(subject, receipt, 1)
     page.goto(f"{gateway.origin}/v1/sites/demo/privacy-center?lang=de#receipt={receipt}")
     section = page.locator("#rights")
     expect(section).to_be_visible()
@@ -33,13 +33,13 @@ def test_a_visitor_downloads_their_data(page: Page, gateway: Gateway) -> None:
     path = started.value.path()
     archive = zipfile.ZipFile(io.BytesIO(path.read_bytes()))
     exported = json.loads(archive.read("subject.json"))
-    assert [s["subject_id"] for s in exported["subjects"]] == ["pc-rights-1"]
+    assert [s["subject_id"] for s in exported["subjects"]] == [subject]
     assert exported["subjects"][0]["records"][0]["user_agent"].startswith("Python-urllib")
 
 
 def test_a_visitor_deletes_their_data(page: Page, gateway: Gateway) -> None:
-    receipt = record(gateway, "pc-rights-2")
-    gateway.consents("pc-rights-2", receipt, 1)
+    subject, receipt = record(gateway, "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2")
+    gateway.consents(subject, receipt, 1)
     page.goto(f"{gateway.origin}/v1/sites/demo/privacy-center?lang=en#receipt={receipt}")
     asked: list[str] = []
 
@@ -51,6 +51,6 @@ def test_a_visitor_deletes_their_data(page: Page, gateway: Gateway) -> None:
     page.get_by_role("button", name="Delete my data").click()
     expect(page.locator("#rights-received")).to_be_visible()
     assert asked == ["Delete the data we hold about you? This cannot be undone."]
-    (stored,) = gateway.consents("pc-rights-2", receipt, 1)
+    (stored,) = gateway.consents(subject, receipt, 1)
     assert stored["user_agent"] == "" and stored["ip_truncated"] is None
     assert stored["choices"]["marketing"] is True  # what was consented, and when, stays

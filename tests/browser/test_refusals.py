@@ -234,10 +234,11 @@ def test_a_lost_cookie_and_copy_come_back_from_the_server(
         assert runs(page)["ads"] == 0
         expect(page.locator(BANNER)).to_have_count(0)  # the server's answer is current
         consent = page.evaluate("ConsentGateway.getConsent()")
-        assert consent["subject_id"] == opted_out["subject_id"]
+        assert consent["receipt"]["subject_id"] == opted_out["receipt"]["subject_id"]
         assert consent["choices"]["marketing"] is False
         assert posts == []  # restored, not recorded again
-        assert opted_out["subject_id"] in cookie_value(context)
+        # The cookie keeps the subject secret (never the id, which opens nothing by itself).
+        assert opted_out["receipt"]["secret"] in cookie_value(context)
     finally:
         context.close()
 
@@ -255,12 +256,14 @@ def test_a_refusal_in_the_privacy_center_reaches_the_site(
         accepted = recorded(page)
         page.wait_for_function("window.adsRuns === 1")
         stored(gateway, accepted)
-        receipt = accepted["receipt"]["receipt"]
-        # The site links to the privacy center; the visitor follows the link.
+        mine = accepted["receipt"]
+        # The site links to the privacy center with the subject's id and secret (in the
+        # fragment, which no server sees); the visitor follows the link.
         page.evaluate(
             """url => { const a = document.createElement('a'); a.id = 'center';
             a.href = url; a.textContent = 'Privacy center'; document.body.append(a); }""",
-            f"{gateway.origin}/v1/sites/demo/privacy-center?region=US-CA#receipt={receipt}",
+            f"{gateway.origin}/v1/sites/demo/privacy-center?region=US-CA"
+            f"#subject={mine['subject_id']}&secret={mine['secret']}",
         )
         page.click("#center")
         page.wait_for_url(re.compile(r".*/privacy-center.*"))
@@ -367,8 +370,9 @@ def test_pipl_separate_consent_in_the_privacy_center(page: Page, gateway: Gatewa
     """The privacy center records each separate consent as its own choice, never as
     accept_all (which the server refuses to carry a separate purpose)."""
     config: dict[str, Any] = gateway.get_json("/v1/sites/demo/config?region=CN")
+    secret = "b" * 32
     body = {
-        "subject_id": "pipl-center-1",
+        "subject_secret": secret,
         "banner_version": config["banner_version"],
         "action": "reject_all",
         "channel": "app",
@@ -381,15 +385,18 @@ def test_pipl_separate_consent_in_the_privacy_center(page: Page, gateway: Gatewa
         method="POST",
     )
     with urllib.request.urlopen(request, timeout=5) as response:
-        receipt: str = json.load(response)["receipt"]
-    gateway.consents("pipl-center-1", receipt, 1)
-    page.goto(f"{gateway.origin}/v1/sites/demo/privacy-center?region=CN#receipt={receipt}")
+        answer = json.load(response)
+    receipt, subject = answer["receipt"], answer["subject_id"]
+    gateway.consents(subject, receipt, 1)
+    page.goto(
+        f"{gateway.origin}/v1/sites/demo/privacy-center?region=CN#subject={subject}&secret={secret}"
+    )
     expect(page.locator("#history tbody tr")).to_have_count(1)
     for box in page.locator("input[name]").all():
         box.check()
     page.get_by_role("button", name="Save choices").click()
     expect(page.locator("#status")).to_have_text("Your choices have been saved.")
-    latest = gateway.consents("pipl-center-1", receipt, 2)[-1]
+    latest = gateway.consents(subject, receipt, 2)[-1]
     assert latest["action"] == "custom"
     assert all(latest["choices"].values())
 
