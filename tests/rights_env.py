@@ -31,7 +31,7 @@ from gateway.core.settings import Settings
 from gateway.rights import credentials
 from gateway.sinks.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from tests.helpers import editable_settings
-from tests.pg import consent_body
+from tests.pg import consent_body, secret_of
 from tests.procs import free_port
 
 BASE = "/v1/sites/demo"
@@ -164,6 +164,12 @@ class Env:
         assert self.client.portal is not None
         return self.client.portal.call(fn, *args)
 
+    def sid(self, name: str) -> str:
+        """The subject id the gateway derives for a test's named subject (its secret is
+        tests.pg.secret_of(name)): subjects are capabilities, never chosen names."""
+        keys = self.state.recording.subject_keys()
+        return str(keys.subject_id("demo", secret_of(name)))
+
     def consent(self, subject: str, user_agent: str) -> str:
         """Record an accept-all for ``subject`` and wait until the store has it; the receipt."""
         bundle = self.state.gateway.catalog.get("demo")
@@ -174,7 +180,7 @@ class Env:
         )
         assert r.status_code == 201, r.text
         deadline = time.monotonic() + 10
-        while not self.call(self.state.recording.history, "demo", subject)["history"]:
+        while not self.call(self.state.recording.history, "demo", self.sid(subject))["history"]:
             assert time.monotonic() < deadline, "the forwarder did not deliver"
             time.sleep(0.02)
         return str(r.json()["receipt"])

@@ -16,6 +16,7 @@ import pytest
 from gateway.core.settings import Settings
 from gateway.rights import events
 from gateway.sinks.sqlite import FILE_NAME
+from tests.helpers import OPS
 from tests.pg import scratch_database
 from tests.rights_env import ADMIN, BASE, Env, delivered_events, env, hook, inbox  # noqa: F401
 
@@ -46,7 +47,7 @@ def test_an_anonymous_visitor_gets_their_data_with_a_receipt(env: Env) -> None: 
     assert made["token"].startswith("rrt_")
     archive = env.download(made["download_url"])
     exported = orjson.loads(archive.read("subject.json"))
-    assert [s["subject_id"] for s in exported["subjects"]] == ["anon-1"]
+    assert [s["subject_id"] for s in exported["subjects"]] == [env.sid("anon-1")]
     assert exported["subjects"][0]["current"]["choices"]["marketing"] is True
     records = archive.read("records.csv").decode()
     assert "AnonBrowser" in records and "OtherBrowser" not in records
@@ -75,8 +76,8 @@ def test_an_anonymous_visitor_gets_their_data_with_a_receipt(env: Env) -> None: 
 def test_an_identified_customer_verifies_by_email_code(env: Env) -> None:  # noqa: F811
     env.consent("ann-phone", "AnnPhone/1.0")
     env.consent("ann-laptop", "AnnLaptop/2.0")
-    env.link("ann-phone", "email", "ann@example.com")
-    env.link("ann-laptop", "email", "ann@example.com")
+    env.link(env.sid("ann-phone"), "email", "ann@example.com")
+    env.link(env.sid("ann-laptop"), "email", "ann@example.com")
     r = env.ask({"type": "portability", "identity": {"type": "email", "value": " Ann@Example.COM"}})
     assert r.status_code == 202, r.text
     made = r.json()
@@ -93,7 +94,8 @@ def test_an_identified_customer_verifies_by_email_code(env: Env) -> None:  # noq
     assert r.json()["status"] == "in_progress"
     archive = env.download(r.json()["download_url"])
     exported = orjson.loads(archive.read("subject.json"))
-    assert sorted(s["subject_id"] for s in exported["subjects"]) == ["ann-laptop", "ann-phone"]
+    expected = sorted([env.sid("ann-laptop"), env.sid("ann-phone")])
+    assert sorted(s["subject_id"] for s in exported["subjects"]) == expected
     assert all(s["identities"] == ["email"] for s in exported["subjects"])
     assert "ann@example.com" not in archive.read("subject.json").decode()  # only hashed, never kept
     # The code works once.
@@ -113,10 +115,11 @@ def test_a_deletion_leaves_no_identity_user_agent_or_ip_and_the_history_verifies
     store_url: str,
 ) -> None:
     receipt = env.consent("del-1", "DeleteMeBrowser/9.9")
+    gone, kept_id = env.sid("del-1"), env.sid("keep-1")  # derived hex ids, safe in SQL text
     env.consent("keep-1", "KeepMeBrowser/1.0")
-    env.link("del-1", "email", "del@example.com")
-    env.link("keep-1", "email", "keep@example.com")
-    r = env.ask({"type": "deletion", "receipt": receipt, "subject_id": "del-1"})
+    env.link(env.sid("del-1"), "email", "del@example.com")
+    env.link(env.sid("keep-1"), "email", "keep@example.com")
+    r = env.ask({"type": "deletion", "receipt": receipt, "subject_id": env.sid("del-1")})
     assert r.status_code == 202, r.text
     made = r.json()
     env.tick()
@@ -127,17 +130,20 @@ def test_a_deletion_leaves_no_identity_user_agent_or_ip_and_the_history_verifies
     assert env.confirm(made["request_id"], "crm", {"status": "done"}).status_code == 200
     assert env.detail(made["request_id"])["state"] == "completed"
 
-    history = env.call(env.state.recording.history, "demo", "del-1")["history"]
+    history = env.call(env.state.recording.history, "demo", env.sid("del-1"))["history"]
     (record,) = history
     assert record["user_agent"] == "" and record["ip_truncated"] is None
     assert record["page_url"] == "" and record["choices"]["marketing"] is True  # what, when kept
-    kept = env.call(env.state.recording.history, "demo", "keep-1")["history"][0]
+    kept = env.call(env.state.recording.history, "demo", env.sid("keep-1"))["history"][0]
     assert kept["user_agent"] == "KeepMeBrowser/1.0" and kept["ip_truncated"] == "127.0.0.0/24"
-    assert env.client.get(f"{BASE}/subjects/del-1", headers=env.key).json()["identities"] == []
+    assert (
+        env.client.get(f"{BASE}/subjects/{env.sid('del-1')}", headers=env.key).json()["identities"]
+        == []
+    )
     # The consent history still verifies: the subject's receipt signs the original content,
     # whose hash the tombstone keeps beside the erased record.
     claims = env.state.recording.receipts.verify(receipt)
-    tombs = env.call(env.state.rights.store.tombstones, "demo", "del-1")
+    tombs = env.call(env.state.rights.store.tombstones, "demo", env.sid("del-1"))
     assert [(t["record_id"], t["content_hash"]) for t in tombs] == [
         (claims.record_id, claims.content_hash)
     ]
@@ -154,7 +160,7 @@ def test_a_deletion_leaves_no_identity_user_agent_or_ip_and_the_history_verifies
         conn = sqlite3.connect(env.settings.data_dir / FILE_NAME)
         try:
             links = conn.execute(
-                "SELECT count(*) FROM identity_links WHERE subject_id = 'del-1'"
+                f"SELECT count(*) FROM identity_links WHERE subject_id = '{gone}'"
             ).fetchone()
             assert links == (0,)
         finally:
@@ -166,13 +172,13 @@ def test_a_deletion_leaves_no_identity_user_agent_or_ip_and_the_history_verifies
             try:
                 assert (
                     await conn.fetchval(
-                        "SELECT count(*) FROM identity_links WHERE subject_id = 'del-1'"
+                        f"SELECT count(*) FROM identity_links WHERE subject_id = '{gone}'"
                     )
                     == 0
                 )
                 assert (
                     await conn.fetchval(
-                        "SELECT count(*) FROM consent_records WHERE subject_id = 'del-1' AND "
+                        f"SELECT count(*) FROM consent_records WHERE subject_id = '{gone}' AND "
                         "(ip_truncated IS NOT NULL OR user_agent <> '' OR page_url <> '')"
                     )
                     == 0
@@ -185,7 +191,7 @@ def test_a_deletion_leaves_no_identity_user_agent_or_ip_and_the_history_verifies
                 )
                 assert (
                     await conn.fetchval(
-                        "SELECT count(*) FROM identity_links WHERE subject_id = 'keep-1'"
+                        f"SELECT count(*) FROM identity_links WHERE subject_id = '{kept_id}'"
                     )
                     == 1
                 )
@@ -216,7 +222,7 @@ def test_a_late_system_keeps_the_request_open_and_overdue(env: Env) -> None:  # 
     listed = env.client.get("/admin/v1/sites/demo/rights-requests?overdue=1", headers=ADMIN)
     assert [r["request_id"] for r in listed.json()["requests"]] == [request_id]
     assert listed.json()["requests"][0]["overdue"] is True
-    metrics = env.client.get("/metrics").text
+    metrics = env.client.get("/metrics", headers=OPS).text
     assert 'gateway_rights_requests_overdue{site="demo"} 1.0' in metrics
     assert 'gateway_rights_system_reminders_total{kind="escalation",site="demo",system="crm"}' in (
         metrics
@@ -233,7 +239,10 @@ def test_a_late_system_keeps_the_request_open_and_overdue(env: Env) -> None:  # 
     assert env.detail(request_id)["state"] == "completed"
     listed = env.client.get("/admin/v1/sites/demo/rights-requests?overdue=1", headers=ADMIN)
     assert listed.json()["requests"] == []
-    assert 'gateway_rights_requests_overdue{site="demo"} 0.0' in env.client.get("/metrics").text
+    assert (
+        'gateway_rights_requests_overdue{site="demo"} 0.0'
+        in env.client.get("/metrics", headers=OPS).text
+    )
     env.tick()
     kinds_seen = [
         (e["type"], e.get("change"), e.get("system")) for e in delivered_events(env.hooked)
@@ -250,7 +259,10 @@ def test_opt_out_of_sale_and_withdrawal_are_recorded_for_the_subject(env: Env) -
     made = env.ask({"type": "opt_out_sale", "receipt": receipt}).json()
     assert made["status"] == "in_progress"
     deadline = dt.datetime.now() + dt.timedelta(seconds=10)
-    while len(history := env.call(env.state.recording.history, "demo", "sale-1")["history"]) < 2:
+    while (
+        len(history := env.call(env.state.recording.history, "demo", env.sid("sale-1"))["history"])
+        < 2
+    ):
         assert dt.datetime.now() < deadline, "the opt-out record did not arrive"
         env.tick()
     opted = history[0]
@@ -260,12 +272,15 @@ def test_opt_out_of_sale_and_withdrawal_are_recorded_for_the_subject(env: Env) -
     assert opted["user_agent"] == "" and opted["ip_truncated"] is None
     assert env.detail(made["request_id"])["result"] == {"recorded": [opted["record_id"]]}
     # Staff take a withdrawal of every consent by phone for the same customer.
-    env.link("sale-1", "phone", "+44 20 7946 0958")
+    env.link(env.sid("sale-1"), "phone", "+44 20 7946 0958")
     r = env.ask(
         {"type": "withdraw", "identity": {"type": "phone", "value": "+442079460958"}}, **env.key
     )
     assert r.status_code == 202, r.text
-    while len(history := env.call(env.state.recording.history, "demo", "sale-1")["history"]) < 3:
+    while (
+        len(history := env.call(env.state.recording.history, "demo", env.sid("sale-1"))["history"])
+        < 3
+    ):
         assert dt.datetime.now() < deadline, "the withdrawal record did not arrive"
         env.tick()
     assert history[0]["action"] == "withdraw"

@@ -60,7 +60,7 @@ def test_requests_do_not_reveal_whether_an_identity_exists(env: Env) -> None:  #
     answer, without waiting for the mail relay (the same timing class), and a request's
     status says nothing until the code is given."""
     env.consent("known-1", "KnownBrowser")
-    env.link("known-1", "email", "known@example.com")
+    env.link(env.sid("known-1"), "email", "known@example.com")
     env.inbox.delay = 1.0  # a slow relay must not show in the answer's time
     answers = []
     for address in ("known@example.com", "stranger@example.com"):
@@ -204,9 +204,9 @@ def test_downstream_callbacks_must_be_signed_fresh_and_known(env: Env) -> None: 
 
 def test_request_types_follow_the_region_and_staff_use_api_keys(env: Env) -> None:  # noqa: F811
     env.consent("staff-1", "StaffBrowser")
-    env.link("staff-1", "phone", "+49 30 1234567")
+    env.link(env.sid("staff-1"), "phone", "+49 30 1234567")
     # Australia's rule offers access and correction only.
-    r = env.ask({"type": "deletion", "subject_id": "staff-1", "region": "AU"}, **env.key)
+    r = env.ask({"type": "deletion", "subject_id": env.sid("staff-1"), "region": "AU"}, **env.key)
     assert r.status_code == 422 and r.json()["error"] == "type_not_offered"
     # Staff verified the caller: a request by phone number, for a customer in Germany.
     r = env.ask(
@@ -218,7 +218,7 @@ def test_request_types_follow_the_region_and_staff_use_api_keys(env: Env) -> Non
     made = r.json()
     assert made["status"] == "in_progress"
     detail = env.detail(made["request_id"])
-    assert detail["subject_ids"] == ["staff-1"] and detail["rule_id"] == "gdpr"
+    assert detail["subject_ids"] == [env.sid("staff-1")] and detail["rule_id"] == "gdpr"
     assert detail["transitions"][0]["actor"].startswith("api_key:")
     received = dt.datetime.fromisoformat(made["received_at"])
     due = dt.datetime.fromisoformat(made["due_at"])
@@ -238,7 +238,9 @@ def test_request_types_follow_the_region_and_staff_use_api_keys(env: Env) -> Non
     assert r.status_code == 422 and r.json()["error"] == "unverifiable_identity"
     r = env.ask({"type": "access"})
     assert r.status_code == 401 and r.json()["error"] == "credential_required"
-    r = env.ask({"type": "access", "subject_id": "staff-1"}, Authorization="Bearer cgk_bad")
+    r = env.ask(
+        {"type": "access", "subject_id": env.sid("staff-1")}, Authorization="Bearer cgk_bad"
+    )
     assert r.status_code == 401
     r = env.ask({"type": "access", "identity": {"type": "email", "value": "a@b.co"},
                  "region": "US-CA"})  # fmt: skip
