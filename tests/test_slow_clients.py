@@ -229,12 +229,15 @@ def test_unsupported_transfer_coding_over_the_wire(server: Server) -> None:
         assert b"unsupported_transfer_coding" in response
 
 
+SUBJECT = "0" * 32  # a well-formed (derived-shape) subject id
+
+
 def test_access_log_never_holds_a_receipt(server: Server) -> None:
     """Receipts-in-logs threat: the access log wrote `?receipt=v1.…` (13 in one review)."""
-    path = f"/v1/sites/demo/subjects/s1/consents?receipt={SECRET_RECEIPT}&lang=de"
+    path = f"/v1/sites/demo/subjects/{SUBJECT}/consents?receipt={SECRET_RECEIPT}&lang=de"
     assert server.get(path).startswith(b"HTTP/1.1 403")
     deadline = time.monotonic() + 5
-    while b"/subjects/s1/consents" not in server.log.read_bytes():
+    while f"/subjects/{SUBJECT}/consents".encode() not in server.log.read_bytes():
         assert time.monotonic() < deadline
         time.sleep(0.1)
     log = server.log.read_text()

@@ -52,5 +52,7 @@ def test_a_visitor_deletes_their_data(page: Page, gateway: Gateway) -> None:
     expect(page.locator("#rights-received")).to_be_visible()
     assert asked == ["Delete the data we hold about you? This cannot be undone."]
     (stored,) = gateway.consents(subject, receipt, 1)
-    assert stored["user_agent"] == "" and stored["ip_truncated"] is None
+    # The subject API never shows the user agent or IP prefix; the stores' erasure of them is
+    # checked in tests/test_rights_flow.py.
+    assert stored.get("user_agent", "") == "" and stored.get("ip_truncated") is None
     assert stored["choices"]["marketing"] is True  # what was consented, and when, stays
