@@ -2,10 +2,11 @@
 
 Run ``.venv/bin/python -m bench.contactability [--subjects 1000000]``. It fills a scratch
 database with ``--subjects`` subjects, each linked to an e-mail address and holding a
-preference state (as the forwarder will keep them), starts the gateway (uvicorn, one worker,
-CPU 0) on it, and posts batches of 1,000 identities (95% known, 5% unknown; one in a hundred
-malformed) from CPU 1 for ``--seconds``, ``--concurrency`` batches in flight. It prints
-identity checks per second and the batch latency, the median of ``--runs`` runs.
+preference state (as the forwarder will keep them), starts the gateway as README runs it
+(`consent-gateway serve`, CPU 0) on it, and posts batches of 1,000 identities (95% known, 5%
+unknown; one in a hundred malformed) from CPU 1 for ``--seconds``, ``--concurrency`` batches in
+flight. It prints identity checks per second and the batch latency, the median of ``--runs``
+runs.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import asyncpg
 import httpx
 import orjson
 
-from bench.harness import server, temp_data_dir
+from bench.harness import gateway, temp_data_dir
 from gateway.core.preference_model import PreferenceModel
 from gateway.preferences import apikeys
 from gateway.preferences.identities import IdentityHasher, normalize
@@ -200,7 +201,7 @@ def main() -> None:
         if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
             os.sched_setaffinity(0, {1})
         rates, p50s, p99s, gw_us, pg_us = [], [], [], [], []
-        with server("gateway.app:factory", factory=True, env=env, ready_path="/healthz") as base:
+        with gateway(env) as base:
             port = base.rsplit(":", 1)[1]
             for run in range(args.runs):
                 gw0, pg0, t0 = cpu_seconds(f"--port\0{port}"), cpu_seconds("postgres"), time.time()

@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,36 +54,34 @@ def _wait(url: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"server at {url} did not start")
 
 
+# The command README tells users to run: the console script of the same environment.
+CONSENT_GATEWAY = str(Path(PYTHON).parent / "consent-gateway")
+
+
+def uvicorn_command(app: str, port: int, *, factory: bool = False) -> list[str]:
+    """`uvicorn app` as the bare endpoints run (one worker, uvloop, httptools, no log)."""
+    cmd = [PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
+           "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+           "--log-level", "warning"]  # fmt: skip
+    return [*cmd, "--factory"] if factory else cmd
+
+
+def gateway_command(port: int) -> list[str]:
+    """`consent-gateway serve` exactly as shipped; settings come from GATEWAY_* variables."""
+    return [CONSENT_GATEWAY, "serve", "--host", "127.0.0.1", "--port", str(port)]
+
+
 @contextlib.contextmanager
-def server(
-    app: str,
+def running(
+    command: Callable[[int], list[str]],
     *,
-    factory: bool = False,
     env: Mapping[str, str] | None = None,
     ready_path: str = "/",
     cpu: str = "0",
 ) -> Iterator[str]:
-    """Run `uvicorn app` (one worker, uvloop, httptools) pinned to `cpu`; yield its base URL."""
+    """Run ``command(port)`` pinned to ``cpu``; yield its base URL once it answers."""
     port = free_port()
-    cmd = [
-        PYTHON,
-        "-m",
-        "uvicorn",
-        app,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--loop",
-        "uvloop",
-        "--http",
-        "httptools",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
-    if factory:
-        cmd.append("--factory")
+    cmd = command(port)
     if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
         cmd = ["taskset", "-c", cpu, *cmd]
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})})
@@ -93,6 +91,21 @@ def server(
         yield base
     finally:
         stop(proc)
+
+
+def server(
+    app: str, *, env: Mapping[str, str] | None = None, ready_path: str = "/", cpu: str = "0"
+) -> contextlib.AbstractContextManager[str]:
+    """A bare ASGI app under uvicorn (see uvicorn_command)."""
+    return running(lambda port: uvicorn_command(app, port), env=env, ready_path=ready_path,
+                   cpu=cpu)  # fmt: skip
+
+
+def gateway(
+    env: Mapping[str, str] | None = None, *, ready_path: str = "/healthz", cpu: str = "0"
+) -> contextlib.AbstractContextManager[str]:
+    """The gateway started as README tells users: `consent-gateway serve`."""
+    return running(gateway_command, env=env, ready_path=ready_path, cpu=cpu)
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}

@@ -1,9 +1,9 @@
 """Memory under the security review's cache attacks (§5): RSS before and after each one.
 
-Run: `.venv/bin/python -m bench.memory`. Each attack gets a fresh `consent-gateway` process
-(uvicorn, httptools) on the repository's demo site; the requests go over one keep-alive
-connection and the server's VmRSS is read from /proc before and after. The review measured,
-before the fix: distinct 60 KB queries 72 → 1,023 MB (20,000 requests), distinct 4 MB
+Run: `.venv/bin/python -m bench.memory`. Each attack gets a fresh gateway started as README
+runs it (`consent-gateway serve`) on the repository's demo site; the requests go over one
+keep-alive connection and the server's VmRSS is read from /proc before and after. The review
+measured, before the fix: distinct 60 KB queries 72 → 1,023 MB (20,000 requests), distinct 4 MB
 If-None-Match 72 → 1,605 MB (400), distinct Host on consent.js 72 → 363 MB (200,000).
 """
 
@@ -14,12 +14,11 @@ import collections
 import http.client
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from bench.harness import ROOT, free_port, stop, temp_data_dir
+from bench.harness import ROOT, free_port, gateway_command, stop, temp_data_dir
 
 Request = tuple[str, dict[str, str]]
 
@@ -70,9 +69,7 @@ def run(name: str, requests: Iterator[Request]) -> str:
     env = {**os.environ, "GATEWAY_DATA_DIR": temp_data_dir(), "GATEWAY_RELOAD": "false",
            "GATEWAY_BANNERS_DIR": str(ROOT / "banners"),
            "GATEWAY_LOCALES_DIR": str(ROOT / "locales")}  # fmt: skip
-    cmd = [sys.executable, "-m", "uvicorn", "gateway.app:factory", "--factory", "--port",
-           str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-           "--log-level", "warning"]  # fmt: skip
+    cmd = gateway_command(port)  # as README tells users to run it
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
     try:
         wait_ready(port)

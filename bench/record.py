@@ -1,8 +1,9 @@
 """Recording benchmark: durable POST against a bare JSON endpoint, then forwarder throughput.
 
 Run ``.venv/bin/python -m bench.record``. It starts (a) a bare Starlette endpoint that parses
-the same JSON and stores nothing and (b) the gateway (``gateway.app:factory``) in its default
-durability mode, each under uvicorn with one worker, uvloop and httptools, loads each with wrk
+the same JSON and stores nothing (uvicorn, one worker, uvloop, httptools) and (b) the gateway
+started as README runs it (``consent-gateway serve``) in its default durability mode, loads
+each with wrk
 at 16 and 64 connections, and prints rps, p50, p99 and the gateway/bare ratio. Then it fills an
 outbox and times the forwarder draining it into a scratch PostgreSQL database (bench.forward).
 """
@@ -16,7 +17,6 @@ import os
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bench.harness import free_port, stop
+from bench.harness import free_port, gateway_command, stop, uvicorn_command
 
 ROOT = Path(__file__).resolve().parent.parent
 OPS_TOKEN = "bench-ops-token"
@@ -79,12 +79,7 @@ async def _bare(request: Request) -> Response:
 bare_app = Starlette(routes=[Route("/v1/sites/{site}/consents", _bare, methods=["POST"])])
 
 
-def _start(target: list[str], port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    cmd = [
-        sys.executable, "-m", "uvicorn", *target, "--host", "127.0.0.1", "--port", str(port),
-        "--workers", "1", "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-        "--log-level", "warning",
-    ]  # fmt: skip
+def _start(cmd: list[str], port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -94,7 +89,7 @@ def _start(target: list[str], port: int, env: dict[str, str]) -> subprocess.Pope
         except OSError:
             time.sleep(0.05)
     proc.kill()
-    raise RuntimeError(f"server {target} did not start")
+    raise RuntimeError(f"server {cmd} did not start")
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -170,15 +165,16 @@ def http_bench(
             "GATEWAY_CLIENT_WRITE_BURST": str(10**12),
             "GATEWAY_SUBJECT_WRITES_PER_MINUTE": "12" if limits else "0",
         }
+        # The gateway as shipped (`consent-gateway serve`), the bare app under plain uvicorn.
         targets = {
-            "bare": ["bench.record:bare_app"],
-            "gateway": ["--factory", "gateway.app:factory"],
+            "bare": lambda port: uvicorn_command("bench.record:bare_app", port),
+            "gateway": gateway_command,
         }
         servers: dict[str, tuple[subprocess.Popen[bytes], int, Path]] = {}
         try:
             for name, target in targets.items():
                 port = free_port()
-                servers[name] = (_start(target, port, env), port, Path(tmp) / f"{name}.lua")
+                servers[name] = (_start(target(port), port, env), port, Path(tmp) / f"{name}.lua")
             config = httpx.get(f"http://127.0.0.1:{servers['gateway'][1]}/v1/sites/demo/config")
             version = config.json()["banner_version"]
             for _, port, script in servers.values():

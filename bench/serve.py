@@ -13,7 +13,7 @@ import os
 import statistics
 import urllib.request
 
-from bench.harness import ROOT, Result, server, temp_data_dir, wrk
+from bench.harness import ROOT, Result, gateway, server, temp_data_dir, wrk
 
 HEADERS = {"Accept-Language": "de-DE,de;q=0.9,en;q=0.8", "CF-IPCountry": "DE"}
 PATHS = ("/v1/sites/demo/config", "/v1/sites/demo/consent.js")
@@ -54,9 +54,7 @@ def main() -> None:
         "GATEWAY_GEO_HEADERS": "cloudflare",
     }
     with contextlib.ExitStack() as stack:
-        gw = stack.enter_context(
-            server("gateway.app:factory", factory=True, env=env, ready_path="/healthz")
-        )
+        gw = stack.enter_context(gateway(env))
         bares = {}
         for path in PATHS:
             media = "application/json" if path.endswith("config") else "text/javascript"
@@ -71,7 +69,8 @@ def main() -> None:
                 ),
             )
         print(
-            f"uvicorn, 1 worker, uvloop + httptools, servers on CPU 0, wrk on CPU 1 "
+            "gateway: consent-gateway serve; bare: uvicorn, uvloop + httptools; "
+            f"servers on CPU 0, wrk on CPU 1 "
             f"({os.cpu_count()} CPUs); median of {args.repeat} alternating runs of "
             f"{args.seconds} s"
         )

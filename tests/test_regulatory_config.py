@@ -1,7 +1,7 @@
 """What the config tells the snippet about each rule (issue 11), served end to end.
 
-Each test names the provision its expectation encodes; the review items (W1-W16) are in
-../shared/reviews/regulatory-2026-12.md.
+Each test names the provision its expectation encodes; W1-W16 are the items of the
+December 2026 regulatory review of the rule table (issue 11).
 """
 
 from __future__ import annotations
