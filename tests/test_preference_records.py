@@ -74,7 +74,7 @@ def link_record(subject: str, digest: str = "ab" * 32) -> LinkRecord:
     )
 
 
-CHANGES = [
+CHANGES: list[dict[str, Any]] = [
     {"channels": {"email": True, "sms": True}},
     {"topics": {"offers": {"enabled": True, "frequency": "weekly"}}},
     {"topics": {"offers": {"frequency": "monthly"}}, "channels": {"sms": False}},
@@ -152,12 +152,14 @@ def test_merge_is_independent_of_order_and_repetition(
     changes: list[dict[str, Any]], rnd: random.Random
 ) -> None:
     stamped = [(c, f"2026-12-06T10:00:{i:02d}.000000Z|{i:04d}") for i, c in enumerate(changes)]
-    state, stamps = EMPTY.preferences, {}
+    state: dict[str, Any] = EMPTY.preferences
+    stamps: dict[str, str] = {}
     for change, stamp in stamped:
         state, stamps = merge(state, stamps, change, stamp)
     shuffled = stamped * 2
     rnd.shuffle(shuffled)
-    other, other_stamps = EMPTY.preferences, {}
+    other: dict[str, Any] = EMPTY.preferences
+    other_stamps: dict[str, str] = {}
     for change, stamp in shuffled:
         other, other_stamps = merge(other, other_stamps, change, stamp)
     assert (other, other_stamps) == (state, stamps)
