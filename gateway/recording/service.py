@@ -187,6 +187,11 @@ class RecordingService:
         appended = await self.record(consent, context)
         return Recorded(*appended, consent.subject_id)
 
+    def check_preferences(self, bundle: SiteBundle, body: Mapping[str, Any]) -> None:
+        """Validate a change on a subject's behalf before its subject is found or made (an
+        identity is linked only for a change that will be recorded)."""
+        validate_preference(body, bundle.site, "", via_api=True)
+
     async def record_preferences(
         self,
         bundle: SiteBundle,

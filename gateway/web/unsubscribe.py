@@ -185,6 +185,7 @@ async def unsubscribe(request: Request) -> Response:
         if not page:  # a provider retrying its POST records nothing new
             body["idempotency_key"] = claims.idempotency_key
         recording: RecordingService = request.app.state.recording
+        recording.check_preferences(bundle, body)  # nothing is linked for a refused change
         subjects = await subjects_of_identity(
             request, bundle.site.id, claims.identity_type, claims.identity_hash, "unsubscribe"
         )
