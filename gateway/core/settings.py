@@ -167,7 +167,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "nats_subject_prefix",
         "consent_gateway",
-        "Subjects are `<prefix>.consent.recorded.<site>`; a created stream binds `<prefix>.>`.",
+        "Subjects are `<prefix>.<event>.<site>` (`consent.recorded`, `preferences.updated`, "
+        "`identity.linked`); a created stream binds `<prefix>.>`.",
     ),
     Setting(
         "nats_duplicate_window",
