@@ -113,11 +113,17 @@
     if (!S) { eventStatus = "cmpuishown"; if (I.cmp_id) tcNotify(); }
     if (G) gppNotify("cmpDisplayStatus", "visible");
   });
-  const consent = CG.getConsent();
+  const consent = CG.getConsent(), last = consent && consent.receipt;
+  // The last record's answer (kept by consent.js) has the strings when it came before this script.
+  if (!S && last && (last.tc_string || last.gpp_string)) {
+    save(last);
+    const m = S.m, secs = Object.keys(S.g || {}).filter((n) => n != "header").join();
+    if ((m && m.vendorListVersion != I.vendor_list_version) || (!m && I.tcf && I.cmp_id) || (S.g && secs != SECS)) S = null;
+  }
   if (!S && consent && D.strings_url) {
     fetch(new URL(D.strings_url, C.record_url || location.href).href, {
       method: "POST", credentials: "omit", headers: { "Content-Type": "text/plain;charset=UTF-8" },
-      body: JSON.stringify({ choices: consent.choices })
+      body: JSON.stringify({ choices: consent.choices, gpc: consent.gpc })
     }).then((r) => (r.ok ? r.json() : null)).then((j) => { if (j) update(j, "tcloaded"); }).catch(() => {});
   }
 

@@ -176,9 +176,10 @@ class RecordingService:
             bundle, region, submission.accept_language, submission.gpc_values
         )
         check_rule(consent, bundle.site, rule)
+        # A "gpc" record is the browser's own GPC signal (navigator.globalPrivacyControl).
         iab = record_signals(
-            body, bundle.site, bundle.gvl, rule.id, region, gpc, consent.choices,
-            consent.language or language, time.time_ns() // 100_000_000,
+            body, bundle.site, bundle.gvl, rule.id, region, gpc or consent.action == "gpc",
+            consent.choices, consent.language or language, time.time_ns() // 100_000_000,
         )  # fmt: skip
         context = RecordContext(
             ip=ip,

@@ -108,8 +108,13 @@ async def iab_strings(request: Request) -> Response:
                 "neither TCF nor GPP applies to this visitor on this site",
                 status_code=422,
             )
+        gpc = body.get("gpc", False)
+        if type(gpc) is not bool:
+            raise BadRequest("invalid_field", "gpc: true or false", field="gpc")
+        # The browser's own GPC (navigator.globalPrivacyControl) counts like the header: it
+        # can only opt the visitor out.
         issued = issue(
-            bundle.site, bundle.gvl, applies, choices, visitor.gpc, visitor.language,
+            bundle.site, bundle.gvl, applies, choices, visitor.gpc or gpc, visitor.language,
             time.time_ns() // 100_000_000,
         )  # fmt: skip
     except (BadRequest, Unavailable) as exc:
