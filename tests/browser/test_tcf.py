@@ -47,7 +47,8 @@ function call(command) {
   }
   window.addEventListener("message", function (e) {
     var d = typeof e.data === "string" ? JSON.parse(e.data) : e.data;
-    if (d && d.__tcfapiReturn && d.__tcfapiReturn.callId === id) window.results.push(d.__tcfapiReturn);
+    var r = d && d.__tcfapiReturn;
+    if (r && r.callId === id) window.results.push(r);
   });
   target.postMessage({__tcfapiCall: {command: command, version: 2, callId: id}}, "*");
 }
