@@ -30,7 +30,7 @@ from gateway.standards import gpp, gpp_tcfeuv2, tcf
 from gateway.standards.errors import InvalidModel, MalformedString
 from gateway.standards.gvl import GlobalVendorList
 from gateway.standards.issuing import Applicable, Issued, applicable, issue, tc_model, usnat
-from gateway.standards.tcf_model import TCModel
+from gateway.standards.tcf_model import TCModel, to_json
 
 MAX_STRING = 8192  # a site's own vendors fit many times over; the body limit bounds it anyway
 _US_OPT_OUTS = ("SaleOptOut", "SharingOptOut", "TargetedAdvertisingOptOut")
@@ -195,3 +195,23 @@ def _check_gpp(
             _us_section(name, fields, want, gpc)
     if not applies.gpp_sections and site.gpp is None:
         raise _reject("gpp_section_not_expected", "the site has no [gpp]", "gpp_string")
+
+
+def explain(signals: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """What a stored record's strings say, for a proof pack: the TC string as iabtcf TCModel
+    JSON, the GPP string as iabgpp sections (read leniently: proof shows what was stored)."""
+    if not signals or not ("tc_string" in signals or "gpp_string" in signals):
+        return None
+    out: dict[str, Any] = {}
+    for name in ("tc_string", "gpp_string"):
+        text = signals.get(name)
+        if isinstance(text, str):
+            try:
+                out[name] = (
+                    to_json(tcf.decode(text, strict=False))
+                    if name == "tc_string"
+                    else gpp.decode(text, strict=False)
+                )
+            except (MalformedString, InvalidModel) as exc:
+                out[name] = {"error": exc.message}
+    return out
