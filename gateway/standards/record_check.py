@@ -21,6 +21,7 @@ what the choice says; anything else is a 422 naming the field and the bit:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -151,10 +152,24 @@ def record_signals(
                 "registered CMP id ([tcf] cmp_id)",
                 "tc_string",
             )
-        check_model(_decoded(tcf.decode, tc_text, "tc"), expected, vendors, "tc_string")
+        check_model(_decoded(_tc, tc_text, "tc"), expected, vendors, "tc_string")
     if gpp_text is not None:
         _check_gpp(gpp_text, applies, expected, vendors, site, choices, gpc)
     return Issued(tc_text, gpp_text, None, None)
+
+
+@functools.lru_cache(maxsize=2048)
+def _tc(text: str) -> TCModel:
+    """Decoded TC strings, remembered: visitors with the same choice send the same string."""
+    return tcf.decode(text)
+
+
+@functools.lru_cache(maxsize=2048)
+def _gpp(text: str) -> tuple[Mapping[str, Any], TCModel | None]:
+    """A decoded GPP string and its tcfeuv2 section as a model (shared: never change them)."""
+    decoded = gpp.decode(text)
+    section = decoded.get("tcfeuv2")
+    return decoded, None if section is None else gpp_tcfeuv2.from_json(section)
 
 
 def _decoded(decode: Any, text: str, kind: str) -> Any:
@@ -173,7 +188,7 @@ def _check_gpp(
     choices: Mapping[str, bool],
     gpc: bool,
 ) -> None:
-    decoded = _decoded(gpp.decode, text, "gpp")
+    decoded, tc_section = _decoded(_gpp, text, "gpp")
     for name, fields in decoded.items():
         if name == "header":
             continue
@@ -184,8 +199,7 @@ def _check_gpp(
                     "tcfeuv2: TCF does not apply to this visitor on this site",
                     "gpp_string.tcfeuv2",
                 )
-            model = _decoded(gpp_tcfeuv2.from_json, fields, "gpp")
-            check_model(model, expected, vendors, "gpp_string.tcfeuv2")
+            check_model(tc_section, expected, vendors, "gpp_string.tcfeuv2")
         elif name in gpp.SECTION_IDS and name not in ("uspv1",):
             if site.gpp is None:
                 raise _reject(
