@@ -202,6 +202,13 @@ def test_check_names_what_tcf_forbids_and_what_is_unknown(tmp_path: Path) -> Non
     assert "vendor 1126 (Example Retired Vendor) is deleted" in warnings
 
 
+def test_check_refuses_consent_bits_from_an_essential_purpose(tmp_path: Path) -> None:
+    report = _findings(
+        tmp_path, TCF_TOML.replace("[tcf.consent]\n", "[tcf.consent]\nnecessary = [1]\n")
+    )
+    assert any("tcf.consent.necessary: necessary is essential" in e for e in _errors(report))
+
+
 def test_check_says_why_no_tc_string_is_issued(tmp_path: Path) -> None:
     report = _findings(tmp_path, TCF_TOML.replace(f"cmp_id = {CMP_ID}", "cmp_id = 0"))
     errors = "\n".join(_errors(report))

@@ -59,6 +59,17 @@ def _check_tcf(
             "TCF Policies: only a registered CMP may create TC strings; set cmp_id to the id "
             "IAB Europe assigned you (or remove [tcf])",
         )
+    site = bundle.site
+    for basis, mapping in (("consent", tcf.consent), ("special_features", tcf.special_features)):
+        for purpose_id in mapping:
+            purpose = site.purpose(purpose_id)
+            if purpose is not None and purpose.essential:
+                report.error(
+                    where + f"tcf.{basis}.{purpose_id}",
+                    f"{purpose_id} is essential, so always on: its TCF bits would claim a "
+                    "consent the visitor never gave",
+                    "map an optional purpose, or declare the TCF purpose on legitimate interest",
+                )
     for basis, mapping in (("legitimate_interest", tcf.legitimate_interest),):
         for purpose, ids in mapping.items():
             banned = sorted(NO_LI_PURPOSES.intersection(ids))
