@@ -70,15 +70,14 @@ def _check_tcf(
                     "consent the visitor never gave",
                     "map an optional purpose, or declare the TCF purpose on legitimate interest",
                 )
-    for basis, mapping in (("legitimate_interest", tcf.legitimate_interest),):
-        for purpose, ids in mapping.items():
-            banned = sorted(NO_LI_PURPOSES.intersection(ids))
-            if banned:
-                report.error(
-                    where + f"tcf.{basis}.{purpose}",
-                    f"TCF purpose {banned[0]} cannot rest on legitimate interest",
-                    "TCF v2.2+: purposes 1 and 3-6 need consent; move it to [tcf.consent]",
-                )
+    for purpose_id, ids in tcf.legitimate_interest.items():
+        banned = sorted(NO_LI_PURPOSES.intersection(ids))
+        if banned:
+            report.error(
+                where + f"tcf.legitimate_interest.{purpose_id}",
+                f"TCF purpose {banned[0]} cannot rest on legitimate interest",
+                "TCF v2.2+: purposes 1 and 3-6 need consent; move it to [tcf.consent]",
+            )
     for index, r in enumerate(tcf.restrictions):
         if r.kind == 2 and r.purpose in NO_LI_PURPOSES:
             report.error(
