@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from gateway.sites.catalog import load_site
 from gateway.sites.gvl_store import gvl_path, load_gvl
 from gateway.sites.iab_sitefile import parse_gpp, parse_tcf
 from gateway.standards.gvl import parse
+from tests.helpers import ROOT
 from tests.iab_site import CMP_ID, GVL_FILE, TCF_TOML, tcf_settings
 
 PURPOSES = {"necessary", "analytics", "marketing", "personalization"}
@@ -263,3 +265,32 @@ def test_i18n_extract_adds_the_tcf_texts_and_translations_satisfy_check(tmp_path
     report = CheckReport()
     check_iab(bundle, report, LATER)
     assert _errors(report) == []
+
+
+def test_a_broken_vendor_list_stops_only_the_tcf_sites(tmp_path: Path) -> None:
+    import shutil
+
+    from gateway.sites.catalog import scan
+
+    settings = tcf_settings(tmp_path)
+    shutil.copytree(ROOT / "banners" / "demo", settings.banners_dir / "plain")
+    for po in settings.locales_dir.glob("*/LC_MESSAGES/demo.po"):
+        shutil.copy(po, po.with_name("plain.po"))
+    gvl_path(settings.banners_dir).write_text("{not json")
+    bundles, errors = scan(settings.banners_dir, settings.locales_dir, load_rules())
+    assert set(bundles) == {"plain"}
+    assert len(errors) == 1 and "vendor-list.json" in errors[0].where
+
+
+def test_consent_revision_follows_what_is_consented_to_only(tmp_path: Path) -> None:
+    from gateway.sites.catalog import consent_revision
+
+    settings = tcf_settings(tmp_path)
+    site = load_site(settings.banners_dir / "demo", settings.locales_dir, load_rules()).site
+    assert site.tcf is not None
+    rules = load_rules()
+    revision = consent_revision(site, rules)
+    same = dataclasses.replace(site.tcf, cmp_version=9, gvl_max_age_days=7)
+    assert consent_revision(dataclasses.replace(site, tcf=same), rules) == revision
+    more = dataclasses.replace(site.tcf, vendors=(*site.tcf.vendors, 1126))
+    assert consent_revision(dataclasses.replace(site, tcf=more), rules) != revision

@@ -80,9 +80,14 @@ def consent_revision(site: Site, rules: RuleTable) -> str:
         ),
         "overrides": site.rule_overrides,
     }
-    if site.tcf is not None or site.gpp is not None:
-        # The vendors, and what each TCF purpose follows, are part of what is consented to.
-        material["iab"] = [dataclasses.asdict(site.tcf) if site.tcf else None, site.gpp and 1]
+    if site.tcf is not None:
+        # The vendors, and what each TCF purpose follows, are part of what is consented to
+        # (the CMP's version or the vendor list's age are not).
+        tcf = site.tcf
+        material["tcf"] = [
+            tcf.vendors, tcf.consent, tcf.legitimate_interest, tcf.special_features,
+            [dataclasses.astuple(r) for r in tcf.restrictions], tcf.rules,
+        ]  # fmt: skip
     return hashlib.sha256(orjson.dumps(material, option=orjson.OPT_SORT_KEYS)).hexdigest()[:8]
 
 
@@ -174,15 +179,18 @@ def scan(
                 "banners folder not found", where=str(banners_dir), hint="set GATEWAY_BANNERS_DIR"
             )
         ]
+    gvl_error: ConfigError | None = None
     try:
         gvl = load_gvl(banners_dir)
-    except ConfigError as exc:
-        return bundles, [exc]
+    except ConfigError as exc:  # it stops the sites with [tcf] only
+        gvl, gvl_error = None, exc
     for site_dir in sorted(p for p in banners_dir.iterdir() if p.is_dir()):
         if site_dir.name.startswith((".", "_")):
             continue
         try:
             bundle = load_site(site_dir, locales_dir, rules, gvl)
+            if gvl_error is not None and bundle.site.tcf is not None:
+                raise gvl_error
             if validate is not None:
                 validate(bundle)
         except ConfigError as exc:
