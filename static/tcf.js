@@ -8,7 +8,9 @@
   const CG = w.ConsentGateway, C = CG.config, I = C.iab, G = I.gpp, KEY = "cg_iab";
   const SECS = G ? G.sections.join() : "";
   const tcListeners = new Map(), gppListeners = new Map();
-  let nextId = 1, eventStatus = "tcloaded", display = "hidden";
+  // No status until there is something to report: listeners are first called with a string
+  // (tcloaded), when the banner shows (cmpuishown) or after the choice (useractioncomplete).
+  let nextId = 1, eventStatus = "", display = "hidden";
   let S = load();
 
   function load() {
@@ -55,7 +57,8 @@
     if (command == "addEventListener") {
       const id = nextId++;
       tcListeners.set(id, cb);
-      return cb(tcData(id), true);
+      if (eventStatus) cb(tcData(id), true);
+      return;
     }
     if (command == "removeEventListener") return cb(tcListeners.delete(param), true);
     cb(null, false);
@@ -168,6 +171,8 @@
     const buttons = banner.querySelector(".cg-buttons");
     banner.insertBefore(box, buttons);
   }
+
+  if (S) eventStatus = "tcloaded";
 
   // ---- take over from the stubs -------------------------------------------------------------
   const tq = w.__tcfapi && w.__tcfapi.queue, gq = w.__gpp && w.__gpp.queue;

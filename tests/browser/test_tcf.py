@@ -142,6 +142,21 @@ def test_vendor_gets_tc_data_after_accept(
     again = page.evaluate("window.tcEvents.filter(e => e.eventStatus === 'tcloaded')[0]")
     assert again["tcString"] == event["tcString"]
 
+    # Strings issued for another vendor list version are issued afresh, without a banner.
+    page.evaluate(
+        "(() => { const s = JSON.parse(localStorage.cg_iab); s.vlv = 129;"
+        " localStorage.cg_iab = JSON.stringify(s);"
+        " const r = JSON.parse(localStorage.cg_receipt); delete r.tc_string; delete r.gpp_string;"
+        " localStorage.cg_receipt = JSON.stringify(r); })()"
+    )
+    with page.expect_request(lambda r: r.url.endswith("/iab-strings")) as refresh:
+        page.reload()
+    assert refresh.value.method == "POST"
+    page.wait_for_function("window.tcEvents.some(e => e.eventStatus === 'tcloaded' && e.tcString)")
+    fresh = page.evaluate("window.tcEvents.filter(e => e.eventStatus === 'tcloaded')[0]")
+    assert tcf.decode(fresh["tcString"]).purpose_consents == model.purpose_consents
+    expect(page.locator(BANNER)).to_be_hidden()
+
 
 def test_vendor_gets_tc_data_after_reject(
     page: Page, site: LoopbackServer, tcf_gateway: Gateway
