@@ -194,7 +194,8 @@ def test_us_page_gets_usnat_with_gpc_through_gpp(
     # __gpp answers synchronously: poll until the string issued for the record is in.
     page.wait_for_function(
         "(() => { let p; __gpp('ping', (v) => { p = v; }); return p.signalStatus === 'ready'"
-        " && p.parsedSections.usnat && p.parsedSections.usnat.Gpc === true; })()"
+        " && p.parsedSections.usnat && p.parsedSections.usnat.Gpc === true; })()",
+        timeout=15000,  # a record and the strings' round trip; slow only when the machine is
     )
     ping = page.evaluate("new Promise(r => __gpp('ping', (p) => r(p)))")
     assert ping["cmpId"] == CMP_ID and ping["applicableSections"] == [7]
