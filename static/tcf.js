@@ -180,6 +180,9 @@
   if (G) w.__gpp = gppapi;
   (tq || []).forEach((a) => tcfapi.apply(null, a));
   (gq || []).forEach((a) => gppapi.apply(null, a));
+  // Vendors that registered with the stub learn that the signal is ready (it is: the strings
+  // known now are current; a refresh or a choice sends sectionChange and signalStatus again).
+  if (G) gppNotify("signalStatus", "ready");
   if (d.getElementById("cg-host")) firstLayer();
   if (!S && I.tcf && !consent) { eventStatus = "cmpuishown"; display = "visible"; if (I.cmp_id) tcNotify(); }
 })(window, document);

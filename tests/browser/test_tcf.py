@@ -142,6 +142,15 @@ def test_vendor_gets_tc_data_after_accept(
     again = page.evaluate("window.tcEvents.filter(e => e.eventStatus === 'tcloaded')[0]")
     assert again["tcString"] == event["tcString"]
 
+    # Without its own memory, tcf.js takes the strings from the last record's answer.
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "iab-strings" in r.url else None)
+    page.evaluate("localStorage.removeItem('cg_iab')")
+    page.reload()
+    page.wait_for_function("window.tcEvents.some(e => e.eventStatus === 'tcloaded' && e.tcString)")
+    kept = page.evaluate("window.tcEvents.filter(e => e.eventStatus === 'tcloaded')[0]")
+    assert kept["tcString"] == event["tcString"] and asked == []
+
     # Strings issued for another vendor list version are issued afresh, without a banner.
     page.evaluate(
         "(() => { const s = JSON.parse(localStorage.cg_iab); s.vlv = 129;"
