@@ -66,6 +66,23 @@ def _key(raw: str) -> str:
     return value
 
 
+def _keys(raw: str) -> tuple[str, ...]:
+    values = _csv(raw)
+    for value in values:
+        _key(value)
+    return values
+
+
+def _workers(raw: str) -> int:
+    value = raw.strip().lower()
+    if value == "auto":
+        return 0
+    number = int(value)
+    if number < 0:
+        raise ValueError("expected auto, 0 (auto) or a positive number")
+    return number
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         value = raw.strip().lower()
@@ -96,6 +113,14 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", "127.0.0.1", "Interface `serve` binds to."),
     Setting("port", "8000", "TCP port `serve` listens on.", _positive_int),
+    Setting(
+        "workers",
+        "auto",
+        "Serving processes of `serve` on one port, under a supervisor that restarts a crashed "
+        "one; each has its own outbox in the data dir. `auto`: one per CPU this process may "
+        "use (CPU affinity and cgroup quota); 1: a single process, no supervisor.",
+        _workers,
+    ),
     Setting(
         "banners_dir", "banners", "Folder of sites: `<site>/site.toml` plus template overrides."
     ),
@@ -227,7 +252,27 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "receipt_key",
         "",
-        "Secret signing receipts. Empty: generated once into the data dir.",
+        "Secret signing receipts (and, unless `GATEWAY_SUBJECT_KEY` is set, deriving subject "
+        "ids); the same on every node. Empty: with PostgreSQL, generated once into the central "
+        "store (every node reads it there); with the embedded store, once into the data dir.",
+        _key,
+        secret=True,
+    ),
+    Setting(
+        "receipt_keys_previous",
+        "",
+        "Earlier receipt keys (comma separated), still accepted when receipts are verified; "
+        "new receipts are signed with `GATEWAY_RECEIPT_KEY` only.",
+        _keys,
+        secret=True,
+    ),
+    Setting(
+        "subject_key",
+        "",
+        "Secret deriving subject ids from subject secrets; the same on every node. Empty: the "
+        "receipt key. Set it to the old receipt key before rotating that one, so that subject "
+        "ids stay.",
+        _key,
         secret=True,
     ),
     Setting(
@@ -354,6 +399,7 @@ class Settings:
 
     host: str = _default("host")
     port: int = _default("port")
+    workers: int = _default("workers")
     banners_dir: Path = field(default_factory=_folder("banners_dir"))
     locales_dir: Path = field(default_factory=_folder("locales_dir"))
     data_dir: Path = field(default_factory=_folder("data_dir"))
@@ -384,6 +430,8 @@ class Settings:
     ready_min_free_mb: float = _default("ready_min_free_mb")
     ready_max_forward_lag: float = _default("ready_max_forward_lag")
     receipt_key: str = _default("receipt_key")
+    receipt_keys_previous: tuple[str, ...] = _default("receipt_keys_previous")
+    subject_key: str = _default("subject_key")
     audit_key: str = _default("audit_key")
     identity_key: str = _default("identity_key")
     admin_token: str = _default("admin_token")
