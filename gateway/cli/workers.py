@@ -92,6 +92,8 @@ def supervise(settings: Settings, count: int, run_worker: RunWorker) -> int:
             settings = keyring.pinned(settings, asyncio.run(keyring.resolve(settings)))
         except keyring.KeysUnavailable as exc:  # each worker reads it once it can
             log.warning("workers start without the shared receipt key: %s", exc)
+        if settings.max_connections > 0:  # the node's cap, shared out between the workers
+            settings = settings.replace(max_connections=math.ceil(settings.max_connections / count))
         sock = listen(settings.host, settings.port)
         log.info(
             "supervisor %d: %d workers on http://%s:%d", os.getpid(), count, settings.host,

@@ -364,7 +364,8 @@ SETTINGS: tuple[Setting, ...] = (
         "max_connections",
         "0",
         "Open client connections at most; past it a new connection closes the one that has "
-        "waited longest for a request. 0: three quarters of the open-file limit less 128.",
+        "waited longest for a request (with N workers, each takes an Nth). 0: three quarters "
+        "of the open-file limit less 128, per worker.",
         _int,
     ),
     Setting(
