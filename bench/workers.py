@@ -29,6 +29,7 @@ from bench.harness import CONSENT_GATEWAY, ROOT, free_port, stop
 OPS = {"Authorization": "Bearer bench-ops-token"}
 ORIGIN = "http://127.0.0.1:8000"
 _TICK = os.sysconf("SC_CLK_TCK")
+EXTRA: dict[str, str] = {}
 _SOCKET_ERRORS = r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"
 
 POST_LUA = r"""
@@ -87,7 +88,7 @@ def tree_cpu(pid: int) -> dict[str, float]:
             command = Path(f"/proc/{p}/cmdline").read_bytes()
         except OSError:
             continue
-        kind = "supervisor" if p == pid else "fsync helper" if b"-I\0-S" in command else "workers"
+        kind = "main process" if p == pid else "fsync helper" if b"-I\0-S" in command else "workers"
         ticks = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
         kinds[kind] = kinds.get(kind, 0.0) + ticks / _TICK
     return kinds
@@ -120,6 +121,7 @@ def _env(data_dir: str, workers: int, port: int) -> dict[str, str]:
         "GATEWAY_CLIENT_WRITES_PER_MINUTE": "0",
         "GATEWAY_SUBJECT_WRITES_PER_MINUTE": "0",
     })  # fmt: skip
+    env.update(EXTRA)
     return env
 
 
@@ -147,8 +149,9 @@ def _drained(base: str, workers: int) -> None:
         time.sleep(0.05)
 
 
-def _wrk(url: str, seconds: int, script: str | None) -> tuple[int, float, int]:
-    cmd = ["wrk", "-t1", "-c64", f"-d{seconds}s", *(["-s", script] if script else []), url]
+def _wrk(url: str, seconds: int, script: str | None, connections: int) -> tuple[int, float, int]:
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", *(["-s", script] if script else []),
+           url]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -162,7 +165,7 @@ def _wrk(url: str, seconds: int, script: str | None) -> tuple[int, float, int]:
     return requests, rps, errors
 
 
-def measure(workers: int, endpoint: str, seconds: int) -> Run:
+def measure(workers: int, endpoint: str, seconds: int, connections: int = 64) -> Run:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="cg-bench-workers-") as data_dir:
@@ -179,10 +182,10 @@ def measure(workers: int, endpoint: str, seconds: int) -> Run:
                 script = str(Path(data_dir) / "post.lua")
                 Path(script).write_text(POST_LUA % {"origin": ORIGIN, "version": version})
                 url = f"{base}/v1/sites/demo/consents"
-            _wrk(url, 2, script)  # warm-up: memos, caches, connections
+            _wrk(url, 2, script, connections)  # warm-up: memos, caches, connections
             _drained(base, workers)
             before, counted = tree_cpu(proc.pid), counters(base)
-            requests, rps, errors = _wrk(url, seconds, script)
+            requests, rps, errors = _wrk(url, seconds, script, connections)
             _drained(base, workers)  # the forwarding of this run's records is its cost too
             after, later = tree_cpu(proc.pid), counters(base)
         finally:
@@ -199,12 +202,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--endpoint", action="append", choices=["config", "consent"])
+    parser.add_argument(
+        "--per-worker", action="store_true",
+        help="64 connections per worker (clients grow with workers) instead of 64 in all",
+    )  # fmt: skip
+    parser.add_argument("--env", action="append", default=[], help="NAME=value for the gateway")
     args = parser.parse_args()
+    EXTRA.update(item.split("=", 1) for item in args.env)
     for endpoint in args.endpoint or ["config", "consent"]:
         runs: dict[int, list[Run]] = {1: [], args.workers: []}
         for _ in range(args.rounds):
             for n in runs:  # alternating, so drift of the machine hits both alike
-                run = measure(n, endpoint, args.seconds)
+                run = measure(n, endpoint, args.seconds, 64 * n if args.per_worker else 64)
                 runs[n].append(run)
                 parts = ", ".join(f"{k} {v:.1f}" for k, v in sorted(run.parts.items()))
                 counts = ", ".join(f"{k} {v:.3f}" for k, v in run.counts.items())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sqlite3
 import time
 from collections.abc import Callable
@@ -145,3 +146,25 @@ async def test_a_start_with_fewer_workers_delivers_the_orphan_outboxes(tmp_path:
         stored = await pg_records(dsn_for(name))
     assert len(stored) == len(set(stored)), "a record was stored twice"
     assert set(stored) == set(load.acked), "an acknowledged record was lost"
+
+
+def test_the_supervisor_stops_when_no_worker_can_start(tmp_path: Path) -> None:
+    """Workers that fail at start-up are not restarted for ever: exit 3, like one process."""
+    gw = Gateway(tmp_path / "data", free_port(), 2, GATEWAY_STORE_URL="mysql://nowhere")
+    try:
+        code = gw.process.wait(timeout=60)
+    finally:
+        gw.stop()
+    assert code == 3, gw.log()
+    assert "no worker could start" in gw.log() and "GATEWAY_STORE_URL" in gw.log()
+
+
+def test_a_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        gw = Gateway(tmp_path / "data", taken.getsockname()[1], 2)
+        code = gw.process.wait(timeout=60)
+        gw.stop()
+    assert code == 1
+    assert "error: cannot listen on 127.0.0.1" in gw.log() and "Traceback" not in gw.log()

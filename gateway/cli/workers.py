@@ -33,6 +33,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+from gateway.core.errors import ConfigError
 from gateway.core.settings import Settings
 from gateway.core.tasks import backoff_delay
 from gateway.recording import keyring
@@ -46,6 +47,7 @@ _SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
 _FIRST_BACKOFF = 0.5
 _KILL_AFTER = 15.0  # seconds past the drain before a worker that will not exit is killed
 _PR_SET_PDEATHSIG = 1
+_STARTUP_FAILURE = 3  # uvicorn's exit code when the app's start-up fails
 
 
 def usable_cpus() -> int:
@@ -94,7 +96,13 @@ def supervise(settings: Settings, count: int, run_worker: RunWorker) -> int:
             log.warning("workers start without the shared receipt key: %s", exc)
         if settings.max_connections > 0:  # the node's cap, shared out between the workers
             settings = settings.replace(max_connections=math.ceil(settings.max_connections / count))
-        sock = listen(settings.host, settings.port)
+        try:
+            sock = listen(settings.host, settings.port)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}",
+                hint="another process may use the port: pick another with --port",
+            ) from exc
         log.info(
             "supervisor %d: %d workers on http://%s:%d", os.getpid(), count, settings.host,
             settings.port,
@@ -125,6 +133,8 @@ class WorkerPool:
         self.attempts: dict[int, int] = {}  # index -> restarts in a row
         self.due: dict[int, float] = {}  # index -> monotonic time of its restart
         self.restarts = 0
+        self.never_started: set[int] = set()  # first runs that failed at start-up (exit 3)
+        self.restarted: set[int] = set()
         self._rng = random.Random()  # noqa: S311 -- jitter, not a secret
         self._pid = os.getpid()
 
@@ -147,6 +157,12 @@ class WorkerPool:
             wait = min((at - now for at in self.due.values()), default=1.0)
             info = signal.sigtimedwait(_SIGNALS, max(0.01, min(wait, 1.0)))
             self._reap()
+            if len(self.never_started) == self.count:
+                # Every worker's first start failed (settings, store schema, …): as a single
+                # process would, stop with uvicorn's start-up failure code instead of looping.
+                log.error("supervisor: no worker could start; see the errors above")
+                self._shutdown(forward=True)
+                return _STARTUP_FAILURE
             if info is None or info.si_signo == signal.SIGCHLD:
                 continue
             # SIGINT from a terminal (si_pid 0) reached the workers too: do not send a second
@@ -194,11 +210,14 @@ class WorkerPool:
             self.attempts[index] = 0  # it ran well for a while: start the backoff over
         attempt = self.attempts.get(index, 0)
         self.attempts[index] = attempt + 1
+        if attempt == 0 and index not in self.restarted and _exit_code(status) == _STARTUP_FAILURE:
+            self.never_started.add(index)
         if self.sock is None:  # shutting down: no restart
             return
         delay = backoff_delay(attempt, cap=cap, rng=self._rng, base=_FIRST_BACKOFF)
         self.due[index] = time.monotonic() + delay
         self.restarts += 1
+        self.restarted.add(index)
         log.error(
             "worker %d (pid %d) %s after %.1fs; restarting in %.2fs",
             index, pid, _describe(status), ran, delay,
@@ -240,6 +259,10 @@ def _die_with(parent: int) -> None:
         pass
     if os.getppid() != parent:  # it died before the line above
         os._exit(1)
+
+
+def _exit_code(status: int) -> int | None:
+    return os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
 
 
 def _describe(status: int) -> str:
