@@ -11,19 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import sqlite3
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from gateway.recording.receipts import KEY_FILE, Receipts
+from tests.helpers import ROOT
 from tests.pg import dsn_for, pg_dsn, scratch_database  # noqa: F401
 from tests.procs import free_port
 from tests.workers_env import (
+    CLI,
+    DEMO_CHOICES,
     Gateway,
     Load,
     banner_version,
@@ -168,3 +174,41 @@ def test_a_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
         gw.stop()
     assert code == 1
     assert "error: cannot listen on 127.0.0.1" in gw.log() and "Traceback" not in gw.log()
+
+
+def test_admin_token_api_keys_and_receipts_work_on_every_worker(tmp_path: Path) -> None:
+    """Whichever worker takes the connection, the same credentials open the same doors."""
+    admin = "admin-token-for-the-workers-test-0123456789"
+    gw = Gateway(tmp_path / "data", free_port(), 2, GATEWAY_ADMIN_TOKEN=admin)
+    try:
+        gw.wait_ready(60, 2)
+        made = subprocess.run(
+            [str(CLI), "keys", "create", "demo", "--name", "crm"], env=gw.env, cwd=ROOT,
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        key = made.stdout.strip().splitlines()[-1]
+        version = httpx.get(f"{gw.base}/v1/sites/demo/config").json()["banner_version"]
+        body = {"subject_secret": "1" * 32, "banner_version": version, "action": "reject_all",
+                "choices": DEMO_CHOICES}  # fmt: skip
+        recorded = httpx.post(f"{gw.base}/v1/sites/demo/consents", json=body).json()
+        history = f"{gw.base}/v1/sites/demo/subjects/{recorded['subject_id']}/consents"
+        by_receipt = {"Authorization": f"Bearer {recorded['receipt']}"}
+        deadline = time.monotonic() + 20
+        while httpx.get(history, headers=by_receipt).status_code != 200:  # once stored
+            assert time.monotonic() < deadline, "the record was not delivered"
+            time.sleep(0.1)
+        calls = [
+            (f"{gw.base}/admin/v1/sites/demo/versions", {"Authorization": f"Bearer {admin}"}),
+            (f"{gw.base}/v1/sites/demo/subjects?identity=email:ann@example.com",
+             {"Authorization": f"Bearer {key}"}),
+            (history, by_receipt),
+        ]  # fmt: skip
+        for _ in range(20):  # each on a new connection: both workers answer some
+            for url, headers in calls:
+                answer = httpx.get(url, headers=headers)
+                assert answer.status_code == 200, (url, answer.text)
+        metrics = gw.metrics()
+        for worker in ("1", "2"):
+            assert re.search(rf'gateway_http_requests_total{{[^}}]*worker="{worker}"', metrics)
+    finally:
+        gw.stop()

@@ -54,6 +54,7 @@ class Gateway:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"serve-{port}-{time.monotonic_ns()}.log"
         self._log: IO[bytes] = self.log_path.open("wb")
+        self.env = environ
         self.process = subprocess.Popen(
             [str(CLI), "serve", "--workers", str(workers)],
             cwd=ROOT, env=environ, stdout=self._log, stderr=subprocess.STDOUT,
