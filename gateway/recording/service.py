@@ -31,7 +31,8 @@ from gateway.recording.consent import (
 from gateway.recording.datalock import OUTBOX_LOCK_FILE, DataDirLock
 from gateway.recording.forwarder import Forwarder, ForwarderCollector
 from gateway.recording.outbox.database import FILE_NAME
-from gateway.recording.outbox.group_commit import Appended, Outbox
+from gateway.recording.outbox.group_commit import Outbox
+from gateway.recording.outbox.items import Appended
 from gateway.recording.outboxes import WorkerRole, drain_orphans, orphans, own_dir
 from gateway.recording.receipts import Receipts, canonical_json
 from gateway.recording.subjects import SubjectForbidden, SubjectKeys, check_secret
