@@ -9,12 +9,12 @@ signs and derives subject ids alike; worker ``k`` owns ``<data_dir>/worker-<k>``
 
 It restarts a worker that exits or is killed, after a jittered exponential backoff (0.5 s,
 doubling, capped at ``GATEWAY_TASK_MAX_BACKOFF``; reset once a worker ran that long). On
-SIGTERM (or SIGINT) it closes its copy of the socket and sends SIGTERM to every worker, which
-stops accepting, finishes its requests, drains its forwarder for ``GATEWAY_SHUTDOWN_DRAIN``
-seconds and exits; a worker still there long after that is killed. Workers die with the
-supervisor (PR_SET_PDEATHSIG), so a supervisor killed with -9 leaves no worker serving
-beside the next one. The supervisor is single-threaded and never runs an event loop while
-workers exist, so forking it is safe.
+SIGTERM (or SIGINT, SIGHUP) it closes its copy of the socket and sends SIGTERM to every
+worker, which stops accepting, finishes its requests, drains its forwarder for
+``GATEWAY_SHUTDOWN_DRAIN`` seconds and exits; a worker still there long after that is
+killed. Workers die with the supervisor (PR_SET_PDEATHSIG), so a supervisor killed with -9
+leaves no worker serving beside the next one. The supervisor is single-threaded and never
+runs an event loop while workers exist, so forking it is safe.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import os
 import random
 import signal
 import socket
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -43,7 +44,7 @@ from gateway.recording.outboxes import WorkerRole
 log = logging.getLogger("gateway.workers")
 
 RunWorker = Callable[[Settings, WorkerRole, socket.socket], int]
-_SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
+_SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 _FIRST_BACKOFF = 0.5
 _KILL_AFTER = 15.0  # seconds past the drain before a worker that will not exit is killed
 _PR_SET_PDEATHSIG = 1
@@ -139,6 +140,8 @@ class WorkerPool:
         self._pid = os.getpid()
 
     def run(self) -> int:
+        if threading.active_count() > 1:  # a fork copies no other thread: none may exist
+            log.warning("supervisor: %d threads before forking", threading.active_count())
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
         try:
             for index in range(1, self.count + 1):
@@ -165,8 +168,8 @@ class WorkerPool:
                 return _STARTUP_FAILURE
             if info is None or info.si_signo == signal.SIGCHLD:
                 continue
-            # SIGINT from a terminal (si_pid 0) reached the workers too: do not send a second
-            # signal, which uvicorn takes as "exit now, drop the requests".
+            # SIGINT or SIGHUP from a terminal (si_pid 0) reached the workers too: do not send
+            # a second signal, which uvicorn takes as "exit now, drop the requests".
             forward = info.si_signo == signal.SIGTERM or info.si_pid != 0
             return self._shutdown(forward)
 
