@@ -76,7 +76,8 @@ def pinned(settings: Settings, ring: KeyRing) -> Settings:
 async def _from_store(settings: Settings) -> bytes:
     path = Path(settings.data_dir) / KEY_FILE
     local = _read(path)
-    directory = PostgresDirectory(settings.store_url, pool_size=1)
+    # A short wait: with a copy in the data dir, an unreachable store only delays the start.
+    directory = PostgresDirectory(settings.store_url, pool_size=1, connect_timeout=2.0)
     try:
         shared = await directory.deployment_secret(
             STORE_SECRET, lambda: local.decode("ascii") if local else secrets.token_hex(32)
