@@ -17,6 +17,7 @@ worker it starts), from, in order:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -56,7 +57,7 @@ async def resolve(settings: Settings) -> KeyRing:
     elif settings.store_url.startswith(("postgresql://", "postgres://")):
         current = await _from_store(settings)
     else:
-        current = load_key(settings)
+        current = await asyncio.to_thread(load_key, settings)
     previous = [k.encode("utf-8") for k in settings.receipt_keys_previous]
     if not settings.receipt_key:
         previous += _read_previous(settings.data_dir)
