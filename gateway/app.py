@@ -26,7 +26,20 @@ from gateway.serving.validation import validate_bundle
 from gateway.serving.watch import Watcher
 from gateway.sites import versions
 from gateway.sites.catalog import LiveCatalog, static_dir
-from gateway.web import accesslog, admin, api, audit, errors, ops, privacy, public, records, rights
+from gateway.web import (
+    accesslog,
+    admin,
+    api,
+    audit,
+    errors,
+    ops,
+    privacy,
+    public,
+    records,
+    rights,
+    rights_admin,
+    rights_public,
+)
 from gateway.web.framing import TransferCodings
 from gateway.web.front import HotPaths
 from gateway.web.middleware import MetricsMiddleware
@@ -136,7 +149,8 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
             *privacy.routes(),
             *records.routes(),
             *api.routes(),
-            *rights.routes(),
+            *rights_public.routes(),
+            *rights_admin.routes(),
             *admin.routes(),
             *audit.routes(),
             *ops.routes(),
