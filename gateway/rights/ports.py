@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gateway.core.errors import BadRequest, NotFound
 from gateway.rights.policy import SiteRights
+from gateway.sites.texts import EMAIL_TEXTS
 
 Clock = Callable[[], dt.datetime]
 
@@ -72,6 +73,11 @@ class NewRequest:
     verification: Verification
     details: Mapping[str, Any]
     language: str
+    # The code e-mail's words (EMAIL_TEXTS translated into the request's locale), its BCP 47
+    # language and text direction.
+    mail_texts: Mapping[str, str] = field(default_factory=lambda: dict(EMAIL_TEXTS))
+    mail_language: str = "en"
+    mail_direction: str = "ltr"
 
 
 class RequestError(BadRequest):

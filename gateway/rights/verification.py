@@ -19,8 +19,6 @@ from gateway.sinks.rights import StoredRequest, SystemPart, Transition
 
 log = logging.getLogger("gateway.rights")
 
-CODES_PER_IDENTITY_PER_HOUR = 3
-
 
 class Intake(Fulfilment):
     """Takes requests and verifies their requesters."""
@@ -97,23 +95,27 @@ class Intake(Fulfilment):
             self.store.recent_by_identity(request.site, request.identity_hash or "", since)
         )
         email = new.verification.email
-        if email and recent <= CODES_PER_IDENTITY_PER_HOUR:
+        # The cluster-wide bound (every node's requests are in the store); the web layer's
+        # RightsLimits answer 429 before this on one node.
+        limit = self.settings.rights_codes_per_hour  # 0: no limit
+        if email and (not limit or recent <= limit):
             # Sent in the background: the answer takes the same time whether the address is
             # a customer's or not, and whether the relay is fast or slow.
-            self._spawn(self._mail(email, new.site_name, code))
+            self._spawn(self._mail(email, new, code))
         else:
             log.warning("rights: code e-mail suppressed (more than %d requests for one "
-                        "identity within an hour)", CODES_PER_IDENTITY_PER_HOUR)  # fmt: skip
+                        "identity within an hour)", limit)  # fmt: skip
         return replace(request, **changes)  # type: ignore[arg-type]
 
-    async def _mail(self, to: str, site_name: str, code: str) -> None:
+    async def _mail(self, to: str, new: NewRequest, code: str) -> None:
         if self._smtp is None:
             log.error("rights: GATEWAY_SMTP_URL is empty; a verification code was not sent")
             self.m_mail_errors.inc()
             return
         message = code_message(
-            self.settings.smtp_from, to, site_name, code, credentials.CODE_TTL // 60
-        )
+            self.settings.smtp_from, to, new.site_name, code, credentials.CODE_TTL // 60,
+            new.mail_texts, new.mail_language, new.mail_direction,
+        )  # fmt: skip
         try:
             await send(self._smtp, message)
         except Exception as exc:

@@ -19,6 +19,7 @@ from gateway.core.errors import BadRequest, ConfigError, NotFound, Unavailable
 from gateway.core.model import Region
 from gateway.recording.consent import RecordContext, validate
 from gateway.recording.service import RecordingService
+from gateway.rights.limits import RightsLimits
 from gateway.rights.policy import SiteRights, load_policies, site_rights
 from gateway.rights.service import RightsService
 from gateway.sites.catalog import SiteBundle
@@ -118,6 +119,7 @@ def wire(state: Any, rights: RightsService) -> None:
     rights.records = RecordsAdapter(state.recording, state.gateway.catalog)
     rights.states = state.preferences
     rights.rights_for = state.site_rights = SiteRightsCache(state.gateway.catalog)
+    state.rights_limits = RightsLimits(state.settings)
 
 
 def site_bundle(request: Request) -> SiteBundle:

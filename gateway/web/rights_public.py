@@ -7,7 +7,9 @@ Thin handlers: parse and authenticate here, then one call into the rights servic
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.datastructures import Headers
@@ -15,7 +17,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.core.errors import BadRequest, NotFound
+from gateway.core.errors import BadRequest, NotFound, Unavailable
+from gateway.core.i18n import bcp47, direction
 from gateway.core.model import Region
 from gateway.core.preference_model import PreferenceModel
 from gateway.preferences import identities
@@ -23,12 +26,42 @@ from gateway.preferences.identities import Identity
 from gateway.preferences.service import PreferenceService, check_subject
 from gateway.recording.receipts import InvalidReceipt
 from gateway.rights import kinds
+from gateway.rights.limits import RightsLimits
 from gateway.rights.service import NewRequest, Verification
+from gateway.sites.catalog import SiteBundle
+from gateway.sites.texts import EMAIL_TEXTS
+from gateway.web.answer import AnswerResponse
 from gateway.web.api import _body
+from gateway.web.errors import answer_for, raw_headers
+from gateway.web.records import cors_for, preflight
 from gateway.web.rights import bearer_of, json_response, rights_service, site_bundle, string_field
 
 MAX_CALLBACK = 16 * 1024
 _SUBDIVISION = re.compile(r"^[A-Z]{2}(-[A-Z0-9]{1,3})?$")
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def with_cors(handler: Handler) -> Handler:
+    """The recording API's CORS for a subject's endpoint: an Origin among the site's
+    ``allowed_origins`` (or the gateway's own, the privacy center) gets
+    Access-Control-Allow-Origin on every answer, errors and 429s included; any other Origin
+    gets 403. Never Access-Control-Allow-Credentials: requests carry their token or receipt
+    in Authorization, not in cookies."""
+
+    @functools.wraps(handler)
+    async def endpoint(request: Request) -> Response:
+        cors: dict[str, str] = {}
+        try:
+            cors = cors_for(request, site_bundle(request))
+            response = await handler(request)
+        except (BadRequest, Unavailable) as exc:
+            return AnswerResponse(answer_for(exc, raw_headers(cors)))
+        response.headers.update(cors)
+        return response
+
+    return endpoint
 
 
 def _base_url(request: Request) -> str:
@@ -79,6 +112,14 @@ async def create_request(request: Request) -> Response:
     site = bundle.site
     state = request.app.state
     rights = state.site_rights(site.id)
+    gateway = state.gateway
+    ip, region = gateway.locator.locate(
+        request.client.host if request.client else None, request.headers
+    )
+    bearer = bearer_of(request)
+    limits: RightsLimits = state.rights_limits
+    if not bearer.startswith("cgk_"):  # staff (site API keys) file requests for many people
+        limits.client(ip)
     body = await _body(
         request, {"type", "subject_id", "identity", "details", "language", "receipt", "region"}
     )
@@ -91,15 +132,10 @@ async def create_request(request: Request) -> Response:
     given_subject = body.get("subject_id")
     if given_subject is not None and not isinstance(given_subject, str):
         raise BadRequest("invalid_field", "a string", field="subject_id")
-    bearer = bearer_of(request)
     receipt = string_field(body, "receipt", 1024) or (bearer if bearer.startswith("v1.") else "")
     identity: Identity | None = None
     if body.get("identity") is not None:
         identity = identities.from_json(model, body["identity"], "identity")
-    gateway = state.gateway
-    _ip, region = gateway.locator.locate(
-        request.client.host if request.client else None, request.headers
-    )
     if bearer.startswith("cgk_"):
         key = await prefs.auth.authenticate(request.headers.get("authorization"), site.id,
                                             "records:write")  # fmt: skip
@@ -154,10 +190,14 @@ async def create_request(request: Request) -> Response:
         )
     if verification.method != "api_key" and body.get("region") is not None:
         raise BadRequest("invalid_field", "the region is detected", field="region")
-    region, _gpc, locale, rule = gateway.decide(
-        bundle, region, request.headers.get("accept-language"), []
-    )
+    accept = request.headers.get("accept-language")
+    region, _gpc, locale, rule = gateway.decide(bundle, region, accept, [])
     details = await _details(prefs, site.id, model, type_, body.get("details"))
+    limits.subject(site.id, verification.identity_hash or ",".join(verification.subject_ids))
+    if verification.method == "email":
+        limits.code(ip, site.id, verification.identity_hash or "")
+    mail_locale = _mail_locale(bundle, accept, body.get("language"))
+    gettext = bundle.translations.get(mail_locale).gettext
     new = NewRequest(
         site=site.id,
         site_name=site.name,
@@ -168,6 +208,9 @@ async def create_request(request: Request) -> Response:
         verification=verification,
         details=details,
         language=language or locale,
+        mail_texts={key: gettext(msgid) for key, msgid in EMAIL_TEXTS.items()},
+        mail_language=bcp47(mail_locale),
+        mail_direction=direction(mail_locale),
     )
     service = rights_service(request)
     stored, token = await service.create(new)
@@ -175,8 +218,22 @@ async def create_request(request: Request) -> Response:
     return json_response({**view, "token": token}, 202)
 
 
+def _mail_locale(bundle: SiteBundle, accept: str | None, language: Any) -> str:
+    """The site locale of the code e-mail: the request's ``language`` if the site offers it
+    (or a close one), else the best for Accept-Language, else the site's default."""
+    given = language if isinstance(language, str) else None
+    try:
+        return bundle.negotiator.choose(accept, given)
+    except BadRequest:  # a free-text language the request keeps as given
+        return bundle.negotiator.choose(accept, None)
+
+
 async def verify_request(request: Request) -> Response:
     site_bundle(request)
+    state = request.app.state
+    peer = request.client.host if request.client else None
+    limits: RightsLimits = state.rights_limits
+    limits.client(state.gateway.locator.client(peer, request.headers))  # each code guess
     body = await _body(request, {"code"})
     code = string_field(body, "code", 32)
     service = rights_service(request)
@@ -247,10 +304,14 @@ async def system_callback(request: Request) -> Response:
 def routes() -> list[BaseRoute]:
     base = "/v1/sites/{site}/rights-requests"
     return [
-        Route(base, create_request, methods=["POST"]),
-        Route(f"{base}/{{request_id}}", get_request, methods=["GET"]),
-        Route(f"{base}/{{request_id}}/verify", verify_request, methods=["POST"]),
-        Route(f"{base}/{{request_id}}/download", download, methods=["GET"]),
+        Route(base, with_cors(create_request), methods=["POST"]),
+        Route(f"{base}/{{request_id}}", with_cors(get_request), methods=["GET"]),
+        Route(f"{base}/{{request_id}}/verify", with_cors(verify_request), methods=["POST"]),
+        Route(f"{base}/{{request_id}}/download", with_cors(download), methods=["GET"]),
+        *(
+            Route(path, preflight, methods=["OPTIONS"])
+            for path in (base, f"{base}/{{request_id}}", f"{base}/{{request_id}}/verify")
+        ),
         Route(
             "/v1/rights-requests/{request_id}/systems/{system}", system_callback, methods=["POST"]
         ),
