@@ -29,6 +29,7 @@ from gateway.sites.catalog import LiveCatalog, static_dir
 from gateway.web import (
     accesslog,
     admin,
+    admin_session,
     api,
     audit,
     errors,
@@ -152,6 +153,7 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
             *rights_public.routes(),
             *rights_admin.routes(),
             *admin.routes(),
+            *admin_session.routes(),
             *audit.routes(),
             *ops.routes(),
         ],

@@ -11,7 +11,7 @@ from starlette.routing import BaseRoute, Route
 from gateway.core.errors import BadRequest, NotFound
 from gateway.rights import kinds
 from gateway.web.api import _body
-from gateway.web.auth import authorize
+from gateway.web.auth import authorize, authorize_write
 from gateway.web.rights import MAX_REASON, json_response, rights_service, site_bundle, string_field
 
 
@@ -67,7 +67,7 @@ async def admin_show(request: Request) -> Response:
 
 
 async def admin_action(request: Request) -> Response:
-    authorize(request)
+    authorize_write(request)
     bundle = site_bundle(request)
     action = request.path_params["action"]
     if action not in ("complete", "deny", "extend"):
