@@ -121,12 +121,11 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
         app.state.watcher = watcher
         if settings.reload:
             watcher.start(recording.tasks)  # supervised beside the recording tasks
-        if settings.store_url.startswith(("postgresql://", "postgres://")):
-            # Banner impressions counted in memory go to the audit's store every minute.
-            recording.tasks.start(
-                "impressions",
-                lambda: audit_service.flush_impressions_forever(settings, gateway.impressions),
-            )
+        # Banner impressions counted in memory go to the central store every minute.
+        recording.tasks.start(
+            "impressions",
+            lambda: audit_service.flush_impressions_forever(settings, gateway.impressions),
+        )
         # Regions whose law starts on a date switch on the day (regions_from), reload or not.
         switches = RuleSwitches(gateway, gateway.catalog.rules.region_map)
         switches.start()
