@@ -2,10 +2,10 @@
 store's triggers (chain + rollups) cost per stored record.
 
 Run ``.venv/bin/python -m bench.audit [--records N]`` against the local PostgreSQL; it makes
-and drops a scratch database. ``--store sqlite`` measures the embedded store instead (records
-written by SqliteStore.write_batch in forwarder-sized batches, into a scratch directory). Records are written by PostgreSQL itself in batches of 50k
+and drops a scratch database. Records are written by PostgreSQL itself in batches of 50k
 (tests/audit_data.py), each batch one statement as the forwarder's COPY is, so the triggers
-fire per batch as in production.
+fire per batch as in production. ``--store sqlite`` measures the embedded store instead
+(records written by SqliteStore.write_batch in forwarder-sized batches, in a scratch dir).
 """
 
 from __future__ import annotations
