@@ -13,6 +13,7 @@ from gateway.rights import kinds
 from gateway.web.api import _body
 from gateway.web.auth import authorize, authorize_write
 from gateway.web.rights import MAX_REASON, json_response, rights_service, site_bundle, string_field
+from gateway.web.session_cookie import session_csrf
 
 
 def _admin_filters(request: Request) -> tuple[str | None, list[str] | None, bool, int]:
@@ -104,11 +105,18 @@ async def admin_page(request: Request) -> Response:
         f"<td>{'overdue' if service.is_overdue(r) else ''}</td><td>{e(r.reason)}</td></tr>"
         for r in found
     )
+    csrf = session_csrf(request)
+    logout = (
+        '<form method=post action="/admin/logout"><input type=hidden name=csrf '
+        f'value="{e(csrf)}"><button type=submit>Log out</button></form>'
+        if csrf
+        else ""
+    )
     page = (
         "<!doctype html><html lang=en><meta charset=utf-8><title>Rights requests</title>"
         "<style>body{font:14px system-ui;margin:2em}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:4px 8px}.overdue{background:#fde2e1}</style>"
-        f"<h1>Rights requests{(' — ' + e(site_id)) if site_id else ''}</h1>"
+        f"<h1>Rights requests{(' — ' + e(site_id)) if site_id else ''}</h1>{logout}"
         "<p>Filter with ?site=, ?type=, ?state=, ?overdue=1. Act through "
         "POST /admin/v1/sites/{site}/rights-requests/{id}/complete|deny|extend or "
         "<code>consent-gateway rights</code>.</p>"

@@ -76,3 +76,11 @@ def nonce_of(request: Request) -> str | None:
     if not token or not value or len(value) > 200:
         return None
     return session_nonce(token, value, time.time())
+
+
+def session_csrf(request: Request) -> str | None:
+    """The CSRF token of the request's session, for a page's log-out form; None without one."""
+    nonce = nonce_of(request)
+    if nonce is None:
+        return None
+    return csrf_token(request.app.state.settings.admin_token, nonce)

@@ -185,8 +185,13 @@ def test_a_browser_logs_in_follows_a_csv_link_and_cannot_be_forged(
             with page.expect_response(f"{served}/admin/v1/reload") as answer:
                 page.goto(f"{evil}/page")
             assert answer.value.status == refused, (evil, answer.value.status)
-        # The session itself still works for the gateway's own pages.
+        # The session itself still works for the gateway's own pages, until it logs out.
         page.goto(f"{served}/admin/rights")
         assert "Rights requests" in page.inner_text("h1")
+        page.click("text=Log out")
+        page.wait_for_url(f"{served}/admin/login")
+        assert context.cookies() == []
+        page.goto(f"{served}/admin/rights")
+        assert "unauthorized" in page.inner_text("body")
     finally:
         context.close()
