@@ -229,3 +229,24 @@ def test_impressions_are_flushed_to_the_embedded_store(
     ]
     report = client.get("/admin/v1/sites/demo/reports/consents?group=region", headers=AUTH).json()
     assert report["columns"][-2:] == ["impressions", "opt_in_rate"]
+
+
+def test_a_store_from_before_the_audit_trail_is_linked_when_opened(
+    stored: tuple[Settings, list[Any]],
+) -> None:
+    """A version 2 store (records, no chain): opening it links and counts every record."""
+    settings, records = stored
+    for table in ("audit_chain", "audit_heads", "consent_rollup", "consent_purpose_rollup"):
+        _sql(settings, f"DROP TABLE {table}")
+    _sql(settings, "UPDATE schema_version SET version = 2")
+
+    async def reopen() -> None:
+        store = SqliteStore(settings.data_dir / FILE_NAME)
+        await store.open()
+        await store.close()
+
+    asyncio.run(reopen())
+    report = _verify(settings)
+    assert report.ok and report.checked == len(records), report.as_json()
+    assert _sql(settings, "SELECT sum(n) FROM consent_rollup") == [(len(records),)]
+    assert _sql(settings, "SELECT version FROM schema_version") == [(3,)]

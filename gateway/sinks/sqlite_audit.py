@@ -138,14 +138,23 @@ def _digest(data: Mapping[str, Any], personal: bytes) -> bytes:
     return hashlib.sha256(core.digest() + personal).digest()
 
 
-def follow(conn: sqlite3.Connection, after_seq: int) -> None:
+def follow(conn: sqlite3.Connection, after_seq: int, chunk: int = 10_000) -> None:
     """Link and count the records stored with ``seq > after_seq`` (in the caller's
-    transaction): one chain per node, in (recorded_at, record_id) order."""
-    rows = conn.execute(
-        "SELECT seq, body FROM consent_records WHERE seq > ?", (after_seq,)
-    ).fetchall()
-    if not rows:
-        return
+    transaction), ``chunk`` at a time (a batch is one chunk; linking an existing store at
+    migration holds one chunk in memory): one chain per node, in (recorded_at, record_id)
+    order within a chunk, as PostgreSQL links each statement's rows."""
+    while True:
+        rows = conn.execute(
+            "SELECT seq, body FROM consent_records WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, chunk),
+        ).fetchall()
+        if not rows:
+            return
+        _follow(conn, rows)
+        after_seq = rows[-1][0]
+
+
+def _follow(conn: sqlite3.Connection, rows: list[tuple[int, str]]) -> None:
     found = sorted(
         ((seq, orjson.loads(body)) for seq, body in rows),
         key=lambda r: (r[1]["node_id"], r[1]["recorded_at"], r[1]["record_id"]),
