@@ -32,6 +32,7 @@ from gateway.core.settings import Settings
 from gateway.sinks.audit_postgres import PostgresAuditReader
 from gateway.sinks.audit_sqlite import SqliteAuditReader
 from gateway.sinks.sqlite import FILE_NAME
+from gateway.standards.record_check import explain
 
 AuditReader = PostgresAuditReader | SqliteAuditReader
 
@@ -209,7 +210,11 @@ async def proof(settings: Settings, site: str, subject_id: str) -> dict[str, Any
             ok = link(bytes(lk["prev_hash"]), lk["kind"], bytes(lk["digest"])) == bytes(lk["hash"])
             check.update(node_id=lk["node_id"], seq=lk["seq"], hash=bytes(lk["hash"]).hex(),
                          prev_hash=bytes(lk["prev_hash"]).hex(), content_matches=ok)  # fmt: skip
-        out.append({"record": r, "rule_id": r["rule_id"], "chain": check})
+        item = {"record": r, "rule_id": r["rule_id"], "chain": check}
+        strings = explain(r.get("signals"))
+        if strings is not None:  # what the TC/GPP strings the visitor got said
+            item["iab"] = strings
+        out.append(item)
     return {
         "site": site,
         "subject_id": subject_id,
