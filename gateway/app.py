@@ -30,6 +30,7 @@ from gateway.sites.catalog import LiveCatalog, static_dir
 from gateway.web import (
     accesslog,
     admin,
+    admin_session,
     api,
     audit,
     errors,
@@ -39,6 +40,8 @@ from gateway.web import (
     public,
     records,
     rights,
+    rights_admin,
+    rights_public,
 )
 from gateway.web.framing import TransferCodings
 from gateway.web.front import HotPaths
@@ -125,12 +128,11 @@ def create_app(
         app.state.watcher = watcher
         if settings.reload:
             watcher.start(recording.tasks)  # supervised beside the recording tasks
-        if settings.store_url.startswith(("postgresql://", "postgres://")):
-            # Banner impressions counted in memory go to the audit's store every minute.
-            recording.tasks.start(
-                "impressions",
-                lambda: audit_service.flush_impressions_forever(settings, gateway.impressions),
-            )
+        # Banner impressions counted in memory go to the central store every minute.
+        recording.tasks.start(
+            "impressions",
+            lambda: audit_service.flush_impressions_forever(settings, gateway.impressions),
+        )
         # Regions whose law starts on a date switch on the day (regions_from), reload or not.
         switches = RuleSwitches(gateway, gateway.catalog.rules.region_map)
         switches.start()
@@ -161,8 +163,10 @@ def create_app(
             *records.routes(),
             *iab.routes(),
             *api.routes(),
-            *rights.routes(),
+            *rights_public.routes(),
+            *rights_admin.routes(),
             *admin.routes(),
+            *admin_session.routes(),
             *audit.routes(),
             *ops.routes(),
         ],

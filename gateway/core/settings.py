@@ -293,6 +293,42 @@ SETTINGS: tuple[Setting, ...] = (
         secret=True,
     ),
     Setting("smtp_from", "privacy@localhost", "Sender address of rights-request code e-mails."),
+    Setting(
+        "rights_client_per_hour",
+        "20",
+        "Rights requests and code checks one client address may make per hour (IPv6 by /64), "
+        "that many at once at most; more get 429 with Retry-After. Staff requests made with a "
+        "site API key are not counted. 0: no limit.",
+        _int,
+    ),
+    Setting(
+        "rights_subject_per_hour",
+        "5",
+        "Rights requests per hour for one subject or one identity of a site, that many at once "
+        "at most. 0: no limit.",
+        _int,
+    ),
+    Setting(
+        "rights_codes_per_hour",
+        "3",
+        "Verification-code e-mails one e-mail address may get per hour, that many at once at "
+        "most; more get 429 (the gateway cannot be used to flood an inbox). 0: no limit.",
+        _int,
+    ),
+    Setting(
+        "rights_client_codes_per_hour",
+        "10",
+        "Verification-code e-mails one client address may have sent per hour, that many at "
+        "once at most. 0: no limit.",
+        _int,
+    ),
+    Setting(
+        "admin_session_minutes",
+        "480",
+        "Lifetime of an admin browser session opened at /admin/login (a signed cookie keyed by "
+        "GATEWAY_ADMIN_TOKEN: rotating the token ends every session).",
+        _positive_int,
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -371,6 +407,11 @@ class Settings:
     max_connections: int = _default("max_connections")
     smtp_url: str = _default("smtp_url")
     smtp_from: str = _default("smtp_from")
+    rights_client_per_hour: int = _default("rights_client_per_hour")
+    rights_subject_per_hour: int = _default("rights_subject_per_hour")
+    rights_codes_per_hour: int = _default("rights_codes_per_hour")
+    rights_client_codes_per_hour: int = _default("rights_client_codes_per_hour")
+    admin_session_minutes: int = _default("admin_session_minutes")
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
