@@ -402,14 +402,10 @@ class PostgresRights:
                 "DELETE FROM identity_links WHERE site = $1 AND subject_id = ANY($2)",
                 site, subjects,
             )  # fmt: skip
-            # The links' history and the request facts of preference changes go too.
+            # The links' history goes too. (Preference records keep their request facts here:
+            # blanking them needs an erasure link of kind preference in the audit chain.)
             await conn.execute(
                 "DELETE FROM identity_link_records WHERE site = $1 AND subject_id = ANY($2)",
-                site, subjects,
-            )  # fmt: skip
-            await conn.execute(
-                "UPDATE preference_records SET ip_truncated = NULL, user_agent = '', "
-                "idempotency_key = NULL WHERE site = $1 AND subject_id = ANY($2)",
                 site, subjects,
             )  # fmt: skip
             states = await conn.execute(
