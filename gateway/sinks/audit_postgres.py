@@ -26,7 +26,10 @@ _CHAIN = """
            CASE WHEN NOT ($1::text IS NULL OR c.site = $1) THEN NULL
                 WHEN c.kind = 'preference' THEN
                     CASE WHEN p.record_id IS NULL THEN NULL
-                         ELSE audit_preference_digest(p) END
+                         ELSE coalesce(e.digest, audit_preference_digest(p)) END
+                WHEN c.kind = 'erasure' AND p.record_id IS NOT NULL THEN
+                    CASE WHEN e.ref IS NULL THEN NULL
+                         ELSE sha256(e.digest || audit_preference_digest(p)) END
                 WHEN r.record_id IS NULL THEN NULL
                 WHEN c.kind = 'consent' THEN coalesce(e.digest, audit_consent_digest(r))
                 WHEN e.ref IS NULL THEN NULL
@@ -34,8 +37,10 @@ _CHAIN = """
     FROM audit_chain c
     LEFT JOIN consent_records r
         ON c.kind IN ('consent', 'erasure') AND r.record_id = c.ref::uuid
-    LEFT JOIN audit_erasures e ON c.kind IN ('consent', 'erasure') AND e.ref = c.ref
-    LEFT JOIN preference_records p ON c.kind = 'preference' AND p.record_id = c.ref::uuid
+    LEFT JOIN audit_erasures e
+        ON c.kind IN ('consent', 'preference', 'erasure') AND e.ref = c.ref
+    LEFT JOIN preference_records p
+        ON c.kind IN ('preference', 'erasure') AND p.record_id = c.ref::uuid
     WHERE ($2::timestamptz IS NULL OR c.recorded_at >= $2)
       AND ($1::text IS NULL OR c.node_id IN (SELECT node_id FROM audit_chain WHERE site = $1))
     ORDER BY c.node_id, c.seq
