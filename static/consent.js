@@ -1,6 +1,7 @@
 /* Consent Gateway snippet: banner, script blocking, Consent Mode v2, GPC, memory and records.
  * The server minifies this file once (rjsmin) and puts the visitor's resolved config where
- * __CG_CONFIG__ stands. Written for evergreen browsers (ES2017, Shadow DOM). */
+ * __CG_CONFIG__ stands. Written for evergreen browsers (ES2017, Shadow DOM). What the first
+ * paint does not need (the preferences panel) is a part, loaded on first use by part(). */
 ((w, d) => {
   "use strict";
   const C = __CG_CONFIG__;
@@ -12,13 +13,17 @@
   const OPT = P.filter((p) => !p.essential);
   const SEL = 'script[type="text/plain"][data-category],iframe[data-src][data-category]';
   const QKEY = "cg_queue", RKEY = "cg_receipt", SKEY = "cg_state", YKEY = "cg_sync", ACT = "data-cg-action", PUR = "data-cg-purpose";
+  // The gateway's URLs, resolved against this script's own src: a relative record_url names
+  // the gateway, not the page that embeds it.
+  const API = new URL(C.record_url, (d.currentScript || {}).src || location.href).href.replace(/consents$/, "");
   const SALE = (p) => p.sale_or_share, SENS = (p) => p.separate == "sensitive", DAY = 864e5;
   // What GPC turns off: sale/sharing where the rule honours it as an opt-out, and purposes that
   // run on an exemption where it counts as an objection (UK).
   const OBJ = (p) => (RULE.gpc && SALE(p)) || (RULE.gpc_objects && p.exempt);
   const gpc = !!((RULE.gpc || RULE.gpc_objects) && (C.gpc || navigator.globalPrivacyControl === true));
   const fns = {};
-  let host, root, layer, backdrop, lastFocus, live, opener, flushing, pending, tries = 0, mem = [];
+  let host, root, sheet, layer, backdrop, lastFocus, live, opener, flushing, pending, css = "", tries = 0, mem = [];
+  const parts = {};
   let state = readState();
 
   // ---- small helpers -------------------------------------------------------------------
@@ -37,18 +42,20 @@
   }
 
   // ---- memory: one compact first-party cookie, copied to localStorage --------------------
-  // value = v3|revision|secret|time36|action|granted~ids|refused~ids (fields URI-encoded). The
-  // refused list also holds *s (every sale/share purpose refused) and *l (every sensitive one),
-  // which cover such purposes added later. A v1 value had no list: all it did not grant counts.
-  // secret: the subject's secret, from which the server derives the subject id; only its holder
-  // writes or reads that subject. v1/v2 held the subject id itself, which the server has stored
-  // and shown, so it is no secret: such a visitor gets a new one with their next choice.
+  // value = v4|revision|secret|time36|action|granted~ids|refused~ids|server|checked36 (fields
+  // URI-encoded). The refused list also holds *s (every sale/share purpose refused) and *l
+  // (every sensitive one), which cover such purposes added later. A v1 value had no list: all
+  // it did not grant counts. secret: the subject's secret, from which the server derives the
+  // subject id; only its holder writes or reads that subject. v1/v2 held the subject id itself,
+  // which the server has stored and shown, so it is no secret: such a visitor gets a new one
+  // with their next choice. server: the revision of the subject's state on the server that this
+  // memory matches; checked36: when that was last confirmed, in seconds after time (check()).
   function parse(v) {
     const f = v ? v.split("|").map(decodeURIComponent) : [], g = {};
-    if (!/^v[1-3]$/.test(f[0]) || f.length < 6) return null;
+    if (!/^v[1-4]$/.test(f[0]) || f.length < 6) return null;
     OPT.forEach((p) => { g[p.id] = f[5].split("~").includes(p.id); });
-    return { revision: f[1], secret: f[0] == "v3" && f[2], time: parseInt(f[3], 36), action: f[4], choices: g,
-      off: f[0] == "v1" ? OPT.filter((p) => !g[p.id]).map((p) => p.id) : f[6].split("~") };
+    return { revision: f[1], secret: f[0] > "v2" && f[2], time: parseInt(f[3], 36), action: f[4], choices: g,
+      off: f[0] == "v1" ? OPT.filter((p) => !g[p.id]).map((p) => p.id) : f[6].split("~"), server: f[7] || "", checked: parseInt(f[3], 36) + parseInt(f[8], 36) * 1e3 || 0 };
   }
   function readState() {
     const m = d.cookie.match(new RegExp("(?:^|; )" + CK.name + "=([^;]*)"));
@@ -57,18 +64,22 @@
   // Rewritten on every page, so the cookie's Max-Age runs from the last visit, and copied to
   // localStorage, which outlives a cookie the browser expired or cleared.
   function writeCookie(s) {
-    const v = ["v3", s.revision, s.secret, s.time.toString(36), s.action, ids(s.choices).join("~"), s.off.join("~")]
+    const v = ["v4", s.revision, s.secret, s.time.toString(36), s.action, ids(s.choices).join("~"), s.off.join("~"), s.server, Math.max(0, Math.round((s.checked - s.time) / 1e3)).toString(36)]
       .map(encodeURIComponent).join("|");
     store(SKEY, v);
     d.cookie = CK.name + "=" + v + "; Max-Age=" + CK.max_age_days * 86400 +
       "; Path=/; SameSite=Lax" + (CK.domain ? "; Domain=" + CK.domain : "") + (location.protocol == "https:" ? "; Secure" : "");
   }
-  function remember(g, action, revision, secret, time) {
+  function remember(g, action, revision, secret, time, server, checked) {
     const off = OPT.filter((p) => !g[p.id]).map((p) => p.id);
     if (none(SALE, g)) off.push("*s");
     if (none(SENS, g)) off.push("*l");
-    writeCookie(state = { revision, secret, time, action, choices: g, off });
+    writeCookie(state = { revision, secret, time, action, choices: g, off, server: server || "", checked: checked || Date.now() });
   }
+  // The server's revision of a state last changed at t (RFC 3339): microseconds since 1970 in
+  // base 36, as the gateway makes its ETag (gateway/web/api.py), so the snippet knows it for
+  // its own records without asking.
+  const rev = (t) => t ? (Date.parse(t) * 1e3 + +(/\.\d{3}(\d{0,3})/.exec(t) || [0, ""])[1].padEnd(3, "0")).toString(36) : "";
   // An answer stands (no banner) while it covers what is asked now and its re-ask period runs:
   // after a consent the shortest length of its months in days (TCF: remind at least every 13
   // months), after a refusal whole calendar months (CCPA: wait 12 months before asking).
@@ -152,12 +163,17 @@
       flushing = 0;
       if (drop) setQueue(queue().filter((b) => b.idempotency_key != body.idempotency_key));
     };
-    return fetch(C.record_url, {
+    return fetch(API + "consents", {
       method: "POST", credentials: "omit", keepalive: true,
       // text/plain keeps this a simple request: no CORS preflight round trip.
       headers: { "Content-Type": "text/plain;charset=UTF-8" }, body: JSON.stringify(body)
     }).then((r) => {
-      if (r.ok) return r.json().then((j) => { done(1); tries = 0; store(RKEY, Object.assign({ secret: body.subject_secret }, j)); emit("recorded", j); return flush(); });
+      if (r.ok) return r.json().then((j) => {
+        done(1); tries = 0; store(RKEY, Object.assign({ secret: body.subject_secret }, j));
+        // The server's state now is this record: no need to ask it about it.
+        if (state && state.secret == body.subject_secret) { state.server = rev(j.recorded_at); state.checked = Date.now(); writeCookie(state); }
+        emit("recorded", j); return flush();
+      });
       // A 4xx other than timeout/rate limit will never succeed: drop it rather than loop.
       if (r.status < 500 && r.status != 408 && r.status != 429) { done(1); emit("error", r.status); return flush(); }
       throw r.status;
@@ -173,7 +189,7 @@
     const had = fresh(state), before = current(), withdrawn = OPT.filter((p) => before[p.id] && !g[p.id]);
     OPT.forEach((p) => { g[p.id] = !!g[p.id]; });
     if (action != "gpc" && had && !ids(g).length && withdrawn.length) action = "withdraw";
-    remember(g, action, C.consent_revision, (state && state.secret) || rid(), Date.now());
+    remember(g, action, C.consent_revision, (state && state.secret) || rid(), Date.now(), state && state.server);
     update(g);
     dl.push({ event: "cg_consent_update", cg_action: action, cg_consent: current() });
     const last = load(RKEY);
@@ -192,19 +208,30 @@
       Promise.race([sent, new Promise((r) => setTimeout(r, 1500))]).then(() => location.reload());
     }
   }
-  // ---- a returning subject's state on the server -----------------------------------------
-  // The server holds the choices from every channel, the privacy center's included. It is asked
-  // when this browser's memory cannot settle them (out of date, or after a visit to the privacy
-  // center); until it answers, nothing optional runs.
-  function sync() {
-    const r = load(RKEY);
+  // ---- one state everywhere: the subject's state on the server ---------------------------
+  // The server holds the choices from every channel (privacy center, apps, stores, CRM). The
+  // cookie keeps the revision of that state it matches and when it last confirmed it; it is
+  // asked again, with one conditional request (304 when nothing changed), once C.state_check
+  // seconds have passed, on the page after a visit to the privacy center, or when this browser
+  // lost its memory. Every other page view makes no request. Until it answers, nothing
+  // optional runs: a withdrawal made elsewhere stops the tags on that page.
+  function check() {
+    const r = load(RKEY), s = state;
     pending = 1;
-    return fetch(C.record_url.replace(/consents$/, "subjects/" + r.subject_id + "/consents"), { headers: { Authorization: "Subject " + r.secret } })
-      .then((x) => x.json()).then(({ current: c }) => {
-        store(YKEY, Date.now()); // asked: not again today (a failure asks on the next page)
-        // Taken when newer than this browser's last record and nothing here is still unsent.
-        if (!c || c.recorded_at < r.recorded_at || queue().length) return;
-        remember(c.choices, c.action, c.consent_revision, r.secret, Date.parse(c.recorded_at));
+    return fetch(API + "subjects/" + r.subject_id, { cache: "no-store", credentials: "omit",
+      headers: Object.assign({ Authorization: "Subject " + r.secret }, s && s.server ? { "If-None-Match": '"' + s.server + '"' } : {}) })
+      .then((x) => {
+        store(YKEY, 1); // asked (a failure asks again on the next page)
+        if (x.status == 304 || x.status == 404) return s && writeCookie(Object.assign(s, { checked: Date.now() }));
+        if (!x.ok) throw x.status;
+        return x.json().then((c) => {
+          const t = c.consent_recorded_at;
+          // Taken when another channel's record is not older than this browser's last one (or
+          // this browser lost its memory) and nothing here is still unsent.
+          if (c.consents && t >= (r.recorded_at || "") && !queue().length && (!s || c.consent_record_id != r.record_id)) {
+            remember(c.consents, c.consent_action || "custom", c.consent_revision || C.consent_revision, r.secret, Date.parse(t), rev(c.updated_at));
+          } else if (s) writeCookie(Object.assign(s, { server: rev(c.updated_at), checked: Date.now() }));
+        });
       }).catch(() => {}).then(() => {
         pending = 0;
         update();
@@ -227,13 +254,11 @@
     root = host.attachShadow({ mode: "open" });
     try {
       // Constructable sheets are not inline styles, so a strict style-src CSP still applies them.
-      const sh = new CSSStyleSheet();
-      sh.replaceSync(C.css);
-      root.adoptedStyleSheets = [sh];
+      root.adoptedStyleSheets = [sheet = new CSSStyleSheet()];
     } catch (e) {
-      root.append(make("style"));
-      root.firstChild.textContent = C.css;
+      sheet = root.appendChild(make("style"));
     }
+    style(C.css);
     live = make("p");
     live.className = "cg-sr";
     live.setAttribute("role", "status");
@@ -242,6 +267,20 @@
     root.addEventListener("keydown", onKey);
     // First in <body> so keyboard users reach it first; position: fixed, so no layout shift.
     d.body.prepend(host);
+  }
+  // The shadow root's styles: the first layer's, then each loaded part's.
+  function style(add) {
+    css += add;
+    sheet.replaceSync ? sheet.replaceSync(css) : (sheet.textContent = css);
+  }
+  // ---- lazily loaded parts (gateway/serving/parts.py): fetched once, on first use ----------
+  // A part is JSON from the gateway for the locale, region and age this script was built for
+  // (C.part); its css joins the shadow root's. A failed fetch is forgotten, so using the part
+  // again asks again.
+  function part(n) {
+    return parts[n] = parts[n] || fetch(API + "parts/" + n + "?" + C.part, { credentials: "omit" })
+      .then((r) => r.ok ? r.json() : Promise.reject(r.status))
+      .then((j) => { mount(); if (j.css) style(j.css); return j; }, (e) => { delete parts[n]; throw e; });
   }
   const modal = () => layer && attr(layer, "aria-modal") == "true";
   // CCPA regs 7025(c)(6): a page without the banner (which says so itself) shows in a small
@@ -266,12 +305,17 @@
   }
   function show(which) {
     if (!d.body) return d.addEventListener("DOMContentLoaded", () => show(which));
+    // The panel is a part: shown once it is here (a failure leaves what is shown as it is).
+    if (which != "banner") return part(which).then((j) => render(which, j.html), () => {});
+    render(which, C.html.banner);
+  }
+  function render(which, html) {
     mount();
     if (!layer && !lastFocus) lastFocus = d.activeElement;
     opener = layer && attr(layer, "data-cg-layer");
     hide(1);
     const t = make("template");
-    t.innerHTML = C.html[which];
+    t.innerHTML = html;
     layer = t.content.firstElementChild;
     if (modal()) {
       backdrop = make("div");
@@ -333,10 +377,10 @@
   // ---- start ---------------------------------------------------------------------------
   // The server puts wait_for_update among the defaults.
   gtag("consent", "default", CM.default);
-  // The server is asked after a visit to the privacy center, and at most daily while the answer
-  // kept here is out of date.
-  const rc = load(RKEY), y = load(YKEY);
-  pending = rc && rc.secret && (y === 0 || (!fresh(state) && !(Date.now() - y < DAY)));
+  // The server is asked (check()) when the state kept here is older than C.state_check seconds,
+  // after a visit to the privacy center, and when this browser lost its memory of a choice.
+  const rc = load(RKEY);
+  pending = rc && rc.secret && rc.subject_id && (load(YKEY) === 0 || !state || !(Date.now() - state.checked < C.state_check * 1e3));
   if (state) writeCookie(state);
   // Consent Mode does not persist: repeat the update on every page that knows a choice.
   if (state || gpc || pending) update();
@@ -360,5 +404,5 @@
     }
     have ? gpc && honoured() : show("banner");
   }
-  pending ? sync().then(start) : start();
+  pending ? check().then(start) : start();
 })(window, document);

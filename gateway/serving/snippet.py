@@ -98,6 +98,8 @@ class Snippet:
     css: str
     # A short content hash of JS and CSS, for ETags and banner versions.
     digest: str
+    # The styles of the preferences panel only: sent with that lazily loaded part.
+    panel_css: str = ""
 
     @classmethod
     def load(cls, static_dir: Path) -> Snippet:
@@ -107,10 +109,11 @@ class Snippet:
         try:
             js_source = js_path.read_bytes()
             css_source = css_path.read_text(encoding="utf-8")
+            panel_source = (static_dir / "panel.css").read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(
                 f"cannot read the snippet sources: {exc}",
-                hint="static/ must hold consent.js and consent.css",
+                hint="static/ must hold consent.js, consent.css and panel.css",
                 where=str(static_dir),
             ) from exc
         js = fresh_build(static_dir / "consent.min.js", js_source)
@@ -125,8 +128,9 @@ class Snippet:
                 where=str(js_path),
             )
         css: str = rcssmin.cssmin(css_source)
-        digest = hashlib.sha256(f"{js}\0{css}".encode()).hexdigest()[:16]
-        return cls(head=parts[0].encode(), tail=parts[1].encode(), css=css, digest=digest)
+        panel_css: str = rcssmin.cssmin(panel_source)
+        digest = hashlib.sha256(f"{js}\0{css}\0{panel_css}".encode()).hexdigest()[:16]
+        return cls(parts[0].encode(), parts[1].encode(), css, digest, panel_css)
 
     def assemble(self, config: Mapping[str, Any]) -> bytes:
         """The full consent.js with ``config`` inlined, slimmed to what the script reads."""
