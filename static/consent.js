@@ -1,7 +1,8 @@
 /* Consent Gateway snippet: banner, script blocking, Consent Mode v2, GPC, memory and records.
  * The server minifies this file once (rjsmin) and puts the visitor's resolved config where
  * __CG_CONFIG__ stands. Written for evergreen browsers (ES2017, Shadow DOM). What the first
- * paint does not need (the preferences panel) is a part, loaded on first use by part(). */
+ * paint does not need is loaded from the gateway when needed: the preferences panel by part(),
+ * the code acting on a choice (static/consent-more.js) by acts(). */
 ((w, d) => {
   "use strict";
   const C = __CG_CONFIG__;
@@ -12,17 +13,17 @@
   const RULE = C.rule, CK = C.cookie, P = C.purposes, CM = C.consent_mode || {};
   const OPT = P.filter((p) => !p.essential);
   const SEL = 'script[type="text/plain"][data-category],iframe[data-src][data-category]';
-  const QKEY = "cg_queue", RKEY = "cg_receipt", SKEY = "cg_state", YKEY = "cg_sync", ACT = "data-cg-action", PUR = "data-cg-purpose";
+  const RKEY = "cg_receipt", SKEY = "cg_state", YKEY = "cg_sync", ACT = "data-cg-action", PUR = "data-cg-purpose";
   // The gateway's URLs, resolved against this script's own src: a relative record_url names
   // the gateway, not the page that embeds it.
-  const API = new URL(C.record_url, (d.currentScript || {}).src || location.href).href.replace(/consents$/, "");
+  const ME = d.currentScript || {}, API = new URL(C.record_url, ME.src || location.href).href.replace(/consents$/, "");
   const SALE = (p) => p.sale_or_share, SENS = (p) => p.separate == "sensitive", DAY = 864e5;
   // What GPC turns off: sale/sharing where the rule honours it as an opt-out, and purposes that
   // run on an exemption where it counts as an objection (UK).
   const OBJ = (p) => (RULE.gpc && SALE(p)) || (RULE.gpc_objects && p.exempt);
   const gpc = !!((RULE.gpc || RULE.gpc_objects) && (C.gpc || navigator.globalPrivacyControl === true));
   const fns = {};
-  let host, root, sheet, layer, backdrop, lastFocus, live, opener, flushing, pending, css = "", tries = 0, mem = [];
+  let host, root, sheet, layer, backdrop, lastFocus, live, opener, pending, more, css = "";
   const parts = {};
   let state = readState();
 
@@ -30,8 +31,6 @@
   const $$ = (n, s) => Array.from(n.querySelectorAll(s)), make = (t) => d.createElement(t);
   const attr = (el, a) => el.getAttribute(a);
   const ids = (g) => OPT.filter((p) => g[p.id]).map((p) => p.id);
-  // 128 random bits in hex: subject ids and idempotency keys.
-  const rid = () => Array.from(crypto.getRandomValues(new Uint8Array(16)), (x) => (x + 256).toString(16).slice(1)).join("");
   function store(k, v) {
     try { v == null ? localStorage.removeItem(k) : localStorage.setItem(k, JSON.stringify(v)); } catch (e) { /* storage off: memory only */ }
   }
@@ -70,16 +69,6 @@
     d.cookie = CK.name + "=" + v + "; Max-Age=" + CK.max_age_days * 86400 +
       "; Path=/; SameSite=Lax" + (CK.domain ? "; Domain=" + CK.domain : "") + (location.protocol == "https:" ? "; Secure" : "");
   }
-  function remember(g, action, revision, secret, time, server, checked) {
-    const off = OPT.filter((p) => !g[p.id]).map((p) => p.id);
-    if (none(SALE, g)) off.push("*s");
-    if (none(SENS, g)) off.push("*l");
-    writeCookie(state = { revision, secret, time, action, choices: g, off, server: server || "", checked: checked || Date.now() });
-  }
-  // The server's revision of a state last changed at t (RFC 3339): microseconds since 1970 in
-  // base 36, as the gateway makes its ETag (gateway/web/api.py), so the snippet knows it for
-  // its own records without asking.
-  const rev = (t) => t ? (Date.parse(t) * 1e3 + +(/\.\d{3}(\d{0,3})/.exec(t) || [0, ""])[1].padEnd(3, "0")).toString(36) : "";
   // An answer stands (no banner) while it covers what is asked now and its re-ask period runs:
   // after a consent the shortest length of its months in days (TCF: remind at least every 13
   // months), after a refusal whole calendar months (CCPA: wait 12 months before asking).
@@ -140,104 +129,6 @@
     if (n.nodeType == 1) n.matches(SEL) ? activate(n) : n.firstElementChild && scan(n);
   }))).observe(d.documentElement, { childList: true, subtree: true });
 
-  // ---- withdrawal: delete the purpose's cookies on this host and its parent domains -------
-  function dropCookies(p) {
-    const parts = location.hostname.split("."), doms = [""];
-    for (let i = 0; i < parts.length - 1; i++) doms.push("; Domain=." + parts.slice(i).join("."));
-    d.cookie.split("; ").forEach((kv) => {
-      const n = kv.split("=")[0];
-      if ((p.cookies || []).some((c) => (c.slice(-1) == "*" ? n.startsWith(c.slice(0, -1)) : n == c))) {
-        doms.forEach((dm) => { d.cookie = n + "=; Max-Age=0; Path=/" + dm; });
-      }
-    });
-  }
-
-  // ---- records: POST each choice, queue in localStorage, retry when back online -----------
-  const queue = () => load(QKEY) || mem;
-  function setQueue(q) { mem = q; store(QKEY, q); }
-  function flush() {
-    const body = queue()[0];
-    if (!body || flushing) return Promise.resolve();
-    flushing = 1;
-    const done = (drop) => {
-      flushing = 0;
-      if (drop) setQueue(queue().filter((b) => b.idempotency_key != body.idempotency_key));
-    };
-    return fetch(API + "consents", {
-      method: "POST", credentials: "omit", keepalive: true,
-      // text/plain keeps this a simple request: no CORS preflight round trip.
-      headers: { "Content-Type": "text/plain;charset=UTF-8" }, body: JSON.stringify(body)
-    }).then((r) => {
-      if (r.ok) return r.json().then((j) => {
-        done(1); tries = 0; store(RKEY, Object.assign({ secret: body.subject_secret }, j));
-        // The server's state now is this record: no need to ask it about it.
-        if (state && state.secret == body.subject_secret) { state.server = rev(j.recorded_at); state.checked = Date.now(); writeCookie(state); }
-        emit("recorded", j); return flush();
-      });
-      // A 4xx other than timeout/rate limit will never succeed: drop it rather than loop.
-      if (r.status < 500 && r.status != 408 && r.status != 429) { done(1); emit("error", r.status); return flush(); }
-      throw r.status;
-    }).catch(() => {
-      done(0);
-      if (tries < 6) setTimeout(flush, 2e3 * 3 ** tries++);
-    });
-  }
-  w.addEventListener("online", flush);
-
-  // ---- a choice: remember, signal, unblock, record ---------------------------------------
-  function choose(g, action) {
-    const had = fresh(state), before = current(), withdrawn = OPT.filter((p) => before[p.id] && !g[p.id]);
-    OPT.forEach((p) => { g[p.id] = !!g[p.id]; });
-    if (action != "gpc" && had && !ids(g).length && withdrawn.length) action = "withdraw";
-    remember(g, action, C.consent_revision, (state && state.secret) || rid(), Date.now(), state && state.server);
-    update(g);
-    dl.push({ event: "cg_consent_update", cg_action: action, cg_consent: current() });
-    const last = load(RKEY);
-    setQueue(queue().concat([{
-      subject_secret: state.secret, banner_version: C.banner_version, action, choices: g, channel: "web",
-      language: C.language, page_url: location.origin + location.pathname, idempotency_key: rid(),
-      // A withdrawal names the consent it takes back (the last receipt's record).
-      withdraws: action == "withdraw" && last ? last.record_id : undefined
-    }]));
-    const sent = flush();
-    withdrawn.forEach(dropCookies);
-    scan();
-    emit("change", getConsent());
-    // Scripts that already ran cannot be unloaded: reload once the record is on its way.
-    if (had && withdrawn.length && CK.reload_on_withdraw && action != "gpc") {
-      Promise.race([sent, new Promise((r) => setTimeout(r, 1500))]).then(() => location.reload());
-    }
-  }
-  // ---- one state everywhere: the subject's state on the server ---------------------------
-  // The server holds the choices from every channel (privacy center, apps, stores, CRM). The
-  // cookie keeps the revision of that state it matches and when it last confirmed it; it is
-  // asked again, with one conditional request (304 when nothing changed), once C.state_check
-  // seconds have passed, on the page after a visit to the privacy center, or when this browser
-  // lost its memory. Every other page view makes no request. Until it answers, nothing
-  // optional runs: a withdrawal made elsewhere stops the tags on that page.
-  function check() {
-    const r = load(RKEY), s = state;
-    pending = 1;
-    return fetch(API + "subjects/" + r.subject_id, { cache: "no-store", credentials: "omit",
-      headers: Object.assign({ Authorization: "Subject " + r.secret }, s && s.server ? { "If-None-Match": '"' + s.server + '"' } : {}) })
-      .then((x) => {
-        store(YKEY, 1); // asked (a failure asks again on the next page)
-        if (x.status == 304 || x.status == 404) return s && writeCookie(Object.assign(s, { checked: Date.now() }));
-        if (!x.ok) throw x.status;
-        return x.json().then((c) => {
-          const t = c.consent_recorded_at;
-          // Taken when another channel's record is not older than this browser's last one (or
-          // this browser lost its memory) and nothing here is still unsent.
-          if (c.consents && t >= (r.recorded_at || "") && !queue().length && (!s || c.consent_record_id != r.record_id)) {
-            remember(c.consents, c.consent_action || "custom", c.consent_revision || C.consent_revision, r.secret, Date.parse(t), rev(c.updated_at));
-          } else if (s) writeCookie(Object.assign(s, { server: rev(c.updated_at), checked: Date.now() }));
-        });
-      }).catch(() => {}).then(() => {
-        pending = 0;
-        update();
-        scan();
-      });
-  }
   function getConsent() {
     return fresh(state) ? {
       revision: state.revision, action: state.action,
@@ -282,6 +173,20 @@
       .then((r) => r.ok ? r.json() : Promise.reject(r.status))
       .then((j) => { mount(); if (j.css) style(j.css); return j; }, (e) => { delete parts[n]; throw e; });
   }
+  // The code that acts on a choice (static/consent-more.js: records, withdrawal, the server's
+  // state) is a script part: loaded once the banner is up, when a choice is queued or the
+  // server is to be asked, with this script's nonce. It gets the internals it works with (I).
+  const I = { C, OPT, ids, store, load, emit, fresh, current, none, writeCookie, update, scan, OBJ, getConsent, API, st: () => state, put: (s) => writeCookie(state = s) };
+  function acts() {
+    return more = more || new Promise((ok, no) => {
+      const s = make("script");
+      w.ConsentGateway._more = (f) => ok(f(I));
+      s.src = API + "parts/more.js";
+      s.nonce = ME.nonce || "";
+      s.onerror = () => { more = 0; no(); };
+      d.head.append(s);
+    });
+  }
   const modal = () => layer && attr(layer, "aria-modal") == "true";
   // CCPA regs 7025(c)(6): a page without the banner (which says so itself) shows in a small
   // badge that the opt-out preference signal was honoured.
@@ -308,6 +213,7 @@
     // The panel is a part: shown once it is here (a failure leaves what is shown as it is).
     if (which != "banner") return part(which).then((j) => render(which, j.html), () => {});
     render(which, C.html.banner);
+    acts().catch(() => {}); // a choice is next: its code comes while the visitor reads
   }
   function render(which, html) {
     mount();
@@ -333,24 +239,19 @@
   // Closing the panel opened from the first layer goes back to it while no choice is made.
   const back = () => (opener == "banner" && !fresh(state) ? show("banner") : hide());
   function onClick(e) {
-    const b = e.target.closest("[" + ACT + "]"), g = current();
-    let a = b && attr(b, ACT);
+    const b = e.target.closest("[" + ACT + "]"), on = {};
+    const a = b && attr(b, ACT);
     if (a == "settings") return show("preferences");
     if (a == "close") return back();
     if (!/^(accept_all|reject_all|save|ok|do_not_sell|limit_sensitive)$/.test(a)) return;
     // The panel's switches are the visitor's own acts, one per purpose; the first layer has none.
-    $$(layer, "[" + PUR + "]").forEach((i) => { g[attr(i, PUR)] = i.checked; });
-    OPT.forEach((p) => {
-      // "Accept all" never grants a purpose that needs a consent of its own (PIPL Arts. 23, 29,
-      // 39): only its own switch does.
-      if (a == "reject_all" || (a == "accept_all" && !p.separate && !p.prohibited) ||
-        (a == "do_not_sell" && SALE(p)) || (a == "limit_sensitive" && SENS(p))) g[p.id] = a == "accept_all";
-    });
-    const on = ids(g).length;
-    a = on == OPT.length && !OPT.some((p) => p.separate) ? "accept_all" : on ? "custom" : "reject_all";
-    hide();
-    live.textContent = C.texts.saved;
-    choose(g, a);
+    $$(layer, "[" + PUR + "]").forEach((i) => { on[attr(i, PUR)] = i.checked; });
+    // Once the code for choices is here (a failure leaves the banner up for another try).
+    acts().then((m) => {
+      hide();
+      live.textContent = C.texts.saved;
+      m.click(a, on);
+    }, () => {});
   }
   function onKey(e) {
     if (!layer) return;
@@ -391,18 +292,19 @@
     off(n, f) { fns[n] = (fns[n] || []).filter((x) => x != f); return this; }
   };
   scan();
-  flush();
+  if ((load("cg_queue") || []).length) acts().then((m) => m.flush(), () => {}); // records still to send
   function start() {
     const have = fresh(state);
     dl.push({ event: "cg_consent_ready", cg_consent: current(), cg_has_choice: have });
     emit("ready", getConsent());
-    if (gpc && (!have || OPT.some((p) => OBJ(p) && state.choices[p.id]))) {
-      // GPC opts out (or objects): apply it without friction, record it, show it was honoured.
-      const g = current();
-      OPT.forEach((p) => { if (OBJ(p)) g[p.id] = false; });
-      choose(g, "gpc");
-    }
+    // GPC opts out (or objects): apply it without friction, record it, show it was honoured.
+    if (gpc && (!have || OPT.some((p) => OBJ(p) && state.choices[p.id]))) acts().then((m) => m.gpc(), () => {});
     have ? gpc && honoured() : show("banner");
   }
-  pending ? check().then(start) : start();
+  // Until the server answers (or cannot), nothing optional runs.
+  pending ? acts().then((m) => m.check()).catch(() => {}).then(() => {
+    pending = 0;
+    update();
+    scan();
+  }).then(start) : start();
 })(window, document);

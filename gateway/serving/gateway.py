@@ -267,6 +267,9 @@ class Gateway:
         elif kind == "config":
             content = orjson.dumps(config_document(resolved, visitor, record_url))
             media_type = "application/json"
+        elif kind.startswith("part:") and kind[5:] in parts.SCRIPTS:
+            content = parts.SCRIPTS[kind[5:]](self.snippet)
+            media_type = "text/javascript; charset=utf-8"
         elif kind.startswith("part:"):
             content = orjson.dumps(parts.part_document(kind[5:], resolved, self.snippet))
             media_type = "application/json"
@@ -277,7 +280,8 @@ class Gateway:
             content = self.snippet.assemble(document)
             media_type = "text/javascript; charset=utf-8"
         etag = '"' + hashlib.blake2b(content, digest_size=12).hexdigest() + '"'
-        public = region.source in ("header", "query")
+        # A script part is the same for everyone; the rest varies by region and signal.
+        public = region.source in ("header", "query") or kind.removeprefix("part:") in parts.SCRIPTS
         body = Body(content, etag, media_type, public, encodings.compress(content, etag))
         self._bodies[key] = body
         return body

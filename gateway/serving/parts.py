@@ -25,6 +25,13 @@ def _preferences(resolved: ResolvedBanner, snippet: Snippet) -> dict[str, Any]:
 
 
 PARTS: dict[str, PartBuilder] = {"preferences": _preferences}
+# Script parts: the same for every visitor (static/consent-more.js: the code acting on a
+# choice), loaded by the snippet as a script with its own nonce.
+SCRIPTS: dict[str, Callable[[Snippet], bytes]] = {"more.js": lambda snippet: snippet.more}
+
+
+def exists(name: str) -> bool:
+    return name in PARTS or name in SCRIPTS
 
 
 def part_document(name: str, resolved: ResolvedBanner, snippet: Snippet) -> dict[str, Any]:

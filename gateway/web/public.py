@@ -20,6 +20,7 @@ from gateway.core import paths
 from gateway.core.errors import BadRequest, NotFound
 from gateway.core.i18n import parse_lang_param
 from gateway.core.model import Region, ResolvedBanner
+from gateway.serving import parts
 from gateway.serving.encodings import IDENTITY, Chooser
 from gateway.serving.gateway import (
     Body,
@@ -30,7 +31,6 @@ from gateway.serving.gateway import (
     parse_age_param,
     parse_region_param,
 )
-from gateway.serving.parts import PARTS
 from gateway.signals.gpc import gpc_requested, well_known
 from gateway.sites.catalog import SiteBundle
 from gateway.web.answer import Answer, RawHeaders
@@ -239,7 +239,7 @@ def _serve(kind: str) -> AnswerEndpoint:
         try:
             what = kind
             if kind == "part":
-                if params["part"] not in PARTS:
+                if not parts.exists(params["part"]):
                     raise NotFound("unknown_part", f"no part named {params['part'][:64]!r}")
                 what = "part:" + params["part"]
             return answer(
