@@ -13,7 +13,7 @@ import os
 import statistics
 import urllib.request
 
-from bench.harness import ROOT, Result, gateway, server, temp_data_dir, wrk
+from bench.harness import PIDS, ROOT, Result, gateway, server, temp_data_dir, wrk
 
 HEADERS = {"Accept-Language": "de-DE,de;q=0.9,en;q=0.8", "CF-IPCountry": "DE"}
 PATHS = ("/v1/sites/demo/config", "/v1/sites/demo/consent.js")
@@ -34,6 +34,7 @@ def median(results: list[Result]) -> Result:
         statistics.median(r.p50_ms for r in results),
         statistics.median(r.p99_ms for r in results),
         sum(r.errors for r in results),
+        statistics.median(r.cpu_us for r in results),
     )
 
 
@@ -92,12 +93,15 @@ def main() -> None:
                 base_runs: list[Result] = []
                 gw_runs: dict[str, list[Result]] = {mode: [] for mode in modes}
                 for _ in range(args.repeat):
+                    label = f"bare ({size} B)"
                     base_runs.append(
-                        wrk(f"bare ({size} B)", bare + "/", c, args.seconds, headers=HEADERS)
+                        wrk(label, bare + "/", c, args.seconds, headers=HEADERS, pid=PIDS[bare])
                     )
                     for mode, gw in gateways.items():
                         name = f"{path.rsplit('/', 1)[-1]} log={mode}"
-                        gw_runs[mode].append(wrk(name, gw + path, c, args.seconds, headers=HEADERS))
+                        gw_runs[mode].append(
+                            wrk(name, gw + path, c, args.seconds, headers=HEADERS, pid=PIDS[gw])
+                        )
                 base = median(base_runs)
                 print(base.row())
                 medians = {mode: median(runs) for mode, runs in gw_runs.items()}
@@ -108,7 +112,11 @@ def main() -> None:
                     for mode, result in medians.items():
                         if mode != "off":
                             cost = 1 - result.rps / off
-                            print(f"    access log {mode} vs off: {cost * 100:+.1f} % cost")
+                            cpu = result.cpu_us / medians["off"].cpu_us - 1
+                            print(
+                                f"    access log {mode} vs off: {cost * 100:+.1f} % throughput, "
+                                f"{cpu * 100:+.1f} % CPU per request"
+                            )
 
 
 if __name__ == "__main__":
