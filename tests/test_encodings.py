@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import gzip
+from urllib.parse import quote
 
 import brotli  # type: ignore[import-untyped]
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
@@ -158,3 +159,21 @@ def test_the_memo_counts_every_variant_against_its_bound(client: TestClient) -> 
     assert gateway.answers.bytes > len(plain) * 1.3  # the compressed variants are counted
     assert gateway.answers.bytes <= ANSWERS_MAX_BYTES
     assert gateway.bodies_bytes() > len(plain) * 1.3
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    part=st.text(min_size=1, max_size=80),
+    query=st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=120),
+    coding=st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=120),
+)
+def test_hostile_part_names_queries_and_codings_get_a_precise_4xx_never_a_500(
+    client: TestClient, part: str, query: str, coding: str
+) -> None:
+    """Threats: path traversal or junk in the part name, junk queries and Accept-Encoding values
+    on the parts endpoint; answered 200, 400 or 404 with a JSON error, never a 500."""
+    path = f"/v1/sites/demo/parts/{quote(part, safe='')}?{quote(query, safe='=&')}"
+    response = client.get(path, headers={"Accept-Encoding": coding})
+    assert response.status_code in (200, 400, 404, 414)
+    if response.status_code >= 400:
+        assert response.json()["error"]
