@@ -30,7 +30,8 @@ from gateway.recording.consent import (
 from gateway.recording.datalock import DataDirLock
 from gateway.recording.forwarder import Forwarder, ForwarderCollector
 from gateway.recording.outbox.database import FILE_NAME
-from gateway.recording.outbox.group_commit import Appended, Outbox
+from gateway.recording.outbox.group_commit import Outbox
+from gateway.recording.outbox.items import Appended
 from gateway.recording.receipts import Receipts, canonical_json, load_key
 from gateway.recording.subjects import SubjectForbidden, SubjectKeys, check_secret
 from gateway.recording.submission import Placement, Submission
