@@ -21,11 +21,12 @@ from gateway.core.settings import Settings
 from gateway.geo.locator import Locator
 from gateway.serving import encodings, hosts, parts
 from gateway.serving.encodings import Variant
+from gateway.serving.iab import IabScripts, iab_config
 from gateway.serving.memo import BoundedMemo
 from gateway.serving.render import Renderer
 from gateway.serving.snippet import Snippet
 from gateway.signals.gpc import gpc_requested
-from gateway.sites.catalog import LiveCatalog, SiteBundle
+from gateway.sites.catalog import LiveCatalog, SiteBundle, static_dir
 
 MEMO_MAX = 4096
 MEMO_TEXT_MAX = 200  # longer Accept-Language values are rare and not remembered
@@ -164,6 +165,7 @@ class Gateway:
         )
         self.public_hosts = hosts.public_hosts(settings)
         self.max_age = str(settings.cache_max_age).encode()
+        self.iab = IabScripts(static_dir())
 
     def visitor(self, request: Any, bundle: SiteBundle) -> Visitor:
         """Detect region, language, GPC and the rule for a Starlette request."""
@@ -261,11 +263,14 @@ class Gateway:
         cached = self._bodies.get(key)
         if cached is not None:
             return cached
+        # TCF/GPP where the site's [tcf]/[gpp] apply to the visitor; None (nothing) elsewhere.
+        iab = None if kind == "banner" else self.iab_config(bundle, visitor)
         if kind == "banner":
             content = resolved.html.encode()
             media_type = "text/html; charset=utf-8"
         elif kind == "config":
-            content = orjson.dumps(config_document(resolved, visitor, record_url))
+            document = config_document(resolved, visitor, record_url)
+            content = orjson.dumps(document if iab is None else {**document, "iab": iab})
             media_type = "application/json"
         elif kind.startswith("part:") and kind[5:] in parts.SCRIPTS:
             content = parts.SCRIPTS[kind[5:]](self.snippet)
@@ -277,7 +282,9 @@ class Gateway:
             document = snippet_document(resolved, visitor, record_url)
             # How long the cookie's copy of the server's state is trusted (seconds).
             document["state_check"] = self.settings.state_check_interval
-            content = self.snippet.assemble(document)
+            content = self.snippet.assemble(document if iab is None else {**document, "iab": iab})
+            if iab is not None:
+                content += self.iab.stub()
             media_type = "text/javascript; charset=utf-8"
         etag = '"' + hashlib.blake2b(content, digest_size=12).hexdigest() + '"'
         # A script part is the same for everyone; the rest varies by region and signal.
@@ -285,6 +292,11 @@ class Gateway:
         body = Body(content, etag, media_type, public, encodings.compress(content, etag))
         self._bodies[key] = body
         return body
+
+    def iab_config(self, bundle: SiteBundle, visitor: Visitor) -> dict[str, Any] | None:
+        if bundle.site.tcf is None and bundle.site.gpp is None:
+            return None
+        return iab_config(bundle, visitor.rule.id, visitor.region, visitor.gpc, visitor.language)
 
     def clear(self) -> None:
         self._visitors.clear()
