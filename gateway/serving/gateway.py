@@ -94,11 +94,18 @@ def config_document(resolved: ResolvedBanner, visitor: Visitor, record_url: str)
     }
 
 
-def snippet_document(resolved: ResolvedBanner, visitor: Visitor, record_url: str) -> dict[str, Any]:
-    """The config inlined in consent.js: the JSON config plus the rendered first layer, and
-    the query that fetches its lazily loaded parts (gateway/serving/parts.py) for the same
-    locale, region and age."""
+def snippet_document(
+    resolved: ResolvedBanner,
+    visitor: Visitor,
+    record_url: str,
+    state_check: int = Settings.state_check_interval,
+) -> dict[str, Any]:
+    """The config inlined in consent.js: the JSON config plus the rendered first layer, the
+    query that fetches its lazily loaded parts (gateway/serving/parts.py) for the same locale,
+    region and age, and how long (seconds) the cookie's copy of the server's state is trusted
+    (``GATEWAY_STATE_CHECK_INTERVAL``)."""
     document = config_document(resolved, visitor, record_url)
+    document["state_check"] = state_check
     document["html"] = {"banner": resolved.html}
     document["part"] = parts.part_query(
         str(resolved.config.get("language", "")), visitor.region.code, visitor.age
@@ -279,9 +286,9 @@ class Gateway:
             content = orjson.dumps(parts.part_document(kind[5:], resolved, self.snippet))
             media_type = "application/json"
         else:
-            document = snippet_document(resolved, visitor, record_url)
-            # How long the cookie's copy of the server's state is trusted (seconds).
-            document["state_check"] = self.settings.state_check_interval
+            document = snippet_document(
+                resolved, visitor, record_url, self.settings.state_check_interval
+            )
             content = self.snippet.assemble(document if iab is None else {**document, "iab": iab})
             if iab is not None:
                 content += self.iab.stub()

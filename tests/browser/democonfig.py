@@ -55,9 +55,7 @@ def demo_config(
         rule = shipped_rules().rules[RULE_IDS[rule_name]]
         resolved = Renderer().resolve(bundle, rule, locale, gpc)
     visitor = Visitor(ip=None, region=UNKNOWN_REGION, gpc=gpc, language=locale, rule=rule)
-    document = snippet_document(resolved, visitor, record_url)
-    document["state_check"] = 3600
-    return document
+    return snippet_document(resolved, visitor, record_url)
 
 
 def demo_layers(rule_name: str = "gdpr", *, gpc: bool = False) -> dict[str, str]:
