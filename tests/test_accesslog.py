@@ -188,10 +188,22 @@ def test_serve_turns_uvicorns_access_log_off(
     from gateway.cli import main
 
     seen: dict[str, Any] = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw))
+
+    class Server:
+        started = True
+
+        def __init__(self, config: Any) -> None:
+            pass
+
+        def run(self, sockets: Any = None) -> None:
+            pass
+
+    monkeypatch.setattr(uvicorn, "Config", lambda app, **kw: seen.update(kw))
+    monkeypatch.setattr(uvicorn, "Server", Server)
     code = main.main(
-        ["serve", "--data-dir", str(tmp_path), "--banners-dir", "banners", "--reload", "false"]
-    )
+        ["serve", "--data-dir", str(tmp_path), "--banners-dir", "banners", "--reload", "false",
+         "--workers", "1"]
+    )  # fmt: skip
     assert code == 0
     assert seen["access_log"] is False
     assert seen["loop"] == "uvloop"

@@ -103,6 +103,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # Version 3: the audit trail's hash chain and the report rollups (postgres_audit.py).
     postgres_audit.MIGRATION,
+    # Version 4: erasure keeps the history verifiable (postgres_audit.py).
+    postgres_audit.ERASURE_MIGRATION,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
