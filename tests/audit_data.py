@@ -6,9 +6,12 @@ chain and count them as they would the forwarder's batches, without a Python obj
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import asyncpg
 
 from gateway.sinks.postgres import migrate
+from gateway.sinks.postgres_partitions import ENSURE_RANGE
 
 _FILL = """
     INSERT INTO consent_records (
@@ -34,6 +37,8 @@ async def fill(dsn: str, count: int, *, site: str = "demo", node: str = "bench-n
     conn = await asyncpg.connect(dsn)
     try:
         await migrate(conn)
+        start_at = await conn.fetchval("SELECT timestamptz '2026-01-01 00:00:00+00'")
+        await conn.execute(ENSURE_RANGE, start_at, start_at + timedelta(seconds=count))
         for start in range(0, count, batch):
             end = min(count, start + batch) - 1
             await conn.execute(_FILL, start, end, site, node)

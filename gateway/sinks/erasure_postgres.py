@@ -45,8 +45,8 @@ async def erase(
         await conn.execute(
             "UPDATE consent_records SET ip_truncated = NULL, user_agent = '', "
             "page_url = '', idempotency_key = NULL "
-            "WHERE site = $1 AND record_id = ANY($2::uuid[])",
-            site, [t[1] for t in tombs],
+            "WHERE site = $1 AND subject_id = ANY($2) AND record_id = ANY($3::uuid[])",
+            site, subjects, [t[1] for t in tombs],
         )  # fmt: skip
     links = await conn.execute(
         "DELETE FROM identity_links WHERE site = $1 AND subject_id = ANY($2)",

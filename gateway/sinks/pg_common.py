@@ -42,10 +42,12 @@ async def migrate(
         return len(migrations)
 
 
-Migrate = Callable[[asyncpg.Connection], Awaitable[int]]
+Migrate = Callable[[asyncpg.Connection], Awaitable[object]]
 
 
-def migrator(*, lock: int, table: str, migrations: Sequence[str], what: str) -> Migrate:
+def migrator(
+    *, lock: int, table: str, migrations: Sequence[str], what: str
+) -> Callable[[asyncpg.Connection], Awaitable[int]]:
     """``migrate`` bound to one set of tables: its lock, version table and steps."""
 
     async def run(conn: asyncpg.Connection) -> int:

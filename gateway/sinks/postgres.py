@@ -12,9 +12,10 @@ import asyncpg
 import orjson
 
 from gateway.core.model import RECORD_COLUMNS, ConsentRecord
-from gateway.sinks import pg_common, postgres_audit
+from gateway.sinks import pg_common, postgres_audit, postgres_partitions
 from gateway.sinks.base import HISTORY_LIMIT, PermanentSinkError, SinkError
 from gateway.sinks.pg_common import PgPooled, rfc3339
+from gateway.sinks.postgres_partitions import Partitions, month_of
 
 log = logging.getLogger("gateway.sinks.postgres")
 
@@ -103,6 +104,9 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # Version 3: the audit trail's hash chain and the report rollups (postgres_audit.py).
     postgres_audit.MIGRATION,
+    # Version 4: consent_records partitioned by month, keyed by (site, subject) first
+    # (postgres_partitions.py).
+    postgres_partitions.MIGRATION,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -116,7 +120,7 @@ _STAGING = (
 )
 _FROM_STAGING = (
     f"INSERT INTO consent_records ({_COLS}) SELECT {_COLS} FROM consent_staging "
-    "ON CONFLICT (record_id) DO NOTHING"
+    "ON CONFLICT (site, subject_id, recorded_at, record_id) DO NOTHING"
 )
 
 # What PostgreSQL (or encoding a value for it) refuses for good, found row by row.
@@ -187,9 +191,14 @@ class PostgresStore(PgPooled):
 
     def __init__(self, dsn: str, *, pool_size: int = 4, connect_timeout: float = 5.0) -> None:
         super().__init__(dsn, pool_size=pool_size, connect_timeout=connect_timeout)
+        self._partitions = Partitions()
 
     def migrations(self) -> Sequence[pg_common.Migrate]:
-        return (migrate,)
+        return (migrate, self._ahead)
+
+    async def _ahead(self, conn: asyncpg.Connection) -> None:
+        self._partitions.forget()
+        await self._partitions.ensure(conn, set())
 
     async def write_batch(self, records: Sequence[ConsentRecord]) -> None:
         await self.write_objects([r.as_json() for r in records])
@@ -206,10 +215,13 @@ class PostgresStore(PgPooled):
                 except (KeyError, ValueError, TypeError):
                     refused[str(obj.get("record_id"))] = None
 
+        months = {m for o in objects if (m := month_of(o.get("recorded_at")))}
         try:
             async with self._conn() as conn:
+                if self._partitions.missing(months):
+                    await self._partitions.ensure(conn, months)
                 try:
-                    await _insert(conn, rows)
+                    await self._insert(conn, rows, months)
                 except _REFUSED:
                     # One bad row fails the whole COPY: find it by writing rows one at a time.
                     refused.update(dict.fromkeys(await _one_by_one(conn, list(rows()))))
@@ -217,6 +229,23 @@ class PostgresStore(PgPooled):
             raise SinkError(f"PostgreSQL: {exc}") from exc
         if refused:
             raise PermanentSinkError(list(refused), "PostgreSQL refused the record's values")
+
+    async def _insert(
+        self,
+        conn: asyncpg.Connection,
+        rows: Callable[[], Iterable[tuple[Any, ...]]],
+        months: set[str],
+    ) -> None:
+        """``_insert``, once more after making the partitions again if a row found none
+        (retention, run since this node last looked, dropped one)."""
+        try:
+            await _insert(conn, rows)
+        except asyncpg.CheckViolationError as exc:
+            if "no partition" not in str(exc):
+                raise
+            self._partitions.forget()
+            await self._partitions.ensure(conn, months)
+            await _insert(conn, rows)
 
     async def subject_history(self, site: str, subject_id: str) -> dict[str, Any]:
         async with self._conn() as conn:
@@ -227,7 +256,8 @@ class PostgresStore(PgPooled):
             )  # fmt: skip
             latest = await conn.fetchrow(
                 f"SELECT {', '.join('r.' + c for c in COLUMNS)} FROM consent_latest l "
-                "JOIN consent_records r ON r.record_id = l.record_id "
+                "JOIN consent_records r ON r.site = l.site AND r.subject_id = l.subject_id "
+                "AND r.recorded_at = l.recorded_at AND r.record_id = l.record_id "
                 "WHERE l.site = $1 AND l.subject_id = $2",
                 site, subject_id,
             )  # fmt: skip
