@@ -129,14 +129,17 @@ class RetentionTx:
     async def keep(self, start: datetime | None, bound: datetime, seqs: Mapping[str, int]) -> int:
         """Copy aside what the expired months hold and must keep: each subject's latest
         record, and every record whose chain link is not retired. Their count."""
+        # Joins, not a probe per row: one pass over the expired months' records and links.
         await self.conn.execute(
             "CREATE TEMP TABLE retention_keep ON COMMIT DROP AS "
             "SELECT r.* FROM consent_records r "
-            "WHERE r.recorded_at >= $1 AND r.recorded_at < $2 AND ("
-            " EXISTS (SELECT 1 FROM consent_latest l WHERE l.site = r.site "
-            "  AND l.subject_id = r.subject_id AND l.record_id = r.record_id)"
-            f" OR NOT EXISTS (SELECT 1 FROM audit_chain c JOIN {_BASES} ON c.node_id = b.n "
-            "  WHERE c.kind = 'consent' AND c.ref = r.record_id::text AND c.seq <= b.s))",
+            "LEFT JOIN consent_latest l ON l.site = r.site AND l.subject_id = r.subject_id "
+            " AND l.record_id = r.record_id "
+            "LEFT JOIN audit_chain c ON c.kind = 'consent' AND c.ref = r.record_id::text "
+            " AND c.recorded_at >= $1 AND c.recorded_at < $2 "
+            f"LEFT JOIN {_BASES} ON b.n = c.node_id "
+            "WHERE r.recorded_at >= $1 AND r.recorded_at < $2 "
+            "AND (l.record_id IS NOT NULL OR b.s IS NULL OR c.seq > b.s)",
             start or datetime.min.replace(tzinfo=UTC), bound, *_columns(seqs),
         )  # fmt: skip
         await self.conn.execute("CREATE INDEX ON retention_keep (record_id)")
