@@ -129,18 +129,25 @@ class RetentionTx:
     async def keep(self, start: datetime | None, bound: datetime, seqs: Mapping[str, int]) -> int:
         """Copy aside what the expired months hold and must keep: each subject's latest
         record, and every record whose chain link is not retired. Their count."""
-        # Joins, not a probe per row: one pass over the expired months' records and links.
+        # In steps over small analysed tables, so that no plan can go quadratic: the retired
+        # links of the expired months (a range of each node's primary key), then the
+        # records not among them or holding a latest state.
+        await self.conn.execute(
+            "CREATE TEMP TABLE retention_retired ON COMMIT DROP AS "
+            f"SELECT c.ref FROM {_BASES} JOIN audit_chain c ON c.node_id = b.n AND c.seq <= b.s "
+            "WHERE c.kind = 'consent' AND c.recorded_at >= $1 AND c.recorded_at < $2",
+            start or datetime.min.replace(tzinfo=UTC), bound, *_columns(seqs),
+        )  # fmt: skip
+        await self.conn.execute("CREATE INDEX ON retention_retired (ref)")
+        await self.conn.execute("ANALYZE retention_retired")
         await self.conn.execute(
             "CREATE TEMP TABLE retention_keep ON COMMIT DROP AS "
             "SELECT r.* FROM consent_records r "
-            "LEFT JOIN consent_latest l ON l.site = r.site AND l.subject_id = r.subject_id "
-            " AND l.record_id = r.record_id "
-            "LEFT JOIN audit_chain c ON c.kind = 'consent' AND c.ref = r.record_id::text "
-            " AND c.recorded_at >= $1 AND c.recorded_at < $2 "
-            f"LEFT JOIN {_BASES} ON b.n = c.node_id "
-            "WHERE r.recorded_at >= $1 AND r.recorded_at < $2 "
-            "AND (l.record_id IS NOT NULL OR b.s IS NULL OR c.seq > b.s)",
-            start or datetime.min.replace(tzinfo=UTC), bound, *_columns(seqs),
+            "WHERE r.recorded_at >= $1 AND r.recorded_at < $2 AND ("
+            " NOT EXISTS (SELECT 1 FROM retention_retired x WHERE x.ref = r.record_id::text)"
+            " OR EXISTS (SELECT 1 FROM consent_latest l WHERE l.site = r.site "
+            "  AND l.subject_id = r.subject_id AND l.record_id = r.record_id))",
+            start or datetime.min.replace(tzinfo=UTC), bound,
         )  # fmt: skip
         await self.conn.execute("CREATE INDEX ON retention_keep (record_id)")
         await self.conn.execute("ANALYZE retention_keep")
@@ -154,7 +161,7 @@ class RetentionTx:
             f"DELETE FROM audit_chain c USING {_BASES} "
             "WHERE c.node_id = b.n AND c.seq <= b.s AND c.kind = 'consent' "
             "AND c.recorded_at >= $1 AND c.recorded_at < $2 "
-            "AND NOT EXISTS (SELECT 1 FROM retention_keep k WHERE k.record_id::text = c.ref)",
+            "AND NOT EXISTS (SELECT 1 FROM retention_keep k WHERE k.record_id = c.ref::uuid)",
             start or datetime.min.replace(tzinfo=UTC), bound, *_columns(seqs),
         )  # fmt: skip
         return int(status.split()[-1])
