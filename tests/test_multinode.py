@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from tests.helpers import OPS, OPS_TOKEN
-from tests.pg import ORIGIN, ROOT, TcpProxy, pg_dsn, secret_of  # noqa: F401
+from tests.pg import ORIGIN, ROOT, TcpProxy, pg_dsn, secret_of, served_version  # noqa: F401
 from tests.procs import free_port
 from tests.procs import stop as stop_process
 
@@ -70,17 +70,7 @@ class Node:
         self.proc = subprocess.Popen([CONSENT_GATEWAY, "serve"], cwd=ROOT, env=env)
 
     async def ready(self, client: httpx.AsyncClient) -> str:
-        deadline = time.monotonic() + 40
-        while True:
-            try:
-                r = await client.get(f"{self.base}/v1/sites/demo/config")
-                if r.status_code == 200:
-                    version: str = r.json()["banner_version"]
-                    return version
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"{self.name} did not start"
-            await asyncio.sleep(0.1)
+        return await served_version(client, self.base, within=40)
 
 
 @dataclass

@@ -12,7 +12,7 @@ import asyncpg
 import orjson
 
 from gateway.sinks import postgres
-from gateway.sinks.rights import ERASED_FIELDS, Erasure, content_hash, tombstone
+from gateway.sinks.rights import ERASED_FIELDS, Erasure, Relink, content_hash, tombstone
 
 
 async def erase(
@@ -60,21 +60,14 @@ async def erase(
     return Erasure(len(tombs), int(links.split()[-1]), int(states.split()[-1]))
 
 
-async def relink(
-    conn: asyncpg.Connection,
-    site: str,
-    subject_ids: Sequence[str],
-    unlink: Sequence[str],
-    link: Sequence[tuple[str, str]],
-    at: str,
-) -> None:
+async def relink(conn: asyncpg.Connection, r: Relink) -> None:
     """Correction: drop the subjects' links to ``unlink``, add ``(type, hash)`` links."""
     await conn.execute(
         "DELETE FROM identity_links WHERE site = $1 AND subject_id = ANY($2) "
         "AND identity_hash = ANY($3)",
-        site, list(subject_ids), list(unlink),
+        r.site, list(r.subject_ids), list(r.unlink),
     )  # fmt: skip
-    rows = [(site, h, s, t, at) for s in subject_ids for t, h in link]
+    rows = [(r.site, h, s, t, r.at) for s in r.subject_ids for t, h in r.link]
     if rows:
         await conn.executemany(
             "INSERT INTO identity_links VALUES ($1, $2, $3, $4, $5::timestamptz, 'rights') "

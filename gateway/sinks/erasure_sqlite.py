@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from gateway.sinks.directory_sqlite import SqliteDirectory
-from gateway.sinks.rights import ERASED_FIELDS, Erasure, content_hash, tombstone
+from gateway.sinks.rights import ERASED_FIELDS, Erasure, Relink, content_hash, tombstone
 from gateway.sinks.sqlite import SqliteStore
 from gateway.sinks.sqlite_common import transaction_of
 
@@ -64,26 +64,19 @@ def erase(
     return result
 
 
-def relink(
-    conn: sqlite3.Connection,
-    site: str,
-    subject_ids: Sequence[str],
-    unlink: Sequence[str],
-    link: Sequence[tuple[str, str]],
-    at: str,
-) -> None:
+def relink(conn: sqlite3.Connection, r: Relink) -> None:
     """Correction: drop the subjects' links to ``unlink``, add ``(type, hash)`` links."""
 
     def run(conn: sqlite3.Connection) -> None:
-        for subject in subject_ids:
+        for subject in r.subject_ids:
             conn.executemany(
                 "DELETE FROM identity_links "
                 "WHERE site = ? AND subject_id = ? AND identity_hash = ?",
-                [(site, subject, h) for h in unlink],
+                [(r.site, subject, h) for h in r.unlink],
             )
             conn.executemany(
                 "INSERT OR IGNORE INTO identity_links VALUES (?, ?, ?, ?, ?, 'rights')",
-                [(site, h, subject, t, at) for t, h in link],
+                [(r.site, h, subject, t, r.at) for t, h in r.link],
             )
 
     transaction_of(run)(conn)

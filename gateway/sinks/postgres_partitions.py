@@ -30,34 +30,8 @@ from gateway.sinks import postgres_audit
 AHEAD = 2  # months made ahead of the current one
 _PARTITION_LOCK = 0x636F7070  # serialises partition creation across nodes
 
-_COLUMNS_DDL = """
-        record_id uuid NOT NULL,
-        recorded_at timestamptz NOT NULL,
-        site text COLLATE "C" NOT NULL,
-        subject_id text COLLATE "C" NOT NULL,
-        banner_version text NOT NULL,
-        consent_revision text NOT NULL,
-        action text NOT NULL,
-        choices jsonb NOT NULL,
-        channel text NOT NULL,
-        language text NOT NULL,
-        rule_id text NOT NULL,
-        region_country text,
-        region_subdivision text,
-        region_source text NOT NULL,
-        gpc boolean NOT NULL,
-        ip_truncated text,
-        user_agent text NOT NULL,
-        origin text NOT NULL,
-        page_url text NOT NULL,
-        node_id text NOT NULL,
-        idempotency_key text,
-        withdraws uuid,
-        signals jsonb NOT NULL,
-        stored_at timestamptz NOT NULL DEFAULT now()
-"""
-
-# Version 4. The version 3 table is renamed, its rows copied into the partitioned table
+# Version 4. The version 3 table is renamed, its rows copied into the partitioned table (the
+# same columns, collations and defaults)
 # (every month of them gets its partition), then dropped; the triggers and the digest
 # function (typed by the table's row) are made again on the new table. Rows are copied
 # before the triggers exist: they are chained, counted and followed already.
@@ -66,7 +40,7 @@ MIGRATION = f"""
     ALTER TABLE consent_records_v3 RENAME CONSTRAINT consent_records_pkey
         TO consent_records_v3_pkey;
     ALTER INDEX consent_records_subject RENAME TO consent_records_v3_subject;
-    CREATE TABLE consent_records ({_COLUMNS_DDL},
+    CREATE TABLE consent_records (LIKE consent_records_v3 INCLUDING DEFAULTS,
         PRIMARY KEY (site, subject_id, recorded_at, record_id)
     ) PARTITION BY RANGE (recorded_at);
     CREATE INDEX consent_records_site_time ON consent_records (site, recorded_at, record_id);

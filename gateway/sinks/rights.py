@@ -87,6 +87,17 @@ class Event:
 
 
 @dataclass(frozen=True)
+class Relink:
+    """A correction: the subjects' links to ``unlink`` hashes go, ``(type, hash)`` links come."""
+
+    site: str
+    subject_ids: Sequence[str]
+    unlink: Sequence[str]
+    link: Sequence[tuple[str, str]]
+    at: str
+
+
+@dataclass(frozen=True)
 class Erasure:
     """What one erasure changed, counted per store table."""
 

@@ -17,6 +17,7 @@ from gateway.sinks.rights import (
     OPEN_STATES,
     Erasure,
     Event,
+    Relink,
     StoredRequest,
     SystemPart,
     Transition,
@@ -308,7 +309,7 @@ class PostgresRights(PgPooled):
         at: str,
     ) -> None:
         async with self._transaction() as conn:
-            await erasure_postgres.relink(conn, site, subject_ids, unlink, link, at)
+            await erasure_postgres.relink(conn, Relink(site, subject_ids, unlink, link, at))
 
     async def tombstones(self, site: str, subject_id: str) -> list[dict[str, Any]]:
         async with self._conn() as conn:

@@ -15,6 +15,7 @@ from gateway.sinks.rights import (
     OPEN_STATES,
     Erasure,
     Event,
+    Relink,
     StoredRequest,
     SystemPart,
     Transition,
@@ -328,7 +329,7 @@ class SqliteRights(SqliteOwned):
         link: Sequence[tuple[str, str]],
         at: str,
     ) -> None:
-        await self._call(erasure_sqlite.relink, site, subject_ids, unlink, link, at)
+        await self._call(erasure_sqlite.relink, Relink(site, subject_ids, unlink, link, at))
 
     async def tombstones(self, site: str, subject_id: str) -> list[dict[str, Any]]:
         return await self._call(erasure_sqlite.tombstones, site, subject_id)
