@@ -182,3 +182,32 @@ def test_the_command_reports_and_drops() -> None:
                                                   "--audit-key", KEY]) == 0  # fmt: skip
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("400d", datetime(2025, 11, 26, 12, tzinfo=UTC)),
+        ("13m", datetime(2025, 11, 28, 12, tzinfo=UTC)),  # the 31st moves to the 28th
+        ("2y", datetime(2024, 12, 28, 12, tzinfo=UTC)),
+        ("2025-04-01", datetime(2025, 4, 1, tzinfo=UTC)),
+    ],
+)
+def test_older_than_names_a_cutoff(text: str, expected: datetime) -> None:
+    now = datetime(2026, 12, 31, 12, tzinfo=UTC)
+    assert retention.cutoff_for(text, now) == expected
+
+
+@pytest.mark.parametrize("text", ["", "13", "-5d", "13w", "1e3d", "2025-13-01", "x" * 1000])
+def test_a_malformed_period_is_refused(text: str) -> None:
+    """Threat: a typo in a cron line must not turn into a cutoff of now (dropping everything)."""
+    with pytest.raises(BadRequest) as info:
+        retention.cutoff_for(text)
+    assert info.value.code == "invalid_period"
+
+
+async def test_a_cutoff_in_the_future_is_refused(filled: Store) -> None:
+    """Threat: a mistyped year (2062 for 2026) would expire every month there is."""
+    with pytest.raises(BadRequest) as info:
+        await retention.retention(filled.settings, datetime(2062, 1, 1, tzinfo=UTC), dry_run=True)
+    assert info.value.code == "invalid_period"

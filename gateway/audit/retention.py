@@ -91,6 +91,8 @@ async def retention(settings: Settings, cutoff: datetime, *, dry_run: bool) -> R
             "missing_audit_key",
             "set GATEWAY_AUDIT_KEY: retention signs the checkpoint audit verify starts from",
         )
+    if cutoff > datetime.now(UTC):
+        raise BadRequest("invalid_period", "the cutoff is in the future: nothing would be kept")
     report = RetentionReport(cutoff, dry_run)
     async with RetentionTx(settings.store_url.strip()) as tx:
         tx.rollback = dry_run
