@@ -211,3 +211,25 @@ async def test_a_cutoff_in_the_future_is_refused(filled: Store) -> None:
     with pytest.raises(BadRequest) as info:
         await retention.retention(filled.settings, datetime(2062, 1, 1, tzinfo=UTC), dry_run=True)
     assert info.value.code == "invalid_period"
+
+
+async def test_records_erased_since_stay_with_their_erasure_links(filled: Store) -> None:
+    """A deletion request blanked records of expired months after newer records were linked:
+    their erasure links are not retired, so the records stay and the chain still verifies."""
+    r, dsn = filled.r, filled.settings.store_url
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "UPDATE consent_records SET ip_truncated = NULL, user_agent = '', page_url = '', "
+            "idempotency_key = NULL WHERE record_id = ANY($1::uuid[])",
+            [r["a1"].record_id, r["c2"].record_id],
+        )
+        erasures = await conn.fetchval("SELECT count(*) FROM audit_chain WHERE kind = 'erasure'")
+    finally:
+        await conn.close()
+    assert erasures == 2
+    report = await retention.retention(filled.settings, CUTOFF, dry_run=False)
+    assert report.kept == 4
+    assert {r["a1"].record_id, r["c2"].record_id} <= await _ids(dsn)
+    verified = await service.verify(filled.settings)
+    assert verified.ok, verified.as_json()

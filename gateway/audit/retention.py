@@ -25,7 +25,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gateway.audit.chain import Base, KeptDigest, sign_retention
-from gateway.audit.service import reader_for
 from gateway.core.errors import BadRequest
 from gateway.core.settings import Settings
 from gateway.sinks.retention_postgres import RetentionTx
@@ -85,7 +84,13 @@ class RetentionReport:
 async def retention(settings: Settings, cutoff: datetime, *, dry_run: bool) -> RetentionReport:
     """Drop the month partitions wholly older than ``cutoff`` (``dry_run``: only say what
     would go, and roll back)."""
-    reader_for(settings)  # the PostgreSQL store, or 409
+    if not settings.store_url.strip().startswith(("postgresql://", "postgres://")):
+        raise BadRequest(
+            "retention_needs_postgres",
+            "retention drops monthly partitions of the PostgreSQL store: "
+            "set GATEWAY_STORE_URL to a postgresql:// URL",
+            status_code=409,
+        )
     if not dry_run and not settings.audit_key:
         raise BadRequest(
             "missing_audit_key",
@@ -106,7 +111,7 @@ async def retention(settings: Settings, cutoff: datetime, *, dry_run: bool) -> R
         points = await tx.retire_points(bound)
         seqs = {n: s for n, (s, _) in points.items()}
         report.kept = await tx.keep(previous, bound, seqs)
-        report.links_retired = await tx.retire_links(previous, bound, seqs)
+        report.links_retired = await tx.retire_links(seqs)
         digests: dict[str, KeptDigest] = {n: KeptDigest() for n in seqs}
         async for node, seq, kept_hash in tx.retired(seqs):
             digests[node].add(seq, kept_hash)

@@ -1,7 +1,8 @@
 """The audit use cases over the central store: verify, checkpoint, export, proof, reports.
 
-Each call opens one reader connection for its duration; the PostgreSQL store is the one the
-audit trail lives in (gateway/sinks/postgres_audit.py keeps its chain and rollups).
+Each call opens one reader connection for its duration, on the central store: PostgreSQL
+(gateway/sinks/postgres_audit.py keeps its chain and rollups in triggers) or the embedded
+SQLite store (gateway/sinks/sqlite_audit.py keeps them on insert).
 """
 
 from __future__ import annotations
@@ -31,20 +32,28 @@ from gateway.core.errors import BadRequest
 from gateway.core.impressions import FLUSH_SECONDS, Impressions
 from gateway.core.settings import Settings
 from gateway.sinks.audit_postgres import PostgresAuditReader
+from gateway.sinks.audit_sqlite import SqliteAuditReader
+from gateway.sinks.sqlite import FILE_NAME
+from gateway.standards.record_check import explain
+
+AuditReader = PostgresAuditReader | SqliteAuditReader
 
 
 class AuditUnsupported(BadRequest):
     def __init__(self) -> None:
         super().__init__(
-            "audit_needs_postgres",
-            "the audit trail (chain, exports, reports) lives in the PostgreSQL store: "
-            "set GATEWAY_STORE_URL to a postgresql:// URL",
+            "audit_unsupported_store",
+            "the audit trail (chain, exports, reports) lives in the central store: the "
+            "embedded SQLite store (GATEWAY_STORE_URL empty) or PostgreSQL",
             status_code=409,
         )
 
 
-def reader_for(settings: Settings) -> PostgresAuditReader:
+def reader_for(settings: Settings) -> AuditReader:
+    """The audit reader of the central store: PostgreSQL, or the embedded SQLite store."""
     url = settings.store_url.strip()
+    if not url:
+        return SqliteAuditReader(settings.data_dir / FILE_NAME)
     if not url.startswith(("postgresql://", "postgres://")):
         raise AuditUnsupported()
     return PostgresAuditReader(url)
@@ -119,7 +128,7 @@ async def verify(
 
 
 async def _retention_bases(
-    settings: Settings, reader: PostgresAuditReader, report: VerifyReport
+    settings: Settings, reader: AuditReader, report: VerifyReport
 ) -> dict[str, Base]:
     """Where each node's walk starts after the last retention (its checkpoint's signature
     checked); none before any retention."""
@@ -138,7 +147,7 @@ async def _retention_bases(
 
 async def _check_checkpoints(
     settings: Settings,
-    reader: PostgresAuditReader,
+    reader: AuditReader,
     report: VerifyReport,
     bases: Mapping[str, Base],
 ) -> None:
@@ -232,7 +241,11 @@ async def proof(settings: Settings, site: str, subject_id: str) -> dict[str, Any
             ok = link(bytes(lk["prev_hash"]), lk["kind"], bytes(lk["digest"])) == bytes(lk["hash"])
             check.update(node_id=lk["node_id"], seq=lk["seq"], hash=bytes(lk["hash"]).hex(),
                          prev_hash=bytes(lk["prev_hash"]).hex(), content_matches=ok)  # fmt: skip
-        out.append({"record": r, "rule_id": r["rule_id"], "chain": check})
+        item = {"record": r, "rule_id": r["rule_id"], "chain": check}
+        strings = explain(r.get("signals"))
+        if strings is not None:  # what the TC/GPP strings the visitor got said
+            item["iab"] = strings
+        out.append(item)
     return {
         "site": site,
         "subject_id": subject_id,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from babel.messages.catalog import Catalog
 
+from gateway.cli.iab_checks import check_iab
 from gateway.core.errors import ConfigError
 from gateway.core.jurisdictions import load_rules
 from gateway.core.purposes import exemption_problems
@@ -69,6 +70,13 @@ def check_settings(settings: Settings, report: CheckReport) -> None:
             "empty: identity hashes are keyed by a secret kept in the central store itself, so "
             "a copy of the database can test guessed e-mail addresses against them",
             "set the same 32+ byte secret on every node",
+        )
+    if not settings.public_url and not settings.public_hosts:
+        report.warn(
+            "GATEWAY_PUBLIC_URL",
+            "neither it nor GATEWAY_PUBLIC_HOSTS is set: built URLs (the snippet's record URL, "
+            "links in e-mails) are relative, and a link in an e-mail cannot be",
+            "set GATEWAY_PUBLIC_URL to the address visitors reach, e.g. https://consent.example.com",
         )
     if not settings.admin_token:
         report.notes.append("admin API disabled (GATEWAY_ADMIN_TOKEN is empty)")
@@ -246,6 +254,7 @@ def run_checks(settings: Settings) -> CheckReport:
         check_exemptions(bundle, report)
         check_notice_languages(bundle, report)
         check_rights(settings, bundle, report)
+        check_iab(bundle, report)
     return report
 
 

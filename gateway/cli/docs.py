@@ -14,7 +14,8 @@ from pathlib import Path
 
 from jinja2 import Environment, nodes
 
-from gateway.core.jurisdictions import load_rules, rule_table_markdown
+from gateway.core.jurisdictions import load_rules
+from gateway.core.rule_docs import rule_table_markdown
 from gateway.core.settings import settings_table_markdown
 from gateway.serving import render, sandbox
 from gateway.sites import texts

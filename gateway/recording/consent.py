@@ -20,9 +20,8 @@ from typing import Any, NamedTuple
 import orjson
 
 from gateway.core.errors import BadRequest
-from gateway.core.jurisdictions import is_exempt
 from gateway.core.model import ACTIONS, CHANNELS, ConsentRecord, Region, Rule, Site
-from gateway.core.purposes import is_minor, prohibited_by, separate_kind
+from gateway.core.purposes import is_exempt, is_minor, prohibited_by, separate_kind
 from gateway.core.record_codec import new_record
 
 MAX_BODY_BYTES = 16 * 1024

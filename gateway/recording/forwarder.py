@@ -17,7 +17,8 @@ from prometheus_client.registry import Collector
 from gateway.core.model import ConsentRecord
 from gateway.core.record_codec import decode_object, decode_record
 from gateway.core.tasks import BASE_BACKOFF, Supervised, Supervisor, backoff_delay
-from gateway.recording.outbox.group_commit import Outbox, OutboxItem
+from gateway.recording.outbox.group_commit import Outbox
+from gateway.recording.outbox.items import OutboxItem
 from gateway.sinks.base import JsonSink, ObjectSink, PermanentSinkError, Sink
 
 log = logging.getLogger("gateway.forwarder")

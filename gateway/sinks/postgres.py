@@ -104,7 +104,9 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # Version 3: the audit trail's hash chain and the report rollups (postgres_audit.py).
     postgres_audit.MIGRATION,
-    # Version 4: consent_records partitioned by month, keyed by (site, subject) first
+    # Version 4: erasure keeps the history verifiable (postgres_audit.py).
+    postgres_audit.ERASURE_MIGRATION,
+    # Version 5: consent_records partitioned by month, keyed by (site, subject) first
     # (postgres_partitions.py).
     postgres_partitions.MIGRATION,
 )

@@ -1,4 +1,4 @@
-"""``consent_records`` partitioned by month (schema version 4 of the PostgreSQL store).
+"""``consent_records`` partitioned by month (schema version 5 of the PostgreSQL store).
 
 Each calendar month (UTC) of ``recorded_at`` is a partition ``consent_records_pYYYYMM``;
 months older than the last retention (``consent-gateway store retention``) live in one
@@ -30,17 +30,17 @@ from gateway.sinks import postgres_audit
 AHEAD = 2  # months made ahead of the current one
 _PARTITION_LOCK = 0x636F7070  # serialises partition creation across nodes
 
-# Version 4. The version 3 table is renamed, its rows copied into the partitioned table (the
+# Version 5. The version 4 table is renamed, its rows copied into the partitioned table (the
 # same columns, collations and defaults)
 # (every month of them gets its partition), then dropped; the triggers and the digest
 # function (typed by the table's row) are made again on the new table. Rows are copied
 # before the triggers exist: they are chained, counted and followed already.
 MIGRATION = f"""
-    ALTER TABLE consent_records RENAME TO consent_records_v3;
-    ALTER TABLE consent_records_v3 RENAME CONSTRAINT consent_records_pkey
-        TO consent_records_v3_pkey;
-    ALTER INDEX consent_records_subject RENAME TO consent_records_v3_subject;
-    CREATE TABLE consent_records (LIKE consent_records_v3 INCLUDING DEFAULTS,
+    ALTER TABLE consent_records RENAME TO consent_records_v4;
+    ALTER TABLE consent_records_v4 RENAME CONSTRAINT consent_records_pkey
+        TO consent_records_v4_pkey;
+    ALTER INDEX consent_records_subject RENAME TO consent_records_v4_subject;
+    CREATE TABLE consent_records (LIKE consent_records_v4 INCLUDING DEFAULTS,
         PRIMARY KEY (site, subject_id, recorded_at, record_id)
     ) PARTITION BY RANGE (recorded_at);
     CREATE INDEX consent_records_site_time ON consent_records (site, recorded_at, record_id);
@@ -79,16 +79,16 @@ MIGRATION = f"""
         SELECT date_trunc('month', coalesce(min(recorded_at), now()) AT TIME ZONE 'UTC')::date,
                date_trunc('month', greatest(coalesce(max(recorded_at), now()), now())
                    AT TIME ZONE 'UTC')::date
-        INTO m, last FROM consent_records_v3;
+        INTO m, last FROM consent_records_v4;
         WHILE m <= last + interval '{AHEAD} months' LOOP
             PERFORM consent_records_partition(m);
             m := m + interval '1 month';
         END LOOP;
     END
     $$;
-    INSERT INTO consent_records SELECT * FROM consent_records_v3;
-    DROP FUNCTION audit_consent_digest(consent_records_v3);
-    DROP TABLE consent_records_v3;
+    INSERT INTO consent_records SELECT * FROM consent_records_v4;
+    DROP FUNCTION audit_consent_digest(consent_records_v4);
+    DROP TABLE consent_records_v4;
     CREATE FUNCTION audit_consent_digest(r consent_records) RETURNS bytea
         LANGUAGE sql IMMUTABLE AS $$ SELECT {postgres_audit.CONSENT_DIGEST.format(r="r")} $$;
     CREATE TRIGGER consent_latest_follow AFTER INSERT ON consent_records
@@ -100,6 +100,9 @@ MIGRATION = f"""
     CREATE TRIGGER consent_rollup_follow AFTER INSERT ON consent_records
         REFERENCING NEW TABLE AS inserted
         FOR EACH STATEMENT EXECUTE FUNCTION consent_rollup_follow();
+    CREATE TRIGGER audit_erasure_follow AFTER UPDATE ON consent_records
+        REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION audit_erasure_follow();
 """
 
 

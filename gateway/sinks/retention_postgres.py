@@ -21,7 +21,14 @@ import orjson
 
 RETAINED = "consent_records_retained"
 _MONTH = re.compile(r"consent_records_p(\d{4})(\d{2})")
-_BASES = "unnest($3::text[], $4::bigint[]) AS b(n, s)"
+
+
+def _bases(first: int) -> str:
+    """Each node's retire point as rows (n, s), from parameters ``$first`` and the next."""
+    return f"unnest(${first}::text[], ${first + 1}::bigint[]) AS b(n, s)"
+
+
+_BASES = _bases(3)
 
 
 @dataclass(frozen=True)
@@ -138,6 +145,12 @@ class RetentionTx:
             "WHERE c.kind = 'consent' AND c.recorded_at >= $1 AND c.recorded_at < $2",
             start or datetime.min.replace(tzinfo=UTC), bound, *_columns(seqs),
         )  # fmt: skip
+        # A record erased since keeps its record while its erasure link is not retired.
+        await self.conn.execute(
+            f"DELETE FROM retention_retired x USING audit_chain e JOIN {_bases(1)} "
+            "ON e.node_id = b.n WHERE e.kind = 'erasure' AND e.ref = x.ref AND e.seq > b.s",
+            *_columns(seqs),
+        )
         await self.conn.execute("CREATE INDEX ON retention_retired (ref)")
         await self.conn.execute("ANALYZE retention_retired")
         await self.conn.execute(
@@ -153,24 +166,27 @@ class RetentionTx:
         await self.conn.execute("ANALYZE retention_keep")
         return int(await self.conn.fetchval("SELECT count(*) FROM retention_keep"))
 
-    async def retire_links(
-        self, start: datetime | None, bound: datetime, seqs: Mapping[str, int]
-    ) -> int:
-        """Delete the retired links of the records about to go; how many."""
+    async def retire_links(self, seqs: Mapping[str, int]) -> int:
+        """Delete the retired links (consent and erasure) of the records about to go, and
+        the digests kept at their erasure; how many links."""
+        dropped = (
+            "SELECT x.ref FROM retention_retired x WHERE NOT EXISTS "
+            "(SELECT 1 FROM retention_keep k WHERE k.record_id = x.ref::uuid)"
+        )
         status = await self.conn.execute(
-            f"DELETE FROM audit_chain c USING {_BASES} "
-            "WHERE c.node_id = b.n AND c.seq <= b.s AND c.kind = 'consent' "
-            "AND c.recorded_at >= $1 AND c.recorded_at < $2 "
-            "AND NOT EXISTS (SELECT 1 FROM retention_keep k WHERE k.record_id = c.ref::uuid)",
-            start or datetime.min.replace(tzinfo=UTC), bound, *_columns(seqs),
-        )  # fmt: skip
+            f"DELETE FROM audit_chain c USING {_bases(1)} "
+            "WHERE c.node_id = b.n AND c.seq <= b.s AND c.kind IN ('consent', 'erasure') "
+            f"AND c.ref IN ({dropped})",
+            *_columns(seqs),
+        )
+        await self.conn.execute(f"DELETE FROM audit_erasures WHERE ref IN ({dropped})")
         return int(status.split()[-1])
 
     async def retired(self, seqs: Mapping[str, int]) -> AsyncIterator[tuple[str, int, bytes]]:
         """The links retention keeps below each node's retire point, in (node, seq) order."""
         cursor = self.conn.cursor(
             "SELECT c.node_id, c.seq, c.hash FROM audit_chain c "
-            "JOIN unnest($1::text[], $2::bigint[]) AS b(n, s) ON c.node_id = b.n "
+            f"JOIN {_bases(1)} ON c.node_id = b.n "
             "WHERE c.seq <= b.s ORDER BY c.node_id, c.seq",
             *_columns(seqs),
         )

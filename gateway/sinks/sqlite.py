@@ -10,11 +10,12 @@ from typing import Any
 import orjson
 
 from gateway.core.model import ConsentRecord
+from gateway.sinks import sqlite_audit
 from gateway.sinks.base import HISTORY_LIMIT
 from gateway.sinks.sqlite_common import SqliteOwned, connect, transaction_of
 
 FILE_NAME = "store.sqlite3"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: the audit trail (gateway/sinks/sqlite_audit.py)
 
 # One row per record in a rowid table (appends are cheap; WITHOUT ROWID suits small rows,
 # not ~800-byte bodies) and ONE index per record: (site, subject, time, record_id). It
@@ -55,7 +56,6 @@ SELECT site, subject_id, recorded_at, record_id, body FROM consent_records_v1
 ORDER BY recorded_at, record_id;
 DROP TABLE consent_records_v1;
 DROP TABLE IF EXISTS latest_state;
-UPDATE schema_version SET version = 2;
 """
 
 # A batch is one JSON array parameter: one statement per batch instead of one per record.
@@ -122,18 +122,30 @@ def _migrate(conn: sqlite3.Connection) -> None:
         version = row[0] if row else None
         if version == 1:
             run(_MIGRATE_FROM_1)
-        run(_SCHEMA)
+        run(_SCHEMA + ";" + sqlite_audit.SCHEMA)
         if version == 1:
             run(_COPY_FROM_1)
-        elif version is None:
+        if version is None:
             conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+        elif version < SCHEMA_VERSION:
+            # Records stored before the audit trail: linked and counted now, in store order.
+            sqlite_audit.follow(conn, 0)
+            conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
 
     transaction_of(body)(conn)
 
 
 def _write(conn: sqlite3.Connection, batch: str) -> None:
-    # One statement, so it is its own transaction: all of the batch or none of it.
-    conn.execute(_INSERT, (batch,))
+    # One transaction: the batch, its chain links and its report counts, or none of them.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        (last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM consent_records").fetchone()
+        conn.execute(_INSERT, (batch,))
+        sqlite_audit.follow(conn, last)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _history(conn: sqlite3.Connection, site: str, subject_id: str) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from gateway.recording.service import RecordingService
 from gateway.recording.subjects import is_subject_id, secret_from_authorization
 from gateway.recording.submission import Submission
 from gateway.sites.catalog import SiteBundle
+from gateway.standards.issuing import iab_answer
 from gateway.web.answer import Answer, AnswerResponse, RawHeaders, json_answer
 from gateway.web.endpoint import AnswerEndpoint
 from gateway.web.errors import answer_for, raw_headers
@@ -56,7 +57,7 @@ def cors_headers(origin: str | None, own_origin: str, bundle: SiteBundle) -> dic
     return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
 
 
-def _cors(request: Request, bundle: SiteBundle) -> dict[str, str]:
+def cors_for(request: Request, bundle: SiteBundle) -> dict[str, str]:
     own = f"{request.url.scheme}://{request.headers.get('host', '')}"
     return cors_headers(request.headers.get("origin"), own, bundle)
 
@@ -150,6 +151,8 @@ async def take_consent(scope: Scope, receive: Receive) -> Answer:
         "recorded_at": result.recorded_at,
         "receipt": result.receipt,
     }
+    if result.iab is not None:
+        answer.update(iab_answer(result.iab))
     return json_answer(201, answer, cors)
 
 
@@ -204,7 +207,7 @@ async def subject_consents(request: Request) -> Response:
     recording = _recording(request)
     try:
         bundle = recording.site(request.path_params["site"])
-        headers = _cors(request, bundle)
+        headers = cors_for(request, bundle)
         subject_id = request.path_params["subject_id"]
         if not is_subject_id(subject_id):
             # Not an id the gateway derives (an e-mail address, say): nobody's to read.
@@ -230,7 +233,7 @@ async def preflight(request: Request) -> Response:
     """CORS preflight: allowed origins only."""
     try:
         bundle = _recording(request).site(request.path_params["site"])
-        headers = _cors(request, bundle)
+        headers = cors_for(request, bundle)
     except BadRequest as exc:
         return AnswerResponse(answer_for(exc))
     headers.update(

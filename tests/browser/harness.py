@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,10 +71,17 @@ class Gateway:
 
 
 @contextmanager
-def run_gateway(site_origin: str, work: Path, *, reload: bool = False) -> Iterator[Gateway]:
+def run_gateway(
+    site_origin: str,
+    work: Path,
+    *,
+    reload: bool = False,
+    prepare: Callable[[Path], None] | None = None,
+) -> Iterator[Gateway]:
     """`consent-gateway serve` on a free port, serving the demo site to ``site_origin``.
 
-    With ``reload``, edits to ``work/banners`` are published while it runs.
+    With ``reload``, edits to ``work/banners`` are published while it runs; ``prepare`` may
+    change the copied banners folder before the gateway starts.
     """
     banners = work / "banners"
     shutil.copytree(ROOT / "banners", banners)
@@ -88,6 +95,8 @@ def run_gateway(site_origin: str, work: Path, *, reload: bool = False) -> Iterat
         ),
         encoding="utf-8",
     )
+    if prepare is not None:
+        prepare(banners)
     port = free_port()
     log = work / "gateway.log"
     command = [
