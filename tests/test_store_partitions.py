@@ -1,6 +1,7 @@
-"""consent_records partitioned by month: the migration from schema version 3 keeps every
-record (and the audit chain over them), partitions are made ahead and on demand, there is
-no default partition, and the store's queries are served by indexes."""
+"""consent_records partitioned by month: the migration from the schema version before (4)
+keeps every record (and the audit chain over them, erasures included), partitions are made
+ahead and on demand, there is no default partition, and the store's queries are served by
+indexes."""
 
 from __future__ import annotations
 
@@ -27,12 +28,19 @@ def at(month: str, day: int = 10) -> str:
     return f"{month}-{day:02d}T12:00:00.000000Z"
 
 
-async def _v3_store(dsn: str, records: list[ConsentRecord]) -> None:
-    """A store as schema version 3 made it, holding ``records`` (chained by its triggers)."""
+_ERASE = (
+    "UPDATE consent_records SET ip_truncated = NULL, user_agent = '', page_url = '', "
+    "idempotency_key = NULL WHERE record_id = $1"
+)
+
+
+async def _previous_store(dsn: str, records: list[ConsentRecord]) -> None:
+    """A store as the version before partitioning made it, holding ``records`` (chained by
+    its triggers)."""
     conn = await asyncpg.connect(dsn)
     try:
         await pg_common.migrate(
-            conn, lock=1, table="schema_version", migrations=MIGRATIONS[:3], what="store"
+            conn, lock=1, table="schema_version", migrations=MIGRATIONS[:-1], what="store"
         )
         for r in records:  # one statement each: chained in this order
             await conn.execute(
@@ -40,6 +48,7 @@ async def _v3_store(dsn: str, records: list[ConsentRecord]) -> None:
                 "FROM json_populate_record(NULL::consent_records, $1::json)",
                 orjson.dumps(r.as_json()).decode(),
             )
+        await conn.execute(_ERASE, records[1].record_id)  # a deletion request, before
     finally:
         await conn.close()
 
@@ -53,14 +62,14 @@ async def migrated(pg_dsn: str) -> AsyncIterator[tuple[PostgresStore, list[Conse
         make_record("b", recorded_at=at("2026-01"), node_id="n1"),
         make_record("a", recorded_at=at("2025-10"), node_id="n2"),  # late: older than a's
     ]
-    await _v3_store(pg_dsn, records)
+    await _previous_store(pg_dsn, records)
     store = PostgresStore(pg_dsn, pool_size=2)
-    await store.open()  # migrates to version 4
+    await store.open()  # migrates to the partitioned version
     yield store, records
     await store.close()
 
 
-async def test_version_3_records_survive_the_migration_whole(
+async def test_records_of_the_version_before_survive_the_migration_whole(
     migrated: tuple[PostgresStore, list[ConsentRecord]],
     pg_dsn: str,  # noqa: F811
 ) -> None:
@@ -88,7 +97,7 @@ async def test_version_3_records_survive_the_migration_whole(
             "SELECT partdefid FROM pg_partitioned_table "
             "WHERE partrelid = 'consent_records'::regclass"
         ) == 0  # fmt: skip
-        assert await conn.fetchval("SELECT to_regclass('consent_records_v3')") is None
+        assert await conn.fetchval("SELECT to_regclass('consent_records_v4')") is None
     finally:
         await conn.close()
     # The latest state is the newest record, not the last to arrive.
@@ -99,13 +108,20 @@ async def test_version_3_records_survive_the_migration_whole(
     ]  # fmt: skip
     b = await store.subject_history("demo", "b")
     assert b["current"]["record_id"] == records[3].record_id
-    # The chain made at version 3 still verifies, and goes on at version 4.
+    # The chain made before still verifies, and goes on after.
     settings = Settings(store_url=pg_dsn, audit_key=KEY)
     assert (await service.verify(settings)).ok
     await store.write_batch([make_record("c", recorded_at=at("2026-02"), node_id="n1")])
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute(_ERASE, records[3].record_id)  # and one after
+        erasures = await conn.fetchval("SELECT count(*) FROM audit_erasures")
+    finally:
+        await conn.close()
+    assert erasures == 2
     report = await service.verify(settings)
     assert report.ok, report.as_json()
-    assert report.checked == len(records) + 1
+    assert report.checked == len(records) + 1 + 2  # and the two erasure links
 
 
 async def test_a_month_without_a_partition_gets_one_on_demand(
