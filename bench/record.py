@@ -52,7 +52,7 @@ end
 function request()
   counter = counter + 1
   local body = string.format(
-    '{"subject_id":"bench-%%d-%%d","banner_version":"%(version)s","action":"custom",' ..
+    '{"subject_secret":"%%08x%%024x","banner_version":"%(version)s","action":"custom",' ..
     '"choices":{"analytics":true,"marketing":false,"personalization":true},' ..
     '"channel":"web","language":"en","page_url":"https://shop.example/checkout"}',
     tid, counter)
@@ -71,7 +71,7 @@ end
 
 async def _bare(request: Request) -> Response:
     body = orjson.loads(await request.body())
-    answer = {"record_id": str(uuid.uuid4()), "subject_id": body["subject_id"], "receipt": "x"}
+    answer = {"record_id": str(uuid.uuid4()), "subject_id": body["subject_secret"], "receipt": "x"}
     return Response(orjson.dumps(answer), 201, media_type="application/json")
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 CONFIG = "/v1/sites/{site}/config"
 BANNER = "/v1/sites/{site}/banner"
 SNIPPET = "/v1/sites/{site}/consent.js"
+PART = "/v1/sites/{site}/parts/{part}"  # the snippet's lazily loaded parts
+SUBJECT = "/v1/sites/{site}/subjects/{subject_id}"
 CONSENTS = "/v1/sites/{site}/consents"
 SUBJECT_CONSENTS = "/v1/sites/{site}/subjects/{subject_id}/consents"
 PRIVACY_CENTER = "/v1/sites/{site}/privacy-center"

@@ -77,11 +77,13 @@ def run_gateway(
     *,
     reload: bool = False,
     prepare: Callable[[Path], None] | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Gateway]:
     """`consent-gateway serve` on a free port, serving the demo site to ``site_origin``.
 
     With ``reload``, edits to ``work/banners`` are published while it runs; ``prepare`` may
-    change the copied banners folder before the gateway starts.
+    change the copied banners folder before the gateway starts; ``env`` adds GATEWAY_*
+    settings.
     """
     banners = work / "banners"
     shutil.copytree(ROOT / "banners", banners)
@@ -119,6 +121,7 @@ def run_gateway(
         # The browser plays a visitor behind a CDN edge on loopback: its geo headers count.
         "GATEWAY_TRUSTED_PROXIES": "127.0.0.1,::1",
         "GATEWAY_GEO_HEADERS": "cloudflare,cloudfront,vercel",
+        **(env or {}),
     }
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
