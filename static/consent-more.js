@@ -139,6 +139,28 @@
           });
         });
     }
-    return { click, gpc, flush, check };
+    // ---- identify: the site's backend gave this browser an identity token -------------
+    // (ConsentGateway.identify(token), from POST /identity-tokens). The gateway links this
+    // browser's subject to the customer's identities and answers the customer's latest
+    // choices, which this browser takes: a second device shows no banner and the same choices.
+    function identify(token) {
+      const s = I.st(), secret = (s && s.secret) || rid();
+      return fetch(I.API + "identify", { method: "POST", credentials: "omit",
+        headers: { "Content-Type": "application/json" }, body: JSON.stringify({ subject_secret: secret, token }) })
+        .then((r) => r.ok ? r.json() : Promise.reject(r.status))
+        .then((c) => {
+          if (!load(RKEY)) store(RKEY, { secret, subject_id: c.subject_id });
+          if (c.consents && !queue().length) {
+            remember(c.consents, c.consent_action || "custom", c.consent_revision || C.consent_revision, secret, Date.parse(c.consent_recorded_at) || Date.now(), s && s.server);
+            I.update(c.consents);
+            scan();
+            if (I.fresh(I.st())) w.ConsentGateway.hide();
+            emit("change", I.getConsent());
+          }
+          emit("identified", c);
+          return c;
+        });
+    }
+    return { click, gpc, flush, check, identify };
   });
 })(window, document);

@@ -287,7 +287,7 @@
   if (state || gpc || pending) update();
   w.ConsentGateway = {
     show: () => show("banner"), showPreferences: () => show("preferences"), hide: () => hide(),
-    getConsent, scan: () => scan(), config: C,
+    getConsent, scan: () => scan(), config: C, identify: (t) => acts().then((m) => m.identify(t)),
     on(n, f) { (fns[n] = fns[n] || []).push(f); return this; },
     off(n, f) { fns[n] = (fns[n] || []).filter((x) => x != f); return this; }
   };

@@ -101,6 +101,19 @@ def _parser() -> argparse.ArgumentParser:
     _add_settings(verify)
     _add_settings(audit_sub.add_parser("checkpoint", help="sign the chain heads into the store"))
 
+    store = sub.add_parser("store", help="the central store (PostgreSQL)")
+    store_sub = store.add_subparsers(dest="store_command", required=True)
+    retention = store_sub.add_parser(
+        "retention", help="drop whole months of records older than a period, keeping what it needs"
+    )
+    retention.add_argument(
+        "--older-than", required=True, help="400d, 13m (calendar months), 2y, or YYYY-MM-DD"
+    )
+    retention.add_argument(
+        "--dry-run", action="store_true", help="say what would go; change nothing"
+    )
+    _add_settings(retention)
+
     export = sub.add_parser("export", help="stream a site's records as CSV or JSON Lines")
     export.add_argument("site")
     export.add_argument("--from", dest="start", default=None)
@@ -263,6 +276,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.audit_command == "verify":
             return asyncio.run(audit_cli.verify(settings, args.site, args.since))
         return asyncio.run(audit_cli.checkpoint(settings))
+    if args.command == "store":
+        from gateway.cli import store as store_cli
+
+        return asyncio.run(store_cli.retention(settings, args.older_than, args.dry_run))
     if args.command == "export":
         from gateway.cli import audit as audit_cli
 

@@ -16,7 +16,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.core.errors import BadRequest, NotFound
+from gateway.core.errors import BadRequest, NotFound, Unavailable
 from gateway.core.preference_model import PreferenceModel
 from gateway.preferences import contactability, identities, tokens
 from gateway.preferences.identities import Identity, InvalidIdentity
@@ -270,6 +270,16 @@ async def identify(request: Request) -> Response:
         raise NotFound("unknown_site", f"no site named {site_id[:64]!r}")
     own = f"{request.url.scheme}://{request.headers.get('host', '')}"
     headers = records.cors_headers(request.headers.get("origin"), own, bundle)
+    try:
+        answer = await _identified(request, site_id)
+    except (BadRequest, Unavailable) as exc:  # the page reads why: CORS on errors too
+        return AnswerResponse(answer_for(exc, raw_headers(headers)))
+    response = json_response(answer)
+    response.headers.update(headers)
+    return response
+
+
+async def _identified(request: Request, site_id: str) -> dict[str, Any]:
     body = await read_json(request, {"subject_id", "subject_secret", "token"})
     token = body.get("token")
     if not isinstance(token, str):
@@ -293,11 +303,12 @@ async def identify(request: Request) -> Response:
         "identities": sorted({t for t, _ in claims.identities}),
         "consents": latest["consents"] if latest else None,
         "consent_record_id": latest["consent_record_id"] if latest else None,
+        "consent_recorded_at": latest["consent_recorded_at"] if latest else None,
+        "consent_action": latest["consent_action"] if latest else None,
+        "consent_revision": latest["consent_revision"] if latest else None,
         "preferences": preferences,
     }
-    response = json_response(answer)
-    response.headers.update(headers)
-    return response
+    return answer
 
 
 def routes() -> list[BaseRoute]:
