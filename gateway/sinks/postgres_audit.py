@@ -38,6 +38,20 @@ CONSENT_DIGEST = """
 _REGION = "coalesce(i.region_country || coalesce('-' || i.region_subdivision, ''), '')"
 _DAY = "(i.recorded_at AT TIME ZONE 'UTC')::date"
 
+# The PL/pgSQL step shared by the chain triggers: on the first row of a node, store the head
+# of the node before it and lock this node's head (created at 32 zero bytes) into s and h.
+_TAKE_HEAD = """\
+            IF cur IS DISTINCT FROM r.node_id THEN
+                IF cur IS NOT NULL THEN
+                    UPDATE audit_heads SET seq = s, hash = h WHERE node_id = cur;
+                END IF;
+                cur := r.node_id;
+                INSERT INTO audit_heads VALUES (cur, 0, decode(repeat('00', 32), 'hex'))
+                    ON CONFLICT (node_id) DO NOTHING;
+                SELECT a.seq, a.hash INTO s, h FROM audit_heads a
+                    WHERE a.node_id = cur FOR UPDATE;
+            END IF;"""
+
 # The trigger that links every newly stored row of a record table into its node's chain, one
 # per kind (a generated function, so the kinds cannot drift apart).
 _CHAIN_FOLLOW = """
@@ -56,16 +70,7 @@ _CHAIN_FOLLOW = """
                    {digest}(i) AS d
             FROM inserted i ORDER BY i.node_id, i.recorded_at, i.record_id
         LOOP
-            IF cur IS DISTINCT FROM r.node_id THEN
-                IF cur IS NOT NULL THEN
-                    UPDATE audit_heads SET seq = s, hash = h WHERE node_id = cur;
-                END IF;
-                cur := r.node_id;
-                INSERT INTO audit_heads VALUES (cur, 0, decode(repeat('00', 32), 'hex'))
-                    ON CONFLICT (node_id) DO NOTHING;
-                SELECT a.seq, a.hash INTO s, h FROM audit_heads a
-                    WHERE a.node_id = cur FOR UPDATE;
-            END IF;
+{take_head}
             s := s + 1;
             nodes := nodes || cur; seqs := seqs || s; refs := refs || r.ref;
             sites := sites || r.site; ats := ats || r.recorded_at; prevs := prevs || h;
@@ -88,7 +93,9 @@ _CHAIN_FOLLOW = """
 
 
 def _chain_follow(function: str, kind: str, digest: str, table: str) -> str:
-    return _CHAIN_FOLLOW.format(function=function, kind=kind, digest=digest, table=table)
+    return _CHAIN_FOLLOW.format(
+        function=function, kind=kind, digest=digest, table=table, take_head=_TAKE_HEAD
+    )
 
 
 MIGRATION = f"""
@@ -208,16 +215,7 @@ _ERASURE_FOLLOW = """
               AND NOT EXISTS (SELECT 1 FROM audit_erasures e WHERE e.ref = n.record_id::text)
             ORDER BY n.node_id, n.record_id
         LOOP
-            IF cur IS DISTINCT FROM r.node_id THEN
-                IF cur IS NOT NULL THEN
-                    UPDATE audit_heads SET seq = s, hash = h WHERE node_id = cur;
-                END IF;
-                cur := r.node_id;
-                INSERT INTO audit_heads VALUES (cur, 0, decode(repeat('00', 32), 'hex'))
-                    ON CONFLICT (node_id) DO NOTHING;
-                SELECT a.seq, a.hash INTO s, h FROM audit_heads a
-                    WHERE a.node_id = cur FOR UPDATE;
-            END IF;
+{take_head}
             INSERT INTO audit_erasures VALUES (r.ref, r.before);
             s := s + 1;
             prev := h;
@@ -255,6 +253,7 @@ def _erasure_follow(function: str, table: str, digest: str, fields: Mapping[str,
             f"o.{name} IS NOT NULL" if value is None else f"o.{name} <> '{value}'"
             for name, value in items
         ),
+        take_head=_TAKE_HEAD,
     )
 
 

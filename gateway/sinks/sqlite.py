@@ -24,9 +24,8 @@ SCHEMA_VERSION = 3  # 3: the audit trail (gateway/sinks/sqlite_audit.py)
 # record_id, whatever the arrival order), and being UNIQUE it makes a redelivered record a
 # no-op: a record_id always comes with the same site, subject and time. Measured: ~20 µs of
 # store CPU per record instead of ~60 µs with a latest-state table and two indexes.
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS consent_records (
+_RECORD_TABLE = """\
+CREATE TABLE IF NOT EXISTS {table} (
     seq INTEGER PRIMARY KEY,
     site TEXT NOT NULL,
     subject_id TEXT NOT NULL,
@@ -34,29 +33,16 @@ CREATE TABLE IF NOT EXISTS consent_records (
     record_id TEXT NOT NULL,
     body TEXT NOT NULL
 );
-CREATE UNIQUE INDEX IF NOT EXISTS consent_records_subject
-    ON consent_records (site, subject_id, recorded_at, record_id);
-CREATE TABLE IF NOT EXISTS preference_records (
-    seq INTEGER PRIMARY KEY,
-    site TEXT NOT NULL,
-    subject_id TEXT NOT NULL,
-    recorded_at TEXT NOT NULL,
-    record_id TEXT NOT NULL,
-    body TEXT NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS preference_records_subject
-    ON preference_records (site, subject_id, recorded_at, record_id);
-CREATE TABLE IF NOT EXISTS identity_link_records (
-    seq INTEGER PRIMARY KEY,
-    site TEXT NOT NULL,
-    subject_id TEXT NOT NULL,
-    recorded_at TEXT NOT NULL,
-    record_id TEXT NOT NULL,
-    body TEXT NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS identity_link_records_subject
-    ON identity_link_records (site, subject_id, recorded_at, record_id);
-CREATE TABLE IF NOT EXISTS banner_versions (
+CREATE UNIQUE INDEX IF NOT EXISTS {table}_subject
+    ON {table} (site, subject_id, recorded_at, record_id);
+"""
+_SCHEMA = (
+    "\nCREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);\n"
+    + "".join(
+        _RECORD_TABLE.format(table=table)
+        for table in ("consent_records", "preference_records", "identity_link_records")
+    )
+    + """CREATE TABLE IF NOT EXISTS banner_versions (
     site TEXT NOT NULL,
     banner_version TEXT NOT NULL,
     consent_revision TEXT NOT NULL,
@@ -65,6 +51,7 @@ CREATE TABLE IF NOT EXISTS banner_versions (
     PRIMARY KEY (site, banner_version)
 ) WITHOUT ROWID;
 """
+)
 
 _SCHEMA += SQLITE_SCHEMA
 
