@@ -46,10 +46,15 @@ def parse_body(raw: bytes, content_type: str) -> Mapping[str, Any]:
     charset = params.strip().lower()
     if charset.startswith("charset=") and charset[8:].strip("\"' ") not in ("utf-8", "utf8"):
         raise BadRequest("unsupported_charset", "the body must be UTF-8", status_code=415)
+    return json_object(raw, "the body is not valid UTF-8 JSON")
+
+
+def json_object(raw: bytes, not_json: str) -> dict[str, Any]:
+    """The JSON object in ``raw``; ``not_json`` starts the error when it is no JSON at all."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise BadRequest("invalid_json", f"the body is not valid UTF-8 JSON: {exc}") from exc
+        raise BadRequest("invalid_json", f"{not_json}: {exc}") from exc
     if not isinstance(body, dict):
         raise BadRequest("invalid_body", "the body must be a JSON object")
     return body

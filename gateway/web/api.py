@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
@@ -21,10 +21,12 @@ from gateway.core.preference_model import PreferenceModel
 from gateway.preferences import contactability, identities, tokens
 from gateway.preferences.identities import Identity, InvalidIdentity
 from gateway.preferences.service import PreferenceService, check_subject
+from gateway.recording.fields import json_object
 from gateway.recording.service import RecordingService
 from gateway.recording.subjects import secret_from_authorization
 from gateway.web import records
 from gateway.web.answer import AnswerResponse
+from gateway.web.body import read_bounded
 from gateway.web.errors import answer_for, raw_headers
 from gateway.web.public import etag_matches
 
@@ -45,27 +47,7 @@ async def read_json(request: Request, allowed: set[str]) -> Mapping[str, Any]:
         raise BadRequest(
             "unsupported_media_type", "send Content-Type: application/json", status_code=415
         )
-    declared = request.headers.get("content-length")
-    if declared is not None and not (declared.isascii() and declared.isdigit()):
-        raise BadRequest("invalid_content_length", "Content-Length must be a number")
-    if declared is not None and int(declared) > MAX_BODY:
-        raise BadRequest("body_too_large", f"body exceeds {MAX_BODY} bytes", status_code=413)
-    raw = bytearray()
-    try:
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > MAX_BODY:
-                raise BadRequest(
-                    "body_too_large", f"body exceeds {MAX_BODY} bytes", status_code=413
-                )
-    except ClientDisconnect as exc:
-        raise BadRequest("client_disconnected", "the client went away mid-body") from exc
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest("invalid_json", f"the body is not JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise BadRequest("invalid_body", "the body must be a JSON object")
+    data = json_object(await read_bounded(request, MAX_BODY), "the body is not JSON")
     for key in data:
         if key not in allowed:
             raise BadRequest(
@@ -74,6 +56,15 @@ async def read_json(request: Request, allowed: set[str]) -> Mapping[str, Any]:
                 field=key[:40],
             )
     return data
+
+
+def _browser_cors(request: Request, site: str) -> dict[str, str]:
+    """The CORS headers of a browser's call for ``site`` (404 for a site the gateway lacks,
+    403 for an origin the site does not allow)."""
+    bundle = request.app.state.gateway.catalog.get(site)
+    if bundle is None:
+        raise NotFound("unknown_site", f"no site named {site[:64]!r}")
+    return records.cors_for(request, bundle)
 
 
 async def authorized(request: Request, scope: str) -> tuple[str, PreferenceModel]:
@@ -202,11 +193,7 @@ async def get_subject(request: Request) -> Response:
         subject_id = check_subject(request.path_params["subject_id"])
     else:
         site = request.path_params["site"]
-        bundle = request.app.state.gateway.catalog.get(site)
-        if bundle is None:
-            raise NotFound("unknown_site", f"no site named {site[:64]!r}")
-        own = f"{request.url.scheme}://{request.headers.get('host', '')}"
-        headers = records.cors_headers(request.headers.get("origin"), own, bundle)
+        headers = _browser_cors(request, site)
         subject_id = check_subject(request.path_params["subject_id"])
         recording: RecordingService = request.app.state.recording
         recording.subject_keys().require(site, subject_id, secret)
@@ -265,11 +252,7 @@ async def identify(request: Request) -> Response:
     no banner). Browser-facing: CORS for the site's origins, no API key; the single-use,
     short-lived token is the credential."""
     site_id = request.path_params["site"]
-    bundle = request.app.state.gateway.catalog.get(site_id)
-    if bundle is None:
-        raise NotFound("unknown_site", f"no site named {site_id[:64]!r}")
-    own = f"{request.url.scheme}://{request.headers.get('host', '')}"
-    headers = records.cors_headers(request.headers.get("origin"), own, bundle)
+    headers = _browser_cors(request, site_id)
     try:
         answer = await _identified(request, site_id)
     except (BadRequest, Unavailable) as exc:  # the page reads why: CORS on errors too

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.datastructures import Headers
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
@@ -32,6 +32,7 @@ from gateway.sites.catalog import SiteBundle
 from gateway.sites.texts import EMAIL_TEXTS
 from gateway.web.answer import AnswerResponse
 from gateway.web.api import read_json
+from gateway.web.body import read_bounded
 from gateway.web.errors import answer_for, raw_headers
 from gateway.web.records import cors_for, preflight
 from gateway.web.rights import bearer_of, json_response, rights_service, site_bundle, string_field
@@ -275,19 +276,7 @@ async def download(request: Request) -> Response:
 
 
 async def system_callback(request: Request) -> Response:
-    raw = bytearray()
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_CALLBACK:
-        raise BadRequest("body_too_large", f"body exceeds {MAX_CALLBACK} bytes", status_code=413)
-    try:
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > MAX_CALLBACK:
-                raise BadRequest(
-                    "body_too_large", f"body exceeds {MAX_CALLBACK} bytes", status_code=413
-                )
-    except ClientDisconnect as exc:
-        raise BadRequest("client_disconnected", "the client went away mid-body") from exc
+    raw = await read_bounded(request, MAX_CALLBACK)
     headers: Headers = request.headers
     service = rights_service(request)
     stored = await service.confirm(
@@ -296,7 +285,7 @@ async def system_callback(request: Request) -> Response:
         request.app.state.site_rights,
         headers.get("x-consent-timestamp", ""),
         headers.get("x-consent-signature", ""),
-        bytes(raw),
+        raw,
     )
     return json_response({"request_id": stored.request_id, "accepted": True})
 

@@ -40,6 +40,7 @@ from gateway.serving.render import render_template
 from gateway.sites.catalog import SiteBundle
 from gateway.web import api, records
 from gateway.web.answer import AnswerResponse, json_answer
+from gateway.web.body import read_bounded
 from gateway.web.errors import answer_for
 from gateway.web.preferences import recorded_answer, subjects_of_identity
 
@@ -157,7 +158,7 @@ async def unsubscribe(request: Request) -> Response:
     page = False
     try:
         bundle, claims, topic = await _claims(request)
-        raw = await _read(request)
+        raw = await read_bounded(request, MAX_FORM)
         fields = _form(raw, request.headers.get("content-type", ""))
         page = fields.get("page") == "1"
         frequency = fields.get("frequency")
@@ -210,20 +211,6 @@ async def unsubscribe(request: Request) -> Response:
     answer = {"unsubscribed": True, "topic": topic.id, **recorded_answer(results)}
     replayed = [(b"idempotent-replayed", b"true")] if all(r.duplicate for r in results) else []
     return AnswerResponse(json_answer(200, answer, replayed))
-
-
-async def _read(request: Request) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and not (declared.isascii() and declared.isdigit()):
-        raise BadRequest("invalid_content_length", "Content-Length must be a number")
-    if declared is not None and int(declared) > MAX_FORM:
-        raise BadRequest("body_too_large", f"body exceeds {MAX_FORM} bytes", status_code=413)
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_FORM:
-            raise BadRequest("body_too_large", f"body exceeds {MAX_FORM} bytes", status_code=413)
-    return bytes(raw)
 
 
 async def confirm_page(request: Request) -> Response:
