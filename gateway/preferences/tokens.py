@@ -13,16 +13,14 @@ store accepts once (``Directory.link_once``).
 
 from __future__ import annotations
 
-import base64
 import binascii
-import hashlib
-import hmac
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
 
+from gateway.core import signed
 from gateway.core.errors import BadRequest
 
 PREFIX = "it1."
@@ -50,24 +48,11 @@ class TokenClaims:
     nonce: str
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 class IdentityTokens:
     """Issues and verifies identity tokens with a key derived from the deployment's key."""
 
     def __init__(self, key: bytes) -> None:
-        if len(key) < 32:
-            raise ValueError("the identity key must be at least 32 bytes")
-        self._key = hmac.new(key, b"consent-gateway identity token v1", hashlib.sha256).digest()
-
-    def _sign(self, payload: str) -> str:
-        return _b64(hmac.new(self._key, payload.encode("ascii"), hashlib.sha256).digest())
+        self._signer = signed.Signer.derived(key, b"consent-gateway identity token v1")
 
     def issue(
         self,
@@ -91,22 +76,20 @@ class IdentityTokens:
             "exp": now + ttl,
             "n": secrets.token_urlsafe(16),
         }
-        payload = _b64(orjson.dumps(claims))
-        return f"{PREFIX}{payload}.{self._sign(payload)}"
+        return self._signer.seal(PREFIX, claims)
 
     def verify(
         self, token: str, *, site: str, now: int, subject_id: str | None = None
     ) -> TokenClaims:
         """The claims of a genuine, current token of this site (and subject, when bound)."""
-        if len(token) > MAX_TOKEN or not token.isascii() or not token.startswith(PREFIX):
+        parts = signed.split(token, PREFIX, MAX_TOKEN)
+        if parts is None:
             raise InvalidToken("not an identity token")
-        payload, _, signature = token[len(PREFIX) :].partition(".")
-        if not payload or not signature:
-            raise InvalidToken("not an identity token")
-        if not hmac.compare_digest(self._sign(payload), signature):
+        payload, signature = parts
+        if not signed.genuine([self._signer], payload, signature):
             raise InvalidToken("the token's signature does not match")
         try:
-            data = orjson.loads(_unb64(payload))
+            data = orjson.loads(signed.unb64(payload))
             claims = TokenClaims(
                 site=str(data["s"]),
                 identities=tuple((str(t), str(h)) for t, h in data["i"]),

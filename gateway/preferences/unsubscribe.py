@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import binascii
 import hashlib
-import hmac
 from dataclasses import dataclass
 
 import orjson
 
+from gateway.core import signed
 from gateway.core.errors import BadRequest
-from gateway.preferences.tokens import _b64, _unb64
 
 PREFIX = "u1."
 MAX_TOKEN = 1024
@@ -59,12 +58,7 @@ class UnsubscribeLinks:
     """Issues and verifies link tokens with a key derived from the deployment's key."""
 
     def __init__(self, key: bytes) -> None:
-        if len(key) < 32:
-            raise ValueError("the identity key must be at least 32 bytes")
-        self._key = hmac.new(key, b"consent-gateway unsubscribe link v1", hashlib.sha256).digest()
-
-    def _sign(self, payload: str) -> str:
-        return _b64(hmac.new(self._key, payload.encode("ascii"), hashlib.sha256).digest())
+        self._signer = signed.Signer.derived(key, b"consent-gateway unsubscribe link v1")
 
     def issue(
         self,
@@ -88,20 +82,18 @@ class UnsubscribeLinks:
             "l": product_line,
             "exp": expires,
         }
-        payload = _b64(orjson.dumps(claims))
-        return f"{PREFIX}{payload}.{self._sign(payload)}", expires
+        return self._signer.seal(PREFIX, claims), expires
 
     def verify(self, token: str, *, site: str, now: int) -> LinkClaims:
         """The claims of a genuine, current link of this site; ``InvalidLink`` otherwise."""
-        if len(token) > MAX_TOKEN or not token.isascii() or not token.startswith(PREFIX):
+        parts = signed.split(token, PREFIX, MAX_TOKEN)
+        if parts is None:
             raise InvalidLink("not an unsubscribe link")
-        payload, _, signature = token[len(PREFIX) :].partition(".")
-        if not payload or not signature:
-            raise InvalidLink("not an unsubscribe link")
-        if not hmac.compare_digest(self._sign(payload), signature):
+        payload, signature = parts
+        if not signed.genuine([self._signer], payload, signature):
             raise InvalidLink("the link's signature does not match")
         try:
-            data = orjson.loads(_unb64(payload))
+            data = orjson.loads(signed.unb64(payload))
             claims = LinkClaims(
                 site=str(data["s"]),
                 identity_type=str(data["t"]),
