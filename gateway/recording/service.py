@@ -6,9 +6,9 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector
@@ -50,6 +50,8 @@ from gateway.sinks.base import Sink, Store
 from gateway.sites.catalog import SiteBundle
 from gateway.standards.issuing import Issued, strings_of
 from gateway.standards.record_check import record_signals
+
+T = TypeVar("T")
 
 log = logging.getLogger("gateway.recording")
 
@@ -357,32 +359,32 @@ class RecordingService:
         receipt = self.receipts.issue(record, canonical=body)
         return await self.outbox.append(record, receipt, body)
 
-    async def history(self, site: str, subject_id: str) -> dict[str, Any]:
-        """A subject's current choices and history from the primary store."""
+    async def _read_store(
+        self,
+        read: Callable[[Store], Awaitable[T]],
+        missing: str = "no readable store is configured",
+    ) -> T:
+        """``read`` of the primary store; 503 when there is none or it cannot be reached."""
         if self.store is None:
-            raise Unavailable("no readable store is configured")
+            raise Unavailable(missing)
         try:
-            return await self.store.subject_history(site, subject_id)
+            return await read(self.store)
         except Exception as exc:  # the store may be down; the caller answers 503
             raise Unavailable(f"the consent store is unreachable: {exc}", retry_after=5) from exc
+
+    async def history(self, site: str, subject_id: str) -> dict[str, Any]:
+        """A subject's current choices and history from the primary store."""
+        return await self._read_store(lambda store: store.subject_history(site, subject_id))
 
     async def preference_history(self, site: str, subject_id: str) -> list[dict[str, Any]]:
         """A subject's preference records from the primary store, newest first."""
-        if self.store is None:
-            raise Unavailable("no readable store is configured")
-        try:
-            return await self.store.preference_history(site, subject_id)
-        except Exception as exc:  # the store may be down; the caller answers 503
-            raise Unavailable(f"the consent store is unreachable: {exc}", retry_after=5) from exc
+        return await self._read_store(lambda store: store.preference_history(site, subject_id))
 
     async def list_versions(self, site_id: str) -> list[dict[str, Any]]:
         """The banner versions the store keeps for a site, newest first."""
-        if self.store is None:
-            raise Unavailable("no store is configured")
-        try:
-            return await self.store.list_versions(site_id)
-        except Exception as exc:  # the store may be down; the caller answers 503
-            raise Unavailable(f"the consent store is unreachable: {exc}", retry_after=5) from exc
+        return await self._read_store(
+            lambda store: store.list_versions(site_id), "no store is configured"
+        )
 
     async def banner_version(self, site_id: str, banner_version: str) -> dict[str, Any] | None:
         """The exact texts stored for one banner version, or None."""

@@ -10,6 +10,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
+import orjson
+
 MAX_SUBJECTS_PER_IDENTITY = 100  # devices and apps one customer may have linked
 
 
@@ -64,6 +66,13 @@ class ContactRow(NamedTuple):
     # The state's leaf stamps (preference_state.py), added only when the identity has several
     # rows (devices): the decision then takes each leaf from the row that set it last.
     stamps: Mapping[str, str] | None = None
+
+
+def contact_row(row: Sequence[Any]) -> ContactRow:
+    """The ContactRow of a row of the stores' contact query (identity hash, subject, product
+    line, preferences as JSON text, record id, updated at)."""
+    preferences = None if row[3] is None else orjson.loads(row[3])
+    return ContactRow(row[0], row[1], row[2], preferences, row[5], row[4])
 
 
 class Directory(Protocol):

@@ -15,6 +15,7 @@ from gateway.sinks.directory import (
     Link,
     PreferenceState,
     StoredKey,
+    contact_row,
 )
 from gateway.sinks.pg_common import PgPooled, rfc3339
 
@@ -321,14 +322,4 @@ class PostgresDirectory(PgPooled):
             rows = await conn.fetch(
                 _CONTACT, site, list(dict.fromkeys(identity_hashes)), product_line
             )
-        return [
-            ContactRow(
-                r[0],
-                r[1],
-                r[2],
-                None if r[3] is None else orjson.loads(r[3]),
-                r[5],
-                r[4],
-            )
-            for r in rows
-        ]
+        return [contact_row(r) for r in rows]

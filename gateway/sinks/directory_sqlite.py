@@ -14,6 +14,7 @@ from gateway.sinks.directory import (
     Link,
     PreferenceState,
     StoredKey,
+    contact_row,
 )
 from gateway.sinks.preference_state import SQLITE_SCHEMA
 from gateway.sinks.sqlite_common import SqliteOwned, connect, create_tables, transaction_of
@@ -264,16 +265,6 @@ class SqliteDirectory(SqliteOwned):
 
         def run(conn: sqlite3.Connection) -> list[ContactRow]:
             rows = conn.execute(_CONTACT, (hashes, site, product_line)).fetchall()
-            return [
-                ContactRow(
-                    r[0],
-                    r[1],
-                    r[2],
-                    None if r[3] is None else orjson.loads(r[3]),
-                    r[5],
-                    r[4],
-                )
-                for r in rows
-            ]
+            return [contact_row(r) for r in rows]
 
         return await self._call(run)
