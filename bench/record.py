@@ -32,26 +32,16 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bench.harness import free_port, gateway_command, stop, uvicorn_command
-from bench.workers import tree_cpu
+from bench.workers import LUA_PRELUDE, tree_cpu
 
 ROOT = Path(__file__).resolve().parent.parent
 OPS_TOKEN = "bench-ops-token"
 OPS = {"Authorization": f"Bearer {OPS_TOKEN}"}
 ORIGIN = "http://127.0.0.1:8000"
 
-LUA = r"""
-local counter = 0
-local threads = {}
-function setup(thread)
-  thread:set("tid", #threads + 1)
-  table.insert(threads, thread)
-end
-function init(args)
-  wrk.method = "POST"
-  wrk.headers["Content-Type"] = "application/json"
-  wrk.headers["Origin"] = "%(origin)s"
-end
-function request()
+LUA = (
+    LUA_PRELUDE
+    + r"""function request()
   counter = counter + 1
   -- A subject secret per request (32 hex digits, as the snippet makes them): new subjects.
   local body = string.format('{"subject_secret":"%%08x%%08x0000000000000000",%(fields)s}',
@@ -67,6 +57,7 @@ function done(summary, latency, requests)
     latency:percentile(50), latency:percentile(99)))
 end
 """
+)
 
 
 # The request bodies after the subject secret, by kind (wrk's Lua escapes: %% for %).

@@ -32,7 +32,9 @@ _TICK = os.sysconf("SC_CLK_TCK")
 EXTRA: dict[str, str] = {}
 _SOCKET_ERRORS = r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"
 
-POST_LUA = r"""
+# The wrk script's start: a counter per thread, its thread number, JSON POSTs from ORIGIN
+# (a %-template: the request() that follows it builds the body).
+LUA_PRELUDE = r"""
 local counter = 0
 local threads = {}
 function setup(thread)
@@ -44,7 +46,11 @@ function init(args)
   wrk.headers["Content-Type"] = "application/json"
   wrk.headers["Origin"] = "%(origin)s"
 end
-function request()
+"""
+
+POST_LUA = (
+    LUA_PRELUDE
+    + r"""function request()
   counter = counter + 1
   local body = string.format(
     '{"subject_secret":"%%08d%%024d","banner_version":"%(version)s","action":"custom",' ..
@@ -54,6 +60,7 @@ function request()
   return wrk.format(nil, nil, nil, body)
 end
 """
+)
 
 
 class Run(NamedTuple):

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import asyncpg
 import pytest
 from starlette.applications import Starlette
+from starlette.testclient import TestClient
 
 from gateway.core.model import ConsentRecord, Site
 from gateway.core.settings import Settings
@@ -118,6 +119,14 @@ def recording_app(settings: Settings) -> Starlette:
     return create_app(
         settings.replace(banners_dir=root / "banners", locales_dir=root / "locales", reload=False)
     )
+
+
+def drained(client: TestClient) -> None:
+    """Wait (10 s at most) until the app's outbox has handed every record to the store."""
+    deadline = time.monotonic() + 10
+    while client.app.state.recording.outbox.depth:  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
 
 
 def recording_app_from_env() -> Starlette:

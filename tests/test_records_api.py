@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from gateway.core.settings import Settings
 from gateway.recording.receipts import Receipts
 from gateway.sites.catalog import load_site
 from tests.helpers import shipped_rules
-from tests.pg import ORIGIN, ROOT, consent_body, recording_app, secret_of
+from tests.pg import ORIGIN, ROOT, consent_body, drained, recording_app, secret_of
 from tests.procs import free_port
 
 BUNDLE = load_site(ROOT / "banners" / "demo", ROOT / "locales", shipped_rules())
@@ -40,13 +39,6 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
         yield c
 
 
-def wait_delivered(client: TestClient) -> None:
-    deadline = time.monotonic() + 10
-    while client.app.state.recording.outbox.depth:  # type: ignore[attr-defined]
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-
-
 def test_post_records_and_answers_with_a_receipt(client: TestClient, tmp_path: Path) -> None:
     r = client.post(
         URL,
@@ -64,7 +56,7 @@ def test_post_records_and_answers_with_a_receipt(client: TestClient, tmp_path: P
     assert (claims.site, claims.subject_id) == ("demo", sid)
     assert claims.record_id == body["record_id"]
 
-    wait_delivered(client)
+    drained(client)
     h = client.get(
         f"/v1/sites/demo/subjects/{sid}/consents",
         headers={"Authorization": f"Bearer {body['receipt']}", "Origin": ORIGIN},
@@ -165,7 +157,7 @@ def test_same_idempotency_key_returns_the_same_receipt(client: TestClient) -> No
     assert (first.status_code, again.status_code) == (201, 201)
     assert first.json() == again.json()
     assert again.headers["idempotent-replayed"] == "true"
-    wait_delivered(client)
+    drained(client)
     h = client.get(
         f"/v1/sites/demo/subjects/{first.json()['subject_id']}/consents",
         headers={"Authorization": "Bearer " + first.json()["receipt"]},
@@ -269,7 +261,7 @@ def test_each_request_gets_its_own_region_language_and_gpc(client: TestClient) -
         r = client.post(URL, json=body, headers=headers)
         assert r.status_code == 201
         receipts.append((r.json()["subject_id"], r.json()["receipt"]))
-    wait_delivered(client)
+    drained(client)
     for i, (country, _, _, language, gpc_set) in enumerate(cases):
         h = client.get(
             f"/v1/sites/demo/subjects/{receipts[i][0]}/consents",

@@ -6,7 +6,6 @@ which reads their history, and the second subject's choice got a 201 but was nev
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from gateway.core.settings import Settings
 from gateway.recording.receipts import Receipts
 from gateway.sites.catalog import load_site
 from tests.helpers import shipped_rules
-from tests.pg import ROOT, consent_body, recording_app
+from tests.pg import ROOT, consent_body, drained, recording_app
 
 BUNDLE = load_site(ROOT / "banners" / "demo", ROOT / "locales", shipped_rules())
 URL = "/v1/sites/demo/consents"
@@ -34,10 +33,7 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
 
 
 def history(client: TestClient, subject: str, receipt: str) -> list[dict[str, object]]:
-    deadline = time.monotonic() + 10
-    while client.app.state.recording.outbox.depth:  # type: ignore[attr-defined]
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    drained(client)
     answer = client.get(
         f"/v1/sites/demo/subjects/{subject}/consents",
         headers={"Authorization": f"Bearer {receipt}"},

@@ -3,7 +3,6 @@ its secret, the ETag is the state's revision, and an unchanged state answers 304
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -17,7 +16,7 @@ from gateway.core.settings import Settings
 from gateway.sites.catalog import load_site
 from gateway.web.api import state_etag
 from tests.helpers import shipped_rules
-from tests.pg import ROOT, consent_body, recording_app, secret_of
+from tests.pg import ROOT, consent_body, drained, recording_app, secret_of
 
 BUNDLE = load_site(ROOT / "banners" / "demo", ROOT / "locales", shipped_rules())
 URL = "/v1/sites/demo/consents"
@@ -29,13 +28,6 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
     settings = Settings(data_dir=tmp_path / "data", durability="process")
     with TestClient(recording_app(settings)) as c:
         yield c
-
-
-def drained(client: TestClient) -> None:
-    deadline = time.monotonic() + 10
-    while client.app.state.recording.outbox.depth:  # type: ignore[attr-defined]
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
 
 
 def state_url(subject_id: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from gateway.recording.receipts import (
 from gateway.recording.subjects import SubjectKeys, secret_from_authorization
 from gateway.sites.catalog import load_site
 from tests.helpers import shipped_rules
-from tests.pg import ROOT, consent_body, recording_app, secret_of
+from tests.pg import ROOT, consent_body, drained, recording_app, secret_of
 
 BUNDLE = load_site(ROOT / "banners" / "demo", ROOT / "locales", shipped_rules())
 URL = "/v1/sites/demo/consents"
@@ -37,13 +36,6 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
     settings = Settings(data_dir=tmp_path / "data", durability="process")
     with TestClient(recording_app(settings)) as c:
         yield c
-
-
-def drained(client: TestClient) -> None:
-    deadline = time.monotonic() + 10
-    while client.app.state.recording.outbox.depth:  # type: ignore[attr-defined]
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
 
 
 def history_url(subject_id: str) -> str:
