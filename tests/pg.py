@@ -11,7 +11,7 @@ import hashlib
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -53,6 +53,35 @@ async def scratch_database() -> AsyncIterator[str]:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+def _admin_run(sql: str) -> None:
+    async def run() -> None:
+        admin = await asyncpg.connect(ADMIN_DSN)
+        try:
+            await admin.execute(sql)
+        finally:
+            await admin.close()
+
+    asyncio.run(run())
+
+
+@contextlib.contextmanager
+def keyed_settings(store: str, settings: Settings) -> Iterator[tuple[Settings, str]]:
+    """``settings`` on the embedded store (``store`` "sqlite") or on a fresh PostgreSQL
+    database ("postgres", dropped afterwards), with a new API key of the demo site."""
+    from gateway.cli.keys import create
+
+    name = f"cg_test_{uuid.uuid4().hex[:12]}"
+    if store == "postgres":
+        _admin_run(f'CREATE DATABASE "{name}"')
+        settings = settings.replace(store_url=dsn_for(name))
+    try:
+        lines = asyncio.run(create(settings.replace(banners_dir=ROOT / "banners"), "demo", "h", []))
+        yield settings, lines[-1]
+    finally:
+        if store == "postgres":
+            _admin_run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

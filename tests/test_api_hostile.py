@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,11 +20,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from gateway.cli.keys import create
 from gateway.core.settings import Settings
 from gateway.preferences.identities import looks_like_contact
-from tests.helpers import ROOT
-from tests.pg import ADMIN_DSN, dsn_for, recording_app
+from tests.pg import keyed_settings, recording_app
 
 BASE = "/v1/sites/demo"
 QUIET = [HealthCheck.function_scoped_fixture]
@@ -75,22 +72,6 @@ class Live:
 LIVE = Live()
 
 
-async def _create(name: str) -> None:
-    admin = await asyncpg.connect(ADMIN_DSN)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-
-
-async def _drop(name: str) -> None:
-    admin = await asyncpg.connect(ADMIN_DSN)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
 @pytest.fixture(
     scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 )
@@ -99,22 +80,12 @@ def client(
 ) -> Iterator[TestClient]:
     data = Path(tmp_path_factory.mktemp("api-hostile")) / "data"
     settings_ = Settings(data_dir=data, durability="process", node_id="hostile", reload=False)
-    name = f"cg_test_{uuid.uuid4().hex[:12]}"
-    if request.param == "postgres":
-        asyncio.run(_create(name))
-        settings_ = settings_.replace(store_url=dsn_for(name))
-    LIVE.dsn = settings_.store_url or None
-    try:
-        lines = asyncio.run(
-            create(settings_.replace(banners_dir=ROOT / "banners"), "demo", "h", [])
-        )
-        LIVE.key, LIVE.store = lines[-1], data / "store.sqlite3"
+    with keyed_settings(request.param, settings_) as (settings_, key):
+        LIVE.dsn = settings_.store_url or None
+        LIVE.key, LIVE.store = key, data / "store.sqlite3"
         with TestClient(recording_app(settings_)) as c:
             LIVE.client = c
             yield c
-    finally:
-        if request.param == "postgres":
-            asyncio.run(_drop(name))
 
 
 async def _pg_links(dsn: str) -> list[tuple[Any, ...]]:

@@ -7,25 +7,20 @@ where the endpoint takes one, so the bodies reach the parsers, the model and the
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from gateway.cli.keys import create
 from gateway.core.settings import Settings
 from gateway.preferences.unsubscribe import UnsubscribeLinks
-from tests.helpers import ROOT
-from tests.pg import ADMIN_DSN, dsn_for, recording_app, secret_of
+from tests.pg import keyed_settings, recording_app, secret_of
 from tests.test_api_hostile import json_values
 
 BASE = "/v1/sites/demo"
@@ -46,14 +41,6 @@ class Live:
 LIVE = Live()
 
 
-async def _admin(sql: str) -> None:
-    admin = await asyncpg.connect(ADMIN_DSN)
-    try:
-        await admin.execute(sql)
-    finally:
-        await admin.close()
-
-
 @pytest.fixture(
     scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 )
@@ -66,16 +53,9 @@ def client(
         data_dir=data, durability="process", node_id="hostile", reload=False, public_url=PUBLIC,
         client_writes_per_minute=0, subject_writes_per_minute=0,
     )  # fmt: skip
-    name = f"cg_test_{uuid.uuid4().hex[:12]}"
-    if request.param == "postgres":
-        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-        settings_ = settings_.replace(store_url=dsn_for(name))
-    LIVE.dsn, LIVE.data = settings_.store_url or None, data
-    try:
-        lines = asyncio.run(
-            create(settings_.replace(banners_dir=ROOT / "banners"), "demo", "h", [])
-        )
-        LIVE.key = lines[-1]
+    with keyed_settings(request.param, settings_) as (settings_, key):
+        LIVE.dsn, LIVE.data = settings_.store_url or None, data
+        LIVE.key = key
         with TestClient(recording_app(settings_)) as c:
             LIVE.client = c
             r = c.post(
@@ -86,9 +66,6 @@ def client(
             assert r.status_code == 201, r.text
             LIVE.link = r.json()["url"].removeprefix(PUBLIC)
             yield c
-    finally:
-        if request.param == "postgres":
-            asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def appended() -> int:
