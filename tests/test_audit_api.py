@@ -11,6 +11,7 @@ import random
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import orjson
@@ -80,7 +81,11 @@ async def _brute(store_url: str, sql: str) -> list[asyncpg.Record]:
         await conn.close()
 
 
-async def test_report_figures_equal_a_brute_force_count(client: TestClient, store_url: str) -> None:
+def day_region_report(
+    client: TestClient,
+) -> tuple[dict[str, Any], list[str], dict[tuple[str, str, str], int]]:
+    """The March consent report by day and region: the answer, its columns, and its count of
+    each (day, region, action)."""
     response = client.get(
         "/admin/v1/sites/demo/reports/consents?group=day,region&from=2026-03-01&to=2026-03-31",
         headers=AUTH,
@@ -89,6 +94,11 @@ async def test_report_figures_equal_a_brute_force_count(client: TestClient, stor
     report = response.json()
     cols = report["columns"]
     got = {(r[0], r[1], a): r[cols.index(a)] for r in report["rows"] for a in ACTIONS}
+    return report, cols, got
+
+
+async def test_report_figures_equal_a_brute_force_count(client: TestClient, store_url: str) -> None:
+    report, cols, got = day_region_report(client)
     brute = await _brute(
         store_url,
         "SELECT (recorded_at AT TIME ZONE 'UTC')::date::text AS day, "

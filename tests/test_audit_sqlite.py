@@ -20,13 +20,12 @@ import pytest
 from starlette.testclient import TestClient
 
 from gateway.audit import service
-from gateway.core.model import ACTIONS
 from gateway.core.settings import Settings
 from gateway.sinks.directory_sqlite import SqliteDirectory
 from gateway.sinks.rights_sqlite import SqliteRights
 from gateway.sinks.sqlite import FILE_NAME, SqliteStore
 from tests.helpers import make_settings
-from tests.test_audit_api import TEXTS, varied
+from tests.test_audit_api import TEXTS, day_region_report, varied
 
 TOKEN = "t" * 32
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -151,14 +150,7 @@ def test_report_figures_equal_a_brute_force_count(
     client: TestClient, stored: tuple[Settings, list[Any]]
 ) -> None:
     settings, _ = stored
-    response = client.get(
-        "/admin/v1/sites/demo/reports/consents?group=day,region&from=2026-03-01&to=2026-03-31",
-        headers=AUTH,
-    )
-    assert response.status_code == 200, response.text
-    report = response.json()
-    cols = report["columns"]
-    got = {(r[0], r[1], a): r[cols.index(a)] for r in report["rows"] for a in ACTIONS}
+    report, cols, got = day_region_report(client)
     brute = _sql(
         settings,
         "SELECT substr(recorded_at, 1, 10), coalesce(json_extract(body, '$.region_country') || "
