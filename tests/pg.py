@@ -278,10 +278,16 @@ async def served_version(client: Any, base: str, within: float = 30) -> str:
         await asyncio.sleep(0.1)
 
 
-async def eventually(predicate: Callable[[], bool], within: float = 10.0) -> None:
-    """Poll until the predicate holds, or fail the test after ``within`` seconds."""
+async def eventually(
+    predicate: Callable[[], bool],
+    within: float = 10.0,
+    what: str = "condition not reached in time",
+    every: float = 0.01,
+) -> None:
+    """Poll (each ``every`` seconds) until the predicate holds, or fail the test with ``what``
+    after ``within`` seconds."""
     deadline = time.monotonic() + within
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
+            raise AssertionError(what)
+        await asyncio.sleep(every)

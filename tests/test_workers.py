@@ -10,6 +10,7 @@ left behind when the worker count shrinks (records lost without an error).
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 import signal
@@ -17,13 +18,13 @@ import socket
 import sqlite3
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
 from gateway.recording.receipts import KEY_FILE, Receipts
+from tests import pg
 from tests.helpers import ROOT
 from tests.pg import dsn_for, pg_dsn, scratch_database  # noqa: F401
 from tests.procs import free_port
@@ -41,11 +42,8 @@ from tests.workers_env import (
 pytestmark = [pytest.mark.slow]
 
 
-async def eventually(check: Callable[[], bool], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(0.1)
+# Workers answer over real processes: poll every 0.1 s.
+eventually = functools.partial(pg.eventually, every=0.1)
 
 
 def undelivered(data_dir: Path) -> dict[str, int]:

@@ -8,12 +8,12 @@ choice is lost), or a worker that stays broken after the disk is freed.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
+import functools
 from pathlib import Path
 
 import pytest
 
+from tests import pg
 from tests.helpers import fill_disk, small_disk
 from tests.procs import free_port
 from tests.workers_env import Gateway, Load, banner_version, sqlite_records
@@ -21,11 +21,8 @@ from tests.workers_env import Gateway, Load, banner_version, sqlite_records
 pytestmark = [pytest.mark.slow]
 
 
-async def eventually(check: Callable[[], bool], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(0.05)
+# Workers answer over real processes: poll every 0.05 s.
+eventually = functools.partial(pg.eventually, every=0.05)
 
 
 async def test_a_full_disk_answers_503_never_201_and_recording_recovers(tmp_path: Path) -> None:
