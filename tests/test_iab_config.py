@@ -19,6 +19,7 @@ from gateway.cli.main import main
 from gateway.core.errors import ConfigError
 from gateway.core.iab import TcfRestriction
 from gateway.core.jurisdictions import load_rules
+from gateway.core.settings import Settings
 from gateway.sites.catalog import load_site
 from gateway.sites.gvl_store import gvl_path, load_gvl
 from gateway.sites.iab_sitefile import parse_gpp, parse_tcf
@@ -157,7 +158,11 @@ def test_gvl_import_stores_validates_and_refuses_an_older_list(
 
 
 def _findings(tmp_path: Path, extra: str = TCF_TOML, now: dt.datetime = LATER) -> CheckReport:
-    settings = tcf_settings(tmp_path, extra)
+    return _checked(tcf_settings(tmp_path, extra), now)
+
+
+def _checked(settings: Settings, now: dt.datetime) -> CheckReport:
+    """What ``check`` reports on the demo site's IAB settings at ``now``."""
     bundle = load_site(
         settings.banners_dir / "demo",
         settings.locales_dir,
@@ -256,14 +261,7 @@ def test_i18n_extract_adds_the_tcf_texts_and_translations_satisfy_check(tmp_path
         message.flags.discard("fuzzy")
     with po.open("wb") as fp:
         write_po(fp, catalog)
-    bundle = load_site(
-        settings.banners_dir / "demo",
-        settings.locales_dir,
-        load_rules(),
-        load_gvl(settings.banners_dir),
-    )
-    report = CheckReport()
-    check_iab(bundle, report, LATER)
+    report = _checked(settings, LATER)
     assert _errors(report) == []
 
 
