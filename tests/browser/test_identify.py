@@ -6,6 +6,7 @@ page that replays one another page was given gets nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -72,6 +73,19 @@ def banner_shown(page: Page) -> bool:
     return shown
 
 
+@contextlib.contextmanager
+def new_visitor(browser: Browser, site: LoopbackServer, gateway: Gateway) -> Iterator[Page]:
+    """A browser of its own on the identify page (in Germany), once the snippet is up."""
+    context = browser.new_context(locale="en-US")
+    try:
+        page = context.new_page()
+        visit(page, site, gateway, "/identify", "DE")
+        page.wait_for_function("document.getElementById('cg-host')")
+        yield page
+    finally:
+        context.close()
+
+
 def test_device_b_presenting_the_identity_token_gets_the_customers_choices_and_no_banner(
     browser: Browser, site: LoopbackServer, keyed: tuple[Gateway, str]
 ) -> None:
@@ -112,16 +126,10 @@ def test_device_b_presenting_the_identity_token_gets_the_customers_choices_and_n
         assert b.evaluate("ConsentGateway.getConsent().choices") == consent["choices"]
 
         # The token was single-use: a third browser replaying it gets nothing.
-        c = browser.new_context(locale="en-US")
-        try:
-            page = c.new_page()
-            visit(page, site, gateway, "/identify", "DE")
-            page.wait_for_function("document.getElementById('cg-host')")
+        with new_visitor(browser, site, gateway) as page:
             with pytest.raises(Exception, match="403"):
                 identify(page, token)
             assert page.evaluate("ConsentGateway.getConsent()") is None
-        finally:
-            c.close()
     finally:
         device_a.close()
         device_b.close()
@@ -130,13 +138,7 @@ def test_device_b_presenting_the_identity_token_gets_the_customers_choices_and_n
 def test_an_unknown_token_changes_nothing(
     browser: Browser, site: LoopbackServer, gateway: Gateway
 ) -> None:
-    context = browser.new_context(locale="en-US")
-    try:
-        page = context.new_page()
-        visit(page, site, gateway, "/identify", "DE")
-        page.wait_for_function("document.getElementById('cg-host')")
+    with new_visitor(browser, site, gateway) as page:
         with pytest.raises(Exception, match="40"):
             identify(page, "it1.forged.token")
         assert page.evaluate("ConsentGateway.getConsent()") is None
-    finally:
-        context.close()
