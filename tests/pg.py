@@ -32,6 +32,10 @@ ADMIN_DSN = os.environ.get("TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1
 ORIGIN = "http://127.0.0.1:8000"
 
 
+# The central stores a store-agnostic test runs on: fixture params (PostgreSQL marked).
+STORES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
 def dsn_for(name: str, port: int = 5432) -> str:
     return f"postgresql://postgres@127.0.0.1:{port}/{name}"
 

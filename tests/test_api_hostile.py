@@ -22,7 +22,7 @@ from starlette.testclient import TestClient
 
 from gateway.core.settings import Settings
 from gateway.preferences.identities import looks_like_contact
-from tests.pg import keyed_settings, recording_app
+from tests.pg import STORES, keyed_settings, recording_app
 
 BASE = "/v1/sites/demo"
 QUIET = [HealthCheck.function_scoped_fixture]
@@ -72,9 +72,7 @@ class Live:
 LIVE = Live()
 
 
-@pytest.fixture(
-    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-)
+@pytest.fixture(scope="module", params=STORES)
 def client(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TestClient]:

@@ -10,13 +10,13 @@ import pytest
 from gateway.sinks.directory import Directory, Link, PreferenceState, StoredKey
 from gateway.sinks.directory_postgres import PostgresDirectory
 from gateway.sinks.directory_sqlite import SqliteDirectory
-from tests.pg import scratch_database
+from tests.pg import STORES, scratch_database
 
 T0 = "2026-12-06T10:00:00.000000Z"
 T1 = "2026-12-06T11:00:00.000000Z"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=STORES)
 async def where(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """A store location: a SQLite file path or a scratch PostgreSQL database's DSN."""
     if request.param == "sqlite":

@@ -20,7 +20,7 @@ from starlette.testclient import TestClient
 
 from gateway.core.settings import Settings
 from gateway.preferences.unsubscribe import UnsubscribeLinks
-from tests.pg import keyed_settings, recording_app, secret_of
+from tests.pg import STORES, keyed_settings, recording_app, secret_of
 from tests.test_api_hostile import json_values
 
 BASE = "/v1/sites/demo"
@@ -41,9 +41,7 @@ class Live:
 LIVE = Live()
 
 
-@pytest.fixture(
-    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-)
+@pytest.fixture(scope="module", params=STORES)
 def client(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TestClient]:

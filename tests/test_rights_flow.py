@@ -18,11 +18,11 @@ from gateway.core.settings import Settings
 from gateway.rights import events
 from gateway.sinks.sqlite import FILE_NAME
 from tests.helpers import OPS
-from tests.pg import scratch_database
+from tests.pg import STORES, scratch_database
 from tests.rights_env import ADMIN, BASE, Env, delivered_events, env, hook, inbox  # noqa: F401
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=STORES)
 def store_url(request: pytest.FixtureRequest) -> Iterator[str]:
     if request.param == "sqlite":
         yield ""
