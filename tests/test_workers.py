@@ -33,7 +33,7 @@ from tests.workers_env import (
     DEMO_CHOICES,
     Gateway,
     Load,
-    banner_version,
+    loaded,
     outbox_files,
     pg_records,
     sqlite_records,
@@ -62,10 +62,7 @@ async def kill_one_worker_under_load(tmp_path: Path, store_url: str) -> tuple[Lo
     data = tmp_path / "data"
     gw = Gateway(data, free_port(), 2, GATEWAY_STORE_URL=store_url, GATEWAY_DURABILITY="power")
     try:
-        await asyncio.to_thread(gw.wait_ready, 60, 2)
-        load = Load(gw.base, await banner_version(gw.base))
-        writers = [asyncio.create_task(load.writer(f"w{i}")) for i in range(12)]
-        await eventually(lambda: load.ok() > 100, 30, "the load did not get going")
+        load, writers = await loaded(gw, "w", 12, 100)
         victim = gw.workers()[0]
         os.kill(victim, signal.SIGKILL)  # mid-stream: requests are in flight on it
         await eventually(
@@ -131,10 +128,7 @@ async def test_a_start_with_fewer_workers_delivers_the_orphan_outboxes(tmp_path:
         GATEWAY_SHUTDOWN_DRAIN="0.5",
     )  # fmt: skip
     try:
-        await asyncio.to_thread(gw.wait_ready, 60, 2)
-        load = Load(gw.base, await banner_version(gw.base))
-        writers = [asyncio.create_task(load.writer(f"o{i}")) for i in range(12)]
-        await eventually(lambda: load.ok() > 300, 30, "the load did not get going")
+        load, writers = await loaded(gw, "o", 12, 300)
         load.running = False
         await asyncio.gather(*writers)
     finally:

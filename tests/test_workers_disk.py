@@ -16,7 +16,7 @@ import pytest
 from tests import pg
 from tests.helpers import fill_disk, small_disk
 from tests.procs import free_port
-from tests.workers_env import Gateway, Load, banner_version, sqlite_records
+from tests.workers_env import Gateway, loaded, sqlite_records
 
 pytestmark = [pytest.mark.slow]
 
@@ -33,10 +33,7 @@ async def test_a_full_disk_answers_503_never_201_and_recording_recovers(tmp_path
             GATEWAY_READY_MIN_FREE_MB="1",
         )  # fmt: skip
         try:
-            await asyncio.to_thread(gw.wait_ready, 60, 2)
-            load = Load(gw.base, await banner_version(gw.base))
-            writers = [asyncio.create_task(load.writer(f"d{i}")) for i in range(8)]
-            await eventually(lambda: load.ok() > 100, 30, "the load did not get going")
+            load, writers = await loaded(gw, "d", 8, 100, every=0.05)
             ballast = await asyncio.to_thread(fill_disk, disk)
             full = f"no 503 on a full disk: {load.statuses}"
             await eventually(lambda: load.statuses.get(503, 0) > 20, 60, full)

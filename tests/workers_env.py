@@ -17,7 +17,7 @@ import asyncpg
 import httpx
 
 from tests.helpers import CITY_DB, OPS, OPS_TOKEN, ROOT
-from tests.pg import ORIGIN, secret_of
+from tests.pg import ORIGIN, eventually, secret_of
 
 CLI = Path(sys.executable).parent / "consent-gateway"
 DEMO_CHOICES = {"analytics": False, "marketing": False, "personalization": False}
@@ -175,3 +175,15 @@ async def pg_records(dsn: str) -> list[str]:
 
 def outbox_files(data_dir: Path) -> Iterator[Path]:
     yield from sorted(data_dir.glob("**/outbox.sqlite3"))
+
+
+async def loaded(
+    gw: Gateway, name: str, writers: int, at_least: int, every: float = 0.1
+) -> tuple[Load, list[asyncio.Task[None]]]:
+    """Once both workers of ``gw`` are ready: ``writers`` writers (named ``name`` and a number)
+    recording, and more than ``at_least`` of their consents answered (polled each ``every`` s)."""
+    await asyncio.to_thread(gw.wait_ready, 60, 2)
+    load = Load(gw.base, await banner_version(gw.base))
+    tasks = [asyncio.create_task(load.writer(f"{name}{i}")) for i in range(writers)]
+    await eventually(lambda: load.ok() > at_least, 30, "the load did not get going", every)
+    return load, tasks
