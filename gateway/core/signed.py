@@ -11,10 +11,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import orjson
+
+T = TypeVar("T")
 
 
 def b64(data: bytes) -> str:
@@ -72,3 +75,31 @@ def split(token: str, prefix: str, max_length: int) -> tuple[str, str] | None:
 def genuine(signers: Sequence[Signer], payload: str, signature: str) -> bool:
     """Whether one of ``signers`` made ``signature`` (compared in constant time)."""
     return any(hmac.compare_digest(s.sign(payload), signature) for s in signers)
+
+
+@dataclass(frozen=True)
+class Form:
+    """One kind of token: its prefix and longest length, and how it refuses one (the error
+    and its three reasons)."""
+
+    prefix: str
+    max_length: int
+    refuse: Callable[[str], Exception]
+    not_one: str  # not of this form at all
+    forged: str  # no signer made the signature
+    malformed: str  # genuine, but the payload does not hold the claims
+
+
+def opened(token: str, form: Form, signers: Sequence[Signer], claims: Callable[[Any], T]) -> T:
+    """``claims`` of the payload of a genuine token (``claims`` may raise ValueError, KeyError
+    or TypeError for a payload it cannot read); ``form.refuse`` for anything else."""
+    parts = split(token, form.prefix, form.max_length)
+    if parts is None:
+        raise form.refuse(form.not_one)
+    payload, signature = parts
+    if not genuine(signers, payload, signature):
+        raise form.refuse(form.forged)
+    try:
+        return claims(orjson.loads(unb64(payload)))  # binascii.Error is a ValueError
+    except (ValueError, KeyError, TypeError) as exc:
+        raise form.refuse(form.malformed) from exc

@@ -13,12 +13,9 @@ store accepts once (``Directory.link_once``).
 
 from __future__ import annotations
 
-import binascii
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import orjson
 
 from gateway.core import signed
 from gateway.core.errors import BadRequest
@@ -36,6 +33,16 @@ class InvalidToken(BadRequest):
 
     def __init__(self, detail: str) -> None:
         super().__init__("invalid_identity_token", detail, field="token", status_code=403)
+
+
+_FORM = signed.Form(
+    PREFIX,
+    MAX_TOKEN,
+    InvalidToken,
+    "not an identity token",
+    "the token's signature does not match",
+    "the token's payload is malformed",
+)
 
 
 @dataclass(frozen=True)
@@ -82,24 +89,19 @@ class IdentityTokens:
         self, token: str, *, site: str, now: int, subject_id: str | None = None
     ) -> TokenClaims:
         """The claims of a genuine, current token of this site (and subject, when bound)."""
-        parts = signed.split(token, PREFIX, MAX_TOKEN)
-        if parts is None:
-            raise InvalidToken("not an identity token")
-        payload, signature = parts
-        if not signed.genuine([self._signer], payload, signature):
-            raise InvalidToken("the token's signature does not match")
-        try:
-            data = orjson.loads(signed.unb64(payload))
-            claims = TokenClaims(
+        claims = signed.opened(
+            token,
+            _FORM,
+            [self._signer],
+            lambda data: TokenClaims(
                 site=str(data["s"]),
                 identities=tuple((str(t), str(h)) for t, h in data["i"]),
                 subject_id=None if data["u"] is None else str(data["u"]),
                 issued_at=int(data["iat"]),
                 expires_at=int(data["exp"]),
                 nonce=str(data["n"]),
-            )
-        except (binascii.Error, ValueError, KeyError, TypeError) as exc:
-            raise InvalidToken("the token's payload is malformed") from exc
+            ),
+        )
         if claims.site != site:
             raise InvalidToken("the token belongs to another site")
         if now >= claims.expires_at:

@@ -15,11 +15,8 @@ A token is ``u1.<payload>.<signature>`` (unpadded base64url); the payload is ``{
 
 from __future__ import annotations
 
-import binascii
 import hashlib
 from dataclasses import dataclass
-
-import orjson
 
 from gateway.core import signed
 from gateway.core.errors import BadRequest
@@ -36,6 +33,16 @@ class InvalidLink(BadRequest):
 
     def __init__(self, detail: str) -> None:
         super().__init__("invalid_unsubscribe_link", detail, status_code=403)
+
+
+_FORM = signed.Form(
+    PREFIX,
+    MAX_TOKEN,
+    InvalidLink,
+    "not an unsubscribe link",
+    "the link's signature does not match",
+    "the link's payload is malformed",
+)
 
 
 @dataclass(frozen=True)
@@ -86,24 +93,19 @@ class UnsubscribeLinks:
 
     def verify(self, token: str, *, site: str, now: int) -> LinkClaims:
         """The claims of a genuine, current link of this site; ``InvalidLink`` otherwise."""
-        parts = signed.split(token, PREFIX, MAX_TOKEN)
-        if parts is None:
-            raise InvalidLink("not an unsubscribe link")
-        payload, signature = parts
-        if not signed.genuine([self._signer], payload, signature):
-            raise InvalidLink("the link's signature does not match")
-        try:
-            data = orjson.loads(signed.unb64(payload))
-            claims = LinkClaims(
+        claims = signed.opened(
+            token,
+            _FORM,
+            [self._signer],
+            lambda data: LinkClaims(
                 site=str(data["s"]),
                 identity_type=str(data["t"]),
                 identity_hash=str(data["h"]),
                 topic=str(data["p"]),
                 product_line=str(data["l"]),
                 expires_at=int(data["exp"]),
-            )
-        except (binascii.Error, ValueError, KeyError, TypeError) as exc:
-            raise InvalidLink("the link's payload is malformed") from exc
+            ),
+        )
         if claims.site != site:
             raise InvalidLink("the link belongs to another site")
         if now >= claims.expires_at:

@@ -8,7 +8,6 @@ the hash; the subject uses the token to read their own history.
 
 from __future__ import annotations
 
-import binascii
 import datetime as dt
 import hashlib
 import hmac
@@ -45,6 +44,16 @@ class InvalidReceipt(BadRequest):
 
     def __init__(self, detail: str) -> None:
         super().__init__("invalid_receipt", detail, status_code=403)
+
+
+_FORM = signed.Form(
+    _PREFIX,
+    MAX_TOKEN,
+    InvalidReceipt,
+    "not a receipt",
+    "the receipt signature does not match",
+    "the receipt payload is malformed",
+)
 
 
 def canonical_json(record: Record) -> bytes:
@@ -123,23 +132,18 @@ class Receipts:
 
     def verify(self, token: str) -> ReceiptClaims:
         """The claims of a genuine token; ``InvalidReceipt`` for anything else."""
-        parts = signed.split(token, _PREFIX, MAX_TOKEN)
-        if parts is None:
-            raise InvalidReceipt("not a receipt")
-        payload, signature = parts
-        if not signed.genuine(self._verifiers, payload, signature):
-            raise InvalidReceipt("the receipt signature does not match")
-        try:
-            data = orjson.loads(signed.unb64(payload))
-            return ReceiptClaims(
+        return signed.opened(
+            token,
+            _FORM,
+            self._verifiers,
+            lambda data: ReceiptClaims(
                 site=str(data["s"]),
                 subject_id=str(data["u"]),
                 record_id=str(data["r"]),
                 recorded_at=str(data["t"]),
                 content_hash=str(data["h"]),
-            )
-        except (binascii.Error, ValueError, KeyError, TypeError) as exc:
-            raise InvalidReceipt("the receipt payload is malformed") from exc
+            ),
+        )
 
     def proves(self, token: str, record: Record) -> bool:
         """Whether the token is genuine and matches this record's content exactly."""
