@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -165,6 +165,18 @@ def test_contactability(client: TestClient, body: Any) -> None:
         assert [x["identity"] for x in results] == body["identities"]
 
 
+def one_field_changed(
+    valid: Mapping[str, Mapping[str, Any]], where: tuple[str, str], value: Any, drop: bool
+) -> dict[str, Any]:
+    """The valid body of ``where[0]`` with its field ``where[1]`` dropped or set to ``value``."""
+    body = dict(valid[where[0]])
+    if drop:
+        body.pop(where[1], None)
+    else:
+        body[where[1]] = value
+    return body
+
+
 @settings(max_examples=120, deadline=None, suppress_health_check=QUIET)
 @given(
     where=st.sampled_from(FIELDS),
@@ -174,12 +186,8 @@ def test_contactability(client: TestClient, body: Any) -> None:
 def test_any_single_field_of_a_valid_body(
     client: TestClient, where: tuple[str, str], value: Any, drop: bool
 ) -> None:
-    path, field = where
-    body = dict(VALID[path])
-    if drop:
-        body.pop(field)
-    else:
-        body[field] = value
+    path = where[0]
+    body = one_field_changed(VALID, where, value, drop)
     before = links()
     r = send("POST", path, json.dumps(body).encode())
     check(r, before, {200, 201})

@@ -21,7 +21,7 @@ from starlette.testclient import TestClient
 from gateway.core.settings import Settings
 from gateway.preferences.unsubscribe import UnsubscribeLinks
 from tests.pg import STORES, keyed_settings, recording_app, secret_of
-from tests.test_api_hostile import json_values
+from tests.test_api_hostile import json_values, one_field_changed
 
 BASE = "/v1/sites/demo"
 QUIET = [HealthCheck.function_scoped_fixture]
@@ -299,12 +299,8 @@ def test_any_single_field_of_a_valid_body(
     client: TestClient, where: tuple[str, str], value: Any, drop: bool
 ) -> None:
     """Threat: one wrong field in an otherwise valid change slips through, half applied."""
-    caller, field = where
-    body = dict(VALID[caller])
-    if drop:
-        body.pop(field, None)
-    else:
-        body[field] = value
+    caller = where[0]
+    body = one_field_changed(VALID, where, value, drop)
     before = appended()
     r = send("POST", f"{BASE}/preferences", json.dumps(body).encode(), "application/json",
              key=caller == "api")  # fmt: skip
