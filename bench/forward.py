@@ -31,7 +31,7 @@ SUBJECTS = 50_000  # records cycle through this many subjects: most move a lates
 async def fill(path: Path, records: int) -> None:
     """An outbox holding ``records`` bench records, appended as the recording path does."""
     from gateway.core.model import ConsentRecord
-    from gateway.recording.consent import Uuid7Clock, rfc3339_utc
+    from gateway.recording.fields import Uuid7Clock, rfc3339_utc
     from gateway.recording.outbox.group_commit import Outbox
 
     clock = Uuid7Clock()

@@ -27,7 +27,7 @@ ORIGIN = "http://127.0.0.1:8000"
 
 def _records(start: int, count: int, clock: Any) -> list[Any]:
     from gateway.core.model import ConsentRecord
-    from gateway.recording.consent import rfc3339_utc
+    from gateway.recording.fields import rfc3339_utc
 
     out = []
     for i in range(start, start + count):
@@ -53,7 +53,7 @@ def _size(path: Path) -> int:
 
 
 async def run(seconds: float, group: int, durability: str, checkpoint_mb: int) -> dict[str, Any]:
-    from gateway.recording.consent import Uuid7Clock
+    from gateway.recording.fields import Uuid7Clock
     from gateway.recording.forwarder import Forwarder
     from gateway.recording.outbox.group_commit import Outbox
     from gateway.sinks.sqlite import SqliteStore

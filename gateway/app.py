@@ -26,7 +26,21 @@ from gateway.serving.validation import validate_bundle
 from gateway.serving.watch import Watcher
 from gateway.sites import versions
 from gateway.sites.catalog import LiveCatalog, static_dir
-from gateway.web import accesslog, admin, api, audit, errors, ops, privacy, public, records, rights
+from gateway.web import (
+    accesslog,
+    admin,
+    api,
+    audit,
+    errors,
+    ops,
+    privacy,
+    public,
+    records,
+    rights,
+)
+from gateway.web import (
+    preferences as preference_routes,
+)
 from gateway.web.framing import TransferCodings
 from gateway.web.front import HotPaths
 from gateway.web.middleware import MetricsMiddleware
@@ -135,6 +149,7 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
             *public.routes(),
             *privacy.routes(),
             *records.routes(),
+            *preference_routes.routes(),
             *api.routes(),
             *rights.routes(),
             *admin.routes(),

@@ -22,7 +22,7 @@ from starlette.applications import Starlette
 
 from gateway.core.model import ConsentRecord, Site
 from gateway.core.settings import Settings
-from gateway.recording.consent import Uuid7Clock, rfc3339_utc
+from gateway.recording.fields import Uuid7Clock, rfc3339_utc
 from gateway.sites.sitefile import read_site
 from tests.procs import free_port
 

@@ -192,6 +192,11 @@ class Env:
             headers=self.key,
         )
         assert r.status_code == 201, r.text
+        # The link is recorded through the outbox too: wait until the store has it.
+        deadline = time.monotonic() + 10
+        while self.state.recording.outbox.depth:
+            assert time.monotonic() < deadline, "the forwarder did not deliver"
+            time.sleep(0.02)
 
     def ask(self, body: dict[str, Any], **headers: str) -> Any:
         return self.client.post(f"{BASE}/rights-requests", json=body, headers=headers)

@@ -13,7 +13,7 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from gateway.core.model import ConsentRecord
+from gateway.core.record_codec import Record
 from gateway.core.settings import Settings
 from gateway.recording.forwarder import Forwarder, ForwarderCollector
 from gateway.recording.outbox.commands import outbox_replay, outbox_status
@@ -163,17 +163,17 @@ async def test_refused_record_goes_to_dead_letters_and_replays(
 
 
 class RecordListSink:
-    """A sink without the JSON fast path: it gets decoded ConsentRecords."""
+    """A sink without the JSON fast path: it gets decoded records."""
 
     name = "list"
 
     def __init__(self) -> None:
-        self.records: list[ConsentRecord] = []
+        self.records: list[Record] = []
 
     async def open(self) -> None:
         return None
 
-    async def write_batch(self, records: Sequence[ConsentRecord]) -> None:
+    async def write_batch(self, records: Sequence[Record]) -> None:
         self.records.extend(records)
 
     async def close(self) -> None:

@@ -11,16 +11,13 @@ import pytest
 
 from gateway.core.errors import BadRequest
 from gateway.core.model import ConsentRecord, Purpose, Region, Rule, Site
-from gateway.recording.consent import (
+from gateway.recording.consent import RecordContext, check_rule, enrich, validate
+from gateway.recording.fields import (
     MAX_BODY_BYTES,
-    RecordContext,
     Uuid7Clock,
-    check_rule,
-    enrich,
     parse_body,
     rfc3339_utc,
     truncate_ip,
-    validate,
 )
 from tests.helpers import shipped_rules
 from tests.pg import consent_body, demo_bundle

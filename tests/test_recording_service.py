@@ -11,6 +11,7 @@ from starlette.datastructures import Headers
 
 from gateway.app import build_gateway
 from gateway.core.errors import BadRequest
+from gateway.core.model import ConsentRecord
 from gateway.recording.service import Recorded, RecordingService
 from gateway.recording.submission import Submission
 from gateway.serving.gateway import Gateway
@@ -71,6 +72,7 @@ async def test_one_call_validates_places_enriches_signs_and_appends(
     )
     [item] = await recording.outbox.claim(10)
     record = item.record()
+    assert isinstance(record, ConsentRecord)
     assert (record.region_country, record.region_subdivision, record.region_source) == (
         "US",
         "CA",

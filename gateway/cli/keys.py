@@ -12,7 +12,7 @@ import asyncpg
 from gateway.core.errors import ConfigError
 from gateway.core.settings import Settings
 from gateway.preferences import apikeys
-from gateway.preferences.service import directory_for
+from gateway.sinks import directory_for
 from gateway.sinks.directory import Directory, StoredKey
 from gateway.sites.sitefile import read_site
 

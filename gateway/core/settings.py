@@ -150,6 +150,15 @@ SETTINGS: tuple[Setting, ...] = (
         _choice("records", "cloudevents"),
     ),
     Setting(
+        "webhook_data",
+        "records",
+        "What the webhook sends of each change: `records` (the records as stored: consents, "
+        "preference changes, identity links) or `events` (`consent.recorded`, "
+        "`preferences.updated`, `identity.linked`, each with the subject's linked identities as "
+        "keyed hashes; schemas in docs/events/).",
+        _choice("records", "events"),
+    ),
+    Setting(
         "nats_url",
         "",
         "Also publish every record to NATS JetStream at this URL (`nats://host:4222`). Empty: off.",
@@ -368,6 +377,7 @@ class Settings:
     webhook_url: str = _default("webhook_url")
     webhook_secret: str = _default("webhook_secret")
     webhook_format: str = _default("webhook_format")
+    webhook_data: str = _default("webhook_data")
     nats_url: str = _default("nats_url")
     nats_stream: str = _default("nats_stream")
     nats_subject_prefix: str = _default("nats_subject_prefix")

@@ -20,10 +20,8 @@ from gateway.preferences.identities import (
     looks_like_contact,
 )
 from gateway.preferences.tokens import IdentityTokens, TokenClaims
+from gateway.sinks import directory_for
 from gateway.sinks.directory import ContactRow, Directory, Link, PreferenceState
-from gateway.sinks.directory_postgres import PostgresDirectory
-from gateway.sinks.directory_sqlite import SqliteDirectory
-from gateway.sinks.sqlite import FILE_NAME
 
 log = logging.getLogger("gateway.preferences")
 
@@ -31,16 +29,6 @@ log = logging.getLogger("gateway.preferences")
 # here because the two services sit on one layer and may not import each other.
 SUBJECT_ID = re.compile(r"^[A-Za-z0-9._:@+=~-]{1,128}$")
 IDENTITY_SECRET = "identity_key"  # noqa: S105 (the name of a stored secret, not one)
-
-
-def directory_for(settings: Settings) -> Directory:
-    """The directory in the central store named by ``store_url`` (not yet opened)."""
-    url = settings.store_url.strip()
-    if not url:
-        return SqliteDirectory(settings.data_dir / FILE_NAME)
-    if url.startswith(("postgresql://", "postgres://")):
-        return PostgresDirectory(url)
-    raise ConfigError("GATEWAY_STORE_URL must be empty or a postgresql:// URL")
 
 
 def now_text() -> str:
@@ -157,6 +145,18 @@ class PreferenceService:
     async def link(self, site: str, subject_id: str, identity: Identity) -> None:
         (digest,) = await self.hashes(site, [identity])
         link = Link(site, subject_id, identity.type, digest, now_text(), "api")
+        await self._call(self.directory.link([link]))
+
+    async def subjects_of_hash(self, site: str, digest: str) -> list[str]:
+        """Subjects linked to an identity known by its keyed hash, most recently linked first."""
+        result: list[str] = await self._call(self.directory.subjects_for(site, digest))
+        return result
+
+    async def link_hash(
+        self, site: str, subject_id: str, identity_type: str, digest: str, source: str
+    ) -> None:
+        """Link a subject to an identity known by its keyed hash."""
+        link = Link(site, subject_id, identity_type, digest, now_text(), source)
         await self._call(self.directory.link([link]))
 
     async def subjects_for(self, site: str, identity: Identity) -> list[str]:

@@ -14,8 +14,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from gateway.core.model import ConsentRecord
-from gateway.core.record_codec import decode_object, decode_record
+from gateway.core.record_codec import Record, decode_object, decode_record
 from gateway.core.tasks import BASE_BACKOFF, Supervised, Supervisor, backoff_delay
 from gateway.recording.outbox.group_commit import Outbox, OutboxItem
 from gateway.sinks.base import JsonSink, ObjectSink, PermanentSinkError, Sink
@@ -165,7 +164,7 @@ class Forwarder:
                     continue
             batch[item.record_id] = (body if isinstance(body, str) else body.decode(), obj)
         refused: dict[str, tuple[str, str]] = {}  # record_id -> (sink, reason)
-        decoded: dict[str, ConsentRecord] = {}
+        decoded: dict[str, Record] = {}
         pending = list(self.sinks)
         attempt = 0
         while pending:
@@ -242,7 +241,7 @@ class Forwarder:
 async def _write(
     sink: Sink,
     batch: dict[str, tuple[str, Mapping[str, Any]]],
-    decoded: dict[str, ConsentRecord],
+    decoded: dict[str, Record],
 ) -> None:
     """Hand the batch to a sink in the cheapest form it takes."""
     if isinstance(sink, ObjectSink):

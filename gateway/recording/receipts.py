@@ -21,7 +21,7 @@ from pathlib import Path
 import orjson
 
 from gateway.core.errors import BadRequest, ConfigError
-from gateway.core.model import ConsentRecord
+from gateway.core.record_codec import Record
 from gateway.core.settings import Settings
 
 KEY_FILE = "receipt.key"
@@ -47,12 +47,12 @@ class InvalidReceipt(BadRequest):
         super().__init__("invalid_receipt", detail, status_code=403)
 
 
-def canonical_json(record: ConsentRecord) -> bytes:
+def canonical_json(record: Record) -> bytes:
     """The record's canonical bytes: sorted keys, no whitespace, UTF-8."""
     return orjson.dumps(record.plain_json(), option=orjson.OPT_SORT_KEYS)
 
 
-def content_hash(record: ConsentRecord) -> str:
+def content_hash(record: Record) -> str:
     """Hex SHA-256 of the canonical JSON."""
     return hashlib.sha256(canonical_json(record)).hexdigest()
 
@@ -124,7 +124,7 @@ class Receipts:
         outer.update(inner.digest())
         return _b64(outer.digest())
 
-    def issue(self, record: ConsentRecord, canonical: bytes | None = None) -> str:
+    def issue(self, record: Record, canonical: bytes | None = None) -> str:
         """A token for this exact record (``canonical``: its canonical JSON, if at hand)."""
         if canonical is None:
             canonical = canonical_json(record)
@@ -163,7 +163,7 @@ class Receipts:
         except (binascii.Error, ValueError, KeyError, TypeError) as exc:
             raise InvalidReceipt("the receipt payload is malformed") from exc
 
-    def proves(self, token: str, record: ConsentRecord) -> bool:
+    def proves(self, token: str, record: Record) -> bool:
         """Whether the token is genuine and matches this record's content exactly."""
         claims = self.verify(token)
         return claims.record_id == record.record_id and hmac.compare_digest(

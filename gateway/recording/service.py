@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -14,25 +14,27 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector
 
 from gateway.core.errors import BadRequest, NotFound, Unavailable
+from gateway.core.preference_record import LINK_KIND, LinkRecord
 from gateway.core.ratelimit import WriteLimits
 from gateway.core.settings import Settings
 from gateway.core.tasks import Supervisor, SupervisorCollector
 from gateway.recording.consent import (
     RecordContext,
-    Uuid7Clock,
     ValidatedConsent,
     check_rule,
     enrich,
-    parse_body,
-    rfc3339_utc,
     validate,
 )
 from gateway.recording.datalock import DataDirLock
+from gateway.recording.fields import Uuid7Clock, parse_body, rfc3339_utc
 from gateway.recording.forwarder import Forwarder, ForwarderCollector
 from gateway.recording.outbox.database import FILE_NAME
 from gateway.recording.outbox.group_commit import Appended, Outbox
+from gateway.recording.preference import PreferenceContext
+from gateway.recording.preference import enrich as enrich_preference
+from gateway.recording.preference import validate as validate_preference
 from gateway.recording.receipts import Receipts, canonical_json, load_key
-from gateway.recording.subjects import SubjectForbidden, SubjectKeys, check_secret
+from gateway.recording.subjects import SubjectForbidden, SubjectKeys, check_secret, is_subject_id
 from gateway.recording.submission import Placement, Submission
 from gateway.sinks import open_sinks
 from gateway.sinks.base import Sink, Store
@@ -185,6 +187,60 @@ class RecordingService:
         appended = await self.record(consent, context)
         return Recorded(*appended, consent.subject_id)
 
+    async def record_preferences(
+        self,
+        bundle: SiteBundle,
+        body: Mapping[str, Any],
+        submission: Submission,
+        *,
+        actor: str = "subject",
+        subject_id: str | None = None,
+    ) -> Recorded:
+        """Record a preference change like a consent: prove the subject (its secret, unless
+        ``actor`` is an API key or a signed link and ``subject_id`` or the body names the
+        subject), validate against the site's model, enrich, sign and durably append."""
+        site = bundle.site
+        via_api = actor != "subject"
+        if not via_api:
+            subject_id = self.bind_subject(site.id, body)["subject_id"]
+        elif subject_id is None:
+            subject_id = gateway_subject_id(body.get("subject_id"))
+        change = validate_preference(body, site, subject_id, via_api=via_api)
+        placement = self._placement()
+        ip, region = placement.locator.locate(submission.peer, submission.headers)
+        self.limits.check(ip, site.id, subject_id)  # 429 past the write limits
+        _, _, language, _ = placement.decide(
+            bundle, region, submission.accept_language, submission.gpc_values
+        )
+        context = PreferenceContext(ip, submission.user_agent, submission.origin, language, actor)
+        if not self._accepting or self.receipts is None:
+            raise Unavailable("the gateway is starting or shutting down", retry_after=2)
+        record_id, now_ns = self._clock.next()
+        record = enrich_preference(
+            change, context, record_id=record_id, recorded_at=rfc3339_utc(now_ns),
+            node_id=self.node_id,
+        )  # fmt: skip
+        body_bytes = canonical_json(record)
+        receipt = self.receipts.issue(record, canonical=body_bytes)
+        appended = await self.outbox.append(record, receipt, body_bytes)
+        return Recorded(*appended, subject_id)
+
+    async def record_links(
+        self, site: str, subject_id: str, identities: Sequence[tuple[str, str]], source: str
+    ) -> None:
+        """Record identity links (made in the directory already) through the outbox, so the
+        stores keep their history and the webhook and NATS hear of them; no receipt."""
+        if not self._accepting:
+            raise Unavailable("the gateway is starting or shutting down", retry_after=2)
+        for identity_type, digest in identities:
+            record_id, now_ns = self._clock.next()
+            record = LinkRecord(
+                kind=LINK_KIND, record_id=record_id, recorded_at=rfc3339_utc(now_ns), site=site,
+                subject_id=subject_id, identity_type=identity_type, identity_hash=digest,
+                source=source, node_id=self.node_id,
+            )  # fmt: skip
+            await self.outbox.append(record, "")
+
     def subject_keys(self) -> SubjectKeys:
         if self.subjects is None:
             raise Unavailable("the gateway is starting or shutting down", retry_after=2)
@@ -309,3 +365,18 @@ def free_bytes(path: Path) -> int | None:
     except OSError:
         return None
     return st.f_bavail * st.f_frsize
+
+
+def gateway_subject_id(value: object) -> str:
+    """A subject id named by an API caller: one the gateway derived (never an identity)."""
+    if value is None:
+        raise BadRequest(
+            "missing_field", "subject_id (or identity) is required", field="subject_id"
+        )
+    if not isinstance(value, str) or not is_subject_id(value):
+        raise BadRequest(
+            "invalid_field",
+            "a subject id is the 32 lower-case hex digits the gateway derived",
+            field="subject_id",
+        )
+    return value

@@ -66,6 +66,16 @@ class SubjectKeys:
         outer.update(inner.digest())
         return outer.hexdigest()[:32]
 
+    def for_identity(self, site: str, identity_hash: str) -> str:
+        """The subject the gateway keeps for an identity no subject is linked to yet (an
+        unsubscribe, a sign-up at a store counter): derived like any id, from an input no
+        secret can give (secrets are hex only, this has a colon), so no one holds its secret."""
+        inner = self._inner.copy()
+        inner.update(f"{site}|identity:{identity_hash}".encode("ascii"))
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()[:32]
+
     def require(self, site: str, subject_id: str, secret: str) -> None:
         """Raise ``SubjectForbidden`` unless ``secret`` is the secret of ``subject_id``."""
         if not hmac.compare_digest(self.subject_id(site, secret), subject_id):

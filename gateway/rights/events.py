@@ -1,6 +1,7 @@
 """Rights request events for the webhook (and later the event bus). Pure: no I/O.
 
-Each event is ``{"id", "type", "time", "request": {...}}``, one JSON schema for the three
+Each event is ``{"id", "type", "time", "request": {...}}`` (the envelope every event of the
+gateway shares, gateway/core/events.py), one JSON schema for the three
 types (EVENT_SCHEMA, also in the README). Identities appear as linked: their type and keyed
 hash, never their value. Delivered at least once: receivers dedupe on ``id``.
 """
@@ -11,6 +12,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from gateway.core.events import envelope
 from gateway.sinks.rights import StoredRequest, SystemPart
 
 CREATED = "rights_request.created"
@@ -115,12 +117,7 @@ def event(
     change: str = "",
     system: str = "",
 ) -> tuple[str, dict[str, Any]]:
-    body: dict[str, Any] = {
-        "id": str(uuid.uuid4()),
-        "type": type_,
-        "time": at,
-        "request": request_view(request, systems),
-    }
+    body = envelope(type_, str(uuid.uuid4()), at, request=request_view(request, systems))
     if change:
         body["change"] = change
     if system:

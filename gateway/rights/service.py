@@ -27,9 +27,8 @@ from gateway.rights.deadlines import Period, add
 from gateway.rights.export import build_zip
 from gateway.rights.mailer import SmtpTarget, code_message, parse_smtp_url, send
 from gateway.rights.policy import DownstreamSystem, SiteRights
+from gateway.sinks import directory_for
 from gateway.sinks.directory import Directory
-from gateway.sinks.directory_postgres import PostgresDirectory
-from gateway.sinks.directory_sqlite import SqliteDirectory
 from gateway.sinks.rights import Erasure, RightsStore, StoredRequest, SystemPart, Transition
 from gateway.sinks.rights_postgres import PostgresRights
 from gateway.sinks.rights_sqlite import SqliteRights
@@ -65,13 +64,6 @@ def store_for(settings: Settings) -> RightsStore:
     if url.startswith(("postgresql://", "postgres://")):
         return PostgresRights(url)
     raise ConfigError("GATEWAY_STORE_URL must be empty or a postgresql:// URL")
-
-
-def directory_for(settings: Settings) -> Directory:
-    url = settings.store_url.strip()
-    if not url:
-        return SqliteDirectory(settings.data_dir / FILE_NAME)
-    return PostgresDirectory(url)
 
 
 class RecordReader(Protocol):

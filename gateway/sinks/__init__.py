@@ -8,12 +8,23 @@ import re
 from gateway.core.errors import ConfigError
 from gateway.core.settings import Settings
 from gateway.sinks.base import PermanentSinkError, Sink, SinkError, Store
+from gateway.sinks.directory import Directory
+from gateway.sinks.directory_postgres import PostgresDirectory
+from gateway.sinks.directory_sqlite import SqliteDirectory
 from gateway.sinks.jetstream import JetStreamSink
 from gateway.sinks.postgres import PostgresStore
 from gateway.sinks.sqlite import FILE_NAME, SqliteStore
-from gateway.sinks.webhook import WebhookSink
+from gateway.sinks.webhook import EventWebhookSink, WebhookSink
 
-__all__ = ["PermanentSinkError", "Sink", "SinkError", "Store", "open_sinks", "store_for"]
+__all__ = [
+    "PermanentSinkError",
+    "Sink",
+    "SinkError",
+    "Store",
+    "directory_for",
+    "open_sinks",
+    "store_for",
+]
 
 
 def store_for(settings: Settings) -> Store:
@@ -29,6 +40,16 @@ def store_for(settings: Settings) -> Store:
     )
 
 
+def directory_for(settings: Settings) -> Directory:
+    """The directory in the central store named by ``store_url`` (not yet opened)."""
+    url = settings.store_url.strip()
+    if not url:
+        return SqliteDirectory(settings.data_dir / FILE_NAME)
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresDirectory(url)
+    raise ConfigError("GATEWAY_STORE_URL must be empty or a postgresql:// URL")
+
+
 def open_sinks(settings: Settings) -> list[Sink]:
     """The primary store first, then the webhook and NATS when configured (none opened)."""
     sinks: list[Sink] = [store_for(settings)]
@@ -40,13 +61,20 @@ def open_sinks(settings: Settings) -> list[Sink]:
                 "GATEWAY_WEBHOOK_URL is set but GATEWAY_WEBHOOK_SECRET is empty",
                 hint="set a shared secret so the receiver can check each batch's signature",
             )
-        sinks.append(
-            WebhookSink(
-                settings.webhook_url,
-                settings.webhook_secret,
-                cloudevents=settings.webhook_format == "cloudevents",
+        cloudevents = settings.webhook_format == "cloudevents"
+        if settings.webhook_data == "events":
+            sinks.append(
+                EventWebhookSink(
+                    settings.webhook_url,
+                    settings.webhook_secret,
+                    directory_for(settings),
+                    cloudevents=cloudevents,
+                )
             )
-        )
+        else:
+            sinks.append(
+                WebhookSink(settings.webhook_url, settings.webhook_secret, cloudevents=cloudevents)
+            )
     if settings.nats_url:
         sinks.append(nats_sink(settings))
     return sinks

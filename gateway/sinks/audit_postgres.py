@@ -20,20 +20,28 @@ BATCH = 10_000
 _CHAIN = """
     SELECT c.node_id, c.seq, c.kind, c.ref, c.prev_hash, c.hash,
            $1::text IS NULL OR c.site = $1 AS wanted,
-           CASE WHEN r.record_id IS NULL OR NOT ($1::text IS NULL OR c.site = $1) THEN NULL
-                ELSE audit_consent_digest(r) END AS digest
+           CASE WHEN NOT ($1::text IS NULL OR c.site = $1) THEN NULL
+                WHEN r.record_id IS NOT NULL THEN audit_consent_digest(r)
+                WHEN p.record_id IS NOT NULL THEN audit_preference_digest(p) END AS digest
     FROM audit_chain c
     LEFT JOIN consent_records r ON c.kind = 'consent' AND r.record_id = c.ref::uuid
+    LEFT JOIN preference_records p ON c.kind = 'preference' AND p.record_id = c.ref::uuid
     WHERE ($2::timestamptz IS NULL OR c.recorded_at >= $2)
       AND ($1::text IS NULL OR c.node_id IN (SELECT node_id FROM audit_chain WHERE site = $1))
     ORDER BY c.node_id, c.seq
 """
 _UNLINKED = """
-    SELECT r.node_id, r.record_id::text AS ref FROM consent_records r
-    WHERE ($1::text IS NULL OR r.site = $1) AND ($2::timestamptz IS NULL OR r.recorded_at >= $2)
-      AND NOT EXISTS (SELECT 1 FROM audit_chain c
-                      WHERE c.kind = 'consent' AND c.ref = r.record_id::text)
-    LIMIT 10
+    (SELECT r.node_id, r.record_id::text AS ref FROM consent_records r
+     WHERE ($1::text IS NULL OR r.site = $1) AND ($2::timestamptz IS NULL OR r.recorded_at >= $2)
+       AND NOT EXISTS (SELECT 1 FROM audit_chain c
+                       WHERE c.kind = 'consent' AND c.ref = r.record_id::text)
+     LIMIT 10)
+    UNION ALL
+    (SELECT p.node_id, p.record_id::text AS ref FROM preference_records p
+     WHERE ($1::text IS NULL OR p.site = $1) AND ($2::timestamptz IS NULL OR p.recorded_at >= $2)
+       AND NOT EXISTS (SELECT 1 FROM audit_chain c
+                       WHERE c.kind = 'preference' AND c.ref = p.record_id::text)
+     LIMIT 10)
 """
 # Record columns as the export gives them: timestamps in RFC 3339 UTC, ids as text.
 _EXPORT_COLS = ", ".join(

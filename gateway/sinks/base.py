@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from gateway.core.model import ConsentRecord
+from gateway.core.record_codec import Record
 
 
 class SinkError(Exception):
@@ -29,7 +29,7 @@ class Sink(Protocol):
 
     async def open(self) -> None: ...
 
-    async def write_batch(self, records: Sequence[ConsentRecord]) -> None:
+    async def write_batch(self, records: Sequence[Record]) -> None:
         """Commit every record, or raise: ``PermanentSinkError`` for refused records (the
         others committed), any other exception for a transient failure of the whole batch."""
 
@@ -49,7 +49,7 @@ class ObjectSink(Sink, Protocol):
     """A sink that takes records as their decoded JSON objects (the forwarder decodes once)."""
 
     async def write_objects(self, objects: Sequence[Mapping[str, Any]]) -> None:
-        """Like ``write_batch``; each object has exactly the keys of ``ConsentRecord.as_json``."""
+        """Like ``write_batch``; each object has exactly the keys of its record's ``as_json``."""
 
 
 @runtime_checkable
@@ -58,6 +58,9 @@ class Store(Sink, Protocol):
 
     async def subject_history(self, site: str, subject_id: str) -> dict[str, Any]:
         """``{"current": record | None, "history": [records, newest first]}``."""
+
+    async def preference_history(self, site: str, subject_id: str) -> list[dict[str, Any]]:
+        """A subject's preference records, newest first."""
 
     async def publish_version(
         self,

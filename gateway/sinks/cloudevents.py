@@ -10,20 +10,41 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from gateway.core.events import TYPE_OF_KIND
+from gateway.core.record_codec import kind_of
+
 SPEC_VERSION = "1.0"
-CONSENT_RECORDED = "consent.recorded"
 BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 
 
-def envelope(record: Mapping[str, Any], event_type: str = CONSENT_RECORDED) -> dict[str, Any]:
+def event_type(record: Mapping[str, Any]) -> str:
+    """The event a record is: consent.recorded, preferences.updated or identity.linked."""
+    return TYPE_OF_KIND[kind_of(record)]
+
+
+def envelope(record: Mapping[str, Any], type_: str | None = None) -> dict[str, Any]:
     """The event for one record: ``id`` is the record id, so receivers dedupe on it."""
     return {
         "specversion": SPEC_VERSION,
         "id": record["record_id"],
         "source": f"/v1/sites/{record['site']}",
-        "type": event_type,
+        "type": type_ or event_type(record),
         "subject": record["subject_id"],
         "time": record["recorded_at"],
         "datacontenttype": "application/json",
         "data": record,
+    }
+
+
+def wrap(event: Mapping[str, Any]) -> dict[str, Any]:
+    """A CloudEvent carrying one of the gateway's events (core/events.py) as its data."""
+    return {
+        "specversion": SPEC_VERSION,
+        "id": event["id"],
+        "source": f"/v1/sites/{event['site']}",
+        "type": event["type"],
+        "subject": event["subject"]["subject_id"],
+        "time": event["time"],
+        "datacontenttype": "application/json",
+        "data": event,
     }

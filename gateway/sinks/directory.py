@@ -98,6 +98,12 @@ class Directory(Protocol):
     async def identity_types(self, site: str, subject_id: str) -> list[str]:
         """The types of the identities linked to a subject, sorted."""
 
+    async def identities_of(
+        self, site: str, subject_ids: Sequence[str]
+    ) -> dict[str, list[tuple[str, str]]]:
+        """(type, keyed hash) of the identities linked to each subject (sorted; subjects with
+        none are left out)."""
+
     async def write_preferences(self, states: Sequence[PreferenceState]) -> None:
         """Keep the newest state per (site, subject, product line), by (updated_at, record_id)."""
 

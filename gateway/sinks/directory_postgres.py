@@ -294,6 +294,24 @@ class PostgresDirectory:
             )
         return [r["identity_type"] for r in rows]
 
+    async def identities_of(
+        self, site: str, subject_ids: Sequence[str]
+    ) -> dict[str, list[tuple[str, str]]]:
+        pool = await self._ensure()
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT l.subject_id, l.identity_type, l.identity_hash "
+                "FROM unnest($2::text[]) AS s(subject_id) "
+                "JOIN identity_links l ON l.site = $1 AND l.subject_id = s.subject_id "
+                "ORDER BY 1, 2, 3",
+                site,
+                list(dict.fromkeys(subject_ids)),
+            )
+        out: dict[str, list[tuple[str, str]]] = {}
+        for subject, type_, digest in rows:
+            out.setdefault(subject, []).append((type_, digest))
+        return out
+
     async def write_preferences(self, states: Sequence[PreferenceState]) -> None:
         columns: list[list[Any]] = [[], [], [], [], [], [], []]
         for s in states:

@@ -17,6 +17,7 @@ from gateway.sinks.directory import (
     PreferenceState,
     StoredKey,
 )
+from gateway.sinks.preference_state import SQLITE_SCHEMA
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployment_secrets (
@@ -47,16 +48,6 @@ CREATE TABLE IF NOT EXISTS identity_links (
     PRIMARY KEY (site, identity_hash, subject_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS identity_links_subject ON identity_links (site, subject_id);
-CREATE TABLE IF NOT EXISTS preference_state (
-    site TEXT NOT NULL,
-    subject_id TEXT NOT NULL,
-    product_line TEXT NOT NULL,
-    preferences TEXT NOT NULL,
-    record_id TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    extra TEXT NOT NULL,
-    PRIMARY KEY (site, subject_id, product_line)
-) WITHOUT ROWID;
 """
 
 # Newest wins whatever the arrival order: a redelivered or late state never moves it back.
@@ -119,7 +110,7 @@ class SqliteDirectory:
         conn.execute("PRAGMA busy_timeout = 5000")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
-        conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
+        conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} {SQLITE_SCHEMA} COMMIT;")
         return conn
 
     async def close(self) -> None:
@@ -245,6 +236,26 @@ class SqliteDirectory:
             return [r[0] for r in rows]
 
         result: list[str] = await self._call(run)
+        return result
+
+    async def identities_of(
+        self, site: str, subject_ids: Sequence[str]
+    ) -> dict[str, list[tuple[str, str]]]:
+        subjects = orjson.dumps(list(dict.fromkeys(subject_ids))).decode()
+
+        def run(conn: sqlite3.Connection) -> dict[str, list[tuple[str, str]]]:
+            rows = conn.execute(
+                "SELECT l.subject_id, l.identity_type, l.identity_hash FROM json_each(?) s "
+                "JOIN identity_links l ON l.site = ? AND l.subject_id = s.value "
+                "ORDER BY l.subject_id, l.identity_type, l.identity_hash",
+                (subjects, site),
+            )
+            out: dict[str, list[tuple[str, str]]] = {}
+            for subject, type_, digest in rows:
+                out.setdefault(subject, []).append((type_, digest))
+            return out
+
+        result: dict[str, list[tuple[str, str]]] = await self._call(run)
         return result
 
     async def write_preferences(self, states: Sequence[PreferenceState]) -> None:

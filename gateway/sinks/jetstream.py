@@ -28,8 +28,9 @@ from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from gateway.core.model import ConsentRecord
+from gateway.core.record_codec import Record
 from gateway.sinks.base import PermanentSinkError, SinkError
+from gateway.sinks.cloudevents import event_type
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +72,8 @@ class JetStreamSink:
         parts = urlsplit(self.url)
         return f"{parts.scheme}://{parts.hostname}:{parts.port or 4222}"
 
-    def subject(self, site: str) -> str:
-        return f"{self.subject_prefix}.{EVENT}.{site}"
+    def subject(self, site: str, event: str = EVENT) -> str:
+        return f"{self.subject_prefix}.{event}.{site}"
 
     async def open(self) -> None:
         try:
@@ -148,7 +149,7 @@ class JetStreamSink:
             done |= finished
         return done
 
-    async def write_batch(self, records: Sequence[ConsentRecord]) -> None:
+    async def write_batch(self, records: Sequence[Record]) -> None:
         await self.write_objects([r.as_json() for r in records])
 
     async def write_objects(self, objects: Sequence[Mapping[str, Any]]) -> None:
@@ -165,7 +166,7 @@ class JetStreamSink:
                     continue
                 try:
                     future = await js.publish_async(
-                        self.subject(site),
+                        self.subject(site, event_type(obj)),
                         orjson.dumps(obj),
                         stream=self.stream,
                         headers={MSG_ID_HEADER: record_id},

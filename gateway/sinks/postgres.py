@@ -12,8 +12,9 @@ from typing import Any
 import asyncpg
 import orjson
 
-from gateway.core.model import RECORD_COLUMNS, ConsentRecord
-from gateway.sinks import postgres_audit
+from gateway.core.model import RECORD_COLUMNS
+from gateway.core.record_codec import CONSENT_KIND, Record, kind_of
+from gateway.sinks import directory_postgres, postgres_audit, postgres_preferences
 from gateway.sinks.base import HISTORY_LIMIT, PermanentSinkError, SinkError
 
 log = logging.getLogger("gateway.sinks.postgres")
@@ -103,6 +104,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # Version 3: the audit trail's hash chain and the report rollups (postgres_audit.py).
     postgres_audit.MIGRATION,
+    # Version 4: preference records, chained like consents (postgres_preferences.py).
+    postgres_audit.PREFERENCE_MIGRATION,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -216,6 +219,8 @@ class PostgresStore:
                 conn = await asyncpg.connect(self.dsn, timeout=self.connect_timeout)
                 try:
                     await migrate(conn)
+                    # The latest preference state lives in the directory's tables.
+                    await directory_postgres.migrate(conn)
                 finally:
                     await conn.close()
                 self._pool = await asyncpg.create_pool(
@@ -232,10 +237,43 @@ class PostgresStore:
             pool, self._pool = self._pool, None
             await pool.close()
 
-    async def write_batch(self, records: Sequence[ConsentRecord]) -> None:
+    async def write_batch(self, records: Sequence[Record]) -> None:
         await self.write_objects([r.as_json() for r in records])
 
     async def write_objects(self, objects: Sequence[Mapping[str, Any]]) -> None:
+        others = [o for o in objects if kind_of(o) != CONSENT_KIND]
+        if others:
+            objects = [o for o in objects if kind_of(o) == CONSENT_KIND]
+            await self._write_others(others)
+        if objects:
+            await self._write_consents(objects)
+
+    async def _write_others(self, objects: Sequence[Mapping[str, Any]]) -> None:
+        """Preference changes and identity links (postgres_preferences.py)."""
+        refused: list[str] = []
+        try:
+            pool = await self._ensure()
+            async with pool.acquire() as conn:
+                try:
+                    await postgres_preferences.write(conn, objects)
+                except (*_REFUSED, KeyError):
+                    for obj in objects:  # find the bad one: one record per transaction
+                        try:
+                            await postgres_preferences.write(conn, [obj])
+                        except (*_REFUSED, KeyError) as exc:
+                            log.error("PostgreSQL refused record %s: %r", obj.get("record_id"), exc)
+                            refused.append(str(obj.get("record_id")))
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise SinkError(f"PostgreSQL: {exc}") from exc
+        if refused:
+            raise PermanentSinkError(refused, "PostgreSQL refused the record's values")
+
+    async def preference_history(self, site: str, subject_id: str) -> list[dict[str, Any]]:
+        pool = await self._ensure()
+        async with pool.acquire() as conn:
+            return await postgres_preferences.history(conn, site, subject_id)
+
+    async def _write_consents(self, objects: Sequence[Mapping[str, Any]]) -> None:
         refused: dict[str, None] = {}  # record_ids in order, once each
 
         def rows() -> Iterator[tuple[Any, ...]]:

@@ -33,6 +33,59 @@ CONSENT_DIGEST = """
 _REGION = "coalesce(i.region_country || coalesce('-' || i.region_subdivision, ''), '')"
 _DAY = "(i.recorded_at AT TIME ZONE 'UTC')::date"
 
+# The trigger that links every newly stored row of a record table into its node's chain, one
+# per kind (a generated function, so the kinds cannot drift apart).
+_CHAIN_FOLLOW = """
+    CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE
+        r record;
+        cur text := NULL;
+        s bigint;
+        h bytea;
+        nodes text[] := '{{}}'; seqs bigint[] := '{{}}'; refs text[] := '{{}}';
+        sites text[] := '{{}}'; ats timestamptz[] := '{{}}';
+        prevs bytea[] := '{{}}'; hashes bytea[] := '{{}}';
+    BEGIN
+        FOR r IN
+            SELECT i.node_id, i.record_id::text AS ref, i.site, i.recorded_at,
+                   {digest}(i) AS d
+            FROM inserted i ORDER BY i.node_id, i.recorded_at, i.record_id
+        LOOP
+            IF cur IS DISTINCT FROM r.node_id THEN
+                IF cur IS NOT NULL THEN
+                    UPDATE audit_heads SET seq = s, hash = h WHERE node_id = cur;
+                END IF;
+                cur := r.node_id;
+                INSERT INTO audit_heads VALUES (cur, 0, decode(repeat('00', 32), 'hex'))
+                    ON CONFLICT (node_id) DO NOTHING;
+                SELECT a.seq, a.hash INTO s, h FROM audit_heads a
+                    WHERE a.node_id = cur FOR UPDATE;
+            END IF;
+            s := s + 1;
+            nodes := nodes || cur; seqs := seqs || s; refs := refs || r.ref;
+            sites := sites || r.site; ats := ats || r.recorded_at; prevs := prevs || h;
+            h := sha256(h || convert_to('{kind}', 'UTF8') || decode('00', 'hex') || r.d);
+            hashes := hashes || h;
+        END LOOP;
+        IF cur IS NOT NULL THEN
+            UPDATE audit_heads SET seq = s, hash = h WHERE node_id = cur;
+            INSERT INTO audit_chain (node_id, seq, kind, ref, site, recorded_at, prev_hash, hash)
+            SELECT n, q, '{kind}', f, t, a, p, x
+            FROM unnest(nodes, seqs, refs, sites, ats, prevs, hashes) AS u(n, q, f, t, a, p, x);
+        END IF;
+        RETURN NULL;
+    END
+    $$;
+    CREATE TRIGGER {function} AFTER INSERT ON {table}
+        REFERENCING NEW TABLE AS inserted
+        FOR EACH STATEMENT EXECUTE FUNCTION {function}();
+"""
+
+
+def _chain_follow(function: str, kind: str, digest: str, table: str) -> str:
+    return _CHAIN_FOLLOW.format(function=function, kind=kind, digest=digest, table=table)
+
+
 MIGRATION = f"""
     CREATE TABLE audit_chain (
         node_id text COLLATE "C" NOT NULL,
@@ -59,50 +112,7 @@ MIGRATION = f"""
     );
     CREATE FUNCTION audit_consent_digest(r consent_records) RETURNS bytea
         LANGUAGE sql IMMUTABLE AS $$ SELECT {CONSENT_DIGEST.format(r="r")} $$;
-    CREATE FUNCTION audit_chain_follow() RETURNS trigger LANGUAGE plpgsql AS $$
-    DECLARE
-        r record;
-        cur text := NULL;
-        s bigint;
-        h bytea;
-        nodes text[] := '{{}}'; seqs bigint[] := '{{}}'; refs text[] := '{{}}';
-        sites text[] := '{{}}'; ats timestamptz[] := '{{}}';
-        prevs bytea[] := '{{}}'; hashes bytea[] := '{{}}';
-    BEGIN
-        FOR r IN
-            SELECT i.node_id, i.record_id::text AS ref, i.site, i.recorded_at,
-                   audit_consent_digest(i) AS d
-            FROM inserted i ORDER BY i.node_id, i.recorded_at, i.record_id
-        LOOP
-            IF cur IS DISTINCT FROM r.node_id THEN
-                IF cur IS NOT NULL THEN
-                    UPDATE audit_heads SET seq = s, hash = h WHERE node_id = cur;
-                END IF;
-                cur := r.node_id;
-                INSERT INTO audit_heads VALUES (cur, 0, decode(repeat('00', 32), 'hex'))
-                    ON CONFLICT (node_id) DO NOTHING;
-                SELECT a.seq, a.hash INTO s, h FROM audit_heads a
-                    WHERE a.node_id = cur FOR UPDATE;
-            END IF;
-            s := s + 1;
-            nodes := nodes || cur; seqs := seqs || s; refs := refs || r.ref;
-            sites := sites || r.site; ats := ats || r.recorded_at; prevs := prevs || h;
-            h := sha256(h || convert_to('consent', 'UTF8') || decode('00', 'hex') || r.d);
-            hashes := hashes || h;
-        END LOOP;
-        IF cur IS NOT NULL THEN
-            UPDATE audit_heads SET seq = s, hash = h WHERE node_id = cur;
-            INSERT INTO audit_chain (node_id, seq, kind, ref, site, recorded_at, prev_hash, hash)
-            SELECT n, q, 'consent', f, t, a, p, x
-            FROM unnest(nodes, seqs, refs, sites, ats, prevs, hashes) AS u(n, q, f, t, a, p, x);
-        END IF;
-        RETURN NULL;
-    END
-    $$;
-    CREATE TRIGGER audit_chain_follow AFTER INSERT ON consent_records
-        REFERENCING NEW TABLE AS inserted
-        FOR EACH STATEMENT EXECUTE FUNCTION audit_chain_follow();
-
+    {_chain_follow("audit_chain_follow", "consent", "audit_consent_digest", "consent_records")}
     CREATE TABLE consent_rollup (
         site text COLLATE "C" NOT NULL,
         day date NOT NULL,
@@ -166,4 +176,58 @@ MIGRATION = f"""
     CREATE TRIGGER consent_rollup_follow AFTER INSERT ON consent_records
         REFERENCING NEW TABLE AS inserted
         FOR EACH STATEMENT EXECUTE FUNCTION consent_rollup_follow();
+"""
+
+# Preference records: their own table beside consent_records, chained as kind "preference";
+# identity links keep their history beside them (the directory holds the links themselves).
+PREFERENCE_DIGEST = """
+    sha256(convert_to(jsonb_build_array(
+        {r}.record_id::text, (extract(epoch FROM {r}.recorded_at) * 1000000)::bigint,
+        {r}.site, {r}.subject_id, {r}.product_line, {r}.preferences, {r}.channel,
+        {r}.evidence, {r}.actor, {r}.language, {r}.ip_truncated, {r}.user_agent, {r}.origin,
+        {r}.node_id, {r}.idempotency_key, {r}.extra)::text, 'UTF8'))
+"""
+
+PREFERENCE_MIGRATION = f"""
+    CREATE TABLE preference_records (
+        record_id uuid PRIMARY KEY,
+        recorded_at timestamptz NOT NULL,
+        site text COLLATE "C" NOT NULL,
+        subject_id text COLLATE "C" NOT NULL,
+        product_line text COLLATE "C" NOT NULL,
+        preferences jsonb NOT NULL,
+        channel text NOT NULL,
+        evidence jsonb,
+        actor text NOT NULL,
+        language text NOT NULL,
+        ip_truncated text,
+        user_agent text NOT NULL,
+        origin text NOT NULL,
+        node_id text NOT NULL,
+        idempotency_key text,
+        extra jsonb NOT NULL,
+        stored_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX preference_records_subject
+        ON preference_records (site, subject_id, recorded_at DESC, record_id DESC);
+    CREATE TABLE identity_link_records (
+        record_id uuid PRIMARY KEY,
+        recorded_at timestamptz NOT NULL,
+        site text COLLATE "C" NOT NULL,
+        subject_id text COLLATE "C" NOT NULL,
+        identity_type text NOT NULL,
+        identity_hash text COLLATE "C" NOT NULL,
+        source text NOT NULL,
+        node_id text NOT NULL,
+        stored_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX identity_link_records_subject
+        ON identity_link_records (site, subject_id, recorded_at);
+    CREATE FUNCTION audit_preference_digest(r preference_records) RETURNS bytea
+        LANGUAGE sql IMMUTABLE AS $$ SELECT {PREFERENCE_DIGEST.format(r="r")} $$;
+    {
+    _chain_follow(
+        "audit_preference_follow", "preference", "audit_preference_digest", "preference_records"
+    )
+}
 """

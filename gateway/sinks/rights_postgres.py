@@ -402,6 +402,16 @@ class PostgresRights:
                 "DELETE FROM identity_links WHERE site = $1 AND subject_id = ANY($2)",
                 site, subjects,
             )  # fmt: skip
+            # The links' history and the request facts of preference changes go too.
+            await conn.execute(
+                "DELETE FROM identity_link_records WHERE site = $1 AND subject_id = ANY($2)",
+                site, subjects,
+            )  # fmt: skip
+            await conn.execute(
+                "UPDATE preference_records SET ip_truncated = NULL, user_agent = '', "
+                "idempotency_key = NULL WHERE site = $1 AND subject_id = ANY($2)",
+                site, subjects,
+            )  # fmt: skip
             states = await conn.execute(
                 "UPDATE preference_state SET extra = '{}'::jsonb "
                 "WHERE site = $1 AND subject_id = ANY($2) AND extra != '{}'::jsonb",

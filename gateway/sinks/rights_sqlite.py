@@ -427,6 +427,22 @@ class SqliteRights:
                         "DELETE FROM identity_links WHERE site = ? AND subject_id = ?",
                         (site, subject),
                     ).rowcount
+                    # The links' history and the request facts of preference changes go too.
+                    conn.execute(
+                        "DELETE FROM identity_link_records WHERE site = ? AND subject_id = ?",
+                        (site, subject),
+                    )
+                    for seq, text in conn.execute(
+                        "SELECT seq, body FROM preference_records "
+                        "WHERE site = ? AND subject_id = ?",
+                        (site, subject),
+                    ).fetchall():
+                        data = orjson.loads(text)
+                        data.update(ip_truncated=None, user_agent="", idempotency_key=None)
+                        conn.execute(
+                            "UPDATE preference_records SET body = ? WHERE seq = ?",
+                            (orjson.dumps(data).decode(), seq),
+                        )
                     states += conn.execute(
                         "UPDATE preference_state SET extra = '{}' "
                         "WHERE site = ? AND subject_id = ? AND extra != '{}'",

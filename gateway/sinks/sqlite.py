@@ -11,8 +11,9 @@ from typing import Any, TypeVar
 
 import orjson
 
-from gateway.core.model import ConsentRecord
+from gateway.core.record_codec import LINK_KIND, PREFERENCE_KIND, Record, kind_of_body
 from gateway.sinks.base import HISTORY_LIMIT
+from gateway.sinks.preference_state import SQLITE_SCHEMA, sqlite_fold
 
 FILE_NAME = "store.sqlite3"
 SCHEMA_VERSION = 2
@@ -36,6 +37,26 @@ CREATE TABLE IF NOT EXISTS consent_records (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS consent_records_subject
     ON consent_records (site, subject_id, recorded_at, record_id);
+CREATE TABLE IF NOT EXISTS preference_records (
+    seq INTEGER PRIMARY KEY,
+    site TEXT NOT NULL,
+    subject_id TEXT NOT NULL,
+    recorded_at TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS preference_records_subject
+    ON preference_records (site, subject_id, recorded_at, record_id);
+CREATE TABLE IF NOT EXISTS identity_link_records (
+    seq INTEGER PRIMARY KEY,
+    site TEXT NOT NULL,
+    subject_id TEXT NOT NULL,
+    recorded_at TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS identity_link_records_subject
+    ON identity_link_records (site, subject_id, recorded_at, record_id);
 CREATE TABLE IF NOT EXISTS banner_versions (
     site TEXT NOT NULL,
     banner_version TEXT NOT NULL,
@@ -45,6 +66,8 @@ CREATE TABLE IF NOT EXISTS banner_versions (
     PRIMARY KEY (site, banner_version)
 ) WITHOUT ROWID;
 """
+
+_SCHEMA += SQLITE_SCHEMA
 
 # Version 1 kept records WITHOUT ROWID keyed by record_id plus a latest_state table.
 _MIGRATE_FROM_1 = """
@@ -104,12 +127,27 @@ class SqliteStore:
             async with self._lock:
                 await asyncio.to_thread(conn.close)
 
-    async def write_batch(self, records: Sequence[ConsentRecord]) -> None:
-        batch = orjson.dumps([r.as_json() for r in records]).decode()
-        await self._call(_write, batch)
+    async def write_batch(self, records: Sequence[Record]) -> None:
+        await self.write_json(
+            [r.record_id for r in records], [orjson.dumps(r.as_json()).decode() for r in records]
+        )
 
     async def write_json(self, record_ids: Sequence[str], bodies: Sequence[str]) -> None:
-        await self._call(_write, "[" + ",".join(bodies) + "]")
+        kinds: dict[str, list[str]] = {}
+        for body in bodies:
+            kinds.setdefault(kind_of_body(body), []).append(body)
+        consents = kinds.pop("consent", None)
+        if consents:
+            await self._call(_write, "[" + ",".join(consents) + "]")
+        if PREFERENCE_KIND in kinds or LINK_KIND in kinds:
+            await self._call(
+                _write_others, kinds.get(PREFERENCE_KIND, []), kinds.get(LINK_KIND, [])
+            )
+
+    async def preference_history(self, site: str, subject_id: str) -> list[dict[str, Any]]:
+        """A subject's preference records, newest first."""
+        result: list[dict[str, Any]] = await self._call(_preference_history, site, subject_id)
+        return result
 
     async def subject_history(self, site: str, subject_id: str) -> dict[str, Any]:
         result: dict[str, Any] = await self._call(_history, site, subject_id)
@@ -166,6 +204,45 @@ def _migrate(conn: sqlite3.Connection) -> None:
 def _write(conn: sqlite3.Connection, batch: str) -> None:
     # One statement, so it is its own transaction: all of the batch or none of it.
     conn.execute(_INSERT, (batch,))
+
+
+def _append(conn: sqlite3.Connection, table: str, bodies: list[str]) -> list[dict[str, Any]]:
+    """Store records in one of the append-only tables; the newly stored ones' objects."""
+    fresh = []
+    for body in bodies:
+        obj = orjson.loads(body)
+        cursor = conn.execute(
+            f"INSERT OR IGNORE INTO {table} "
+            "(site, subject_id, recorded_at, record_id, body) VALUES (?, ?, ?, ?, ?)",
+            (obj["site"], obj["subject_id"], obj["recorded_at"], obj["record_id"], body),
+        )
+        if cursor.rowcount:
+            fresh.append(obj)
+    return fresh
+
+
+def _write_others(conn: sqlite3.Connection, preferences: list[str], links: list[str]) -> None:
+    """Store preference and link records and fold each newly stored preference change into
+    the latest state, in one transaction: a redelivered record is neither stored nor folded
+    twice (the links themselves are in the directory already)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        sqlite_fold(conn, _append(conn, "preference_records", preferences))
+        _append(conn, "identity_link_records", links)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _preference_history(conn: sqlite3.Connection, site: str, subject_id: str
+                        ) -> list[dict[str, Any]]:  # fmt: skip
+    rows = conn.execute(
+        "SELECT body FROM preference_records WHERE site = ? AND subject_id = ? "
+        "ORDER BY recorded_at DESC, record_id DESC LIMIT ?",
+        (site, subject_id, HISTORY_LIMIT),
+    ).fetchall()
+    return [orjson.loads(r[0]) for r in rows]
 
 
 def _history(conn: sqlite3.Connection, site: str, subject_id: str) -> dict[str, Any]:

@@ -4,9 +4,12 @@ Headers: ``X-Consent-Timestamp: <unix seconds>`` and ``X-Consent-Signature: sha2
 the HMAC of ``<timestamp>.<body>`` so a captured request cannot be replayed later with a
 new timestamp. Receivers should dedupe on ``record_id``: delivery is at least once.
 
-The body is ``{"records": [record, …]}``, or with ``cloudevents`` a JSON array of CloudEvents
-1.0 structured-mode events (``application/cloudevents-batch+json``, see ``cloudevents``) whose
-``id`` is the record id.
+The body is ``{"records": [record, …]}`` (every kind: consents, preference changes with
+``"kind": "preference"``, identity links with ``"kind": "identity_link"``), or with
+``cloudevents`` a JSON array of CloudEvents 1.0 structured-mode events
+(``application/cloudevents-batch+json``, see ``cloudevents``) whose ``id`` is the record id.
+``EventWebhookSink`` (``GATEWAY_WEBHOOK_DATA=events``) sends ``{"events": [event, …]}``
+instead: core/events.py, each with the subject's linked identities read from the directory.
 """
 
 from __future__ import annotations
@@ -14,14 +17,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import httpx
 import orjson
 
-from gateway.core.model import ConsentRecord
+from gateway.core.events import record_event
+from gateway.core.record_codec import Record
 from gateway.sinks.base import PermanentSinkError, SinkError
-from gateway.sinks.cloudevents import BATCH_CONTENT_TYPE, envelope
+from gateway.sinks.cloudevents import BATCH_CONTENT_TYPE, envelope, wrap
+from gateway.sinks.directory import Directory
 
 SIGNATURE_HEADER = "X-Consent-Signature"
 TIMESTAMP_HEADER = "X-Consent-Timestamp"
@@ -56,7 +62,7 @@ class WebhookSink:
             client, self._client = self._client, None
             await client.aclose()
 
-    async def write_batch(self, records: Sequence[ConsentRecord]) -> None:
+    async def write_batch(self, records: Sequence[Record]) -> None:
         if self.cloudevents:
             body = orjson.dumps([envelope(r.as_json()) for r in records])
         else:
@@ -92,3 +98,52 @@ class WebhookSink:
                 f"webhook answered {status}: {response.text[:200]}",
             )
         raise SinkError(f"webhook answered {status}")
+
+
+class EventWebhookSink(WebhookSink):
+    """The webhook in events mode: each record as its event (core/events.py), carrying the
+    identities linked to its subject from the directory (their types and keyed hashes)."""
+
+    def __init__(
+        self,
+        url: str,
+        secret: str,
+        directory: Directory,
+        *,
+        timeout: float = 10.0,
+        cloudevents: bool = False,
+    ) -> None:
+        super().__init__(url, secret, timeout=timeout, cloudevents=cloudevents)
+        self.directory = directory
+
+    async def open(self) -> None:
+        await super().open()
+        await self.directory.open()
+
+    async def close(self) -> None:
+        await super().close()
+        await self.directory.close()
+
+    async def write_batch(self, records: Sequence[Record]) -> None:
+        await self.write_objects([r.as_json() for r in records])
+
+    async def write_objects(self, objects: Sequence[Mapping[str, Any]]) -> None:
+        by_site: dict[str, set[str]] = {}
+        for obj in objects:
+            by_site.setdefault(str(obj["site"]), set()).add(str(obj["subject_id"]))
+        links: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        try:
+            for site, subjects in by_site.items():
+                found = await self.directory.identities_of(site, sorted(subjects))
+                links.update({(site, s): pairs for s, pairs in found.items()})
+        except Exception as exc:  # the directory is down: the batch is retried
+            raise SinkError(f"webhook: reading linked identities failed: {exc!r}") from exc
+        events = [
+            record_event(obj, links.get((str(obj["site"]), str(obj["subject_id"])), []))
+            for obj in objects
+        ]
+        if self.cloudevents:
+            body = orjson.dumps([wrap(e) for e in events])
+        else:
+            body = orjson.dumps({"events": events})
+        await self._post(body, [str(obj["record_id"]) for obj in objects])

@@ -130,7 +130,10 @@ async def link_identity(request: Request) -> Response:
     body = await _body(request, {"type", "value"})
     identity = identities.from_json(model, body)
     service: PreferenceService = request.app.state.preferences
-    await service.link(site, subject_id, identity)
+    (digest,) = await service.hashes(site, [identity])
+    await service.link_hash(site, subject_id, identity.type, digest, "api")
+    recording: RecordingService = request.app.state.recording
+    await recording.record_links(site, subject_id, [(identity.type, digest)], "api")
     return _json({"subject_id": subject_id, "type": identity.type, "linked": True}, 201)
 
 
@@ -207,6 +210,7 @@ async def identify(request: Request) -> Response:
     subject_id = check_subject(recording.bind_subject(site_id, body)["subject_id"])
     service: PreferenceService = request.app.state.preferences
     claims = await service.redeem_token(site_id, token, subject_id)
+    await recording.record_links(site_id, subject_id, claims.identities, "token")
     subjects = await service.subjects_of_token(site_id, claims)
     states = [await _state(request, site_id, s) for s in subjects[:IDENTIFY_SUBJECTS]]
     consented = [s for s in states if s["consents"] is not None]

@@ -18,7 +18,7 @@ from starlette.types import Receive, Scope
 
 from gateway.core import paths
 from gateway.core.errors import BadRequest, Unavailable
-from gateway.recording.consent import MAX_BODY_BYTES
+from gateway.recording.fields import MAX_BODY_BYTES
 from gateway.recording.receipts import check_read_lifetime
 from gateway.recording.service import RecordingService
 from gateway.recording.subjects import is_subject_id, secret_from_authorization

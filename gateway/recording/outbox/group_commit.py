@@ -28,8 +28,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from gateway.core.errors import BadRequest, Unavailable
-from gateway.core.model import ConsentRecord
-from gateway.core.record_codec import decode_record, encode_record
+from gateway.core.record_codec import Record, decode_record, encode_record
 from gateway.core.tasks import Supervisor
 from gateway.recording.outbox import database, dead_letters, idempotency
 from gateway.recording.outbox.checkpoint import Checkpointer
@@ -77,7 +76,7 @@ class OutboxItem(NamedTuple):
     body: str | bytes
     obj: Mapping[str, Any] | None = None
 
-    def record(self) -> ConsentRecord:
+    def record(self) -> Record:
         return decode_record(self.body)
 
 
@@ -88,7 +87,7 @@ class _Append:
 
     def __init__(
         self,
-        record: ConsentRecord,
+        record: Record,
         receipt: str,
         body: bytes,
         future: asyncio.Future[Appended],
@@ -456,9 +455,7 @@ class Outbox:
         self.checkpointer.note_write()
         return result
 
-    async def append(
-        self, record: ConsentRecord, receipt: str, body: bytes | None = None
-    ) -> Appended:
+    async def append(self, record: Record, receipt: str, body: bytes | None = None) -> Appended:
         """Store a record (``body``: its JSON, if already encoded); resolves after the commit.
 
         Raises ``Unavailable`` when the outbox is full or cannot write, and ``BadRequest``

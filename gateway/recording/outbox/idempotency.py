@@ -23,6 +23,8 @@ import orjson
 
 from gateway.core.errors import BadRequest
 from gateway.core.model import ConsentRecord
+from gateway.core.preference_record import PreferenceRecord
+from gateway.core.record_codec import Record
 
 log = logging.getLogger("gateway.outbox")
 
@@ -96,16 +98,25 @@ class Earlier(NamedTuple):
 Verdict = None | int | Earlier | KeyReused
 
 
-def fingerprint(record: ConsentRecord) -> str:
+def fingerprint(record: Record) -> str:
     """A digest of what the client asked to record (not what the server added to it)."""
-    content = (
-        record.banner_version, record.action, record.choices, record.channel,
-        record.language, record.page_url, record.withdraws,
-    )  # fmt: skip
+    content: tuple[object, ...]
+    if isinstance(record, ConsentRecord):
+        content = (
+            record.banner_version, record.action, record.choices, record.channel,
+            record.language, record.page_url, record.withdraws,
+        )  # fmt: skip
+    elif isinstance(record, PreferenceRecord):  # its kind first: never a consent's print
+        content = (
+            record.kind, record.product_line, record.preferences, record.channel,
+            record.evidence, record.actor,
+        )  # fmt: skip
+    else:
+        content = (record.kind, record.identity_type, record.identity_hash, record.source)
     return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
 
 
-def scope(record: ConsentRecord) -> Scope | None:
+def scope(record: Record) -> Scope | None:
     """The key's scope for a record that carries one."""
     key = record.idempotency_key
     if key is None:

@@ -1,9 +1,14 @@
-"""A preference change checked against the site's model, and applied to a current state. Pure.
+"""A preference change checked against the site's model, and merged into a state. Pure.
 
 The shape (ARCHITECTURE, round two): ``{"channels": {id: bool}, "topics": {id: {"enabled":
 bool, "frequency": str or null, "channels": {id: bool}}}}``. A change names only what it
 changes; ``apply`` merges it into the subject's current state, so a one-click unsubscribe
 from one topic's e-mails leaves everything else as the customer set it.
+
+The stores merge changes leaf by leaf, last writer wins (``merge``): every leaf (a channel, a
+topic's ``enabled``, ``frequency`` or one of its channels) remembers the stamp (recorded_at,
+record_id) of the change that set it, so changes delivered late, twice or in any order (the
+forwarder runs two workers) give the same state as in the order they were recorded.
 """
 
 from __future__ import annotations
@@ -131,3 +136,62 @@ def apply(current: Mapping[str, Any] | None, change: Mapping[str, Any]) -> dict[
             else:
                 merged[field] = item
     return {"channels": channels, "topics": topics}
+
+
+def with_default_frequency(model: PreferenceModel, change: Mapping[str, Any]) -> dict[str, Any]:
+    """The change with each topic turned on without a frequency at its default one: the
+    record then says what the customer is opted into (and segments need not know defaults)."""
+    topics: dict[str, Any] = {}
+    for key, value in change.get("topics", {}).items():
+        topic = model.topic(key)
+        if (
+            value.get("enabled") is True
+            and "frequency" not in value
+            and topic is not None
+            and topic.default_frequency
+        ):
+            value = {**value, "frequency": topic.default_frequency}
+        topics[key] = value
+    return {**change, "topics": topics} if "topics" in change else dict(change)
+
+
+def leaves(change: Mapping[str, Any]) -> dict[str, Any]:
+    """Every leaf a change sets, by path (``channels/email``, ``topics/offers/frequency``,
+    ``topics/offers/channels/email``)."""
+    out: dict[str, Any] = {}
+    for channel, flag in change.get("channels", {}).items():
+        out[f"channels/{channel}"] = flag
+    for topic, value in change.get("topics", {}).items():
+        for field, item in value.items():
+            if field == "channels":
+                for channel, flag in item.items():
+                    out[f"topics/{topic}/channels/{channel}"] = flag
+            else:
+                out[f"topics/{topic}/{field}"] = item
+    return out
+
+
+def merge(
+    state: Mapping[str, Any] | None,
+    stamps: Mapping[str, str],
+    change: Mapping[str, Any],
+    stamp: str,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The state and leaf stamps after a change stamped ``stamp`` (``recorded_at|record_id``,
+    fixed width, so text order is time order): each leaf it sets moves only if its own stamp
+    is older. Idempotent and independent of the order changes arrive in."""
+    newer: dict[str, Any] = {"channels": {}, "topics": {}}
+    out_stamps = dict(stamps)
+    for path, value in leaves(change).items():
+        if stamp > out_stamps.get(path, ""):
+            out_stamps[path] = stamp
+            parts = path.split("/")
+            if parts[0] == "channels":
+                newer["channels"][parts[1]] = value
+            elif len(parts) == 3:
+                newer["topics"].setdefault(parts[1], {})[parts[2]] = value
+            else:
+                newer["topics"].setdefault(parts[1], {}).setdefault("channels", {})[parts[3]] = (
+                    value
+                )
+    return apply(state, newer), out_stamps

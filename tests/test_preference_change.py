@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.core.errors import BadRequest
-from gateway.preferences.validation import apply, validate
+from gateway.core.preference_change import apply, validate
 from gateway.sites.sitefile import read_site
 from tests.helpers import ROOT
 
