@@ -58,11 +58,15 @@
   // ---- consents --------------------------------------------------------------------------
   const form = $("#choices");
   const boxes = () => $$("input[name]", form);
+  // A form the visitor is editing is not refilled from the server until they save it.
+  const dirty = new Set();
   function showConsents(choices) {
+    if (dirty.has(form)) return;
     boxes().forEach((i) => { if (i.name in choices) i.checked = !!choices[i.name]; });
   }
   // The same purpose may sit under several product lines: its boxes move together.
   form.addEventListener("change", (e) => {
+    dirty.add(form);
     if (e.target.name) $$(`input[name="${e.target.name}"]`, form).forEach((i) => { i.checked = e.target.checked; });
   });
   async function recordConsent(withdraw) {
@@ -76,6 +80,7 @@
     // A separate consent is its own box, never part of an "accept all" (PIPL Arts. 23, 29, 39).
     const all = on.every(Boolean) && !C.purposes.some((p) => p.separate);
     const action = withdraw ? "withdraw" : all ? "accept_all" : on.some(Boolean) ? "custom" : "reject_all";
+    dirty.delete(form);
     try {
       const answer = await call("consents", {}, {
         subject_secret: cred.secret, banner_version: C.banner_version, action, choices, channel: "web",
@@ -119,6 +124,7 @@
     const all = byLine[""];
     forms().forEach((f) => {
       const line = f.dataset.line, own = byLine[line];
+      if (dirty.has(f)) return;
       // A product line without its own state follows the site-wide one (as contactability does).
       fill(f, own || all);
       $("[data-own]", f.parentNode).hidden = !(line && own);
@@ -128,6 +134,7 @@
   async function recordPreferences(f) {
     if (!cred.secret) return say(T.read_only);
     const line = f.dataset.line, preferences = collect(f);
+    dirty.delete(f);
     const body = { subject_id: cred.subject, subject_secret: cred.secret, preferences, channel: "web" };
     if (line) body.product_line = line;
     try {
@@ -167,7 +174,8 @@
 
   // ---- history ---------------------------------------------------------------------------
   const when = (s) => new Date(s).toLocaleString(C.language);
-  const names = (map, labels) => Object.keys(map || {}).filter((k) => map[k]).map((k) => labels[k] || k).join(", ");
+  const essential = new Set(C.purposes.filter((p) => p.essential).map((p) => p.id));
+  const names = (map, labels) => Object.keys(map || {}).filter((k) => map[k] && !essential.has(k)).map((k) => labels[k] || k).join(", ");
   function describe(rec) {
     if (rec.preferences) {
       const p = rec.preferences, L = C.labels, parts = [];
@@ -193,20 +201,26 @@
         dd.textContent = text;
       };
       add(data.texts.title, data.texts.description);
-      for (const id in data.purposes) add(data.purposes[id].name, data.purposes[id].description);
+      const order = C.purposes.map((p) => p.id), ids = Object.keys(data.purposes);
+      ids.sort((a, b) => (order.indexOf(a) + 1 || 1e3) - (order.indexOf(b) + 1 || 1e3));
+      for (const id of ids) add(data.purposes[id].name, data.purposes[id].description);
       box.append(dl);
     } catch (e) { box.append(T.error); }
   }
+  let generation = 0;
   async function loadHistory(expect) {
+    // Only the newest call renders: an older one still waiting must not redraw over it.
+    const mine = ++generation;
     let data;
     for (let tries = 0; tries < (expect ? 20 : 1); tries++) {
       try { data = await call("history", { subject: cred.subject }); } catch (e) { data = null; }
-      if (!expect || (data && (data.history || []).some((h) => h.record_id === expect))) break;
+      const all = data ? (data.history || []).concat(data.preference_history || []) : [];
+      if (!expect || all.some((h) => h.record_id === expect)) break;
       await pause(250);
     }
-    if (!data) return;
+    if (!data || mine != generation) return;
     if (data.current && data.current.choices) showConsents(data.current.choices);
-    const body = $("#history tbody"), records = (data.history || []).slice()
+    const body = $("#history tbody"), records = (data.history || []).concat(data.preference_history || [])
       .sort((a, b) => (a.recorded_at < b.recorded_at ? 1 : -1)).slice(0, 20);
     body.textContent = "";
     for (const rec of records) {
@@ -275,7 +289,10 @@
   function wire() {
     form.addEventListener("submit", (e) => { e.preventDefault(); recordConsent(false); });
     $("#withdraw").addEventListener("click", () => recordConsent(true));
-    forms().forEach((f) => f.addEventListener("submit", (e) => { e.preventDefault(); recordPreferences(f); }));
+    forms().forEach((f) => {
+      f.addEventListener("submit", (e) => { e.preventDefault(); recordPreferences(f); });
+      f.addEventListener("change", () => dirty.add(f));
+    });
     const rights = $("#rights");
     if (rights) {
       rights.hidden = false;

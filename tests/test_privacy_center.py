@@ -18,6 +18,7 @@ from starlette.testclient import TestClient
 
 from gateway.app import create_app
 from tests.helpers import ROOT, editable_settings, shipped
+from tests.pg import consent_body, secret_of
 
 PAGE = "/v1/sites/demo/privacy-center"
 TEMPLATE = ROOT / "gateway" / "templates" / "privacy_center.html"
@@ -177,3 +178,71 @@ def test_unknown_site_and_bad_language(client: TestClient) -> None:
     assert client.get(PAGE + "?lang=%3Cscript%3E").json()["error"] == "invalid_parameter"
     assert client.get("/v1/sites/nope/versions/abcdef").json()["error"] == "unknown_site"
     assert client.get("/v1/sites/demo/versions/abcdef").json()["error"] == "unknown_version"
+
+
+def _recorded(client: TestClient, name: str) -> str:
+    bundle = client.app.state.gateway.catalog.get("demo")  # type: ignore[attr-defined]
+    r = client.post("/v1/sites/demo/consents", json=consent_body(bundle, name))
+    assert r.status_code == 201, r.text
+    subject: str = r.json()["subject_id"]
+    deadline = time.monotonic() + 10
+    while (
+        client.get(
+            f"/v1/sites/demo/subjects/{subject}",
+            headers={"Authorization": f"Subject {secret_of(name)}"},
+        ).status_code
+        == 404
+    ):
+        assert time.monotonic() < deadline, "the forwarder did not deliver"
+        time.sleep(0.05)
+    return subject
+
+
+def test_a_subject_reads_its_own_state_with_its_secret(client: TestClient) -> None:
+    subject = _recorded(client, "pc-own-state")
+    r = client.get(
+        f"/v1/sites/demo/subjects/{subject}",
+        headers={"Authorization": f"Subject {secret_of('pc-own-state')}"},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["consents"]["analytics"] is True and r.json()["subject_id"] == subject
+
+
+def test_another_subjects_secret_or_none_reads_nothing(client: TestClient) -> None:
+    """Threat: a subject id learnt from a log or a shared screen, read with another subject's
+    secret, a malformed one or none: never the state."""
+    subject = _recorded(client, "pc-victim")
+    path = f"/v1/sites/demo/subjects/{subject}"
+    other = client.get(path, headers={"Authorization": f"Subject {secret_of('pc-attacker')}"})
+    assert other.status_code == 403 and other.json()["error"] == "subject_secret_mismatch"
+    assert client.get(path).status_code == 401  # no credential: the API key path
+    bad = client.get(path, headers={"Authorization": "Subject not-hex"})
+    assert bad.status_code == 400 and "consents" not in bad.text
+    email = client.get(
+        "/v1/sites/demo/subjects/ann@example.com",
+        headers={"Authorization": f"Subject {secret_of('pc-victim')}"},
+    )
+    assert email.status_code == 404 and email.json()["error"] == "invalid_subject_id"
+
+
+def test_the_history_carries_the_subjects_preference_changes(client: TestClient) -> None:
+    subject = _recorded(client, "pc-history")
+    secret = secret_of("pc-history")
+    r = client.post(
+        "/v1/sites/demo/preferences",
+        json={"subject_secret": secret, "product_line": "shop",
+              "preferences": {"channels": {"sms": False}}},
+    )  # fmt: skip
+    assert r.status_code == 201, r.text
+    deadline = time.monotonic() + 10
+    while True:
+        h = client.get(
+            f"/v1/sites/demo/subjects/{subject}/consents",
+            headers={"Authorization": f"Subject {secret}"},
+        ).json()
+        if h["preference_history"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    (change,) = h["preference_history"]
+    assert change["product_line"] == "shop" and change["preferences"]["channels"] == {"sms": False}
+    assert "ip_truncated" not in change and "user_agent" not in change

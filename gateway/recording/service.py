@@ -303,6 +303,15 @@ class RecordingService:
         except Exception as exc:  # the store may be down; the caller answers 503
             raise Unavailable(f"the consent store is unreachable: {exc}", retry_after=5) from exc
 
+    async def preference_history(self, site: str, subject_id: str) -> list[dict[str, Any]]:
+        """A subject's preference records, newest first, from the primary store."""
+        if self.store is None:
+            raise Unavailable("no readable store is configured")
+        try:
+            return await self.store.preference_history(site, subject_id)
+        except Exception as exc:  # the store may be down; the caller answers 503
+            raise Unavailable(f"the consent store is unreachable: {exc}", retry_after=5) from exc
+
     async def list_versions(self, site_id: str) -> list[dict[str, Any]]:
         """The banner versions the store keeps for a site, newest first."""
         if self.store is None:

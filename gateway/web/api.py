@@ -21,6 +21,7 @@ from gateway.preferences import contactability, identities, tokens
 from gateway.preferences.identities import Identity, InvalidIdentity
 from gateway.preferences.service import PreferenceService, check_subject
 from gateway.recording.service import RecordingService
+from gateway.recording.subjects import is_subject_id, secret_from_authorization
 from gateway.web import records
 
 MAX_BODY = 256 * 1024  # a contactability batch of 1,000 identities fits with room to spare
@@ -151,12 +152,31 @@ async def find_subjects(request: Request) -> Response:
 
 
 async def get_subject(request: Request) -> Response:
-    site, _ = await _authorized(request, "subjects:read")
-    subject_id = check_subject(request.path_params["subject_id"])
+    """A subject's current state, for an API key or for the subject's own secret
+    (``Authorization: Subject <secret>``: the privacy center, apps, mini-programs)."""
+    cors: dict[str, str] = {}
+    secret = secret_from_authorization(request.headers.get("authorization"))
+    if secret is None:
+        site, _ = await _authorized(request, "subjects:read")
+        subject_id = check_subject(request.path_params["subject_id"])
+    else:
+        site = request.path_params["site"]
+        bundle = request.app.state.gateway.catalog.get(site)
+        if bundle is None:
+            raise NotFound("unknown_site", f"no site named {site[:64]!r}")
+        own = f"{request.url.scheme}://{request.headers.get('host', '')}"
+        cors = records.cors_headers(request.headers.get("origin"), own, bundle)
+        subject_id = request.path_params["subject_id"]
+        if not is_subject_id(subject_id):
+            raise NotFound("invalid_subject_id", "a subject id is 32 lower-case hex digits")
+        recording: RecordingService = request.app.state.recording
+        recording.subject_keys().require(site, subject_id, secret)
     state = await _state(request, site, subject_id)
     if state["consents"] is None and not state["preferences"] and not state["identities"]:
         raise NotFound("unknown_subject", "nothing is recorded or linked for this subject")
-    return _json(state)
+    response = _json(state)
+    response.headers.update(cors)
+    return response
 
 
 async def check_contactability(request: Request) -> Response:
@@ -236,6 +256,7 @@ def routes() -> list[BaseRoute]:
         Route(f"{base}/identity-tokens", issue_identity_token, methods=["POST"]),
         Route(f"{base}/subjects", find_subjects, methods=["GET"]),
         Route(f"{base}/subjects/{{subject_id}}", get_subject, methods=["GET"]),
+        Route(f"{base}/subjects/{{subject_id}}", records.preflight, methods=["OPTIONS"]),
         Route(f"{base}/subjects/{{subject_id}}/identities", link_identity, methods=["POST"]),
         Route(f"{base}/contactability", check_contactability, methods=["POST"]),
         Route(f"{base}/identify", identify, methods=["POST"]),

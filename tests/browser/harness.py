@@ -71,10 +71,13 @@ class Gateway:
 
 
 @contextmanager
-def run_gateway(site_origin: str, work: Path, *, reload: bool = False) -> Iterator[Gateway]:
+def run_gateway(
+    site_origin: str, work: Path, *, reload: bool = False, env: dict[str, str] | None = None
+) -> Iterator[Gateway]:
     """`consent-gateway serve` on a free port, serving the demo site to ``site_origin``.
 
-    With ``reload``, edits to ``work/banners`` are published while it runs.
+    With ``reload``, edits to ``work/banners`` are published while it runs; ``env`` adds
+    settings (``GATEWAY_…``) to its environment.
     """
     banners = work / "banners"
     shutil.copytree(ROOT / "banners", banners)
@@ -104,15 +107,16 @@ def run_gateway(site_origin: str, work: Path, *, reload: bool = False) -> Iterat
         "--reload",
         "true" if reload else "false",
     ]
-    env = {
+    environment = {
         **os.environ,
+        **(env or {}),
         "GATEWAY_DATA_DIR": str(work / "data"),
         # The browser plays a visitor behind a CDN edge on loopback: its geo headers count.
         "GATEWAY_TRUSTED_PROXIES": "127.0.0.1,::1",
         "GATEWAY_GEO_HEADERS": "cloudflare,cloudfront,vercel",
     }
     with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=environment)
     gw = Gateway(f"http://127.0.0.1:{port}", process, log)
     try:
         deadline = time.monotonic() + 30

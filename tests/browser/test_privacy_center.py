@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, Request, expect
 
-from tests.browser import prefs_stub
 from tests.browser.harness import Gateway, demo_page, inject_axe
 from tests.browser.servers import LoopbackServer
 from tests.browser.test_banner import action, recorded, visit
@@ -49,7 +48,6 @@ def open_center(page: Page, gateway: Gateway, secret: str, lang: str = "en") -> 
     """A recorded subject's privacy center, opened as the site links to it; the subject id."""
     subject, receipt = record(gateway, secret)
     gateway.consents(subject, receipt, 1)  # in the store, so the page shows it
-    prefs_stub.install(page, gateway)
     page.goto(f"{gateway.origin}{CENTER}?lang={lang}#subject={subject}&secret={secret}")
     expect(page.locator("#history tbody tr")).to_have_count(1)
     return subject
@@ -62,8 +60,7 @@ def subject_state(
     change a moment after its 201)."""
     deadline = time.monotonic() + 10
     while True:
-        stub = prefs_stub.stored_state(gateway, subject, secret)
-        state: dict[str, Any] = stub or gateway.get_json(
+        state: dict[str, Any] = gateway.get_json(
             f"/v1/sites/demo/subjects/{subject}", {"Authorization": f"Subject {secret}"}
         )
         preferences: dict[str, Any] = state["preferences"]
@@ -133,6 +130,12 @@ def test_change_a_topic_frequency_and_drop_sms(page: Page, gateway: Gateway) -> 
     assert state["topics"]["offers"]["enabled"] is True
     assert state["topics"]["offers"]["frequency"] == "monthly"
     assert state["topics"]["newsletter"]["enabled"] is False
+    # The history lists both changes, newest first, beside the consent.
+    rows = page.locator("#history tbody tr")
+    expect(rows).to_have_count(3)
+    expect(rows.first.locator("td").nth(1)).to_have_text("Contact preferences")
+    expect(rows.first.locator("td").nth(2)).to_contain_text("SMS: off")
+    expect(rows.first.locator("td").nth(2)).to_contain_text("Offers: Monthly")
     # Read back into a fresh page: the form shows the stored state.
     page.reload()
     expect(general.locator('select[name="frequency:offers"]')).to_have_value("monthly")
