@@ -194,6 +194,9 @@
       const v = await fetch(url("version", { version: rec.banner_version }) + "?" + new URLSearchParams({ lang: rec.language || C.language, rule: rec.rule_id || "default" }));
       if (!v.ok) throw v.status;
       const data = await v.json(), dl = d.createElement("dl");
+      // The text in the language the visitor saw it in, marked as such for screen readers.
+      dl.lang = data.language.replace("_", "-");
+      dl.dir = "auto";
       const add = (term, text) => {
         if (!text) return;
         const dt = dl.appendChild(d.createElement("dt")), dd = dl.appendChild(d.createElement("dd"));
@@ -223,12 +226,13 @@
     const body = $("#history tbody"), records = (data.history || []).concat(data.preference_history || [])
       .sort((a, b) => (a.recorded_at < b.recorded_at ? 1 : -1)).slice(0, 20);
     body.textContent = "";
+    const heads = $$("#history th").map((th) => th.textContent);
     for (const rec of records) {
       const tr = body.insertRow(), [what, detail] = describe(rec);
-      tr.insertCell().textContent = when(rec.recorded_at);
-      tr.insertCell().textContent = what;
-      tr.insertCell().textContent = detail;
+      [when(rec.recorded_at), what, detail].forEach((text) => { tr.insertCell().textContent = text; });
       const cell = tr.insertCell();
+      // Narrow screens show each row as a card: every cell carries its column's name.
+      Array.from(tr.cells).forEach((td, i) => { td.dataset.label = heads[i]; });
       if (rec.banner_version) {
         const box = cell.appendChild(d.createElement("details")), summary = box.appendChild(d.createElement("summary"));
         box.className = "shown";

@@ -57,7 +57,7 @@ def preference_scopes(
             {
                 "id": t.id,
                 "name": gettext(t.name),
-                "description": gettext(t.description),
+                "description": gettext(t.description) if t.description else "",
                 "channels": [{"id": c, "name": channels.get(c, c)} for c in t.channels],
                 "frequencies": [{"id": f, "name": frequencies.get(f, f)} for f in t.frequencies],
                 "default_frequency": t.default_frequency,
@@ -118,7 +118,12 @@ async def privacy_center(request: Request) -> HTMLResponse:
     everything = ""  # the site-wide scope: the template names it ("All our products")
     model = site.preferences
     channels = [
-        {"id": c.id, "name": gettext(c.name), "description": gettext(c.description or "")}
+        # An empty msgid would translate to the catalog's header: never ask for one.
+        {
+            "id": c.id,
+            "name": gettext(c.name),
+            "description": gettext(c.description) if c.description else "",
+        }
         for c in model.channels
     ]
     scopes = preference_scopes(model, gettext, everything)

@@ -237,13 +237,20 @@ def test_keyboard_only(page: Page, gateway: Gateway) -> None:
     assert page.locator('input[name="analytics"]').is_checked() is False
 
 
-@pytest.mark.parametrize("lang", ["en", "ar", "ja"])
-def test_axe_finds_no_violation(browser: Browser, gateway: Gateway, lang: str) -> None:
+@pytest.mark.parametrize(
+    ("lang", "width", "secret"), [("en", 1100, "a5"), ("ar", 1100, "a6"), ("ja", 1100, "a7"),
+                                  ("en", 390, "b5")]
+)  # fmt: skip
+def test_axe_finds_no_violation(
+    browser: Browser, gateway: Gateway, lang: str, width: int, secret: str
+) -> None:
     # The page's CSP refuses injected scripts, axe's too: this context alone ignores it.
-    context = browser.new_context(locale=lang, bypass_csp=True)
+    context = browser.new_context(
+        locale=lang, bypass_csp=True, viewport={"width": width, "height": 900}
+    )
     try:
         page = context.new_page()
-        open_center(page, gateway, {"en": "a5", "ar": "a6", "ja": "a7"}[lang] * 16, lang)
+        open_center(page, gateway, secret * 16, lang)
         page.locator('details[data-line="shop"] summary').click()
         page.locator("#history summary").first.click()
         expect(page.locator("#history dl")).to_be_visible()
