@@ -246,3 +246,54 @@ def test_the_history_carries_the_subjects_preference_changes(client: TestClient)
     (change,) = h["preference_history"]
     assert change["product_line"] == "shop" and change["preferences"]["channels"] == {"sms": False}
     assert "ip_truncated" not in change and "user_agent" not in change
+
+
+@given(
+    header=st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=200),
+    subject=st.sampled_from(["0" * 32, "f" * 32, "not-an-id", "a" * 33, "ann@example.com"]),
+)
+@hsettings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_hostile_subject_credentials_never_500_nor_leak(
+    client: TestClient, header: str, subject: str
+) -> None:
+    """Threat: forged, truncated or junk `Subject` credentials probing another subject's state."""
+    r = client.get(
+        f"/v1/sites/demo/subjects/{quote(subject, safe='@')}",
+        headers={"Authorization": f"Subject {header}"},
+    )
+    assert r.status_code in (400, 401, 403, 404), r.text
+    assert "preferences" not in r.json()
+
+
+@given(
+    lang=st.text(max_size=40),
+    region=st.text(max_size=20),
+    fragment=st.text(max_size=100),
+)
+@hsettings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_hostile_page_queries_never_500(
+    client: TestClient, lang: str, region: str, fragment: str
+) -> None:
+    """Threat: junk languages and regions crashing the page, or echoed into it unescaped."""
+    r = client.get(PAGE, params={"lang": lang, "region": region, "x": fragment})
+    assert r.status_code in (200, 400), r.text
+    if r.status_code == 200 and "<" in fragment:
+        assert fragment not in r.text  # never echoed (it is not even read)
+
+
+def test_a_site_overrides_one_block_in_the_sandbox(tmp_path: Path) -> None:
+    settings = editable_settings(tmp_path)
+    (settings.banners_dir / "demo" / "privacy_center.html").write_text(
+        '{% extends "default:privacy_center.html" %}'
+        '{% block footer %}<p id="own">{{ _("Questions? Call us.") }} {{ site.name }}</p>'
+        "{% endblock %}",
+        encoding="utf-8",
+    )
+    with TestClient(create_app(settings), base_url="http://127.0.0.1:8000") as client:
+        html = client.get(PAGE + "?lang=en").text
+    assert '<p id="own">Questions? Call us. Consent Gateway demo</p>' in html
+    assert 'id="contact"' in html  # the other blocks stay the built-in ones
