@@ -297,3 +297,9 @@ def test_a_site_overrides_one_block_in_the_sandbox(tmp_path: Path) -> None:
         html = client.get(PAGE + "?lang=en").text
     assert '<p id="own">Questions? Call us. Consent Gateway demo</p>' in html
     assert 'id="contact"' in html  # the other blocks stay the built-in ones
+
+
+def test_an_honoured_gpc_signal_is_shown(client: TestClient) -> None:
+    r = client.get(PAGE + "?lang=en&region=US-CA", headers={"Sec-GPC": "1"})
+    assert '<p class="who" id="gpc">' in r.text
+    assert 'id="gpc"' not in client.get(PAGE + "?lang=en&region=US-CA").text
