@@ -37,6 +37,7 @@ from gateway.web import (
     public,
     records,
     rights,
+    unsubscribe,
 )
 from gateway.web import (
     preferences as preference_routes,
@@ -150,6 +151,7 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
             *privacy.routes(),
             *records.routes(),
             *preference_routes.routes(),
+            *unsubscribe.routes(),
             *api.routes(),
             *rights.routes(),
             *admin.routes(),

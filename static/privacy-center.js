@@ -80,7 +80,6 @@
     // A separate consent is its own box, never part of an "accept all" (PIPL Arts. 23, 29, 39).
     const all = on.every(Boolean) && !C.purposes.some((p) => p.separate);
     const action = withdraw ? "withdraw" : all ? "accept_all" : on.some(Boolean) ? "custom" : "reject_all";
-    dirty.delete(form);
     try {
       const answer = await call("consents", {}, {
         subject_secret: cred.secret, banner_version: C.banner_version, action, choices, channel: "web",
@@ -88,8 +87,10 @@
       });
       cred.receipt = answer.receipt;
       save();
-      if (withdraw) showConsents(choices);
       say(T.saved);
+      // Saved: the server's state may show again (loadHistory first retires older loads).
+      dirty.delete(form);
+      if (withdraw) showConsents(choices);
       await loadHistory(answer.record_id);
     } catch (e) { say(T.error); }
   }
@@ -134,7 +135,6 @@
   async function recordPreferences(f) {
     if (!cred.secret) return say(T.read_only);
     const line = f.dataset.line, preferences = collect(f);
-    dirty.delete(f);
     const body = { subject_id: cred.subject, subject_secret: cred.secret, preferences, channel: "web" };
     if (line) body.product_line = line;
     try {
@@ -148,6 +148,7 @@
         if (state && same(pick((state.preferences || {})[line], preferences), preferences)) break;
         await pause(250);
       }
+      dirty.delete(f);
       await loadState();
       await loadHistory(answer.record_id);
     } catch (e) { say(T.error); }
@@ -166,8 +167,11 @@
   async function readState() {
     try { return await call("state", { subject: cred.subject }); } catch (e) { return e.status == 404 ? {} : null; }
   }
+  let stateGeneration = 0;
   async function loadState() {
+    const mine = ++stateGeneration;
     const state = await readState();
+    if (mine != stateGeneration) return; // a newer load is on its way
     const byLine = Object.assign({}, (cred.customer && cred.customer.preferences) || {}, (state && state.preferences) || {});
     showPreferences(byLine);
   }
@@ -216,8 +220,10 @@
     const mine = ++generation;
     let data;
     for (let tries = 0; tries < (expect ? 20 : 1); tries++) {
-      try { data = await call("history", { subject: cred.subject }); } catch (e) { data = null; }
-      const all = data ? (data.history || []).concat(data.preference_history || []) : [];
+      // Consents from the subject's history, preference changes from its state.
+      const [consents, state] = await Promise.all([call("history", { subject: cred.subject }).catch(() => null), readState()]);
+      data = consents && Object.assign({}, consents, { preference_history: (state && state.preference_history) || [] });
+      const all = data ? (data.history || []).concat(data.preference_history) : [];
       if (!expect || all.some((h) => h.record_id === expect)) break;
       await pause(250);
     }

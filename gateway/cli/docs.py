@@ -1,4 +1,5 @@
-"""The generated documents: the README's tables and docs/templates.md, from the code.
+"""The generated documents: the README's tables, docs/templates.md and the event schemas in
+docs/events/, from the code.
 
 `python -m gateway.cli.docs` rewrites them; `--check` writes nothing and exits 1 naming every
 stale file (`make lint` and `make test` run it).
@@ -7,15 +8,20 @@ stale file (`make lint` and `make test` run it).
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+import orjson
 from jinja2 import Environment, nodes
 
+from gateway.core import events
 from gateway.core.jurisdictions import load_rules, rule_table_markdown
 from gateway.core.settings import settings_table_markdown
+from gateway.rights import events as rights_events
 from gateway.serving import render, sandbox
 from gateway.sites import texts
 from gateway.sites.catalog import DEFAULT_TEMPLATES
@@ -119,10 +125,29 @@ def template_reference() -> str:
     return "\n".join(out)
 
 
+def event_schemas() -> dict[str, Mapping[str, Any]]:
+    """One JSON Schema per event type: the record events' and the rights requests'."""
+    schemas: dict[str, Mapping[str, Any]] = dict(events.SCHEMAS)
+    for type_ in rights_events.TYPES:
+        schema = dict(rights_events.EVENT_SCHEMA)
+        schema["$id"] = f"https://consent-gateway.dev/events/{type_}.schema.json"
+        schema["properties"] = {**schema["properties"], "type": {"const": type_}}
+        schemas[type_] = schema
+    return schemas
+
+
+def _schema_text(schema: Mapping[str, Any], _current: str) -> str:
+    return orjson.dumps(schema, option=orjson.OPT_INDENT_2).decode() + "\n"
+
+
 # Each generated file (relative to the project root) → its new text, given the current text.
 DOCUMENTS: dict[str, Callable[[str], str]] = {
     "README.md": render_readme,
     "docs/templates.md": lambda _current: template_reference(),
+    **{
+        f"docs/events/{type_}.schema.json": functools.partial(_schema_text, schema)
+        for type_, schema in event_schemas().items()
+    },
 }
 
 
@@ -143,6 +168,7 @@ def main(argv: Sequence[str] | None = None, root: Path = ROOT) -> int:
             continue
         stale.append(name)
         if not args.check:
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(updated, encoding="utf-8")
             print(f"wrote {name}")
     if args.check and stale:

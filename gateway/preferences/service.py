@@ -20,6 +20,7 @@ from gateway.preferences.identities import (
     looks_like_contact,
 )
 from gateway.preferences.tokens import IdentityTokens, TokenClaims
+from gateway.preferences.unsubscribe import UnsubscribeLinks
 from gateway.sinks import directory_for
 from gateway.sinks.directory import ContactRow, Directory, Link, PreferenceState
 
@@ -65,6 +66,7 @@ class PreferenceService:
         self.auth = ApiKeyAuthenticator(self.directory)
         self._hasher: IdentityHasher | None = None
         self._tokens: IdentityTokens | None = None
+        self._links: UnsubscribeLinks | None = None
 
     async def start(self) -> None:
         await self.directory.open()
@@ -80,8 +82,15 @@ class PreferenceService:
         """
         if self._hasher is None or self._tokens is None:
             key = await self._identity_key()
+            self._links = UnsubscribeLinks(key)
             self._hasher, self._tokens = IdentityHasher(key), IdentityTokens(key)
         return self._hasher, self._tokens
+
+    async def unsubscribe_links(self) -> UnsubscribeLinks:
+        """The signer of one-click unsubscribe links (keyed like identity tokens)."""
+        await self._keys()
+        assert self._links is not None
+        return self._links
 
     async def _identity_key(self) -> bytes:
         if self.settings.identity_key:

@@ -187,6 +187,11 @@ class RecordingService:
         appended = await self.record(consent, context)
         return Recorded(*appended, consent.subject_id)
 
+    def check_preferences(self, bundle: SiteBundle, body: Mapping[str, Any]) -> None:
+        """Validate a change on a subject's behalf before its subject is found or made (an
+        identity is linked only for a change that will be recorded)."""
+        validate_preference(body, bundle.site, "", via_api=True)
+
     async def record_preferences(
         self,
         bundle: SiteBundle,
@@ -304,7 +309,7 @@ class RecordingService:
             raise Unavailable(f"the consent store is unreachable: {exc}", retry_after=5) from exc
 
     async def preference_history(self, site: str, subject_id: str) -> list[dict[str, Any]]:
-        """A subject's preference records, newest first, from the primary store."""
+        """A subject's preference records from the primary store, newest first."""
         if self.store is None:
             raise Unavailable("no readable store is configured")
         try:

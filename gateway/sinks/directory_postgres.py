@@ -66,6 +66,22 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (site, subject_id, product_line)
     );
     """,
+    # Version 2: the latest state as rows marketing can segment on (README, "Segments").
+    """
+    CREATE VIEW contact_permissions AS
+    SELECT s.site, s.subject_id, s.product_line, c.key AS channel, t.key AS topic,
+           t.value->>'frequency' AS frequency, s.updated_at
+    FROM preference_state s
+    CROSS JOIN LATERAL jsonb_each(s.preferences->'channels') AS c
+    CROSS JOIN LATERAL jsonb_each(s.preferences->'topics') AS t
+    WHERE c.value = 'true'::jsonb
+      AND t.value->'enabled' = 'true'::jsonb
+      AND coalesce(t.value->'channels'->c.key, 'true'::jsonb) <> 'false'::jsonb;
+    CREATE VIEW contact_permission_identities AS
+    SELECT p.*, l.identity_type, l.identity_hash
+    FROM contact_permissions p
+    JOIN identity_links l ON l.site = p.site AND l.subject_id = p.subject_id;
+    """,
 )
 
 _UPSERT = """

@@ -21,20 +21,20 @@ from gateway.preferences import contactability, identities, tokens
 from gateway.preferences.identities import Identity, InvalidIdentity
 from gateway.preferences.service import PreferenceService, check_subject
 from gateway.recording.service import RecordingService
-from gateway.recording.subjects import is_subject_id, secret_from_authorization
+from gateway.recording.subjects import secret_from_authorization
 from gateway.web import records
 
 MAX_BODY = 256 * 1024  # a contactability batch of 1,000 identities fits with room to spare
 MAX_BATCH = 1000
 
 
-def _json(data: Any, status: int = 200) -> Response:
+def json_response(data: Any, status: int = 200) -> Response:
     return Response(
         orjson.dumps(data), status, {"Cache-Control": "no-store"}, media_type="application/json"
     )
 
 
-async def _body(request: Request, allowed: set[str]) -> Mapping[str, Any]:
+async def read_json(request: Request, allowed: set[str]) -> Mapping[str, Any]:
     """The JSON object of the request, bounded in size, with no keys beyond ``allowed``."""
     media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if media != "application/json":
@@ -72,7 +72,7 @@ async def _body(request: Request, allowed: set[str]) -> Mapping[str, Any]:
     return data
 
 
-async def _authorized(request: Request, scope: str) -> tuple[str, PreferenceModel]:
+async def authorized(request: Request, scope: str) -> tuple[str, PreferenceModel]:
     """The site id and its preference model, once the caller's API key is checked."""
     site_id = request.path_params["site"]
     bundle = request.app.state.gateway.catalog.get(site_id)
@@ -103,8 +103,8 @@ async def _state(request: Request, site: str, subject_id: str) -> dict[str, Any]
 
 
 async def issue_identity_token(request: Request) -> Response:
-    site, model = await _authorized(request, "identities:write")
-    body = await _body(request, {"identities", "subject_id", "ttl_seconds"})
+    site, model = await authorized(request, "identities:write")
+    body = await read_json(request, {"identities", "subject_id", "ttl_seconds"})
     items = body.get("identities")
     if not isinstance(items, list) or not 1 <= len(items) <= tokens.MAX_IDENTITIES:
         raise BadRequest(
@@ -122,24 +122,24 @@ async def issue_identity_token(request: Request) -> Response:
         site, found, None if subject is None else check_subject(subject), ttl
     )
     at = dt.datetime.fromtimestamp(expires, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return _json({"token": token, "expires_at": at, "expires_in": ttl}, 201)
+    return json_response({"token": token, "expires_at": at, "expires_in": ttl}, 201)
 
 
 async def link_identity(request: Request) -> Response:
-    site, model = await _authorized(request, "identities:write")
+    site, model = await authorized(request, "identities:write")
     subject_id = check_subject(request.path_params["subject_id"])
-    body = await _body(request, {"type", "value"})
+    body = await read_json(request, {"type", "value"})
     identity = identities.from_json(model, body)
     service: PreferenceService = request.app.state.preferences
     (digest,) = await service.hashes(site, [identity])
     await service.link_hash(site, subject_id, identity.type, digest, "api")
     recording: RecordingService = request.app.state.recording
     await recording.record_links(site, subject_id, [(identity.type, digest)], "api")
-    return _json({"subject_id": subject_id, "type": identity.type, "linked": True}, 201)
+    return json_response({"subject_id": subject_id, "type": identity.type, "linked": True}, 201)
 
 
 async def find_subjects(request: Request) -> Response:
-    site, model = await _authorized(request, "subjects:read")
+    site, model = await authorized(request, "subjects:read")
     wanted = request.query_params.getlist("identity")
     if len(wanted) != 1:
         raise BadRequest(
@@ -148,40 +148,39 @@ async def find_subjects(request: Request) -> Response:
     identity = identities.from_query(model, wanted[0])
     service: PreferenceService = request.app.state.preferences
     subjects = await service.subjects_for(site, identity)
-    return _json({"subjects": [await _state(request, site, s) for s in subjects]})
+    return json_response({"subjects": [await _state(request, site, s) for s in subjects]})
+
+
+# What the subject API leaves out of each preference record (as of consents: records.py).
+_PRIVATE = ("ip_truncated", "user_agent", "idempotency_key")
+HISTORY_SHOWN = 100
 
 
 async def get_subject(request: Request) -> Response:
-    """A subject's current state, for an API key or for the subject's own secret
-    (``Authorization: Subject <secret>``: the privacy center, apps, mini-programs)."""
-    cors: dict[str, str] = {}
+    """A subject's current state and recent preference changes, for the site's API key or
+    for the subject itself (``Authorization: Subject <secret>``: the privacy center)."""
     secret = secret_from_authorization(request.headers.get("authorization"))
+    recording: RecordingService = request.app.state.recording
     if secret is None:
-        site, _ = await _authorized(request, "subjects:read")
+        site, _ = await authorized(request, "subjects:read")
         subject_id = check_subject(request.path_params["subject_id"])
     else:
-        site = request.path_params["site"]
-        bundle = request.app.state.gateway.catalog.get(site)
-        if bundle is None:
-            raise NotFound("unknown_site", f"no site named {site[:64]!r}")
-        own = f"{request.url.scheme}://{request.headers.get('host', '')}"
-        cors = records.cors_headers(request.headers.get("origin"), own, bundle)
+        site = recording.site(request.path_params["site"]).site.id
         subject_id = request.path_params["subject_id"]
-        if not is_subject_id(subject_id):
-            raise NotFound("invalid_subject_id", "a subject id is 32 lower-case hex digits")
-        recording: RecordingService = request.app.state.recording
         recording.subject_keys().require(site, subject_id, secret)
     state = await _state(request, site, subject_id)
     if state["consents"] is None and not state["preferences"] and not state["identities"]:
         raise NotFound("unknown_subject", "nothing is recorded or linked for this subject")
-    response = _json(state)
-    response.headers.update(cors)
-    return response
+    history = await recording.preference_history(site, subject_id)
+    state["preference_history"] = [
+        {k: v for k, v in r.items() if k not in _PRIVATE} for r in history[:HISTORY_SHOWN]
+    ]
+    return json_response(state)
 
 
 async def check_contactability(request: Request) -> Response:
-    site, model = await _authorized(request, "contactability")
-    body = await _body(request, {"channel", "topic", "product_line", "identities"})
+    site, model = await authorized(request, "contactability")
+    body = await read_json(request, {"channel", "topic", "product_line", "identities"})
     q = contactability.question(
         model, body.get("channel"), body.get("topic"), body.get("product_line")
     )
@@ -196,7 +195,7 @@ async def check_contactability(request: Request) -> Response:
             parsed.append(exc)
     service: PreferenceService = request.app.state.preferences
     answers = await service.contactability(site, q, parsed)
-    return _json(
+    return json_response(
         {
             "results": [
                 {"identity": item, **answer.as_json()}
@@ -220,7 +219,7 @@ async def identify(request: Request) -> Response:
         raise NotFound("unknown_site", f"no site named {site_id[:64]!r}")
     own = f"{request.url.scheme}://{request.headers.get('host', '')}"
     headers = records.cors_headers(request.headers.get("origin"), own, bundle)
-    body = await _body(request, {"subject_id", "subject_secret", "token"})
+    body = await read_json(request, {"subject_id", "subject_secret", "token"})
     token = body.get("token")
     if not isinstance(token, str):
         raise BadRequest("invalid_field", "the identity token from the site", field="token")
@@ -245,7 +244,7 @@ async def identify(request: Request) -> Response:
         "consent_record_id": latest["consent_record_id"] if latest else None,
         "preferences": preferences,
     }
-    response = _json(answer)
+    response = json_response(answer)
     response.headers.update(headers)
     return response
 
@@ -256,7 +255,6 @@ def routes() -> list[BaseRoute]:
         Route(f"{base}/identity-tokens", issue_identity_token, methods=["POST"]),
         Route(f"{base}/subjects", find_subjects, methods=["GET"]),
         Route(f"{base}/subjects/{{subject_id}}", get_subject, methods=["GET"]),
-        Route(f"{base}/subjects/{{subject_id}}", records.preflight, methods=["OPTIONS"]),
         Route(f"{base}/subjects/{{subject_id}}/identities", link_identity, methods=["POST"]),
         Route(f"{base}/contactability", check_contactability, methods=["POST"]),
         Route(f"{base}/identify", identify, methods=["POST"]),

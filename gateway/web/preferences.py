@@ -106,6 +106,7 @@ async def _by_api_key(
         if body.get("subject_id") is not None:
             raise BadRequest("invalid_field", "give subject_id or identity", field="identity")
         identity: Identity = identities.from_json(site.preferences, body["identity"])
+        recording.check_preferences(bundle, body)  # nothing is linked for a refused change
         (digest,) = await service.hashes(site.id, [identity])
         subjects = await subjects_of_identity(request, site.id, identity.type, digest, "api")
     else:

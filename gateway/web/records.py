@@ -213,7 +213,6 @@ async def subject_consents(request: Request) -> Response:
             )
         _authorize_read(recording, request, bundle.site.id, subject_id)
         history = await recording.history(bundle.site.id, subject_id)
-        changes = await recording.preference_history(bundle.site.id, subject_id)
     except (BadRequest, Unavailable) as exc:
         return AnswerResponse(answer_for(exc, raw_headers(headers)))
     current: Any = _public(history.get("current"))
@@ -223,8 +222,6 @@ async def subject_consents(request: Request) -> Response:
         "choices": dict(current["choices"]) if current else None,
         "current": current,
         "history": [_public(r) for r in history.get("history", [])],
-        # The contact preference changes (channels, topics, frequencies), newest first.
-        "preference_history": [_public(r) for r in changes],
     }
     return AnswerResponse(json_answer(200, body, raw_headers(headers)))
 

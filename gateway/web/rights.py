@@ -34,7 +34,7 @@ from gateway.rights import kinds
 from gateway.rights.policy import SiteRights, load_policies, site_rights
 from gateway.rights.service import NewRequest, RightsService, Verification
 from gateway.sites.catalog import SiteBundle
-from gateway.web.api import _body
+from gateway.web.api import read_json
 from gateway.web.auth import authorize
 
 MAX_CALLBACK = 16 * 1024
@@ -211,7 +211,7 @@ async def create_request(request: Request) -> Response:
     site = bundle.site
     state = request.app.state
     rights = state.site_rights(site.id)
-    body = await _body(
+    body = await read_json(
         request, {"type", "subject_id", "identity", "details", "language", "receipt", "region"}
     )
     type_ = body.get("type")
@@ -309,7 +309,7 @@ async def create_request(request: Request) -> Response:
 
 async def verify_request(request: Request) -> Response:
     _bundle(request)
-    body = await _body(request, {"code"})
+    body = await read_json(request, {"code"})
     code = _string(body, "code", 32)
     service = _service(request)
     request_id, token = request.path_params["request_id"], _bearer(request)
@@ -436,7 +436,7 @@ async def admin_action(request: Request) -> Response:
     action = request.path_params["action"]
     if action not in ("complete", "deny", "extend"):
         raise NotFound("not_found", "actions: complete, deny, extend")
-    body = await _body(request, {"reason"})
+    body = await read_json(request, {"reason"})
     reason = _string(body, "reason", MAX_REASON)
     service = _service(request)
     stored = await service.get(request.path_params["request_id"], bundle.site.id)

@@ -144,6 +144,7 @@ class Outbox:
         self.writable = False
         self.arrived = asyncio.Event()
         self.commits = 0
+        self.appended = 0  # records committed since this process opened it
         self.syncs = 0
         self.sync_seconds = 0.0  # summed wait for the fsync helper (power durability)
         self.checkpointer = Checkpointer(
@@ -421,6 +422,7 @@ class Outbox:
         if fresh_appends and self._oldest_ns is None:
             self._oldest_ns = now
         self._depth += len(fresh_appends)
+        self.appended += len(fresh_appends)
         if not keyed:
             return [(a.future, Appended(a.record_id, a.recorded_at, a.receipt, False), None)
                     for a in appends], True  # fmt: skip
