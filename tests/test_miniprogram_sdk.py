@@ -50,7 +50,7 @@ def test_the_sdk_parses_as_plain_javascript() -> None:
 def test_the_sdk_against_a_real_gateway(served: tuple[Gateway, str], tmp_path: Path) -> None:
     gateway, key = served
     done = subprocess.run(
-        [node(), "--test", "--test-reporter=spec", str(TESTS)],
+        [node(), "--test", "--test-reporter=tap", str(TESTS)],
         capture_output=True,
         text=True,
         timeout=180,
@@ -59,5 +59,5 @@ def test_the_sdk_against_a_real_gateway(served: tuple[Gateway, str], tmp_path: P
         env={**os.environ, "GATEWAY_URL": gateway.origin, "API_KEY": key},
     )
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
-    for line in ("ℹ tests 7", "ℹ pass 7", "ℹ skipped 0"):
+    for line in ("# tests 7", "# pass 7", "# skip 0"):
         assert line in done.stdout, done.stdout[-3000:]
