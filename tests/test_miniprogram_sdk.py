@@ -59,5 +59,5 @@ def test_the_sdk_against_a_real_gateway(served: tuple[Gateway, str], tmp_path: P
         env={**os.environ, "GATEWAY_URL": gateway.origin, "API_KEY": key},
     )
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
-    for line in ("# tests 7", "# pass 7", "# skip 0"):
+    for line in ("# tests 7", "# pass 7", "# skipped 0"):
         assert line in done.stdout, done.stdout[-3000:]
