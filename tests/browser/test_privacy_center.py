@@ -159,6 +159,16 @@ def test_a_product_line_has_its_own_choices(page: Page, gateway: Gateway) -> Non
     assert "" not in state  # the site-wide choices were not touched
 
 
+def link_to_center(page: Page, gateway: Gateway, mine: dict[str, Any]) -> None:
+    """The site's link to the privacy center, with the subject in the fragment (the snippet
+    asks the gateway for the subject's state on the next page after it is followed)."""
+    page.evaluate(
+        """url => { const a = document.createElement('a'); a.id = 'center';
+        a.href = url; a.textContent = 'My privacy center'; document.body.append(a); }""",
+        f"{gateway.origin}{CENTER}#subject={mine['subject_id']}&secret={mine['secret']}",
+    )
+
+
 def test_a_withdrawal_in_the_center_blocks_the_tag_on_the_sites_next_page(
     page: Page, site: LoopbackServer, gateway: Gateway
 ) -> None:
@@ -167,12 +177,7 @@ def test_a_withdrawal_in_the_center_blocks_the_tag_on_the_sites_next_page(
     mine = recorded(page)["receipt"]
     page.wait_for_function("window.analyticsRuns === 1")
     gateway.consents(mine["subject_id"], mine["receipt"], 1)
-    # The site's link to the privacy center carries the subject in the fragment.
-    page.evaluate(
-        """url => { const a = document.createElement('a'); a.id = 'center';
-        a.href = url; a.textContent = 'My privacy center'; document.body.append(a); }""",
-        f"{gateway.origin}{CENTER}#subject={mine['subject_id']}&secret={mine['secret']}",
-    )
+    link_to_center(page, gateway, mine)
     page.click("#center")
     analytics = page.locator('input[name="analytics"]')
     expect(analytics).to_be_checked()
@@ -189,6 +194,20 @@ def test_a_withdrawal_in_the_center_blocks_the_tag_on_the_sites_next_page(
     assert page.evaluate("window.analyticsRuns || 0") == 0
     assert page.evaluate("ConsentGateway.getConsent().choices.analytics") is False
     assert page.evaluate("window.adsRuns || 0") == 1  # the other consents stand
+
+    # Then everything is withdrawn there: the next page runs neither tag.
+    link_to_center(page, gateway, mine)
+    page.click("#center")
+    page.get_by_role("button", name="Withdraw consent").click()
+    expect(page.locator("#status")).to_have_text("Your choices have been saved.")
+    gateway.consents(mine["subject_id"], mine["receipt"], 3)
+    visit(page, site, gateway, "/center-withdraw", "DE")
+    page.wait_for_function(
+        "window.dataLayer && dataLayer.some(e => e && e.event === 'cg_consent_ready')"
+    )
+    page.wait_for_timeout(200)
+    assert page.evaluate("[window.analyticsRuns || 0, window.adsRuns || 0]") == [0, 0]
+    assert page.evaluate("ConsentGateway.getConsent().action") == "withdraw"
 
 
 def test_keyboard_only(page: Page, gateway: Gateway) -> None:
