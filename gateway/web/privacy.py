@@ -41,13 +41,14 @@ _RULE = re.compile(r"^[a-z0-9_-]{1,64}$")
 
 
 def preference_scopes(
-    model: PreferenceModel, gettext: Callable[[str], str], everything: str
+    model: PreferenceModel, gettext: Callable[[str], str]
 ) -> list[dict[str, Any]]:
-    """The preference forms: site-wide (``id`` "") first, then one per product line, each with
-    the topics it may choose and their channels and frequencies, localized."""
+    """The preference forms: site-wide (``id`` and ``name`` "": the template names it) first,
+    then one per product line, each with the topics it may choose and their channels and
+    frequencies, localized."""
     channels = {c.id: gettext(c.name) for c in model.channels}
     frequencies = {f.id: gettext(f.name) for f in model.frequencies}
-    lines = [("", everything, "")] + [
+    lines = [("", "", "")] + [
         (p.id, gettext(p.name), gettext(p.description) if p.description else "")
         for p in model.product_lines
     ]
@@ -72,13 +73,12 @@ def preference_scopes(
 
 
 def purpose_groups(
-    site: Site, purposes: Sequence[dict[str, Any]], gettext: Callable[[str], str], everything: str
+    site: Site, purposes: Sequence[dict[str, Any]], gettext: Callable[[str], str]
 ) -> list[dict[str, Any]]:
-    """The purposes by product line: those for every product first, then each line's own."""
+    """The purposes by product line: those for every product first (``id`` and ``name`` ""),
+    then each line's own."""
     scoped = {p.id: p.product_lines for p in site.purposes}
-    names = [("", everything)] + [
-        (line.id, gettext(line.name)) for line in site.preferences.product_lines
-    ]
+    names = [("", "")] + [(line.id, gettext(line.name)) for line in site.preferences.product_lines]
     members: dict[str, list[dict[str, Any]]] = {line: [] for line, _ in names}
     for purpose in purposes:
         for line in scoped.get(purpose["id"], ()) or ("",):
@@ -91,20 +91,21 @@ def purpose_groups(
 
 
 def _labels(
-    purposes: Sequence[dict[str, Any]], scopes: Sequence[dict[str, Any]]
+    purposes: Sequence[dict[str, Any]],
+    channels: Sequence[dict[str, Any]],
+    scopes: Sequence[dict[str, Any]],
 ) -> dict[str, dict[str, str]]:
     """Names the script prints in the history: purposes, channels, topics, frequencies."""
     labels: dict[str, dict[str, str]] = {
         "purposes": {p["id"]: p["name"] for p in purposes},
         "lines": {s["id"]: s["name"] for s in scopes},
         "topics": {},
-        "channels": {},
+        "channels": {c["id"]: c["name"] for c in channels},
         "frequencies": {},
     }
     for scope in scopes:
         for topic in scope["topics"]:
             labels["topics"][topic["id"]] = topic["name"]
-            labels["channels"].update({c["id"]: c["name"] for c in topic["channels"]})
             labels["frequencies"].update({f["id"]: f["name"] for f in topic["frequencies"]})
     return labels
 
@@ -115,7 +116,6 @@ async def privacy_center(request: Request) -> HTMLResponse:
     site = bundle.site
     gettext = bundle.translations.get(visitor.language).gettext
     env = gateway.renderer.environment(bundle, visitor.language)
-    everything = ""  # the site-wide scope: the template names it ("All our products")
     model = site.preferences
     channels = [
         # An empty msgid would translate to the catalog's header: never ask for one.
@@ -126,7 +126,7 @@ async def privacy_center(request: Request) -> HTMLResponse:
         }
         for c in model.channels
     ]
-    scopes = preference_scopes(model, gettext, everything)
+    scopes = preference_scopes(model, gettext)
     purposes = [dict(p) for p in config["purposes"]]
     page_config: dict[str, Any] = {
         "site": site.id,
@@ -146,7 +146,7 @@ async def privacy_center(request: Request) -> HTMLResponse:
         "purposes": [
             {k: p.get(k) for k in ("id", "essential", "separate", "prohibited")} for p in purposes
         ],
-        "labels": _labels(purposes, scopes),
+        "labels": _labels(purposes, channels, scopes),
     }
     context = {
         "site": {
@@ -164,7 +164,7 @@ async def privacy_center(request: Request) -> HTMLResponse:
         "theme": dict(site.theme),
         "gpc": resolved.gpc_applied,
         "page_config": page_config,
-        "purpose_groups": purpose_groups(site, purposes, gettext, everything),
+        "purpose_groups": purpose_groups(site, purposes, gettext),
         "channels": channels,
         "preference_scopes": scopes,
         "rights": {
