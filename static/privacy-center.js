@@ -302,6 +302,11 @@
     forms().forEach((f) => {
       f.addEventListener("submit", (e) => { e.preventDefault(); recordPreferences(f); });
       f.addEventListener("change", () => dirty.add(f));
+      // Withdrawing is as easy as agreeing: every channel and topic off, saved at once.
+      $("[data-all-off]", f).addEventListener("click", () => {
+        $$('input[name^="channel:"],input[name^="topic:"]', f).forEach((i) => { i.checked = false; });
+        recordPreferences(f);
+      });
     });
     const rights = $("#rights");
     if (rights) {

@@ -141,6 +141,14 @@ def test_change_a_topic_frequency_and_drop_sms(page: Page, gateway: Gateway) -> 
     expect(general.locator('select[name="frequency:offers"]')).to_have_value("monthly")
     expect(general.locator('input[name="channel:sms"]')).not_to_be_checked()
     expect(general.locator('input[name="channel:email"]')).to_be_checked()
+    # Withdrawing is one click: every channel and topic off, saved.
+    general.get_by_role("button", name="Contact me about nothing").click()
+    expect(page.locator("#status")).to_have_text("Your contact preferences have been saved.")
+    state = subject_state(
+        gateway, subject, secret, lambda p: p[""]["topics"]["offers"]["enabled"] is False
+    )[""]
+    assert not any(state["channels"].values())
+    assert not any(t["enabled"] for t in state["topics"].values())
 
 
 def test_a_product_line_has_its_own_choices(page: Page, gateway: Gateway) -> None:
