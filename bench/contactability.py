@@ -2,7 +2,9 @@
 
 Run ``.venv/bin/python -m bench.contactability [--subjects 1000000]``. It fills a scratch
 database with ``--subjects`` subjects, each linked to an e-mail address and holding a
-preference state (as the forwarder will keep them), starts the gateway as README runs it
+preference state as the stores keep it from recorded changes (the merged state, and the
+stamp of every leaf in ``extra``: core/preference_change.merge), starts the gateway as README
+runs it
 (`consent-gateway serve`, CPU 0) on it, and posts batches of 1,000 identities (95% known, 5%
 unknown; one in a hundred malformed) from CPU 1 for ``--seconds``, ``--concurrency`` batches in
 flight. It prints identity checks per second and the batch latency, the median of ``--runs``
@@ -27,6 +29,7 @@ import httpx
 import orjson
 
 from bench.harness import gateway, temp_data_dir
+from gateway.core.preference_change import merge
 from gateway.core.preference_model import PreferenceModel
 from gateway.preferences import apikeys
 from gateway.preferences.identities import IdentityHasher, normalize
@@ -79,10 +82,13 @@ async def fill(dsn: str, subjects: int) -> str:
                 for i in ids
             ]
             await conn.copy_records_to_table("identity_links", records=links)
-            states = [
-                ("demo", f"subject-{i}", "", orjson.dumps(state(i)).decode(), f"r{i}", AT, "{}")
-                for i in ids
-            ]
+            states = []
+            for i in ids:
+                merged, stamps = merge(None, {}, state(i), f"{NOW}|r{i}")
+                extra = orjson.dumps({"stamps": stamps}).decode()
+                states.append(
+                    ("demo", f"subject-{i}", "", orjson.dumps(merged).decode(), f"r{i}", AT, extra)
+                )
             await conn.copy_records_to_table("preference_state", records=states)
         await conn.execute("VACUUM ANALYZE")  # the steady state autovacuum keeps
     finally:

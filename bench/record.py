@@ -1,11 +1,12 @@
 """Recording benchmark: durable POST against a bare JSON endpoint, then forwarder throughput.
 
-Run ``.venv/bin/python -m bench.record``. It starts (a) a bare Starlette endpoint that parses
-the same JSON and stores nothing (uvicorn, one worker, uvloop, httptools) and (b) the gateway
-started as README runs it (``consent-gateway serve``) in its default durability mode, loads
-each with wrk
-at 16 and 64 connections, and prints rps, p50, p99 and the gateway/bare ratio. Then it fills an
-outbox and times the forwarder draining it into a scratch PostgreSQL database (bench.forward).
+Run ``.venv/bin/python -m bench.record [--kind consents|preferences]``: a consent choice, or a
+preference change (``POST /v1/sites/demo/preferences``), each request for a new subject. It
+starts (a) a bare Starlette endpoint that parses the same JSON and stores nothing (uvicorn, one
+worker, uvloop, httptools) and (b) the gateway started as README runs it
+(``consent-gateway serve``) in its default durability mode, loads each with wrk at 16 and 64
+connections, and prints rps, p50, p99 and the gateway/bare ratio. Then it fills an outbox and
+times the forwarder draining it into a scratch PostgreSQL database (bench.forward).
 """
 
 from __future__ import annotations
@@ -51,10 +52,8 @@ function init(args)
 end
 function request()
   counter = counter + 1
-  local body = string.format(
-    '{"subject_id":"bench-%%d-%%d","banner_version":"%(version)s","action":"custom",' ..
-    '"choices":{"analytics":true,"marketing":false,"personalization":true},' ..
-    '"channel":"web","language":"en","page_url":"https://shop.example/checkout"}',
+  -- A subject secret per request (32 hex digits, as the snippet makes them): new subjects.
+  local body = string.format('{"subject_secret":"%%08x%%08x0000000000000000",%(fields)s}',
     tid, counter)
   return wrk.format(nil, nil, nil, body)
 end
@@ -69,14 +68,34 @@ end
 """
 
 
+# The request bodies after the subject secret, by kind (wrk's Lua escapes: %% for %).
+FIELDS = {
+    "consents": (
+        '"banner_version":"%(version)s","action":"custom",'
+        '"choices":{"analytics":true,"marketing":false,"personalization":true},'
+        '"channel":"web","language":"en","page_url":"https://shop.example/checkout"'
+    ),
+    "preferences": (
+        '"preferences":{"channels":{"email":true,"sms":false},'
+        '"topics":{"offers":{"enabled":true,"frequency":"weekly"},'
+        '"newsletter":{"enabled":false}}},"product_line":"shop","language":"en"'
+    ),
+}
+
+
 async def _bare(request: Request) -> Response:
     body = orjson.loads(await request.body())
-    answer = {"record_id": str(uuid.uuid4()), "subject_id": body["subject_id"], "receipt": "x"}
+    answer = {"record_id": str(uuid.uuid4()), "subject_id": body["subject_secret"], "receipt": "x"}
     return Response(orjson.dumps(answer), 201, media_type="application/json")
 
 
-# The bare endpoint: same route shape, parses the same JSON, stores nothing.
-bare_app = Starlette(routes=[Route("/v1/sites/{site}/consents", _bare, methods=["POST"])])
+# The bare endpoint: same route shapes, parses the same JSON, stores nothing.
+bare_app = Starlette(
+    routes=[
+        Route("/v1/sites/{site}/consents", _bare, methods=["POST"]),
+        Route("/v1/sites/{site}/preferences", _bare, methods=["POST"]),
+    ]
+)
 
 
 def _start(cmd: list[str], port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -99,12 +118,17 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _wrk(
-    port: int, connections: int, seconds: int, script: Path, pid: int | None = None
+    port: int,
+    connections: int,
+    seconds: int,
+    script: Path,
+    pid: int | None = None,
+    kind: str = "consents",
 ) -> dict[str, Any]:
     cpu_before = _cpu_seconds(pid) if pid else 0.0
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", str(script),
-         f"http://127.0.0.1:{port}/v1/sites/demo/consents"],
+         f"http://127.0.0.1:{port}/v1/sites/demo/{kind}"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))
@@ -138,6 +162,7 @@ def http_bench(
     durability: str,
     repeat: int = 3,
     limits: bool = True,
+    kind: str = "consents",
 ) -> dict[str, Any]:
     """Load the bare endpoint and the gateway; returns medians by (app, connections).
 
@@ -178,15 +203,17 @@ def http_bench(
             config = httpx.get(f"http://127.0.0.1:{servers['gateway'][1]}/v1/sites/demo/config")
             version = config.json()["banner_version"]
             for _, port, script in servers.values():
-                script.write_text(LUA % {"version": version, "origin": ORIGIN})
-                _wrk(port, 64, 2, script)  # warm-up: imports, caches, the outbox's first pages
+                fields = FIELDS[kind] % {"version": version}
+                script.write_text(LUA % {"fields": fields.replace("%", "%%"), "origin": ORIGIN})
+                # warm-up: imports, caches, the outbox's first pages
+                _wrk(port, 64, 2, script, kind=kind)
                 _drained(servers["gateway"][1])
             for _ in range(repeat):
                 for c in connections:
                     for name, (proc, port, script) in servers.items():
                         _drained(servers["gateway"][1])
                         runs.setdefault(f"{name}@{c}", []).append(
-                            _wrk(port, c, seconds, script, proc.pid)
+                            _wrk(port, c, seconds, script, proc.pid, kind)
                         )
         finally:
             for proc, _, _ in servers.values():
@@ -205,6 +232,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=200_000, help="forwarder bench size")
     parser.add_argument("--forwarder-runs", type=int, default=3, help="median of this many")
     parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument("--kind", default="consents", choices=sorted(FIELDS))
     parser.add_argument("--skip-forwarder", action="store_true")
     parser.add_argument(
         "--limits",
@@ -216,10 +244,11 @@ def main() -> None:
     connections = (16, 64)
     if not args.skip_http:
         results = http_bench(
-            args.seconds, connections, args.durability, args.repeat, args.limits == "on"
-        )
+            args.seconds, connections, args.durability, args.repeat, args.limits == "on",
+            args.kind,
+        )  # fmt: skip
         print(
-            f"POST /v1/sites/demo/consents, durability={args.durability}, limits {args.limits}, "
+            f"POST /v1/sites/demo/{args.kind}, durability={args.durability}, limits {args.limits}, "
             f"median of {args.repeat} alternating runs of {args.seconds}s"
         )
         print(

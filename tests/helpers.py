@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from babel.messages.pofile import read_po
@@ -27,6 +28,16 @@ ROOT = Path(__file__).resolve().parent.parent
 GEOIP_DIR = ROOT / "tests" / "data" / "geoip"
 CITY_DB = GEOIP_DIR / "GeoIP2-City-Test.mmdb"
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def unavailable(reason: str) -> NoReturn:
+    """A test's real component is missing: skip on a developer's machine, fail under CI=true,
+    where nothing that needs PostgreSQL, NATS, node or a tmpfs may be skipped."""
+    if IN_CI:
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 OPS_TOKEN = "ops-token-for-tests-0123456789"
 # What an operator's monitoring sends to see /readyz's details and /metrics.
 OPS = {"Authorization": f"Bearer {OPS_TOKEN}"}
@@ -95,10 +106,7 @@ def small_disk(path: Path, size: str = "16m") -> Iterator[Path]:
         check=False,
     )
     if mount.returncode != 0:
-        reason = f"cannot mount a small tmpfs to fill: {mount.stderr.strip()}"
-        if IN_CI:  # CI runs as root: a disk-full test that cannot run is a failure there
-            pytest.fail(reason)
-        pytest.skip(reason)
+        unavailable(f"cannot mount a small tmpfs to fill: {mount.stderr.strip()}")
     try:
         yield path
     finally:

@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import nats
-import pytest
 from nats.js import JetStreamContext
 
-from tests.helpers import IN_CI
+from tests.helpers import unavailable
 from tests.procs import free_port, stop
 
 SHARED_URL = "nats://127.0.0.1:4222"
@@ -38,9 +37,7 @@ def _listening(port: int) -> bool:
 def need(condition: bool, reason: str) -> None:
     """Skip without NATS, except under CI=true, where a missing server fails the test."""
     if not condition:
-        if IN_CI:
-            pytest.fail(reason)
-        pytest.skip(reason)
+        unavailable(reason)
 
 
 def shared_url() -> str:

@@ -403,3 +403,19 @@ def test_an_eighth_schedule_locale_satisfies_the_notice_language_check(settings:
     )
     report = checks.run_checks(settings)
     assert not [w for w in report.warnings if "rule dpdp" in w.message], report.lines()
+
+
+def test_check_warns_when_no_public_address_is_set(settings: Settings) -> None:
+    """Without GATEWAY_PUBLIC_URL or GATEWAY_PUBLIC_HOSTS, built URLs are relative (the
+    gateway never trusts the request's Host for them): check says so, and stops saying it
+    once either is set."""
+    report = checks.CheckReport()
+    checks.check_settings(settings.replace(public_url="", public_hosts=()), report)
+    assert [w.where for w in report.warnings].count("GATEWAY_PUBLIC_URL") == 1
+    for configured in (
+        settings.replace(public_url="https://consent.example.com"),
+        settings.replace(public_hosts=("consent.example.com",)),
+    ):
+        report = checks.CheckReport()
+        checks.check_settings(configured, report)
+        assert "GATEWAY_PUBLIC_URL" not in [w.where for w in report.warnings]

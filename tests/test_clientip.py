@@ -274,3 +274,15 @@ def test_default_settings_trust_no_proxy_and_no_cdn_header() -> None:
     trust = ProxyTrust(settings.trusted_proxies)
     vendors = clientip.vendor_keys(settings.geo_headers)
     assert client_ip("127.0.0.1", headers, trust, vendors) == "127.0.0.1"
+
+
+def test_long_address_texts_are_never_cached() -> None:
+    """Memory threat: a client behind a trusted proxy sends kilobytes of garbage per forwarded
+    header; the address cache keeps only address-sized texts, so 65,536 of its entries stay a
+    few MB however long the texts a client sends."""
+    before = clientip._cached_address.cache_info().currsize
+    for n in range(200):
+        assert clientip.parsed_ip(f"{n}" + "x" * 4000) is None
+    assert clientip._cached_address.cache_info().currsize == before
+    assert clientip.parsed_ip("2001:DB8::0:1") == ipaddress.ip_address("2001:db8::1")
+    assert clientip._cached_address.cache_info().currsize <= before + 1

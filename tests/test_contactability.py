@@ -85,6 +85,33 @@ def test_the_last_decision_across_devices_wins() -> None:
     ).contact
 
 
+def test_each_leaf_comes_from_the_device_that_set_it_last() -> None:
+    """Threat: a change made on a second device (only the newsletter) hides the customer's
+    e-mail choices made on the first, or an older opt-in there overrides a newer opt-out."""
+    t1, t2, t3 = (f"2026-0{m}-01T00:00:00.000000Z|r{m}" for m in (1, 2, 3))
+    laptop = ContactRow(
+        "h", "laptop", "", ON, t1.split("|")[0], "r1",
+        {"channels/email": t1, "topics/offers/enabled": t1, "topics/offers/frequency": t1},
+    )  # fmt: skip
+    phone = ContactRow(
+        "h", "phone", "", {"channels": {}, "topics": {"newsletter": {"enabled": True}}},
+        t2.split("|")[0], "r2", {"topics/newsletter/enabled": t2},
+    )  # fmt: skip
+    answer = decide(OFFERS, [laptop, phone])
+    assert (answer.contact, answer.reason, answer.frequency) == (True, "opted_in", "weekly")
+    assert answer.updated_at == t2.split("|")[0]
+    # Unsubscribed from offers' e-mails on the phone later: that leaf is newer there.
+    phone_off = phone._replace(
+        preferences={"topics": {"offers": {"channels": {"email": False}}}},
+        stamps={"topics/offers/channels/email": t3},
+        updated_at=t3.split("|")[0],
+    )
+    assert decide(OFFERS, [laptop, phone_off]).reason == "topic_channel_off"
+    # An older opt-in on a row changed later for something else does not beat a newer no.
+    laptop_newer_row = laptop._replace(updated_at="2026-04-01T00:00:00.000000Z")
+    assert decide(OFFERS, [laptop_newer_row, phone_off]).reason == "topic_channel_off"
+
+
 def test_a_product_lines_own_state_beats_the_site_wide_one() -> None:
     q = question(MODEL, "email", "offers", "shop")
     off = {"channels": {"email": False}}

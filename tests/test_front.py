@@ -115,6 +115,7 @@ def test_the_front_takes_its_patterns_from_the_route_table(client: TestClient) -
         ("GET", "serve_js"),
         ("HEAD", "serve_js"),
         ("POST", "post_consent"),
+        ("POST", "post_preferences"),
     }
     # Each pattern is the very object the router matches with.
     route_patterns = {id(getattr(r, "path_regex", None)) for r in app.router.routes}

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from gateway.core import jurisdictions as j
+from gateway.core import purposes, rule_docs
 from gateway.core.errors import ConfigError
 from gateway.core.model import (
     CONSENT_MODE_TYPES,
@@ -348,15 +349,17 @@ APPEARANCE = Exemption(category="functionality")
     ],
 )
 def test_uk_exemption_by_fact(purpose: Purpose, exempt: bool) -> None:
-    assert j.is_exempt(RULES["uk"], purpose) is exempt
-    assert j.is_exempt(RULES["gdpr"], purpose) is False
+    assert purposes.is_exempt(RULES["uk"], purpose) is exempt
+    assert purposes.is_exempt(RULES["gdpr"], purpose) is False
 
 
 def test_exemption_by_site_purpose_id_needs_the_declaration_too() -> None:
     rule = TABLE.apply_override(RULES["gdpr"], {"exempt_purposes": ["audience"]})
-    assert j.is_exempt(rule, _purpose("audience", ("analytics_storage",), exemption=STATS))
-    assert not j.is_exempt(rule, _purpose("audience", ("analytics_storage",)))
-    assert not j.is_exempt(rule, _purpose("analytics", ("analytics_storage",), exemption=STATS))
+    assert purposes.is_exempt(rule, _purpose("audience", ("analytics_storage",), exemption=STATS))
+    assert not purposes.is_exempt(rule, _purpose("audience", ("analytics_storage",)))
+    assert not purposes.is_exempt(
+        rule, _purpose("analytics", ("analytics_storage",), exemption=STATS)
+    )
 
 
 @pytest.mark.parametrize(
@@ -611,7 +614,7 @@ def test_rule_for_refuses_invalid_overrides() -> None:
 
 
 def test_rule_table_markdown_is_generated_from_the_data() -> None:
-    table = j.rule_table_markdown(TABLE)
+    table = rule_docs.rule_table_markdown(TABLE)
     rows = [line for line in table.splitlines() if line.startswith("| `")]
     assert [row.split("`")[1] for row in rows] == list(RULES)
     for code, rid in TABLE.regions.items():

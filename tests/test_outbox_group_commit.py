@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from gateway.core.errors import Unavailable
-from gateway.recording.outbox.group_commit import Outbox, OutboxItem
+from gateway.recording.outbox.group_commit import Outbox
+from gateway.recording.outbox.items import OutboxItem
 from tests.helpers import opened
 from tests.pg import make_record
 

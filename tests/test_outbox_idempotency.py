@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from gateway.core.errors import BadRequest
-from gateway.recording.outbox.group_commit import Appended
+from gateway.recording.outbox.items import Appended
 from tests.helpers import opened
 from tests.pg import make_record
 

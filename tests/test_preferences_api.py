@@ -351,3 +351,25 @@ def test_the_model_names_the_field_it_refuses(tmp_path: Path) -> None:
         )
         assert (r.status_code, r.json()["error"]) == (422, "unknown_product_line")
         assert client.app.state.recording.outbox.depth == 0  # type: ignore[attr-defined]
+
+
+def test_a_change_on_a_second_device_keeps_the_first_devices_choices(tmp_path: Path) -> None:
+    """One state everywhere: Ann's phone turns the newsletter on; the laptop's e-mail opt-in
+    for offers still answers yes (each leaf from the device that set it last)."""
+    settings = Settings(data_dir=tmp_path / "data", durability="process")
+    with TestClient(recording_app(settings), client=PEER) as client:
+        flow = Flow(client, new_key(settings), settings)
+        laptop = {"channels": {"email": True}, "topics": {"offers": {"enabled": True}}}
+        phone = {"topics": {"newsletter": {"enabled": True}}}
+        for device, change in (("laptop", laptop), ("phone", phone)):
+            r = client.post(
+                f"{BASE}/preferences",
+                json={"subject_secret": secret_of(device), "preferences": change},
+            )
+            assert r.status_code == 201, r.text
+            assert (
+                flow.api(f"/subjects/{r.json()['subject_id']}/identities", ANN).status_code == 201
+            )
+        flow.delivered()
+        assert flow.contact("email", "offers") == (True, "opted_in")
+        assert flow.contact("email", "newsletter") == (True, "opted_in")

@@ -70,6 +70,13 @@ def check_settings(settings: Settings, report: CheckReport) -> None:
             "a copy of the database can test guessed e-mail addresses against them",
             "set the same 32+ byte secret on every node",
         )
+    if not settings.public_url and not settings.public_hosts:
+        report.warn(
+            "GATEWAY_PUBLIC_URL",
+            "neither it nor GATEWAY_PUBLIC_HOSTS is set: built URLs (the snippet's record URL, "
+            "links in e-mails) are relative, and a link in an e-mail cannot be",
+            "set GATEWAY_PUBLIC_URL to the address visitors reach, e.g. https://consent.example.com",
+        )
     if not settings.admin_token:
         report.notes.append("admin API disabled (GATEWAY_ADMIN_TOKEN is empty)")
     elif len(settings.admin_token) < MIN_TOKEN_LENGTH:

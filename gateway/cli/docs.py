@@ -19,7 +19,8 @@ import orjson
 from jinja2 import Environment, nodes
 
 from gateway.core import events
-from gateway.core.jurisdictions import load_rules, rule_table_markdown
+from gateway.core.jurisdictions import load_rules
+from gateway.core.rule_docs import rule_table_markdown
 from gateway.core.settings import settings_table_markdown
 from gateway.rights import events as rights_events
 from gateway.serving import render, sandbox

@@ -18,192 +18,28 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
-import re
 import time
 import tomllib
 from collections.abc import Collection, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, get_args
+from typing import Any
 
 from gateway.core.errors import ConfigError
-from gateway.core.model import (
-    CONSENT_MODE_TYPES,
-    EXEMPTION_CATEGORIES,
-    MINOR_PROHIBITED_KINDS,
-    PROHIBITED_KINDS,
-    SEPARATE_CONSENT_KINDS,
-    ConsentModel,
-    Purpose,
-    Region,
-    Rule,
-)
-from gateway.core.purposes import exemption_problems
+from gateway.core.model import CONSENT_MODE_TYPES, EXEMPTION_CATEGORIES, Region, Rule
 from gateway.core.regionmap import Clock, RegionMap
-
-MODELS: tuple[str, ...] = get_args(ConsentModel)
-_BOOL_FIELDS = (
-    "default_granted",
-    "gpc",
-    "reject_on_first_layer",
-    "do_not_sell_link",
-    "limit_sensitive_link",
-    "gpc_objects",
+from gateway.core.rule_fields import (
+    FIELDS,
+    KIND_FIELDS,
+    REGION_CODE,
+    build_rule,
+    canonical,
+    field_problem,
+    key_label,
+    model_consent_mode,
+    region_problem,
 )
-_INT_FIELDS = {
-    "age_of_consent": (0, 21),
-    "reprompt_months": (1, 120),
-    "reprompt_after_refusal_months": (1, 120),
-    "minor_age": (0, 21),
-}
-# List fields whose entries come from a fixed vocabulary.
-_KIND_FIELDS: Mapping[str, tuple[str, ...]] = {
-    "separate_consent": SEPARATE_CONSENT_KINDS,
-    "prohibited": PROHIBITED_KINDS,
-    "minor_prohibited": MINOR_PROHIBITED_KINDS,
-    "opt_in_types": CONSENT_MODE_TYPES,
-}
-FIELDS: tuple[str, ...] = (
-    "model",
-    "name",
-    *_BOOL_FIELDS,
-    *_KIND_FIELDS,
-    "consent_mode",
-    *_INT_FIELDS,
-    "exempt_purposes",
-    "notice_languages",
-)
-_LANGUAGE = re.compile(r"[a-z]{2,3}")
-# Fields of earlier releases, with what replaced them.
-_RENAMED = {
-    "reprompt_days": "reprompt_months (calendar months; 13 months = 393 to 397 days)",
-    "reprompt_after_refusal_days": "reprompt_after_refusal_months (calendar months)",
-}
-_REGION_CODE = re.compile(r"[A-Z]{2}(-[A-Z0-9]{1,3})?")
-_CODE_HINTS = {
-    "UK": 'the United Kingdom is "GB"',
-    "EU": 'list the member states, or use "*"',
-    "EEA": 'list the countries, or use "*"',
-}
-
-
-def _problem(value: Any, expected: str) -> str:
-    return f"expected {expected}, got {type(value).__name__} {value!r}"
-
-
-def field_problem(name: str, value: Any, exempt_categories: Mapping[str, Any]) -> str | None:
-    """What is wrong with one Rule field value from TOML, or None."""
-    if name in _BOOL_FIELDS:
-        return None if isinstance(value, bool) else _problem(value, "true or false")
-    if name in _INT_FIELDS:
-        low, high = _INT_FIELDS[name]
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            return _problem(value, f"a whole number from {low} to {high}")
-        return None
-    if name == "model":
-        return None if value in MODELS else _problem(value, " or ".join(map(repr, MODELS)))
-    if name == "name":
-        return None if isinstance(value, str) else _problem(value, "a string")
-    if name in _KIND_FIELDS:
-        kinds = _KIND_FIELDS[name]
-        if not isinstance(value, list) or any(v not in kinds for v in value):
-            return _problem(value, f"a list of {', '.join(map(repr, kinds))}")
-        return None
-    if name == "exempt_purposes":
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            return _problem(
-                value,
-                f"a list of purpose ids or categories ({', '.join(map(repr, exempt_categories))})",
-            )
-        return None
-    if name == "notice_languages":
-        if not isinstance(value, list) or not all(
-            isinstance(v, str) and _LANGUAGE.fullmatch(v) for v in value
-        ):
-            return _problem(value, 'a list of ISO 639 language codes such as "hi"')
-        return None
-    if name == "consent_mode":
-        if not isinstance(value, Mapping):
-            return _problem(value, "a table of Consent Mode types")
-        for key, state in value.items():
-            if key not in CONSENT_MODE_TYPES:
-                return f"unknown Consent Mode type {key!r} (known: {', '.join(CONSENT_MODE_TYPES)})"
-            if state not in ("granted", "denied"):
-                return f"{key}: " + _problem(state, "'granted' or 'denied'")
-        return None
-    if name in _RENAMED:
-        return f"renamed: use {_RENAMED[name]}"
-    return f"unknown field (known: rule, {', '.join(FIELDS)})"
-
-
-def _model_consent_mode(model: str) -> dict[str, str]:
-    """Consent Mode defaults implied by a model: opt-in denies all but security storage."""
-    if model == "opt-in":
-        return {t: "granted" if t == "security_storage" else "denied" for t in CONSENT_MODE_TYPES}
-    return dict.fromkeys(CONSENT_MODE_TYPES, "granted")
-
-
-def _build_rule(
-    rule_id: str, fields: Mapping[str, Any], categories: Mapping[str, tuple[str, ...]]
-) -> Rule:
-    values = {k: v for k, v in fields.items() if k in FIELDS}
-    for name in (*_KIND_FIELDS, "exempt_purposes", "notice_languages"):
-        values[name] = tuple(values.get(name, ()))
-    values["national_ages"] = MappingProxyType(dict(fields.get("national_ages") or {}))
-    values["age_of_consent"] = values.get("age_of_consent") or None
-    values["consent_mode"] = MappingProxyType(dict(values.get("consent_mode", {})))
-    values["exempt_categories"] = MappingProxyType(
-        {e: categories[e] for e in values["exempt_purposes"] if e in categories}
-    )
-    return Rule(id=rule_id, **values)
-
-
-def is_exempt(rule: Rule, purpose: Purpose) -> bool:
-    """Whether the rule exempts this purpose from consent (inform + easy objection instead).
-
-    By fact, not by category (PECR Sch. A1; ICO guidance): the site must declare the facts the
-    exception needs (``Purpose.exemption``), and the purpose must neither sell/share nor need a
-    separate consent. A category the rule exempts then covers it when everything it maps is of
-    that category's types; a purpose the site names in ``exempt_purposes`` needs only its
-    declaration.
-    """
-    declared = purpose.exemption
-    if not rule.exempt_purposes or declared is None:
-        return False
-    if purpose.sale_or_share or purpose.separate is not None:
-        return False
-    if exemption_problems(declared, declared.category):
-        return False
-    if purpose.id in rule.exempt_purposes and purpose.id not in rule.exempt_categories:
-        return True  # the site named its own purpose
-    types = rule.exempt_categories.get(declared.category, ())
-    return (
-        bool(types) and bool(purpose.consent_mode) and all(t in types for t in purpose.consent_mode)
-    )
-
-
-def _key_label(key: object) -> str:
-    return f'"{key}"' if isinstance(key, str) else repr(key)
-
-
-def _region_problem(key: object) -> str | None:
-    if not isinstance(key, str):
-        return "a region code must be a string"
-    if key == "*" or _REGION_CODE.fullmatch(key):
-        return None if key not in _CODE_HINTS else f"not an ISO 3166 code; {_CODE_HINTS[key]}"
-    if key.upper() in _CODE_HINTS:
-        return f"not an ISO 3166 code; {_CODE_HINTS[key.upper()]}"
-    if _REGION_CODE.fullmatch(key.strip().upper()):
-        return f'write region codes in upper case: "{key.strip().upper()}"'
-    return 'malformed region code; use "DE", "US-CA" (ISO 3166-1/-2) or "*" for every region'
-
-
-def _canonical(fields: Mapping[str, Any]) -> str:
-    return json.dumps(
-        fields, sort_keys=True, default=lambda o: dict(o) if isinstance(o, Mapping) else list(o)
-    )
 
 
 def load_rules(path: Path | None = None, clock: Clock = time.time) -> RuleTable:
@@ -300,11 +136,11 @@ def parse_rules(
                 where=f"{where}: templates.{rule_id}",
             )
         national = ages if fields.get("national_ages") is True else {}
-        rules[rule_id] = _build_rule(rule_id, {**fields, "national_ages": national}, categories)
+        rules[rule_id] = build_rule(rule_id, {**fields, "national_ages": national}, categories)
         sources[rule_id] = (fields["law"], fields["guidance"])
         dated += dated_regions(rule_id, fields, where)
         for code in [*fields.get("regions", []), *fields.get("regions_from", {})]:
-            if code in regions or not _REGION_CODE.fullmatch(code):
+            if code in regions or not REGION_CODE.fullmatch(code):
                 raise ConfigError(f"region {code!r} is malformed or mapped twice", where=where)
             regions[code] = rule_id
     strictest = data["strictest"]
@@ -444,10 +280,10 @@ class RuleTable:
             return ['expected tables keyed by region, e.g. [rules."US-CA"] rule = "ccpa"']
         problems = []
         for key, override in overrides.items():
-            label = _key_label(key)
-            region_problem = _region_problem(key)
-            if region_problem:
-                problems.append(f"{label}: {region_problem}")
+            label = key_label(key)
+            problem_of_region = region_problem(key)
+            if problem_of_region:
+                problems.append(f"{label}: {problem_of_region}")
             problems.extend(self._override_problems(label, override, purpose_ids))
         return problems
 
@@ -458,10 +294,10 @@ class RuleTable:
         if "model" in fields and fields["model"] != base.model:
             # A new model brings its own defaults unless the override states them.
             changes.setdefault("default_granted", fields["model"] != "opt-in")
-            consent_mode = _model_consent_mode(fields["model"])
+            consent_mode = model_consent_mode(fields["model"])
         consent_mode.update(fields.get("consent_mode", {}))
         merged = {**{f: getattr(base, f) for f in FIELDS}, **changes, "consent_mode": consent_mode}
-        for name in (*_KIND_FIELDS, "exempt_purposes", "notice_languages"):
+        for name in (*KIND_FIELDS, "exempt_purposes", "notice_languages"):
             merged[name] = list(merged[name])
         # What the law bans outright a site may add to, never lift (Md. Com. Law 14-4607(a),
         # ORS 646A.578, DPDP s. 9(3), …): the template's bans stay in every derived rule.
@@ -474,8 +310,8 @@ class RuleTable:
         merged["age_of_consent"] = merged["age_of_consent"] or 0
         # A site that states its own age of consent means it wherever the override applies.
         merged["national_ages"] = {} if "age_of_consent" in fields else base.national_ages
-        digest = hashlib.sha256(_canonical(fields).encode()).hexdigest()[:8]
-        return _build_rule(f"{base.id}+{digest}", merged, self.exempt_categories)
+        digest = hashlib.sha256(canonical(fields).encode()).hexdigest()[:8]
+        return build_rule(f"{base.id}+{digest}", merged, self.exempt_categories)
 
     def apply_override(self, rule: Rule, override: Mapping[str, Any]) -> Rule:
         """The rule with one override applied; ``rule = "<template>"`` in it swaps the base."""
@@ -564,60 +400,8 @@ class SiteRules:
                     fields[name] = value
         if not fields:
             return base
-        content = f"{base.id} {_canonical(fields)}"
+        content = f"{base.id} {canonical(fields)}"
         rule = self._by_content.get(content)
         if rule is None:
             rule = self._by_content[content] = self.table.derive(base, fields)
         return rule
-
-
-def _yes(flag: bool) -> str:
-    return "yes" if flag else "—"
-
-
-def _minors(rule: Rule) -> str:
-    if not rule.minor_age or not rule.minor_prohibited:
-        return "—"
-    return f"under {rule.minor_age}: no {', '.join(rule.minor_prohibited)}".replace("_", " ")
-
-
-def rule_table_markdown(table: RuleTable) -> str:
-    """The README table: region(s) → rule → model and flags, generated from the data."""
-    by_rule: dict[str, list[str]] = {rid: [] for rid in table.rules}
-    for code, rid in table.regions.items():
-        by_rule[rid].append(code)
-    for day, code, rid in table.dated:
-        by_rule[rid].append(f"{code} (from {day.isoformat()})")
-    by_rule[table.strictest_id].append("anything else, unknown")
-    us = table.regions.get("US")
-    if us:
-        by_rule[us].append("US-* not listed (and dated states until their date)")
-    lines = [
-        "| rule | regions | model | optional on by default | GPC | reject on first layer "
-        "| do-not-sell link | limit-sensitive link | separate consent | exempt (objection) "
-        "| prohibited | minors (site's age signal) | age | re-ask after (months / after refusal) |",
-        "|---" * 14 + "|",
-    ]
-    for rid, rule in table.rules.items():
-        gpc = "yes, as an objection" if rule.gpc_objects and not rule.gpc else _yes(rule.gpc)
-        opt_in = f"{_yes(rule.default_granted)}"
-        if rule.opt_in_types:
-            opt_in += f" (not {', '.join(rule.opt_in_types)})"
-        age = "per country" if rule.national_ages else (rule.age_of_consent or "—")
-        lines.append(
-            f"| `{rid}` | {', '.join(by_rule[rid])} | {rule.model} | {opt_in} "
-            f"| {gpc} | {_yes(rule.reject_on_first_layer)} "
-            f"| {_yes(rule.do_not_sell_link)} | {_yes(rule.limit_sensitive_link)} "
-            f"| {', '.join(rule.separate_consent) or '—'} "
-            f"| {', '.join(rule.exempt_purposes) or '—'} "
-            f"| {', '.join(rule.prohibited).replace('_', ' ') or '—'} "
-            f"| {_minors(rule)} "
-            f"| {age} "
-            f"| {rule.reprompt_months} / {rule.reprompt_after_refusal_months} |"
-        )
-    lines.append("")
-    lines.extend(
-        f"- `{rid}`: {rule.name}. Law: {table.sources[rid][0]}. Guidance: {table.sources[rid][1]}."
-        for rid, rule in table.rules.items()
-    )
-    return "\n".join(lines) + "\n"

@@ -155,22 +155,6 @@ def with_default_frequency(model: PreferenceModel, change: Mapping[str, Any]) ->
     return {**change, "topics": topics} if "topics" in change else dict(change)
 
 
-def leaves(change: Mapping[str, Any]) -> dict[str, Any]:
-    """Every leaf a change sets, by path (``channels/email``, ``topics/offers/frequency``,
-    ``topics/offers/channels/email``)."""
-    out: dict[str, Any] = {}
-    for channel, flag in change.get("channels", {}).items():
-        out[f"channels/{channel}"] = flag
-    for topic, value in change.get("topics", {}).items():
-        for field, item in value.items():
-            if field == "channels":
-                for channel, flag in item.items():
-                    out[f"topics/{topic}/channels/{channel}"] = flag
-            else:
-                out[f"topics/{topic}/{field}"] = item
-    return out
-
-
 def merge(
     state: Mapping[str, Any] | None,
     stamps: Mapping[str, str],
@@ -178,20 +162,37 @@ def merge(
     stamp: str,
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """The state and leaf stamps after a change stamped ``stamp`` (``recorded_at|record_id``,
-    fixed width, so text order is time order): each leaf it sets moves only if its own stamp
-    is older. Idempotent and independent of the order changes arrive in."""
-    newer: dict[str, Any] = {"channels": {}, "topics": {}}
+    fixed width, so text order is time order): each leaf it sets (``channels/email``,
+    ``topics/offers/frequency``, ``topics/offers/channels/email``) moves only if its own
+    stamp is older. Idempotent and independent of the order changes arrive in. Copies what it
+    changes, never the caller's mappings (the stores' fold runs per delivered record)."""
+    base = state or {}
+    channels = dict(base.get("channels", {}))
+    topics = dict(base.get("topics", {}))
     out_stamps = dict(stamps)
-    for path, value in leaves(change).items():
+    for channel, flag in change.get("channels", {}).items():
+        path = "channels/" + channel
         if stamp > out_stamps.get(path, ""):
             out_stamps[path] = stamp
-            parts = path.split("/")
-            if parts[0] == "channels":
-                newer["channels"][parts[1]] = value
-            elif len(parts) == 3:
-                newer["topics"].setdefault(parts[1], {})[parts[2]] = value
-            else:
-                newer["topics"].setdefault(parts[1], {}).setdefault("channels", {})[parts[3]] = (
-                    value
-                )
-    return apply(state, newer), out_stamps
+            channels[channel] = flag
+    for topic, value in change.get("topics", {}).items():
+        current: dict[str, Any] | None = None
+        prefix = "topics/" + topic + "/"
+        for field, item in value.items():
+            if field == "channels":
+                own: dict[str, bool] | None = None
+                for channel, flag in item.items():
+                    path = prefix + "channels/" + channel
+                    if stamp > out_stamps.get(path, ""):
+                        out_stamps[path] = stamp
+                        if current is None:
+                            current = topics[topic] = dict(topics.get(topic, {}))
+                        if own is None:
+                            own = current["channels"] = dict(current.get("channels", {}))
+                        own[channel] = flag
+            elif stamp > out_stamps.get(prefix + field, ""):
+                out_stamps[prefix + field] = stamp
+                if current is None:
+                    current = topics[topic] = dict(topics.get(topic, {}))
+                current[field] = item
+    return {"channels": channels, "topics": topics}, out_stamps

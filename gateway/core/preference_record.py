@@ -66,14 +66,25 @@ class PreferenceRecord:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["preferences"] = _plain(self.preferences)
-        data["evidence"] = None if self.evidence is None else dict(self.evidence)
-        data["extra"] = dict(self.extra)
-        return data
+        # Not dataclasses.asdict: its deep copy measured ~70 µs a record, on the request path.
+        return {
+            **self.__dict__,
+            "preferences": _plain(self.preferences),
+            "evidence": None if self.evidence is None else dict(self.evidence),
+            "extra": dict(self.extra),
+        }
 
     def plain_json(self) -> Mapping[str, Any]:
-        """``as_json()`` (the receipt's canonical form reads it); never modify the result."""
+        """``as_json()``'s keys and values, read-only: the instance's own dict when its
+        mappings are plain dicts (as the request path builds them). Never modify the result."""
+        data = self.__dict__
+        if (
+            type(self.preferences) is dict
+            and type(self.extra) is dict
+            and (self.evidence is None or type(self.evidence) is dict)
+            and data.keys() == PREFERENCE_FIELDS
+        ):
+            return data
         return self.as_json()
 
     @classmethod
@@ -129,10 +140,10 @@ class LinkRecord:
     idempotency_key: str | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return dict(self.__dict__)
 
     def plain_json(self) -> Mapping[str, Any]:
-        return self.as_json()
+        return self.__dict__
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> LinkRecord:

@@ -102,3 +102,27 @@ def exemption_problems(exemption: Exemption | None, category: str) -> list[str]:
         for name, why in _CONDITIONS.get(category, ())
         if not getattr(exemption, name)
     ]
+
+
+def is_exempt(rule: Rule, purpose: Purpose) -> bool:
+    """Whether the rule exempts this purpose from consent (inform + easy objection instead).
+
+    By fact, not by category (PECR Sch. A1; ICO guidance): the site must declare the facts the
+    exception needs (``Purpose.exemption``), and the purpose must neither sell/share nor need a
+    separate consent. A category the rule exempts then covers it when everything it maps is of
+    that category's types; a purpose the site names in ``exempt_purposes`` needs only its
+    declaration.
+    """
+    declared = purpose.exemption
+    if not rule.exempt_purposes or declared is None:
+        return False
+    if purpose.sale_or_share or purpose.separate is not None:
+        return False
+    if exemption_problems(declared, declared.category):
+        return False
+    if purpose.id in rule.exempt_purposes and purpose.id not in rule.exempt_categories:
+        return True  # the site named its own purpose
+    types = rule.exempt_categories.get(declared.category, ())
+    return (
+        bool(types) and bool(purpose.consent_mode) and all(t in types for t in purpose.consent_mode)
+    )

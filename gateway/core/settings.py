@@ -4,7 +4,6 @@ the README."""
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import os
 import socket
 from collections.abc import Callable, Mapping
@@ -13,85 +12,18 @@ from pathlib import Path
 from typing import Any
 
 from gateway.core.errors import ConfigError
-
-ENV_PREFIX = "GATEWAY_"
-
-
-def _bool(raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    if value in {"0", "false", "no", "off", ""}:
-        return False
-    raise ValueError("expected true or false")
-
-
-def _int(raw: str) -> int:
-    return int(raw.strip())
-
-
-def _positive_int(raw: str) -> int:
-    value = int(raw.strip())
-    if value <= 0:
-        raise ValueError("must be a positive whole number")
-    return value
-
-
-def _float(raw: str) -> float:
-    value = float(raw.strip())
-    if value < 0:
-        raise ValueError("must not be negative")
-    return value
-
-
-def _str(raw: str) -> str:
-    return raw.strip()
-
-
-def _csv(raw: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in raw.split(",") if part.strip())
-
-
-def _networks(raw: str) -> tuple[str, ...]:
-    items = _csv(raw)
-    for item in items:
-        ipaddress.ip_network(item, strict=False)
-    return items
-
-
-def _key(raw: str) -> str:
-    value = raw.strip()
-    if value and len(value.encode()) < 32:
-        raise ValueError("must be at least 32 bytes, or empty")
-    return value
-
-
-def _choice(*choices: str) -> Callable[[str], str]:
-    def parse(raw: str) -> str:
-        value = raw.strip().lower()
-        if value not in choices:
-            raise ValueError(f"expected one of {', '.join(choices)}")
-        return value
-
-    return parse
-
-
-@dataclass(frozen=True)
-class Setting:
-    name: str
-    default: str
-    help: str
-    parse: Callable[[str], Any] = _str
-    secret: bool = False
-
-    @property
-    def env(self) -> str:
-        return ENV_PREFIX + self.name.upper()
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
+from gateway.core.setting_types import (
+    ENV_PREFIX,
+    Setting,
+    _bool,
+    _choice,
+    _csv,
+    _float,
+    _int,
+    _key,
+    _networks,
+    _positive_int,
+)
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", "127.0.0.1", "Interface `serve` binds to."),
@@ -167,7 +99,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "nats_subject_prefix",
         "consent_gateway",
-        "Subjects are `<prefix>.consent.recorded.<site>`; a created stream binds `<prefix>.>`.",
+        "Subjects are `<prefix>.<event>.<site>` (`consent.recorded`, `preferences.updated`, "
+        "`identity.linked`); a created stream binds `<prefix>.>`.",
     ),
     Setting(
         "nats_duplicate_window",

@@ -45,13 +45,24 @@ def _parse_ip(text: str) -> IPAddress | None:
 _MAPPED_PREFIX = bytes(10) + b"\xff\xff"
 
 
-@functools.lru_cache(maxsize=65536)
+# The longest address text worth caching: IPv6 with an embedded IPv4 is 45 characters, plus
+# room for a zone id. Longer texts (garbage in a forwarded header) are parsed uncached, so the
+# cache holds at most 65,536 short keys (a few MB) whatever a client sends.
+_CACHED_TEXT_MAX = 64
+
+
 def _address(text: str) -> tuple[IPAddress, str] | None:
-    """Parsed once per distinct text: the address and its canonical spelling, or None.
+    """The address and its canonical spelling, or None (cached for address-sized texts).
 
     ``::ffff:a.b.c.d`` → ``a.b.c.d``, ``2001:DB8::0:1`` → ``2001:db8::1``. Cached because the
     same peer text is checked for trust, canonicalised and looked up in one request.
     """
+    if len(text) > _CACHED_TEXT_MAX:
+        return _parse_address(text)
+    return _cached_address(text)
+
+
+def _parse_address(text: str) -> tuple[IPAddress, str] | None:
     # inet_pton is C and ~4x faster than ipaddress; ipaddress handles what it refuses.
     try:
         # glibc accepts only plain dotted quads here, so the text is already canonical.
@@ -70,6 +81,9 @@ def _address(text: str) -> tuple[IPAddress, str] | None:
     if packed.startswith(bytes(12)):
         return v6, str(v6)  # ::a.b.c.d: glibc and ipaddress spell it differently
     return v6, socket.inet_ntop(socket.AF_INET6, packed)
+
+
+_cached_address = functools.lru_cache(maxsize=65536)(_parse_address)
 
 
 def parsed_ip(text: str | None) -> IPAddress | None:

@@ -96,16 +96,60 @@ def question(model: PreferenceModel, channel: Any, topic: Any, product_line: Any
     return Question(channel, found, line)
 
 
-def _deciding(rows: Iterable[ContactRow], product_line: str) -> ContactRow | None:
-    best: ContactRow | None = None
-    best_rank: tuple[bool, str, str] | None = None
+def _deciding(
+    q: Question, rows: Iterable[ContactRow]
+) -> tuple[Mapping[str, Any] | None, str | None]:
+    """The state that decides, and when it last changed: the product line's own rows if any
+    have a state, else the site-wide ones; of several (devices), each leaf the question reads
+    comes from the row that set it last (its stamp), so a change made on one device does not
+    hide the choices made on another."""
+    tier: list[ContactRow] = []
+    own = False
     for row in rows:
         if row.preferences is None:
             continue
-        rank = (row.product_line == product_line, row.updated_at or "", row.record_id or "")
-        if best_rank is None or rank > best_rank:
-            best, best_rank = row, rank
-    return best
+        mine = bool(q.product_line) and row.product_line == q.product_line
+        if mine and not own:
+            tier, own = [], True
+        if mine == own:
+            tier.append(row)
+    if not tier:
+        return None, None
+    at = max(r.updated_at or "" for r in tier) or None
+    if len(tier) == 1:
+        return tier[0].preferences, at
+    return _leafwise(q, tier), at
+
+
+def _leafwise(q: Question, rows: list[ContactRow]) -> dict[str, Any]:
+    """The leaves the question reads, each from the row whose stamp for it is newest (a row
+    without stamps counts its own time for all of its leaves)."""
+    channel, topic = q.channel, q.topic.id
+    paths = (
+        ("channels", channel),
+        ("topics", topic, "enabled"),
+        ("topics", topic, "frequency"),
+        ("topics", topic, "channels", channel),
+    )
+    out: dict[str, Any] = {"channels": {}, "topics": {topic: {"channels": {}}}}
+    for path in paths:
+        best: tuple[str, Any] | None = None
+        for row in rows:
+            value: Any = row.preferences
+            for part in path:
+                value = _map(value).get(part, _MISSING)
+            if value is _MISSING:
+                continue
+            stamps = row.stamps if isinstance(row.stamps, dict) else _EMPTY
+            stamp = stamps.get("/".join(path)) or f"{row.updated_at}|{row.record_id}"
+            if best is None or stamp > best[0]:
+                best = (stamp, value)
+        if best is not None:
+            target = out
+            for part in path[:-1]:
+                target = target[part]
+            target[path[-1]] = best[1]
+    return out
 
 
 def decide(q: Question, rows: Sequence[ContactRow]) -> Answer:
@@ -114,14 +158,13 @@ def decide(q: Question, rows: Sequence[ContactRow]) -> Answer:
         return Answer(False, "channel_not_offered")
     if not rows:
         return Answer(False, "unknown_identity")
-    state = _deciding(rows, q.product_line)
-    if state is None or state.preferences is None:
+    preferences, at = _deciding(q, rows)
+    if preferences is None:
         return Answer(False, "no_preferences")
-    at = state.updated_at
-    channel = _map(state.preferences.get("channels")).get(q.channel)
+    channel = _map(preferences.get("channels")).get(q.channel)
     if channel is not True:
         return Answer(False, "channel_off" if channel is False else "channel_not_chosen", None, at)
-    topic = _map(_map(state.preferences.get("topics")).get(q.topic.id))
+    topic = _map(_map(preferences.get("topics")).get(q.topic.id))
     enabled = topic.get("enabled")
     if enabled is not True:
         return Answer(False, "topic_off" if enabled is False else "topic_not_chosen", None, at)
@@ -135,6 +178,7 @@ def decide(q: Question, rows: Sequence[ContactRow]) -> Answer:
 
 
 _EMPTY: Mapping[str, Any] = {}
+_MISSING = object()
 
 
 def _map(value: Any) -> Mapping[str, Any]:

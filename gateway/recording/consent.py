@@ -13,9 +13,8 @@ from collections.abc import Collection, Mapping
 from typing import Any, NamedTuple
 
 from gateway.core.errors import BadRequest
-from gateway.core.jurisdictions import is_exempt
 from gateway.core.model import ACTIONS, CHANNELS, ConsentRecord, Region, Rule, Site
-from gateway.core.purposes import is_minor, prohibited_by, separate_kind
+from gateway.core.purposes import is_exempt, is_minor, prohibited_by, separate_kind
 from gateway.core.record_codec import new_record
 from gateway.recording.fields import (
     CONTROL_RE,

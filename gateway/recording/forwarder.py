@@ -16,7 +16,8 @@ from prometheus_client.registry import Collector
 
 from gateway.core.record_codec import Record, decode_object, decode_record
 from gateway.core.tasks import BASE_BACKOFF, Supervised, Supervisor, backoff_delay
-from gateway.recording.outbox.group_commit import Outbox, OutboxItem
+from gateway.recording.outbox.group_commit import Outbox
+from gateway.recording.outbox.items import OutboxItem
 from gateway.sinks.base import JsonSink, ObjectSink, PermanentSinkError, Sink
 
 log = logging.getLogger("gateway.forwarder")

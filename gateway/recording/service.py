@@ -29,7 +29,8 @@ from gateway.recording.datalock import DataDirLock
 from gateway.recording.fields import Uuid7Clock, parse_body, rfc3339_utc
 from gateway.recording.forwarder import Forwarder, ForwarderCollector
 from gateway.recording.outbox.database import FILE_NAME
-from gateway.recording.outbox.group_commit import Appended, Outbox
+from gateway.recording.outbox.group_commit import Outbox
+from gateway.recording.outbox.items import Appended
 from gateway.recording.preference import PreferenceContext
 from gateway.recording.preference import enrich as enrich_preference
 from gateway.recording.preference import validate as validate_preference

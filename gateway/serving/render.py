@@ -22,9 +22,8 @@ from jinja2.bccache import Bucket
 
 from gateway.core.errors import ConfigError
 from gateway.core.i18n import bcp47, direction
-from gateway.core.jurisdictions import is_exempt
 from gateway.core.model import ResolvedBanner, Rule, Site
-from gateway.core.purposes import prohibited_by, separate_kind
+from gateway.core.purposes import is_exempt, prohibited_by, separate_kind
 from gateway.serving import sandbox
 from gateway.signals import consent_mode, gpc
 from gateway.sites import texts as builtin_texts

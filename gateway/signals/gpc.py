@@ -13,9 +13,8 @@ import datetime
 import json
 from collections.abc import Mapping, Sequence
 
-from gateway.core.jurisdictions import is_exempt
 from gateway.core.model import Rule, Site
-from gateway.core.purposes import prohibited_by, separate_kind
+from gateway.core.purposes import is_exempt, prohibited_by, separate_kind
 
 
 def gpc_requested(values: Sequence[str]) -> bool:

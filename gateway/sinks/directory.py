@@ -61,6 +61,9 @@ class ContactRow(NamedTuple):
     preferences: Mapping[str, Any] | None
     updated_at: str | None
     record_id: str | None
+    # The state's leaf stamps (preference_state.py), read only when the identity has several
+    # rows (devices): the decision then takes each leaf from the row that set it last.
+    stamps: Mapping[str, str] | None = None
 
 
 class Directory(Protocol):

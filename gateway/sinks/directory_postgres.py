@@ -106,7 +106,9 @@ DELETE FROM used_tokens WHERE nonce IN
 # rest of a row's decision).
 _CONTACT = """
 SELECT l.identity_hash, l.subject_id, s.product_line, s.preferences, s.record_id,
-       to_char(s.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+       to_char(s.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+       CASE WHEN count(*) OVER (PARTITION BY l.identity_hash) > 1
+            THEN s.extra->'stamps' END
 FROM unnest($2::text[]) AS h(identity_hash)
 JOIN identity_links l ON l.site = $1 AND l.identity_hash = h.identity_hash
 LEFT JOIN preference_state s ON s.site = l.site AND s.subject_id = l.subject_id
@@ -376,6 +378,7 @@ class PostgresDirectory:
                 None if r[3] is None else orjson.loads(r[3]),
                 r[5],
                 r[4],
+                None if r[6] is None else orjson.loads(r[6]),
             )
             for r in rows
         ]

@@ -66,7 +66,9 @@ DELETE FROM used_tokens WHERE nonce IN
 """
 
 _CONTACT = """
-SELECT h.value, l.subject_id, s.product_line, s.preferences, s.record_id, s.updated_at
+SELECT h.value, l.subject_id, s.product_line, s.preferences, s.record_id, s.updated_at,
+       CASE WHEN count(*) OVER (PARTITION BY h.value) > 1
+            THEN json_extract(s.extra, '$.stamps') END
 FROM json_each(?) h
 JOIN identity_links l ON l.site = ? AND l.identity_hash = h.value
 LEFT JOIN preference_state s ON s.site = l.site AND s.subject_id = l.subject_id
@@ -304,7 +306,13 @@ class SqliteDirectory:
             rows = conn.execute(_CONTACT, (hashes, site, product_line)).fetchall()
             return [
                 ContactRow(
-                    r[0], r[1], r[2], None if r[3] is None else orjson.loads(r[3]), r[5], r[4]
+                    r[0],
+                    r[1],
+                    r[2],
+                    None if r[3] is None else orjson.loads(r[3]),
+                    r[5],
+                    r[4],
+                    None if r[6] is None else orjson.loads(r[6]),
                 )
                 for r in rows
             ]

@@ -32,6 +32,14 @@ CREATE TABLE IF NOT EXISTS preference_state (
 """
 
 Key = tuple[str, str, str]  # site, subject_id, product_line
+# The states of a batch's keys in one statement (a JSON array of [site, subject, line]).
+_SQLITE_STATES = """
+SELECT s.site, s.subject_id, s.product_line, s.preferences, s.record_id, s.updated_at, s.extra
+FROM json_each(?) AS k
+JOIN preference_state s ON s.site = json_extract(k.value, '$[0]')
+    AND s.subject_id = json_extract(k.value, '$[1]')
+    AND s.product_line = json_extract(k.value, '$[2]')
+"""
 
 
 class State(NamedTuple):
@@ -65,25 +73,24 @@ def fold(states: dict[Key, State], records: Iterable[Mapping[str, Any]]) -> set[
 
 def sqlite_fold(conn: sqlite3.Connection, records: Sequence[Mapping[str, Any]]) -> None:
     """Fold records into the embedded store's table (the caller holds the transaction)."""
+    if not records:
+        return
     keys = sorted({(r["site"], r["subject_id"], r["product_line"]) for r in records})
     states: dict[Key, State] = {}
-    for key in keys:
-        row = conn.execute(
-            "SELECT preferences, record_id, updated_at, extra FROM preference_state "
-            "WHERE site = ? AND subject_id = ? AND product_line = ?",
-            key,
-        ).fetchone()
-        if row is not None:
-            states[key] = State(orjson.loads(row[0]), row[1], row[2], orjson.loads(row[3]))
-    for key in sorted(fold(states, records)):
-        s = states[key]
-        conn.execute(
-            "INSERT OR REPLACE INTO preference_state VALUES (?, ?, ?, ?, ?, ?, ?)",
+    for row in conn.execute(_SQLITE_STATES, (orjson.dumps(keys).decode(),)):
+        states[(row[0], row[1], row[2])] = State(
+            orjson.loads(row[3]), row[4], row[5], orjson.loads(row[6])
+        )
+    conn.executemany(
+        "INSERT OR REPLACE INTO preference_state VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
             (
                 *key,
-                orjson.dumps(s.preferences).decode(),
-                s.record_id,
-                s.updated_at,
-                orjson.dumps(s.extra).decode(),
-            ),
-        )
+                orjson.dumps(states[key].preferences).decode(),
+                states[key].record_id,
+                states[key].updated_at,
+                orjson.dumps(states[key].extra).decode(),
+            )
+            for key in sorted(fold(states, records))
+        ],
+    )

@@ -206,28 +206,27 @@ def _write(conn: sqlite3.Connection, batch: str) -> None:
     conn.execute(_INSERT, (batch,))
 
 
-def _append(conn: sqlite3.Connection, table: str, bodies: list[str]) -> list[dict[str, Any]]:
-    """Store records in one of the append-only tables; the newly stored ones' objects."""
-    fresh = []
-    for body in bodies:
-        obj = orjson.loads(body)
-        cursor = conn.execute(
+def _append(conn: sqlite3.Connection, table: str, bodies: list[str]) -> None:
+    """Store records in one of the append-only tables (one statement, as consents)."""
+    if bodies:
+        conn.execute(
             f"INSERT OR IGNORE INTO {table} "
-            "(site, subject_id, recorded_at, record_id, body) VALUES (?, ?, ?, ?, ?)",
-            (obj["site"], obj["subject_id"], obj["recorded_at"], obj["record_id"], body),
+            "(site, subject_id, recorded_at, record_id, body) "
+            "SELECT json_extract(value, '$.site'), json_extract(value, '$.subject_id'), "
+            "json_extract(value, '$.recorded_at'), json_extract(value, '$.record_id'), value "
+            "FROM json_each(?)",
+            ("[" + ",".join(bodies) + "]",),
         )
-        if cursor.rowcount:
-            fresh.append(obj)
-    return fresh
 
 
 def _write_others(conn: sqlite3.Connection, preferences: list[str], links: list[str]) -> None:
-    """Store preference and link records and fold each newly stored preference change into
-    the latest state, in one transaction: a redelivered record is neither stored nor folded
-    twice (the links themselves are in the directory already)."""
+    """Store preference and link records and fold the preference changes into the latest
+    state, in one transaction: a redelivered record is stored once, and folding it again
+    changes nothing (leaf stamps; the links themselves are in the directory already)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        sqlite_fold(conn, _append(conn, "preference_records", preferences))
+        _append(conn, "preference_records", preferences)
+        sqlite_fold(conn, [orjson.loads(b) for b in preferences])
         _append(conn, "identity_link_records", links)
         conn.execute("COMMIT")
     except BaseException:

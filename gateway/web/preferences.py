@@ -14,9 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope
 
 from gateway.core import paths
 from gateway.core.errors import BadRequest, Unavailable
@@ -28,36 +27,22 @@ from gateway.recording.service import Recorded, RecordingService, gateway_subjec
 from gateway.recording.submission import Submission
 from gateway.sites.catalog import SiteBundle
 from gateway.web import records
-from gateway.web.answer import AnswerResponse, json_answer
+from gateway.web.answer import Answer, RawHeaders, json_answer
+from gateway.web.endpoint import AnswerEndpoint
 from gateway.web.errors import answer_for, raw_headers
 
 
-def submission_of(request: Request, raw: bytes) -> Submission:
-    """The request facts a record is enriched with."""
-    client = request.client
-    headers = request.headers
-    return Submission(
-        body=raw,
-        content_type=headers.get("content-type", ""),
-        peer=client.host if client else None,
-        headers=headers,
-        accept_language=headers.get("accept-language"),
-        gpc_values=headers.getlist("sec-gpc"),
-        user_agent=headers.get("user-agent", ""),
-        origin=headers.get("origin", ""),
-    )
-
-
 async def subjects_of_identity(
-    request: Request, site: str, identity_type: str, digest: str, source: str
+    state: Any, site: str, identity_type: str, digest: str, source: str
 ) -> list[str]:
     """Every subject linked to an identity (by keyed hash), or the gateway's own subject for
-    it, linked now, so that the choice follows the identity to whatever links it later."""
-    service: PreferenceService = request.app.state.preferences
+    it, linked now, so that the choice follows the identity to whatever links it later.
+    ``state``: the app's state (its services)."""
+    service: PreferenceService = state.preferences
     subjects = await service.subjects_of_hash(site, digest)
     if subjects:
         return subjects
-    recording: RecordingService = request.app.state.recording
+    recording: RecordingService = state.recording
     subject = recording.subject_keys().for_identity(site, digest)
     await service.link_hash(site, subject, identity_type, digest, source)
     await recording.record_links(site, subject, [(identity_type, digest)], source)
@@ -88,14 +73,16 @@ def recorded_answer(results: list[Recorded]) -> dict[str, Any]:
 
 
 async def _by_api_key(
-    request: Request, bundle: SiteBundle, body: Mapping[str, Any], submission: Submission
+    state: Any,
+    authorization: str,
+    bundle: SiteBundle,
+    body: Mapping[str, Any],
+    submission: Submission,
 ) -> list[Recorded]:
     site = bundle.site
-    service: PreferenceService = request.app.state.preferences
-    recording: RecordingService = request.app.state.recording
-    key = await service.auth.authenticate(
-        request.headers.get("authorization"), site.id, "records:write"
-    )
+    service: PreferenceService = state.preferences
+    recording: RecordingService = state.recording
+    key = await service.auth.authenticate(authorization, site.id, "records:write")
     if body.get("subject_secret") is not None:
         raise BadRequest(
             "invalid_field",
@@ -108,7 +95,7 @@ async def _by_api_key(
         identity: Identity = identities.from_json(site.preferences, body["identity"])
         recording.check_preferences(bundle, body)  # nothing is linked for a refused change
         (digest,) = await service.hashes(site.id, [identity])
-        subjects = await subjects_of_identity(request, site.id, identity.type, digest, "api")
+        subjects = await subjects_of_identity(state, site.id, identity.type, digest, "api")
     else:
         subjects = [gateway_subject_id(body.get("subject_id"))]
     actor = f"api_key:{key.key_id}"
@@ -120,20 +107,24 @@ async def _by_api_key(
     ]
 
 
-async def post_preferences(request: Request) -> Response:
-    """201 with a receipt, or a JSON error (with CORS headers when the origin is allowed)."""
-    recording: RecordingService = request.app.state.recording
-    cors: list[tuple[bytes, bytes]] = []
+async def take_preferences(scope: Scope, receive: Receive) -> Answer:
+    """201 with a receipt, or a JSON error (with CORS headers when the origin is allowed).
+    A hot endpoint (gateway/web/endpoint.py), like the consent POST: the privacy center and
+    apps call it as often as banners record choices."""
+    state = scope["app"].state
+    recording: RecordingService = state.recording
+    found, gpc_values = records.pick(scope["headers"])
+    cors: RawHeaders = []
     try:
-        bundle = recording.site(request.path_params["site"])
-        own = f"{request.url.scheme}://{request.headers.get('host', '')}"
-        cors = raw_headers(records.cors_headers(request.headers.get("origin"), own, bundle))
-        raw = await records.read_body(request.receive, request.headers.get("content-length"))
-        body = parse_body(raw, request.headers.get("content-type", ""))
-        submission = submission_of(request, raw)
-        scheme = request.headers.get("authorization", "").partition(" ")[0].lower()
-        if scheme == "bearer":
-            results = await _by_api_key(request, bundle, body, submission)
+        bundle = recording.site(scope["path_params"]["site"])
+        own = f"{scope['scheme']}://{found.get(b'host', '')}"
+        cors = raw_headers(records.cors_headers(found.get(b"origin"), own, bundle))
+        raw = await records.read_body(receive, found.get(b"content-length"))
+        body = parse_body(raw, found.get(b"content-type", ""))
+        submission = records.submission_of(scope, found, gpc_values, raw)
+        authorization = found.get(b"authorization", "")
+        if authorization.partition(" ")[0].lower() == "bearer":
+            results = await _by_api_key(state, authorization, bundle, body, submission)
         else:
             if body.get("identity") is not None:
                 raise BadRequest(
@@ -142,10 +133,13 @@ async def post_preferences(request: Request) -> Response:
                 )  # fmt: skip
             results = [await recording.record_preferences(bundle, body, submission)]
     except (BadRequest, Unavailable) as exc:
-        return AnswerResponse(answer_for(exc, cors))
+        return answer_for(exc, cors)
     if all(r.duplicate for r in results):
         cors.append((b"idempotent-replayed", b"true"))
-    return AnswerResponse(json_answer(201, recorded_answer(results), cors))
+    return json_answer(201, recorded_answer(results), cors)
+
+
+post_preferences = AnswerEndpoint("post_preferences", take_preferences)
 
 
 def routes() -> list[BaseRoute]:

@@ -88,9 +88,9 @@ async def read_body(receive: Receive, declared: str | None) -> bytes:
             return b"".join(chunks)
 
 
-# Headers the consent handler reads, picked in one pass over the raw list (Starlette's
+# Headers the recording handlers read, picked in one pass over the raw list (Starlette's
 # Headers.get scans the whole list on every call, and this path would make ten calls).
-_WANTED = frozenset(
+WANTED = frozenset(
     (
         b"origin",
         b"content-length",
@@ -99,16 +99,17 @@ _WANTED = frozenset(
         b"host",
         b"accept-language",
         b"sec-gpc",
+        b"authorization",
     )
 )
 
 
-def _pick(raw: RawHeaders) -> tuple[dict[bytes, str], list[str]]:
+def pick(raw: RawHeaders) -> tuple[dict[bytes, str], list[str]]:
     """The first value of each wanted header, and every Sec-GPC line (GPC reads them all)."""
     found: dict[bytes, str] = {}
     gpc: list[str] = []
     for name, value in raw:
-        if name in _WANTED:
+        if name in WANTED:
             if name == b"sec-gpc":
                 gpc.append(value.decode("latin-1"))
             elif name not in found:
@@ -116,11 +117,28 @@ def _pick(raw: RawHeaders) -> tuple[dict[bytes, str], list[str]]:
     return found, gpc
 
 
+def submission_of(
+    scope: Scope, found: dict[bytes, str], gpc_values: list[str], body: bytes
+) -> Submission:
+    """A recording POST's body and the request facts its record is enriched with."""
+    client = scope.get("client")
+    return Submission(
+        body=body,
+        content_type=found.get(b"content-type", ""),
+        peer=client[0] if client else None,
+        headers=Headers(raw=scope["headers"]),
+        accept_language=found.get(b"accept-language"),
+        gpc_values=gpc_values,
+        user_agent=found.get(b"user-agent", ""),
+        origin=found.get(b"origin", ""),
+    )
+
+
 async def take_consent(scope: Scope, receive: Receive) -> Answer:
     """POST a consent: 201 with a receipt, or a JSON error (with CORS headers when allowed)."""
     recording: RecordingService = scope["app"].state.recording
     raw = scope["headers"]
-    found, gpc_values = _pick(raw)
+    found, gpc_values = pick(raw)
     origin = found.get(b"origin")
     cors: RawHeaders = []
     try:
@@ -128,17 +146,7 @@ async def take_consent(scope: Scope, receive: Receive) -> Answer:
         own = f"{scope['scheme']}://{found.get(b'host', '')}"
         cors = raw_headers(cors_headers(origin, own, bundle))
         body = await read_body(receive, found.get(b"content-length"))
-        client = scope.get("client")
-        submission = Submission(
-            body=body,
-            content_type=found.get(b"content-type", ""),
-            peer=client[0] if client else None,
-            headers=Headers(raw=raw),
-            accept_language=found.get(b"accept-language"),
-            gpc_values=gpc_values,
-            user_agent=found.get(b"user-agent", ""),
-            origin=origin or "",
-        )
+        submission = submission_of(scope, found, gpc_values, body)
         result = await recording.record_consent(bundle, submission)
     except (BadRequest, Unavailable) as exc:
         return answer_for(exc, cors)

@@ -38,10 +38,10 @@ from gateway.preferences.unsubscribe import (
 from gateway.recording.service import RecordingService
 from gateway.serving.render import render_template
 from gateway.sites.catalog import SiteBundle
-from gateway.web import api
+from gateway.web import api, records
 from gateway.web.answer import AnswerResponse, json_answer
 from gateway.web.errors import answer_for
-from gateway.web.preferences import recorded_answer, subjects_of_identity, submission_of
+from gateway.web.preferences import recorded_answer, subjects_of_identity
 
 MAX_FORM = 1024  # "List-Unsubscribe=One-Click" and a frequency, with room for multipart
 TEMPLATE = "unsubscribe.html"
@@ -187,9 +187,14 @@ async def unsubscribe(request: Request) -> Response:
         recording: RecordingService = request.app.state.recording
         recording.check_preferences(bundle, body)  # nothing is linked for a refused change
         subjects = await subjects_of_identity(
-            request, bundle.site.id, claims.identity_type, claims.identity_hash, "unsubscribe"
+            request.app.state,
+            bundle.site.id,
+            claims.identity_type,
+            claims.identity_hash,
+            "unsubscribe",
         )
-        submission = submission_of(request, raw)
+        found, gpc_values = records.pick(request.scope["headers"])
+        submission = records.submission_of(request.scope, found, gpc_values, raw)
         results = [
             await recording.record_preferences(
                 bundle, body, submission, actor="unsubscribe", subject_id=subject

@@ -19,21 +19,28 @@ import collections
 import contextlib
 import functools
 import logging
-import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-from gateway.core.errors import BadRequest, Unavailable
-from gateway.core.record_codec import Record, decode_record, encode_record
+from gateway.core.errors import Unavailable
+from gateway.core.record_codec import Record, encode_record
 from gateway.core.tasks import Supervisor
-from gateway.recording.outbox import database, dead_letters, idempotency
+from gateway.recording.outbox import database, idempotency
 from gateway.recording.outbox.checkpoint import Checkpointer
-from gateway.recording.outbox.dead_letters import DeadLetter
+from gateway.recording.outbox.delivery import DeliverySide
 from gateway.recording.outbox.fsyncer import Fsyncer
+from gateway.recording.outbox.items import (
+    Append,
+    Appended,
+    OutboxItem,
+    Settled,
+    answers,
+    settle_one,
+)
 
 log = logging.getLogger("gateway.outbox")
 
@@ -54,60 +61,11 @@ def _insert_records(rows: int) -> str:
     return "INSERT INTO outbox (record_id, queued_ns, body) VALUES " + ",".join(["(?,?,?)"] * rows)
 
 
-class Appended(NamedTuple):
-    """The answer to an append: the stored record's identity and receipt (a tuple: one is
-    built per request)."""
-
-    record_id: str
-    recorded_at: str
-    receipt: str
-    duplicate: bool  # True when an earlier record with the same idempotency key answered
-
-
-class OutboxItem(NamedTuple):
-    """A claimed, undelivered record; ``body`` is its JSON as appended.
-
-    ``obj`` is the record as a JSON object when the claim came from memory (appended by this
-    process, so never corrupt): the forwarder then has nothing to decode. Read-only.
-    """
-
-    seq: int
-    record_id: str
-    body: str | bytes
-    obj: Mapping[str, Any] | None = None
-
-    def record(self) -> Record:
-        return decode_record(self.body)
-
-
-class _Append:
-    """One waiting append (a plain slotted class: it is built once per request)."""
-
-    __slots__ = ("body", "future", "receipt", "record", "record_id", "recorded_at", "scope")
-
-    def __init__(
-        self,
-        record: Record,
-        receipt: str,
-        body: bytes,
-        future: asyncio.Future[Appended],
-    ) -> None:
-        self.record = record
-        self.record_id = record.record_id
-        self.recorded_at = record.recorded_at
-        self.scope = idempotency.scope(record)
-        self.receipt = receipt
-        self.body = body
-        self.future = future
-
-
-_Settled = list[tuple["asyncio.Future[Any]", Any, BaseException | None]]
 # Committed records kept in memory for the forwarder (oldest first), so it claims them
 # without reading them back and decoding them: measured ~3 µs of loop time per record.
 # Bounded: past this many (a forwarder that is stopped or failing), the copies are dropped
 # and the forwarder reads the rows from the database as it always can.
 FRESH_MAX = 5_000  # ~12 MB at most; the forwarder claims every ~50 ms under load
-_NO_SEQ = 2**63 - 1  # above every seq
 # Group fsyncs asked of the helper at once. Two: the next group is committed and its fsync
 # queued while the last one runs, so on a slow disk the helper starts it the moment the last
 # one ends instead of waiting for the busy loop to read the answer and ask again. With this
@@ -116,7 +74,7 @@ _NO_SEQ = 2**63 - 1  # above every seq
 SYNCS_IN_FLIGHT = 2
 
 
-class Outbox:
+class Outbox(DeliverySide):
     """A bounded, durable queue of consent records; every SQL write runs on the loop thread.
 
     ``open`` starts its maintenance tasks (checkpointer, key pruner, fsync helper watch)
@@ -155,8 +113,8 @@ class Outbox:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._syncer: ThreadPoolExecutor | None = None
         self._fsyncer: Fsyncer | None = None  # power durability: fsyncs the WAL
-        self._waiting: list[_Append] = []
-        self._unsynced: _Settled = []
+        self._waiting: list[Append] = []
+        self._unsynced: Settled = []
         self._unsynced_items: list[OutboxItem] = []
         # One entry per group whose fsync is asked for and not answered: its first seq and
         # when it was asked (the fsync helper answers in order).
@@ -342,7 +300,7 @@ class Outbox:
         self._syncing.append((items[0].seq if items else None, time.perf_counter()))
         self._fsyncer.request(lambda exc: self._synced(group, items, exc))
 
-    def _synced(self, group: _Settled, items: list[OutboxItem], exc: OSError | None) -> None:
+    def _synced(self, group: Settled, items: list[OutboxItem], exc: OSError | None) -> None:
         _, asked = self._syncing.popleft()
         self.syncs += 1
         self.sync_seconds += time.perf_counter() - asked
@@ -371,8 +329,8 @@ class Outbox:
         self._fresh.extend(items)
 
     def _commit_appends(
-        self, conn: sqlite3.Connection, appends: list[_Append], items: list[OutboxItem]
-    ) -> tuple[_Settled, bool]:
+        self, conn: sqlite3.Connection, appends: list[Append], items: list[OutboxItem]
+    ) -> tuple[Settled, bool]:
         """Commit a group; ``items`` receives the stored records, in seq order. The flag
         says whether the group committed (else every answer is the failure)."""
         # Each sqlite3 call re-acquires the GIL, which a busy event loop holds for up to the
@@ -426,12 +384,12 @@ class Outbox:
         if not keyed:
             return [(a.future, Appended(a.record_id, a.recorded_at, a.receipt, False), None)
                     for a in appends], True  # fmt: skip
-        return _answers(appends, verdicts), True
+        return answers(appends, verdicts), True
 
-    def _settle(self, settled: _Settled, appended: int) -> None:
+    def _settle(self, settled: Settled, appended: int) -> None:
         self._pending -= appended
         for future, result, exc in settled:
-            _settle_one(future, result, exc)
+            settle_one(future, result, exc)
         if appended:
             self.arrived.set()
 
@@ -474,7 +432,7 @@ class Outbox:
         future: asyncio.Future[Appended] = self._loop.create_future()
         encoded = encode_record(record) if body is None else body
         self._pending += 1
-        self._waiting.append(_Append(record, receipt, encoded, future))
+        self._waiting.append(Append(record, receipt, encoded, future))
         if not self._flush_scheduled and len(self._syncing) < SYNCS_IN_FLIGHT:
             # After the callbacks already queued run: whatever arrives meanwhile joins the
             # group, with no fixed linger. While the fsyncs in flight are at the limit, the
@@ -484,164 +442,3 @@ class Outbox:
         # A cancelled request cancels only its own future; the record is still committed
         # and settling skips futures that are already done.
         return await future
-
-    async def claim(self, limit: int) -> list[OutboxItem]:
-        """The next ``limit`` undelivered records after the ones already claimed."""
-
-        fresh = self._fresh
-        while fresh and fresh[0].seq <= self._cursor:
-            fresh.popleft()  # already claimed from the database
-        if fresh and fresh[0].seq == self._cursor + 1:
-            # Every earlier record is claimed: take the next ones from memory while their
-            # seqs run on without a gap (a gap is a row appended by someone else: replay).
-            claimed: list[OutboxItem] = []
-            expected = fresh[0].seq
-            while fresh and len(claimed) < limit and fresh[0].seq == expected:
-                claimed.append(fresh.popleft())
-                expected += 1
-            self._cursor = expected - 1
-            return claimed
-
-        # Never a row still waiting for its fsync: the forwarder delivers durable records only.
-        firsts = [seq for seq, _ in self._syncing if seq is not None]
-        if self._unsynced_items:
-            firsts.append(self._unsynced_items[0].seq)
-        upper = min(firsts, default=_NO_SEQ)
-
-        def run(conn: sqlite3.Connection) -> list[OutboxItem]:
-            rows = conn.execute(
-                "SELECT seq, record_id, body FROM outbox WHERE seq > ? AND seq < ? "
-                "ORDER BY seq LIMIT ?",
-                (self._cursor, upper, limit),
-            ).fetchall()
-            if rows:
-                self._cursor = rows[-1][0]
-            return [OutboxItem(*r) for r in rows]
-
-        result: list[OutboxItem] = await self._submit(run)
-        return result
-
-    def rewind(self) -> None:
-        """Claim again from the oldest undelivered record (after a forwarder restart)."""
-        self._cursor = 0
-        self._fresh.clear()
-
-    async def ack(self, seqs: Iterable[int]) -> None:
-        """Forget delivered records (idempotent: acking again is harmless)."""
-        params = _ranges(seqs)
-        if not params:
-            return
-
-        def run(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            self._delete(conn, "DELETE FROM outbox WHERE seq BETWEEN ? AND ?", params)
-
-        await self._write(run)
-
-    def _delete(self, conn: sqlite3.Connection, sql: str, params: Sequence[tuple[int, ...]]
-                ) -> None:  # fmt: skip
-        """Delete delivered or dead rows, commit, and keep depth and oldest age current."""
-        before = conn.total_changes
-        conn.executemany(sql, params)
-        removed = conn.total_changes - before
-        conn.execute("COMMIT")
-        self._depth -= removed
-        self._refresh_oldest(conn)
-
-    async def dead_letter(self, items: Sequence[tuple[OutboxItem, str, str]]) -> None:
-        """Move records a sink refused for good, as ``(item, sink, reason)``, aside."""
-        if not items:
-            return
-        rows = [(i.record_id, i.body, sink, reason) for i, sink, reason in items]
-        seqs = [(i.seq,) for i, _, _ in items]
-
-        def run(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            dead_letters.add(conn, rows, time.time_ns())
-            self._delete(conn, "DELETE FROM outbox WHERE seq = ?", seqs)
-
-        await self._write(run)
-
-    async def replay(self) -> int:
-        """Queue every dead letter again for delivery; returns how many."""
-
-        def run(conn: sqlite3.Connection) -> int:
-            conn.execute("BEGIN IMMEDIATE")
-            moved = dead_letters.requeue(conn, time.time_ns())
-            conn.execute("COMMIT")
-            self._depth += moved
-            self._refresh_oldest(conn)
-            return moved
-
-        moved: int = await self._write(run)
-        if moved:
-            self.arrived.set()
-        return moved
-
-    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        """The oldest dead letters, with their reasons."""
-        result: list[DeadLetter] = await self._submit(lambda conn: dead_letters.oldest(conn, limit))
-        return result
-
-    async def dead_letter_count(self) -> int:
-        count: int = await self._submit(dead_letters.count)
-        return count
-
-    @property
-    def depth(self) -> int:
-        """Undelivered records committed to the outbox."""
-        return self._depth
-
-    def oldest_age(self) -> float | None:
-        """Seconds the oldest undelivered record has waited, or None when empty."""
-        oldest = self._oldest_ns
-        return None if oldest is None else max(0.0, (time.time_ns() - oldest) / 1e9)
-
-    def file_bytes(self) -> int:
-        """The outbox file's size on disk (without its WAL)."""
-        try:
-            return os.stat(self.path).st_size
-        except OSError:
-            return 0
-
-
-def _answers(appends: list[_Append], verdicts: list[idempotency.Verdict]) -> _Settled:
-    """Each append's answer once its group committed, by what idempotency.resolve said."""
-    answers: list[Appended | BadRequest] = []
-    for a, verdict in zip(appends, verdicts, strict=True):
-        answer: Appended | BadRequest
-        if verdict is None:
-            answer = Appended(a.record_id, a.recorded_at, a.receipt, False)
-        elif isinstance(verdict, int):
-            # A retry inside the same group: answered exactly like its first occurrence.
-            earlier = answers[verdict]
-            answer = earlier._replace(duplicate=True) if isinstance(earlier, Appended) else earlier
-        elif isinstance(verdict, idempotency.Earlier):
-            answer = Appended(*verdict, True)
-        else:
-            answer = verdict  # the key was used for another choice: 409, nothing stored
-        answers.append(answer)
-    return [
-        (a.future, None, answer) if isinstance(answer, BadRequest) else (a.future, answer, None)
-        for a, answer in zip(appends, answers, strict=True)
-    ]
-
-
-def _ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
-    """Runs of consecutive sequence numbers, so a batch is deleted in one or two statements."""
-    ranges: list[tuple[int, int]] = []
-    for seq in sorted(seqs):
-        if ranges and seq == ranges[-1][1] + 1:
-            ranges[-1] = (ranges[-1][0], seq)
-        else:
-            ranges.append((seq, seq))
-    return ranges
-
-
-def _settle_one(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
-    if future.done():
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(result)
