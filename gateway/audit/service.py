@@ -29,6 +29,7 @@ from gateway.core.errors import BadRequest
 from gateway.core.impressions import FLUSH_SECONDS, Impressions
 from gateway.core.settings import Settings
 from gateway.sinks.audit_postgres import PostgresAuditReader
+from gateway.standards.record_check import explain
 
 
 class AuditUnsupported(BadRequest):
@@ -203,7 +204,11 @@ async def proof(settings: Settings, site: str, subject_id: str) -> dict[str, Any
             ok = link(bytes(lk["prev_hash"]), lk["kind"], bytes(lk["digest"])) == bytes(lk["hash"])
             check.update(node_id=lk["node_id"], seq=lk["seq"], hash=bytes(lk["hash"]).hex(),
                          prev_hash=bytes(lk["prev_hash"]).hex(), content_matches=ok)  # fmt: skip
-        out.append({"record": r, "rule_id": r["rule_id"], "chain": check})
+        item = {"record": r, "rule_id": r["rule_id"], "chain": check}
+        strings = explain(r.get("signals"))
+        if strings is not None:  # what the TC/GPP strings the visitor got said
+            item["iab"] = strings
+        out.append(item)
     return {
         "site": site,
         "subject_id": subject_id,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from babel.messages.catalog import Catalog
 
+from gateway.cli.iab_checks import check_iab
 from gateway.core.errors import ConfigError
 from gateway.core.jurisdictions import load_rules
 from gateway.core.purposes import exemption_problems
@@ -253,6 +254,7 @@ def run_checks(settings: Settings) -> CheckReport:
         check_exemptions(bundle, report)
         check_notice_languages(bundle, report)
         check_rights(settings, bundle, report)
+        check_iab(bundle, report)
     return report
 
 

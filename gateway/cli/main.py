@@ -14,6 +14,7 @@ from typing import Any
 from gateway import __version__
 from gateway.cli.standards import add_parsers as add_standards_parsers
 from gateway.cli.standards import run as run_standards
+from gateway.cli.standards import run_gvl
 from gateway.core.errors import GatewayError
 from gateway.core.settings import SETTINGS, Settings, load_settings
 
@@ -136,7 +137,7 @@ def _parser() -> argparse.ArgumentParser:
         if name == "init":
             cmd.add_argument("--locale", required=True)
         _add_settings(cmd)
-    add_standards_parsers(sub)
+    add_standards_parsers(sub, _add_settings)
     return parser
 
 
@@ -197,9 +198,13 @@ def _get(settings: Settings, path: str, headers: Sequence[str]) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    if args.command in ("tcf", "gpp"):  # pure codecs: no settings to load
-        return run_standards(args)
+    if args.command in ("tcf", "gpp") and getattr(args, "tcf_command", "") != "gvl":
+        return run_standards(args)  # pure codecs: no settings to load
     settings = _settings(args)
+    if args.command == "tcf":
+        for line in run_gvl(settings, args):
+            print(line)
+        return 0
     if args.command == "serve":
         return _serve(settings, args.workers)
     if args.command == "check":

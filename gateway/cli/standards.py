@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
 
+from gateway.core.settings import Settings
+from gateway.sites.gvl_store import import_gvl
 from gateway.standards import gpp, tcf
 from gateway.standards.errors import InvalidModel
 from gateway.standards.tcf_model import from_json, to_json
@@ -19,8 +23,9 @@ from gateway.standards.tcf_model import from_json, to_json
 _WHAT = {"tcf": "IAB TCF v2.3 TC strings", "gpp": "IAB GPP strings"}
 
 
-def add_parsers(sub: Any) -> None:
-    """The ``tcf`` and ``gpp`` commands on the CLI's subparsers."""
+def add_parsers(sub: Any, add_settings: Callable[[argparse.ArgumentParser], None]) -> None:
+    """The ``tcf`` and ``gpp`` commands on the CLI's subparsers (``tcf gvl import`` takes the
+    settings flags: it writes beside the sites)."""
     for name, what in _WHAT.items():
         command = sub.add_parser(name, help=f"decode and encode {what}")
         actions = command.add_subparsers(dest=f"{name}_command", required=True)
@@ -32,6 +37,26 @@ def add_parsers(sub: Any) -> None:
             help="also read strings that break the TCF v2.3 rules (e.g. no DisclosedVendors)",
         )
         actions.add_parser("encode", help="read the fields as JSON on stdin, print the string")
+        if name == "tcf":
+            gvl = actions.add_parser("gvl", help="the Global Vendor List snapshot the sites use")
+            gvl_actions = gvl.add_subparsers(dest="gvl_command", required=True)
+            load = gvl_actions.add_parser(
+                "import", help="validate FILE (IAB Europe's vendor-list.json, GVL v3) and store it"
+            )
+            load.add_argument("file", type=Path)
+            add_settings(load)
+
+
+def run_gvl(settings: Settings, args: argparse.Namespace) -> list[str]:
+    """``tcf gvl import FILE``: the lines to print."""
+    gvl, target = import_gvl(settings.banners_dir, args.file)
+    live = sum(1 for v in gvl.vendors.values() if not v.deleted)
+    return [
+        f"imported vendor list version {gvl.vendor_list_version} (lastUpdated "
+        f"{gvl.last_updated.isoformat()}, TCF policy {gvl.tcf_policy_version}, {live} vendors, "
+        f"{len(gvl.stacks)} stacks) into {target}",
+        "running gateways pick it up on their next reload; run `consent-gateway check`",
+    ]
 
 
 def run(args: argparse.Namespace, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from gateway.core.iab import GppSettings, TcfSettings
 from gateway.core.periods import shortest_days
 from gateway.core.preference_model import PreferenceModel
 
@@ -235,6 +236,9 @@ class Site:
     # The [rights] table as written (validated by gateway/rights/policy.py): rights templates
     # overridden for this site and its downstream systems.
     rights: Mapping[str, Any] = field(default_factory=dict)
+    # [tcf] and [gpp]: IAB TCF v2.3 and GPP strings for the regions they apply to (None: off).
+    tcf: TcfSettings | None = None
+    gpp: GppSettings | None = None
 
     def purpose(self, purpose_id: str) -> Purpose | None:
         return self._purposes_by_id.get(purpose_id)

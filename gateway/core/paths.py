@@ -15,6 +15,8 @@ UNSUBSCRIBE = "/v1/sites/{site}/unsubscribe/{token}"
 SUBJECT_CONSENTS = "/v1/sites/{site}/subjects/{subject_id}/consents"
 PRIVACY_CENTER = "/v1/sites/{site}/privacy-center"
 GPC_JSON = "/.well-known/gpc.json"
+TCF_SCRIPT = "/v1/sites/{site}/tcf.js"
+IAB_STRINGS = "/v1/sites/{site}/iab-strings"
 
 
 def url(template: str, **params: str) -> str:

@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 from gateway.core.errors import BadRequest, NotFound, Unavailable
 from gateway.core.preference_record import LINK_KIND, LinkRecord
 from gateway.core.ratelimit import WriteLimits
+from gateway.core.record_codec import new_record
 from gateway.core.settings import Settings
 from gateway.core.tasks import Supervisor, SupervisorCollector
 from gateway.recording.consent import (
@@ -40,6 +41,8 @@ from gateway.recording.submission import Placement, Submission
 from gateway.sinks import open_sinks
 from gateway.sinks.base import Sink, Store
 from gateway.sites.catalog import SiteBundle
+from gateway.standards.issuing import Issued, strings_of
+from gateway.standards.record_check import record_signals
 
 log = logging.getLogger("gateway.recording")
 
@@ -53,6 +56,7 @@ class Recorded(NamedTuple):
     receipt: str
     duplicate: bool
     subject_id: str
+    iab: Issued | None = None  # the TC/GPP strings the record carries (standards/record_check)
 
 
 class RecordingService:
@@ -175,6 +179,11 @@ class RecordingService:
             bundle, region, submission.accept_language, submission.gpc_values
         )
         check_rule(consent, bundle.site, rule)
+        # A "gpc" record is the browser's own GPC signal (navigator.globalPrivacyControl).
+        iab = record_signals(
+            body, bundle.site, bundle.gvl, rule.id, region, gpc or consent.action == "gpc",
+            consent.choices, consent.language or language, time.time_ns() // 100_000_000,
+        )  # fmt: skip
         context = RecordContext(
             ip=ip,
             region=region,
@@ -185,8 +194,9 @@ class RecordingService:
             language=language,
             consent_revision=bundle.consent_revision,
         )
-        appended = await self.record(consent, context)
-        return Recorded(*appended, consent.subject_id)
+        signals = None if iab is None else strings_of(iab)
+        appended = await self.record(consent, context, signals)
+        return Recorded(*appended, consent.subject_id, iab)
 
     def check_preferences(self, bundle: SiteBundle, body: Mapping[str, Any]) -> None:
         """Validate a change on a subject's behalf before its subject is found or made (an
@@ -284,8 +294,14 @@ class RecordingService:
             raise RuntimeError("this RecordingService was built without a placement")
         return self.placement
 
-    async def record(self, consent: ValidatedConsent, context: RecordContext) -> Appended:
-        """Enrich, sign and durably append one consent; returns once it is committed."""
+    async def record(
+        self,
+        consent: ValidatedConsent,
+        context: RecordContext,
+        signals: Mapping[str, Any] | None = None,
+    ) -> Appended:
+        """Enrich, sign and durably append one consent; returns once it is committed.
+        ``signals`` join the record's (the TC and GPP strings it carries)."""
         if not self._accepting or self.receipts is None:
             raise Unavailable("the gateway is starting or shutting down", retry_after=2)
         record_id, now_ns = self._clock.next()
@@ -296,6 +312,8 @@ class RecordingService:
             recorded_at=rfc3339_utc(now_ns),
             node_id=self.node_id,
         )
+        if signals:
+            record = new_record({**record.__dict__, "signals": {**record.signals, **signals}})
         body = canonical_json(record)
         receipt = self.receipts.issue(record, canonical=body)
         return await self.outbox.append(record, receipt, body)

@@ -20,11 +20,12 @@ from gateway.core.purposes import is_minor
 from gateway.core.settings import Settings
 from gateway.geo.locator import Locator
 from gateway.serving import hosts
+from gateway.serving.iab import IabScripts, iab_config
 from gateway.serving.memo import BoundedMemo
 from gateway.serving.render import Renderer
 from gateway.serving.snippet import Snippet
 from gateway.signals.gpc import gpc_requested
-from gateway.sites.catalog import LiveCatalog, SiteBundle
+from gateway.sites.catalog import LiveCatalog, SiteBundle, static_dir
 
 MEMO_MAX = 4096
 MEMO_TEXT_MAX = 200  # longer Accept-Language values are rare and not remembered
@@ -146,6 +147,7 @@ class Gateway:
         self.vary = ", ".join(["Accept-Language", "Sec-GPC", *locator.geo_header_names])
         self.public_hosts = hosts.public_hosts(settings)
         self.max_age = str(settings.cache_max_age).encode()
+        self.iab = IabScripts(static_dir())
 
     def visitor(self, request: Any, bundle: SiteBundle) -> Visitor:
         """Detect region, language, GPC and the rule for a Starlette request."""
@@ -242,19 +244,30 @@ class Gateway:
         cached = self._bodies.get(key)
         if cached is not None:
             return cached
+        # TCF/GPP where the site's [tcf]/[gpp] apply to the visitor; None (nothing) elsewhere.
+        iab = None if kind == "banner" else self.iab_config(bundle, visitor)
         if kind == "banner":
             content = resolved.html.encode()
             media_type = "text/html; charset=utf-8"
         elif kind == "config":
-            content = orjson.dumps(config_document(resolved, visitor, record_url))
+            document = config_document(resolved, visitor, record_url)
+            content = orjson.dumps(document if iab is None else {**document, "iab": iab})
             media_type = "application/json"
         else:
-            content = self.snippet.assemble(snippet_document(resolved, visitor, record_url))
+            document = snippet_document(resolved, visitor, record_url)
+            content = self.snippet.assemble(document if iab is None else {**document, "iab": iab})
+            if iab is not None:
+                content += self.iab.stub()
             media_type = "text/javascript; charset=utf-8"
         etag = '"' + hashlib.blake2b(content, digest_size=12).hexdigest() + '"'
         body = Body(content, etag, media_type, public=region.source in ("header", "query"))
         self._bodies[key] = body
         return body
+
+    def iab_config(self, bundle: SiteBundle, visitor: Visitor) -> dict[str, Any] | None:
+        if bundle.site.tcf is None and bundle.site.gpp is None:
+            return None
+        return iab_config(bundle, visitor.rule.id, visitor.region, visitor.gpc, visitor.language)
 
     def clear(self) -> None:
         self._visitors.clear()

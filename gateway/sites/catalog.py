@@ -16,8 +16,10 @@ from gateway.core.i18n import Negotiator
 from gateway.core.jurisdictions import RuleTable, SiteRules
 from gateway.core.model import Site
 from gateway.sites import texts
+from gateway.sites.gvl_store import load_gvl
 from gateway.sites.sitefile import read_site
 from gateway.sites.translations import SiteTranslations, load_site_translations, po_path
+from gateway.standards.gvl import GlobalVendorList
 
 log = logging.getLogger("gateway.catalog")
 
@@ -78,12 +80,28 @@ def consent_revision(site: Site, rules: RuleTable) -> str:
         ),
         "overrides": site.rule_overrides,
     }
+    if site.tcf is not None:
+        # The vendors, and what each TCF purpose follows, are part of what is consented to
+        # (the CMP's version or the vendor list's age are not).
+        tcf = site.tcf
+        material["tcf"] = [
+            tcf.vendors, tcf.consent, tcf.legitimate_interest, tcf.special_features,
+            [dataclasses.astuple(r) for r in tcf.restrictions], tcf.rules,
+        ]  # fmt: skip
     return hashlib.sha256(orjson.dumps(material, option=orjson.OPT_SORT_KEYS)).hexdigest()[:8]
 
 
-def banner_version(site: Site, site_dir: Path, locales_dir: Path, rules: RuleTable) -> str:
+def banner_version(
+    site: Site,
+    site_dir: Path,
+    locales_dir: Path,
+    rules: RuleTable,
+    gvl: GlobalVendorList | None = None,
+) -> str:
     """A content hash of everything a visitor of this site can see."""
     digest = _hash_files(_named([p for p in site_dir.rglob("*") if p.is_file()], site_dir))
+    if site.tcf is not None and gvl is not None:  # the first layer names its vendors
+        digest.update(b"gvl %d\0" % gvl.vendor_list_version)
     # Built-in templates and static files are named as in a checkout (gateway/templates/…,
     # static/…) whether they sit there or in an installed package and the working directory.
     defaults = _named(list(DEFAULT_TEMPLATES.glob("*.html")), PACKAGE_DIR.parent)
@@ -112,9 +130,13 @@ class SiteBundle:
     negotiator: Negotiator
     rules: SiteRules  # this site's rule per region: the shipped table with its overrides
     known_versions: frozenset[str] = field(default_factory=frozenset)
+    # The imported Global Vendor List, for a site with [tcf] (gateway/sites/gvl_store.py).
+    gvl: GlobalVendorList | None = None
 
 
-def load_site(site_dir: Path, locales_dir: Path, rules: RuleTable) -> SiteBundle:
+def load_site(
+    site_dir: Path, locales_dir: Path, rules: RuleTable, gvl: GlobalVendorList | None = None
+) -> SiteBundle:
     """Read, validate and version one site; raises ConfigError naming file, key and hint."""
     site = read_site(site_dir)
     problems = rules.validate_overrides(
@@ -127,7 +149,7 @@ def load_site(site_dir: Path, locales_dir: Path, rules: RuleTable) -> SiteBundle
             hint="see the rule table in the README",
         )
     translations = load_site_translations(locales_dir, site.id, site.locales, site.default_locale)
-    version = banner_version(site, site_dir, locales_dir, rules)
+    version = banner_version(site, site_dir, locales_dir, rules, gvl)
     return SiteBundle(
         site=site,
         directory=site_dir,
@@ -137,6 +159,7 @@ def load_site(site_dir: Path, locales_dir: Path, rules: RuleTable) -> SiteBundle
         translations=translations,
         negotiator=Negotiator(site.locales, site.default_locale),
         known_versions=frozenset((version, *site.retained_versions)),
+        gvl=gvl if site.tcf is not None else None,
     )
 
 
@@ -156,11 +179,18 @@ def scan(
                 "banners folder not found", where=str(banners_dir), hint="set GATEWAY_BANNERS_DIR"
             )
         ]
+    gvl_error: ConfigError | None = None
+    try:
+        gvl = load_gvl(banners_dir)
+    except ConfigError as exc:  # it stops the sites with [tcf] only
+        gvl, gvl_error = None, exc
     for site_dir in sorted(p for p in banners_dir.iterdir() if p.is_dir()):
         if site_dir.name.startswith((".", "_")):
             continue
         try:
-            bundle = load_site(site_dir, locales_dir, rules)
+            bundle = load_site(site_dir, locales_dir, rules, gvl)
+            if gvl_error is not None and bundle.site.tcf is not None:
+                raise gvl_error
             if validate is not None:
                 validate(bundle)
         except ConfigError as exc:

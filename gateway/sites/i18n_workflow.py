@@ -20,8 +20,10 @@ from jinja2 import Environment, TemplateSyntaxError
 from gateway.core.errors import ConfigError
 from gateway.core.model import Site
 from gateway.core.settings import Settings
+from gateway.sites import tcf_texts
 from gateway.sites import texts as builtin_texts
 from gateway.sites.catalog import DEFAULT_TEMPLATES, PACKAGE_DIR
+from gateway.sites.gvl_store import gvl_path, load_gvl
 from gateway.sites.sitefile import read_site
 from gateway.sites.translations import po_path, read_catalog
 
@@ -218,6 +220,11 @@ def _root(settings: Settings) -> Path:
 def extract_site(settings: Settings, site: Site, site_dir: Path) -> list[str]:
     root = _root(settings)
     template = build_template(site, site_dir, root)
+    gvl = load_gvl(settings.banners_dir) if site.tcf is not None else None
+    if site.tcf is not None and gvl is not None:  # the texts TCF requires on the first layer
+        where = (_relative(gvl_path(settings.banners_dir), root), 1)
+        for msgid, comment in tcf_texts.messages(site.tcf, gvl):
+            _add(template, msgid, where, [comment], None)
     path = pot_path(settings.locales_dir, site.id)
     data = _po_bytes(template)
     if path.exists() and _same_but_date(path.read_bytes(), data):

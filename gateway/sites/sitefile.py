@@ -27,6 +27,7 @@ from gateway.core.preference_model import (
     ProductLine,
     Topic,
 )
+from gateway.sites.iab_sitefile import parse_gpp, parse_tcf
 
 SITE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 PURPOSE_ID = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
@@ -56,6 +57,8 @@ SITE_KEYS = {
     "product_lines",
     "identity_types",
     "wechat",
+    "tcf",
+    "gpp",
 }
 PURPOSE_KEYS = {
     "id",
@@ -394,6 +397,8 @@ def parse_site(site_id: str, path: Path, data: Mapping[str, Any]) -> Site:
         preferences=preferences,
         wechat=_wechat(path, r.get("wechat", dict)),
         rights=r.get("rights", dict, {}),
+        tcf=parse_tcf(path, data.get("tcf"), {p.id for p in purposes}),
+        gpp=parse_gpp(path, data.get("gpp")),
     )
 
 

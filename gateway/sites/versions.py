@@ -14,6 +14,7 @@ from gateway.sinks import store_for
 from gateway.sinks.base import Store
 from gateway.sinks.sqlite import FILE_NAME
 from gateway.sites.catalog import SiteBundle, load_site
+from gateway.sites.gvl_store import load_gvl
 from gateway.sites.texts import DESCRIPTIONS, source_texts
 
 log = logging.getLogger("gateway.versions")
@@ -112,7 +113,9 @@ async def list_versions(settings: Settings, site: str) -> list[str]:
     site_dir = settings.banners_dir / site
     if site_dir.is_dir():
         try:
-            current = load_site(site_dir, settings.locales_dir, load_rules())
+            current = load_site(
+                site_dir, settings.locales_dir, load_rules(), load_gvl(settings.banners_dir)
+            )
         except ConfigError as exc:
             notes.append(f"the site's files do not load ({exc}); listing the store only")
     else:

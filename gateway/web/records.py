@@ -24,6 +24,7 @@ from gateway.recording.service import RecordingService
 from gateway.recording.subjects import is_subject_id, secret_from_authorization
 from gateway.recording.submission import Submission
 from gateway.sites.catalog import SiteBundle
+from gateway.standards.issuing import iab_answer
 from gateway.web.answer import Answer, AnswerResponse, RawHeaders, json_answer
 from gateway.web.endpoint import AnswerEndpoint
 from gateway.web.errors import answer_for, raw_headers
@@ -158,6 +159,8 @@ async def take_consent(scope: Scope, receive: Receive) -> Answer:
         "recorded_at": result.recorded_at,
         "receipt": result.receipt,
     }
+    if result.iab is not None:
+        answer.update(iab_answer(result.iab))
     return json_answer(201, answer, cors)
 
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,12 +72,18 @@ class Gateway:
 
 @contextmanager
 def run_gateway(
-    site_origin: str, work: Path, *, reload: bool = False, env: dict[str, str] | None = None
+    site_origin: str,
+    work: Path,
+    *,
+    reload: bool = False,
+    prepare: Callable[[Path], None] | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Gateway]:
     """`consent-gateway serve` on a free port, serving the demo site to ``site_origin``.
 
-    With ``reload``, edits to ``work/banners`` are published while it runs; ``env`` adds
-    settings (``GATEWAY_…``) to its environment.
+    With ``reload``, edits to ``work/banners`` are published while it runs; ``prepare`` may
+    change the copied banners folder before the gateway starts; ``env`` adds settings
+    (``GATEWAY_…``) to its environment.
     """
     banners = work / "banners"
     shutil.copytree(ROOT / "banners", banners)
@@ -91,6 +97,8 @@ def run_gateway(
         ),
         encoding="utf-8",
     )
+    if prepare is not None:
+        prepare(banners)
     port = free_port()
     log = work / "gateway.log"
     command = [
