@@ -31,6 +31,7 @@ bench:
 	$(BIN)/python -m bench.record
 	$(BIN)/python -m bench.snippet
 	$(BIN)/python -m bench.standards
+	$(BIN)/python -m bench.workers
 	$(BIN)/python -m bench.jetstream
 
 geo:

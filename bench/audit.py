@@ -4,7 +4,8 @@ store's triggers (chain + rollups) cost per stored record.
 Run ``.venv/bin/python -m bench.audit [--records N]`` against the local PostgreSQL; it makes
 and drops a scratch database. Records are written by PostgreSQL itself in batches of 50k
 (tests/audit_data.py), each batch one statement as the forwarder's COPY is, so the triggers
-fire per batch as in production.
+fire per batch as in production. ``--store sqlite`` measures the embedded store instead
+(records written by SqliteStore.write_batch in forwarder-sized batches, in a scratch dir).
 """
 
 from __future__ import annotations
@@ -12,15 +13,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import tempfile
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 
 from gateway.audit import service
+from gateway.core.model import ACTIONS
 from gateway.core.settings import Settings
+from gateway.sinks.sqlite import FILE_NAME, SqliteStore
 from tests.audit_data import fill
+from tests.pg import make_record
 
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -37,12 +43,36 @@ async def _with_db(records: int) -> dict[str, Any]:
         await admin.close()
 
 
+async def _with_dir(records: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(data_dir=Path(tmp))
+        store = SqliteStore(settings.data_dir / FILE_NAME)
+        await store.open()
+        started = time.perf_counter()
+        for start in range(0, records, 1000):  # GATEWAY_FORWARD_BATCH_SIZE
+            await store.write_batch([make_record(f"s{(start + i) % 5000}", action=ACTIONS[i % 5])
+                                     for i in range(min(1000, records - start))])  # fmt: skip
+        elapsed = time.perf_counter() - started
+        await store.close()
+        out = await _measure(settings, records)
+        return {
+            "store": "sqlite",
+            "store_records_per_s_with_chain": round(records / elapsed),
+            **out,
+        }
+
+
 async def _run(dsn: str, records: int) -> dict[str, Any]:
     settings = Settings(store_url=dsn)
-    out: dict[str, Any] = {"records": records}
+    out: dict[str, Any] = {"store": "postgres", "records": records}
     started = time.perf_counter()
     await fill(dsn, records)
     out["store_records_per_s_with_triggers"] = round(records / (time.perf_counter() - started))
+    return {**out, **await _measure(settings, records)}
+
+
+async def _measure(settings: Settings, records: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"records": records}
 
     started = time.perf_counter()
     report = await service.verify(settings)
@@ -70,8 +100,10 @@ async def _run(dsn: str, records: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--store", choices=("postgres", "sqlite"), default="postgres")
     args = parser.parse_args()
-    for key, value in asyncio.run(_with_db(args.records)).items():
+    run = _with_dir if args.store == "sqlite" else _with_db
+    for key, value in asyncio.run(run(args.records)).items():
         print(f"{key}: {value}")
 
 

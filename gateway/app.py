@@ -16,6 +16,7 @@ from gateway.core.jurisdictions import RuleTable, load_rules
 from gateway.core.settings import Settings, load_settings
 from gateway.geo.locator import Locator
 from gateway.preferences.service import PreferenceService
+from gateway.recording.outboxes import WorkerRole
 from gateway.recording.service import RecordingService
 from gateway.rights.service import RightsService
 from gateway.serving.gateway import Gateway
@@ -29,6 +30,7 @@ from gateway.sites.catalog import LiveCatalog, static_dir
 from gateway.web import (
     accesslog,
     admin,
+    admin_session,
     api,
     audit,
     errors,
@@ -38,6 +40,8 @@ from gateway.web import (
     public,
     records,
     rights,
+    rights_admin,
+    rights_public,
     unsubscribe,
 )
 from gateway.web import (
@@ -46,6 +50,7 @@ from gateway.web import (
 from gateway.web.framing import TransferCodings
 from gateway.web.front import HotPaths
 from gateway.web.middleware import MetricsMiddleware
+from gateway.web.worker_metrics import MetricsSocket
 
 log = logging.getLogger("gateway")
 
@@ -93,17 +98,21 @@ class GatewayApp(Starlette):
         return TransferCodings(self.front)
 
 
-def create_app(settings: Settings | None = None, *, serving: bool = False) -> Starlette:
+def create_app(
+    settings: Settings | None = None, *, serving: bool = False, worker: WorkerRole | None = None
+) -> Starlette:
     """Build the ASGI app; everything heavy happens in the lifespan, not at import.
 
     ``serving``: this process only serves (the CLI, the uvicorn factory), so tune the GC.
+    ``worker``: this process is one of `serve --workers N`'s (its own outbox, shared metrics).
     """
     settings = settings or load_settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         gateway = build_gateway(settings)
-        recording = RecordingService(settings, placement=gateway)
+        recording = RecordingService(settings, placement=gateway, worker=worker)
+        app.state.worker = worker
         app.state.gateway = gateway
         app.state.recording = recording
         app.state.settings = settings
@@ -123,15 +132,18 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
         app.state.watcher = watcher
         if settings.reload:
             watcher.start(recording.tasks)  # supervised beside the recording tasks
-        if settings.store_url.startswith(("postgresql://", "postgres://")):
-            # Banner impressions counted in memory go to the audit's store every minute.
-            recording.tasks.start(
-                "impressions",
-                lambda: audit_service.flush_impressions_forever(settings, gateway.impressions),
-            )
+        # Banner impressions counted in memory go to the central store every minute.
+        recording.tasks.start(
+            "impressions",
+            lambda: audit_service.flush_impressions_forever(settings, gateway.impressions),
+        )
         # Regions whose law starts on a date switch on the day (regions_from), reload or not.
         switches = RuleSwitches(gateway, gateway.catalog.rules.region_map)
         switches.start()
+        peers = None
+        if worker is not None:  # /metrics on any worker reports them all
+            peers = MetricsSocket(settings.data_dir, worker, lambda: ops.own_metrics(app.state))
+            await peers.start()
         if serving:
             tune_gc()
         log.info("serving %d site(s) from %s", len(gateway.catalog), settings.banners_dir)
@@ -139,6 +151,8 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
             yield
         finally:
             # Fixed order: stop reloading, drain and close recording, then close readers.
+            if peers is not None:
+                await peers.stop()
             await watcher.stop()
             await switches.stop()
             await rights_service.stop()
@@ -155,8 +169,10 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
             *unsubscribe.routes(),
             *iab.routes(),
             *api.routes(),
-            *rights.routes(),
+            *rights_public.routes(),
+            *rights_admin.routes(),
             *admin.routes(),
+            *admin_session.routes(),
             *audit.routes(),
             *ops.routes(),
         ],

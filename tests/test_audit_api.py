@@ -208,12 +208,15 @@ def test_verify_over_http(client: TestClient) -> None:
     assert report["ok"] is True and report["checked"] == 600
 
 
-def test_the_embedded_store_answers_409(tmp_path: Path) -> None:
+def test_the_embedded_store_answers_too(tmp_path: Path) -> None:
+    """The embedded SQLite store keeps the audit trail as well (tests/test_audit_sqlite.py)."""
     from gateway.app import create_app
 
     with TestClient(create_app(make_settings(tmp_path, admin_token=TOKEN))) as c:
         response = c.get("/admin/v1/sites/demo/reports/consents", headers=AUTH)
-    assert (response.status_code, response.json()["error"]) == (409, "audit_needs_postgres")
+        verify = c.get("/admin/v1/sites/demo/audit/verify", headers=AUTH)
+    assert (response.status_code, response.json()["rows"]) == (200, [])
+    assert verify.status_code == 200 and verify.json()["ok"] is True
 
 
 def test_rights_report_reads_the_rights_tables(client: TestClient) -> None:

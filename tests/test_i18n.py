@@ -21,7 +21,7 @@ from gateway.core.i18n import (
     parse_accept_language,
     parse_lang_param,
 )
-from gateway.sites.texts import BASE_TEXTS, DESCRIPTIONS, all_msgids
+from gateway.sites.texts import BASE_TEXTS, DESCRIPTIONS, EMAIL_TEXTS, all_msgids
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = tomllib.loads((ROOT / "banners" / "demo" / "site.toml").read_text(encoding="utf-8"))
@@ -416,8 +416,11 @@ def test_demo_msgids_cover_texts_and_purposes() -> None:
     ids = _demo_msgids()
     assert set(BASE_TEXTS.values()) <= ids
     assert set(DESCRIPTIONS.values()) <= ids
+    assert set(EMAIL_TEXTS.values()) <= ids
     assert "Strictly necessary" in ids
-    assert len(ids) == len(BASE_TEXTS) + len(DESCRIPTIONS) + 2 * len(DEMO["purposes"])
+    assert len(ids) == (
+        len(BASE_TEXTS) + len(DESCRIPTIONS) + len(EMAIL_TEXTS) + 2 * len(DEMO["purposes"])
+    )
 
 
 def test_demo_template_lists_every_msgid() -> None:

@@ -234,6 +234,15 @@ async def test_postgresql_keeps_history_and_latest_state_and_chains_them(
             "SELECT 1 FROM contact_permissions WHERE topic = 'offers' AND channel IN "
             "('email', 'sms')"
         )
+        # A rights deletion blanks the request facts: the history still verifies.
+        await conn.execute(
+            "UPDATE preference_records SET ip_truncated = NULL, user_agent = '', "
+            "idempotency_key = NULL WHERE subject_id = 's'"
+        )
+        erased = await conn.fetchval("SELECT count(*) FROM audit_chain WHERE kind = 'erasure'")
+        assert erased == 6
+        report = await audit.verify(settings_)
+        assert report.ok, report.as_json()
         # Threat: someone with write access edits a preference record after the fact.
         changed = orjson.dumps({"channels": {"email": False}}).decode()
         await conn.execute(

@@ -353,10 +353,14 @@ def test_the_model_names_the_field_it_refuses(tmp_path: Path) -> None:
         assert client.app.state.recording.outbox.depth == 0  # type: ignore[attr-defined]
 
 
-def test_a_change_on_a_second_device_keeps_the_first_devices_choices(tmp_path: Path) -> None:
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_change_on_a_second_device_keeps_the_first_devices_choices(
+    tmp_path: Path, store: str, request: pytest.FixtureRequest
+) -> None:
     """One state everywhere: Ann's phone turns the newsletter on; the laptop's e-mail opt-in
     for offers still answers yes (each leaf from the device that set it last)."""
-    settings = Settings(data_dir=tmp_path / "data", durability="process")
+    url = request.getfixturevalue("pg_dsn") if store == "postgres" else ""
+    settings = Settings(data_dir=tmp_path / "data", durability="process", store_url=url)
     with TestClient(recording_app(settings), client=PEER) as client:
         flow = Flow(client, new_key(settings), settings)
         laptop = {"channels": {"email": True}, "topics": {"offers": {"enabled": True}}}

@@ -79,7 +79,10 @@ def test_readyz_turns_unready_on_a_really_full_data_disk_and_ready_once_space_re
 
 def test_readyz_turns_unready_when_the_forwarder_stalls(tmp_path: Path) -> None:
     unreachable = f"postgresql://postgres@127.0.0.1:{free_port()}/nodb"
-    settings = make_settings(tmp_path / "data", store_url=unreachable, ready_max_forward_lag=0.3)
+    # The receipt key set: an unreachable store cannot hand this new node the shared one.
+    settings = make_settings(
+        tmp_path / "data", store_url=unreachable, ready_max_forward_lag=0.3, receipt_key="r" * 32
+    )
     with TestClient(recording_app(settings)) as client:
         assert problems(client) == (200, [])  # nothing waits yet
         answer = client.post("/v1/sites/demo/consents", json=consent_body(BUNDLE, "s"))

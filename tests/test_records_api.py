@@ -200,9 +200,10 @@ def test_history_needs_a_receipt_of_that_subject(client: TestClient) -> None:
 
 
 def test_full_outbox_answers_503_with_retry_after(tmp_path: Path) -> None:
-    # The store is unreachable, so nothing drains and the one-record outbox stays full.
+    # The store is unreachable, so nothing drains and the one-record outbox stays full (the
+    # receipt key is set: this new node cannot read the shared one from that store).
     settings = make_settings(
-        tmp_path, outbox_max_records=1,
+        tmp_path, outbox_max_records=1, receipt_key="k" * 32,
         store_url=f"postgresql://postgres@127.0.0.1:{free_port()}/none", shutdown_drain=0.1,
     )  # fmt: skip
     with TestClient(recording_app(settings), client=PROXY) as client:

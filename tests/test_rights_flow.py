@@ -13,6 +13,7 @@ import jsonschema
 import orjson
 import pytest
 
+from gateway.audit import service as audit_service
 from gateway.core.settings import Settings
 from gateway.rights import events
 from gateway.sinks.sqlite import FILE_NAME
@@ -153,6 +154,9 @@ def test_a_deletion_leaves_no_identity_user_agent_or_ip_and_the_history_verifies
         "page_url",
         "user_agent",
     ]
+    # ... and `audit verify` still verifies the whole chain, the erased record included.
+    report = env.call(audit_service.verify, env.settings)
+    assert report.ok and report.checked >= 2, report.as_json()
     if not store_url:
         raw = _sqlite_bytes(env.settings)
         assert b"DeleteMeBrowser" not in raw  # not even in free pages or the WAL

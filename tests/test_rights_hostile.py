@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from gateway.cli.main import main
 from gateway.rights import credentials
+from gateway.rights.limits import RightsLimits
 from tests.rights_env import ADMIN, BASE, Env, env, hook, inbox  # noqa: F401
 
 
@@ -80,8 +81,25 @@ def test_requests_do_not_reveal_whether_an_identity_exists(env: Env) -> None:  #
 
 
 def test_code_mails_per_address_are_limited(env: Env) -> None:  # noqa: F811
-    """Threat: mail-bombing someone through the request form."""
+    """Threat: mail-bombing someone through the request form. The fourth request for one
+    address within the hour gets 429 with Retry-After before anything is stored or sent."""
+    for _ in range(3):
+        _ask_email(env, "victim@example.com")
+    for _ in range(2):
+        victim = {"type": "email", "value": "victim@example.com"}
+        r = env.ask({"type": "access", "identity": victim})
+        assert r.status_code == 429 and r.json()["error"] == "rate_limited", r.text
+        assert 1 <= int(r.headers["retry-after"]) <= 1200  # one code every 20 minutes
+    env.call(env.state.rights.drain)
+    assert len(env.inbox.to("victim@example.com")) == 3
+    assert len(env.call(env.state.rights.listing, "demo")) == 3
+
+
+def test_code_mails_per_address_are_limited_across_nodes(env: Env) -> None:  # noqa: F811
+    """Threat: mail-bombing through several gateway nodes, each with buckets of its own: the
+    store's count of the address's requests within the hour still stops the fourth e-mail."""
     for _ in range(5):
+        env.state.rights_limits = RightsLimits(env.settings)  # a node that saw none of them
         _ask_email(env, "victim@example.com")
     env.call(env.state.rights.drain)
     assert len(env.inbox.to("victim@example.com")) == 3
@@ -317,6 +335,8 @@ def test_the_cli_lists_shows_and_closes_requests(env: Env, capsys: Any) -> None:
     )
 )  # fmt: skip
 def test_hostile_request_bodies_get_a_precise_4xx(env: Env, body: Any) -> None:  # noqa: F811
+    # Sixty bodies from one address: the per-client limit (tested on its own) stays out of it.
+    env.state.rights_limits = RightsLimits(env.settings.replace(rights_client_per_hour=0))
     r = env.ask(body)
     assert r.status_code in (202, 400, 401, 403, 409, 413, 415, 422), (body, r.text)
     assert r.headers["content-type"] == "application/json"

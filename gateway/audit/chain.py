@@ -19,11 +19,9 @@ from typing import Any
 
 import orjson
 
-GENESIS = bytes(32)
+from gateway.core.hashchain import GENESIS, link
 
-
-def link(prev: bytes, kind: str, digest: bytes) -> bytes:
-    return hashlib.sha256(prev + kind.encode() + b"\x00" + digest).digest()
+__all__ = ["GENESIS", "Break", "Link", "Walker", "checkpoint_valid", "link", "sign_checkpoint"]
 
 
 @dataclass(frozen=True)

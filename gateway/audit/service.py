@@ -1,7 +1,8 @@
 """The audit use cases over the central store: verify, checkpoint, export, proof, reports.
 
-Each call opens one reader connection for its duration; the PostgreSQL store is the one the
-audit trail lives in (gateway/sinks/postgres_audit.py keeps its chain and rollups).
+Each call opens one reader connection for its duration, on the central store: PostgreSQL
+(gateway/sinks/postgres_audit.py keeps its chain and rollups in triggers) or the embedded
+SQLite store (gateway/sinks/sqlite_audit.py keeps them on insert).
 """
 
 from __future__ import annotations
@@ -29,21 +30,28 @@ from gateway.core.errors import BadRequest
 from gateway.core.impressions import FLUSH_SECONDS, Impressions
 from gateway.core.settings import Settings
 from gateway.sinks.audit_postgres import PostgresAuditReader
+from gateway.sinks.audit_sqlite import SqliteAuditReader
+from gateway.sinks.sqlite import FILE_NAME
 from gateway.standards.record_check import explain
+
+AuditReader = PostgresAuditReader | SqliteAuditReader
 
 
 class AuditUnsupported(BadRequest):
     def __init__(self) -> None:
         super().__init__(
-            "audit_needs_postgres",
-            "the audit trail (chain, exports, reports) lives in the PostgreSQL store: "
-            "set GATEWAY_STORE_URL to a postgresql:// URL",
+            "audit_unsupported_store",
+            "the audit trail (chain, exports, reports) lives in the central store: the "
+            "embedded SQLite store (GATEWAY_STORE_URL empty) or PostgreSQL",
             status_code=409,
         )
 
 
-def reader_for(settings: Settings) -> PostgresAuditReader:
+def reader_for(settings: Settings) -> AuditReader:
+    """The audit reader of the central store: PostgreSQL, or the embedded SQLite store."""
     url = settings.store_url.strip()
+    if not url:
+        return SqliteAuditReader(settings.data_dir / FILE_NAME)
     if not url.startswith(("postgresql://", "postgres://")):
         raise AuditUnsupported()
     return PostgresAuditReader(url)
@@ -113,9 +121,7 @@ async def verify(
     return report
 
 
-async def _check_checkpoints(
-    settings: Settings, reader: PostgresAuditReader, report: VerifyReport
-) -> None:
+async def _check_checkpoints(settings: Settings, reader: AuditReader, report: VerifyReport) -> None:
     key = settings.audit_key.encode()
     for cp in await reader.checkpoints():
         heads_json: Mapping[str, Any] = _loads(cp["heads"])

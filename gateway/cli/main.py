@@ -6,10 +6,11 @@ import argparse
 import asyncio
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway import __version__
 from gateway.cli.standards import add_parsers as add_standards_parsers
@@ -17,6 +18,9 @@ from gateway.cli.standards import run as run_standards
 from gateway.cli.standards import run_gvl
 from gateway.core.errors import GatewayError
 from gateway.core.settings import SETTINGS, Settings, load_settings
+
+if TYPE_CHECKING:
+    from gateway.recording.outboxes import WorkerRole
 
 
 def _add_settings(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +50,6 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gateway with uvicorn")
-    serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     _add_settings(serve)
 
     check = sub.add_parser("check", help="validate settings, sites, templates and catalogs")
@@ -141,28 +144,33 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _serve(settings: Settings, workers: int) -> int:
-    import uvicorn
-
-    from gateway.app import create_app
-
+def _serve(settings: Settings) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    if workers > 1:
-        print(
-            "consent-gateway: one worker per process; run several processes behind a "
-            "balancer (each needs its own GATEWAY_DATA_DIR outbox)",
-            file=sys.stderr,
-        )
-        return 2
     from gateway.app import build_gateway
-    from gateway.web import accesslog, connections
+    from gateway.cli import workers
+    from gateway.web import accesslog
 
     build_gateway(settings).locator.close()  # fail fast, with a one-line error, before binding
     accesslog.install()  # query values other than the serving parameters never reach the log
-    uvicorn.run(
-        create_app(settings, serving=True),
+    count = workers.worker_count(settings.workers)
+    if count > 1:  # a supervisor forks the workers, each runs _run_server on its socket
+        return workers.supervise(settings, count, _run_server)
+    return _run_server(settings)
+
+
+def _run_server(
+    settings: Settings, worker: WorkerRole | None = None, sock: socket.socket | None = None
+) -> int:
+    """uvicorn serving the app: on ``settings``' host and port, or on a worker's socket."""
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.web import connections
+
+    config = uvicorn.Config(
+        create_app(settings, serving=True, worker=worker),
         host=settings.host,
         port=settings.port,
         proxy_headers=False,
@@ -172,7 +180,9 @@ def _serve(settings: Settings, workers: int) -> int:
         # Head and body timeouts, the connection cap and the keep-alive timeout.
         **connections.server_options(settings),
     )
-    return 0
+    server = uvicorn.Server(config)
+    server.run(sockets=None if sock is None else [sock])
+    return 0 if server.started else 3  # 3: start-up failed, as uvicorn.run says
 
 
 def _print_check(settings: Settings) -> int:
@@ -206,7 +216,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(line)
         return 0
     if args.command == "serve":
-        return _serve(settings, args.workers)
+        return _serve(settings)
     if args.command == "check":
         return _print_check(settings)
     if args.command == "get":

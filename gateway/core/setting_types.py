@@ -59,6 +59,23 @@ def _key(raw: str) -> str:
     return value
 
 
+def _keys(raw: str) -> tuple[str, ...]:
+    values = _csv(raw)
+    for value in values:
+        _key(value)
+    return values
+
+
+def _workers(raw: str) -> int:
+    value = raw.strip().lower()
+    if value == "auto":
+        return 0
+    number = int(value)
+    if number < 0:
+        raise ValueError("expected auto, 0 (auto) or a positive number")
+    return number
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         value = raw.strip().lower()

@@ -21,13 +21,23 @@ from gateway.core.setting_types import (
     _float,
     _int,
     _key,
+    _keys,
     _networks,
     _positive_int,
+    _workers,
 )
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", "127.0.0.1", "Interface `serve` binds to."),
     Setting("port", "8000", "TCP port `serve` listens on.", _positive_int),
+    Setting(
+        "workers",
+        "auto",
+        "Serving processes of `serve` on one port, under a supervisor that restarts a crashed "
+        "one; each has its own outbox in the data dir. `auto`: one per CPU this process may "
+        "use (CPU affinity and cgroup quota); 1: a single process, no supervisor.",
+        _workers,
+    ),
     Setting(
         "banners_dir", "banners", "Folder of sites: `<site>/site.toml` plus template overrides."
     ),
@@ -169,7 +179,27 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "receipt_key",
         "",
-        "Secret signing receipts. Empty: generated once into the data dir.",
+        "Secret signing receipts (and, unless `GATEWAY_SUBJECT_KEY` is set, deriving subject "
+        "ids); the same on every node. Empty: with PostgreSQL, generated once into the central "
+        "store (every node reads it there); with the embedded store, once into the data dir.",
+        _key,
+        secret=True,
+    ),
+    Setting(
+        "receipt_keys_previous",
+        "",
+        "Earlier receipt keys (comma separated), still accepted when receipts are verified; "
+        "new receipts are signed with `GATEWAY_RECEIPT_KEY` only.",
+        _keys,
+        secret=True,
+    ),
+    Setting(
+        "subject_key",
+        "",
+        "Secret deriving subject ids from subject secrets; the same on every node. Empty: the "
+        "receipt key. Set it to the old receipt key before rotating that one, so that subject "
+        "ids stay.",
+        _key,
         secret=True,
     ),
     Setting(
@@ -261,7 +291,8 @@ SETTINGS: tuple[Setting, ...] = (
         "max_connections",
         "0",
         "Open client connections at most; past it a new connection closes the one that has "
-        "waited longest for a request. 0: three quarters of the open-file limit less 128.",
+        "waited longest for a request (with N workers, each takes an Nth). 0: three quarters "
+        "of the open-file limit less 128, per worker.",
         _int,
     ),
     Setting(
@@ -272,6 +303,42 @@ SETTINGS: tuple[Setting, ...] = (
         secret=True,
     ),
     Setting("smtp_from", "privacy@localhost", "Sender address of rights-request code e-mails."),
+    Setting(
+        "rights_client_per_hour",
+        "20",
+        "Rights requests and code checks one client address may make per hour (IPv6 by /64), "
+        "that many at once at most; more get 429 with Retry-After. Staff requests made with a "
+        "site API key are not counted. 0: no limit.",
+        _int,
+    ),
+    Setting(
+        "rights_subject_per_hour",
+        "5",
+        "Rights requests per hour for one subject or one identity of a site, that many at once "
+        "at most. 0: no limit.",
+        _int,
+    ),
+    Setting(
+        "rights_codes_per_hour",
+        "3",
+        "Verification-code e-mails one e-mail address may get per hour, that many at once at "
+        "most; more get 429 (the gateway cannot be used to flood an inbox). 0: no limit.",
+        _int,
+    ),
+    Setting(
+        "rights_client_codes_per_hour",
+        "10",
+        "Verification-code e-mails one client address may have sent per hour, that many at "
+        "once at most. 0: no limit.",
+        _int,
+    ),
+    Setting(
+        "admin_session_minutes",
+        "480",
+        "Lifetime of an admin browser session opened at /admin/login (a signed cookie keyed by "
+        "GATEWAY_ADMIN_TOKEN: rotating the token ends every session).",
+        _positive_int,
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -296,6 +363,7 @@ class Settings:
 
     host: str = _default("host")
     port: int = _default("port")
+    workers: int = _default("workers")
     banners_dir: Path = field(default_factory=_folder("banners_dir"))
     locales_dir: Path = field(default_factory=_folder("locales_dir"))
     data_dir: Path = field(default_factory=_folder("data_dir"))
@@ -327,6 +395,8 @@ class Settings:
     ready_min_free_mb: float = _default("ready_min_free_mb")
     ready_max_forward_lag: float = _default("ready_max_forward_lag")
     receipt_key: str = _default("receipt_key")
+    receipt_keys_previous: tuple[str, ...] = _default("receipt_keys_previous")
+    subject_key: str = _default("subject_key")
     audit_key: str = _default("audit_key")
     identity_key: str = _default("identity_key")
     admin_token: str = _default("admin_token")
@@ -348,6 +418,11 @@ class Settings:
     max_connections: int = _default("max_connections")
     smtp_url: str = _default("smtp_url")
     smtp_from: str = _default("smtp_from")
+    rights_client_per_hour: int = _default("rights_client_per_hour")
+    rights_subject_per_hour: int = _default("rights_subject_per_hour")
+    rights_codes_per_hour: int = _default("rights_codes_per_hour")
+    rights_client_codes_per_hour: int = _default("rights_client_codes_per_hour")
+    admin_session_minutes: int = _default("admin_session_minutes")
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

@@ -181,6 +181,24 @@ class PreferenceService:
             found.update(dict.fromkeys(subjects))
         return list(found)
 
+    async def _with_stamps(self, site: str, by_hash: dict[str, list[ContactRow]]) -> None:
+        """Add the leaf stamps to the rows of identities with several states (devices): the
+        decision takes each leaf from the one that set it last. Rare, so read apart from the
+        batch's query, which stays as cheap as it was."""
+        several = [
+            rows for rows in by_hash.values() if sum(r.preferences is not None for r in rows) > 1
+        ]
+        if not several:
+            return
+        keys = {(r.subject_id, r.product_line or "") for rows in several for r in rows}
+        stamps: dict[tuple[str, str], dict[str, str]] = await self._call(
+            self.directory.stamps_of(site, sorted(keys))
+        )
+        for rows in several:
+            rows[:] = [
+                r._replace(stamps=stamps.get((r.subject_id, r.product_line or ""))) for r in rows
+            ]
+
     async def state_of(self, site: str, subject_id: str) -> dict[str, Any]:
         """Preferences per product line ("" = site-wide) and the linked identities' types."""
         states: list[PreferenceState] = await self._call(
@@ -207,6 +225,7 @@ class PreferenceService:
         by_hash: dict[str, list[ContactRow]] = {}
         for row in rows:
             by_hash.setdefault(row.identity_hash, []).append(row)
+        await self._with_stamps(site, by_hash)
         return [
             contactability.decide(q, by_hash.get(d, ()))
             if d is not None

@@ -14,22 +14,41 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
 
 from gateway.core.errors import ConfigError
 
 LOCK_FILE = "gateway.lock"
+# Each outbox has a lock of its own beside it (`consent-gateway serve --workers N`: the
+# supervisor holds the data dir's, each worker its outbox's; see recording/outboxes.py).
+OUTBOX_LOCK_FILE = "outbox.lock"
 
 
 class DataDirLock:
     """Held from ``acquire`` to ``release``; the file names the holder's pid for operators."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self.path = Path(data_dir) / LOCK_FILE
+    def __init__(self, data_dir: Path, name: str = LOCK_FILE) -> None:
+        self.path = Path(data_dir) / name
         self._fd: int | None = None
 
-    def acquire(self) -> None:
-        """Take the lock or raise ConfigError naming the process that holds it."""
+    def acquire(self, wait: float = 0.0) -> None:
+        """Take the lock or raise ConfigError naming the process that holds it; ``wait``:
+        seconds to keep trying first (a previous owner that is still exiting)."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                return self._try()
+            except ConfigError:
+                if time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.1)
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def _try(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:

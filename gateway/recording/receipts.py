@@ -97,25 +97,17 @@ def load_key(settings: Settings) -> bytes:
     return key
 
 
-class Receipts:
-    """Issues and verifies receipts with one key."""
+class _Signer:
+    """HMAC-SHA256 (RFC 2104) with the padded key hashed once: each token then costs two
+    hash copies instead of a new HMAC object (the request path signs every record)."""
 
     def __init__(self, key: bytes) -> None:
-        if not key:
-            raise ConfigError("the receipt key is empty")
-        self._key = key
-        # HMAC (RFC 2104) with the padded key hashed once: each token then costs two
-        # hash copies instead of a new HMAC object (the request path signs every record).
         block = hashlib.sha256().block_size
         padded = (hashlib.sha256(key).digest() if len(key) > block else key).ljust(block, b"\0")
         self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in padded))
         self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in padded))
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Receipts:
-        return cls(load_key(settings))
-
-    def _sign(self, payload: str) -> str:
+    def sign(self, payload: str) -> str:
         # Not hmac.digest(): its one-shot C call releases the GIL, and winning it back from
         # another thread can cost milliseconds on the request path (measured).
         inner = self._inner.copy()
@@ -123,6 +115,26 @@ class Receipts:
         outer = self._outer.copy()
         outer.update(inner.digest())
         return _b64(outer.digest())
+
+
+class Receipts:
+    """Issues receipts with one key; verifies them with it or any of ``previous`` (rotation:
+    receipts signed before the key changed stay valid)."""
+
+    def __init__(self, key: bytes, previous: tuple[bytes, ...] = ()) -> None:
+        if not key:
+            raise ConfigError("the receipt key is empty")
+        self._key = key
+        self._signer = _Signer(key)
+        self._verifiers = [self._signer, *(_Signer(k) for k in previous if k and k != key)]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Receipts:
+        previous = tuple(k.encode("utf-8") for k in settings.receipt_keys_previous)
+        return cls(load_key(settings), previous)
+
+    def _sign(self, payload: str) -> str:
+        return self._signer.sign(payload)
 
     def issue(self, record: Record, canonical: bytes | None = None) -> str:
         """A token for this exact record (``canonical``: its canonical JSON, if at hand)."""
@@ -146,10 +158,10 @@ class Receipts:
         if not payload or not signature or not token.isascii():
             raise InvalidReceipt("not a receipt")
         try:
-            expected = self._sign(payload)
+            genuine = any(hmac.compare_digest(v.sign(payload), signature) for v in self._verifiers)
         except UnicodeEncodeError as exc:
             raise InvalidReceipt("not a receipt") from exc
-        if not hmac.compare_digest(expected, signature):
+        if not genuine:
             raise InvalidReceipt("the receipt signature does not match")
         try:
             data = orjson.loads(_unb64(payload))

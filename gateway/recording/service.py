@@ -19,6 +19,7 @@ from gateway.core.ratelimit import WriteLimits
 from gateway.core.record_codec import new_record
 from gateway.core.settings import Settings
 from gateway.core.tasks import Supervisor, SupervisorCollector
+from gateway.recording import keyring
 from gateway.recording.consent import (
     RecordContext,
     ValidatedConsent,
@@ -26,17 +27,23 @@ from gateway.recording.consent import (
     enrich,
     validate,
 )
-from gateway.recording.datalock import DataDirLock
+from gateway.recording.datalock import OUTBOX_LOCK_FILE, DataDirLock
 from gateway.recording.fields import Uuid7Clock, parse_body, rfc3339_utc
 from gateway.recording.forwarder import Forwarder, ForwarderCollector
 from gateway.recording.outbox.database import FILE_NAME
 from gateway.recording.outbox.group_commit import Outbox
 from gateway.recording.outbox.items import Appended
+from gateway.recording.outboxes import WorkerRole, drain_orphans, orphans, own_dir
 from gateway.recording.preference import PreferenceContext
 from gateway.recording.preference import enrich as enrich_preference
 from gateway.recording.preference import validate as validate_preference
-from gateway.recording.receipts import Receipts, canonical_json, load_key
-from gateway.recording.subjects import SubjectForbidden, SubjectKeys, check_secret, is_subject_id
+from gateway.recording.receipts import Receipts, canonical_json
+from gateway.recording.subjects import (
+    SubjectForbidden,
+    SubjectKeys,
+    check_secret,
+    gateway_subject_id,
+)
 from gateway.recording.submission import Placement, Submission
 from gateway.sinks import open_sinks
 from gateway.sinks.base import Sink, Store
@@ -64,6 +71,7 @@ class RecordingService:
 
     ``placement`` (the serving path's Gateway) finds sites and places visitors; a service
     built without one (outbox and forwarder tests) records prepared consents only.
+    ``worker``: this process is one of `serve --workers N`'s (recording/outboxes.py).
     """
 
     def __init__(
@@ -72,9 +80,12 @@ class RecordingService:
         *,
         registry: CollectorRegistry | None = None,
         placement: Placement | None = None,
+        worker: WorkerRole | None = None,
     ) -> None:
         self.settings = settings
         self.placement = placement
+        self.worker = worker
+        self.outbox_dir = own_dir(settings.data_dir, worker)
         self.node_id = settings.effective_node_id
         # Own registry by default so several services (tests) never clash on metric names.
         self.metrics_registry = registry if registry is not None else CollectorRegistry()
@@ -84,7 +95,7 @@ class RecordingService:
         # Per-client and per-subject write limits (429), checked once the client is located.
         self.limits = WriteLimits(settings)
         self.outbox = Outbox(
-            settings.data_dir / FILE_NAME,
+            self.outbox_dir / FILE_NAME,
             durability=settings.durability,
             max_records=settings.outbox_max_records,
             checkpoint_bytes=settings.outbox_checkpoint_mb * 1024 * 1024,
@@ -98,23 +109,34 @@ class RecordingService:
         self.subjects: SubjectKeys | None = None
         self._collectors: list[Collector] = []
         self._clock = Uuid7Clock()
-        self._lock = DataDirLock(settings.data_dir)
+        # A single process owns the data dir (a worker's supervisor does), and each its outbox.
+        self._locks = [DataDirLock(self.outbox_dir, OUTBOX_LOCK_FILE)]
+        if worker is None:
+            self._locks.insert(0, DataDirLock(settings.data_dir))
         self._accepting = False
 
     async def start(self) -> None:
         """Own the data dir, open the outbox and sinks, then start forwarding."""
-        await asyncio.to_thread(self._lock.acquire)
         try:
+            for lock in self._locks:
+                # The data dir's at once; the outbox's after its last owner (a restarted
+                # worker's predecessor) is gone.
+                wait = 10.0 if lock.path.name == OUTBOX_LOCK_FILE else 0.0
+                await asyncio.to_thread(lock.acquire, wait)
             await self._open()
         except BaseException:
             await self.outbox.close()
-            self._lock.release()
+            for lock in self._locks:
+                lock.release()
             raise
 
     async def _open(self) -> None:
-        key = await asyncio.to_thread(load_key, self.settings)
-        self.receipts = Receipts(key)
-        self.subjects = SubjectKeys(key)
+        try:
+            self._use_keys(await keyring.resolve(self.settings))
+        except keyring.KeysUnavailable as exc:
+            # Serve banners; answer records 503 until the shared key can be read.
+            log.warning("recording waits for the shared receipt key: %s", exc)
+            self.tasks.start("receipt-key", self._fetch_keys)
         await self.outbox.open()
         self.sinks = open_sinks(self.settings)
         for sink in self.sinks:
@@ -130,10 +152,24 @@ class RecordingService:
             tasks=self.tasks,
         )
         self.forwarder.start()
+        adopted = orphans(self.settings.data_dir, self.worker)
+        if adopted:  # outboxes of a worker count no longer used: delivered, then removed
+            self.tasks.start(
+                "outbox-orphans", lambda: drain_orphans(self.settings, adopted, self.sinks)
+            )
         self._collectors = [ForwarderCollector(self.forwarder), SupervisorCollector(self.tasks)]
         for collector in self._collectors:
             self.metrics_registry.register(collector)
         self._accepting = True
+
+    def _use_keys(self, ring: keyring.KeyRing) -> None:
+        self.receipts = Receipts(ring.current, ring.previous)
+        self.subjects = SubjectKeys(ring.subject)
+
+    async def _fetch_keys(self) -> None:
+        """Retried with backoff by the task supervisor until the central store answers."""
+        self._use_keys(await keyring.resolve(self.settings))
+        log.info("the shared receipt key is read: recording resumes")
 
     async def stop(self) -> None:
         """Stop accepting, drain the forwarder within ``shutdown_drain``, close everything."""
@@ -153,7 +189,8 @@ class RecordingService:
         for collector in self._collectors:
             self.metrics_registry.unregister(collector)
         self._collectors = []
-        self._lock.release()
+        for lock in reversed(self._locks):
+            lock.release()
 
     def site(self, site_id: str) -> SiteBundle:
         """The site's current bundle; NotFound (404) for a site the gateway does not serve."""
@@ -302,8 +339,10 @@ class RecordingService:
     ) -> Appended:
         """Enrich, sign and durably append one consent; returns once it is committed.
         ``signals`` join the record's (the TC and GPP strings it carries)."""
-        if not self._accepting or self.receipts is None:
+        if not self._accepting:
             raise Unavailable("the gateway is starting or shutting down", retry_after=2)
+        if self.receipts is None:
+            raise Unavailable("the shared receipt key cannot be read yet", retry_after=5)
         record_id, now_ns = self._clock.next()
         record = enrich(
             consent,
@@ -358,10 +397,12 @@ class RecordingService:
         if f is not None and f.last_delivery is not None:
             since = round(time.monotonic() - f.last_delivery, 3)
         oldest = self.outbox.oldest_age()
-        free = free_bytes(self.settings.data_dir)
+        free = free_bytes(self.outbox_dir)
         problems = []
         if not self._accepting:
             problems.append("not_accepting")
+        if self.receipts is None:
+            problems.append("keys_unavailable")
         if not self.outbox.writable:
             problems.append("outbox_not_writable")
         if f is None or not f.running:
@@ -398,18 +439,3 @@ def free_bytes(path: Path) -> int | None:
     except OSError:
         return None
     return st.f_bavail * st.f_frsize
-
-
-def gateway_subject_id(value: object) -> str:
-    """A subject id named by an API caller: one the gateway derived (never an identity)."""
-    if value is None:
-        raise BadRequest(
-            "missing_field", "subject_id (or identity) is required", field="subject_id"
-        )
-    if not isinstance(value, str) or not is_subject_id(value):
-        raise BadRequest(
-            "invalid_field",
-            "a subject id is the 32 lower-case hex digits the gateway derived",
-            field="subject_id",
-        )
-    return value

@@ -92,3 +92,18 @@ def secret_from_authorization(header: str | None) -> str | None:
     if scheme.lower() != SCHEME:
         return None
     return check_secret(value.strip(), field="authorization")
+
+
+def gateway_subject_id(value: object) -> str:
+    """A subject id named by an API caller: one the gateway derived (never an identity)."""
+    if value is None:
+        raise BadRequest(
+            "missing_field", "subject_id (or identity) is required", field="subject_id"
+        )
+    if not isinstance(value, str) or not is_subject_id(value):
+        raise BadRequest(
+            "invalid_field",
+            "a subject id is the 32 lower-case hex digits the gateway derived",
+            field="subject_id",
+        )
+    return value

@@ -8,14 +8,17 @@ standard library's smtplib runs in a worker thread: a slow relay never blocks th
 from __future__ import annotations
 
 import asyncio
+import html
 import smtplib
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from urllib.parse import unquote, urlsplit
 
 from gateway.core.errors import ConfigError
+from gateway.sites.texts import EMAIL_TEXTS
 
 SCHEMES = ("smtp", "smtp+starttls", "smtps")
 
@@ -51,21 +54,54 @@ def parse_smtp_url(url: str) -> SmtpTarget:
     )
 
 
-def code_message(sender: str, to: str, site_name: str, code: str, minutes: int) -> EmailMessage:
+def _filled(texts: Mapping[str, str], key: str, values: Mapping[str, object]) -> str:
+    """A translated text with its placeholders filled; the English source when a translation
+    broke them (`consent-gateway i18n check` reports such catalogs)."""
+    try:
+        return texts.get(key, EMAIL_TEXTS[key]) % values
+    except (KeyError, ValueError, TypeError):
+        return EMAIL_TEXTS[key] % values
+
+
+def code_message(
+    sender: str,
+    to: str,
+    site_name: str,
+    code: str,
+    minutes: int,
+    texts: Mapping[str, str] = EMAIL_TEXTS,
+    language: str = "en",
+    direction: str = "ltr",
+) -> EmailMessage:
+    """The code e-mail in the request's language (``texts``: EMAIL_TEXTS translated by the
+    site's catalog): a plain-text part and an HTML alternative with the same words."""
+    values = {"site": site_name, "code": code, "minutes": minutes}
+    subject, intro, code_line, expiry = (
+        _filled(texts, key, values)
+        for key in ("email_subject", "email_intro", "email_code", "email_expiry")
+    )
     message = EmailMessage()
     message["From"] = sender
     message["To"] = to
-    message["Subject"] = f"{site_name}: your verification code {code}"
+    message["Subject"] = subject
     message["Date"] = formatdate(localtime=False)
     message["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or None)
     message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies to this
-    message.set_content(
-        f"Someone (hopefully you) asked {site_name} for a copy, correction or deletion of the\n"
-        f"personal data linked to this address.\n\n"
-        f"Your verification code: {code}\n\n"
-        f"It expires in {minutes} minutes and works once. If you did not ask, ignore this\n"
-        f"message: nothing happens without the code.\n"
+    message.set_content(f"{intro}\n\n{code_line}\n\n{expiry}\n")
+    e = html.escape
+    # The code set apart in the HTML part: big, monospace, easy to copy; no images, no links.
+    label, _, _ = code_line.rpartition(code)
+    message.add_alternative(
+        f'<!doctype html><html lang="{e(language)}" dir="{e(direction)}"><head>'
+        f'<meta charset="utf-8"><title>{e(subject)}</title></head>'
+        f'<body style="font-family:sans-serif;line-height:1.5">'
+        f"<p>{e(intro)}</p>"
+        f'<p>{e(label.strip() or code_line)} <strong style="font-family:monospace;'
+        f'font-size:1.5em;letter-spacing:.1em">{e(code)}</strong></p>'
+        f"<p>{e(expiry)}</p></body></html>\n",
+        subtype="html",
     )
+    message["Content-Language"] = language
     return message
 
 

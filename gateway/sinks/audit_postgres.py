@@ -17,15 +17,30 @@ from gateway.sinks.postgres import COLUMNS
 
 BATCH = 10_000
 
+# A record's link is checked against its digest, or against the digest kept at its erasure
+# (gateway/sinks/postgres_audit.py); an erasure link against the kept digest and the erased
+# record as it is now.
 _CHAIN = """
     SELECT c.node_id, c.seq, c.kind, c.ref, c.prev_hash, c.hash,
            $1::text IS NULL OR c.site = $1 AS wanted,
            CASE WHEN NOT ($1::text IS NULL OR c.site = $1) THEN NULL
-                WHEN r.record_id IS NOT NULL THEN audit_consent_digest(r)
-                WHEN p.record_id IS NOT NULL THEN audit_preference_digest(p) END AS digest
+                WHEN c.kind = 'preference' THEN
+                    CASE WHEN p.record_id IS NULL THEN NULL
+                         ELSE coalesce(e.digest, audit_preference_digest(p)) END
+                WHEN c.kind = 'erasure' AND p.record_id IS NOT NULL THEN
+                    CASE WHEN e.ref IS NULL THEN NULL
+                         ELSE sha256(e.digest || audit_preference_digest(p)) END
+                WHEN r.record_id IS NULL THEN NULL
+                WHEN c.kind = 'consent' THEN coalesce(e.digest, audit_consent_digest(r))
+                WHEN e.ref IS NULL THEN NULL
+                ELSE sha256(e.digest || audit_consent_digest(r)) END AS digest
     FROM audit_chain c
-    LEFT JOIN consent_records r ON c.kind = 'consent' AND r.record_id = c.ref::uuid
-    LEFT JOIN preference_records p ON c.kind = 'preference' AND p.record_id = c.ref::uuid
+    LEFT JOIN consent_records r
+        ON c.kind IN ('consent', 'erasure') AND r.record_id = c.ref::uuid
+    LEFT JOIN audit_erasures e
+        ON c.kind IN ('consent', 'preference', 'erasure') AND e.ref = c.ref
+    LEFT JOIN preference_records p
+        ON c.kind IN ('preference', 'erasure') AND p.record_id = c.ref::uuid
     WHERE ($2::timestamptz IS NULL OR c.recorded_at >= $2)
       AND ($1::text IS NULL OR c.node_id IN (SELECT node_id FROM audit_chain WHERE site = $1))
     ORDER BY c.node_id, c.seq
@@ -176,8 +191,9 @@ class PostgresAuditReader:
         return list(
             await self.conn.fetch(
                 "SELECT c.node_id, c.seq, c.kind, c.ref, c.prev_hash, c.hash, "
-                "audit_consent_digest(r) AS digest FROM audit_chain c "
+                "coalesce(e.digest, audit_consent_digest(r)) AS digest FROM audit_chain c "
                 "JOIN consent_records r ON r.record_id = c.ref::uuid "
+                "LEFT JOIN audit_erasures e ON e.ref = c.ref "
                 "WHERE c.kind = 'consent' AND c.ref = ANY($1::text[]) ORDER BY c.node_id, c.seq",
                 list(refs),
             )

@@ -61,7 +61,7 @@ class ContactRow(NamedTuple):
     preferences: Mapping[str, Any] | None
     updated_at: str | None
     record_id: str | None
-    # The state's leaf stamps (preference_state.py), read only when the identity has several
+    # The state's leaf stamps (preference_state.py), added only when the identity has several
     # rows (devices): the decision then takes each leaf from the row that set it last.
     stamps: Mapping[str, str] | None = None
 
@@ -106,6 +106,11 @@ class Directory(Protocol):
     ) -> dict[str, list[tuple[str, str]]]:
         """(type, keyed hash) of the identities linked to each subject (sorted; subjects with
         none are left out)."""
+
+    async def stamps_of(
+        self, site: str, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], dict[str, str]]:
+        """The leaf stamps of the states of these (subject, product line) keys."""
 
     async def write_preferences(self, states: Sequence[PreferenceState]) -> None:
         """Keep the newest state per (site, subject, product line), by (updated_at, record_id)."""

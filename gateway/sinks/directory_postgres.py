@@ -106,9 +106,7 @@ DELETE FROM used_tokens WHERE nonce IN
 # rest of a row's decision).
 _CONTACT = """
 SELECT l.identity_hash, l.subject_id, s.product_line, s.preferences, s.record_id,
-       to_char(s.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-       CASE WHEN count(*) OVER (PARTITION BY l.identity_hash) > 1
-            THEN s.extra->'stamps' END
+       to_char(s.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
 FROM unnest($2::text[]) AS h(identity_hash)
 JOIN identity_links l ON l.site = $1 AND l.identity_hash = h.identity_hash
 LEFT JOIN preference_state s ON s.site = l.site AND s.subject_id = l.subject_id
@@ -330,6 +328,21 @@ class PostgresDirectory:
             out.setdefault(subject, []).append((type_, digest))
         return out
 
+    async def stamps_of(
+        self, site: str, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], dict[str, str]]:
+        pool = await self._ensure()
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT s.subject_id, s.product_line, s.extra->'stamps' FROM preference_state s "
+                "JOIN unnest($2::text[], $3::text[]) AS k(u, l) "
+                "ON s.site = $1 AND s.subject_id = k.u AND s.product_line = k.l",
+                site,
+                [k[0] for k in keys],
+                [k[1] for k in keys],
+            )
+        return {(r[0], r[1]): orjson.loads(r[2]) for r in rows if r[2] is not None}
+
     async def write_preferences(self, states: Sequence[PreferenceState]) -> None:
         columns: list[list[Any]] = [[], [], [], [], [], [], []]
         for s in states:
@@ -378,7 +391,6 @@ class PostgresDirectory:
                 None if r[3] is None else orjson.loads(r[3]),
                 r[5],
                 r[4],
-                None if r[6] is None else orjson.loads(r[6]),
             )
             for r in rows
         ]

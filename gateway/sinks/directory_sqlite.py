@@ -66,9 +66,7 @@ DELETE FROM used_tokens WHERE nonce IN
 """
 
 _CONTACT = """
-SELECT h.value, l.subject_id, s.product_line, s.preferences, s.record_id, s.updated_at,
-       CASE WHEN count(*) OVER (PARTITION BY h.value) > 1
-            THEN json_extract(s.extra, '$.stamps') END
+SELECT h.value, l.subject_id, s.product_line, s.preferences, s.record_id, s.updated_at
 FROM json_each(?) h
 JOIN identity_links l ON l.site = ? AND l.identity_hash = h.value
 LEFT JOIN preference_state s ON s.site = l.site AND s.subject_id = l.subject_id
@@ -260,6 +258,24 @@ class SqliteDirectory:
         result: dict[str, list[tuple[str, str]]] = await self._call(run)
         return result
 
+    async def stamps_of(
+        self, site: str, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], dict[str, str]]:
+        wanted = orjson.dumps([list(k) for k in keys]).decode()
+
+        def run(conn: sqlite3.Connection) -> dict[tuple[str, str], dict[str, str]]:
+            rows = conn.execute(
+                "SELECT s.subject_id, s.product_line, json_extract(s.extra, '$.stamps') "
+                "FROM json_each(?) k JOIN preference_state s ON s.site = ? "
+                "AND s.subject_id = json_extract(k.value, '$[0]') "
+                "AND s.product_line = json_extract(k.value, '$[1]')",
+                (wanted, site),
+            )
+            return {(r[0], r[1]): orjson.loads(r[2]) for r in rows if r[2] is not None}
+
+        result: dict[tuple[str, str], dict[str, str]] = await self._call(run)
+        return result
+
     async def write_preferences(self, states: Sequence[PreferenceState]) -> None:
         rows = [
             (
@@ -312,7 +328,6 @@ class SqliteDirectory:
                     None if r[3] is None else orjson.loads(r[3]),
                     r[5],
                     r[4],
-                    None if r[6] is None else orjson.loads(r[6]),
                 )
                 for r in rows
             ]

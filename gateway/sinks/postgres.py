@@ -104,7 +104,9 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # Version 3: the audit trail's hash chain and the report rollups (postgres_audit.py).
     postgres_audit.MIGRATION,
-    # Version 4: preference records, chained like consents (postgres_preferences.py).
+    # Version 4: erasure keeps the history verifiable (postgres_audit.py).
+    postgres_audit.ERASURE_MIGRATION,
+    # Version 5: preference records, chained like consents (postgres_preferences.py).
     postgres_audit.PREFERENCE_MIGRATION,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -17,6 +17,11 @@ changes, rights-request transitions): each kind adds its digest function and tri
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+from gateway.sinks.rights import ERASED_FIELDS, PREFERENCE_ERASED_FIELDS
+
 # jsonb's text form is canonical (sorted keys, fixed spacing); timestamps go in as integer
 # microseconds since the epoch, so neither the session's TimeZone nor DateStyle matters.
 CONSENT_DIGEST = """
@@ -178,6 +183,94 @@ MIGRATION = f"""
         FOR EACH STATEMENT EXECUTE FUNCTION consent_rollup_follow();
 """
 
+# Erasure (a rights deletion blanks ERASED_FIELDS of a subject's records) must leave the
+# history verifiable. An UPDATE of consent_records that changes nothing but blanking those
+# fields is an erasure, whoever runs it: the record's digest before it is kept in
+# ``audit_erasures`` (verification takes the record's link from it), and an ``erasure`` link,
+# sha256(digest before || digest after), joins the record's node chain. A later change of the
+# erased row breaks that link; a change of the kept digest breaks the record's own link; any
+# other UPDATE is no erasure and breaks the record's link as a tamper does.
+_ERASURE_FOLLOW = """
+    CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE
+        r record;
+        cur text := NULL;
+        s bigint;
+        h bytea;
+        prev bytea;
+    BEGIN
+        FOR r IN
+            SELECT n.node_id, n.record_id::text AS ref, n.site,
+                   {digest}(o) AS before, {digest}(n) AS after
+            FROM old_rows o JOIN new_rows n ON n.record_id = o.record_id
+            WHERE to_jsonb(n) - ARRAY[{personal}] = to_jsonb(o) - ARRAY[{personal}]
+              AND {blank} AND ({held})
+              AND NOT EXISTS (SELECT 1 FROM audit_erasures e WHERE e.ref = n.record_id::text)
+            ORDER BY n.node_id, n.record_id
+        LOOP
+            IF cur IS DISTINCT FROM r.node_id THEN
+                IF cur IS NOT NULL THEN
+                    UPDATE audit_heads SET seq = s, hash = h WHERE node_id = cur;
+                END IF;
+                cur := r.node_id;
+                INSERT INTO audit_heads VALUES (cur, 0, decode(repeat('00', 32), 'hex'))
+                    ON CONFLICT (node_id) DO NOTHING;
+                SELECT a.seq, a.hash INTO s, h FROM audit_heads a
+                    WHERE a.node_id = cur FOR UPDATE;
+            END IF;
+            INSERT INTO audit_erasures VALUES (r.ref, r.before);
+            s := s + 1;
+            prev := h;
+            h := sha256(prev || convert_to('erasure', 'UTF8') || decode('00', 'hex')
+                        || sha256(r.before || r.after));
+            INSERT INTO audit_chain (node_id, seq, kind, ref, site, recorded_at, prev_hash, hash)
+            VALUES (cur, s, 'erasure', r.ref, r.site, now(), prev, h);
+        END LOOP;
+        IF cur IS NOT NULL THEN
+            UPDATE audit_heads SET seq = s, hash = h WHERE node_id = cur;
+        END IF;
+        RETURN NULL;
+    END
+    $$;
+    CREATE TRIGGER {function} AFTER UPDATE ON {table}
+        REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION {function}();
+"""
+
+
+def _erasure_follow(function: str, table: str, digest: str, fields: Mapping[str, Any]) -> str:
+    """The trigger that turns a blanking UPDATE of ``fields`` in ``table`` into an erasure
+    link (one per record kind, generated so the kinds cannot drift apart)."""
+    items = sorted(fields.items())
+    return _ERASURE_FOLLOW.format(
+        function=function,
+        table=table,
+        digest=digest,
+        personal=", ".join(f"'{name}'" for name, _ in items),
+        blank=" AND ".join(
+            f"n.{name} IS NULL" if value is None else f"n.{name} = '{value}'"
+            for name, value in items
+        ),
+        held=" OR ".join(
+            f"o.{name} IS NOT NULL" if value is None else f"o.{name} <> '{value}'"
+            for name, value in items
+        ),
+    )
+
+
+ERASURE_MIGRATION = f"""
+    CREATE TABLE audit_erasures (
+        ref text COLLATE "C" PRIMARY KEY,
+        digest bytea NOT NULL
+    );
+    {
+    _erasure_follow(
+        "audit_erasure_follow", "consent_records", "audit_consent_digest", ERASED_FIELDS
+    )
+}
+"""
+
+
 # Preference records: their own table beside consent_records, chained as kind "preference";
 # identity links keep their history beside them (the directory holds the links themselves).
 PREFERENCE_DIGEST = """
@@ -228,6 +321,14 @@ PREFERENCE_MIGRATION = f"""
     {
     _chain_follow(
         "audit_preference_follow", "preference", "audit_preference_digest", "preference_records"
+    )
+}
+    {
+    _erasure_follow(
+        "audit_preference_erasure_follow",
+        "preference_records",
+        "audit_preference_digest",
+        PREFERENCE_ERASED_FIELDS,
     )
 }
 """

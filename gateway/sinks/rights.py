@@ -22,6 +22,12 @@ ERASED_FIELDS: Mapping[str, Any] = {
     "page_url": "",
     "idempotency_key": None,
 }
+# The same of a preference record (it has no page).
+PREFERENCE_ERASED_FIELDS: Mapping[str, Any] = {
+    "ip_truncated": None,
+    "user_agent": "",
+    "idempotency_key": None,
+}
 
 
 @dataclass(frozen=True)

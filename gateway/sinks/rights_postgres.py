@@ -15,6 +15,7 @@ import orjson
 from gateway.sinks import directory_postgres, postgres
 from gateway.sinks.rights import (
     ERASED_FIELDS,
+    PREFERENCE_ERASED_FIELDS,
     Erasure,
     Event,
     StoredRequest,
@@ -402,15 +403,20 @@ class PostgresRights:
                 "DELETE FROM identity_links WHERE site = $1 AND subject_id = ANY($2)",
                 site, subjects,
             )  # fmt: skip
-            # The links' history and the request facts of preference changes go too.
+            # The links' history goes too, and the request facts of preference changes
+            # (a trigger keeps their chain verifiable, as for consents: postgres_audit.py).
             await conn.execute(
                 "DELETE FROM identity_link_records WHERE site = $1 AND subject_id = ANY($2)",
                 site, subjects,
             )  # fmt: skip
+            blank = ", ".join(
+                f"{name} = ${n}" for n, name in enumerate(PREFERENCE_ERASED_FIELDS, 3)
+            )
             await conn.execute(
-                "UPDATE preference_records SET ip_truncated = NULL, user_agent = '', "
-                "idempotency_key = NULL WHERE site = $1 AND subject_id = ANY($2)",
-                site, subjects,
+                f"UPDATE preference_records SET {blank} WHERE site = $1 "
+                "AND subject_id = ANY($2) AND (ip_truncated IS NOT NULL OR user_agent <> '' "
+                "OR idempotency_key IS NOT NULL)",
+                site, subjects, *PREFERENCE_ERASED_FIELDS.values(),
             )  # fmt: skip
             states = await conn.execute(
                 "UPDATE preference_state SET extra = '{}'::jsonb "

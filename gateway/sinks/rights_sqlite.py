@@ -16,6 +16,7 @@ from gateway.core.model import ConsentRecord
 from gateway.sinks.directory_sqlite import SqliteDirectory
 from gateway.sinks.rights import (
     ERASED_FIELDS,
+    PREFERENCE_ERASED_FIELDS,
     Erasure,
     Event,
     StoredRequest,
@@ -438,7 +439,7 @@ class SqliteRights:
                         (site, subject),
                     ).fetchall():
                         data = orjson.loads(text)
-                        data.update(ip_truncated=None, user_agent="", idempotency_key=None)
+                        data.update(PREFERENCE_ERASED_FIELDS)
                         conn.execute(
                             "UPDATE preference_records SET body = ? WHERE seq = ?",
                             (orjson.dumps(data).decode(), seq),

@@ -12,11 +12,12 @@ from typing import Any, TypeVar
 import orjson
 
 from gateway.core.record_codec import LINK_KIND, PREFERENCE_KIND, Record, kind_of_body
+from gateway.sinks import sqlite_audit
 from gateway.sinks.base import HISTORY_LIMIT
 from gateway.sinks.preference_state import SQLITE_SCHEMA, sqlite_fold
 
 FILE_NAME = "store.sqlite3"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: the audit trail (gateway/sinks/sqlite_audit.py)
 T = TypeVar("T")
 
 # One row per record in a rowid table (appends are cheap; WITHOUT ROWID suits small rows,
@@ -80,7 +81,6 @@ SELECT site, subject_id, recorded_at, record_id, body FROM consent_records_v1
 ORDER BY recorded_at, record_id;
 DROP TABLE consent_records_v1;
 DROP TABLE IF EXISTS latest_state;
-UPDATE schema_version SET version = 2;
 """
 
 # A batch is one JSON array parameter: one statement per batch instead of one per record.
@@ -186,15 +186,19 @@ def _migrate(conn: sqlite3.Connection) -> None:
             for statement in _MIGRATE_FROM_1.split(";"):
                 if statement.strip():
                     conn.execute(statement)
-        for statement in _SCHEMA.split(";"):
+        for statement in (_SCHEMA + ";" + sqlite_audit.SCHEMA).split(";"):
             if statement.strip():
                 conn.execute(statement)
         if version == 1:
             for statement in _COPY_FROM_1.split(";"):
                 if statement.strip():
                     conn.execute(statement)
-        elif version is None:
+        if version is None:
             conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+        elif version < SCHEMA_VERSION:
+            # Records stored before the audit trail: linked and counted now, in store order.
+            sqlite_audit.follow(conn, 0)
+            conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -202,8 +206,16 @@ def _migrate(conn: sqlite3.Connection) -> None:
 
 
 def _write(conn: sqlite3.Connection, batch: str) -> None:
-    # One statement, so it is its own transaction: all of the batch or none of it.
-    conn.execute(_INSERT, (batch,))
+    # One transaction: the batch, its chain links and its report counts, or none of them.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        (last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM consent_records").fetchone()
+        conn.execute(_INSERT, (batch,))
+        sqlite_audit.follow(conn, last)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _append(conn: sqlite3.Connection, table: str, bodies: list[str]) -> None:

@@ -79,6 +79,7 @@ def builtin_msgids(site: Site) -> dict[str, str]:
                 for model, msgid in builtin_texts.DESCRIPTIONS.items()
             }
         )
+    out.update({msgid: key for key, msgid in builtin_texts.EMAIL_TEXTS.items()})
     return out
 
 

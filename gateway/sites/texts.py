@@ -52,6 +52,18 @@ DESCRIPTIONS: Mapping[ConsentModel, str] = {
 }
 
 
+# The one-time-code e-mail of a rights request (gateway/rights/mailer.py), sent in the request's
+# locale. The placeholders %(site)s, %(code)s and %(minutes)s must stay as they are.
+EMAIL_TEXTS: Mapping[str, str] = {
+    "email_subject": "%(site)s: your verification code %(code)s",
+    "email_intro": "Someone (hopefully you) asked %(site)s for a copy, correction or deletion "
+    "of the personal data linked to this address.",
+    "email_code": "Your verification code: %(code)s",
+    "email_expiry": "It expires in %(minutes)s minutes and works once. If you did not ask, "
+    "ignore this message: nothing happens without the code.",
+}
+
+
 def source_texts(
     model: ConsentModel, overrides: Mapping[str, str], *, objection: bool = False
 ) -> dict[str, str]:
@@ -70,4 +82,4 @@ def source_texts(
 
 def all_msgids() -> list[str]:
     """Every built-in msgid, for catalog extraction."""
-    return [*BASE_TEXTS.values(), *DESCRIPTIONS.values()]
+    return [*BASE_TEXTS.values(), *DESCRIPTIONS.values(), *EMAIL_TEXTS.values()]

@@ -21,6 +21,7 @@ from gateway.audit import params, rows, service
 from gateway.core.errors import BadRequest, NotFound
 from gateway.sites.catalog import static_dir
 from gateway.web.auth import authorize
+from gateway.web.session_cookie import session_csrf
 
 # Autoescaped and separate from the site templates' sandbox: these pages show stored
 # visitor input (user agent, page URL) and must never run it.
@@ -143,6 +144,7 @@ async def dashboard(request: Request) -> Response:
     page = _PAGES.get_template("dashboard.html").render(
         site=site, base=f"/admin/v1/sites/{quote(site)}", daily=daily, regions=regions,
         languages=languages, rights=rights, year=year, data=_plain(data),
+        csrf=session_csrf(request),
     )  # fmt: skip
     return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 

@@ -1,8 +1,12 @@
-"""The admin bearer-token check every admin endpoint calls first, and the ops token's.
+"""The admin check every admin endpoint calls first, and the ops token's.
 
-Bearer only: a Basic challenge made browsers cache the token and send it with any request to
-the gateway, a cross-site form POST included (a review reloaded the catalog from another
-origin that way). Admin writes also refuse requests a browser marks as cross-site.
+An ``Authorization: Bearer <token>`` (APIs, the CLI), or a browser's admin session cookie
+(gateway/web/session_cookie.py, opened at /admin/login). Never Basic: a Basic challenge made
+browsers cache the token and send it with any request to the gateway, a cross-site form POST
+included (a review reloaded the catalog from another origin that way). A request made with
+the cookie that changes anything (any method but GET and HEAD) needs the session's CSRF token
+in ``X-CSRF-Token`` and must not come from another site's page; admin writes refuse
+requests a browser marks as cross-site whatever they authenticate with.
 """
 
 from __future__ import annotations
@@ -12,10 +16,12 @@ import hmac
 from starlette.requests import Request
 
 from gateway.core.errors import BadRequest, NotFound
+from gateway.web.session_cookie import CSRF_HEADER, csrf_ok, nonce_of
 
 # Sec-Fetch-Site values of requests a page of the gateway itself, or a person typing the URL
 # or a non-browser client (which sends no such header) makes.
 SAME_SITE_FETCH = frozenset({"same-origin", "none"})
+SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 
 def _bearer(request: Request) -> bytes:
@@ -26,14 +32,33 @@ def _bearer(request: Request) -> bytes:
 
 
 def authorize(request: Request) -> None:
-    """Constant-time bearer check; admin is disabled entirely while the token is empty."""
+    """Constant-time bearer check, or a genuine session cookie (with the CSRF token for a
+    change); admin is disabled entirely while the token is empty."""
     token = request.app.state.settings.admin_token
     if not token:
         raise NotFound("admin_disabled", "set GATEWAY_ADMIN_TOKEN to enable the admin API")
-    if not hmac.compare_digest(_bearer(request), token.encode()):
-        raise BadRequest(
-            "unauthorized", "a valid `Authorization: Bearer <token>` is required", status_code=401
-        )
+    given = _bearer(request)
+    if given or request.headers.get("authorization"):
+        if hmac.compare_digest(given, token.encode()):
+            return
+    else:
+        nonce = nonce_of(request)
+        if nonce is not None:
+            if request.method not in SAFE_METHODS:
+                refuse_cross_site(request)
+                if not csrf_ok(token, nonce, request.headers.get(CSRF_HEADER, "")):
+                    raise BadRequest(
+                        "csrf_token_required",
+                        "a change made with the admin session needs its CSRF token in "
+                        "X-CSRF-Token (GET /admin/session)",
+                        status_code=403,
+                    )
+            return
+    raise BadRequest(
+        "unauthorized",
+        "a valid `Authorization: Bearer <token>` or an admin session (/admin/login) is required",
+        status_code=401,
+    )
 
 
 def _own_origin(request: Request) -> str:

@@ -11,6 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.core.errors import BadRequest
+from gateway.web import worker_metrics
 from gateway.web.auth import ops_authorized
 
 
@@ -53,19 +54,29 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    """Process-wide metrics, then the recording service's own (outbox, forwarder)."""
-    if request.app.state.settings.ops_token and not ops_authorized(request):
+    """This process's metrics; under `serve --workers N`, every worker's (worker_metrics)."""
+    state = request.app.state
+    if state.settings.ops_token and not ops_authorized(request):
         raise BadRequest(
             "unauthorized", "send `Authorization: Bearer <ops token>`", status_code=401
         )
+    body = await own_metrics(state)
+    role = getattr(state, "worker", None)
+    if role is not None:
+        body = await worker_metrics.all_workers(state.settings.data_dir, role, body)
+    return Response(body, media_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
+
+
+async def own_metrics(state: Any) -> bytes:
+    """Process-wide metrics, then the recording service's own (outbox, forwarder)."""
     body = generate_latest(REGISTRY)
-    recording = getattr(request.app.state, "recording", None)
+    recording = getattr(state, "recording", None)
     if recording is not None:
         body += generate_latest(recording.metrics_registry)
-    rights = getattr(request.app.state, "rights", None)
+    rights = getattr(state, "rights", None)
     if rights is not None:
         body += await rights.metrics_text()
-    cache = request.app.state.gateway.locator.cache_info()
+    cache = state.gateway.locator.cache_info()
     body += (
         "# HELP gateway_geoip_cache_hits_total GeoIP lookups answered from the cache.\n"
         "# TYPE gateway_geoip_cache_hits_total counter\n"
@@ -74,7 +85,7 @@ async def metrics(request: Request) -> Response:
         "# TYPE gateway_geoip_cache_misses_total counter\n"
         f"gateway_geoip_cache_misses_total {cache['misses']}\n"
     ).encode()
-    return Response(body, media_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
+    return body
 
 
 def routes() -> list[Route]:

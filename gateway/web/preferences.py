@@ -23,7 +23,8 @@ from gateway.preferences import identities
 from gateway.preferences.identities import Identity
 from gateway.preferences.service import PreferenceService
 from gateway.recording.fields import parse_body
-from gateway.recording.service import Recorded, RecordingService, gateway_subject_id
+from gateway.recording.service import Recorded, RecordingService
+from gateway.recording.subjects import gateway_subject_id
 from gateway.recording.submission import Submission
 from gateway.sites.catalog import SiteBundle
 from gateway.web import records

@@ -57,7 +57,7 @@ def cors_headers(origin: str | None, own_origin: str, bundle: SiteBundle) -> dic
     return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
 
 
-def _cors(request: Request, bundle: SiteBundle) -> dict[str, str]:
+def cors_for(request: Request, bundle: SiteBundle) -> dict[str, str]:
     own = f"{request.url.scheme}://{request.headers.get('host', '')}"
     return cors_headers(request.headers.get("origin"), own, bundle)
 
@@ -215,7 +215,7 @@ async def subject_consents(request: Request) -> Response:
     recording = _recording(request)
     try:
         bundle = recording.site(request.path_params["site"])
-        headers = _cors(request, bundle)
+        headers = cors_for(request, bundle)
         subject_id = request.path_params["subject_id"]
         if not is_subject_id(subject_id):
             # Not an id the gateway derives (an e-mail address, say): nobody's to read.
@@ -241,7 +241,7 @@ async def preflight(request: Request) -> Response:
     """CORS preflight: allowed origins only."""
     try:
         bundle = _recording(request).site(request.path_params["site"])
-        headers = _cors(request, bundle)
+        headers = cors_for(request, bundle)
     except BadRequest as exc:
         return AnswerResponse(answer_for(exc))
     headers.update(

@@ -12,13 +12,13 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urljoin
 
 import asyncpg
 import pytest
-from playwright.sync_api import Browser
+from playwright.sync_api import Browser, Route
 
 from gateway.sinks.postgres import PostgresStore
 from tests.pg import dsn_for, make_record
@@ -111,7 +111,7 @@ def test_dashboard_renders_charts_and_its_csv_is_the_apis(
     browser: Browser, served: str, tmp_path: Path
 ) -> None:
     context = browser.new_context(
-        # Admin is Bearer only (a browser caches Basic credentials and sends them cross-site).
+        # With the Bearer header (APIs); a browser session is the next test.
         extra_http_headers={"Authorization": f"Bearer {TOKEN}"}, accept_downloads=True,
         viewport={"width": 1000, "height": 900},
     )  # fmt: skip
@@ -130,13 +130,68 @@ def test_dashboard_renders_charts_and_its_csv_is_the_apis(
         assert "v-new" in page.inner_text("section:nth-of-type(4)")  # the flagged change
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOT), full_page=False)
-        # The link is followed with the bearer token (admin is Bearer only: a browser that is
-        # not told the header cannot follow it, so the table's link is checked, not clicked).
+        # The link followed with the bearer token (the next test clicks it in a session).
         href = page.get_attribute("section:nth-of-type(2) a.csv", "href")
         assert href is not None
         downloaded = _api(urljoin(f"{served}/admin/dashboard", href))
         api = _api(f"{served}/admin/v1/sites/demo/reports/consents?group=region&format=csv")
         assert downloaded == api
         assert downloaded.count(b"\r\n") == 5  # header + four regions
+    finally:
+        context.close()
+
+
+def _serve(body: str) -> Callable[[Route], None]:
+    return lambda route: route.fulfill(body=body, content_type="text/html")
+
+
+def test_a_browser_logs_in_follows_a_csv_link_and_cannot_be_forged(
+    browser: Browser, served: str
+) -> None:
+    """A plain browser (no header) logs in once with the admin token, opens the dashboard
+    and clicks a CSV link: the download is the API's CSV. A page of another origin that
+    posts to an admin endpoint with that browser's session is refused (threat: CSRF)."""
+    context = browser.new_context(accept_downloads=True)
+    context.set_default_timeout(10_000)
+    try:
+        page = context.new_page()
+        page.goto(f"{served}/admin/dashboard?site=demo")
+        assert "unauthorized" in page.inner_text("body")  # no session yet
+        page.goto(f"{served}/admin/login?next=/admin/dashboard%3Fsite%3Ddemo")
+        page.fill("#token", TOKEN)
+        page.click("button[type=submit]")
+        page.wait_for_selector("body[data-charts-ready=true]")
+        assert page.url == f"{served}/admin/dashboard?site=demo"
+        (cookie,) = context.cookies()
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        with page.expect_download() as caught:
+            page.click("section:nth-of-type(2) a.csv")
+        path = caught.value.path()
+        api = _api(f"{served}/admin/v1/sites/demo/reports/consents?group=region&format=csv")
+        assert Path(path).read_bytes() == api
+        # Another origin's page (same site, other port; and another site) posts a reload.
+        port = int(served.rsplit(":", 1)[1])
+        # Same site: the cookie goes along, but the request is marked same-site and carries
+        # no CSRF token (403). Another site: SameSite=Strict keeps the cookie back (401).
+        for evil, refused in (
+            (f"http://127.0.0.1:{port + 1}", 403),
+            ("http://attacker.example", 401),
+        ):
+            form = (
+                f'<form method=post action="{served}/admin/v1/reload"></form>'
+                "<script>document.forms[0].submit()</script>"
+            )
+            page.route(f"{evil}/**", _serve(form))
+            with page.expect_response(f"{served}/admin/v1/reload") as answer:
+                page.goto(f"{evil}/page")
+            assert answer.value.status == refused, (evil, answer.value.status)
+        # The session itself still works for the gateway's own pages, until it logs out.
+        page.goto(f"{served}/admin/rights")
+        assert "Rights requests" in page.inner_text("h1")
+        page.click("text=Log out")
+        page.wait_for_url(f"{served}/admin/login")
+        assert context.cookies() == []
+        page.goto(f"{served}/admin/rights")
+        assert "unauthorized" in page.inner_text("body")
     finally:
         context.close()

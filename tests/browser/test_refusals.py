@@ -58,12 +58,19 @@ def change_purposes(gateway: Gateway, toml: Path) -> str:
     """Add a sale/share purpose to the site; returns the new consent_revision once published."""
     before = gateway.get_json("/v1/sites/demo/config")["consent_revision"]
     toml.write_text(toml.read_text(encoding="utf-8") + PARTNERS, encoding="utf-8")
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 20
+    since: float | None = None
+    # Each worker of `serve` reloads on its own poll (once a second): the edit is published
+    # once every answer for two seconds (fresh connections, any worker) carries it.
     while time.monotonic() < deadline:
         revision: str = gateway.get_json("/v1/sites/demo/config")["consent_revision"]
-        if revision != before:
+        if revision == before:
+            since = None
+        elif since is None:
+            since = time.monotonic()
+        elif time.monotonic() - since > 2.0:
             return revision
-        time.sleep(0.2)
+        time.sleep(0.1)
     raise AssertionError("the gateway did not publish the edited site")
 
 

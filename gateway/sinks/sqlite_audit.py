@@ -1,0 +1,179 @@
+"""The audit trail in the embedded SQLite store: the hash chain and the report rollups,
+computed on insert in the write transaction (SQLite has no sha256 in SQL, so the store's
+writer links the newly stored records in Python; gateway/sinks/postgres_audit.py does the
+same in PostgreSQL triggers).
+
+Same chain as PostgreSQL (gateway/core/hashchain.py: one chain per node, records linked in
+(recorded_at, record_id) order per batch), with an erasure-proof digest: a record's digest is
+``sha256(core || personal)``, ``core`` the sha256 of its canonical JSON without the fields
+erasure blanks (ERASED_FIELDS), ``personal`` the sha256 of those fields and the record id,
+kept beside the link. Erasing them leaves the link verifiable from the kept ``personal``;
+changing any other field, or the kept digest, breaks it. The kept digest is a one-way hash of
+an IP prefix, a user agent, a page URL and an idempotency key (see the README's erasure
+notes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections import Counter
+from collections.abc import Mapping
+from itertools import groupby
+from typing import Any
+
+import orjson
+
+from gateway.core.hashchain import GENESIS, link
+from gateway.sinks.rights import ERASED_FIELDS
+
+PERSONAL = tuple(sorted(ERASED_FIELDS))
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit_chain (
+    node_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    site TEXT NOT NULL,
+    recorded_at TEXT NOT NULL,
+    record_seq INTEGER NOT NULL,
+    prev_hash BLOB NOT NULL,
+    hash BLOB NOT NULL,
+    personal_digest BLOB NOT NULL,
+    PRIMARY KEY (node_id, seq)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS audit_chain_ref ON audit_chain (kind, ref);
+CREATE TABLE IF NOT EXISTS audit_heads (
+    node_id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    hash BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS audit_checkpoints (
+    checkpoint_id INTEGER PRIMARY KEY,
+    taken_at TEXT NOT NULL,
+    heads TEXT NOT NULL,
+    signature TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS consent_rollup (
+    site TEXT NOT NULL, day TEXT NOT NULL, region TEXT NOT NULL, rule_id TEXT NOT NULL,
+    banner_version TEXT NOT NULL, language TEXT NOT NULL, channel TEXT NOT NULL,
+    action TEXT NOT NULL, gpc INTEGER NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (site, day, region, rule_id, banner_version, language, channel, action, gpc)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS consent_purpose_rollup (
+    site TEXT NOT NULL, day TEXT NOT NULL, region TEXT NOT NULL, rule_id TEXT NOT NULL,
+    banner_version TEXT NOT NULL, language TEXT NOT NULL, channel TEXT NOT NULL,
+    action TEXT NOT NULL, purpose TEXT NOT NULL, granted INTEGER NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (site, day, region, rule_id, banner_version, language, channel, action, purpose)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS banner_impressions (
+    site TEXT NOT NULL, day TEXT NOT NULL, banner_version TEXT NOT NULL, rule_id TEXT NOT NULL,
+    region TEXT NOT NULL, language TEXT NOT NULL, channel TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (site, day, banner_version, rule_id, region, language, channel)
+) WITHOUT ROWID
+"""
+
+_ROLLUP = """
+INSERT INTO consent_rollup AS c VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (site, day, region, rule_id, banner_version, language, channel, action, gpc)
+DO UPDATE SET n = c.n + excluded.n
+"""
+_PURPOSE_ROLLUP = """
+INSERT INTO consent_purpose_rollup AS c VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (site, day, region, rule_id, banner_version, language, channel, action, purpose)
+DO UPDATE SET granted = c.granted + excluded.granted, n = c.n + excluded.n
+"""
+
+
+def _dims(data: Mapping[str, Any]) -> tuple[Any, ...]:
+    """A record's report dimensions, as gateway/sinks/postgres_audit.py has them: site, UTC
+    day, region ("CC" or "CC-SUB", "" unknown), rule, banner version, language, channel,
+    action."""
+    country, sub = data.get("region_country"), data.get("region_subdivision")
+    region = f"{country}-{sub}" if country and sub else (country or "")
+    return (data["site"], str(data["recorded_at"])[:10], region, data["rule_id"],
+            data["banner_version"], data["language"], data["channel"], data["action"])  # fmt: skip
+
+
+def _count(conn: sqlite3.Connection, records: list[dict[str, Any]]) -> None:
+    """Add the records to the rollups (counted here: SQLite's json_each costs 30 µs a record);
+    in key order, as PostgreSQL's triggers do."""
+    counts: Counter[tuple[Any, ...]] = Counter()
+    purposes: Counter[tuple[Any, ...]] = Counter()
+    granted: Counter[tuple[Any, ...]] = Counter()
+    for data in records:
+        dims = _dims(data)
+        counts[(*dims, int(bool(data.get("gpc"))))] += 1
+        for purpose, on in (data.get("choices") or {}).items():
+            purposes[(*dims, purpose)] += 1
+            granted[(*dims, purpose)] += on is True
+    conn.executemany(_ROLLUP, [(*k, n) for k, n in sorted(counts.items())])
+    conn.executemany(_PURPOSE_ROLLUP, [(*k, granted[k], n) for k, n in sorted(purposes.items())])
+
+
+def _canonical(data: Mapping[str, Any]) -> bytes:
+    return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+
+
+def personal_digest(data: Mapping[str, Any]) -> bytes:
+    kept = {"record_id": data.get("record_id"), **{k: data.get(k) for k in PERSONAL}}
+    return hashlib.sha256(_canonical(kept)).digest()
+
+
+def is_erased(data: Mapping[str, Any]) -> bool:
+    return all(data.get(k) == v for k, v in ERASED_FIELDS.items())
+
+
+def record_digest(data: Mapping[str, Any], kept_personal: bytes | None = None) -> bytes:
+    """The digest a record's link commits to; an erased record's personal part is the one
+    kept beside its link."""
+    if kept_personal is not None and is_erased(data):
+        return _digest(data, kept_personal)
+    return _digest(data, personal_digest(data))
+
+
+def _digest(data: Mapping[str, Any], personal: bytes) -> bytes:
+    core = hashlib.sha256(_canonical({k: v for k, v in data.items() if k not in PERSONAL}))
+    return hashlib.sha256(core.digest() + personal).digest()
+
+
+def follow(conn: sqlite3.Connection, after_seq: int, chunk: int = 10_000) -> None:
+    """Link and count the records stored with ``seq > after_seq`` (in the caller's
+    transaction), ``chunk`` at a time (a batch is one chunk; linking an existing store at
+    migration holds one chunk in memory): one chain per node, in (recorded_at, record_id)
+    order within a chunk, as PostgreSQL links each statement's rows."""
+    while True:
+        rows = conn.execute(
+            "SELECT seq, body FROM consent_records WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, chunk),
+        ).fetchall()
+        if not rows:
+            return
+        _follow(conn, rows)
+        after_seq = rows[-1][0]
+
+
+def _follow(conn: sqlite3.Connection, rows: list[tuple[int, str]]) -> None:
+    found = sorted(
+        ((seq, orjson.loads(body)) for seq, body in rows),
+        key=lambda r: (r[1]["node_id"], r[1]["recorded_at"], r[1]["record_id"]),
+    )
+    links = []
+    for node, group in groupby(found, key=lambda r: str(r[1]["node_id"])):
+        head = conn.execute("SELECT seq, hash FROM audit_heads WHERE node_id = ?", (node,))
+        n, prev = head.fetchone() or (0, GENESIS)
+        for record_seq, data in group:
+            n += 1
+            personal = personal_digest(data)
+            current = link(prev, "consent", _digest(data, personal))
+            links.append((node, n, "consent", data["record_id"], data["site"],
+                          data["recorded_at"], record_seq, prev, current, personal))  # fmt: skip
+            prev = current
+        conn.execute(
+            "INSERT INTO audit_heads VALUES (?, ?, ?) ON CONFLICT (node_id) "
+            "DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+            (node, n, prev),
+        )
+    conn.executemany("INSERT INTO audit_chain VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", links)
+    _count(conn, [data for _, data in found])

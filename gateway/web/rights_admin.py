@@ -1,0 +1,142 @@
+"""The admin queue of rights requests: list, show, complete, deny, extend (API) and a page."""
+
+from __future__ import annotations
+
+import html
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from gateway.core.errors import BadRequest, NotFound
+from gateway.rights import kinds
+from gateway.web.api import read_json
+from gateway.web.auth import authorize, authorize_write
+from gateway.web.rights import MAX_REASON, json_response, rights_service, site_bundle, string_field
+from gateway.web.session_cookie import session_csrf
+
+
+def _admin_filters(request: Request) -> tuple[str | None, list[str] | None, bool, int]:
+    q = request.query_params
+    type_ = q.get("type") or None
+    if type_ is not None and type_ not in kinds.TYPES:
+        raise BadRequest("invalid_parameter", f"type: {', '.join(kinds.TYPES)}", field="type")
+    states = [s for s in q.getlist("state") if s] or None
+    for s in states or []:
+        if s not in kinds.STATES:
+            raise BadRequest("invalid_parameter", f"state: {', '.join(kinds.STATES)}",
+                             field="state")  # fmt: skip
+    overdue = q.get("overdue", "").lower() in ("1", "true", "yes")
+    limit_text = q.get("limit", "100")
+    if not (limit_text.isascii() and limit_text.isdigit()) or not 1 <= int(limit_text) <= 500:
+        raise BadRequest("invalid_parameter", "limit: 1-500", field="limit")
+    return type_, states, overdue, int(limit_text)
+
+
+async def admin_list(request: Request) -> Response:
+    authorize(request)
+    bundle = site_bundle(request)
+    type_, states, overdue, limit = _admin_filters(request)
+    service = rights_service(request)
+    found = await service.listing(bundle.site.id, type_, states, overdue, limit)
+    return json_response(
+        {
+            "requests": [
+                {
+                    "request_id": r.request_id,
+                    "type": r.type,
+                    "state": r.state,
+                    "received_at": r.received_at,
+                    "due_at": r.due_at,
+                    "overdue": service.is_overdue(r),
+                    "verification": r.verification,
+                    "rule_id": r.rule_id,
+                    "gateway_done": r.gateway_done_at is not None,
+                }
+                for r in found
+            ]
+        }
+    )
+
+
+async def admin_show(request: Request) -> Response:
+    authorize(request)
+    bundle = site_bundle(request)
+    service = rights_service(request)
+    stored = await service.get(request.path_params["request_id"], bundle.site.id)
+    return json_response(await service.detail(stored))
+
+
+async def admin_action(request: Request) -> Response:
+    authorize_write(request)
+    bundle = site_bundle(request)
+    action = request.path_params["action"]
+    if action not in ("complete", "deny", "extend"):
+        raise NotFound("not_found", "actions: complete, deny, extend")
+    body = await read_json(request, {"reason"})
+    reason = string_field(body, "reason", MAX_REASON)
+    service = rights_service(request)
+    stored = await service.get(request.path_params["request_id"], bundle.site.id)
+    if action == "complete":
+        stored = await service.complete(stored, reason, "admin")
+    elif action == "deny":
+        stored = await service.deny(stored, reason, "admin")
+    else:
+        stored = await service.extend(stored, request.app.state.site_rights(bundle.site.id),
+                                      reason, "admin")  # fmt: skip
+    return json_response(await service.detail(stored))
+
+
+async def admin_page(request: Request) -> Response:
+    """The queue as a page: the same data as the API, escaped, no script."""
+    authorize(request)
+    catalog = request.app.state.gateway.catalog
+    site_id = request.query_params.get("site") or ""
+    if site_id and catalog.get(site_id) is None:
+        raise NotFound("unknown_site", f"no site named {site_id[:64]!r}")
+    type_, states, overdue, limit = _admin_filters(request)
+    service = rights_service(request)
+    found = await service.listing(site_id or None, type_, states, overdue, limit)
+    e = html.escape
+    rows = "".join(
+        f"<tr class={'overdue' if service.is_overdue(r) else 'ok'}><td>{e(r.site)}</td>"
+        f"<td><code>{e(r.request_id)}</code></td><td>{e(r.type)}</td><td>{e(r.state)}</td>"
+        f"<td>{e(r.received_at[:16])}</td><td>{e(r.due_at[:16])}</td>"
+        f"<td>{'overdue' if service.is_overdue(r) else ''}</td><td>{e(r.reason)}</td></tr>"
+        for r in found
+    )
+    csrf = session_csrf(request)
+    logout = (
+        '<form method=post action="/admin/logout"><input type=hidden name=csrf '
+        f'value="{e(csrf)}"><button type=submit>Log out</button></form>'
+        if csrf
+        else ""
+    )
+    page = (
+        "<!doctype html><html lang=en><meta charset=utf-8><title>Rights requests</title>"
+        "<style>body{font:14px system-ui;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px}.overdue{background:#fde2e1}</style>"
+        f"<h1>Rights requests{(' — ' + e(site_id)) if site_id else ''}</h1>{logout}"
+        "<p>Filter with ?site=, ?type=, ?state=, ?overdue=1. Act through "
+        "POST /admin/v1/sites/{site}/rights-requests/{id}/complete|deny|extend or "
+        "<code>consent-gateway rights</code>.</p>"
+        "<table><tr><th>site</th><th>request</th><th>type</th><th>state</th><th>received</th>"
+        f"<th>due</th><th></th><th>reason</th></tr>{rows}</table>"
+    )
+    return HTMLResponse(
+        page,
+        headers={
+            "Cache-Control": "no-store",
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+        },
+    )
+
+
+def routes() -> list[BaseRoute]:
+    admin = "/admin/v1/sites/{site}/rights-requests"
+    return [
+        Route(admin, admin_list, methods=["GET"]),
+        Route(f"{admin}/{{request_id}}", admin_show, methods=["GET"]),
+        Route(f"{admin}/{{request_id}}/{{action}}", admin_action, methods=["POST"]),
+        Route("/admin/rights", admin_page, methods=["GET"]),
+    ]

@@ -1,0 +1,214 @@
+"""`consent-gateway serve --workers N` with real processes: a worker killed with -9 is
+restarted and loses no acknowledged record; SIGTERM drains every worker; a start with fewer
+workers delivers the outboxes of the workers no longer run; /metrics reports every worker.
+
+Threats: a crashed worker that stays down (capacity lost silently), a record acknowledged by
+a worker that died before forwarding it and never delivered (or delivered twice), an outbox
+left behind when the worker count shrinks (records lost without an error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.recording.receipts import KEY_FILE, Receipts
+from tests.helpers import ROOT
+from tests.pg import dsn_for, pg_dsn, scratch_database  # noqa: F401
+from tests.procs import free_port
+from tests.workers_env import (
+    CLI,
+    DEMO_CHOICES,
+    Gateway,
+    Load,
+    banner_version,
+    outbox_files,
+    pg_records,
+    sqlite_records,
+)
+
+pytestmark = [pytest.mark.slow]
+
+
+async def eventually(check: Callable[[], bool], within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.1)
+
+
+def undelivered(data_dir: Path) -> dict[str, int]:
+    """Rows left in each outbox of the data dir, by folder name."""
+    counts = {}
+    for path in outbox_files(data_dir):
+        conn = sqlite3.connect(path)
+        try:
+            counts[path.parent.name] = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+        finally:
+            conn.close()
+    return counts
+
+
+async def kill_one_worker_under_load(tmp_path: Path, store_url: str) -> tuple[Load, Gateway]:
+    data = tmp_path / "data"
+    gw = Gateway(data, free_port(), 2, GATEWAY_STORE_URL=store_url, GATEWAY_DURABILITY="power")
+    try:
+        await asyncio.to_thread(gw.wait_ready, 60, 2)
+        load = Load(gw.base, await banner_version(gw.base))
+        writers = [asyncio.create_task(load.writer(f"w{i}")) for i in range(12)]
+        await eventually(lambda: load.ok() > 100, 30, "the load did not get going")
+        victim = gw.workers()[0]
+        os.kill(victim, signal.SIGKILL)  # mid-stream: requests are in flight on it
+        await eventually(
+            lambda: len(gw.workers()) == 2 and victim not in gw.workers(), 30,
+            "the supervisor did not restart the killed worker",
+        )  # fmt: skip
+        await asyncio.to_thread(gw.wait_ready, 60, 2)
+        after_restart = load.ok()
+        await eventually(lambda: load.ok() > after_restart + 100, 30, "no 201 after restart")
+        metrics = await asyncio.to_thread(gw.metrics)
+        load.running = False
+        await asyncio.gather(*writers)
+        assert "gateway_workers_scraped 2.0" in metrics
+        for worker in ("1", "2"):  # both workers committed records, and both are reported
+            assert f'consent_outbox_commits_total{{worker="{worker}"}}' in metrics
+        assert await asyncio.to_thread(gw.stop) == 0  # SIGTERM: drained and exited cleanly
+    finally:
+        if gw.process.poll() is None:
+            gw.process.kill()
+            gw.process.wait()
+    assert "was killed by SIGKILL" in gw.log() and "restarting in" in gw.log()
+    assert set(load.statuses) <= {201, "ReadError", "RemoteProtocolError", "ConnectError"}
+    assert all(n == 0 for n in undelivered(data).values()), undelivered(data)
+    return load, gw
+
+
+@pytest.mark.postgres
+async def test_kill_9_of_a_worker_loses_nothing_postgres(
+    tmp_path: Path,
+    pg_dsn: str,  # noqa: F811
+) -> None:
+    load, _ = await kill_one_worker_under_load(tmp_path, pg_dsn)
+    stored = await pg_records(pg_dsn)
+    assert len(stored) == len(set(stored)), "a record was stored twice"
+    assert set(load.acked) <= set(stored), "an acknowledged record was lost"
+
+
+async def test_kill_9_of_a_worker_loses_nothing_embedded_store(tmp_path: Path) -> None:
+    load, gw = await kill_one_worker_under_load(tmp_path, "")
+    # Every worker, the restarted one too, signed with the key made once before the fork.
+    receipts = Receipts((gw.data_dir / KEY_FILE).read_bytes().strip())
+    assert {receipts.verify(r).record_id for r in load.receipts} == set(load.acked)
+    stored = sqlite_records(gw.data_dir)
+    assert len(stored) == len(set(stored)), "a record was stored twice"
+    assert set(load.acked) <= set(stored), "an acknowledged record was lost"
+
+
+@pytest.mark.postgres
+async def test_a_start_with_fewer_workers_delivers_the_orphan_outboxes(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    key = "orphans-test-receipt-key-0123456789abcdef"  # the store is out of reach at first
+    unreachable = f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"
+    gw = Gateway(
+        data, free_port(), 2, GATEWAY_STORE_URL=unreachable, GATEWAY_RECEIPT_KEY=key,
+        GATEWAY_SHUTDOWN_DRAIN="0.5",
+    )  # fmt: skip
+    try:
+        await asyncio.to_thread(gw.wait_ready, 60, 2)
+        load = Load(gw.base, await banner_version(gw.base))
+        writers = [asyncio.create_task(load.writer(f"o{i}")) for i in range(12)]
+        await eventually(lambda: load.ok() > 300, 30, "the load did not get going")
+        load.running = False
+        await asyncio.gather(*writers)
+    finally:
+        assert await asyncio.to_thread(gw.stop) == 0
+    left = undelivered(data)
+    assert left.get("worker-1", 0) > 0 and left.get("worker-2", 0) > 0, left
+    assert sum(left.values()) == len(load.acked) == load.ok()
+
+    async with scratch_database() as name:
+        single = Gateway(data, free_port(), 1, GATEWAY_STORE_URL=dsn_for(name),
+                         GATEWAY_RECEIPT_KEY=key)  # fmt: skip
+        try:
+            await asyncio.to_thread(single.wait_ready, 60)
+            await eventually(
+                lambda: not (data / "worker-1").exists() and not (data / "worker-2").exists(),
+                60, f"the orphan outboxes were not drained: {undelivered(data)}",
+            )  # fmt: skip
+        finally:
+            # A single process is uvicorn's: it ends by re-raising the SIGTERM it handled.
+            assert await asyncio.to_thread(single.stop) in (0, -signal.SIGTERM)
+        stored = await pg_records(dsn_for(name))
+    assert len(stored) == len(set(stored)), "a record was stored twice"
+    assert set(stored) == set(load.acked), "an acknowledged record was lost"
+
+
+def test_the_supervisor_stops_when_no_worker_can_start(tmp_path: Path) -> None:
+    """Workers that fail at start-up are not restarted for ever: exit 3, like one process."""
+    gw = Gateway(tmp_path / "data", free_port(), 2, GATEWAY_STORE_URL="mysql://nowhere")
+    try:
+        code = gw.process.wait(timeout=60)
+    finally:
+        gw.stop()
+    assert code == 3, gw.log()
+    assert "no worker could start" in gw.log() and "GATEWAY_STORE_URL" in gw.log()
+
+
+def test_a_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        gw = Gateway(tmp_path / "data", taken.getsockname()[1], 2)
+        code = gw.process.wait(timeout=60)
+        gw.stop()
+    assert code == 1
+    assert "error: cannot listen on 127.0.0.1" in gw.log() and "Traceback" not in gw.log()
+
+
+def test_admin_token_api_keys_and_receipts_work_on_every_worker(tmp_path: Path) -> None:
+    """Whichever worker takes the connection, the same credentials open the same doors."""
+    admin = "admin-token-for-the-workers-test-0123456789"
+    gw = Gateway(tmp_path / "data", free_port(), 2, GATEWAY_ADMIN_TOKEN=admin)
+    try:
+        gw.wait_ready(60, 2)
+        made = subprocess.run(
+            [str(CLI), "keys", "create", "demo", "--name", "crm"], env=gw.env, cwd=ROOT,
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        key = made.stdout.strip().splitlines()[-1]
+        version = httpx.get(f"{gw.base}/v1/sites/demo/config").json()["banner_version"]
+        body = {"subject_secret": "1" * 32, "banner_version": version, "action": "reject_all",
+                "choices": DEMO_CHOICES}  # fmt: skip
+        recorded = httpx.post(f"{gw.base}/v1/sites/demo/consents", json=body).json()
+        history = f"{gw.base}/v1/sites/demo/subjects/{recorded['subject_id']}/consents"
+        by_receipt = {"Authorization": f"Bearer {recorded['receipt']}"}
+        deadline = time.monotonic() + 20
+        while httpx.get(history, headers=by_receipt).status_code != 200:  # once stored
+            assert time.monotonic() < deadline, "the record was not delivered"
+            time.sleep(0.1)
+        calls = [
+            (f"{gw.base}/admin/v1/sites/demo/versions", {"Authorization": f"Bearer {admin}"}),
+            (f"{gw.base}/v1/sites/demo/subjects?identity=email:ann@example.com",
+             {"Authorization": f"Bearer {key}"}),
+            (history, by_receipt),
+        ]  # fmt: skip
+        for _ in range(20):  # each on a new connection: both workers answer some
+            for url, headers in calls:
+                answer = httpx.get(url, headers=headers)
+                assert answer.status_code == 200, (url, answer.text)
+        metrics = gw.metrics()
+        for worker in ("1", "2"):
+            assert re.search(rf'gateway_http_requests_total{{[^}}]*worker="{worker}"', metrics)
+    finally:
+        gw.stop()
