@@ -31,14 +31,16 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
+    cpu_us: float = 0.0  # the server's process CPU per request, when its pid was given
 
     def row(self, baseline: Result | None = None) -> str:
         ratio = f"{self.rps / baseline.rps:5.2f}x" if baseline else "  —  "
         p99 = f"{self.p99_ms / baseline.p99_ms:5.2f}x" if baseline else "  —  "
+        cpu = f"  cpu {self.cpu_us:5.1f} us/req" if self.cpu_us else ""
         return (
             f"{self.name:<22} c={self.connections:<3} {self.rps:>9.0f} rps  "
             f"p50 {self.p50_ms:6.2f} ms  p99 {self.p99_ms:6.2f} ms  "
-            f"throughput {ratio}  p99 {p99}  errors {self.errors}"
+            f"throughput {ratio}  p99 {p99}  errors {self.errors}{cpu}"
         )
 
 
@@ -52,6 +54,16 @@ def _wait(url: str, timeout: float = 30.0) -> None:
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"server at {url} did not start")
+
+
+# Base URL → pid of each server started by running(), for CPU figures.
+PIDS: dict[str, int] = {}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its threads so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # The command README tells users to run: the console script of the same environment.
@@ -86,10 +98,12 @@ def running(
         cmd = ["taskset", "-c", cpu, *cmd]
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})})
     base = f"http://127.0.0.1:{port}"
+    PIDS[base] = proc.pid
     try:
         _wait(base + ready_path)
         yield base
     finally:
+        PIDS.pop(base, None)
         stop(proc)
 
 
@@ -126,8 +140,10 @@ def wrk(
     script: str | None = None,
     headers: Mapping[str, str] | None = None,
     cpu: str = "1",
+    pid: int | None = None,
 ) -> Result:
-    """One wrk run with --latency; a short warm-up run first."""
+    """One wrk run with --latency; a short warm-up run first. With the server's ``pid``, its
+    CPU per request too (steadier than throughput when other work shares the machine)."""
     base = ["wrk", "-t", "1", "-c", str(connections), "--latency"]
     for k, v in (headers or {}).items():
         base += ["-H", f"{k}: {v}"]
@@ -136,9 +152,11 @@ def wrk(
     if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
         base = ["taskset", "-c", cpu, *base]
     subprocess.run([*base, "-d", "1", url], check=True, capture_output=True)
+    before = cpu_seconds(pid) if pid else 0.0
     out = subprocess.run(
         [*base, "-d", str(seconds), url], check=True, capture_output=True, text=True
     ).stdout
+    used = cpu_seconds(pid) - before if pid else 0.0
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
@@ -149,7 +167,9 @@ def wrk(
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if sock:
         errors += sum(int(g) for g in sock.groups())
-    return Result(name, connections, rps, p50, p99, errors)
+    total = re.search(r"(\d+) requests in", out)
+    cpu_us = used / int(total.group(1)) * 1e6 if pid and total else 0.0
+    return Result(name, connections, rps, p50, p99, errors, cpu_us)
 
 
 def temp_data_dir() -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import tempfile
 import time
 from pathlib import Path
@@ -63,63 +64,78 @@ async def _measure(app: Any, n: int, make: Any) -> float:
     return (time.process_time() - start) / n * 1e6
 
 
-async def run(n: int, repeat: int, only: str = "") -> dict[str, float]:
-    data = Path(tempfile.mkdtemp(prefix="cg-inproc-"))
-    settings = Settings(
+def _settings(access_log: str) -> Settings:
+    return Settings(
         banners_dir=ROOT / "banners",
         locales_dir=ROOT / "locales",
-        data_dir=data,
+        data_dir=Path(tempfile.mkdtemp(prefix="cg-inproc-")),
         reload=False,
         durability="process",
         node_id="bench",
-        # One client writing thousands of times: no write limits (bench.ratelimit has those).
+        # One client address makes every request: no write limit refuses them.
         client_writes_per_minute=0,
         subject_writes_per_minute=0,
+        access_log=access_log,
     )
-    app: Any = create_app(settings)
+
+
+async def run(
+    n: int, repeat: int, only: str = "", modes: tuple[str, ...] = ("errors",)
+) -> dict[str, float]:
+    """The least CPU per request of each case, per access-log mode; runs of the modes alternate."""
+    apps: dict[str, Any] = {mode: create_app(_settings(mode)) for mode in modes}
     results: dict[str, list[float]] = {}
-    async with app.router.lifespan_context(app):
-        version = app.state.gateway.catalog.get("demo").banner_version
-        json_headers = [*HEADERS, (b"content-type", b"application/json")]
-
-        def get(path: str) -> Any:
-            return lambda i: (_scope(app, "GET", path, HEADERS), b"", 200)
-
-        def secret(i: int) -> str:
-            """A new subject each request (a secret as the snippet makes them)."""
-            return f"{i:016x}{time.monotonic_ns() & (2**64 - 1):016x}"
-
-        def post(i: int) -> tuple[dict[str, Any], bytes, int]:
-            body = orjson.dumps({
-                "subject_secret": secret(i), "banner_version": version,
-                "action": "custom", "choices": {"analytics": True, "marketing": False,
-                                                "personalization": True},
-                "channel": "web", "language": "en", "page_url": "https://shop.example/checkout",
-            })  # fmt: skip
-            return _scope(app, "POST", "/v1/sites/demo/consents", json_headers), body, 201
-
-        def preferences(i: int) -> tuple[dict[str, Any], bytes, int]:
-            body = orjson.dumps({
-                "subject_secret": secret(i), "product_line": "shop", "language": "en",
-                "preferences": {"channels": {"email": True, "sms": False},
-                                "topics": {"offers": {"enabled": True, "frequency": "weekly"},
-                                           "newsletter": {"enabled": False}}},
-            })  # fmt: skip
-            return _scope(app, "POST", "/v1/sites/demo/preferences", json_headers), body, 201
-
-        cases = {
-            "config": get("/v1/sites/demo/config"),
-            "consent.js": get("/v1/sites/demo/consent.js"),
-            "POST consents": post,
-            "POST preferences": preferences,
-        }
-        for name, make in cases.items():
+    async with contextlib.AsyncExitStack() as stack:
+        for app in apps.values():
+            await stack.enter_async_context(app.router.lifespan_context(app))
+        cases: dict[str, dict[str, Any]] = {mode: _cases(app) for mode, app in apps.items()}
+        for name in cases[modes[0]]:
             if only and only not in name:
                 continue
-            await _measure(app, 200, make)  # warm the caches
-            results[name] = [await _measure(app, n, make) for _ in range(repeat)]
+            for mode in modes:
+                await _measure(apps[mode], 200, cases[mode][name])  # warm the caches
+            for _ in range(repeat):
+                for mode in modes:
+                    key = f"{name} (log {mode})" if len(modes) > 1 else name
+                    runs = results.setdefault(key, [])
+                    runs.append(await _measure(apps[mode], n, cases[mode][name]))
     # The least CPU a run took: other load on the machine only ever adds to it.
     return {name: min(values) for name, values in results.items()}
+
+
+def _cases(app: Any) -> dict[str, Any]:
+    version = app.state.gateway.catalog.get("demo").banner_version
+    json_headers = [*HEADERS, (b"content-type", b"application/json")]
+
+    def get(path: str) -> Any:
+        return lambda i: (_scope(app, "GET", path, HEADERS), b"", 200)
+
+    def post(i: int) -> tuple[dict[str, Any], bytes, int]:
+        secret = f"{i:016x}{time.monotonic_ns() & (2**64 - 1):016x}"
+        body = orjson.dumps({
+            "subject_secret": secret, "banner_version": version,
+            "action": "custom", "choices": {"analytics": True, "marketing": False,
+                                            "personalization": True},
+            "channel": "web", "language": "en", "page_url": "https://shop.example/checkout",
+        })  # fmt: skip
+        return _scope(app, "POST", "/v1/sites/demo/consents", json_headers), body, 201
+
+    def preferences(i: int) -> tuple[dict[str, Any], bytes, int]:
+        secret = f"{i:016x}{time.monotonic_ns() & (2**64 - 1):016x}"
+        body = orjson.dumps({
+            "subject_secret": secret, "product_line": "shop", "language": "en",
+            "preferences": {"channels": {"email": True, "sms": False},
+                            "topics": {"offers": {"enabled": True, "frequency": "weekly"},
+                                       "newsletter": {"enabled": False}}},
+        })  # fmt: skip
+        return _scope(app, "POST", "/v1/sites/demo/preferences", json_headers), body, 201
+
+    return {
+        "config": get("/v1/sites/demo/config"),
+        "consent.js": get("/v1/sites/demo/consent.js"),
+        "POST consents": post,
+        "POST preferences": preferences,
+    }
 
 
 def main() -> None:
@@ -127,9 +143,23 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=5000, help="requests per run")
     parser.add_argument("--repeat", type=int, default=5, help="runs per figure (the least)")
     parser.add_argument("--only", default="", help="only the cases whose name contains this")
+    parser.add_argument(
+        "--access-log",
+        default="errors",
+        help="GATEWAY_ACCESS_LOG modes to compare, e.g. errors,off",
+    )
     args = parser.parse_args()
-    for name, micros in asyncio.run(run(args.n, args.repeat, args.only)).items():
-        print(f"{name:<17} {micros:7.1f} us CPU per request (in-process, least of {args.repeat})")
+    modes = tuple(args.access_log.split(","))
+    found = asyncio.run(run(args.n, args.repeat, args.only, modes))
+    for name, micros in found.items():
+        print(f"{name:<28} {micros:7.1f} us CPU per request (in-process, least of {args.repeat})")
+    if "off" in modes and len(modes) > 1:
+        for name in {k.split(" (log")[0] for k in found}:
+            off = found[f"{name} (log off)"]
+            for mode in modes:
+                if mode != "off":
+                    cost = found[f"{name} (log {mode})"] / off - 1
+                    print(f"{name}: access log {mode} costs {cost * 100:+.1f} % CPU vs off")
 
 
 if __name__ == "__main__":

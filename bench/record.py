@@ -32,6 +32,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bench.harness import free_port, gateway_command, stop, uvicorn_command
+from bench.workers import tree_cpu
 
 ROOT = Path(__file__).resolve().parent.parent
 OPS_TOKEN = "bench-ops-token"
@@ -112,9 +113,9 @@ def _start(cmd: list[str], port: int, env: dict[str, str]) -> subprocess.Popen[b
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process (and its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU of a process and its descendants (``serve`` runs a supervisor over
+    its worker and fsync helper processes), with their threads, from /proc."""
+    return sum(tree_cpu(pid).values())
 
 
 def _wrk(
@@ -183,6 +184,8 @@ def http_bench(
             "GATEWAY_DURABILITY": durability,
             "GATEWAY_LOG_LEVEL": "warning",
             "GATEWAY_OPS_TOKEN": OPS_TOKEN,
+            # One worker, as the bare endpoint has (bench.workers compares worker counts).
+            "GATEWAY_WORKERS": "1",
             # wrk is one client address: with limits on, the per-client bucket is checked on
             # every request but set so high that it never refuses (what the limiter costs);
             # each request has its own subject, so the per-subject bucket keeps its default.

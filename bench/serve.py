@@ -13,7 +13,7 @@ import os
 import statistics
 import urllib.request
 
-from bench.harness import ROOT, Result, gateway, server, temp_data_dir, wrk
+from bench.harness import PIDS, ROOT, Result, gateway, server, temp_data_dir, wrk
 
 HEADERS = {"Accept-Language": "de-DE,de;q=0.9,en;q=0.8", "CF-IPCountry": "DE"}
 PATHS = ("/v1/sites/demo/config", "/v1/sites/demo/consent.js")
@@ -34,6 +34,7 @@ def median(results: list[Result]) -> Result:
         statistics.median(r.p50_ms for r in results),
         statistics.median(r.p99_ms for r in results),
         sum(r.errors for r in results),
+        statistics.median(r.cpu_us for r in results),
     )
 
 
@@ -42,10 +43,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--connections", default="16,64")
+    parser.add_argument(
+        "--log-modes",
+        default="default,off",
+        help="GATEWAY_ACCESS_LOG of each gateway run beside the bare endpoint; `default` is as "
+        "shipped (no variable set)",
+    )
     args = parser.parse_args()
     conns = [int(c) for c in args.connections.split(",")]
-    env = {
-        "GATEWAY_DATA_DIR": temp_data_dir(),
+    modes = args.log_modes.split(",")
+    base_env = {
         "GATEWAY_RELOAD": "false",
         "GATEWAY_BANNERS_DIR": str(ROOT / "banners"),
         "GATEWAY_LOCALES_DIR": str(ROOT / "locales"),
@@ -54,11 +61,17 @@ def main() -> None:
         "GATEWAY_GEO_HEADERS": "cloudflare",
     }
     with contextlib.ExitStack() as stack:
-        gw = stack.enter_context(gateway(env))
+        gateways = {}
+        for mode in modes:
+            env = {**base_env, "GATEWAY_DATA_DIR": temp_data_dir()}
+            if mode != "default":
+                env["GATEWAY_ACCESS_LOG"] = mode
+            gateways[mode] = stack.enter_context(gateway(env))
+        first = gateways[modes[0]]
         bares = {}
         for path in PATHS:
             media = "application/json" if path.endswith("config") else "text/javascript"
-            size = _size(gw + path)
+            size = _size(first + path)
             bares[path] = (
                 size,
                 stack.enter_context(
@@ -69,25 +82,41 @@ def main() -> None:
                 ),
             )
         print(
-            "gateway: consent-gateway serve; bare: uvicorn, uvloop + httptools; "
-            f"servers on CPU 0, wrk on CPU 1 "
-            f"({os.cpu_count()} CPUs); median of {args.repeat} alternating runs of "
+            "gateway: consent-gateway serve (access log: "
+            f"{', '.join(modes)}); bare: uvicorn, uvloop + httptools; servers on CPU 0, wrk on "
+            f"CPU 1 ({os.cpu_count()} CPUs); median of {args.repeat} alternating runs of "
             f"{args.seconds} s"
         )
         for path in PATHS:
             size, bare = bares[path]
             for c in conns:
-                base_runs, gw_runs = [], []
+                base_runs: list[Result] = []
+                gw_runs: dict[str, list[Result]] = {mode: [] for mode in modes}
                 for _ in range(args.repeat):
+                    label = f"bare ({size} B)"
                     base_runs.append(
-                        wrk(f"bare ({size} B)", bare + "/", c, args.seconds, headers=HEADERS)
+                        wrk(label, bare + "/", c, args.seconds, headers=HEADERS, pid=PIDS[bare])
                     )
-                    gw_runs.append(
-                        wrk(path.rsplit("/", 1)[-1], gw + path, c, args.seconds, headers=HEADERS)
-                    )
+                    for mode, gw in gateways.items():
+                        name = f"{path.rsplit('/', 1)[-1]} log={mode}"
+                        gw_runs[mode].append(
+                            wrk(name, gw + path, c, args.seconds, headers=HEADERS, pid=PIDS[gw])
+                        )
                 base = median(base_runs)
                 print(base.row())
-                print(median(gw_runs).row(base))
+                medians = {mode: median(runs) for mode, runs in gw_runs.items()}
+                for result in medians.values():
+                    print(result.row(base))
+                if "off" in medians and len(medians) > 1:
+                    off = medians["off"].rps
+                    for mode, result in medians.items():
+                        if mode != "off":
+                            cost = 1 - result.rps / off
+                            cpu = result.cpu_us / medians["off"].cpu_us - 1
+                            print(
+                                f"    access log {mode} vs off: {cost * 100:+.1f} % throughput, "
+                                f"{cpu * 100:+.1f} % CPU per request"
+                            )
 
 
 if __name__ == "__main__":

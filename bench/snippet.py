@@ -1,7 +1,9 @@
 """Banner benchmark: navigation to banner visible, and bytes, for our snippet and cookieconsent v3.
 
 Run `python -m bench.snippet [runs]` after `npm install` (vanilla-cookieconsent is a dev
-dependency). Both banners load on the same publisher page in Debian's Chromium, each run in a
+dependency); `python -m bench.snippet --sizes` prints only the first visit's bytes as the gateway
+sends them (gzip and brotli), for every demo locale and rule model, and its lazily loaded parts.
+Both banners load on the same publisher page in Debian's Chromium, each run in a
 fresh browser context (cold cache); the gateway is a real `consent-gateway serve` process on
 another origin, cookieconsent is self-hosted on the page's origin as its docs recommend.
 """
@@ -168,7 +170,57 @@ def measure(browser: Browser, name: str, url: str, runs: int) -> Figures:
     return Figures(name, visible, files)
 
 
+# One region per rule model of the demo site, and every locale it ships.
+SIZE_REGIONS = {"DE": "opt-in (GDPR)", "US-CA": "opt-out (CCPA)", "CN": "PIPL", "JP": "notice",
+                "BR": "LGPD"}  # fmt: skip
+SIZE_LOCALES = ["en", "de", "fr", "es", "it", "nl", "pt-BR", "zh-Hans", "zh-Hant", "ja", "ko", "ar"]
+BUDGET = 5632  # issue 15: a first visit of at most 5.5 KB gzipped
+
+
+def sizes() -> None:
+    """consent.js as sent (Content-Length per encoding) for each locale and rule model."""
+    from starlette.testclient import TestClient
+
+    from gateway.app import create_app
+    from tests.helpers import make_settings
+
+    with (
+        tempfile.TemporaryDirectory() as work,
+        TestClient(create_app(make_settings(Path(work)))) as client,
+    ):
+
+        def sent(path: str, coding: str) -> int:
+            answer = client.get(path, headers={"Accept-Encoding": coding})
+            return int(answer.headers["content-length"])
+
+        table: dict[tuple[str, str], tuple[int, int, int]] = {}
+        for region in SIZE_REGIONS:
+            for lang in SIZE_LOCALES:
+                path = f"/v1/sites/demo/consent.js?region={region}&lang={lang}"
+                table[region, lang] = (sent(path, "identity"), sent(path, "gzip"), sent(path, "br"))
+        print(f"consent.js, first visit, bytes as sent (budget {BUDGET} gzipped):")
+        print(f"{'rule model':<16}{'max raw':>9}{'max gzip':>10}{'max br':>8}  largest locale")
+        for region, model in SIZE_REGIONS.items():
+            rows = {lang: table[region, lang] for lang in SIZE_LOCALES}
+            largest = max(rows, key=lambda k: rows[k][1])
+            print(
+                f"{model:<16}{max(r[0] for r in rows.values()):>9}"
+                f"{max(r[1] for r in rows.values()):>10}{max(r[2] for r in rows.values()):>8}"
+                f"  {largest}"
+            )
+        worst = max(table.values(), key=lambda r: r[1])
+        print(f"max over {len(table)} combinations: {worst[1]} B gzip, "
+              f"{max(r[2] for r in table.values())} B brotli")  # fmt: skip
+        for part in ("preferences?region=DE&lang=de", "preferences?region=CN&lang=ja", "more.js"):
+            path = f"/v1/sites/demo/parts/{part}"
+            print(f"part {part:<34} {sent(path, 'gzip'):>6} B gzip {sent(path, 'br'):>6} B br "
+                  "(loaded when opened / after the banner is up)")  # fmt: skip
+
+
 def main() -> None:
+    if "--sizes" in sys.argv:
+        sizes()
+        return
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 15
     site: LoopbackServer = publisher_site()
     site.file(

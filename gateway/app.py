@@ -91,11 +91,17 @@ class GatewayApp(Starlette):
     """
 
     front: HotPaths
+    access_log: tuple[str, float] = ("off", 0.0)  # GATEWAY_ACCESS_LOG and its sample rate
 
     def build_middleware_stack(self) -> ASGIApp:
         self.front = HotPaths(super().build_middleware_stack(), self.router.routes)
         # Transfer codings other than chunked are refused before anything reads a body.
-        return TransferCodings(self.front)
+        stack: ASGIApp = TransferCodings(self.front)
+        mode, sample = self.access_log
+        if mode == "off":
+            return stack  # not even a wrapped send
+        # Outermost: refusals of the limits and the front are logged too.
+        return accesslog.AccessLog(stack, mode, sample, region_of=accesslog.region_from_app)
 
 
 def create_app(
@@ -181,6 +187,7 @@ def create_app(
         exception_handlers=errors.HANDLERS,
         lifespan=lifespan,
     )
+    app.access_log = (settings.access_log, settings.access_log_sample)
     # No trailing-slash redirect: its Location was built from the client's Host header.
     app.router.redirect_slashes = False
     return app

@@ -1,6 +1,8 @@
 /* Consent Gateway snippet: banner, script blocking, Consent Mode v2, GPC, memory and records.
  * The server minifies this file once (rjsmin) and puts the visitor's resolved config where
- * __CG_CONFIG__ stands. Written for evergreen browsers (ES2017, Shadow DOM). */
+ * __CG_CONFIG__ stands. Written for evergreen browsers (ES2017, Shadow DOM). What the first
+ * paint does not need is loaded from the gateway when needed: the preferences panel by part(),
+ * the code acting on a choice (static/consent-more.js) by acts(). */
 ((w, d) => {
   "use strict";
   const C = __CG_CONFIG__;
@@ -11,22 +13,24 @@
   const RULE = C.rule, CK = C.cookie, P = C.purposes, CM = C.consent_mode || {};
   const OPT = P.filter((p) => !p.essential);
   const SEL = 'script[type="text/plain"][data-category],iframe[data-src][data-category]';
-  const QKEY = "cg_queue", RKEY = "cg_receipt", SKEY = "cg_state", YKEY = "cg_sync", ACT = "data-cg-action", PUR = "data-cg-purpose";
+  const RKEY = "cg_receipt", SKEY = "cg_state", YKEY = "cg_sync", ACT = "data-cg-action", PUR = "data-cg-purpose";
+  // The gateway's URLs, resolved against this script's own src: a relative record_url names
+  // the gateway, not the page that embeds it.
+  const ME = d.currentScript || {}, API = new URL(C.record_url, ME.src || location.href).href.replace(/consents$/, "");
   const SALE = (p) => p.sale_or_share, SENS = (p) => p.separate == "sensitive", DAY = 864e5;
   // What GPC turns off: sale/sharing where the rule honours it as an opt-out, and purposes that
   // run on an exemption where it counts as an objection (UK).
   const OBJ = (p) => (RULE.gpc && SALE(p)) || (RULE.gpc_objects && p.exempt);
   const gpc = !!((RULE.gpc || RULE.gpc_objects) && (C.gpc || navigator.globalPrivacyControl === true));
   const fns = {};
-  let host, root, layer, backdrop, lastFocus, live, opener, flushing, pending, tries = 0, mem = [];
+  let host, root, sheet, layer, backdrop, lastFocus, live, opener, pending, more, css = "";
+  const parts = {};
   let state = readState();
 
   // ---- small helpers -------------------------------------------------------------------
   const $$ = (n, s) => Array.from(n.querySelectorAll(s)), make = (t) => d.createElement(t);
   const attr = (el, a) => el.getAttribute(a);
   const ids = (g) => OPT.filter((p) => g[p.id]).map((p) => p.id);
-  // 128 random bits in hex: subject ids and idempotency keys.
-  const rid = () => Array.from(crypto.getRandomValues(new Uint8Array(16)), (x) => (x + 256).toString(16).slice(1)).join("");
   function store(k, v) {
     try { v == null ? localStorage.removeItem(k) : localStorage.setItem(k, JSON.stringify(v)); } catch (e) { /* storage off: memory only */ }
   }
@@ -37,18 +41,20 @@
   }
 
   // ---- memory: one compact first-party cookie, copied to localStorage --------------------
-  // value = v3|revision|secret|time36|action|granted~ids|refused~ids (fields URI-encoded). The
-  // refused list also holds *s (every sale/share purpose refused) and *l (every sensitive one),
-  // which cover such purposes added later. A v1 value had no list: all it did not grant counts.
-  // secret: the subject's secret, from which the server derives the subject id; only its holder
-  // writes or reads that subject. v1/v2 held the subject id itself, which the server has stored
-  // and shown, so it is no secret: such a visitor gets a new one with their next choice.
+  // value = v4|revision|secret|time36|action|granted~ids|refused~ids|server|checked36 (fields
+  // URI-encoded). The refused list also holds *s (every sale/share purpose refused) and *l
+  // (every sensitive one), which cover such purposes added later. A v1 value had no list: all
+  // it did not grant counts. secret: the subject's secret, from which the server derives the
+  // subject id; only its holder writes or reads that subject. v1/v2 held the subject id itself,
+  // which the server has stored and shown, so it is no secret: such a visitor gets a new one
+  // with their next choice. server: the revision of the subject's state on the server that this
+  // memory matches; checked36: when that was last confirmed, in seconds after time (check()).
   function parse(v) {
     const f = v ? v.split("|").map(decodeURIComponent) : [], g = {};
-    if (!/^v[1-3]$/.test(f[0]) || f.length < 6) return null;
+    if (!/^v[1-4]$/.test(f[0]) || f.length < 6) return null;
     OPT.forEach((p) => { g[p.id] = f[5].split("~").includes(p.id); });
-    return { revision: f[1], secret: f[0] == "v3" && f[2], time: parseInt(f[3], 36), action: f[4], choices: g,
-      off: f[0] == "v1" ? OPT.filter((p) => !g[p.id]).map((p) => p.id) : f[6].split("~") };
+    return { revision: f[1], secret: f[0] > "v2" && f[2], time: parseInt(f[3], 36), action: f[4], choices: g,
+      off: f[0] == "v1" ? OPT.filter((p) => !g[p.id]).map((p) => p.id) : f[6].split("~"), server: f[7] || "", checked: parseInt(f[3], 36) + parseInt(f[8], 36) * 1e3 || 0 };
   }
   function readState() {
     const m = d.cookie.match(new RegExp("(?:^|; )" + CK.name + "=([^;]*)"));
@@ -57,17 +63,11 @@
   // Rewritten on every page, so the cookie's Max-Age runs from the last visit, and copied to
   // localStorage, which outlives a cookie the browser expired or cleared.
   function writeCookie(s) {
-    const v = ["v3", s.revision, s.secret, s.time.toString(36), s.action, ids(s.choices).join("~"), s.off.join("~")]
+    const v = ["v4", s.revision, s.secret, s.time.toString(36), s.action, ids(s.choices).join("~"), s.off.join("~"), s.server, Math.max(0, Math.round((s.checked - s.time) / 1e3)).toString(36)]
       .map(encodeURIComponent).join("|");
     store(SKEY, v);
     d.cookie = CK.name + "=" + v + "; Max-Age=" + CK.max_age_days * 86400 +
       "; Path=/; SameSite=Lax" + (CK.domain ? "; Domain=" + CK.domain : "") + (location.protocol == "https:" ? "; Secure" : "");
-  }
-  function remember(g, action, revision, secret, time) {
-    const off = OPT.filter((p) => !g[p.id]).map((p) => p.id);
-    if (none(SALE, g)) off.push("*s");
-    if (none(SENS, g)) off.push("*l");
-    writeCookie(state = { revision, secret, time, action, choices: g, off });
   }
   // An answer stands (no banner) while it covers what is asked now and its re-ask period runs:
   // after a consent the shortest length of its months in days (TCF: remind at least every 13
@@ -129,88 +129,6 @@
     if (n.nodeType == 1) n.matches(SEL) ? activate(n) : n.firstElementChild && scan(n);
   }))).observe(d.documentElement, { childList: true, subtree: true });
 
-  // ---- withdrawal: delete the purpose's cookies on this host and its parent domains -------
-  function dropCookies(p) {
-    const parts = location.hostname.split("."), doms = [""];
-    for (let i = 0; i < parts.length - 1; i++) doms.push("; Domain=." + parts.slice(i).join("."));
-    d.cookie.split("; ").forEach((kv) => {
-      const n = kv.split("=")[0];
-      if ((p.cookies || []).some((c) => (c.slice(-1) == "*" ? n.startsWith(c.slice(0, -1)) : n == c))) {
-        doms.forEach((dm) => { d.cookie = n + "=; Max-Age=0; Path=/" + dm; });
-      }
-    });
-  }
-
-  // ---- records: POST each choice, queue in localStorage, retry when back online -----------
-  const queue = () => load(QKEY) || mem;
-  function setQueue(q) { mem = q; store(QKEY, q); }
-  function flush() {
-    const body = queue()[0];
-    if (!body || flushing) return Promise.resolve();
-    flushing = 1;
-    const done = (drop) => {
-      flushing = 0;
-      if (drop) setQueue(queue().filter((b) => b.idempotency_key != body.idempotency_key));
-    };
-    return fetch(C.record_url, {
-      method: "POST", credentials: "omit", keepalive: true,
-      // text/plain keeps this a simple request: no CORS preflight round trip.
-      headers: { "Content-Type": "text/plain;charset=UTF-8" }, body: JSON.stringify(body)
-    }).then((r) => {
-      if (r.ok) return r.json().then((j) => { done(1); tries = 0; store(RKEY, Object.assign({ secret: body.subject_secret }, j)); emit("recorded", j); return flush(); });
-      // A 4xx other than timeout/rate limit will never succeed: drop it rather than loop.
-      if (r.status < 500 && r.status != 408 && r.status != 429) { done(1); emit("error", r.status); return flush(); }
-      throw r.status;
-    }).catch(() => {
-      done(0);
-      if (tries < 6) setTimeout(flush, 2e3 * 3 ** tries++);
-    });
-  }
-  w.addEventListener("online", flush);
-
-  // ---- a choice: remember, signal, unblock, record ---------------------------------------
-  function choose(g, action) {
-    const had = fresh(state), before = current(), withdrawn = OPT.filter((p) => before[p.id] && !g[p.id]);
-    OPT.forEach((p) => { g[p.id] = !!g[p.id]; });
-    if (action != "gpc" && had && !ids(g).length && withdrawn.length) action = "withdraw";
-    remember(g, action, C.consent_revision, (state && state.secret) || rid(), Date.now());
-    update(g);
-    dl.push({ event: "cg_consent_update", cg_action: action, cg_consent: current() });
-    const last = load(RKEY);
-    setQueue(queue().concat([{
-      subject_secret: state.secret, banner_version: C.banner_version, action, choices: g, channel: "web",
-      language: C.language, page_url: location.origin + location.pathname, idempotency_key: rid(),
-      // A withdrawal names the consent it takes back (the last receipt's record).
-      withdraws: action == "withdraw" && last ? last.record_id : undefined
-    }]));
-    const sent = flush();
-    withdrawn.forEach(dropCookies);
-    scan();
-    emit("change", getConsent());
-    // Scripts that already ran cannot be unloaded: reload once the record is on its way.
-    if (had && withdrawn.length && CK.reload_on_withdraw && action != "gpc") {
-      Promise.race([sent, new Promise((r) => setTimeout(r, 1500))]).then(() => location.reload());
-    }
-  }
-  // ---- a returning subject's state on the server -----------------------------------------
-  // The server holds the choices from every channel, the privacy center's included. It is asked
-  // when this browser's memory cannot settle them (out of date, or after a visit to the privacy
-  // center); until it answers, nothing optional runs.
-  function sync() {
-    const r = load(RKEY);
-    pending = 1;
-    return fetch(C.record_url.replace(/consents$/, "subjects/" + r.subject_id + "/consents"), { headers: { Authorization: "Subject " + r.secret } })
-      .then((x) => x.json()).then(({ current: c }) => {
-        store(YKEY, Date.now()); // asked: not again today (a failure asks on the next page)
-        // Taken when newer than this browser's last record and nothing here is still unsent.
-        if (!c || c.recorded_at < r.recorded_at || queue().length) return;
-        remember(c.choices, c.action, c.consent_revision, r.secret, Date.parse(c.recorded_at));
-      }).catch(() => {}).then(() => {
-        pending = 0;
-        update();
-        scan();
-      });
-  }
   function getConsent() {
     return fresh(state) ? {
       revision: state.revision, action: state.action,
@@ -227,13 +145,11 @@
     root = host.attachShadow({ mode: "open" });
     try {
       // Constructable sheets are not inline styles, so a strict style-src CSP still applies them.
-      const sh = new CSSStyleSheet();
-      sh.replaceSync(C.css);
-      root.adoptedStyleSheets = [sh];
+      root.adoptedStyleSheets = [sheet = new CSSStyleSheet()];
     } catch (e) {
-      root.append(make("style"));
-      root.firstChild.textContent = C.css;
+      sheet = root.appendChild(make("style"));
     }
+    style(C.css);
     live = make("p");
     live.className = "cg-sr";
     live.setAttribute("role", "status");
@@ -242,6 +158,34 @@
     root.addEventListener("keydown", onKey);
     // First in <body> so keyboard users reach it first; position: fixed, so no layout shift.
     d.body.prepend(host);
+  }
+  // The shadow root's styles: the first layer's, then each loaded part's.
+  function style(add) {
+    css += add;
+    sheet.replaceSync ? sheet.replaceSync(css) : (sheet.textContent = css);
+  }
+  // ---- lazily loaded parts (gateway/serving/parts.py): fetched once, on first use ----------
+  // A part is JSON from the gateway for the locale, region and age this script was built for
+  // (C.part); its css joins the shadow root's. A failed fetch is forgotten, so using the part
+  // again asks again.
+  function part(n) {
+    return parts[n] = parts[n] || fetch(API + "parts/" + n + "?" + C.part, { credentials: "omit" })
+      .then((r) => r.ok ? r.json() : Promise.reject(r.status))
+      .then((j) => { mount(); if (j.css) style(j.css); return j; }, (e) => { delete parts[n]; throw e; });
+  }
+  // The code that acts on a choice (static/consent-more.js: records, withdrawal, the server's
+  // state) is a script part: loaded once the banner is up, when a choice is queued or the
+  // server is to be asked, with this script's nonce. It gets the internals it works with (I).
+  const I = { C, OPT, ids, store, load, emit, fresh, current, none, writeCookie, update, scan, OBJ, getConsent, API, st: () => state, put: (s) => writeCookie(state = s) };
+  function acts() {
+    return more = more || new Promise((ok, no) => {
+      const s = make("script");
+      w.ConsentGateway._more = (f) => ok(f(I));
+      s.src = API + "parts/more.js";
+      s.nonce = ME.nonce || "";
+      s.onerror = () => { more = 0; no(); };
+      d.head.append(s);
+    });
   }
   const modal = () => layer && attr(layer, "aria-modal") == "true";
   // CCPA regs 7025(c)(6): a page without the banner (which says so itself) shows in a small
@@ -266,12 +210,18 @@
   }
   function show(which) {
     if (!d.body) return d.addEventListener("DOMContentLoaded", () => show(which));
+    // The panel is a part: shown once it is here (a failure leaves what is shown as it is).
+    if (which != "banner") return part(which).then((j) => render(which, j.html), () => {});
+    render(which, C.html.banner);
+    acts().catch(() => {}); // a choice is next: its code comes while the visitor reads
+  }
+  function render(which, html) {
     mount();
     if (!layer && !lastFocus) lastFocus = d.activeElement;
     opener = layer && attr(layer, "data-cg-layer");
     hide(1);
     const t = make("template");
-    t.innerHTML = C.html[which];
+    t.innerHTML = html;
     layer = t.content.firstElementChild;
     if (modal()) {
       backdrop = make("div");
@@ -289,24 +239,19 @@
   // Closing the panel opened from the first layer goes back to it while no choice is made.
   const back = () => (opener == "banner" && !fresh(state) ? show("banner") : hide());
   function onClick(e) {
-    const b = e.target.closest("[" + ACT + "]"), g = current();
-    let a = b && attr(b, ACT);
+    const b = e.target.closest("[" + ACT + "]"), on = {};
+    const a = b && attr(b, ACT);
     if (a == "settings") return show("preferences");
     if (a == "close") return back();
     if (!/^(accept_all|reject_all|save|ok|do_not_sell|limit_sensitive)$/.test(a)) return;
     // The panel's switches are the visitor's own acts, one per purpose; the first layer has none.
-    $$(layer, "[" + PUR + "]").forEach((i) => { g[attr(i, PUR)] = i.checked; });
-    OPT.forEach((p) => {
-      // "Accept all" never grants a purpose that needs a consent of its own (PIPL Arts. 23, 29,
-      // 39): only its own switch does.
-      if (a == "reject_all" || (a == "accept_all" && !p.separate && !p.prohibited) ||
-        (a == "do_not_sell" && SALE(p)) || (a == "limit_sensitive" && SENS(p))) g[p.id] = a == "accept_all";
-    });
-    const on = ids(g).length;
-    a = on == OPT.length && !OPT.some((p) => p.separate) ? "accept_all" : on ? "custom" : "reject_all";
-    hide();
-    live.textContent = C.texts.saved;
-    choose(g, a);
+    $$(layer, "[" + PUR + "]").forEach((i) => { on[attr(i, PUR)] = i.checked; });
+    // Once the code for choices is here (a failure leaves the banner up for another try).
+    acts().then((m) => {
+      hide();
+      live.textContent = C.texts.saved;
+      m.click(a, on);
+    }, () => {});
   }
   function onKey(e) {
     if (!layer) return;
@@ -333,32 +278,33 @@
   // ---- start ---------------------------------------------------------------------------
   // The server puts wait_for_update among the defaults.
   gtag("consent", "default", CM.default);
-  // The server is asked after a visit to the privacy center, and at most daily while the answer
-  // kept here is out of date.
-  const rc = load(RKEY), y = load(YKEY);
-  pending = rc && rc.secret && (y === 0 || (!fresh(state) && !(Date.now() - y < DAY)));
+  // The server is asked (check()) when the state kept here is older than C.state_check seconds,
+  // after a visit to the privacy center, and when this browser lost its memory of a choice.
+  const rc = load(RKEY);
+  pending = rc && rc.secret && rc.subject_id && (load(YKEY) === 0 || !state || !(Date.now() - state.checked < C.state_check * 1e3));
   if (state) writeCookie(state);
   // Consent Mode does not persist: repeat the update on every page that knows a choice.
   if (state || gpc || pending) update();
   w.ConsentGateway = {
     show: () => show("banner"), showPreferences: () => show("preferences"), hide: () => hide(),
-    getConsent, scan: () => scan(), config: C,
+    getConsent, scan: () => scan(), config: C, identify: (t) => acts().then((m) => m.identify(t)),
     on(n, f) { (fns[n] = fns[n] || []).push(f); return this; },
     off(n, f) { fns[n] = (fns[n] || []).filter((x) => x != f); return this; }
   };
   scan();
-  flush();
+  if ((load("cg_queue") || []).length) acts().then((m) => m.flush(), () => {}); // records still to send
   function start() {
     const have = fresh(state);
     dl.push({ event: "cg_consent_ready", cg_consent: current(), cg_has_choice: have });
     emit("ready", getConsent());
-    if (gpc && (!have || OPT.some((p) => OBJ(p) && state.choices[p.id]))) {
-      // GPC opts out (or objects): apply it without friction, record it, show it was honoured.
-      const g = current();
-      OPT.forEach((p) => { if (OBJ(p)) g[p.id] = false; });
-      choose(g, "gpc");
-    }
+    // GPC opts out (or objects): apply it without friction, record it, show it was honoured.
+    if (gpc && (!have || OPT.some((p) => OBJ(p) && state.choices[p.id]))) acts().then((m) => m.gpc(), () => {});
     have ? gpc && honoured() : show("banner");
   }
-  pending ? sync().then(start) : start();
+  // Until the server answers (or cannot), nothing optional runs.
+  pending ? acts().then((m) => m.check()).catch(() => {}).then(() => {
+    pending = 0;
+    update();
+    scan();
+  }).then(start) : start();
 })(window, document);

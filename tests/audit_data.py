@@ -6,9 +6,14 @@ chain and count them as they would the forwarder's batches, without a Python obj
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import asyncpg
 
 from gateway.sinks.postgres import migrate
+from gateway.sinks.postgres_partitions import ENSURE_RANGE
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
 
 _FILL = """
     INSERT INTO consent_records (
@@ -16,7 +21,7 @@ _FILL = """
         choices, channel, language, rule_id, region_country, region_subdivision, region_source,
         gpc, ip_truncated, user_agent, origin, page_url, node_id, idempotency_key, withdraws,
         signals)
-    SELECT gen_random_uuid(), timestamptz '2026-01-01 00:00:00+00' + i * interval '1 second',
+    SELECT gen_random_uuid(), $5::timestamptz + i * $6::float8 * interval '1 second',
         $3, 'subject-' || (i % 100000), CASE WHEN i % 7 < 3 THEN 'v1' ELSE 'v2' END, 'r1',
         (ARRAY['accept_all', 'reject_all', 'custom', 'withdraw', 'gpc'])[1 + (i * 7919) % 5],
         jsonb_build_object('necessary', true, 'analytics', i % 3 = 0, 'marketing', i % 5 = 0),
@@ -28,14 +33,24 @@ _FILL = """
 """
 
 
-async def fill(dsn: str, count: int, *, site: str = "demo", node: str = "bench-node",
-               batch: int = 50_000) -> None:  # fmt: skip
-    """``count`` records of ``site`` in batches of ``batch`` (each one forwarder-like commit)."""
+async def fill(
+    dsn: str,
+    count: int,
+    *,
+    site: str = "demo",
+    node: str = "bench-node",
+    batch: int = 50_000,
+    start: datetime = START,
+    step: float = 1.0,
+) -> None:
+    """``count`` records of ``site`` in batches of ``batch`` (each one forwarder-like commit),
+    the i-th recorded ``step`` * i seconds after ``start``."""
     conn = await asyncpg.connect(dsn)
     try:
         await migrate(conn)
-        for start in range(0, count, batch):
-            end = min(count, start + batch) - 1
-            await conn.execute(_FILL, start, end, site, node)
+        await conn.execute(ENSURE_RANGE, start, start + timedelta(seconds=count * step))
+        for first in range(0, count, batch):
+            last = min(count, first + batch) - 1
+            await conn.execute(_FILL, first, last, site, node, start, step)
     finally:
         await conn.close()

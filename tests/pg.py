@@ -222,6 +222,24 @@ def make_record(
 _TEST_CLOCK = Uuid7Clock()
 
 
+async def served_version(client: Any, base: str, within: float = 30) -> str:
+    """Wait for a gateway at ``base`` to serve the demo config; its banner version.
+    ``client`` is an ``httpx.AsyncClient``."""
+    import httpx
+
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            r = await client.get(f"{base}/v1/sites/demo/config")
+            if r.status_code == 200:
+                version: str = r.json()["banner_version"]
+                return version
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"the gateway at {base} did not start"
+        await asyncio.sleep(0.1)
+
+
 async def eventually(predicate: Callable[[], bool], within: float = 10.0) -> None:
     """Poll until the predicate holds, or fail the test after ``within`` seconds."""
     deadline = time.monotonic() + within

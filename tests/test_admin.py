@@ -102,7 +102,8 @@ def test_preview_frames_the_public_snippet_per_locale(client: TestClient) -> Non
         "/v1/sites/demo/consent.js?lang=de&region=DE",
         "/v1/sites/demo/consent.js?lang=ja&region=DE",
     ]
-    assert all("connect-src 'none'" in f for f in frames)  # clicks in a preview record nothing
+    # Clicks in a preview record nothing: the snippet may fetch its parts (the panel) only.
+    assert all('connect-src http://127.0.0.1:8000/v1/sites/demo/parts/">' in f for f in frames)
     config = client.get("/v1/sites/demo/config?region=DE&lang=de").json()
     assert f"<code>{config['banner_version']}</code>" in page
     assert f"<code>{config['consent_revision']}</code>" in page
@@ -272,6 +273,10 @@ def test_preview_in_chromium_runs_the_public_snippet(settings: Settings, tmp_pat
                 shipped("de", "We value your privacy"),
                 shipped("fr", "We value your privacy"),
             ]
+            # The preferences panel is a part the frame's CSP lets the snippet fetch.
+            frames[0].locator('[data-cg-action="settings"]').click()
+            frames[0].locator("[data-cg-layer=preferences]").wait_for(timeout=10000)
+            frames[0].locator('[data-cg-action="close"]').first.click()
             fr = frames[1]
             assert fr.locator('[data-cg-action="reject_all"]').inner_text() == "Reject all"
             assert "not translated: reject_all" in page.locator("p.status.fb").inner_text()

@@ -173,6 +173,9 @@ def run_flow(api: Api) -> None:
         "identities": ["email"],
         "consents": body["consents"],
         "consent_record_id": recorded.json()["record_id"],
+        "consent_recorded_at": recorded.json()["recorded_at"],
+        "consent_action": body["consent_action"],
+        "consent_revision": body["consent_revision"],
         "preferences": {"": ann_prefs()},
     }
     again = api.client.post(
@@ -181,6 +184,8 @@ def run_flow(api: Api) -> None:
         headers=browser,
     )
     assert (again.status_code, again.json()["error"]) == (403, "token_replayed")
+    # The page may read why (CORS on the error too), so the snippet can tell the site.
+    assert again.headers["access-control-allow-origin"] == "http://127.0.0.1:8000"
     found = api.get("/subjects", identity="email:ann@example.com").json()["subjects"]
     assert {s["subject_id"] for s in found} == {ann, device_b}
 

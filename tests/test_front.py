@@ -114,6 +114,8 @@ def test_the_front_takes_its_patterns_from_the_route_table(client: TestClient) -
         ("HEAD", "serve_banner"),
         ("GET", "serve_js"),
         ("HEAD", "serve_js"),
+        ("GET", "serve_part"),
+        ("HEAD", "serve_part"),
         ("POST", "post_consent"),
         ("POST", "post_preferences"),
     }

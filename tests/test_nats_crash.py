@@ -17,10 +17,9 @@ import orjson
 import pytest
 
 from tests.natsd import AckDelayProxy, NatsServer, jetstream, read_stream, wait_for_count
-from tests.pg import ORIGIN, ROOT, secret_of
+from tests.pg import ORIGIN, ROOT, secret_of, served_version
 from tests.procs import free_port
 from tests.procs import stop as stop_process
-from tests.test_recording_crash import banner_version
 
 pytestmark = [pytest.mark.slow]
 STREAM, PREFIX = "CRASH_EVENTS", "crash"
@@ -64,7 +63,7 @@ async def load(
     they keep posting, and stop them a second later. Every 201 is recorded."""
     stop = asyncio.Event()
     async with httpx.AsyncClient(timeout=5) as client:
-        version = await banner_version(client, base)
+        version = await served_version(client, base)
 
         async def writer(worker: int) -> None:
             n = 0

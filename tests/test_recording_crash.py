@@ -14,7 +14,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.pg import ORIGIN, ROOT, pg_dsn, secret_of  # noqa: F401
+from tests.pg import ORIGIN, ROOT, pg_dsn, secret_of, served_version  # noqa: F401
 from tests.procs import free_port
 from tests.procs import stop as stop_process
 
@@ -46,20 +46,6 @@ def start_server(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     )  # fmt: skip
 
 
-async def banner_version(client: httpx.AsyncClient, base: str) -> str:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            r = await client.get(f"{base}/v1/sites/demo/config")
-            if r.status_code == 200:
-                version: str = r.json()["banner_version"]
-                return version
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "server did not start"
-        await asyncio.sleep(0.1)
-
-
 async def test_every_acknowledged_record_survives_kill_9(
     tmp_path: Path,
     pg_dsn: str,  # noqa: F811
@@ -71,7 +57,7 @@ async def test_every_acknowledged_record_survives_kill_9(
     proc = start_server(port, env)
     try:
         async with httpx.AsyncClient(timeout=5) as client:
-            version = await banner_version(client, base)
+            version = await served_version(client, base)
             stop = asyncio.Event()
 
             async def writer(worker: int) -> None:
@@ -105,7 +91,7 @@ async def test_every_acknowledged_record_survives_kill_9(
 
         proc = start_server(port, env)  # same data dir: the outbox is replayed
         async with httpx.AsyncClient(timeout=5) as client:
-            await banner_version(client, base)
+            await served_version(client, base)
             conn = await asyncpg.connect(pg_dsn)
             try:
                 deadline = time.monotonic() + 30

@@ -35,6 +35,24 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     return editable_settings(tmp_path, admin_token=ADMIN_TOKEN)
 
 
+@pytest.fixture
+def renders(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the templates the sandbox renders from now on."""
+    names: list[str] = []
+    real = sandbox.render
+
+    def counting(template: Any, context: Any) -> str:
+        names.append(template.name)
+        return real(template, context)
+
+    monkeypatch.setattr(sandbox, "render", counting)
+    return names
+
+
+def _demo(settings: Settings) -> Any:
+    return load_site(settings.banners_dir / "demo", settings.locales_dir, shipped_rules())
+
+
 def _override(settings: Settings, body: str, name: str = "banner.html") -> Path:
     path = settings.banners_dir / "demo" / name
     base = name if name != "include.html" else "banner.html"
@@ -71,18 +89,10 @@ ESCAPES = [
 
 @pytest.mark.parametrize("code", [c for _, c in ESCAPES], ids=[i for i, _ in ESCAPES])
 def test_template_injection_is_refused_before_it_runs(
-    settings: Settings, code: str, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, code: str, renders: list[str]
 ) -> None:
-    renders: list[str] = []
-    real = sandbox.render
-
-    def counting(template: Any, context: Any) -> str:
-        renders.append(template.name)
-        return real(template, context)
-
-    monkeypatch.setattr(sandbox, "render", counting)
     _override(settings, code)
-    bundle = load_site(settings.banners_dir / "demo", settings.locales_dir, shipped_rules())
+    bundle = _demo(settings)
     with pytest.raises(ConfigError) as info:
         validation.validate_bundle(bundle)
     assert "refused by the template sandbox" in info.value.message
@@ -93,7 +103,7 @@ def test_template_injection_is_refused_before_it_runs(
 @pytest.mark.parametrize("code", [c for _, c in ESCAPES], ids=[i for i, _ in ESCAPES])
 def test_template_injection_fails_at_render_time_too(settings: Settings, code: str) -> None:
     """Defence in depth: were the static check bypassed, the sandbox still refuses."""
-    bundle = load_site(settings.banners_dir / "demo", settings.locales_dir, shipped_rules())
+    bundle = _demo(settings)
     env = render.make_environment(bundle.directory, bundle.translations.get("en"))
     context = {"texts": {"title": "t"}, "purposes": [{"id": "a"}], "site": {}}
     try:
@@ -139,18 +149,10 @@ BOMBS = [
 
 @pytest.mark.parametrize(("code", "message"), [b[1:] for b in BOMBS], ids=[b[0] for b in BOMBS])
 def test_template_resource_bombs_fail_cleanly_and_quickly(
-    settings: Settings, code: str, message: str, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, code: str, message: str, renders: list[str]
 ) -> None:
-    renders: list[str] = []
-    real = sandbox.render
-
-    def counting(template: Any, context: Any) -> str:
-        renders.append(template.name)
-        return real(template, context)
-
-    monkeypatch.setattr(sandbox, "render", counting)
     _override(settings, code)
-    bundle = load_site(settings.banners_dir / "demo", settings.locales_dir, shipped_rules())
+    bundle = _demo(settings)
     assert validation.sandbox_findings(bundle) == []
     start = time.thread_time()
     with pytest.raises(ConfigError) as info:
@@ -162,7 +164,7 @@ def test_template_resource_bombs_fail_cleanly_and_quickly(
 
 
 def test_hot_reload_refuses_a_hostile_edit_without_running_it(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    settings: Settings, renders: list[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     catalog = LiveCatalog(
         settings.banners_dir,
@@ -172,14 +174,7 @@ def test_hot_reload_refuses_a_hostile_edit_without_running_it(
     )
     catalog.load()
     good = catalog.get("demo")
-    renders: list[str] = []
-    real = sandbox.render
-
-    def counting(template: Any, context: Any) -> str:
-        renders.append(template.name)
-        return real(template, context)
-
-    monkeypatch.setattr(sandbox, "render", counting)
+    renders.clear()  # count from the hostile edit on
     _override(settings, '{{ lipsum.__globals__.os.system("touch /tmp/pwned-by-reload") }}')
     assert catalog.reload() is False
     assert catalog.get("demo") is good  # the last good version keeps serving
@@ -188,16 +183,8 @@ def test_hot_reload_refuses_a_hostile_edit_without_running_it(
 
 
 def test_check_command_reports_a_hostile_template_without_running_it(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, renders: list[str]
 ) -> None:
-    renders: list[str] = []
-    real = sandbox.render
-
-    def counting(template: Any, context: Any) -> str:
-        renders.append(template.name)
-        return real(template, context)
-
-    monkeypatch.setattr(sandbox, "render", counting)
     _override(settings, '{{ cycler.__init__.__globals__.os.environ["GATEWAY_ADMIN_TOKEN"] }}')
     report = checks.run_checks(settings)
     errors = [e.message for e in report.errors]
@@ -208,7 +195,7 @@ def test_check_command_reports_a_hostile_template_without_running_it(
 
 def test_privacy_center_override_is_sandboxed_too(settings: Settings) -> None:
     _override(settings, "{{ page_config.__class__ }}", name="privacy_center.html")
-    bundle = load_site(settings.banners_dir / "demo", settings.locales_dir, shipped_rules())
+    bundle = _demo(settings)
     with pytest.raises(ConfigError) as info:
         validation.validate_bundle(bundle)
     assert "privacy_center.html" in info.value.where
@@ -222,7 +209,7 @@ def test_template_symlink_out_of_the_site_folder_is_refused(
     secret.write_text(ADMIN_TOKEN, encoding="utf-8")
     os.symlink(secret, settings.banners_dir / "demo" / "leak.html")
     _override(settings, '{% include "leak.html" %}')
-    bundle = load_site(settings.banners_dir / "demo", settings.locales_dir, shipped_rules())
+    bundle = _demo(settings)
     with pytest.raises(ConfigError) as info:
         validation.validate_bundle(bundle)
     assert "resolves outside its folder" in info.value.message
@@ -237,7 +224,7 @@ def test_documented_template_features_still_work(settings: Settings) -> None:
         "{% set n = range(3)|list %}{{ n|sum }} · {{ theme|dictsort|length }}</p>"
     )
     _override(settings, code)
-    bundle = load_site(settings.banners_dir / "demo", settings.locales_dir, shipped_rules())
+    bundle = _demo(settings)
     validation.validate_bundle(bundle)
     resolved = render.Renderer().resolve(bundle, _any_rule(), "en", False)
     html = resolved.html

@@ -19,12 +19,14 @@ import orjson
 
 from gateway.audit import rights_metrics, rollup, rows
 from gateway.audit.chain import (
+    Base,
     Break,
     Link,
     Walker,
     checkpoint_valid,
     link,
     sign_checkpoint,
+    sign_retention,
 )
 from gateway.core.errors import BadRequest
 from gateway.core.impressions import FLUSH_SECONDS, Impressions
@@ -95,8 +97,9 @@ async def verify(
     started = time.perf_counter()
     # With a site filter the site's nodes are walked whole (other sites' links are checked
     # for their place in the chain, not their content), so a gap is still a gap.
-    walker = Walker(anchored=since is None)
     async with reader_for(settings) as reader:
+        bases = await _retention_bases(settings, reader, report)
+        walker = Walker(anchored=since is None, bases=bases)
         async for batch in reader.chain(site, since):
             for r in batch:
                 digest = r["digest"]
@@ -107,6 +110,9 @@ async def verify(
                 )  # fmt: skip
                 if found is not None:
                     _note(report, found)
+        if since is None:
+            for found in walker.retired_breaks():
+                _note(report, found)
         for u in await reader.unlinked(site, since):
             why = "a record without a link: it was inserted past the chain"
             _note(report, Break("unlinked", u["node_id"], None, u["ref"], why))
@@ -115,13 +121,36 @@ async def verify(
                 if walker.heads.get(node, (0, bytes(32)))[0] != seq and since is None:
                     why = f"the node's head is link {seq}; the chain ends before"
                     _note(report, Break("missing_links", node, seq, None, why))
-            await _check_checkpoints(settings, reader, report)
+            await _check_checkpoints(settings, reader, report, bases)
     report.checked = walker.checked
     report.seconds = time.perf_counter() - started
     return report
 
 
-async def _check_checkpoints(settings: Settings, reader: AuditReader, report: VerifyReport) -> None:
+async def _retention_bases(
+    settings: Settings, reader: AuditReader, report: VerifyReport
+) -> dict[str, Base]:
+    """Where each node's walk starts after the last retention (its checkpoint's signature
+    checked); none before any retention."""
+    row = await reader.retention()
+    if row is None:
+        return {}
+    bases = {n: Base.from_json(v) for n, v in _loads(row["bases"]).items()}
+    bound = row["retained_before"].astimezone(UTC).isoformat()
+    key = settings.audit_key.encode()
+    if key and sign_retention(key, bound, bases) != row["signature"]:
+        where = f"retention checkpoint {row['retention_id']} of {row['taken_at'].isoformat()}"
+        why = f"{where}: its signature does not match GATEWAY_AUDIT_KEY"
+        _note(report, Break("checkpoint_forged", "", None, None, why))
+    return bases
+
+
+async def _check_checkpoints(
+    settings: Settings,
+    reader: AuditReader,
+    report: VerifyReport,
+    bases: Mapping[str, Base],
+) -> None:
     key = settings.audit_key.encode()
     for cp in await reader.checkpoints():
         heads_json: Mapping[str, Any] = _loads(cp["heads"])
@@ -134,6 +163,8 @@ async def _check_checkpoints(settings: Settings, reader: AuditReader, report: Ve
             continue
         found = await reader.links_at(list((n, s) for n, (s, _) in heads.items()))
         for node, (seq, h) in heads.items():
+            if node in bases and seq <= bases[node].seq:
+                continue  # retired: the retention checkpoint signed what follows
             if found.get((node, seq)) != h:
                 why = f"{where} signed another link here: links were rewritten"
                 _note(report, Break("checkpoint_mismatch", node, seq, None, why))

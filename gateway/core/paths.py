@@ -8,6 +8,8 @@ from __future__ import annotations
 CONFIG = "/v1/sites/{site}/config"
 BANNER = "/v1/sites/{site}/banner"
 SNIPPET = "/v1/sites/{site}/consent.js"
+PART = "/v1/sites/{site}/parts/{part}"  # the snippet's lazily loaded parts
+SUBJECT = "/v1/sites/{site}/subjects/{subject_id}"
 CONSENTS = "/v1/sites/{site}/consents"
 PREFERENCES = "/v1/sites/{site}/preferences"
 UNSUBSCRIBE_LINKS = "/v1/sites/{site}/unsubscribe-links"

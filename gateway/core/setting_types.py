@@ -37,6 +37,13 @@ def _float(raw: str) -> float:
     return value
 
 
+def _fraction(raw: str) -> float:
+    value = float(raw.strip())
+    if not 0 <= value <= 1:
+        raise ValueError("must be between 0 and 1")
+    return value
+
+
 def _str(raw: str) -> str:
     return raw.strip()
 

@@ -19,6 +19,7 @@ from gateway.core.setting_types import (
     _choice,
     _csv,
     _float,
+    _fraction,
     _int,
     _key,
     _keys,
@@ -233,6 +234,29 @@ SETTINGS: tuple[Setting, ...] = (
         "`GATEWAY_PUBLIC_HOSTS`, else a relative URL.",
     ),
     Setting("log_level", "info", "Log level.", _choice("debug", "info", "warning", "error")),
+    Setting(
+        "access_log",
+        "errors",
+        "Request log, one JSON line per request on stdout (time, method, path, query names, "
+        "status, duration, bytes, site, region, request id; never the IP): `off`, `errors` "
+        "(status 400 and above), `sampled` (errors, and `GATEWAY_ACCESS_LOG_SAMPLE` of the "
+        "rest), `all`.",
+        _choice("off", "errors", "sampled", "all"),
+    ),
+    Setting(
+        "access_log_sample",
+        "0.01",
+        "Share (0-1) of the requests below 400 that `GATEWAY_ACCESS_LOG=sampled` logs.",
+        _fraction,
+    ),
+    Setting(
+        "state_check_interval",
+        "3600",
+        "Seconds a browser trusts the consent state in its cookie before the snippet asks the "
+        "gateway (one conditional request, 304 when nothing changed) whether another channel "
+        "changed it; a visit to the privacy center asks on the next page. 0: every page.",
+        _int,
+    ),
     # Abuse and resilience limits (issue 10).
     Setting(
         "public_hosts",
@@ -405,6 +429,9 @@ class Settings:
     reload: bool = _default("reload")
     public_url: str = _default("public_url")
     log_level: str = _default("log_level")
+    access_log: str = _default("access_log")
+    access_log_sample: float = _default("access_log_sample")
+    state_check_interval: int = _default("state_check_interval")
     public_hosts: tuple[str, ...] = _default("public_hosts")
     ops_token: str = _default("ops_token")
     client_writes_per_minute: int = _default("client_writes_per_minute")

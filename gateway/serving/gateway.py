@@ -19,7 +19,8 @@ from gateway.core.model import Region, ResolvedBanner, Rule
 from gateway.core.purposes import is_minor
 from gateway.core.settings import Settings
 from gateway.geo.locator import Locator
-from gateway.serving import hosts
+from gateway.serving import encodings, hosts, parts
+from gateway.serving.encodings import Variant
 from gateway.serving.iab import IabScripts, iab_config
 from gateway.serving.memo import BoundedMemo
 from gateway.serving.render import Renderer
@@ -34,8 +35,10 @@ REGION_PARAM = re.compile(r"^([A-Za-z]{2})(?:-([A-Za-z0-9]{1,3}))?$")
 Decided = tuple[Region, bool, str, Rule]  # region, GPC, locale, rule
 # Finished answers (status, raw headers, body) with their ETag: the ETag, the 200, the 304.
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
-# …and the impression key the answer counts under (gateway/core/impressions.py).
-CachedAnswer = tuple[str, Answer, Answer, ImpressionKey]
+Encoded = tuple[str, Answer, Answer]
+# …one per content coding (identity, gzip, br), and the impression key the answer counts
+# under (gateway/core/impressions.py).
+CachedAnswer = tuple[dict[str, Encoded], ImpressionKey | None]
 # Outside input picks the keys of these two caches (Host, Accept-Language, region, ?lang=),
 # so each is bounded by bytes as well as entries (security review §5: 16,384 entries of
 # unbounded size took a process to 1.6 GB). Legitimate traffic fits: a config is ~3 KB,
@@ -62,12 +65,19 @@ class Visitor(NamedTuple):
 
 @dataclass(frozen=True)
 class Body:
-    """A ready-to-send response body with its validator."""
+    """A ready-to-send response body with its validator, and its compressed variants."""
 
     content: bytes
     etag: str
     media_type: str
     public: bool  # cacheable by shared caches (region came from a header or the URL)
+    # identity, gzip, br (the last two where they are smaller): gateway/serving/encodings.py
+    variants: dict[str, Variant]
+
+    @property
+    def size(self) -> int:
+        """The bytes this body holds in memory, every variant counted."""
+        return sum(len(v.content) for v in self.variants.values())
 
 
 def config_document(resolved: ResolvedBanner, visitor: Visitor, record_url: str) -> dict[str, Any]:
@@ -84,10 +94,22 @@ def config_document(resolved: ResolvedBanner, visitor: Visitor, record_url: str)
     }
 
 
-def snippet_document(resolved: ResolvedBanner, visitor: Visitor, record_url: str) -> dict[str, Any]:
-    """The config inlined in consent.js: the JSON config plus the rendered layers."""
+def snippet_document(
+    resolved: ResolvedBanner,
+    visitor: Visitor,
+    record_url: str,
+    state_check: int = Settings.state_check_interval,
+) -> dict[str, Any]:
+    """The config inlined in consent.js: the JSON config plus the rendered first layer, the
+    query that fetches its lazily loaded parts (gateway/serving/parts.py) for the same locale,
+    region and age, and how long (seconds) the cookie's copy of the server's state is trusted
+    (``GATEWAY_STATE_CHECK_INTERVAL``)."""
     document = config_document(resolved, visitor, record_url)
-    document["html"] = {"banner": resolved.html, "preferences": resolved.preferences_html}
+    document["state_check"] = state_check
+    document["html"] = {"banner": resolved.html}
+    document["part"] = parts.part_query(
+        str(resolved.config.get("language", "")), visitor.region.code, visitor.age
+    )
     return document
 
 
@@ -132,8 +154,9 @@ class Gateway:
         self.locator = locator
         self.renderer = renderer
         self.snippet = snippet
+        # Every encoding of a body counts against the bound.
         self._bodies: LRUCache[tuple[Any, ...], Body] = LRUCache(
-            BODIES_MAX_BYTES, getsizeof=lambda body: len(body.content) + BODY_OVERHEAD
+            BODIES_MAX_BYTES, getsizeof=lambda body: body.size + BODY_OVERHEAD
         )
         self._visitors: dict[tuple[Any, ...], tuple[SiteBundle, Decided]] = {}
         # Finished answers keyed by normalized inputs that decide them (never by IP or
@@ -144,7 +167,9 @@ class Gateway:
         )
         # The record URL's base when one is configured; otherwise each request's Host.
         self.public_base = settings.public_url.rstrip("/")
-        self.vary = ", ".join(["Accept-Language", "Sec-GPC", *locator.geo_header_names])
+        self.vary = ", ".join(
+            ["Accept-Encoding", "Accept-Language", "Sec-GPC", *locator.geo_header_names]
+        )
         self.public_hosts = hosts.public_hosts(settings)
         self.max_age = str(settings.cache_max_age).encode()
         self.iab = IabScripts(static_dir())
@@ -228,7 +253,8 @@ class Gateway:
         return int(self._bodies.currsize)
 
     def body(self, kind: str, bundle: SiteBundle, visitor: Visitor, record_url: str) -> Body:
-        """The finished body for config, banner or consent.js, cached per region and signal."""
+        """The finished body for config, banner, consent.js or a part (``part:<name>``),
+        cached per region and signal with its gzip and brotli variants."""
         resolved = self.resolve(bundle, visitor)
         region = visitor.region
         key = (
@@ -253,14 +279,24 @@ class Gateway:
             document = config_document(resolved, visitor, record_url)
             content = orjson.dumps(document if iab is None else {**document, "iab": iab})
             media_type = "application/json"
+        elif kind.startswith("part:") and kind[5:] in parts.SCRIPTS:
+            content = parts.SCRIPTS[kind[5:]](self.snippet)
+            media_type = "text/javascript; charset=utf-8"
+        elif kind.startswith("part:"):
+            content = orjson.dumps(parts.part_document(kind[5:], resolved, self.snippet))
+            media_type = "application/json"
         else:
-            document = snippet_document(resolved, visitor, record_url)
+            document = snippet_document(
+                resolved, visitor, record_url, self.settings.state_check_interval
+            )
             content = self.snippet.assemble(document if iab is None else {**document, "iab": iab})
             if iab is not None:
                 content += self.iab.stub()
             media_type = "text/javascript; charset=utf-8"
         etag = '"' + hashlib.blake2b(content, digest_size=12).hexdigest() + '"'
-        body = Body(content, etag, media_type, public=region.source in ("header", "query"))
+        # A script part is the same for everyone; the rest varies by region and signal.
+        public = region.source in ("header", "query") or kind.removeprefix("part:") in parts.SCRIPTS
+        body = Body(content, etag, media_type, public, encodings.compress(content, etag))
         self._bodies[key] = body
         return body
 

@@ -77,13 +77,21 @@ def source_hash(source: bytes) -> str:
     return hashlib.sha256(source).hexdigest()[:16]
 
 
-def fresh_build(path: Path, source: bytes) -> str | None:
-    """The terser build (``npm run build``) if it exists and was made from ``source``."""
+def fresh_build(path: Path, source: bytes, name: str = "consent.js") -> str | None:
+    """The terser build (``npm run build``) of ``name`` if it exists and was made from
+    ``source``."""
     try:
         first, _, code = path.read_text(encoding="utf-8").partition("\n")
     except OSError:
         return None
-    return code.strip() if first == f"/*! consent.js {source_hash(source)} */" else None
+    return code.strip() if first == f"/*! {name} {source_hash(source)} */" else None
+
+
+def minified(static_dir: Path, name: str, source: bytes) -> str:
+    """``name`` as served: its terser build while that matches the source, else rjsmin's."""
+    build = fresh_build(static_dir / name.replace(".js", ".min.js"), source, name)
+    # No build, or a stale one: whitespace/comment minification keeps it correct.
+    return build if build is not None else str(rjsmin.jsmin(source.decode("utf-8")))
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,10 @@ class Snippet:
     css: str
     # A short content hash of JS and CSS, for ETags and banner versions.
     digest: str
+    # The styles of the preferences panel only: sent with that lazily loaded part.
+    panel_css: str = ""
+    # static/consent-more.js, minified: the code acting on choices, a script part.
+    more: bytes = b""
 
     @classmethod
     def load(cls, static_dir: Path) -> Snippet:
@@ -107,16 +119,16 @@ class Snippet:
         try:
             js_source = js_path.read_bytes()
             css_source = css_path.read_text(encoding="utf-8")
+            panel_source = (static_dir / "panel.css").read_text(encoding="utf-8")
+            more_source = (static_dir / "consent-more.js").read_bytes()
         except OSError as exc:
             raise ConfigError(
                 f"cannot read the snippet sources: {exc}",
-                hint="static/ must hold consent.js and consent.css",
+                hint="static/ must hold consent.js, consent-more.js, consent.css and panel.css",
                 where=str(static_dir),
             ) from exc
-        js = fresh_build(static_dir / "consent.min.js", js_source)
-        if js is None:
-            # No build, or a stale one: whitespace/comment minification keeps it correct.
-            js = rjsmin.jsmin(js_source.decode("utf-8"))
+        js = minified(static_dir, "consent.js", js_source)
+        more = minified(static_dir, "consent-more.js", more_source)
         parts = js.split(PLACEHOLDER)
         if len(parts) != 2:
             raise ConfigError(
@@ -125,8 +137,9 @@ class Snippet:
                 where=str(js_path),
             )
         css: str = rcssmin.cssmin(css_source)
-        digest = hashlib.sha256(f"{js}\0{css}".encode()).hexdigest()[:16]
-        return cls(head=parts[0].encode(), tail=parts[1].encode(), css=css, digest=digest)
+        panel_css: str = rcssmin.cssmin(panel_source)
+        digest = hashlib.sha256(f"{js}\0{css}\0{panel_css}\0{more}".encode()).hexdigest()[:16]
+        return cls(parts[0].encode(), parts[1].encode(), css, digest, panel_css, more.encode())
 
     def assemble(self, config: Mapping[str, Any]) -> bytes:
         """The full consent.js with ``config`` inlined, slimmed to what the script reads."""

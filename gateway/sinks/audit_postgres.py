@@ -158,6 +158,16 @@ class PostgresAuditReader:
             )
         )
 
+    async def retention(self) -> asyncpg.Record | None:
+        """The last retention checkpoint (None: no retention yet, or a store before it)."""
+        if not await self.conn.fetchval("SELECT to_regclass('consent_retention') IS NOT NULL"):
+            return None
+        row: asyncpg.Record | None = await self.conn.fetchrow(
+            "SELECT retention_id, taken_at, retained_before, bases, signature "
+            "FROM consent_retention ORDER BY retention_id DESC LIMIT 1"
+        )
+        return row
+
     async def add_checkpoint(self, heads: Mapping[str, Any], signature: str) -> int:
         return int(
             await self.conn.fetchval(
@@ -192,7 +202,8 @@ class PostgresAuditReader:
             await self.conn.fetch(
                 "SELECT c.node_id, c.seq, c.kind, c.ref, c.prev_hash, c.hash, "
                 "coalesce(e.digest, audit_consent_digest(r)) AS digest FROM audit_chain c "
-                "JOIN consent_records r ON r.record_id = c.ref::uuid "
+                "JOIN consent_records r ON r.site = c.site AND r.recorded_at = c.recorded_at "
+                "AND r.record_id = c.ref::uuid "
                 "LEFT JOIN audit_erasures e ON e.ref = c.ref "
                 "WHERE c.kind = 'consent' AND c.ref = ANY($1::text[]) ORDER BY c.node_id, c.seq",
                 list(refs),

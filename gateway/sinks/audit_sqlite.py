@@ -135,6 +135,11 @@ class SqliteAuditReader:
                 out[(node, seq)] = bytes(rows[0]["hash"])
         return out
 
+    async def retention(self) -> None:
+        """No retention here: the embedded store keeps one table (`store retention` is
+        PostgreSQL's)."""
+        return None
+
     async def checkpoints(self) -> list[dict[str, Any]]:
         rows = await self._fetch(
             "SELECT checkpoint_id, taken_at, heads, signature FROM audit_checkpoints "

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-import asyncpg
 import orjson
 
+from gateway.sinks import pg_common
 from gateway.sinks.directory import (
     MAX_SUBJECTS_PER_IDENTITY,
     ContactRow,
@@ -18,8 +16,7 @@ from gateway.sinks.directory import (
     PreferenceState,
     StoredKey,
 )
-
-log = logging.getLogger("gateway.sinks.directory")
+from gateway.sinks.pg_common import PgPooled, rfc3339
 
 _MIGRATION_LOCK = 0x63676469  # its own advisory lock: independent of the record tables'
 
@@ -119,9 +116,7 @@ def _time(text: str) -> datetime:
 
 
 def _text(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return None if value is None else rfc3339(value)
 
 
 _LINK = "INSERT INTO identity_links VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING"
@@ -155,69 +150,23 @@ def _state(site: str, subject: str, row: Any) -> PreferenceState:
     )
 
 
-async def migrate(conn: asyncpg.Connection) -> None:
-    """Bring the directory's tables to the latest version; safe when nodes start at once."""
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS directory_schema_version "
-            "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        current = await conn.fetchval(
-            "SELECT coalesce(max(version), 0) FROM directory_schema_version"
-        )
-        for version in range(current + 1, len(MIGRATIONS) + 1):
-            await conn.execute(MIGRATIONS[version - 1])
-            await conn.execute("INSERT INTO directory_schema_version VALUES ($1)", version)
-            log.info("directory schema migrated to version %d", version)
+migrate = pg_common.migrator(
+    lock=_MIGRATION_LOCK, table="directory_schema_version", migrations=MIGRATIONS, what="directory"
+)
 
 
-class PostgresDirectory:
+class PostgresDirectory(PgPooled):
     """A small pool of its own: these reads must not queue behind the forwarder's COPYs."""
 
     name = "postgres"
+    what = "PostgreSQL directory"
+    command_timeout = 30.0
 
-    def __init__(self, dsn: str, *, pool_size: int = 2, connect_timeout: float = 5.0) -> None:
-        self.dsn = dsn
-        self.pool_size = pool_size
-        self.connect_timeout = connect_timeout
-        self._pool: asyncpg.Pool | None = None
-        self._opening = asyncio.Lock()
-
-    async def open(self) -> None:
-        """Connect and migrate; an unreachable server is retried on first use, not fatal."""
-        try:
-            await self._ensure()
-        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-            log.warning("PostgreSQL directory unreachable at start-up (%s); will retry", exc)
-
-    async def _ensure(self) -> asyncpg.Pool:
-        if self._pool is not None:
-            return self._pool
-        async with self._opening:
-            if self._pool is None:
-                conn = await asyncpg.connect(self.dsn, timeout=self.connect_timeout)
-                try:
-                    await migrate(conn)
-                finally:
-                    await conn.close()
-                self._pool = await asyncpg.create_pool(
-                    self.dsn,
-                    min_size=1,
-                    max_size=self.pool_size,
-                    timeout=self.connect_timeout,
-                    command_timeout=30,
-                )
-            return self._pool
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await pool.close()
+    def migrations(self) -> Sequence[pg_common.Migrate]:
+        return (migrate,)
 
     async def deployment_secret(self, name: str, make: Callable[[], str]) -> str:
-        pool = await self._ensure()
-        async with pool.acquire() as conn:
+        async with self._conn() as conn:
             await conn.execute(
                 "INSERT INTO deployment_secrets VALUES ($1, $2) ON CONFLICT DO NOTHING",
                 name,
@@ -229,8 +178,7 @@ class PostgresDirectory:
         return value
 
     async def link_once(self, nonce: str, expires_at: int, now: int, links: Sequence[Link]) -> bool:
-        pool = await self._ensure()
-        async with pool.acquire() as conn, conn.transaction():
+        async with self._transaction() as conn:
             await conn.execute(_FORGET_TOKENS, now)
             status = await conn.execute(
                 "INSERT INTO used_tokens VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -243,8 +191,7 @@ class PostgresDirectory:
         return bool(fresh)
 
     async def add_key(self, key: StoredKey) -> None:
-        pool = await self._ensure()
-        async with pool.acquire() as conn:
+        async with self._conn() as conn:
             await conn.execute(
                 "INSERT INTO api_keys VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 key.key_id,
@@ -257,14 +204,12 @@ class PostgresDirectory:
             )
 
     async def get_key(self, key_id: str) -> StoredKey | None:
-        pool = await self._ensure()
-        async with pool.acquire() as conn:
+        async with self._conn() as conn:
             row = await conn.fetchrow("SELECT * FROM api_keys WHERE key_id = $1", key_id)
         return None if row is None else _key(row)
 
     async def list_keys(self, site: str | None) -> list[StoredKey]:
-        pool = await self._ensure()
-        async with pool.acquire() as conn:
+        async with self._conn() as conn:
             rows = await conn.fetch(
                 "SELECT * FROM api_keys WHERE $1::text IS NULL OR site = $1 "
                 "ORDER BY site, created_at",
@@ -273,8 +218,7 @@ class PostgresDirectory:
         return [_key(r) for r in rows]
 
     async def revoke_key(self, key_id: str, at: str) -> bool:
-        pool = await self._ensure()
-        async with pool.acquire() as conn:
+        async with self._conn() as conn:
             status = await conn.execute(
                 "UPDATE api_keys SET revoked_at = $2 WHERE key_id = $1 AND revoked_at IS NULL",
                 key_id,
@@ -283,13 +227,11 @@ class PostgresDirectory:
         return bool(status == "UPDATE 1")
 
     async def link(self, links: Sequence[Link]) -> None:
-        pool = await self._ensure()
-        async with pool.acquire() as conn, conn.transaction():
+        async with self._transaction() as conn:
             await conn.executemany(_LINK, [_link_row(k) for k in links])
 
     async def subjects_for(self, site: str, identity_hash: str) -> list[str]:
-        pool = await self._ensure()
-        async with pool.acquire() as conn:
+        async with self._conn() as conn:
             rows = await conn.fetch(
                 "SELECT subject_id FROM identity_links WHERE site = $1 AND identity_hash = $2 "
                 "ORDER BY linked_at DESC, subject_id LIMIT $3",
@@ -300,8 +242,7 @@ class PostgresDirectory:
         return [r["subject_id"] for r in rows]
 
     async def identity_types(self, site: str, subject_id: str) -> list[str]:
-        pool = await self._ensure()
-        async with pool.acquire() as conn:
+        async with self._conn() as conn:
             rows = await conn.fetch(
                 "SELECT DISTINCT identity_type FROM identity_links "
                 "WHERE site = $1 AND subject_id = $2 ORDER BY identity_type",
@@ -360,13 +301,11 @@ class PostgresDirectory:
                 strict=True,
             ):
                 column.append(value)
-        pool = await self._ensure()
-        async with pool.acquire() as conn:
+        async with self._conn() as conn:
             await conn.execute(_UPSERT, *columns)
 
     async def preferences_of(self, site: str, subject_id: str) -> list[PreferenceState]:
-        pool = await self._ensure()
-        async with pool.acquire() as conn:
+        async with self._conn() as conn:
             rows = await conn.fetch(
                 "SELECT * FROM preference_state WHERE site = $1 AND subject_id = $2 "
                 "ORDER BY product_line",
@@ -378,8 +317,7 @@ class PostgresDirectory:
     async def contact_rows(
         self, site: str, identity_hashes: Sequence[str], product_line: str
     ) -> list[ContactRow]:
-        pool = await self._ensure()
-        async with pool.acquire() as conn:
+        async with self._conn() as conn:
             rows = await conn.fetch(
                 _CONTACT, site, list(dict.fromkeys(identity_hashes)), product_line
             )

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -18,6 +16,7 @@ from gateway.sinks.directory import (
     StoredKey,
 )
 from gateway.sinks.preference_state import SQLITE_SCHEMA
+from gateway.sinks.sqlite_common import SqliteOwned, connect, create_tables, transaction_of
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployment_secrets (
@@ -91,39 +90,16 @@ def _state(site: str, subject: str, row: Sequence[Any]) -> PreferenceState:
     )
 
 
-class SqliteDirectory:
+class SqliteDirectory(SqliteOwned):
     """Each call runs in a worker thread, one at a time, on a connection of its own."""
 
     name = "sqlite"
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._conn: sqlite3.Connection | None = None
-        self._lock = asyncio.Lock()
-
-    async def open(self) -> None:
-        self._conn = await asyncio.to_thread(self._connect)
+    what = "the directory"
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout = 5000")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} {SQLITE_SCHEMA} COMMIT;")
+        conn = connect(self.path)
+        create_tables(conn, _SCHEMA + SQLITE_SCHEMA)
         return conn
-
-    async def close(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            async with self._lock:
-                await asyncio.to_thread(conn.close)
-
-    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        if self._conn is None:
-            raise RuntimeError("the directory is not open")
-        async with self._lock:
-            return await asyncio.to_thread(fn, self._conn, *args)
 
     async def deployment_secret(self, name: str, make: Callable[[], str]) -> str:
         def run(conn: sqlite3.Connection) -> str:
@@ -131,32 +107,24 @@ class SqliteDirectory:
             row = conn.execute("SELECT value FROM deployment_secrets WHERE name = ?", (name,))
             return str(row.fetchone()[0])
 
-        result: str = await self._call(run)
-        return result
+        return await self._call(run)
 
     async def link_once(self, nonce: str, expires_at: int, now: int, links: Sequence[Link]) -> bool:
         rows = [_link_row(k) for k in links]
 
         def run(conn: sqlite3.Connection) -> bool:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute(_FORGET_TOKENS, (now,))
-                fresh = (
-                    conn.execute(
-                        "INSERT OR IGNORE INTO used_tokens VALUES (?, ?)", (nonce, expires_at)
-                    ).rowcount
-                    == 1
-                )
-                if fresh:
-                    conn.executemany(_LINK, rows)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+            conn.execute(_FORGET_TOKENS, (now,))
+            fresh = (
+                conn.execute(
+                    "INSERT OR IGNORE INTO used_tokens VALUES (?, ?)", (nonce, expires_at)
+                ).rowcount
+                == 1
+            )
+            if fresh:
+                conn.executemany(_LINK, rows)
             return fresh
 
-        result: bool = await self._call(run)
-        return result
+        return await self._call(transaction_of(run))
 
     async def add_key(self, key: StoredKey) -> None:
         row = (
@@ -175,8 +143,7 @@ class SqliteDirectory:
             row = conn.execute("SELECT * FROM api_keys WHERE key_id = ?", (key_id,)).fetchone()
             return None if row is None else _key(row)
 
-        result: StoredKey | None = await self._call(run)
-        return result
+        return await self._call(run)
 
     async def list_keys(self, site: str | None) -> list[StoredKey]:
         def run(conn: sqlite3.Connection) -> list[StoredKey]:
@@ -186,8 +153,7 @@ class SqliteDirectory:
             )
             return [_key(r) for r in rows]
 
-        result: list[StoredKey] = await self._call(run)
-        return result
+        return await self._call(run)
 
     async def revoke_key(self, key_id: str, at: str) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
@@ -197,22 +163,12 @@ class SqliteDirectory:
             )
             return cursor.rowcount == 1
 
-        result: bool = await self._call(run)
-        return result
+        return await self._call(run)
 
     async def link(self, links: Sequence[Link]) -> None:
         rows = [_link_row(k) for k in links]
 
-        def run(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany(_LINK, rows)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-
-        await self._call(run)
+        await self._call(transaction_of(lambda c: c.executemany(_LINK, rows)))
 
     async def subjects_for(self, site: str, identity_hash: str) -> list[str]:
         def run(conn: sqlite3.Connection) -> list[str]:
@@ -223,8 +179,7 @@ class SqliteDirectory:
             )
             return [r[0] for r in rows]
 
-        result: list[str] = await self._call(run)
-        return result
+        return await self._call(run)
 
     async def identity_types(self, site: str, subject_id: str) -> list[str]:
         def run(conn: sqlite3.Connection) -> list[str]:
@@ -235,8 +190,7 @@ class SqliteDirectory:
             )
             return [r[0] for r in rows]
 
-        result: list[str] = await self._call(run)
-        return result
+        return await self._call(run)
 
     async def identities_of(
         self, site: str, subject_ids: Sequence[str]
@@ -290,16 +244,7 @@ class SqliteDirectory:
             for s in states
         ]
 
-        def run(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany(_UPSERT, rows)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-
-        await self._call(run)
+        await self._call(transaction_of(lambda c: c.executemany(_UPSERT, rows)))
 
     async def preferences_of(self, site: str, subject_id: str) -> list[PreferenceState]:
         def run(conn: sqlite3.Connection) -> list[PreferenceState]:
@@ -310,8 +255,7 @@ class SqliteDirectory:
             )
             return [_state(site, subject_id, r) for r in rows]
 
-        result: list[PreferenceState] = await self._call(run)
-        return result
+        return await self._call(run)
 
     async def contact_rows(
         self, site: str, identity_hashes: Sequence[str], product_line: str
@@ -332,5 +276,4 @@ class SqliteDirectory:
                 for r in rows
             ]
 
-        result: list[ContactRow] = await self._call(run)
-        return result
+        return await self._call(run)

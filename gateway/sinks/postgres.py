@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -14,8 +13,16 @@ import orjson
 
 from gateway.core.model import RECORD_COLUMNS
 from gateway.core.record_codec import CONSENT_KIND, Record, kind_of
-from gateway.sinks import directory_postgres, postgres_audit, postgres_preferences
+from gateway.sinks import (
+    directory_postgres,
+    pg_common,
+    postgres_audit,
+    postgres_partitions,
+    postgres_preferences,
+)
 from gateway.sinks.base import HISTORY_LIMIT, PermanentSinkError, SinkError
+from gateway.sinks.pg_common import PgPooled, rfc3339
+from gateway.sinks.postgres_partitions import Partitions, month_of
 
 log = logging.getLogger("gateway.sinks.postgres")
 
@@ -106,7 +113,10 @@ MIGRATIONS: tuple[str, ...] = (
     postgres_audit.MIGRATION,
     # Version 4: erasure keeps the history verifiable (postgres_audit.py).
     postgres_audit.ERASURE_MIGRATION,
-    # Version 5: preference records, chained like consents (postgres_preferences.py).
+    # Version 5: consent_records partitioned by month, keyed by (site, subject) first
+    # (postgres_partitions.py).
+    postgres_partitions.MIGRATION,
+    # Version 6: preference records, chained like consents (postgres_preferences.py).
     postgres_audit.PREFERENCE_MIGRATION,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -121,7 +131,7 @@ _STAGING = (
 )
 _FROM_STAGING = (
     f"INSERT INTO consent_records ({_COLS}) SELECT {_COLS} FROM consent_staging "
-    "ON CONFLICT (record_id) DO NOTHING"
+    "ON CONFLICT (site, subject_id, recorded_at, record_id) DO NOTHING"
 )
 
 # What PostgreSQL (or encoding a value for it) refuses for good, found row by row.
@@ -148,27 +158,17 @@ def _row(r: Mapping[str, Any]) -> tuple[Any, ...]:
 def _record_json(row: Mapping[str, Any]) -> dict[str, Any]:
     data = {name: row[name] for name in COLUMNS}
     data["record_id"] = str(row["record_id"])
-    data["recorded_at"] = row["recorded_at"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    data["recorded_at"] = rfc3339(row["recorded_at"])
     data["withdraws"] = str(row["withdraws"]) if row["withdraws"] else None
     data["choices"] = orjson.loads(row["choices"])
     data["signals"] = orjson.loads(row["signals"])
     return data
 
 
-async def migrate(conn: asyncpg.Connection) -> int:
-    """Bring the schema to ``SCHEMA_VERSION``; safe when several nodes start at once."""
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_version "
-            "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
-        for version in range(current + 1, len(MIGRATIONS) + 1):
-            await conn.execute(MIGRATIONS[version - 1])
-            await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
-            log.info("store schema migrated to version %d", version)
-        return len(MIGRATIONS)
+# Brings the schema to ``SCHEMA_VERSION``; safe when several nodes start at once.
+migrate = pg_common.migrator(
+    lock=_MIGRATION_LOCK, table="schema_version", migrations=MIGRATIONS, what="store"
+)
 
 
 async def _insert(conn: asyncpg.Connection, rows: Callable[[], Iterable[tuple[Any, ...]]]) -> None:
@@ -194,50 +194,23 @@ async def _one_by_one(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> 
     return refused
 
 
-class PostgresStore:
+class PostgresStore(PgPooled):
     """Writes each batch with one binary COPY; a trigger keeps the latest state per subject."""
 
     name = "postgres"
+    what = "PostgreSQL store"
 
     def __init__(self, dsn: str, *, pool_size: int = 4, connect_timeout: float = 5.0) -> None:
-        self.dsn = dsn
-        self.pool_size = pool_size
-        self.connect_timeout = connect_timeout
-        self._pool: asyncpg.Pool | None = None
-        self._opening = asyncio.Lock()
+        super().__init__(dsn, pool_size=pool_size, connect_timeout=connect_timeout)
+        self._partitions = Partitions()
 
-    async def open(self) -> None:
-        """Connect and migrate; an unreachable server is retried later, not fatal."""
-        try:
-            await self._ensure()
-        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-            log.warning("PostgreSQL store unreachable at start-up (%s); will retry", exc)
+    def migrations(self) -> Sequence[pg_common.Migrate]:
+        # The latest preference state lives in the directory's tables.
+        return (migrate, directory_postgres.migrate, self._ahead)
 
-    async def _ensure(self) -> asyncpg.Pool:
-        if self._pool is not None:
-            return self._pool
-        async with self._opening:
-            if self._pool is None:
-                conn = await asyncpg.connect(self.dsn, timeout=self.connect_timeout)
-                try:
-                    await migrate(conn)
-                    # The latest preference state lives in the directory's tables.
-                    await directory_postgres.migrate(conn)
-                finally:
-                    await conn.close()
-                self._pool = await asyncpg.create_pool(
-                    self.dsn,
-                    min_size=1,
-                    max_size=self.pool_size,
-                    timeout=self.connect_timeout,
-                    command_timeout=60,
-                )
-            return self._pool
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await pool.close()
+    async def _ahead(self, conn: asyncpg.Connection) -> None:
+        self._partitions.forget()
+        await self._partitions.ensure(conn, set())
 
     async def write_batch(self, records: Sequence[Record]) -> None:
         await self.write_objects([r.as_json() for r in records])
@@ -287,11 +260,13 @@ class PostgresStore:
                 except (KeyError, ValueError, TypeError):
                     refused[str(obj.get("record_id"))] = None
 
+        months = {m for o in objects if (m := month_of(o.get("recorded_at")))}
         try:
-            pool = await self._ensure()
-            async with pool.acquire() as conn:
+            async with self._conn() as conn:
+                if self._partitions.missing(months):
+                    await self._partitions.ensure(conn, months)
                 try:
-                    await _insert(conn, rows)
+                    await self._insert(conn, rows, months)
                 except _REFUSED:
                     # One bad row fails the whole COPY: find it by writing rows one at a time.
                     refused.update(dict.fromkeys(await _one_by_one(conn, list(rows()))))
@@ -300,9 +275,25 @@ class PostgresStore:
         if refused:
             raise PermanentSinkError(list(refused), "PostgreSQL refused the record's values")
 
+    async def _insert(
+        self,
+        conn: asyncpg.Connection,
+        rows: Callable[[], Iterable[tuple[Any, ...]]],
+        months: set[str],
+    ) -> None:
+        """``_insert``, once more after making the partitions again if a row found none
+        (retention, run since this node last looked, dropped one)."""
+        try:
+            await _insert(conn, rows)
+        except asyncpg.CheckViolationError as exc:
+            if "no partition" not in str(exc):
+                raise
+            self._partitions.forget()
+            await self._partitions.ensure(conn, months)
+            await _insert(conn, rows)
+
     async def subject_history(self, site: str, subject_id: str) -> dict[str, Any]:
-        pool = await self._ensure()
-        async with pool.acquire() as conn:
+        async with self._conn() as conn:
             rows = await conn.fetch(
                 f"SELECT {_COLS} FROM consent_records WHERE site = $1 AND subject_id = $2 "
                 "ORDER BY recorded_at DESC, record_id DESC LIMIT $3",
@@ -310,7 +301,8 @@ class PostgresStore:
             )  # fmt: skip
             latest = await conn.fetchrow(
                 f"SELECT {', '.join('r.' + c for c in COLUMNS)} FROM consent_latest l "
-                "JOIN consent_records r ON r.record_id = l.record_id "
+                "JOIN consent_records r ON r.site = l.site AND r.subject_id = l.subject_id "
+                "AND r.recorded_at = l.recorded_at AND r.record_id = l.record_id "
                 "WHERE l.site = $1 AND l.subject_id = $2",
                 site, subject_id,
             )  # fmt: skip
@@ -327,8 +319,7 @@ class PostgresStore:
         texts_by_locale: Mapping[str, Mapping[str, Any]],
     ) -> None:
         texts = orjson.dumps({k: dict(v) for k, v in texts_by_locale.items()}).decode()
-        pool = await self._ensure()
-        async with pool.acquire() as conn:
+        async with self._conn() as conn:
             await conn.execute(
                 "INSERT INTO banner_versions (site, banner_version, consent_revision, texts) "
                 "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
@@ -336,8 +327,7 @@ class PostgresStore:
             )  # fmt: skip
 
     async def list_versions(self, site_id: str) -> list[dict[str, Any]]:
-        pool = await self._ensure()
-        async with pool.acquire() as conn:
+        async with self._conn() as conn:
             rows = await conn.fetch(
                 "SELECT banner_version, consent_revision, published_at FROM banner_versions "
                 "WHERE site = $1 ORDER BY published_at DESC, banner_version",
@@ -353,8 +343,7 @@ class PostgresStore:
         ]
 
     async def banner_version(self, site_id: str, banner_version: str) -> dict[str, Any] | None:
-        pool = await self._ensure()
-        async with pool.acquire() as conn:
+        async with self._conn() as conn:
             row = await conn.fetchrow(
                 "SELECT consent_revision, texts, published_at FROM banner_versions "
                 "WHERE site = $1 AND banner_version = $2",

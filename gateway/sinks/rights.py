@@ -8,9 +8,14 @@ transaction), in tables of their own. Times are RFC 3339 UTC text of fixed width
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
+
+import orjson
+
+from gateway.core.model import ConsentRecord
 
 # What erasure blanks in a stored record: who the visitor was (IP prefix, user agent), what
 # page they were on, and the client's free-text idempotency key. What remains (site, subject
@@ -88,12 +93,64 @@ class Event:
 
 
 @dataclass(frozen=True)
+class Relink:
+    """A correction: the subjects' links to ``unlink`` hashes go, ``(type, hash)`` links come."""
+
+    site: str
+    subject_ids: Sequence[str]
+    unlink: Sequence[str]
+    link: Sequence[tuple[str, str]]
+    at: str
+
+
+@dataclass(frozen=True)
 class Erasure:
     """What one erasure changed, counted per store table."""
 
     records: int = 0
     identity_links: int = 0
     preference_states: int = 0
+
+
+# How a request is stored: one column per field; the JSON ones as JSON text.
+COLUMNS = tuple(f.name for f in fields(StoredRequest))
+JSON_COLUMNS = frozenset({"region", "subject_ids", "details", "result"})
+OPEN_STATES = ("received", "verifying", "in_progress", "extended")
+
+
+def column_value(name: str, value: Any) -> Any:
+    """A request field's value as its column holds it."""
+    if name in JSON_COLUMNS:
+        return orjson.dumps(list(value) if name == "subject_ids" else value).decode()
+    return value
+
+
+def request_from(row: Mapping[str, Any]) -> StoredRequest:
+    """The request a row of columns (by name) holds."""
+    data = {n: row[n] for n in COLUMNS}
+    for name in JSON_COLUMNS:
+        data[name] = orjson.loads(data[name])
+    data["subject_ids"] = tuple(data["subject_ids"])
+    return StoredRequest(**data)
+
+
+def content_hash(body: Mapping[str, Any]) -> str:
+    """SHA-256 of a record's canonical JSON: what its receipt signs (recording/receipts.py)."""
+    record = ConsentRecord.from_json(body)
+    return hashlib.sha256(
+        orjson.dumps(record.plain_json(), option=orjson.OPT_SORT_KEYS)
+    ).hexdigest()
+
+
+def tombstone(row: Sequence[Any]) -> dict[str, Any]:
+    """A tombstone row (record_id, content_hash, erased_fields, erased_at, request_id)."""
+    return {
+        "record_id": row[0],
+        "content_hash": row[1],
+        "erased_fields": orjson.loads(row[2]),
+        "erased_at": row[3],
+        "request_id": row[4],
+    }
 
 
 class RightsStore(Protocol):

@@ -1,30 +1,29 @@
-"""The rights tables in PostgreSQL, and erasure across the record and directory tables."""
+"""The rights tables in PostgreSQL (erasure across the record and directory tables:
+erasure_postgres)."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import fields
-from datetime import datetime
 from typing import Any
 
 import asyncpg
 import orjson
 
-from gateway.sinks import directory_postgres, postgres
+from gateway.sinks import directory_postgres, erasure_postgres, pg_common, postgres
+from gateway.sinks.pg_common import PgPooled
 from gateway.sinks.rights import (
-    ERASED_FIELDS,
-    PREFERENCE_ERASED_FIELDS,
+    COLUMNS,
+    JSON_COLUMNS,
+    OPEN_STATES,
     Erasure,
     Event,
+    Relink,
     StoredRequest,
     SystemPart,
     Transition,
+    column_value,
+    request_from,
 )
-from gateway.sinks.rights_sqlite import content_hash
-
-log = logging.getLogger("gateway.sinks.rights")
 
 _MIGRATION_LOCK = 0x63677269  # its own advisory lock
 
@@ -100,24 +99,6 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-_COLUMNS = tuple(f.name for f in fields(StoredRequest))
-_JSON = {"region", "subject_ids", "details", "result"}
-_OPEN = ["received", "verifying", "in_progress", "extended"]
-
-
-def _value(name: str, value: Any) -> Any:
-    if name in _JSON:
-        return orjson.dumps(list(value) if name == "subject_ids" else value).decode()
-    return value
-
-
-def _request(row: Mapping[str, Any]) -> StoredRequest:
-    data = {n: row[n] for n in _COLUMNS}
-    for name in _JSON:
-        data[name] = orjson.loads(data[name])
-    data["subject_ids"] = tuple(data["subject_ids"])
-    return StoredRequest(**data)
-
 
 async def _add_events(
     conn: asyncpg.Connection, request_id: str, at: str, events: Sequence[tuple[str, Any]]
@@ -139,61 +120,20 @@ async def _add_transition(conn: asyncpg.Connection, t: Transition) -> None:
     )  # fmt: skip
 
 
-async def migrate(conn: asyncpg.Connection) -> None:
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS rights_schema_version "
-            "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM rights_schema_version")
-        for version in range(current + 1, len(MIGRATIONS) + 1):
-            await conn.execute(MIGRATIONS[version - 1])
-            await conn.execute("INSERT INTO rights_schema_version VALUES ($1)", version)
-            log.info("rights schema migrated to version %d", version)
+migrate = pg_common.migrator(
+    lock=_MIGRATION_LOCK, table="rights_schema_version", migrations=MIGRATIONS, what="rights"
+)
 
 
-class PostgresRights:
+class PostgresRights(PgPooled):
     """A small pool of its own; migrates the record and directory tables too (erasure and
     correction reach them), each under its own lock, so any start order works."""
 
     name = "postgres"
+    what = "PostgreSQL rights store"
 
-    def __init__(self, dsn: str, *, pool_size: int = 2, connect_timeout: float = 5.0) -> None:
-        self.dsn = dsn
-        self.pool_size = pool_size
-        self.connect_timeout = connect_timeout
-        self._pool: asyncpg.Pool | None = None
-        self._opening = asyncio.Lock()
-
-    async def open(self) -> None:
-        try:
-            await self._ensure()
-        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-            log.warning("PostgreSQL rights store unreachable at start-up (%s); will retry", exc)
-
-    async def _ensure(self) -> asyncpg.Pool:
-        if self._pool is not None:
-            return self._pool
-        async with self._opening:
-            if self._pool is None:
-                conn = await asyncpg.connect(self.dsn, timeout=self.connect_timeout)
-                try:
-                    await postgres.migrate(conn)
-                    await directory_postgres.migrate(conn)
-                    await migrate(conn)
-                finally:
-                    await conn.close()
-                self._pool = await asyncpg.create_pool(
-                    self.dsn, min_size=1, max_size=self.pool_size,
-                    timeout=self.connect_timeout, command_timeout=60,
-                )  # fmt: skip
-            return self._pool
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await pool.close()
+    def migrations(self) -> Sequence[pg_common.Migrate]:
+        return (postgres.migrate, directory_postgres.migrate, migrate)
 
     async def create(
         self,
@@ -202,14 +142,13 @@ class PostgresRights:
         systems: Sequence[SystemPart],
         events: Sequence[tuple[str, Mapping[str, Any]]],
     ) -> None:
-        pool = await self._ensure()
         marks = ", ".join(
-            f"${i + 1}::jsonb" if n in _JSON else f"${i + 1}" for i, n in enumerate(_COLUMNS)
+            f"${i + 1}::jsonb" if n in JSON_COLUMNS else f"${i + 1}" for i, n in enumerate(COLUMNS)
         )
-        async with pool.acquire() as conn, conn.transaction():
+        async with self._transaction() as conn:
             await conn.execute(
-                f"INSERT INTO rights_requests ({', '.join(_COLUMNS)}) VALUES ({marks})",
-                *(_value(n, getattr(request, n)) for n in _COLUMNS),
+                f"INSERT INTO rights_requests ({', '.join(COLUMNS)}) VALUES ({marks})",
+                *(column_value(n, getattr(request, n)) for n in COLUMNS),
             )
             await _add_transition(conn, transition)
             if systems:
@@ -220,12 +159,11 @@ class PostgresRights:
             await _add_events(conn, request.request_id, transition.at, events)
 
     async def get(self, request_id: str) -> StoredRequest | None:
-        pool = await self._ensure()
-        async with pool.acquire() as conn:
+        async with self._conn() as conn:
             row = await conn.fetchrow(
                 "SELECT * FROM rights_requests WHERE request_id = $1", request_id
             )
-        return None if row is None else _request(row)
+        return None if row is None else request_from(row)
 
     async def update(
         self,
@@ -235,16 +173,15 @@ class PostgresRights:
         transition: Transition | None,
         events: Sequence[tuple[str, Mapping[str, Any]]],
     ) -> bool:
-        names = [n for n in changes if n in _COLUMNS and n != "request_id"]
+        names = [n for n in changes if n in COLUMNS and n != "request_id"]
         sets = ", ".join(
-            f"{n} = ${i + 3}::jsonb" if n in _JSON else f"{n} = ${i + 3}"
+            f"{n} = ${i + 3}::jsonb" if n in JSON_COLUMNS else f"{n} = ${i + 3}"
             for i, n in enumerate(names)
         )
-        pool = await self._ensure()
-        async with pool.acquire() as conn, conn.transaction():
+        async with self._transaction() as conn:
             status = await conn.execute(
                 f"UPDATE rights_requests SET {sets} WHERE request_id = $1 AND state = $2",
-                request_id, expect_state, *(_value(n, changes[n]) for n in names),
+                request_id, expect_state, *(column_value(n, changes[n]) for n in names),
             )  # fmt: skip
             if status != "UPDATE 1":
                 return False
@@ -255,8 +192,7 @@ class PostgresRights:
         return True
 
     async def count_attempt(self, request_id: str) -> int:
-        pool = await self._ensure()
-        async with pool.acquire() as conn:
+        async with self._conn() as conn:
             value = await conn.fetchval(
                 "UPDATE rights_requests SET code_attempts = code_attempts + 1 "
                 "WHERE request_id = $1 RETURNING code_attempts",
@@ -265,8 +201,7 @@ class PostgresRights:
         return int(value or 0)
 
     async def recent_by_identity(self, site: str, identity_hash: str, since: str) -> int:
-        pool = await self._ensure()
-        async with pool.acquire() as conn:
+        async with self._conn() as conn:
             value = await conn.fetchval(
                 "SELECT count(*) FROM rights_requests "
                 "WHERE site = $1 AND identity_hash = $2 AND received_at >= $3",
@@ -282,21 +217,19 @@ class PostgresRights:
         overdue_at: str | None,
         limit: int,
     ) -> list[StoredRequest]:
-        pool = await self._ensure()
-        async with pool.acquire() as conn:
+        async with self._conn() as conn:
             rows = await conn.fetch(
                 "SELECT * FROM rights_requests WHERE ($1::text IS NULL OR site = $1) "
                 "AND ($2::text IS NULL OR type = $2) "
                 "AND ($3::text[] IS NULL OR state = ANY($3)) "
                 "AND ($4::text IS NULL OR (state = ANY($5) AND due_at < $4)) "
                 "ORDER BY received_at DESC, request_id LIMIT $6",
-                site, type_, list(states) if states else None, overdue_at, _OPEN, limit,
+                site, type_, list(states) if states else None, overdue_at, OPEN_STATES, limit,
             )  # fmt: skip
-        return [_request(r) for r in rows]
+        return [request_from(r) for r in rows]
 
     async def transitions(self, request_id: str) -> list[Transition]:
-        pool = await self._ensure()
-        async with pool.acquire() as conn:
+        async with self._conn() as conn:
             rows = await conn.fetch(
                 "SELECT request_id, from_state, to_state, actor, reason, at "
                 "FROM rights_transitions WHERE request_id = $1 ORDER BY seq",
@@ -305,8 +238,7 @@ class PostgresRights:
         return [Transition(*r) for r in rows]
 
     async def systems(self, request_id: str) -> list[SystemPart]:
-        pool = await self._ensure()
-        async with pool.acquire() as conn:
+        async with self._conn() as conn:
             rows = await conn.fetch(
                 "SELECT * FROM rights_systems WHERE request_id = $1 ORDER BY system", request_id
             )
@@ -321,8 +253,7 @@ class PostgresRights:
         at: str,
         events: Sequence[tuple[str, Mapping[str, Any]]],
     ) -> bool:
-        pool = await self._ensure()
-        async with pool.acquire() as conn, conn.transaction():
+        async with self._transaction() as conn:
             status = await conn.execute(
                 "UPDATE rights_systems SET state = $1, note = $2, confirmed_at = $3 "
                 "WHERE request_id = $4 AND system = $5 AND state = 'pending'",
@@ -340,8 +271,7 @@ class PostgresRights:
         at: str,
         events: Sequence[tuple[str, Mapping[str, Any]]],
     ) -> None:
-        pool = await self._ensure()
-        async with pool.acquire() as conn, conn.transaction():
+        async with self._transaction() as conn:
             await conn.execute(
                 "UPDATE rights_systems SET reminded_at = $1, reminders = reminders + 1 "
                 "WHERE request_id = $2 AND system = $3",
@@ -350,8 +280,7 @@ class PostgresRights:
             await _add_events(conn, request_id, at, events)
 
     async def pending_events(self, limit: int) -> list[Event]:
-        pool = await self._ensure()
-        async with pool.acquire() as conn:
+        async with self._conn() as conn:
             rows = await conn.fetch(
                 "SELECT seq, request_id, type, body, created_at FROM rights_events "
                 "WHERE delivered_at IS NULL ORDER BY seq LIMIT $1",
@@ -360,8 +289,7 @@ class PostgresRights:
         return [Event(r[0], r[1], r[2], orjson.loads(r[3]), r[4]) for r in rows]
 
     async def delivered(self, seqs: Sequence[int], at: str) -> None:
-        pool = await self._ensure()
-        async with pool.acquire() as conn:
+        async with self._conn() as conn:
             await conn.execute(
                 "UPDATE rights_events SET delivered_at = $1 WHERE seq = ANY($2)", at, list(seqs)
             )
@@ -369,61 +297,8 @@ class PostgresRights:
     async def erase(
         self, site: str, subject_ids: Sequence[str], request_id: str, at: str
     ) -> Erasure:
-        erased = orjson.dumps(sorted(ERASED_FIELDS)).decode()
-        subjects = list(subject_ids)
-        pool = await self._ensure()
-        async with pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                f"SELECT {postgres._COLS} FROM consent_records "
-                "WHERE site = $1 AND subject_id = ANY($2) FOR UPDATE",
-                site, subjects,
-            )  # fmt: skip
-            tombs = []
-            for row in rows:
-                data = postgres._record_json(row)
-                if all(data.get(k) == v for k, v in ERASED_FIELDS.items()):
-                    continue
-                tombs.append(
-                    (site, data["record_id"], data["subject_id"], content_hash(data), erased, at,
-                     request_id)
-                )  # fmt: skip
-            if tombs:
-                await conn.executemany(
-                    "INSERT INTO erasure_tombstones VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7) "
-                    "ON CONFLICT DO NOTHING",
-                    tombs,
-                )
-                await conn.execute(
-                    "UPDATE consent_records SET ip_truncated = NULL, user_agent = '', "
-                    "page_url = '', idempotency_key = NULL "
-                    "WHERE site = $1 AND record_id = ANY($2::uuid[])",
-                    site, [t[1] for t in tombs],
-                )  # fmt: skip
-            links = await conn.execute(
-                "DELETE FROM identity_links WHERE site = $1 AND subject_id = ANY($2)",
-                site, subjects,
-            )  # fmt: skip
-            # The links' history goes too, and the request facts of preference changes
-            # (a trigger keeps their chain verifiable, as for consents: postgres_audit.py).
-            await conn.execute(
-                "DELETE FROM identity_link_records WHERE site = $1 AND subject_id = ANY($2)",
-                site, subjects,
-            )  # fmt: skip
-            blank = ", ".join(
-                f"{name} = ${n}" for n, name in enumerate(PREFERENCE_ERASED_FIELDS, 3)
-            )
-            await conn.execute(
-                f"UPDATE preference_records SET {blank} WHERE site = $1 "
-                "AND subject_id = ANY($2) AND (ip_truncated IS NOT NULL OR user_agent <> '' "
-                "OR idempotency_key IS NOT NULL)",
-                site, subjects, *PREFERENCE_ERASED_FIELDS.values(),
-            )  # fmt: skip
-            states = await conn.execute(
-                "UPDATE preference_state SET extra = '{}'::jsonb "
-                "WHERE site = $1 AND subject_id = ANY($2) AND extra != '{}'::jsonb",
-                site, subjects,
-            )  # fmt: skip
-        return Erasure(len(tombs), int(links.split()[-1]), int(states.split()[-1]))
+        async with self._transaction() as conn:
+            return await erasure_postgres.erase(conn, site, subject_ids, request_id, at)
 
     async def relink(
         self,
@@ -433,36 +308,9 @@ class PostgresRights:
         link: Sequence[tuple[str, str]],
         at: str,
     ) -> None:
-        pool = await self._ensure()
-        async with pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "DELETE FROM identity_links WHERE site = $1 AND subject_id = ANY($2) "
-                "AND identity_hash = ANY($3)",
-                site, list(subject_ids), list(unlink),
-            )  # fmt: skip
-            rows = [(site, h, s, t, at) for s in subject_ids for t, h in link]
-            if rows:
-                await conn.executemany(
-                    "INSERT INTO identity_links VALUES ($1, $2, $3, $4, $5::timestamptz, 'rights') "
-                    "ON CONFLICT DO NOTHING",
-                    [(a, b, c, d, datetime.fromisoformat(e)) for a, b, c, d, e in rows],
-                )
+        async with self._transaction() as conn:
+            await erasure_postgres.relink(conn, Relink(site, subject_ids, unlink, link, at))
 
     async def tombstones(self, site: str, subject_id: str) -> list[dict[str, Any]]:
-        pool = await self._ensure()
-        async with pool.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT record_id, content_hash, erased_fields, erased_at, request_id "
-                "FROM erasure_tombstones WHERE site = $1 AND subject_id = $2 ORDER BY record_id",
-                site, subject_id,
-            )  # fmt: skip
-        return [
-            {
-                "record_id": r[0],
-                "content_hash": r[1],
-                "erased_fields": orjson.loads(r[2]),
-                "erased_at": r[3],
-                "request_id": r[4],
-            }
-            for r in rows
-        ]
+        async with self._conn() as conn:
+            return await erasure_postgres.tombstones(conn, site, subject_id)

@@ -1,29 +1,28 @@
-"""The rights tables in the embedded SQLite store, and erasure across its tables."""
+"""The rights tables in the embedded SQLite store (erasure across its tables:
+erasure_sqlite)."""
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import fields
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 
-from gateway.core.model import ConsentRecord
-from gateway.sinks.directory_sqlite import SqliteDirectory
+from gateway.sinks import erasure_sqlite
 from gateway.sinks.rights import (
-    ERASED_FIELDS,
-    PREFERENCE_ERASED_FIELDS,
+    COLUMNS,
+    OPEN_STATES,
     Erasure,
     Event,
+    Relink,
     StoredRequest,
     SystemPart,
     Transition,
+    column_value,
+    request_from,
 )
-from gateway.sinks.sqlite import SqliteStore
+from gateway.sinks.sqlite_common import SqliteOwned, connect, create_tables, transaction_of
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rights_requests (
@@ -95,31 +94,9 @@ CREATE TABLE IF NOT EXISTS erasure_tombstones (
 ) WITHOUT ROWID;
 """
 
-_COLUMNS = tuple(f.name for f in fields(StoredRequest))
-_JSON = {"region", "subject_ids", "details", "result"}
-_OPEN = ("received", "verifying", "in_progress", "extended")
-
-
-def content_hash(body: Mapping[str, Any]) -> str:
-    """SHA-256 of a record's canonical JSON: what its receipt signs (recording/receipts.py)."""
-    record = ConsentRecord.from_json(body)
-    return hashlib.sha256(
-        orjson.dumps(record.plain_json(), option=orjson.OPT_SORT_KEYS)
-    ).hexdigest()
-
-
-def _value(name: str, value: Any) -> Any:
-    if name in _JSON:
-        return orjson.dumps(list(value) if name == "subject_ids" else value).decode()
-    return value
-
 
 def _request(row: Sequence[Any]) -> StoredRequest:
-    data = dict(zip(_COLUMNS, row, strict=True))
-    for name in _JSON:
-        data[name] = orjson.loads(data[name])
-    data["subject_ids"] = tuple(data["subject_ids"])
-    return StoredRequest(**data)
+    return request_from(dict(zip(COLUMNS, row, strict=True)))
 
 
 def _add_events(
@@ -139,52 +116,16 @@ def _add_transition(conn: sqlite3.Connection, t: Transition) -> None:
     )
 
 
-def _transaction(conn: sqlite3.Connection, fn: Callable[[], Any]) -> Any:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = fn()
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return result
-
-
-class SqliteRights:
+class SqliteRights(SqliteOwned):
     """Each call runs in a worker thread, one at a time, on a connection of its own."""
 
     name = "sqlite"
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._conn: sqlite3.Connection | None = None
-        self._lock = asyncio.Lock()
-
-    async def open(self) -> None:
-        self._conn = await asyncio.to_thread(self._connect)
+    what = "the rights store"
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout = 5000")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
-        # Erased values are overwritten with zeros in the database file, not left in free pages.
-        conn.execute("PRAGMA secure_delete = ON")
-        conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
+        conn = connect(self.path, secure_delete=True)
+        create_tables(conn, _SCHEMA)
         return conn
-
-    async def close(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            async with self._lock:
-                await asyncio.to_thread(conn.close)
-
-    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        if self._conn is None:
-            raise RuntimeError("the rights store is not open")
-        async with self._lock:
-            return await asyncio.to_thread(fn, self._conn, *args)
 
     async def create(
         self,
@@ -193,23 +134,20 @@ class SqliteRights:
         systems: Sequence[SystemPart],
         events: Sequence[tuple[str, Mapping[str, Any]]],
     ) -> None:
-        row = tuple(_value(n, getattr(request, n)) for n in _COLUMNS)
+        row = tuple(column_value(n, getattr(request, n)) for n in COLUMNS)
         parts = [
             (s.request_id, s.system, int(s.required), s.state, s.note, None, None, 0)
             for s in systems
         ]
 
         def run(conn: sqlite3.Connection) -> None:
-            def body() -> None:
-                marks = ", ".join("?" * len(_COLUMNS))
-                conn.execute(f"INSERT INTO rights_requests VALUES ({marks})", row)
-                _add_transition(conn, transition)
-                conn.executemany("INSERT INTO rights_systems VALUES (?,?,?,?,?,?,?,?)", parts)
-                _add_events(conn, request.request_id, transition.at, events)
+            marks = ", ".join("?" * len(COLUMNS))
+            conn.execute(f"INSERT INTO rights_requests VALUES ({marks})", row)
+            _add_transition(conn, transition)
+            conn.executemany("INSERT INTO rights_systems VALUES (?,?,?,?,?,?,?,?)", parts)
+            _add_events(conn, request.request_id, transition.at, events)
 
-            _transaction(conn, body)
-
-        await self._call(run)
+        await self._call(transaction_of(run))
 
     async def get(self, request_id: str) -> StoredRequest | None:
         def run(conn: sqlite3.Connection) -> StoredRequest | None:
@@ -218,8 +156,7 @@ class SqliteRights:
             ).fetchone()
             return None if row is None else _request(row)
 
-        result: StoredRequest | None = await self._call(run)
-        return result
+        return await self._call(run)
 
     async def update(
         self,
@@ -229,28 +166,24 @@ class SqliteRights:
         transition: Transition | None,
         events: Sequence[tuple[str, Mapping[str, Any]]],
     ) -> bool:
-        names = [n for n in changes if n in _COLUMNS and n != "request_id"]
+        names = [n for n in changes if n in COLUMNS and n != "request_id"]
         sets = ", ".join(f"{n} = ?" for n in names)
-        values = [_value(n, changes[n]) for n in names]
+        values = [column_value(n, changes[n]) for n in names]
 
         def run(conn: sqlite3.Connection) -> bool:
-            def body() -> bool:
-                cursor = conn.execute(
-                    f"UPDATE rights_requests SET {sets} WHERE request_id = ? AND state = ?",
-                    (*values, request_id, expect_state),
-                )
-                if cursor.rowcount != 1:
-                    return False
-                if transition is not None:
-                    _add_transition(conn, transition)
-                at = transition.at if transition else str(changes.get("updated_at", ""))
-                _add_events(conn, request_id, at, events)
-                return True
+            cursor = conn.execute(
+                f"UPDATE rights_requests SET {sets} WHERE request_id = ? AND state = ?",
+                (*values, request_id, expect_state),
+            )
+            if cursor.rowcount != 1:
+                return False
+            if transition is not None:
+                _add_transition(conn, transition)
+            at = transition.at if transition else str(changes.get("updated_at", ""))
+            _add_events(conn, request_id, at, events)
+            return True
 
-            return bool(_transaction(conn, body))
-
-        result: bool = await self._call(run)
-        return result
+        return await self._call(transaction_of(run))
 
     async def count_attempt(self, request_id: str) -> int:
         def run(conn: sqlite3.Connection) -> int:
@@ -261,8 +194,7 @@ class SqliteRights:
             ).fetchone()
             return int(row[0]) if row else 0
 
-        result: int = await self._call(run)
-        return result
+        return await self._call(run)
 
     async def recent_by_identity(self, site: str, identity_hash: str, since: str) -> int:
         def run(conn: sqlite3.Connection) -> int:
@@ -273,8 +205,7 @@ class SqliteRights:
             ).fetchone()
             return int(row[0])
 
-        result: int = await self._call(run)
-        return result
+        return await self._call(run)
 
     async def listing(
         self,
@@ -295,8 +226,8 @@ class SqliteRights:
             clauses.append(f"state IN ({', '.join('?' * len(states))})")
             params.extend(states)
         if overdue_at is not None:
-            clauses.append(f"state IN ({', '.join('?' * len(_OPEN))}) AND due_at < ?")
-            params.extend([*_OPEN, overdue_at])
+            clauses.append(f"state IN ({', '.join('?' * len(OPEN_STATES))}) AND due_at < ?")
+            params.extend([*OPEN_STATES, overdue_at])
 
         def run(conn: sqlite3.Connection) -> list[StoredRequest]:
             rows = conn.execute(
@@ -306,8 +237,7 @@ class SqliteRights:
             )
             return [_request(r) for r in rows]
 
-        result: list[StoredRequest] = await self._call(run)
-        return result
+        return await self._call(run)
 
     async def transitions(self, request_id: str) -> list[Transition]:
         def run(conn: sqlite3.Connection) -> list[Transition]:
@@ -318,8 +248,7 @@ class SqliteRights:
             )
             return [Transition(*r) for r in rows]
 
-        result: list[Transition] = await self._call(run)
-        return result
+        return await self._call(run)
 
     async def systems(self, request_id: str) -> list[SystemPart]:
         def run(conn: sqlite3.Connection) -> list[SystemPart]:
@@ -329,8 +258,7 @@ class SqliteRights:
             )
             return [SystemPart(r[0], r[1], bool(r[2]), r[3], r[4], r[5], r[6], r[7]) for r in rows]
 
-        result: list[SystemPart] = await self._call(run)
-        return result
+        return await self._call(run)
 
     async def confirm_system(
         self,
@@ -342,21 +270,17 @@ class SqliteRights:
         events: Sequence[tuple[str, Mapping[str, Any]]],
     ) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
-            def body() -> bool:
-                cursor = conn.execute(
-                    "UPDATE rights_systems SET state = ?, note = ?, confirmed_at = ? "
-                    "WHERE request_id = ? AND system = ? AND state = 'pending'",
-                    (state, note, at, request_id, system),
-                )
-                if cursor.rowcount != 1:
-                    return False
-                _add_events(conn, request_id, at, events)
-                return True
+            cursor = conn.execute(
+                "UPDATE rights_systems SET state = ?, note = ?, confirmed_at = ? "
+                "WHERE request_id = ? AND system = ? AND state = 'pending'",
+                (state, note, at, request_id, system),
+            )
+            if cursor.rowcount != 1:
+                return False
+            _add_events(conn, request_id, at, events)
+            return True
 
-            return bool(_transaction(conn, body))
-
-        result: bool = await self._call(run)
-        return result
+        return await self._call(transaction_of(run))
 
     async def remind_system(
         self,
@@ -366,17 +290,14 @@ class SqliteRights:
         events: Sequence[tuple[str, Mapping[str, Any]]],
     ) -> None:
         def run(conn: sqlite3.Connection) -> None:
-            def body() -> None:
-                conn.execute(
-                    "UPDATE rights_systems SET reminded_at = ?, reminders = reminders + 1 "
-                    "WHERE request_id = ? AND system = ?",
-                    (at, request_id, system),
-                )
-                _add_events(conn, request_id, at, events)
+            conn.execute(
+                "UPDATE rights_systems SET reminded_at = ?, reminders = reminders + 1 "
+                "WHERE request_id = ? AND system = ?",
+                (at, request_id, system),
+            )
+            _add_events(conn, request_id, at, events)
 
-            _transaction(conn, body)
-
-        await self._call(run)
+        await self._call(transaction_of(run))
 
     async def pending_events(self, limit: int) -> list[Event]:
         def run(conn: sqlite3.Connection) -> list[Event]:
@@ -387,8 +308,7 @@ class SqliteRights:
             )
             return [Event(r[0], r[1], r[2], orjson.loads(r[3]), r[4]) for r in rows]
 
-        result: list[Event] = await self._call(run)
-        return result
+        return await self._call(run)
 
     async def delivered(self, seqs: Sequence[int], at: str) -> None:
         rows = [(at, s) for s in seqs]
@@ -399,65 +319,7 @@ class SqliteRights:
     async def erase(
         self, site: str, subject_ids: Sequence[str], request_id: str, at: str
     ) -> Erasure:
-        erased = orjson.dumps(sorted(ERASED_FIELDS)).decode()
-
-        def run(conn: sqlite3.Connection) -> Erasure:
-            def body() -> Erasure:
-                records = links = states = 0
-                for subject in subject_ids:
-                    rows = conn.execute(
-                        "SELECT seq, record_id, body FROM consent_records "
-                        "WHERE site = ? AND subject_id = ?",
-                        (site, subject),
-                    ).fetchall()
-                    for seq, record_id, text in rows:
-                        data = orjson.loads(text)
-                        if all(data.get(k) == v for k, v in ERASED_FIELDS.items()):
-                            continue  # erased already, or nothing personal to erase
-                        conn.execute(
-                            "INSERT OR IGNORE INTO erasure_tombstones VALUES (?,?,?,?,?,?,?)",
-                            (site, record_id, subject, content_hash(data), erased, at, request_id),
-                        )
-                        data.update(ERASED_FIELDS)
-                        conn.execute(
-                            "UPDATE consent_records SET body = ? WHERE seq = ?",
-                            (orjson.dumps(data).decode(), seq),
-                        )
-                        records += 1
-                    links += conn.execute(
-                        "DELETE FROM identity_links WHERE site = ? AND subject_id = ?",
-                        (site, subject),
-                    ).rowcount
-                    # The links' history and the request facts of preference changes go too.
-                    conn.execute(
-                        "DELETE FROM identity_link_records WHERE site = ? AND subject_id = ?",
-                        (site, subject),
-                    )
-                    for seq, text in conn.execute(
-                        "SELECT seq, body FROM preference_records "
-                        "WHERE site = ? AND subject_id = ?",
-                        (site, subject),
-                    ).fetchall():
-                        data = orjson.loads(text)
-                        data.update(PREFERENCE_ERASED_FIELDS)
-                        conn.execute(
-                            "UPDATE preference_records SET body = ? WHERE seq = ?",
-                            (orjson.dumps(data).decode(), seq),
-                        )
-                    states += conn.execute(
-                        "UPDATE preference_state SET extra = '{}' "
-                        "WHERE site = ? AND subject_id = ? AND extra != '{}'",
-                        (site, subject),
-                    ).rowcount
-                return Erasure(records, links, states)
-
-            result: Erasure = _transaction(conn, body)
-            # Erased values must not survive in freed pages or the WAL: overwrite them now.
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            return result
-
-        result: Erasure = await self._call(run)
-        return result
+        return await self._call(erasure_sqlite.erase, site, subject_ids, request_id, at)
 
     async def relink(
         self,
@@ -467,47 +329,7 @@ class SqliteRights:
         link: Sequence[tuple[str, str]],
         at: str,
     ) -> None:
-        def run(conn: sqlite3.Connection) -> None:
-            def body() -> None:
-                for subject in subject_ids:
-                    conn.executemany(
-                        "DELETE FROM identity_links "
-                        "WHERE site = ? AND subject_id = ? AND identity_hash = ?",
-                        [(site, subject, h) for h in unlink],
-                    )
-                    conn.executemany(
-                        "INSERT OR IGNORE INTO identity_links VALUES (?, ?, ?, ?, ?, 'rights')",
-                        [(site, h, subject, t, at) for t, h in link],
-                    )
-
-            _transaction(conn, body)
-
-        await self._call(run)
+        await self._call(erasure_sqlite.relink, Relink(site, subject_ids, unlink, link, at))
 
     async def tombstones(self, site: str, subject_id: str) -> list[dict[str, Any]]:
-        def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            rows = conn.execute(
-                "SELECT record_id, content_hash, erased_fields, erased_at, request_id "
-                "FROM erasure_tombstones WHERE site = ? AND subject_id = ? ORDER BY record_id",
-                (site, subject_id),
-            )
-            return [
-                {
-                    "record_id": r[0],
-                    "content_hash": r[1],
-                    "erased_fields": orjson.loads(r[2]),
-                    "erased_at": r[3],
-                    "request_id": r[4],
-                }
-                for r in rows
-            ]
-
-        result: list[dict[str, Any]] = await self._call(run)
-        return result
-
-
-async def ensure_tables(path: Path) -> None:
-    """Create the record and directory tables erasure reaches, if no service has yet."""
-    for owner in (SqliteStore(path), SqliteDirectory(path)):
-        await owner.open()
-        await owner.close()
+        return await self._call(erasure_sqlite.tombstones, site, subject_id)

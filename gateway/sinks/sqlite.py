@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 
@@ -15,10 +13,10 @@ from gateway.core.record_codec import LINK_KIND, PREFERENCE_KIND, Record, kind_o
 from gateway.sinks import sqlite_audit
 from gateway.sinks.base import HISTORY_LIMIT
 from gateway.sinks.preference_state import SQLITE_SCHEMA, sqlite_fold
+from gateway.sinks.sqlite_common import SqliteOwned, connect, transaction_of
 
 FILE_NAME = "store.sqlite3"
 SCHEMA_VERSION = 3  # 3: the audit trail (gateway/sinks/sqlite_audit.py)
-T = TypeVar("T")
 
 # One row per record in a rowid table (appends are cheap; WITHOUT ROWID suits small rows,
 # not ~800-byte bodies) and ONE index per record: (site, subject, time, record_id). It
@@ -93,39 +91,15 @@ FROM json_each(?)
 """
 
 
-class SqliteStore:
+class SqliteStore(SqliteOwned):
     """The default store; each call runs in a worker thread, one at a time."""
 
     name = "sqlite"
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._conn: sqlite3.Connection | None = None
-        self._lock = asyncio.Lock()
-
-    async def open(self) -> None:
-        self._conn = await asyncio.to_thread(self._connect)
-
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout = 5000")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
+        conn = connect(self.path)
         _migrate(conn)
         return conn
-
-    async def _call(self, fn: Any, *args: Any) -> Any:
-        if self._conn is None:
-            raise RuntimeError("the store is not open")
-        async with self._lock:
-            return await asyncio.to_thread(fn, self._conn, *args)
-
-    async def close(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            async with self._lock:
-                await asyncio.to_thread(conn.close)
 
     async def write_batch(self, records: Sequence[Record]) -> None:
         await self.write_json(
@@ -150,8 +124,7 @@ class SqliteStore:
         return result
 
     async def subject_history(self, site: str, subject_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call(_history, site, subject_id)
-        return result
+        return await self._call(_history, site, subject_id)
 
     async def publish_version(
         self,
@@ -167,42 +140,37 @@ class SqliteStore:
         await self._call(_publish, (site_id, banner_version, consent_revision, texts, now))
 
     async def banner_version(self, site_id: str, banner_version: str) -> dict[str, Any] | None:
-        result: dict[str, Any] | None = await self._call(_version, site_id, banner_version)
-        return result
+        return await self._call(_version, site_id, banner_version)
 
     async def list_versions(self, site_id: str) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await self._call(_versions, site_id)
-        return result
+        return await self._call(_versions, site_id)
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
     """Create the schema, or bring a version 1 store to version 2 in one transaction."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+
+    def run(script: str) -> None:
+        for statement in script.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+
+    def body(conn: sqlite3.Connection) -> None:
         conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
         version = row[0] if row else None
         if version == 1:
-            for statement in _MIGRATE_FROM_1.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-        for statement in (_SCHEMA + ";" + sqlite_audit.SCHEMA).split(";"):
-            if statement.strip():
-                conn.execute(statement)
+            run(_MIGRATE_FROM_1)
+        run(_SCHEMA + ";" + sqlite_audit.SCHEMA)
         if version == 1:
-            for statement in _COPY_FROM_1.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            run(_COPY_FROM_1)
         if version is None:
             conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
         elif version < SCHEMA_VERSION:
             # Records stored before the audit trail: linked and counted now, in store order.
             sqlite_audit.follow(conn, 0)
             conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+
+    transaction_of(body)(conn)
 
 
 def _write(conn: sqlite3.Connection, batch: str) -> None:

@@ -7,6 +7,7 @@ Errors are the app's typed errors (gateway/core/errors.py), rendered by its hand
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,7 +16,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.core.errors import BadRequest, NotFound
+from gateway.core.errors import BadRequest, NotFound, Unavailable
 from gateway.core.preference_model import PreferenceModel
 from gateway.preferences import contactability, identities, tokens
 from gateway.preferences.identities import Identity, InvalidIdentity
@@ -23,6 +24,9 @@ from gateway.preferences.service import PreferenceService, check_subject
 from gateway.recording.service import RecordingService
 from gateway.recording.subjects import secret_from_authorization
 from gateway.web import records
+from gateway.web.answer import AnswerResponse
+from gateway.web.errors import answer_for, raw_headers
+from gateway.web.public import etag_matches
 
 MAX_BODY = 256 * 1024  # a contactability batch of 1,000 identities fits with room to spare
 MAX_BATCH = 1000
@@ -95,6 +99,8 @@ async def _state(request: Request, site: str, subject_id: str) -> dict[str, Any]
         "consents": dict(current["choices"]) if current else None,
         "consent_record_id": current["record_id"] if current else None,
         "consent_recorded_at": current["recorded_at"] if current else None,
+        "consent_action": current.get("action") if current else None,
+        "consent_revision": current.get("consent_revision") if current else None,
         "preferences": state["preferences"],
         "preferences_updated_at": state["updated_at"],
         "identities": state["identities"],
@@ -156,26 +162,71 @@ _PRIVATE = ("ip_truncated", "user_agent", "idempotency_key")
 HISTORY_SHOWN = 100
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_DIGITS36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def _base36(number: int) -> str:
+    text = ""
+    while True:
+        number, digit = divmod(number, 36)
+        text = _DIGITS36[digit] + text
+        if not number:
+            return text
+
+
+def state_etag(updated_at: str | None) -> str:
+    """The ETag of a subject's state: its last change's time (RFC 3339) in microseconds since
+    1970, base 36.
+
+    The snippet keeps this revision in its cookie and works it out for its own records from
+    their ``recorded_at`` (static/consent.js ``rev``), so after its own choice it need not ask.
+    """
+    try:
+        when = dt.datetime.fromisoformat(str(updated_at).replace("Z", "+00:00"))
+    except ValueError:
+        return '"' + re.sub(r"[^0-9A-Za-z]", "", str(updated_at)) + '"'
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return '"' + _base36((when - _EPOCH) // dt.timedelta(microseconds=1)) + '"'
+
+
 async def get_subject(request: Request) -> Response:
-    """A subject's current state and recent preference changes, for the site's API key or
-    for the subject itself (``Authorization: Subject <secret>``: the privacy center)."""
+    """A subject's state and recent preference changes, for an API key or for the subject
+    itself (``Authorization: Subject <secret>``: the snippet's conditional check, 304 while
+    its ETag is unchanged, and the privacy center)."""
     secret = secret_from_authorization(request.headers.get("authorization"))
-    recording: RecordingService = request.app.state.recording
+    headers: dict[str, str] = {}
     if secret is None:
         site, _ = await authorized(request, "subjects:read")
         subject_id = check_subject(request.path_params["subject_id"])
     else:
-        site = recording.site(request.path_params["site"]).site.id
-        subject_id = request.path_params["subject_id"]
+        site = request.path_params["site"]
+        bundle = request.app.state.gateway.catalog.get(site)
+        if bundle is None:
+            raise NotFound("unknown_site", f"no site named {site[:64]!r}")
+        own = f"{request.url.scheme}://{request.headers.get('host', '')}"
+        headers = records.cors_headers(request.headers.get("origin"), own, bundle)
+        subject_id = check_subject(request.path_params["subject_id"])
+        recording: RecordingService = request.app.state.recording
         recording.subject_keys().require(site, subject_id, secret)
     state = await _state(request, site, subject_id)
     if state["consents"] is None and not state["preferences"] and not state["identities"]:
-        raise NotFound("unknown_subject", "nothing is recorded or linked for this subject")
-    history = await recording.preference_history(site, subject_id)
+        error = NotFound("unknown_subject", "nothing is recorded or linked for this subject")
+        # With the CORS headers: the snippet reads it as "nothing newer", not as a failure.
+        return AnswerResponse(answer_for(error, raw_headers(headers)))
+    etag = state_etag(state["updated_at"])
+    # Private and revalidated every time: the state changes from other channels at any time.
+    headers.update({"ETag": etag, "Cache-Control": "private, no-cache"})
+    if etag_matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers)
+    history = await request.app.state.recording.preference_history(site, subject_id)
     state["preference_history"] = [
         {k: v for k, v in r.items() if k not in _PRIVATE} for r in history[:HISTORY_SHOWN]
     ]
-    return json_response(state)
+    response = json_response(state)
+    response.headers.update(headers)
+    return response
 
 
 async def check_contactability(request: Request) -> Response:
@@ -219,6 +270,16 @@ async def identify(request: Request) -> Response:
         raise NotFound("unknown_site", f"no site named {site_id[:64]!r}")
     own = f"{request.url.scheme}://{request.headers.get('host', '')}"
     headers = records.cors_headers(request.headers.get("origin"), own, bundle)
+    try:
+        answer = await _identified(request, site_id)
+    except (BadRequest, Unavailable) as exc:  # the page reads why: CORS on errors too
+        return AnswerResponse(answer_for(exc, raw_headers(headers)))
+    response = json_response(answer)
+    response.headers.update(headers)
+    return response
+
+
+async def _identified(request: Request, site_id: str) -> dict[str, Any]:
     body = await read_json(request, {"subject_id", "subject_secret", "token"})
     token = body.get("token")
     if not isinstance(token, str):
@@ -242,11 +303,12 @@ async def identify(request: Request) -> Response:
         "identities": sorted({t for t, _ in claims.identities}),
         "consents": latest["consents"] if latest else None,
         "consent_record_id": latest["consent_record_id"] if latest else None,
+        "consent_recorded_at": latest["consent_recorded_at"] if latest else None,
+        "consent_action": latest["consent_action"] if latest else None,
+        "consent_revision": latest["consent_revision"] if latest else None,
         "preferences": preferences,
     }
-    response = json_response(answer)
-    response.headers.update(headers)
-    return response
+    return answer
 
 
 def routes() -> list[BaseRoute]:
@@ -255,6 +317,7 @@ def routes() -> list[BaseRoute]:
         Route(f"{base}/identity-tokens", issue_identity_token, methods=["POST"]),
         Route(f"{base}/subjects", find_subjects, methods=["GET"]),
         Route(f"{base}/subjects/{{subject_id}}", get_subject, methods=["GET"]),
+        Route(f"{base}/subjects/{{subject_id}}", records.preflight, methods=["OPTIONS"]),
         Route(f"{base}/subjects/{{subject_id}}/identities", link_identity, methods=["POST"]),
         Route(f"{base}/contactability", check_contactability, methods=["POST"]),
         Route(f"{base}/identify", identify, methods=["POST"]),

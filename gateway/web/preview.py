@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import html
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -72,15 +73,18 @@ def purpose_fallbacks(bundle: SiteBundle, locale: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def frame_document(bundle: SiteBundle, script_url: str, gpc: bool) -> str:
+def frame_document(bundle: SiteBundle, script_url: str, gpc: bool, parts_url: str = "") -> str:
     """A blank page that loads the public snippet exactly as a site would embed it."""
     cookie = bundle.site.cookie.name
     # Clearing the consent cookie makes the banner show on every load; the CSP blocks the
-    # snippet's record POSTs so that clicking around in a preview never creates records.
+    # snippet's record POSTs so that clicking around in a preview never creates records, and
+    # lets it fetch its parts (``parts_url``, the absolute URL of the parts folder: the
+    # preferences panel).
+    connect = html.escape(parts_url, quote=True) if parts_url else "'none'"
     gpc_js = "Object.defineProperty(navigator,'globalPrivacyControl',{value:true});" if gpc else ""
     return (
         '<!doctype html><html><head><meta charset="utf-8">'
-        '<meta http-equiv="Content-Security-Policy" content="connect-src \'none\'">'
+        f'<meta http-equiv="Content-Security-Policy" content="connect-src {connect}">'
         "<style>body{margin:0;min-height:100vh;font:14px system-ui,sans-serif;color:#8a8f98;"
         "background:#f4f5f7}.fake{padding:18px}.fake i{display:block;height:10px;margin:10px 0;"
         "background:#e2e4e8;border-radius:5px}</style></head><body>"
@@ -254,6 +258,9 @@ async def preview(request: Request) -> HTMLResponse:
         resolved = gateway.renderer.resolve(bundle, rule, locale, gpc)
         query = {"lang": locale, **({"region": region_param} if region_param else {})}
         url = f"{paths.url(paths.SNIPPET, site=bundle.site.id)}?{urlencode(query)}"
+        parts_url = f"{request.url.scheme}://{request.headers.get('host', '')}" + paths.url(
+            paths.PART, site=bundle.site.id, part=""
+        )
         columns.append(
             Column(
                 requested=requested,
@@ -261,7 +268,7 @@ async def preview(request: Request) -> HTMLResponse:
                 label=_label(locale),
                 resolved=resolved,
                 fallbacks=resolved.fallbacks + purpose_fallbacks(bundle, locale),
-                frame=frame_document(bundle, url, gpc),
+                frame=frame_document(bundle, url, gpc, parts_url),
             )
         )
     flags = ", ".join(

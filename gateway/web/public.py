@@ -20,8 +20,12 @@ from gateway.core import paths
 from gateway.core.errors import BadRequest, NotFound
 from gateway.core.i18n import parse_lang_param
 from gateway.core.model import Region, ResolvedBanner
+from gateway.serving import parts
+from gateway.serving.encodings import IDENTITY, Chooser
 from gateway.serving.gateway import (
+    Body,
     CachedAnswer,
+    Encoded,
     Gateway,
     Visitor,
     parse_age_param,
@@ -34,7 +38,7 @@ from gateway.web.endpoint import AnswerEndpoint
 from gateway.web.errors import answer_for
 
 GPC_LAST_UPDATE = dt.date(2026, 11, 29)
-KINDS = {paths.CONFIG: "config", paths.BANNER: "banner", paths.SNIPPET: "js"}
+KINDS = {paths.CONFIG: "config", paths.BANNER: "banner", paths.SNIPPET: "js", paths.PART: "part"}
 # Longer Accept-Language values are rare: answered afresh, never remembered.
 MEMO_ACCEPT_MAX = 200
 # Counted per remembered answer beside its body: key text, headers and the tuples.
@@ -53,14 +57,17 @@ def etag_matches(header: str | None, etag: str) -> bool:
 
 
 # The request headers that, with the region and the query, decide a banner answer.
-_ANSWER_HEADERS = frozenset((b"host", b"accept-language", b"sec-gpc", b"if-none-match"))
+_ANSWER_HEADERS = frozenset(
+    (b"host", b"accept-language", b"sec-gpc", b"if-none-match", b"accept-encoding")
+)
+Picked = tuple[str | None, str | None, list[str], str | None, str | None]
 
 
-def _pick(raw: RawHeaders) -> tuple[str | None, str | None, list[str], str | None]:
-    """Host, Accept-Language, every Sec-GPC line and If-None-Match."""
-    host = accept = inm = None
+def _pick(raw: RawHeaders) -> Picked:
+    """Host, Accept-Language, every Sec-GPC line, If-None-Match and Accept-Encoding."""
+    host = accept = inm = coding = None
     gpc: list[str] = []
-    # The comprehension runs in C-speed bytecode; the loop then sees two or three headers.
+    # The comprehension runs in C-speed bytecode; the loop then sees a few headers.
     for name, value in [item for item in raw if item[0] in _ANSWER_HEADERS]:
         if name == b"host":
             if host is None:
@@ -70,9 +77,16 @@ def _pick(raw: RawHeaders) -> tuple[str | None, str | None, list[str], str | Non
                 accept = value.decode("latin-1")
         elif name == b"sec-gpc":
             gpc.append(value.decode("latin-1"))
+        elif name == b"accept-encoding":
+            # Several lines are one list (RFC 9110 §5.3).
+            text = value.decode("latin-1")
+            coding = text if coding is None else f"{coding}, {text}"
         elif inm is None:
             inm = value.decode("latin-1")
-    return host, accept, gpc, inm
+    return host, accept, gpc, inm, coding
+
+
+CHOOSE_CODING = Chooser()
 
 
 def overrides(query: bytes) -> tuple[str | None, str | None, str | None]:
@@ -118,7 +132,7 @@ def answer(
     headers = Headers(raw=raw)
     ip, region = gateway.locator.locate(peer, headers)
     lang, region_param, age = overrides(query)
-    host, accept, gpc_values, if_none_match = _pick(raw)
+    host, accept, gpc_values, if_none_match, accept_encoding = _pick(raw)
     # The Host matters only when it becomes the record URL (no configured public URL).
     key = (
         kind,
@@ -139,10 +153,15 @@ def answer(
             gateway, kind, bundle, ip, region, headers, (lang, region_param, age), scheme, host
         )
         if len(accept or "") <= MEMO_ACCEPT_MAX:
-            size = len(cached[1][2]) + len(accept or "") + len(host or "") + ENTRY_OVERHEAD
+            # Every encoding's body counts against the memo's bound.
+            held = sum(len(ok[2]) for _, ok, _ in cached[0].values())
+            size = held + len(accept or "") + len(host or "") + ENTRY_OVERHEAD
             gateway.answers.put(key, cached, size)
-    etag, ok, not_modified, seen = cached
-    gateway.impressions.count(seen)
+    variants, seen = cached
+    if seen is not None:  # a banner shown, not a part the visitor opened
+        gateway.impressions.count(seen)
+    encoded = variants.get(CHOOSE_CODING(accept_encoding))
+    etag, ok, not_modified = encoded if encoded is not None else variants[IDENTITY]
     if if_none_match is not None and etag_matches(if_none_match, etag):
         return not_modified
     return ok
@@ -159,35 +178,45 @@ def _fresh(
     scheme: str,
     host: str | None,
 ) -> CachedAnswer:
-    """The ETag, the 200 and the 304 answer for one memo key, and its impression key."""
+    """Per content coding the ETag, the 200 and the 304 answer for one memo key, and the
+    impression key."""
     names = ("lang", "region", "age")
     params = {k: v for k, v in zip(names, query, strict=True) if v is not None}
     visitor = gateway.visitor_from(bundle, ip, region, headers, params)
     record_url = gateway.record_url(scheme, host, bundle.site.id)
     body = gateway.body(kind, bundle, visitor, record_url)
-    scope = b"public" if body.public else b"private"
-    out: RawHeaders = [
-        (b"etag", body.etag.encode()),
-        (b"cache-control", scope + b", max-age=" + gateway.max_age),
-        (b"vary", gateway.vary.encode()),
-        (b"x-content-type-options", b"nosniff"),
-    ]
-    if kind == "config":
-        # Apps and mini-programs fetch the config cross-origin, without credentials.
-        out.append((b"access-control-allow-origin", b"*"))
-    ok = [
-        *out,
-        (b"content-type", body.media_type.encode()),
-        (b"content-length", str(len(body.content)).encode()),
-    ]
+    variants = {coding: _encoded(gateway, kind, body, coding) for coding in body.variants}
     region_name = visitor.region.country or ""
     if visitor.region.subdivision:
         region_name += "-" + visitor.region.subdivision
+    if kind.startswith("part:"):
+        return variants, None
     # Apps fetch the config; pages load consent.js or the banner page.
     channel = "app" if kind == "config" else "web"
     seen = (bundle.site.id, bundle.banner_version, visitor.rule.id, region_name,
             visitor.language, channel)  # fmt: skip
-    return body.etag, (200, ok, body.content), (304, out, b""), seen
+    return variants, seen
+
+
+def _encoded(gateway: Gateway, kind: str, body: Body, coding: str) -> Encoded:
+    """The ETag, the 200 and the 304 of one encoding of ``body``."""
+    variant = body.variants[coding]
+    scope = b"public" if body.public else b"private"
+    out: RawHeaders = [
+        (b"etag", variant.etag.encode()),
+        (b"cache-control", scope + b", max-age=" + gateway.max_age),
+        (b"vary", gateway.vary.encode()),
+        (b"x-content-type-options", b"nosniff"),
+    ]
+    if kind == "config" or kind.startswith("part:"):
+        # Apps and mini-programs fetch the config cross-origin, the snippet its parts; both
+        # without credentials.
+        out.append((b"access-control-allow-origin", b"*"))
+    ok = [*out, (b"content-type", body.media_type.encode())]
+    if coding != IDENTITY:
+        ok.append((b"content-encoding", coding.encode()))
+    ok.append((b"content-length", str(len(variant.content)).encode()))
+    return variant.etag, (200, ok, variant.content), (304, out, b"")
 
 
 def answer_context(request: Request) -> tuple[Gateway, SiteBundle, Visitor, ResolvedBanner, str]:
@@ -206,11 +235,17 @@ def _serve(kind: str) -> AnswerEndpoint:
     async def respond(scope: Scope, receive: Receive) -> Answer:
         gateway: Gateway = scope["app"].state.gateway
         client = scope.get("client")
+        params = scope["path_params"]
         try:
+            what = kind
+            if kind == "part":
+                if not parts.exists(params["part"]):
+                    raise NotFound("unknown_part", f"no part named {params['part'][:64]!r}")
+                what = "part:" + params["part"]
             return answer(
                 gateway,
-                kind,
-                scope["path_params"]["site"],
+                what,
+                params["site"],
                 client[0] if client else None,
                 scope["headers"],
                 scope.get("query_string", b""),

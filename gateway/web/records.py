@@ -30,7 +30,7 @@ from gateway.web.endpoint import AnswerEndpoint
 from gateway.web.errors import answer_for, raw_headers
 
 _ALLOW_METHODS = "POST, GET, OPTIONS"
-_ALLOW_HEADERS = "Content-Type, Authorization"
+_ALLOW_HEADERS = "Content-Type, Authorization, If-None-Match"
 
 
 def _recording(request: Request) -> RecordingService:

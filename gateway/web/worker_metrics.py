@@ -80,13 +80,26 @@ async def _peer(folder: Path) -> bytes | None:
         async with asyncio.timeout(_TIMEOUT_S):
             reader, writer = await asyncio.open_unix_connection(_short(fd))
             try:
-                return await reader.read(_MAX_BYTES)
+                return await _read_all(reader)
             finally:
                 writer.close()
     except (OSError, TimeoutError):
         return None
     finally:
         os.close(fd)
+
+
+async def _read_all(reader: asyncio.StreamReader) -> bytes | None:
+    """A peer's whole text (it closes when done); None past the bound: one ``read`` returns
+    as soon as some bytes arrive, so a single call could merge half a scrape."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await reader.read(65536):
+        size += len(chunk)
+        if size > _MAX_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def all_workers(data_dir: Path, role: WorkerRole, own: bytes) -> bytes:

@@ -56,3 +56,11 @@ def demo_config(
         resolved = Renderer().resolve(bundle, rule, locale, gpc)
     visitor = Visitor(ip=None, region=UNKNOWN_REGION, gpc=gpc, language=locale, rule=rule)
     return snippet_document(resolved, visitor, record_url)
+
+
+def demo_layers(rule_name: str = "gdpr", *, gpc: bool = False) -> dict[str, str]:
+    """The rendered banner and preferences panel (a lazily loaded part) of the demo site."""
+    bundle = load_site(ROOT / "banners" / "demo", ROOT / "locales", shipped_rules())
+    rule = shipped_rules().rules[RULE_IDS[rule_name]]
+    resolved = Renderer().resolve(bundle, rule, "en", gpc)
+    return {"banner": resolved.html, "preferences": resolved.preferences_html}

@@ -117,11 +117,11 @@ def run_gateway(
     ]
     environment = {
         **os.environ,
-        **(env or {}),
         "GATEWAY_DATA_DIR": str(work / "data"),
         # The browser plays a visitor behind a CDN edge on loopback: its geo headers count.
         "GATEWAY_TRUSTED_PROXIES": "127.0.0.1,::1",
         "GATEWAY_GEO_HEADERS": "cloudflare,cloudfront,vercel",
+        **(env or {}),
     }
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=environment)

@@ -275,7 +275,7 @@ def test_changed_revision_reprompts_and_keeps_the_subject(
     # tests/browser/test_refusals.py changes the site itself.)
     page.evaluate(
         "document.cookie = document.cookie.match(/cg_consent=([^;]*)/)[1]"
-        ".replace(/^v3\\|[^|]*/, 'cg_consent=v3|0ld') + '; path=/';"
+        ".replace(/^(v\\d)\\|[^|]*/, 'cg_consent=$1|0ld') + '; path=/';"
         "localStorage.removeItem('cg_state'); localStorage.removeItem('cg_receipt')"
     )
     page.goto(url)

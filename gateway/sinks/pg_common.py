@@ -1,0 +1,123 @@
+"""What every PostgreSQL-backed store shares: versioned migrations under an advisory lock,
+a pool opened (and the schema migrated) on first use, connections and transactions from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+
+import asyncpg
+
+log = logging.getLogger("gateway.sinks.postgres")
+
+# What an unreachable or failing server raises: retried later, never fatal at start-up.
+UNREACHABLE = (TimeoutError, OSError, asyncpg.PostgresError)
+
+
+def rfc3339(value: datetime) -> str:
+    """A stored time as the fixed-width RFC 3339 UTC text every store answers with."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+async def migrate(
+    conn: asyncpg.Connection, *, lock: int, table: str, migrations: Sequence[str], what: str
+) -> int:
+    """Apply the migrations past the version recorded in ``table``, in one transaction and
+    under the advisory ``lock``: safe when several nodes start at once. The version reached."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", lock)
+        await conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {table} "
+            "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        current = await conn.fetchval(f"SELECT coalesce(max(version), 0) FROM {table}")
+        for version in range(current + 1, len(migrations) + 1):
+            await conn.execute(migrations[version - 1])
+            await conn.execute(f"INSERT INTO {table} (version) VALUES ($1)", version)
+            log.info("%s schema migrated to version %d", what, version)
+        return len(migrations)
+
+
+Migrate = Callable[[asyncpg.Connection], Awaitable[object]]
+
+
+def migrator(
+    *, lock: int, table: str, migrations: Sequence[str], what: str
+) -> Callable[[asyncpg.Connection], Awaitable[int]]:
+    """``migrate`` bound to one set of tables: its lock, version table and steps."""
+
+    async def run(conn: asyncpg.Connection) -> int:
+        return await migrate(conn, lock=lock, table=table, migrations=migrations, what=what)
+
+    run.__doc__ = f"Bring the {what} tables to the latest version; safe when nodes start at once."
+    return run
+
+
+class PgPooled:
+    """A pool of its own, opened on first use after ``migrations`` ran on one connection.
+
+    ``what`` names the store in logs; ``command_timeout`` bounds every statement.
+    """
+
+    what = "PostgreSQL store"
+    command_timeout = 60.0
+
+    def __init__(self, dsn: str, *, pool_size: int = 2, connect_timeout: float = 5.0) -> None:
+        self.dsn = dsn
+        self.pool_size = pool_size
+        self.connect_timeout = connect_timeout
+        self._pool: asyncpg.Pool | None = None
+        self._opening = asyncio.Lock()
+
+    def migrations(self) -> Sequence[Migrate]:
+        """The schema steps to run (in order) before the pool opens."""
+        return ()
+
+    async def open(self) -> None:
+        """Connect and migrate; an unreachable server is retried on first use, not fatal."""
+        try:
+            await self._ensure()
+        except UNREACHABLE as exc:
+            log.warning("%s unreachable at start-up (%s); will retry", self.what, exc)
+
+    async def _ensure(self) -> asyncpg.Pool:
+        if self._pool is not None:
+            return self._pool
+        async with self._opening:
+            if self._pool is None:
+                conn = await asyncpg.connect(self.dsn, timeout=self.connect_timeout)
+                try:
+                    for step in self.migrations():
+                        await step(conn)
+                finally:
+                    await conn.close()
+                self._pool = await asyncpg.create_pool(
+                    self.dsn,
+                    min_size=1,
+                    max_size=self.pool_size,
+                    timeout=self.connect_timeout,
+                    command_timeout=self.command_timeout,
+                )
+            return self._pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    @contextlib.asynccontextmanager
+    async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection (the pool opened, and the schema migrated, first)."""
+        pool = await self._ensure()
+        async with pool.acquire() as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection inside one transaction."""
+        async with self._conn() as conn, conn.transaction():
+            yield conn
