@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gateway.cli.docs import DOCUMENTS, main, render_readme, template_reference
-from gateway.core.settings import SETTINGS
+from gateway.core.settings_table import SETTINGS
 from gateway.serving.render import TEMPLATE_VARIABLES
 from tests.helpers import ROOT
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from gateway.core.errors import ConfigError
-from gateway.core.settings import SETTINGS, Settings, load_settings, settings_table_markdown
+from gateway.core.settings import Settings, load_settings, settings_table_markdown
+from gateway.core.settings_table import SETTINGS
 
 
 def test_the_dataclass_takes_its_fields_and_defaults_from_the_table() -> None:

@@ -17,7 +17,8 @@ from gateway.cli.standards import add_parsers as add_standards_parsers
 from gateway.cli.standards import run as run_standards
 from gateway.cli.standards import run_gvl
 from gateway.core.errors import GatewayError
-from gateway.core.settings import SETTINGS, Settings, load_settings
+from gateway.core.settings import Settings, load_settings
+from gateway.core.settings_table import SETTINGS
 
 if TYPE_CHECKING:
     from gateway.recording.outboxes import WorkerRole
