@@ -75,6 +75,9 @@ def template_reference() -> str:
         "|---|---|",
     ]
     out += [f"| `{name}` | {help_} |" for name, help_ in render.TEMPLATE_VARIABLES.items()]
+    for name, extra in render.EXTRA_VARIABLES.items():
+        out += ["", f"`{name}` also receives:", "", "| variable | what it holds |", "|---|---|"]
+        out += [f"| `{var}` | {help_} |" for var, help_ in extra.items()]
     out += ["", "## Blocks", ""]
     for path in sorted(DEFAULT_TEMPLATES.glob("*.html")):
         blocks = ", ".join(f"`{b}`" for b in _blocks(path))
@@ -95,8 +98,8 @@ def template_reference() -> str:
         "",
         "## What a template can do",
         "",
-        "Templates run in Jinja's immutable sandbox: the variables above (and `page_config` in "
-        "`privacy_center.html`) are all a template sees; no attribute or item whose name "
+        "Templates run in Jinja's immutable sandbox: the variables above (and the privacy "
+        "center's own) are all a template sees; no attribute or item whose name "
         "starts with `_` is reachable, and the shared data cannot be changed (`texts.update`, "
         "`purposes.append` fail). `consent-gateway check` and a reload refuse a template "
         "that breaks these rules before running any of it, naming the file and line.",

@@ -51,8 +51,16 @@ TEMPLATE_VARIABLES: Mapping[str, str] = {
 # Variables that one template receives beyond TEMPLATE_VARIABLES.
 EXTRA_VARIABLES: Mapping[str, Mapping[str, str]] = {
     "privacy_center.html": {
-        "page_config": "dict: what the page's script reads (record_url, history_url, texts, "
-        "names, actions)",
+        "page_config": "dict: what the page's script reads (site, language, banner_version, "
+        "urls, purposes, labels); the template puts it in a JSON block",
+        "purpose_groups": "list of dicts: id (a product line, or empty for all), name (empty "
+        "for all), purposes (as `purposes`)",
+        "channels": "list of dicts: id, name, description of the site's contact channels",
+        "preference_scopes": "list of dicts: id (a product line, or empty for all), name, "
+        "description, topics (id, name, description, channels [id, name], frequencies "
+        "[id, name], default_frequency)",
+        "rights": "dict: types (the rights requests the visitor's rule offers), "
+        "email_verification (bool: the gateway can send e-mail codes)",
     },
 }
 

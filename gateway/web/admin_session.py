@@ -74,11 +74,16 @@ def _enabled(request: Request) -> str:
     return token
 
 
-async def _form(request: Request) -> dict[str, str]:
+async def read_form(request: Request) -> dict[str, str]:
+    """A small urlencoded form (login, logout, the queue's action buttons), bounded."""
     if request.headers.get("content-type", "").split(";")[0].strip() != (
         "application/x-www-form-urlencoded"
     ):
-        raise BadRequest("unsupported_media_type", "send the login form", status_code=415)
+        raise BadRequest(
+            "unsupported_media_type",
+            "send application/x-www-form-urlencoded form data",
+            status_code=415,
+        )
     body = b""
     async for chunk in request.stream():
         body += chunk
@@ -103,7 +108,7 @@ async def login(request: Request) -> Response:
     state = request.app.state
     peer = request.client.host if request.client else None
     state.limits.check_admin(state.gateway.locator.client(peer, request.headers))
-    form = await _form(request)
+    form = await read_form(request)
     next_path = _safe_next(form.get("next", ""))
     given = form.get("token", "").encode("utf-8", "replace")
     if not hmac.compare_digest(given, token.encode()):
@@ -138,7 +143,7 @@ async def logout(request: Request) -> Response:
     refuse_cross_site(request)
     nonce = nonce_of(request)
     if nonce is not None:
-        given = request.headers.get(CSRF_HEADER) or (await _form(request)).get("csrf", "")
+        given = request.headers.get(CSRF_HEADER) or (await read_form(request)).get("csrf", "")
         if not csrf_ok(token, nonce, given):
             raise BadRequest("csrf_token_required", "send the session's CSRF token",
                              status_code=403)  # fmt: skip

@@ -82,8 +82,8 @@ def run_gateway(
     """`consent-gateway serve` on a free port, serving the demo site to ``site_origin``.
 
     With ``reload``, edits to ``work/banners`` are published while it runs; ``prepare`` may
-    change the copied banners folder before the gateway starts; ``env`` adds GATEWAY_*
-    settings.
+    change the copied banners folder before the gateway starts; ``env`` adds settings
+    (``GATEWAY_…``) to its environment.
     """
     banners = work / "banners"
     shutil.copytree(ROOT / "banners", banners)
@@ -115,7 +115,7 @@ def run_gateway(
         "--reload",
         "true" if reload else "false",
     ]
-    env = {
+    environment = {
         **os.environ,
         "GATEWAY_DATA_DIR": str(work / "data"),
         # The browser plays a visitor behind a CDN edge on loopback: its geo headers count.
@@ -124,7 +124,7 @@ def run_gateway(
         **(env or {}),
     }
     with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=environment)
     gw = Gateway(f"http://127.0.0.1:{port}", process, log)
     try:
         deadline = time.monotonic() + 30

@@ -11,11 +11,14 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
+from aiosmtpd.controller import Controller
 from playwright.sync_api import sync_playwright
 
 from tests.browser.democonfig import ROOT
 from tests.browser.harness import Gateway, launch, publisher_site, run_gateway
 from tests.browser.test_privacy_center import record
+from tests.procs import free_port
+from tests.rights_env import Inbox
 
 TOKEN = "screenshot-admin-token"  # a throw-away gateway's token
 
@@ -36,10 +39,16 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     os.environ["GATEWAY_ADMIN_TOKEN"] = TOKEN
     site = publisher_site()
+    # A real SMTP server in-process: a request by e-mail address waits for its code.
+    port = free_port()
+    smtp = Controller(Inbox(), hostname="127.0.0.1", port=port)
+    smtp.start()
     try:
         with (
             tempfile.TemporaryDirectory() as work,
-            run_gateway(site.origin, Path(work)) as gw,
+            run_gateway(
+                site.origin, Path(work), env={"GATEWAY_SMTP_URL": f"smtp://127.0.0.1:{port}"}
+            ) as gw,
             sync_playwright() as playwright,
         ):
             recorded = [record(gw, f"{n:02x}" * 16) for n in range(3)]
@@ -68,6 +77,7 @@ def main() -> None:
             print(path)
             browser.close()
     finally:
+        smtp.stop()
         site.close()
 
 

@@ -399,7 +399,7 @@ def test_pipl_separate_consent_in_the_privacy_center(page: Page, gateway: Gatewa
         f"{gateway.origin}/v1/sites/demo/privacy-center?region=CN#subject={subject}&secret={secret}"
     )
     expect(page.locator("#history tbody tr")).to_have_count(1)
-    for box in page.locator("input[name]").all():
+    for box in page.locator("#choices input[name]").all():
         box.check()
     page.get_by_role("button", name="Save choices").click()
     expect(page.locator("#status")).to_have_text("Your choices have been saved.")
