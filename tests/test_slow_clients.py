@@ -111,6 +111,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         GATEWAY_BODY_TIMEOUT="1",
         GATEWAY_KEEPALIVE_TIMEOUT="1",
         GATEWAY_MAX_CONNECTIONS="40",
+        # The access log is off by default; the receipts-in-logs test needs its error lines.
+        GATEWAY_ACCESS_LOG="errors",
     )
     yield running
     stop(running.process)
