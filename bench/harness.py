@@ -70,12 +70,12 @@ def cpu_seconds(pid: int) -> float:
 CONSENT_GATEWAY = str(Path(PYTHON).parent / "consent-gateway")
 
 
-def uvicorn_command(app: str, port: int, *, factory: bool = False) -> list[str]:
-    """`uvicorn app` as the bare endpoints run (one worker, uvloop, httptools, no log)."""
-    cmd = [PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
-           "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-           "--log-level", "warning"]  # fmt: skip
-    return [*cmd, "--factory"] if factory else cmd
+def uvicorn_command(app: str, port: int) -> list[str]:
+    """`uvicorn app` as the bare endpoints run (one worker, uvloop, httptools, no log); the
+    gateway itself is never started this way (gateway_command)."""
+    return [PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
+            "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+            "--log-level", "warning"]  # fmt: skip
 
 
 def gateway_command(port: int) -> list[str]:

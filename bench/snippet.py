@@ -178,19 +178,17 @@ BUDGET = 5632  # issue 15: a first visit of at most 5.5 KB gzipped
 
 
 def sizes() -> None:
-    """consent.js as sent (Content-Length per encoding) for each locale and rule model."""
-    from starlette.testclient import TestClient
+    """consent.js as sent (Content-Length per encoding) for each locale and rule model, by
+    the gateway started as README tells users (`consent-gateway serve`)."""
+    import httpx
 
-    from gateway.app import create_app
-    from tests.helpers import make_settings
+    from bench.harness import gateway
 
-    with (
-        tempfile.TemporaryDirectory() as work,
-        TestClient(create_app(make_settings(Path(work)))) as client,
-    ):
+    with gateway() as base, httpx.Client(base_url=base, timeout=10) as client:
 
         def sent(path: str, coding: str) -> int:
             answer = client.get(path, headers={"Accept-Encoding": coding})
+            answer.raise_for_status()
             return int(answer.headers["content-length"])
 
         table: dict[tuple[str, str], tuple[int, int, int]] = {}

@@ -5,15 +5,13 @@ a visitor with two recorded choices and contact preferences)."""
 from __future__ import annotations
 
 import json
-import sys
-import tempfile
 import urllib.request
 from pathlib import Path
 
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 
-from tests.browser.democonfig import ROOT
-from tests.browser.harness import Gateway, launch, publisher_site, run_gateway
+from tests.browser.harness import Gateway
+from tests.browser.screenshots import shoot
 from tests.browser.test_privacy_center import CENTER, record
 
 # name, language, viewport
@@ -75,23 +73,5 @@ def take(browser: Browser, gateway: Gateway, out: Path) -> list[Path]:
     return paths
 
 
-def main() -> None:
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "docs" / "screenshots"
-    out.mkdir(parents=True, exist_ok=True)
-    site = publisher_site()
-    try:
-        with (
-            tempfile.TemporaryDirectory() as work,
-            run_gateway(site.origin, Path(work)) as gw,
-            sync_playwright() as playwright,
-        ):
-            browser = launch(playwright)
-            for path in take(browser, gw, out):
-                print(path)
-            browser.close()
-    finally:
-        site.close()
-
-
 if __name__ == "__main__":
-    main()
+    shoot(lambda browser, site, gateway, out: take(browser, gateway, out))

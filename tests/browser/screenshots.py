@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -56,7 +57,12 @@ def take(browser: Browser, site: LoopbackServer, gateway: Gateway, out: Path) ->
     return paths
 
 
-def main() -> None:
+Take = Callable[[Browser, LoopbackServer, Gateway, Path], list[Path]]
+
+
+def shoot(take: Take) -> None:
+    """Run ``take`` against a demo gateway and publisher page; print the files it wrote
+    (into argv[1], or docs/screenshots)."""
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "docs" / "screenshots"
     out.mkdir(parents=True, exist_ok=True)
     site = publisher_site()
@@ -75,4 +81,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    shoot(take)
