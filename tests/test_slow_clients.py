@@ -266,3 +266,65 @@ def test_idle_flood_under_a_low_descriptor_limit_keeps_service(tmp_path: Path) -
             sock.close()
         stop(running.process)
     assert "Too many open files" not in running.log.read_text()
+
+
+# One write per response (gateway/web/coalesce.py): the held head must never be held too long.
+
+
+def test_head_request_without_body_is_answered_and_the_connection_kept(server: Server) -> None:
+    """A HEAD answer has no body write to carry the held head: it leaves when the response
+    completes, and the kept-alive connection serves the next request."""
+    with server.connect() as sock:
+        sock.sendall(b"HEAD /v1/sites/demo/config HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        sock.settimeout(2)
+        head = sock.recv(65536)
+        assert head.startswith(b"HTTP/1.1 200") and head.endswith(b"\r\n\r\n")
+        assert server.get(sock=sock).startswith(b"HTTP/1.1 200")
+
+
+def test_not_modified_answer_arrives_at_once(server: Server) -> None:
+    first = server.get("/v1/sites/demo/config")
+    etag = next(
+        line.split(b":", 1)[1].strip()
+        for line in first.split(b"\r\n")
+        if line.lower().startswith(b"etag:")
+    )
+    with server.connect() as sock:
+        sock.settimeout(2)
+        sock.sendall(
+            b"GET /v1/sites/demo/config HTTP/1.1\r\nHost: 127.0.0.1\r\nIf-None-Match: "
+            + etag
+            + b"\r\n\r\n"
+        )
+        assert _read_response(sock).startswith(b"HTTP/1.1 304")
+
+
+def test_expect_continue_is_sent_before_the_body_is_awaited(server: Server) -> None:
+    """An interim `100 Continue` is never held back: the client waits for it before sending
+    its body, so holding it would stall the request until the body timeout."""
+    body = b'{"not": "a consent"}'
+    with server.connect() as sock:
+        sock.settimeout(0.9)  # under the 1 s body timeout of this server
+        sock.sendall(
+            b"POST /v1/sites/demo/consents HTTP/1.1\r\nHost: a\r\n"
+            b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+        )
+        assert sock.recv(65536).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        sock.sendall(body)
+        answer = _read_response(sock)
+    assert answer.startswith(b"HTTP/1.1 400") and b'"error"' in answer
+
+
+def test_pipelined_requests_are_answered_in_order(server: Server) -> None:
+    with server.connect() as sock:
+        sock.settimeout(2)
+        request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        sock.sendall(request * 3)
+        received = b""
+        while received.count(b"HTTP/1.1 ") < 3 or not received.endswith(b"}"):
+            chunk = sock.recv(65536)
+            assert chunk, received
+            received += chunk
+    answers = received.split(b"HTTP/1.1 ")[1:]
+    assert len(answers) == 3 and all(a.startswith(b"200 OK\r\n") for a in answers)

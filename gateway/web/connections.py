@@ -25,6 +25,7 @@ import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway.core.settings import Settings
+from gateway.web.coalesce import CoalescingTransport
 
 log = logging.getLogger("gateway.connections")
 
@@ -84,16 +85,25 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     The limits come from class attributes that ``configure()`` sets once per server, with
     the server's table of connections waiting for a request head, oldest first.
+
+    A timeout is a deadline on the connection, not a timer: arming one is storing a number,
+    and one sweep per server (``sweep_every``) closes the connections past theirs. Two timers
+    armed and cancelled per request (and uvicorn's keep-alive timer, which this protocol's
+    idle deadline replaces) cost more than the rest of a served banner's own work. The
+    sweep closes a connection at most ``sweep_every`` after its deadline.
     """
 
     head_timeout = 10.0
     body_timeout = 10.0
     max_connections = 1000
     waiting: ClassVar[dict[GuardedHttpToolsProtocol, None]] = {}
+    sweep_every = 1.0
+    # The loop the sweep runs on and the server's connections it looks at.
+    sweeping: ClassVar[list[tuple[asyncio.AbstractEventLoop, set[Any]]]] = []
 
     @classmethod
     def configure(
-        cls, head_timeout: float, body_timeout: float, max_connections: int
+        cls, head_timeout: float, body_timeout: float, max_connections: int, keep_alive: float
     ) -> type[GuardedHttpToolsProtocol]:
         """A subclass carrying these limits (uvicorn builds protocols from a class)."""
         attrs = {
@@ -101,12 +111,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             "body_timeout": body_timeout,
             "max_connections": max_connections,
             "waiting": {},
+            "sweeping": [],
+            # A quarter of the shortest timeout, so none is overrun by more than a quarter.
+            "sweep_every": min(1.0, max(0.05, min(head_timeout, body_timeout, keep_alive) / 4)),
         }
         return type(cls.__name__, (cls,), attrs)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._read_timer: asyncio.TimerHandle | None = None
+        self._deadline: float | None = None  # when the awaited bytes are overdue
+        self._idle = False  # between a response and the next request's first byte
         self._started_request = False  # a byte of the awaited request head has arrived
         self._head_bytes = 0  # bytes received since the awaited request head began
 
@@ -122,17 +136,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             transport.write(FULL_RESPONSE)
             transport.close()
             return
+        self.transport = CoalescingTransport(transport)  # head and body in one write
         self._set_waiting(True)
         self._arm(self.head_timeout)
+        if not self.sweeping or self.sweeping[0][0] is not self.loop:
+            self.sweeping[:] = [(self.loop, self.connections)]
+            self.loop.call_later(self.sweep_every, self._sweep, self.loop)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_read_timer()
+        self._deadline = None
         self._set_waiting(False)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._read_timer is None and self.timeout_keep_alive_task is not None:
-            # First byte after a response: uvicorn's keep-alive timer stops here; ours starts.
+        if self._idle:
+            # First byte after a response: the keep-alive wait ends, the head timeout starts.
+            self._idle = False
             self._arm(self.head_timeout)
         if self in self.waiting:
             self._head_bytes += len(data)
@@ -148,7 +167,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._started_request = True
-        if self._read_timer is None:
+        if self._deadline is None:
             self._arm(self.head_timeout)
 
     def on_headers_complete(self) -> None:
@@ -157,17 +176,28 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        self._cancel_read_timer()
+        self._deadline = None  # the app has the request: no read is awaited
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if self.timeout_keep_alive_task is not None:
-            # Idle until the next request; uvicorn's keep-alive timeout guards this wait.
+        """uvicorn's, with the keep-alive wait as a deadline rather than a timer."""
+        self.transport.flush()  # type: ignore[attr-defined]  # a head without a body
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self._unset_keepalive_if_required()
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        else:
+            # Idle until the next request; the keep-alive timeout guards this wait.
+            self._idle = True
             self._started_request = False
             self._set_waiting(True)
+            self._arm(self.timeout_keep_alive)
 
-    # Timers and the cap
+    # Deadlines and the cap
 
     def _set_waiting(self, waiting: bool) -> None:
         self.waiting.pop(self, None)
@@ -176,16 +206,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.waiting[self] = None  # to the end: the most recent waiter
 
     def _arm(self, seconds: float) -> None:
-        self._cancel_read_timer()
-        self._read_timer = self.loop.call_later(seconds, self._read_timed_out)
+        self._deadline = self.loop.time() + seconds
 
-    def _cancel_read_timer(self) -> None:
-        if self._read_timer is not None:
-            self._read_timer.cancel()
-            self._read_timer = None
+    @classmethod
+    def _sweep(cls, loop: asyncio.AbstractEventLoop) -> None:
+        """Close every connection past its deadline; then again in ``sweep_every``."""
+        if not cls.sweeping or cls.sweeping[0][0] is not loop or loop.is_closed():
+            return  # a later server's loop took over
+        now = loop.time()
+        for conn in list(cls.sweeping[0][1]):
+            deadline = getattr(conn, "_deadline", None)
+            if deadline is not None and deadline <= now:
+                conn._timed_out()
+        loop.call_later(cls.sweep_every, cls._sweep, loop)
 
-    def _read_timed_out(self) -> None:
-        self._read_timer = None
+    def _timed_out(self) -> None:
+        self._deadline = None
         if self.transport.is_closing():
             return
         if self._started_request and self in self.waiting:
@@ -211,6 +247,6 @@ def server_options(settings: Settings) -> dict[str, Any]:
     """
     cap = effective_max_connections(settings.max_connections)
     protocol = GuardedHttpToolsProtocol.configure(
-        settings.header_timeout, settings.body_timeout, cap
+        settings.header_timeout, settings.body_timeout, cap, settings.keepalive_timeout
     )
     return {"http": protocol, "timeout_keep_alive": settings.keepalive_timeout}
