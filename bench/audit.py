@@ -31,19 +31,19 @@ from tests.pg import make_record
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
-async def _with_db(records: int) -> dict[str, Any]:
+async def _with_db(records: int, span_days: float) -> dict[str, Any]:
     name = f"bench_audit_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(ADMIN_DSN)
     await admin.execute(f'CREATE DATABASE "{name}"')
     dsn = f"postgresql://postgres@127.0.0.1:5432/{name}"
     try:
-        return await _run(dsn, records)
+        return await _run(dsn, records, span_days)
     finally:
         await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         await admin.close()
 
 
-async def _with_dir(records: int) -> dict[str, Any]:
+async def _with_dir(records: int, span_days: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data_dir=Path(tmp))
         store = SqliteStore(settings.data_dir / FILE_NAME)
@@ -62,12 +62,21 @@ async def _with_dir(records: int) -> dict[str, Any]:
         }
 
 
-async def _run(dsn: str, records: int) -> dict[str, Any]:
+async def _run(dsn: str, records: int, span_days: float) -> dict[str, Any]:
     settings = Settings(store_url=dsn)
-    out: dict[str, Any] = {"store": "postgres", "records": records}
+    out: dict[str, Any] = {"store": "postgres", "records": records, "span_days": span_days}
     started = time.perf_counter()
-    await fill(dsn, records)
+    await fill(dsn, records, step=span_days * 86400 / records)
     out["store_records_per_s_with_triggers"] = round(records / (time.perf_counter() - started))
+    conn = await asyncpg.connect(dsn)
+    try:
+        # What a report reads: its latency follows these rows, not the records behind them.
+        out["rollup_rows"] = await conn.fetchval("SELECT count(*) FROM consent_rollup")
+        out["purpose_rollup_rows"] = await conn.fetchval(
+            "SELECT count(*) FROM consent_purpose_rollup"
+        )
+    finally:
+        await conn.close()
     return {**out, **await _measure(settings, records)}
 
 
@@ -101,9 +110,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--store", choices=("postgres", "sqlite"), default="postgres")
+    parser.add_argument(
+        "--span-days",
+        type=float,
+        default=365.0,
+        help="the records are spread evenly over this many days (PostgreSQL): a year of a "
+        "site's records makes the rollup rows a year's report reads",
+    )
     args = parser.parse_args()
     run = _with_dir if args.store == "sqlite" else _with_db
-    for key, value in asyncio.run(run(args.records)).items():
+    for key, value in asyncio.run(run(args.records, args.span_days)).items():
         print(f"{key}: {value}")
 
 

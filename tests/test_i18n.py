@@ -7,6 +7,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from babel import localedata
 from babel.messages.catalog import Catalog
 from babel.messages.pofile import read_po
 from hypothesis import given, settings
@@ -388,6 +389,22 @@ def test_bcp47_and_direction(identifier: str, tag: str, text_direction: str) -> 
 def test_direction_of_an_unknown_locale_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="unknown locale 'xx'"):
         direction("xx")
+
+
+def test_direction_agrees_with_cldr_for_every_locale_babel_knows() -> None:
+    """The direction comes from the script (RTL_SCRIPTS), not from each locale's CLDR data,
+    which cost ~1 MB of every worker's memory per locale: it must equal CLDR's character
+    order for all ~800 locales, so no locale is laid out the wrong way round. CLDR's `ttb`
+    (Mongolian script, written top to bottom) is `ltr` for HTML's `dir`, which knows no
+    vertical order (that is CSS `writing-mode`)."""
+    from babel import Locale
+
+    wrong = {
+        name: cldr
+        for name in localedata.locale_identifiers()
+        if direction(name) != {"rtl": "rtl"}.get(cldr := Locale.parse(name).text_direction, "ltr")
+    }
+    assert wrong == {}
 
 
 def test_every_demo_locale_has_a_direction() -> None:

@@ -67,3 +67,14 @@ def test_the_serving_runtime_loads_no_command_module() -> None:
         check=True,
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_the_serving_app_does_not_import_the_stream_client() -> None:
+    """nats-py and aiohttp weigh ~10 MB of every worker's memory: they are imported only when
+    GATEWAY_NATS_URL names a stream (gateway/sinks/__init__.nats_sink)."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys, gateway.app; print('nats' in sys.modules, "
+         "'aiohttp' in sys.modules)"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert done.stdout.split() == ["False", "False"]

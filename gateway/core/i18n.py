@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import NamedTuple
 
-from babel import Locale, localedata
+from babel import localedata
 from babel.core import get_global
 from cachetools import LRUCache
 
@@ -310,13 +310,18 @@ def bcp47(identifier: str) -> str:
     return identifier.replace("_", "-")
 
 
+# The scripts CLDR writes right to left: the character order of every CLDR locale follows
+# its (maximized) script, so no locale's data (~1 MB each) is loaded to learn it.
+# tests/test_i18n.py checks this set against Babel's `text_direction` of every CLDR locale.
+RTL_SCRIPTS = frozenset({"Adlm", "Arab", "Hebr", "Nkoo", "Rohg", "Syrc", "Thaa"})
+
+
 @lru_cache(maxsize=256)
 def direction(identifier: str) -> str:
-    """Text direction of the locale's script, "rtl" or "ltr" (ar, he, fa, ur are rtl)."""
+    """Direction for HTML `dir`: "rtl" or "ltr" (ar, he, fa, ur are rtl; CLDR's vertical `ttb`,
+    the Mongolian script, is "ltr" here: `dir` knows no vertical order)."""
     tag = _analyse(identifier)
     # The nearest CLDR locale in the chain: ar_DE has no data of its own, but ar does.
-    for name in tag.chain if tag is not None else ():
-        if localedata.exists(name):
-            text_direction: str = Locale.parse(name).text_direction
-            return text_direction
-    raise ConfigError(f"unknown locale {identifier!r}", hint="use a Babel/CLDR identifier")
+    if tag is None or not any(localedata.exists(name) for name in tag.chain):
+        raise ConfigError(f"unknown locale {identifier!r}", hint="use a Babel/CLDR identifier")
+    return "rtl" if tag.script in RTL_SCRIPTS else "ltr"

@@ -4,6 +4,7 @@ webhook and a NATS JetStream stream."""
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from gateway.core.errors import ConfigError
 from gateway.core.settings import Settings
@@ -11,10 +12,12 @@ from gateway.sinks.base import PermanentSinkError, Sink, SinkError, Store
 from gateway.sinks.directory import Directory
 from gateway.sinks.directory_postgres import PostgresDirectory
 from gateway.sinks.directory_sqlite import SqliteDirectory
-from gateway.sinks.jetstream import JetStreamSink
 from gateway.sinks.postgres import PostgresStore
 from gateway.sinks.sqlite import FILE_NAME, SqliteStore
 from gateway.sinks.webhook import EventWebhookSink, WebhookSink
+
+if TYPE_CHECKING:  # imported when a stream is configured: nats-py and aiohttp weigh ~20 MB
+    from gateway.sinks.jetstream import JetStreamSink
 
 __all__ = [
     "PermanentSinkError",
@@ -95,6 +98,8 @@ def nats_sink(settings: Settings) -> JetStreamSink:
                 f"GATEWAY_NATS_{name.upper()} {value!r} is not a valid NATS name",
                 hint="letters, digits, - and _ (the prefix may have dot-separated tokens)",
             )
+    from gateway.sinks.jetstream import JetStreamSink
+
     return JetStreamSink(
         settings.nats_url,
         stream=settings.nats_stream,
