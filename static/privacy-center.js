@@ -60,6 +60,7 @@
   const boxes = () => $$("input[name]", form);
   // A form the visitor is editing is not refilled from the server until they save it.
   const dirty = new Set();
+  let savedConsent = null; // the record id of the consents last saved on this page
   function showConsents(choices) {
     if (dirty.has(form)) return;
     boxes().forEach((i) => { if (i.name in choices) i.checked = !!choices[i.name]; });
@@ -88,7 +89,9 @@
       cred.receipt = answer.receipt;
       save();
       say(T.saved);
-      // Saved: the server's state may show again (loadHistory first retires older loads).
+      // Saved: the server's state may show again, once it holds this record (a load started
+      // later for an older save must not put the choices from before it back on screen).
+      savedConsent = answer.record_id;
       dirty.delete(form);
       if (withdraw) showConsents(choices);
       await loadHistory(answer.record_id);
@@ -218,17 +221,22 @@
   async function loadHistory(expect) {
     // Only the newest call renders: an older one still waiting must not redraw over it.
     const mine = ++generation;
-    let data;
-    for (let tries = 0; tries < (expect ? 20 : 1); tries++) {
+    // The store has a record a moment after its 201 (the forwarder batches): wait for the one
+    // this call expects and for the consent last saved here, whichever save started the call.
+    const awaited = [expect, savedConsent].filter(Boolean);
+    let data, seen = () => false;
+    for (let tries = 0; tries < (awaited.length ? 20 : 1); tries++) {
       // Consents from the subject's history, preference changes from its state.
       const [consents, state] = await Promise.all([call("history", { subject: cred.subject }).catch(() => null), readState()]);
       data = consents && Object.assign({}, consents, { preference_history: (state && state.preference_history) || [] });
-      const all = data ? (data.history || []).concat(data.preference_history) : [];
-      if (!expect || all.some((h) => h.record_id === expect)) break;
+      const ids = new Set((data ? (data.history || []).concat(data.preference_history) : []).map((h) => h.record_id));
+      seen = (id) => ids.has(id);
+      if (awaited.every(seen)) break;
       await pause(250);
     }
     if (!data || mine != generation) return;
-    if (data.current && data.current.choices) showConsents(data.current.choices);
+    // Never the choices from before the visitor's last save: the store may not have it yet.
+    if (data.current && data.current.choices && (!savedConsent || seen(savedConsent))) showConsents(data.current.choices);
     const body = $("#history tbody"), records = (data.history || []).concat(data.preference_history || [])
       .sort((a, b) => (a.recorded_at < b.recorded_at ? 1 : -1)).slice(0, 20);
     body.textContent = "";
