@@ -87,21 +87,25 @@ class GatewayApp(Starlette):
     """Starlette with the front (request limits, hot routes) outside its middleware.
 
     The front (gateway/web/front.py) answers the hot routes of this app's own route table;
-    ``front.app`` is the routed path (Starlette's middleware, router and handlers).
+    ``front.app`` is the routed path (Starlette's middleware, router and handlers, inside the
+    request log's wrapper when the log is on).
     """
 
     front: HotPaths
     access_log: tuple[str, float] = ("off", 0.0)  # GATEWAY_ACCESS_LOG and its sample rate
 
     def build_middleware_stack(self) -> ASGIApp:
-        self.front = HotPaths(super().build_middleware_stack(), self.router.routes)
-        # Transfer codings other than chunked are refused before anything reads a body.
-        stack: ASGIApp = TransferCodings(self.front)
+        routed = super().build_middleware_stack()
         mode, sample = self.access_log
-        if mode == "off":
-            return stack  # not even a wrapped send
-        # Outermost: refusals of the limits and the front are logged too.
-        return accesslog.AccessLog(stack, mode, sample, region_of=accesslog.region_from_app)
+        access = None
+        if mode != "off":
+            # The routed path is wrapped; the hot routes and the refusals log themselves
+            # through the same object (a served banner pays for a line only when it gets one).
+            access = accesslog.AccessLog(routed, mode, sample, region_of=accesslog.region_from_app)
+            routed = access
+        self.front = HotPaths(routed, self.router.routes, access)
+        # Transfer codings other than chunked are refused before anything reads a body.
+        return TransferCodings(self.front, access)
 
 
 def create_app(

@@ -125,6 +125,34 @@ def test_errors_logs_only_4xx_and_5xx_with_every_field(tmp_path: Path, lines: li
     assert RECEIPT not in text
 
 
+def test_hot_routes_log_themselves_and_refusals_are_logged(
+    tmp_path: Path, lines: list[Any]
+) -> None:
+    """The hot routes are not wrapped (a served banner pays one comparison), yet nothing an
+    operator needs goes unlogged: the hot route's own errors, the front's 414/431 and the
+    framing's 400 each get their line and their X-Request-ID, and an unlogged answer carries
+    no request id."""
+    with _client(tmp_path, "errors") as client:
+        stack = client.app.middleware_stack  # type: ignore[attr-defined]
+        assert not isinstance(stack, AccessLog)
+        assert isinstance(client.app.front.app, AccessLog)  # type: ignore[attr-defined]
+        served = client.get("/v1/sites/demo/config?region=DE")
+        long = client.get("/v1/sites/demo/config?q=" + "x" * 9000)
+        coded = client.post(
+            "/v1/sites/demo/consents",
+            content=b"{}",
+            headers={"Transfer-Encoding": "gzip, chunked", "Content-Type": "application/json"},
+        )
+        head = client.head("/v1/sites/nope/config")
+    assert served.status_code == 200 and "x-request-id" not in served.headers
+    assert [line["status"] for line in lines] == [414, 400, 404]
+    assert [r.headers["x-request-id"] for r in (long, coded, head)] == [
+        line["request_id"] for line in lines
+    ]
+    assert lines[0]["query"] == "q=…"  # the over-long value is not logged either
+    assert lines[2]["method"] == "HEAD" and lines[2]["bytes"] == 0
+
+
 def test_region_is_the_visitors_not_their_address(tmp_path: Path, lines: list[Any]) -> None:
     with _client(tmp_path, "all") as client:
         # The test client's peer is not a trusted proxy: the geo database decides (none here).

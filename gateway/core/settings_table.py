@@ -229,12 +229,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_level", "info", "Log level.", _choice("debug", "info", "warning", "error")),
     Setting(
         "access_log",
-        "off",
+        "errors",
         "Request log, one JSON line per request on stdout (time, method, path, query names, "
-        "status, duration, bytes, site, region, request id; never the IP): `off` (the "
-        "default: any mode wraps every request, measured +10-12 per cent CPU per served request), "
-        "`errors` (status 400 and above), `sampled` (errors, and `GATEWAY_ACCESS_LOG_SAMPLE` "
-        "of the rest), `all`.",
+        "status, duration, bytes, site, region, request id; never the IP): `off`, `errors` "
+        "(the default: status 400 and above; +0-1 per cent CPU per served request), `sampled` "
+        "(errors, and `GATEWAY_ACCESS_LOG_SAMPLE` of the rest), `all` (about +15 per cent).",
         _choice("off", "errors", "sampled", "all"),
     ),
     Setting(

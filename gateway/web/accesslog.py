@@ -106,10 +106,14 @@ class AccessLog:
     ``errors`` logs status 400 and above, ``sampled`` adds a random share of the rest,
     ``all`` logs every request. Whether a request is logged is known at its response's start
     (or, for a sampled one, before it runs); only then is the line's work done (the region
-    lookup, the request id, counting bytes), so the default costs one wrapped ``send``. A
-    logged answer carries its ``X-Request-ID``, so a client's error report finds the line.
-    ``region_of(scope)`` names the visitor's region (country or country-subdivision), never
-    the address it came from.
+    lookup, the request id, counting bytes). A logged answer carries its ``X-Request-ID``, so
+    a client's error report finds the line. ``region_of(scope)`` names the visitor's region
+    (country or country-subdivision), never the address it came from.
+
+    As a wrapper (``__call__``, ``around``) it costs one wrapped ``send`` per request. The hot
+    routes, which hold their whole answer before sending it, are not wrapped: they ask
+    ``picks`` and ``tag`` and write ``line`` themselves (gateway/web/endpoint.py), so a
+    served banner's log costs one comparison unless it is logged.
     """
 
     def __init__(
@@ -129,9 +133,25 @@ class AccessLog:
         self.region_of = region_of
         self.write = write or logging.getLogger(LOGGER).info
 
+    def picks(self, status: int) -> bool:
+        """Whether an answer with ``status`` gets a line (for ``sampled``, a draw)."""
+        # Sampling picks log lines, not secrets: the module's generator is enough.
+        return status >= self.threshold or (
+            self.sample > 0.0 and random.random() < self.sample  # noqa: S311
+        )
+
+    def tag(self, scope: Scope, headers: list[tuple[bytes, bytes]]) -> tuple[str, list[Any]]:
+        """The request id of a logged answer and its headers naming it."""
+        rid = request_id(scope["headers"])
+        return rid, [*headers, (b"x-request-id", rid.encode())]
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.around(self.app, scope, receive, send)
+
+    async def around(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run ``app`` with its answer logged as the mode says."""
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            await app(scope, receive, send)
             return
         start = time.perf_counter()
         # Sampling picks log lines, not secrets: the module's generator is enough.
@@ -153,13 +173,13 @@ class AccessLog:
             return send(message)
 
         try:
-            await self.app(scope, receive, logged_send)
+            await app(scope, receive, logged_send)
         finally:
             if seen[2] is not None or seen[0] >= threshold:
-                self._line(scope, start, seen)
+                self.line(scope, start, *seen)
 
-    def _line(self, scope: Scope, start: float, seen: list[Any]) -> None:
-        status, sent, rid = seen
+    def line(self, scope: Scope, start: float, status: int, sent: int, rid: str | None) -> None:
+        """Write the line of a request that started at ``start`` (``time.perf_counter``)."""
         params = scope.get("path_params") or {}
         site = params.get("site")
         try:

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from starlette.types import Receive, Scope, Send
 
 from gateway.web.answer import Answer
 from gateway.web.errors import INTERNAL_ERROR
+
+if TYPE_CHECKING:
+    from gateway.web.accesslog import AccessLog
 
 log = logging.getLogger("gateway.http")
 
@@ -31,18 +35,35 @@ class AnswerEndpoint:
         self.__name__ = name  # the endpoint label in the request metrics
         self._answer = answer
 
-    async def respond(self, scope: Scope, receive: Receive, send: Send) -> int:
+    async def respond(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        access: AccessLog | None = None,
+        start: float = 0.0,
+    ) -> int:
+        """Answer the request; with ``access`` (the request log, when on), log the answer if
+        the log's mode picks it, ``start`` being when the request reached the front."""
         try:
             answer = await self._answer(scope, receive)
         except Exception:
             log.exception("unhandled error in %s for %.200r", self.__name__, scope.get("path"))
             answer = INTERNAL_ERROR
         status, headers, body = answer
-        # send_answer's two messages, inline: this is every hot request's last step.
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send(
-            {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
-        )
+        if scope["method"] == "HEAD":
+            body = b""
+        if access is None or not access.picks(status):
+            # send_answer's two messages, inline: this is every hot request's last step.
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return status
+        rid, headers = access.tag(scope, headers)
+        try:
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+        finally:
+            access.line(scope, start, status, len(body), rid)
         return status
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -9,8 +9,13 @@ Outermost ASGI wrapper: one pass over the raw header list.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from gateway.web.accesslog import AccessLog
 
 _BODY = orjson.dumps({
     "error": "unsupported_transfer_coding",
@@ -38,12 +43,20 @@ def unsupported_coding(headers: list[tuple[bytes, bytes]]) -> bool:
 class TransferCodings:
     """Answers 400 to a request with a transfer coding other than chunked."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, access: AccessLog | None = None) -> None:
         self.app = app
+        self.access = access  # the request log, when on: refusals are logged too
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and unsupported_coding(scope["headers"]):
-            await send({"type": "http.response.start", "status": 400, "headers": _HEADERS})
-            await send({"type": "http.response.body", "body": _BODY})
+            if self.access is None:
+                await _refuse(scope, receive, send)
+            else:
+                await self.access.around(_refuse, scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+async def _refuse(scope: Scope, receive: Receive, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 400, "headers": _HEADERS})
+    await send({"type": "http.response.body", "body": _BODY})

@@ -17,6 +17,7 @@ from starlette.convertors import StringConvertor
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.web.accesslog import AccessLog
 from gateway.web.endpoint import AnswerEndpoint
 from gateway.web.limits import check, refuse
 from gateway.web.middleware import STATS
@@ -58,9 +59,14 @@ class HotPaths:
     """Refuses requests past the limits (gateway/web/limits.py), answers the hot routes
     itself, and passes every other request to ``app`` untouched."""
 
-    def __init__(self, app: ASGIApp, routes: Iterable[BaseRoute]) -> None:
+    def __init__(
+        self, app: ASGIApp, routes: Iterable[BaseRoute], access: AccessLog | None = None
+    ) -> None:
         self.app = app
         self.routes = hot_routes(routes)
+        # The request log (None: off): the hot endpoints log their own answers, refusals go
+        # through it as a wrapper; ``app`` is wrapped by it already.
+        self.access = access
 
     def match(self, scope: Scope) -> tuple[AnswerEndpoint, dict[str, str]] | None:
         """The endpoint and path parameters the front would answer ``scope`` with, or None."""
@@ -77,14 +83,21 @@ class HotPaths:
         if scope["type"] == "http":
             refused = check(scope)  # request-line and header limits, for every route
             if refused is not None:
-                await refuse(scope, send, refused)
+                if self.access is None:
+                    await refuse(scope, send, refused)
+                else:
+
+                    async def refusal(scope: Scope, receive: Receive, send: Send) -> None:
+                        await refuse(scope, send, refused)
+
+                    await self.access.around(refusal, scope, receive, send)
                 return
             hit = self.match(scope)
             if hit is not None:
                 start = time.perf_counter()
                 endpoint, scope["path_params"] = hit
                 scope["endpoint"] = endpoint
-                status = await endpoint.respond(scope, receive, send)
+                status = await endpoint.respond(scope, receive, send, self.access, start)
                 STATS.observe(endpoint.__name__, status, time.perf_counter() - start)
                 return
         await self.app(scope, receive, send)
