@@ -66,8 +66,12 @@ def _front(client: TestClient) -> HotPaths:
 
 
 def both(client: TestClient, scope: dict[str, Any], body: bytes) -> tuple[Answer, Answer]:
-    """The front's answer and the routed answer (Starlette's stack behind the front)."""
+    """The front's answer and the routed answer (Starlette's stack behind the front).
+
+    The request log (on by default: errors) answers a logged request with its X-Request-ID;
+    the request names one, so both paths echo the same."""
     front = _front(client)
+    scope = {**scope, "headers": [*scope["headers"], (b"x-request-id", b"parity-1")]}
     assert front.match(dict(scope)) is not None, "the front must answer this itself"
 
     async def run() -> tuple[Answer, Answer]:
