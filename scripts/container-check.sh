@@ -19,7 +19,7 @@ BASE_IMAGE=localhost/consent-gateway-base:bookworm
 probe() {
   # The checks a user would make: the demo config, readiness, one recorded consent.
   python3 - "http://127.0.0.1:$PORT" <<'EOF'
-import json, sys, time, urllib.request
+import json, secrets, sys, time, urllib.error, urllib.request
 
 base = sys.argv[1]
 deadline = time.monotonic() + 60
@@ -37,13 +37,17 @@ req = urllib.request.Request(base + "/v1/sites/demo/config", headers={"CF-IPCoun
 with urllib.request.urlopen(req, timeout=5) as r:
     config = json.load(r)
 choices = {p["id"]: True for p in config["purposes"] if not p["essential"]}
-body = {"subject_id": "container-check-0001", "banner_version": config["banner_version"],
+# As an app records: its own secret for the visitor; the gateway derives the subject id.
+body = {"subject_secret": secrets.token_hex(16), "banner_version": config["banner_version"],
         "action": "accept_all", "choices": choices}
 req = urllib.request.Request(base + "/v1/sites/demo/consents", data=json.dumps(body).encode(),
                              headers={"Content-Type": "application/json"}, method="POST")
-with urllib.request.urlopen(req, timeout=5) as r:
-    answer = json.load(r)
-    assert r.status == 201 and answer.get("receipt"), answer
+try:
+    with urllib.request.urlopen(req, timeout=5) as r:
+        answer = json.load(r)
+        assert r.status == 201 and answer.get("receipt"), answer
+except urllib.error.HTTPError as e:
+    sys.exit(f"container-check: consent POST answered {e.code}: {e.read()[:300]!r}")
 print(f"container-check: ok: /readyz 200, config {config['banner_version']}, "
       f"consent {answer['record_id']} recorded")
 EOF
