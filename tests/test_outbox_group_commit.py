@@ -164,6 +164,43 @@ async def test_a_record_waiting_for_its_fsync_is_not_claimed(tmp_path: Path) -> 
     await outbox.close()
 
 
+async def test_one_fsync_in_flight_and_no_answer_before_its_own_fsync(tmp_path: Path) -> None:
+    """Threat: a request answered 201 before its record is on disk. With one fsync in flight
+    the appends that arrive while it runs wait uncommitted and form the next group (which is
+    what makes groups grow under load); each is answered only after the fsync that followed
+    its own commit, never after the one that was already running."""
+    outbox = await opened(tmp_path, durability="power")
+    assert outbox._fsyncer is not None
+    held: list[Callable[[OSError | None], None]] = []
+    asked = asyncio.Event()
+
+    def hold(done: Callable[[OSError | None], None]) -> None:
+        held.append(done)
+        asked.set()
+
+    outbox._fsyncer.request = hold  # type: ignore[method-assign]
+    first = asyncio.ensure_future(outbox.append(make_record("first"), "x"))
+    await asyncio.wait_for(asked.wait(), 5)
+    asked.clear()
+    later = [asyncio.ensure_future(outbox.append(make_record(f"later{i}"), "x")) for i in range(5)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert len(held) == 1 and outbox.commits == 1  # the later ones wait, uncommitted
+    assert len(row_seqs(tmp_path / "outbox.sqlite3")) == 1
+    held[0](None)  # the first group's fsync ends: it is answered, the rest commit as one group
+    await first
+    await asyncio.wait_for(asked.wait(), 5)
+    assert len(held) == 2 and outbox.commits == 2
+    assert len(row_seqs(tmp_path / "outbox.sqlite3")) == 6
+    assert not any(f.done() for f in later)  # committed, but not yet durable: no answer
+    held[1](None)
+    assert {a.record_id for a in await asyncio.gather(*later)} == set(
+        row_seqs(tmp_path / "outbox.sqlite3")
+    ) - {first.result().record_id}
+    assert outbox.syncs == 2
+    await outbox.close()
+
+
 async def test_backlog_then_memory_then_replayed_rows_each_claimed_once(tmp_path: Path) -> None:
     outbox = await opened(tmp_path, durability="process")
     old = [make_record(f"old{i}") for i in range(5)]

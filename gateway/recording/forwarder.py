@@ -18,7 +18,7 @@ from gateway.core.record_codec import Record, decode_object, decode_record
 from gateway.core.tasks import BASE_BACKOFF, Supervised, Supervisor, backoff_delay
 from gateway.recording.outbox.group_commit import Outbox
 from gateway.recording.outbox.items import OutboxItem
-from gateway.sinks.base import JsonSink, ObjectSink, PermanentSinkError, Sink
+from gateway.sinks.base import JsonSink, ObjectSink, PermanentSinkError, Sink, StoredSink
 
 log = logging.getLogger("gateway.forwarder")
 
@@ -245,7 +245,11 @@ async def _write(
     decoded: dict[str, Record],
 ) -> None:
     """Hand the batch to a sink in the cheapest form it takes."""
-    if isinstance(sink, ObjectSink):
+    if isinstance(sink, StoredSink):
+        await sink.write_stored(
+            [body for body, _ in batch.values()], [o for _, o in batch.values()]
+        )
+    elif isinstance(sink, ObjectSink):
         await sink.write_objects([obj for _, obj in batch.values()])
     elif isinstance(sink, JsonSink):
         # The stored JSON goes through as it is, never re-encoded.

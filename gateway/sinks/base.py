@@ -53,6 +53,17 @@ class ObjectSink(Sink, Protocol):
 
 
 @runtime_checkable
+class StoredSink(Sink, Protocol):
+    """A sink that keeps each record's stored JSON as it is and reads fields from its decoded
+    object (the embedded store): the forwarder has both, so neither is made again."""
+
+    async def write_stored(
+        self, bodies: Sequence[str], objects: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Like ``write_batch``; ``objects[i]`` is ``bodies[i]`` decoded."""
+
+
+@runtime_checkable
 class Store(Sink, Protocol):
     """A sink that can answer reads: the primary (central) store."""
 

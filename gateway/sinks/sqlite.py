@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
@@ -9,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from gateway.core.record_codec import LINK_KIND, PREFERENCE_KIND, Record, kind_of_body
+from gateway.core.record_codec import CONSENT_KIND, LINK_KIND, PREFERENCE_KIND, Record, kind_of
 from gateway.sinks import sqlite_audit
 from gateway.sinks.base import HISTORY_LIMIT
 from gateway.sinks.preference_state import SQLITE_SCHEMA, sqlite_fold
@@ -68,14 +69,20 @@ DROP TABLE consent_records_v1;
 DROP TABLE IF EXISTS latest_state;
 """
 
-# A batch is one JSON array parameter: one statement per batch instead of one per record.
+# A batch of consents is one multi-row INSERT ... VALUES (a few, past SQLite's variable
+# limit): the columns come from the records the caller has decoded already, so SQLite parses
+# no JSON, and the chain links those records without reading them back (sqlite_audit.py).
+# The statement text depends only on the row count, so the sqlite3 statement cache keeps it.
 # recorded_at is fixed-width RFC 3339 UTC, so text order is time order.
-_INSERT = """
-INSERT OR IGNORE INTO consent_records (site, subject_id, recorded_at, record_id, body)
-SELECT json_extract(value, '$.site'), json_extract(value, '$.subject_id'),
-       json_extract(value, '$.recorded_at'), json_extract(value, '$.record_id'), value
-FROM json_each(?)
-"""
+_MAX_ROWS = 200  # 5 parameters a row: 1,000, far below SQLite's 32,766
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_consents(rows: int) -> str:
+    return (
+        "INSERT OR IGNORE INTO consent_records (site, subject_id, recorded_at, record_id, body) "
+        "VALUES " + ",".join(["(?,?,?,?,?)"] * rows)
+    )
 
 
 class SqliteStore(SqliteOwned):
@@ -89,17 +96,29 @@ class SqliteStore(SqliteOwned):
         return conn
 
     async def write_batch(self, records: Sequence[Record]) -> None:
-        await self.write_json(
-            [r.record_id for r in records], [orjson.dumps(r.as_json()).decode() for r in records]
-        )
+        objects = [r.as_json() for r in records]
+        await self.write_stored([orjson.dumps(o).decode() for o in objects], objects)
 
     async def write_json(self, record_ids: Sequence[str], bodies: Sequence[str]) -> None:
+        await self.write_stored(bodies, [orjson.loads(b) for b in bodies])
+
+    async def write_stored(
+        self, bodies: Sequence[str], objects: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Store records given as their stored JSON and its decoded object (the forwarder
+        has both): the body is kept as it is, the columns and the audit chain are read from
+        the object, so no record is encoded or parsed again here."""
+        consents: dict[str, tuple[str, Mapping[str, Any]]] = {}
         kinds: dict[str, list[str]] = {}
-        for body in bodies:
-            kinds.setdefault(kind_of_body(body), []).append(body)
-        consents = kinds.pop("consent", None)
+        for body, obj in zip(bodies, objects, strict=True):
+            kind = kind_of(obj)
+            if kind == CONSENT_KIND:
+                # One per record id: a record id always comes with the same record.
+                consents.setdefault(str(obj["record_id"]), (body, obj))
+            else:
+                kinds.setdefault(kind, []).append(body)
         if consents:
-            await self._call(_write, "[" + ",".join(consents) + "]")
+            await self._call(_write, list(consents.values()))
         if PREFERENCE_KIND in kinds or LINK_KIND in kinds:
             await self._call(
                 _write_others, kinds.get(PREFERENCE_KIND, []), kinds.get(LINK_KIND, [])
@@ -160,13 +179,26 @@ def _migrate(conn: sqlite3.Connection) -> None:
     transaction_of(body)(conn)
 
 
-def _write(conn: sqlite3.Connection, batch: str) -> None:
+def _write(conn: sqlite3.Connection, batch: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+    """Store consent records as ``(body, object)``, each record id once; a record stored
+    before (a redelivery) is ignored, and only the rows stored now are linked and counted."""
     # One transaction: the batch, its chain links and its report counts, or none of them.
     conn.execute("BEGIN IMMEDIATE")
     try:
         (last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM consent_records").fetchone()
-        conn.execute(_INSERT, (batch,))
-        sqlite_audit.follow(conn, last)
+        for start in range(0, len(batch), _MAX_ROWS):
+            chunk = batch[start : start + _MAX_ROWS]
+            params: list[Any] = []
+            for body, obj in chunk:
+                params += (obj["site"], obj["subject_id"], obj["recorded_at"], obj["record_id"],
+                           body)  # fmt: skip
+            conn.execute(_insert_consents(len(chunk)), params)
+        # The rows this transaction stored (not the ignored redeliveries), by record id.
+        objects = {str(obj["record_id"]): obj for _, obj in batch}
+        stored = conn.execute(
+            "SELECT seq, record_id FROM consent_records WHERE seq > ?", (last,)
+        ).fetchall()
+        sqlite_audit.link_stored(conn, [(seq, objects[record_id]) for seq, record_id in stored])
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

@@ -15,10 +15,11 @@ notes).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import sqlite3
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from itertools import groupby
 from typing import Any
 
@@ -86,6 +87,16 @@ DO UPDATE SET granted = c.granted + excluded.granted, n = c.n + excluded.n
 """
 
 
+# A batch's links go in as multi-row INSERTs, not one statement a link: every statement
+# the store's thread runs gives the GIL up and must win it back from the busy event loop.
+_LINK_ROWS = 100  # 10 parameters a row: 1,000, far below SQLite's 32,766
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_links(rows: int) -> str:
+    return "INSERT INTO audit_chain VALUES " + ",".join(["(?,?,?,?,?,?,?,?,?,?)"] * rows)
+
+
 def _dims(data: Mapping[str, Any]) -> tuple[Any, ...]:
     """A record's report dimensions, as gateway/sinks/postgres_audit.py has them: site, UTC
     day, region ("CC" or "CC-SUB", "" unknown), rule, banner version, language, channel,
@@ -96,18 +107,27 @@ def _dims(data: Mapping[str, Any]) -> tuple[Any, ...]:
             data["banner_version"], data["language"], data["channel"], data["action"])  # fmt: skip
 
 
-def _count(conn: sqlite3.Connection, records: list[dict[str, Any]]) -> None:
+def _count(conn: sqlite3.Connection, records: Sequence[Mapping[str, Any]]) -> None:
     """Add the records to the rollups (counted here: SQLite's json_each costs 30 µs a record);
-    in key order, as PostgreSQL's triggers do."""
+    in key order, as PostgreSQL's triggers do.
+
+    A batch's records come in a few shapes (same dimensions, GPC flag and choices), so each
+    record is counted once by its shape and the shapes are spread over the rollup keys:
+    measured 5.5 -> 1.9 µs a record (batches of 150), on the store's thread but under the
+    GIL the event loop needs."""
+    shapes: Counter[tuple[Any, ...]] = Counter()
+    for data in records:
+        choices = data.get("choices") or {}
+        shapes[(_dims(data), int(bool(data.get("gpc"))),
+                tuple([(p, on is True) for p, on in choices.items()]))] += 1  # fmt: skip
     counts: Counter[tuple[Any, ...]] = Counter()
     purposes: Counter[tuple[Any, ...]] = Counter()
     granted: Counter[tuple[Any, ...]] = Counter()
-    for data in records:
-        dims = _dims(data)
-        counts[(*dims, int(bool(data.get("gpc"))))] += 1
-        for purpose, on in (data.get("choices") or {}).items():
-            purposes[(*dims, purpose)] += 1
-            granted[(*dims, purpose)] += on is True
+    for (dims, gpc, choices), n in shapes.items():
+        counts[(*dims, gpc)] += n
+        for purpose, on in choices:
+            purposes[(*dims, purpose)] += n
+            granted[(*dims, purpose)] += n if on else 0
     conn.executemany(_ROLLUP, [(*k, n) for k, n in sorted(counts.items())])
     conn.executemany(_PURPOSE_ROLLUP, [(*k, granted[k], n) for k, n in sorted(purposes.items())])
 
@@ -134,15 +154,19 @@ def record_digest(data: Mapping[str, Any], kept_personal: bytes | None = None) -
 
 
 def _digest(data: Mapping[str, Any], personal: bytes) -> bytes:
-    core = hashlib.sha256(_canonical({k: v for k, v in data.items() if k not in PERSONAL}))
+    # A copy without the personal fields (twice as fast as filtering every key).
+    kept = dict(data)
+    for key in PERSONAL:
+        kept.pop(key, None)
+    core = hashlib.sha256(_canonical(kept))
     return hashlib.sha256(core.digest() + personal).digest()
 
 
 def follow(conn: sqlite3.Connection, after_seq: int, chunk: int = 10_000) -> None:
     """Link and count the records stored with ``seq > after_seq`` (in the caller's
-    transaction), ``chunk`` at a time (a batch is one chunk; linking an existing store at
-    migration holds one chunk in memory): one chain per node, in (recorded_at, record_id)
-    order within a chunk, as PostgreSQL links each statement's rows."""
+    transaction), ``chunk`` at a time, decoding their stored bodies: what migration runs over
+    an existing store (holding one chunk in memory). The write path hands its records over
+    decoded already (``link_stored``)."""
     while True:
         rows = conn.execute(
             "SELECT seq, body FROM consent_records WHERE seq > ? ORDER BY seq LIMIT ?",
@@ -150,15 +174,18 @@ def follow(conn: sqlite3.Connection, after_seq: int, chunk: int = 10_000) -> Non
         ).fetchall()
         if not rows:
             return
-        _follow(conn, rows)
+        link_stored(conn, [(seq, orjson.loads(body)) for seq, body in rows])
         after_seq = rows[-1][0]
 
 
-def _follow(conn: sqlite3.Connection, rows: list[tuple[int, str]]) -> None:
-    found = sorted(
-        ((seq, orjson.loads(body)) for seq, body in rows),
-        key=lambda r: (r[1]["node_id"], r[1]["recorded_at"], r[1]["record_id"]),
-    )
+def link_stored(conn: sqlite3.Connection, stored: Sequence[tuple[int, Mapping[str, Any]]]) -> None:
+    """Link and count consent records just stored, as ``(seq, record object)`` (in the
+    caller's transaction): one chain per node, in (recorded_at, record_id) order within the
+    call, as PostgreSQL links each statement's rows. The objects are the stored records'
+    decoded JSON; a batch's writer has them already, so nothing is read back or parsed again
+    (with the multi-row inserts and the counting by shape, measured on batches of 150 recorded
+    consents: 48-54 -> 28-30 µs of store CPU a record)."""
+    found = sorted(stored, key=lambda r: (r[1]["node_id"], r[1]["recorded_at"], r[1]["record_id"]))
     links = []
     for node, group in groupby(found, key=lambda r: str(r[1]["node_id"])):
         head = conn.execute("SELECT seq, hash FROM audit_heads WHERE node_id = ?", (node,))
@@ -175,5 +202,7 @@ def _follow(conn: sqlite3.Connection, rows: list[tuple[int, str]]) -> None:
             "DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
             (node, n, prev),
         )
-    conn.executemany("INSERT INTO audit_chain VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", links)
+    for start in range(0, len(links), _LINK_ROWS):
+        chunk = links[start : start + _LINK_ROWS]
+        conn.execute(_insert_links(len(chunk)), [v for row in chunk for v in row])
     _count(conn, [data for _, data in found])

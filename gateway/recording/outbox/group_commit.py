@@ -66,12 +66,13 @@ def _insert_records(rows: int) -> str:
 # Bounded: past this many (a forwarder that is stopped or failing), the copies are dropped
 # and the forwarder reads the rows from the database as it always can.
 FRESH_MAX = 5_000  # ~12 MB at most; the forwarder claims every ~50 ms under load
-# Group fsyncs asked of the helper at once. Two: the next group is committed and its fsync
-# queued while the last one runs, so on a slow disk the helper starts it the moment the last
-# one ends instead of waiting for the busy loop to read the answer and ask again. With this
-# machine's ~0.35 ms fsyncs it measured within noise (1 vs 2 vs 4 in flight: 7.1k, 7.3k,
-# 7.6k rps): there the loop's own iteration time sets the cycle.
-SYNCS_IN_FLIGHT = 2
+# Group fsyncs asked of the helper at once. One: while it runs, the appends that arrive wait
+# uncommitted and form the next group, committed the moment it ends, so a slow fsync grows
+# the next group instead of queueing more small commits (each a commit, a pipe write and an
+# answer read on the loop) behind it. On this machine's ~0.35 ms fsyncs the loop's own
+# iteration time sets the cycle: measured with 1 worker at 64 connections, ~29 records a
+# group with one in flight and ~28 with two, within noise in CPU per request.
+SYNCS_IN_FLIGHT = 1
 
 
 class Outbox(DeliverySide):
