@@ -6,6 +6,13 @@ and drops a scratch database. Records are written by PostgreSQL itself in batche
 (tests/audit_data.py), each batch one statement as the forwarder's COPY is, so the triggers
 fire per batch as in production. ``--store sqlite`` measures the embedded store instead
 (records written by SqliteStore.write_batch in forwarder-sized batches, in a scratch dir).
+
+``--preferences N`` and ``--rights N`` add N preference records (written by the store's
+write_batch in batches of 1,000) and N rights-request transitions (4 a request, linked by
+gateway/sinks/rights_chain.py in batches of 10,000 per site; a sample of 1,000 more goes
+through the rights store's create/update to give the per-transition write rate), then
+``audit verify`` is timed again after each kind is added: a kind's links/s is its links over
+the time the walk grew by (best of two walks each), in the same run as the consents-only walk.
 """
 
 from __future__ import annotations
@@ -24,26 +31,40 @@ import asyncpg
 from gateway.audit import service
 from gateway.core.model import ACTIONS
 from gateway.core.settings import Settings
+from gateway.rights.base import store_for
+from gateway.sinks import rights_chain
+from gateway.sinks.postgres import PostgresStore
+from gateway.sinks.rights import StoredRequest, Transition
 from gateway.sinks.sqlite import FILE_NAME, SqliteStore
+from gateway.sinks.sqlite_common import connect, transaction_of
 from tests.audit_data import fill
 from tests.pg import make_record
+from tests.test_preference_records import CHANGES, preference
+
+_LIFE = (
+    (None, "received", "subject", ""),
+    ("received", "verifying", "system", "code sent"),
+    ("verifying", "in_progress", "subject", "code confirmed"),
+    ("in_progress", "completed", "admin", "exported to the requester"),
+)
 
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
-async def _with_db(records: int, span_days: float) -> dict[str, Any]:
+async def _with_db(records: int, span_days: float, kinds: tuple[int, int]) -> dict[str, Any]:
     name = f"bench_audit_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(ADMIN_DSN)
     await admin.execute(f'CREATE DATABASE "{name}"')
     dsn = f"postgresql://postgres@127.0.0.1:5432/{name}"
     try:
-        return await _run(dsn, records, span_days)
+        out = await _run(dsn, records, span_days)
+        return {**out, **await _per_kind(Settings(store_url=dsn), records, *kinds)}
     finally:
         await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         await admin.close()
 
 
-async def _with_dir(records: int, span_days: float) -> dict[str, Any]:
+async def _with_dir(records: int, span_days: float, kinds: tuple[int, int]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data_dir=Path(tmp))
         store = SqliteStore(settings.data_dir / FILE_NAME)
@@ -59,6 +80,7 @@ async def _with_dir(records: int, span_days: float) -> dict[str, Any]:
             "store": "sqlite",
             "store_records_per_s_with_chain": round(records / elapsed),
             **out,
+            **await _per_kind(settings, records, *kinds),
         }
 
 
@@ -106,6 +128,126 @@ async def _measure(settings: Settings, records: int) -> dict[str, Any]:
     return out
 
 
+async def _walk(settings: Settings) -> tuple[float, service.VerifyReport]:
+    """The best of two whole walks (seconds), and the last report."""
+    best = float("inf")
+    for _ in range(2):
+        t0 = time.perf_counter()
+        report = await service.verify(settings)
+        best = min(best, time.perf_counter() - t0)
+        assert report.ok, report.as_json()
+    return best, report
+
+
+async def _per_kind(settings: Settings, consents: int, prefs: int, rights: int
+                    ) -> dict[str, Any]:  # fmt: skip
+    """verify links/s per kind: the walk timed with the consents alone, then again after each
+    kind is added (its links over the time the walk grew by)."""
+    if not prefs and not rights:
+        return {}
+    out: dict[str, Any] = {}
+    base, report = await _walk(settings)
+    out["verify_consent_links_per_s"] = round(report.kinds["consent"].checked / base)
+    if prefs:
+        t0 = time.perf_counter()
+        await _fill_preferences(settings, prefs)
+        out["store_preferences_per_s_with_chain"] = round(prefs / (time.perf_counter() - t0))
+        walked, report = await _walk(settings)
+        assert report.kinds["preference"].checked == prefs
+        out["verify_preference_links_per_s"] = round(prefs / max(walked - base, 1e-9))
+        base = walked
+    if rights:
+        out["rights_api_transitions_per_s_with_chain"] = await _rights_api(settings, 250)
+        t0 = time.perf_counter()
+        await _fill_rights(settings, rights)
+        out["store_rights_bulk_transitions_per_s"] = round(rights / (time.perf_counter() - t0))
+        walked, report = await _walk(settings)
+        linked = report.kinds["rights"].checked
+        out["rights_links"] = linked
+        out["verify_rights_links_per_s"] = round(linked / max(walked - base, 1e-9))
+        base = walked
+    out["verify_all_links_per_s"] = round(report.checked / base)
+    return out
+
+
+async def _fill_preferences(settings: Settings, count: int) -> None:
+    store = (
+        PostgresStore(settings.store_url, pool_size=1)
+        if settings.store_url
+        else SqliteStore(settings.data_dir / FILE_NAME)
+    )
+    await store.open()
+    try:
+        for start in range(0, count, 1000):
+            batch = [preference(f"p{(start + i) % 5000}", CHANGES[i % len(CHANGES)])
+                     for i in range(min(1000, count - start))]  # fmt: skip
+            await store.write_batch(batch)
+    finally:
+        await store.close()
+
+
+def _request(n: int) -> StoredRequest:
+    at = f"2026-06-01T00:00:00.{n:06d}Z"
+    return StoredRequest(
+        str(uuid.uuid4()), "demo", "access", "received", "eu-gdpr", {"country": "DE"}, "email",
+        (f"subject-{n}",), "email", "ab" * 32, "cd" * 32, None, None, 0, {}, "en", at, at, at,
+    )  # fmt: skip
+
+
+async def _rights_api(settings: Settings, requests: int) -> int:
+    """Transitions/s through the rights store's create and update (each its transaction)."""
+    store = store_for(settings)
+    await store.open()
+    try:
+        t0 = time.perf_counter()
+        for n in range(requests):
+            request = _request(n)
+            at = request.received_at
+            await store.create(request, Transition(request.request_id, *_LIFE[0], at=at), [], [])
+            for before, after, actor, reason in _LIFE[1:]:
+                moved = Transition(request.request_id, before, after, actor, reason, at)
+                await store.update(request.request_id, str(before), {"state": after}, moved, [])
+        return round(requests * len(_LIFE) / (time.perf_counter() - t0))
+    finally:
+        await store.close()
+
+
+async def _fill_rights(settings: Settings, count: int) -> None:
+    """``count`` transitions (of count/4 requests of two sites), linked in batches."""
+    rows = []
+    for n in range(count // len(_LIFE)):
+        request_id, site = str(uuid.uuid4()), ("demo", "other")[n % 2]
+        at = f"2026-{1 + n % 12:02d}-01T00:00:00.{n % 1_000_000:06d}Z"
+        rows += [(request_id, seq, *life, at, site) for seq, life in enumerate(_LIFE, 1)]
+    rows.sort(key=lambda r: (r[7], r[6], r[0], r[1]))
+    chunks = [rows[i : i + 10_000] for i in range(0, len(rows), 10_000)]
+    if settings.store_url:
+        conn = await asyncpg.connect(settings.store_url)
+        try:
+            for chunk in chunks:
+                async with conn.transaction():
+                    for site in ("demo", "other"):
+                        mine = rights_chain.items_of([r for r in chunk if r[7] == site])
+                        if mine:
+                            await rights_chain.store_pg(conn, site, mine, insert=True)
+        finally:
+            await conn.close()
+        return
+    db = connect(settings.data_dir / FILE_NAME)
+    try:
+        for chunk in chunks:
+
+            def link(c: Any, chunk: list[Any] = chunk) -> None:
+                for site in ("demo", "other"):
+                    mine = rights_chain.items_of([r for r in chunk if r[7] == site])
+                    if mine:
+                        rights_chain.store_sqlite(c, site, mine, insert=True)
+
+            transaction_of(link)(db)
+    finally:
+        db.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=1_000_000)
@@ -117,9 +259,22 @@ def main() -> None:
         help="the records are spread evenly over this many days (PostgreSQL): a year of a "
         "site's records makes the rollup rows a year's report reads",
     )
+    parser.add_argument(
+        "--preferences",
+        type=int,
+        default=0,
+        help="add this many preference records and time their walk",
+    )
+    parser.add_argument(
+        "--rights",
+        type=int,
+        default=0,
+        help="add this many rights-request transitions and time their walk",
+    )
     args = parser.parse_args()
     run = _with_dir if args.store == "sqlite" else _with_db
-    for key, value in asyncio.run(run(args.records, args.span_days)).items():
+    kinds = (args.preferences, args.rights)
+    for key, value in asyncio.run(run(args.records, args.span_days, kinds)).items():
         print(f"{key}: {value}")
 
 

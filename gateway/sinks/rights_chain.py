@@ -66,7 +66,9 @@ _COLUMNS = "request_id, seq, from_state, to_state, actor, reason, at, site"
 Item = tuple[dict[str, Any], bytes]  # (content, kept personal digest)
 
 
-def _items(rows: Sequence[Sequence[Any]]) -> list[Item]:
+def items_of(rows: Sequence[Sequence[Any]]) -> list[Item]:
+    """Transitions as (request_id, seq, from, to, actor, reason, at, site) rows, with their
+    kept personal digests."""
     out = []
     for request_id, seq, from_state, to_state, actor, reason, at, site in rows:
         data = transitions.content(request_id, seq, site, from_state, to_state, actor, reason, at)
@@ -97,12 +99,15 @@ async def add_pg(conn: asyncpg.Connection, site: str, t: Transition) -> None:
         t.request_id,
     )
     row = (t.request_id, seq, t.from_state, t.to_state, t.actor, t.reason, t.at, site)
-    await _store_pg(conn, site, _items([row]), insert=True)
+    await store_pg(conn, site, items_of([row]), insert=True)
 
 
-async def _store_pg(
+async def store_pg(
     conn: asyncpg.Connection, site: str, items: Sequence[Item], *, insert: bool
 ) -> None:
+    """Link ``items`` (transitions of ``site``, in order) after the site's head, storing them
+    (``insert``) or giving the stored ones their kept digests (migration); in the caller's
+    transaction."""
     node = transitions.node_of(site)
     await conn.execute(
         "INSERT INTO audit_heads VALUES ($1, 0, $2) ON CONFLICT (node_id) DO NOTHING", node, GENESIS
@@ -156,7 +161,7 @@ async def migrate_pg(conn: asyncpg.Connection) -> None:
         f"ORDER BY site, at, request_id, seq"
     )
     for site, group in groupby(rows, key=lambda r: str(r["site"])):
-        await _store_pg(conn, site, _items([tuple(r) for r in group]), insert=False)
+        await store_pg(conn, site, items_of([tuple(r) for r in group]), insert=False)
 
 
 async def erase_reasons_pg(conn: asyncpg.Connection, request_ids: Sequence[str]) -> int:
@@ -181,11 +186,12 @@ def add_sqlite(conn: sqlite3.Connection, site: str, t: Transition) -> None:
         (t.request_id,),
     ).fetchone()
     row = (t.request_id, seq, t.from_state, t.to_state, t.actor, t.reason, t.at, site)
-    _store_sqlite(conn, site, _items([row]), insert=True)
+    store_sqlite(conn, site, items_of([row]), insert=True)
 
 
-def _store_sqlite(conn: sqlite3.Connection, site: str, items: Sequence[Item], *, insert: bool
-                  ) -> None:  # fmt: skip
+def store_sqlite(conn: sqlite3.Connection, site: str, items: Sequence[Item], *, insert: bool
+                 ) -> None:  # fmt: skip
+    """As ``store_pg``, in the caller's write transaction."""
     node = transitions.node_of(site)
     found = conn.execute("SELECT seq, hash FROM audit_heads WHERE node_id = ?", (node,))
     seq, prev = found.fetchone() or (0, GENESIS)
@@ -233,7 +239,7 @@ def migrate_sqlite(conn: sqlite3.Connection) -> None:
             "ORDER BY site, at, request_id, seq"
         ).fetchall()
         for site, group in groupby(rows, key=lambda r: str(r[7])):
-            _store_sqlite(conn, site, _items(list(group)), insert=False)
+            store_sqlite(conn, site, items_of(list(group)), insert=False)
         conn.execute("DELETE FROM rights_schema_version")
         conn.execute("INSERT INTO rights_schema_version VALUES (?)", (_SQLITE_VERSION,))
 
