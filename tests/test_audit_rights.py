@@ -20,8 +20,8 @@ import asyncpg
 import pytest
 from starlette.testclient import TestClient
 
-from gateway.audit import service
-from gateway.audit.chain import GENESIS
+from gateway.audit import service, transitions
+from gateway.audit.chain import GENESIS, personal_digest, split_digest
 from gateway.core.settings import Settings
 from gateway.rights.base import store_for
 from gateway.sinks import (
@@ -31,13 +31,22 @@ from gateway.sinks import (
     rights_chain,
     rights_postgres,
     rights_sqlite,
+    sqlite_audit,
 )
 from gateway.sinks.erasure_sqlite import ensure_tables
-from gateway.sinks.rights import COLUMNS, JSON_COLUMNS, StoredRequest, Transition, column_value
+from gateway.sinks.rights import (
+    COLUMNS,
+    ERASED_FIELDS,
+    JSON_COLUMNS,
+    StoredRequest,
+    Transition,
+    column_value,
+)
 from gateway.sinks.sqlite import FILE_NAME
 from gateway.sinks.sqlite_common import create_tables
 from tests.audit_stores import Backend, backend_fixture  # noqa: F401
 from tests.helpers import make_settings
+from tests.pg import make_record
 
 # (from, to, actor, reason) of each request's life: four transitions a request.
 LIFE = (
@@ -390,3 +399,24 @@ def test_the_admin_endpoint_reports_per_kind(tmp_path: Path) -> None:
         assert other.status_code == 404  # no such site in the catalog: a precise 4xx
         since = client.get("/admin/v1/sites/demo/audit/verify?since=nonsense", headers=auth)
         assert since.status_code == 400 and since.json()["field"] == "since"
+
+
+def test_a_transition_digest_commits_to_its_core_and_the_kept_digest_of_its_reason() -> None:
+    """Pure: erasing the reason keeps the digest (from the kept personal digest); changing the
+    core, the reason, or the kept digest of an erased reason changes it. The shared helper is
+    the embedded store's consent digest generalised (same bytes for consents)."""
+    data = transitions.content("r-1", 2, "demo", "received", "verifying", "system", "why", _at(1))
+    kept = transitions.personal(data)
+    digest = transitions.digest(data, kept)
+    erased = {**data, "reason": None}
+    assert transitions.digest(erased, kept) == digest
+    assert transitions.digest(erased, None) != digest
+    assert transitions.digest(erased, GENESIS) != digest
+    assert transitions.digest({**data, "reason": "other"}, kept) != digest
+    assert transitions.digest({**data, "actor": "admin"}, kept) != digest
+    assert transitions.digest({**data, "record_id": "r-1/3"}, kept) != digest
+    body = make_record("s").as_json()
+    personal = tuple(sorted(ERASED_FIELDS))
+    assert sqlite_audit.record_digest(body) == split_digest(
+        body, personal, personal_digest(body, personal)
+    )

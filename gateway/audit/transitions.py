@@ -12,7 +12,7 @@ it, or the kept digest of an erased reason, breaks the link.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.audit.chain import personal_digest, split_digest
 
@@ -75,7 +75,13 @@ def digest(data: Mapping[str, Any], kept: bytes | None) -> bytes:
 NODE_LOW, NODE_HIGH = _NODE_PREFIX, "rights;"
 
 
-def row_digest(row: Mapping[str, Any]) -> bytes | None:
+class Columns(Protocol):
+    """A row whose columns are read by name (a mapping, asyncpg's Record, sqlite3.Row)."""
+
+    def __getitem__(self, name: str, /) -> Any: ...
+
+
+def row_digest(row: Columns) -> bytes | None:
     """The digest a chain row's transition gives now (None: the transition is gone). ``row``
     has the transition's columns as the readers name them (``t_seq``, ``t_site``, ``kept``)."""
     if row["request_id"] is None:

@@ -118,9 +118,7 @@ def _link(row: sqlite3.Row) -> dict[str, Any]:
 def _rights_link(row: sqlite3.Row) -> dict[str, Any]:
     out = {k: row[k] for k in ("node_id", "seq", "kind", "ref", "prev_hash", "hash")}
     out["wanted"] = bool(row["wanted"])
-    out["digest"] = transitions.row_digest(dict(zip(row.keys(), row, strict=True)))
-    if not out["wanted"]:
-        out["digest"] = None
+    out["digest"] = transitions.row_digest(row) if out["wanted"] else None
     return out
 
 
