@@ -46,7 +46,7 @@ from gateway.sinks.sqlite import FILE_NAME
 from gateway.sinks.sqlite_common import create_tables
 from tests.audit_stores import Backend, backend_fixture  # noqa: F401
 from tests.helpers import make_settings
-from tests.pg import make_record
+from tests.pg import make_record, pg_dsn  # noqa: F401
 
 # (from, to, actor, reason) of each request's life: four transitions a request.
 LIFE = (
@@ -420,3 +420,50 @@ def test_a_transition_digest_commits_to_its_core_and_the_kept_digest_of_its_reas
     assert sqlite_audit.record_digest(body) == split_digest(
         body, personal, personal_digest(body, personal)
     )
+
+
+@pytest.mark.postgres
+async def test_retention_keeps_the_rights_chains_verifiable(pg_dsn: str) -> None:  # noqa: F811
+    """`store retention` retires each chain up to its first live link, rights chains too; it
+    drops consent links only, so every transition stays linked and checked (and a tamper of
+    a retired one still shows)."""
+    from datetime import UTC, datetime
+
+    from gateway.audit import retention
+    from gateway.sinks.postgres import PostgresStore
+
+    settings = Settings(store_url=pg_dsn, audit_key="k" * 32)
+    records = PostgresStore(pg_dsn, pool_size=1)
+    await records.open()
+    for month in ("2025-01", "2025-02", "2025-05"):
+        await records.write_batch([make_record("a", recorded_at=f"{month}-10T12:00:00.000000Z")])
+    await records.close()
+    store = store_for(settings)
+    await store.open()
+    ids = []
+    try:
+        for n, month in enumerate(("2025-01", "2025-02", "2025-05")):
+            at = f"{month}-11T12:00:00.000000Z"
+            request = _request("demo", n)
+            await store.create(request, Transition(request.request_id, *LIFE[0], at=at), [], [])
+            moved = Transition(request.request_id, "received", "verifying", "system", "x", at)
+            assert await store.update(
+                request.request_id, "received", {"state": "verifying"}, moved, []
+            )
+            ids.append(request.request_id)
+    finally:
+        await store.close()
+    done = await retention.retention(settings, datetime(2025, 4, 15, tzinfo=UTC), dry_run=False)
+    assert done.dropped
+    report = await service.verify(settings)
+    assert report.ok, report.as_json()
+    assert report.kinds["rights"].checked == 6
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute(
+            "UPDATE rights_transitions SET actor = 'admin' WHERE request_id = $1 AND seq = 2",
+            ids[0],
+        )
+    finally:
+        await conn.close()
+    assert (await _first(Backend("postgres", settings)))[1:] == (f"{ids[0]}/2", "rights")
