@@ -15,6 +15,7 @@ import sqlite3
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -467,3 +468,35 @@ async def test_retention_keeps_the_rights_chains_verifiable(pg_dsn: str) -> None
     finally:
         await conn.close()
     assert (await _first(Backend("postgres", settings)))[1:] == (f"{ids[0]}/2", "rights")
+
+
+async def test_concurrent_writers_cannot_fork_a_site_chain(backend: Backend) -> None:
+    """Two rights stores (two gateway processes) move requests of one site at once: the
+    site's head row is the single owner of the order, so the chain stays one line."""
+    if backend.name == "sqlite":
+        await ensure_tables(backend.path)
+    stores = [store_for(backend.settings), store_for(backend.settings)]
+    for store in stores:
+        await store.open()
+    try:
+        requests = [_request("demo", n) for n in range(12)]
+
+        async def life(store: Any, request: StoredRequest) -> None:
+            first = Transition(request.request_id, *LIFE[0], at=_at(1))
+            await store.create(request, first, [], [])
+            for before, after, actor, reason in LIFE[1:]:
+                moved = Transition(request.request_id, before, after, actor, reason, _at(2))
+                changes = {"state": after}
+                assert await store.update(request.request_id, str(before), changes, moved, [])
+
+        await asyncio.gather(*(life(stores[n % 2], r) for n, r in enumerate(requests)))
+    finally:
+        for store in stores:
+            await store.close()
+    report = await service.verify(backend.settings)
+    assert report.ok, report.as_json()
+    assert report.kinds["rights"].checked == 48
+    seqs = await backend.sql("SELECT seq FROM audit_chain WHERE node_id = 'rights:demo' "
+                             "ORDER BY seq")  # fmt: skip
+    assert [s for (s,) in seqs] == list(range(1, 49))
+    assert await backend.sql("SELECT seq FROM audit_heads WHERE node_id = 'rights:demo'") == [(48,)]
