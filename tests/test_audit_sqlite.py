@@ -241,4 +241,4 @@ def test_a_store_from_before_the_audit_trail_is_linked_when_opened(
     report = _verify(settings)
     assert report.ok and report.checked == len(records), report.as_json()
     assert _sql(settings, "SELECT sum(n) FROM consent_rollup") == [(len(records),)]
-    assert _sql(settings, "SELECT version FROM schema_version") == [(3,)]
+    assert _sql(settings, "SELECT version FROM schema_version") == [(4,)]

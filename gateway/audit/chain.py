@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,38 @@ import orjson
 
 from gateway.core.hashchain import GENESIS, link
 
-__all__ = ["GENESIS", "Break", "Link", "Walker", "checkpoint_valid", "link", "sign_checkpoint"]
+__all__ = [
+    "GENESIS",
+    "Break",
+    "Link",
+    "Walker",
+    "checkpoint_valid",
+    "link",
+    "personal_digest",
+    "sign_checkpoint",
+    "split_digest",
+]
+
+
+def canonical(data: Mapping[str, Any]) -> bytes:
+    """A record's canonical JSON (sorted keys, no spaces): what its digests hash."""
+    return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+
+
+def personal_digest(data: Mapping[str, Any], personal: Iterable[str]) -> bytes:
+    """sha256 of a record's ``personal`` fields and its ``record_id``: kept beside its link so
+    that erasing those fields (GDPR Art. 17) leaves the link verifiable."""
+    kept = {"record_id": data.get("record_id"), **{k: data.get(k) for k in personal}}
+    return hashlib.sha256(canonical(kept)).digest()
+
+
+def split_digest(data: Mapping[str, Any], personal: Iterable[str], kept: bytes) -> bytes:
+    """The digest a link commits to: ``sha256(sha256(core) || kept)``, ``core`` the record
+    without its ``personal`` fields, ``kept`` their ``personal_digest`` (computed from the
+    record while they hold, the kept one once they are erased)."""
+    names = frozenset(personal)
+    core = hashlib.sha256(canonical({k: v for k, v in data.items() if k not in names}))
+    return hashlib.sha256(core.digest() + kept).digest()
 
 
 @dataclass(frozen=True)
@@ -95,10 +127,12 @@ class Break:
     seq: int | None
     ref: str | None
     detail: str
+    kind: str | None = None  # the record kind of the link or record (consent, rights, …)
 
     def as_json(self) -> dict[str, Any]:
         return {
             "problem": self.problem,
+            "kind": self.kind,
             "node_id": self.node_id,
             "seq": self.seq,
             "ref": self.ref,
@@ -171,13 +205,13 @@ class Walker:
         if seq != self._seq + 1:
             return Break(
                 "missing_links", node, seq, item.ref,
-                f"links {self._seq + 1}..{seq - 1} of node {node!r} are gone",
+                f"links {self._seq + 1}..{seq - 1} of node {node!r} are gone", item.kind,
             )  # fmt: skip
         if item.prev_hash != self._prev:
             return Break(
                 "out_of_order", node, seq, item.ref,
                 "this link does not follow its predecessor: a record was inserted, "
-                "removed or moved here",
+                "removed or moved here", item.kind,
             )  # fmt: skip
         return self._content(item)
 
@@ -186,11 +220,11 @@ class Walker:
         if not item.wanted:
             return None
         if item.digest is None:
-            return Break("removed", node, seq, item.ref, "the linked record is gone")
+            return Break("removed", node, seq, item.ref, "the linked record is gone", item.kind)
         if link(item.prev_hash, item.kind, item.digest) != item.hash:
             return Break(
                 "changed", node, seq, item.ref,
-                "the record's content no longer gives its link: it was changed",
+                "the record's content no longer gives its link: it was changed", item.kind,
             )  # fmt: skip
         return None
 

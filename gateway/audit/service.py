@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from gateway.audit import rights_metrics, rollup, rows
+from gateway.audit import rights_metrics, rollup, rows, transitions
 from gateway.audit.chain import (
     Base,
     Break,
@@ -60,12 +60,35 @@ def reader_for(settings: Settings) -> AuditReader:
 
 
 @dataclass
+class KindReport:
+    """One kind's share of a walk: links checked, problems found, the first of them."""
+
+    checked: int = 0
+    problems: int = 0
+    first_break: Break | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.first_break is None,
+            "checked": self.checked,
+            "problems": self.problems,
+            "first_break": self.first_break.as_json() if self.first_break else None,
+        }
+
+
+# The kinds every report names, found or not (an `erasure` link appears once records are
+# erased in PostgreSQL).
+KINDS = ("consent", "preference", "rights")
+
+
+@dataclass
 class VerifyReport:
     checked: int = 0
     seconds: float = 0.0
     first_break: Break | None = None
     problems: list[Break] = field(default_factory=list)
     checkpoints: int = 0
+    kinds: dict[str, KindReport] = field(default_factory=lambda: {k: KindReport() for k in KINDS})
 
     @property
     def ok(self) -> bool:
@@ -78,6 +101,7 @@ class VerifyReport:
             "seconds": round(self.seconds, 3),
             "records_per_second": round(self.checked / self.seconds) if self.seconds else None,
             "checkpoints_checked": self.checkpoints,
+            "kinds": {k: v.as_json() for k, v in sorted(self.kinds.items())},
             "first_break": self.first_break.as_json() if self.first_break else None,
         }
 
@@ -87,6 +111,11 @@ def _note(report: VerifyReport, found: Break) -> None:
         report.first_break = found
     if len(report.problems) < 100:
         report.problems.append(found)
+    if found.kind is not None:
+        kind = report.kinds.setdefault(found.kind, KindReport())
+        kind.problems += 1
+        if kind.first_break is None:
+            kind.first_break = found
 
 
 async def verify(
@@ -100,9 +129,12 @@ async def verify(
     async with reader_for(settings) as reader:
         bases = await _retention_bases(settings, reader, report)
         walker = Walker(anchored=since is None, bases=bases)
+        kinds = report.kinds
         async for batch in reader.chain(site, since):
             for r in batch:
                 digest = r["digest"]
+                kind = kinds.get(r["kind"]) or kinds.setdefault(r["kind"], KindReport())
+                kind.checked += 1
                 found = walker.feed(
                     Link(r["node_id"], r["seq"], r["kind"], r["ref"], bytes(r["prev_hash"]),
                          bytes(r["hash"]), None if digest is None else bytes(digest),
@@ -115,12 +147,16 @@ async def verify(
                 _note(report, found)
         for u in await reader.unlinked(site, since):
             why = "a record without a link: it was inserted past the chain"
-            _note(report, Break("unlinked", u["node_id"], None, u["ref"], why))
+            _note(report, Break("unlinked", u["node_id"], None, u["ref"], why, u["kind"]))
+        if await reader.rights_state() == "unchained":
+            why = ("the rights transitions are not chained yet: open the rights store (start the "
+                   "gateway) once to migrate and link them")  # fmt: skip
+            _note(report, Break("unlinked", "rights:*", None, None, why, "rights"))
         if site is None:
             for node, (seq, _head) in (await reader.heads()).items():
                 if walker.heads.get(node, (0, bytes(32)))[0] != seq and since is None:
                     why = f"the node's head is link {seq}; the chain ends before"
-                    _note(report, Break("missing_links", node, seq, None, why))
+                    _note(report, Break("missing_links", node, seq, None, why, _kind_of(node)))
             await _check_checkpoints(settings, reader, report, bases)
     report.checked = walker.checked
     report.seconds = time.perf_counter() - started
@@ -167,7 +203,13 @@ async def _check_checkpoints(
                 continue  # retired: the retention checkpoint signed what follows
             if found.get((node, seq)) != h:
                 why = f"{where} signed another link here: links were rewritten"
-                _note(report, Break("checkpoint_mismatch", node, seq, None, why))
+                _note(report, Break("checkpoint_mismatch", node, seq, None, why, _kind_of(node)))
+
+
+def _kind_of(node: str) -> str | None:
+    """The kind of a node's links: ``rights`` for a site's rights chain; a records node
+    mixes kinds."""
+    return transitions.KIND if transitions.is_rights_node(node) else None
 
 
 def _loads(value: Any) -> Any:

@@ -17,13 +17,18 @@ async def verify(settings: Settings, site: str | None, since: str | None) -> int
     report = await service.verify(settings, site, params.when(since, "since"))
     out = report.as_json()
     for key, value in out.items():
-        if key != "first_break":
+        if key not in ("first_break", "kinds"):
             print(f"{key}: {value}")
+    for name, kind in sorted(report.kinds.items()):
+        state = "ok" if kind.first_break is None else f"{kind.problems} problem(s)"
+        print(f"  {name}: {kind.checked} link(s) checked, {state}")
     if report.first_break is not None:
         b = report.first_break
-        print(f"BROKEN: {b.problem} at node {b.node_id!r} link {b.seq} record {b.ref}: {b.detail}")
+        print(f"BROKEN: {b.problem} at node {b.node_id!r} link {b.seq} record {b.ref} "
+              f"[{b.kind or 'chain'}]: {b.detail}")  # fmt: skip
         for more in report.problems[1:10]:
-            print(f"  also: {more.problem} at node {more.node_id!r} link {more.seq} ({more.ref})")
+            print(f"  also: {more.problem} at node {more.node_id!r} link {more.seq} "
+                  f"({more.ref}) [{more.kind or 'chain'}]")  # fmt: skip
         return 2
     return 0
 

@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from gateway.audit import transitions
 from gateway.sinks.postgres import COLUMNS
 
 BATCH = 10_000
@@ -43,16 +44,47 @@ _CHAIN = """
         ON c.kind IN ('preference', 'erasure') AND p.record_id = c.ref::uuid
     WHERE ($2::timestamptz IS NULL OR c.recorded_at >= $2)
       AND ($1::text IS NULL OR c.node_id IN (SELECT node_id FROM audit_chain WHERE site = $1))
+      AND (c.node_id < 'rights:' OR c.node_id >= 'rights;')
     ORDER BY c.node_id, c.seq
 """
+# The rights nodes (one per site, gateway/sinks/rights_chain.py): each link with its
+# transition's columns; the digest is computed in Python (gateway/audit/transitions.py).
+_RIGHTS_CHAIN = """
+    SELECT c.node_id, c.seq, c.kind, c.ref, c.prev_hash, c.hash,
+           $1::text IS NULL OR c.site = $1 AS wanted,
+           t.request_id, t.seq AS t_seq, t.site AS t_site, t.from_state, t.to_state, t.actor,
+           t.reason, t.at, t.personal_digest AS kept
+    FROM audit_chain c
+    LEFT JOIN rights_transitions t
+        ON t.request_id = split_part(c.ref, '/', 1) AND t.seq::text = split_part(c.ref, '/', 2)
+    WHERE c.node_id >= 'rights:' AND c.node_id < 'rights;'
+      AND ($2::timestamptz IS NULL OR c.recorded_at >= $2)
+      AND ($1::text IS NULL OR c.node_id = 'rights:' || $1)
+    ORDER BY c.node_id, c.seq
+"""
+_RIGHTS_UNLINKED = """
+    SELECT 'rights:' || coalesce(t.site, '') AS node_id, t.request_id || '/' || t.seq AS ref,
+           'rights' AS kind
+    FROM rights_transitions t
+    WHERE ($1::text IS NULL OR t.site = $1) AND ($2::timestamptz IS NULL OR t.at::timestamptz >= $2)
+      AND NOT EXISTS (SELECT 1 FROM audit_chain c
+                      WHERE c.kind = 'rights' AND c.ref = t.request_id || '/' || t.seq)
+    LIMIT 10
+"""
+_RIGHTS_STATE = """
+    SELECT to_regclass('rights_transitions') IS NOT NULL,
+           EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name = 'rights_transitions'
+                     AND column_name = 'personal_digest')
+"""
 _UNLINKED = """
-    (SELECT r.node_id, r.record_id::text AS ref FROM consent_records r
+    (SELECT r.node_id, r.record_id::text AS ref, 'consent' AS kind FROM consent_records r
      WHERE ($1::text IS NULL OR r.site = $1) AND ($2::timestamptz IS NULL OR r.recorded_at >= $2)
        AND NOT EXISTS (SELECT 1 FROM audit_chain c
                        WHERE c.kind = 'consent' AND c.ref = r.record_id::text)
      LIMIT 10)
     UNION ALL
-    (SELECT p.node_id, p.record_id::text AS ref FROM preference_records p
+    (SELECT p.node_id, p.record_id::text AS ref, 'preference' AS kind FROM preference_records p
      WHERE ($1::text IS NULL OR p.site = $1) AND ($2::timestamptz IS NULL OR p.recorded_at >= $2)
        AND NOT EXISTS (SELECT 1 FROM audit_chain c
                        WHERE c.kind = 'preference' AND c.ref = p.record_id::text)
@@ -95,6 +127,12 @@ def _where(site: str, start: datetime | None, end: datetime | None, filters: Map
     return " AND ".join(clauses), args
 
 
+def _rights_link(row: asyncpg.Record) -> dict[str, Any]:
+    out = {k: row[k] for k in ("node_id", "seq", "kind", "ref", "prev_hash", "hash", "wanted")}
+    out["digest"] = transitions.row_digest(row) if row["wanted"] else None
+    return out
+
+
 def _plain(row: asyncpg.Record) -> dict[str, Any]:
     out = dict(row)
     for key in ("choices", "signals"):
@@ -131,12 +169,28 @@ class PostgresAuditReader:
             while rows := await cursor.fetch(BATCH):
                 yield rows
 
-    def chain(self, site: str | None, since: datetime | None
-              ) -> AsyncIterator[list[asyncpg.Record]]:  # fmt: skip
-        return self._stream(_CHAIN, (site, since))
+    async def chain(
+        self, site: str | None, since: datetime | None
+    ) -> AsyncIterator[list[Mapping[str, Any]]]:
+        """Batches of links in (node, seq) order: the records' nodes, then the rights nodes
+        (their transitions' digests computed here)."""
+        async for rows in self._stream(_CHAIN, (site, since)):
+            yield rows
+        if await self.rights_state() == "chained":
+            async for rows in self._stream(_RIGHTS_CHAIN, (site, since)):
+                yield [_rights_link(r) for r in rows]
 
-    async def unlinked(self, site: str | None, since: datetime | None) -> list[asyncpg.Record]:
-        return list(await self.conn.fetch(_UNLINKED, site, since))
+    async def rights_state(self) -> str:
+        """``absent`` (no rights tables), ``unchained`` (rights schema before the chain: the
+        rights store migrates it when it opens) or ``chained``."""
+        present, chained = await self.conn.fetchrow(_RIGHTS_STATE)
+        return "chained" if chained else "unchained" if present else "absent"
+
+    async def unlinked(self, site: str | None, since: datetime | None) -> list[Mapping[str, Any]]:
+        found: list[Mapping[str, Any]] = list(await self.conn.fetch(_UNLINKED, site, since))
+        if await self.rights_state() == "chained":
+            found += await self.conn.fetch(_RIGHTS_UNLINKED, site, since)
+        return found
 
     async def heads(self) -> dict[str, tuple[int, bytes]]:
         rows = await self.conn.fetch("SELECT node_id, seq, hash FROM audit_heads")

@@ -15,25 +15,68 @@ from typing import Any, TypeVar
 
 import orjson
 
+from gateway.audit import transitions
+from gateway.sinks import sqlite_preference_chain
 from gateway.sinks.sqlite_audit import record_digest
 
 BATCH = 10_000
 T = TypeVar("T")
 
+# The records' nodes: each link with its record (consent or preference) by the store seq
+# kept beside the link. The rights nodes go in a walk of their own (_RIGHTS_CHAIN).
 _CHAIN = """
     SELECT c.node_id, c.seq, c.kind, c.ref, c.prev_hash, c.hash, c.personal_digest,
-           (?1 IS NULL OR c.site = ?1) AS wanted, r.body
+           (?1 IS NULL OR c.site = ?1) AS wanted, coalesce(r.body, p.body) AS body
     FROM audit_chain c
-    LEFT JOIN consent_records r ON r.seq = c.record_seq AND r.record_id = c.ref
+    LEFT JOIN consent_records r
+        ON c.kind = 'consent' AND r.seq = c.record_seq AND r.record_id = c.ref
+    LEFT JOIN preference_records p
+        ON c.kind = 'preference' AND p.seq = c.record_seq AND p.record_id = c.ref
     WHERE (?2 IS NULL OR c.recorded_at >= ?2)
       AND (?1 IS NULL OR c.node_id IN (SELECT node_id FROM audit_chain WHERE site = ?1))
+      AND (c.node_id < 'rights:' OR c.node_id >= 'rights;')
+    ORDER BY c.node_id, c.seq
+"""
+_RIGHTS_CHAIN = """
+    SELECT c.node_id, c.seq, c.kind, c.ref, c.prev_hash, c.hash,
+           (?1 IS NULL OR c.site = ?1) AS wanted,
+           t.request_id, t.seq AS t_seq, t.site AS t_site, t.from_state, t.to_state, t.actor,
+           t.reason, t.at, t.personal_digest AS kept
+    FROM audit_chain c
+    LEFT JOIN rights_transitions t
+        ON t.request_id = substr(c.ref, 1, instr(c.ref, '/') - 1)
+       AND t.seq = CAST(substr(c.ref, instr(c.ref, '/') + 1) AS INTEGER)
+    WHERE c.node_id >= 'rights:' AND c.node_id < 'rights;'
+      AND (?2 IS NULL OR c.recorded_at >= ?2)
+      AND (?1 IS NULL OR c.node_id = 'rights:' || ?1)
     ORDER BY c.node_id, c.seq
 """
 _UNLINKED = """
-    SELECT json_extract(r.body, '$.node_id') AS node_id, r.record_id AS ref
-    FROM consent_records r
-    WHERE (?1 IS NULL OR r.site = ?1) AND (?2 IS NULL OR r.recorded_at >= ?2)
-      AND NOT EXISTS (SELECT 1 FROM audit_chain c WHERE c.kind = 'consent' AND c.ref = r.record_id)
+    SELECT * FROM (
+        SELECT json_extract(r.body, '$.node_id') AS node_id, r.record_id AS ref,
+               'consent' AS kind
+        FROM consent_records r
+        WHERE (?1 IS NULL OR r.site = ?1) AND (?2 IS NULL OR r.recorded_at >= ?2)
+          AND NOT EXISTS (SELECT 1 FROM audit_chain c
+                          WHERE c.kind = 'consent' AND c.ref = r.record_id)
+        LIMIT 10)
+    UNION ALL
+    SELECT * FROM (
+        SELECT json_extract(p.body, '$.node_id') AS node_id, p.record_id AS ref,
+               'preference' AS kind
+        FROM preference_records p
+        WHERE (?1 IS NULL OR p.site = ?1) AND (?2 IS NULL OR p.recorded_at >= ?2)
+          AND NOT EXISTS (SELECT 1 FROM audit_chain c
+                          WHERE c.kind = 'preference' AND c.ref = p.record_id)
+        LIMIT 10)
+"""
+_RIGHTS_UNLINKED = """
+    SELECT 'rights:' || coalesce(t.site, '') AS node_id, t.request_id || '/' || t.seq AS ref,
+           'rights' AS kind
+    FROM rights_transitions t
+    WHERE (?1 IS NULL OR t.site = ?1) AND (?2 IS NULL OR t.at >= ?2)
+      AND NOT EXISTS (SELECT 1 FROM audit_chain c
+                      WHERE c.kind = 'rights' AND c.ref = t.request_id || '/' || t.seq)
     LIMIT 10
 """
 _FILTERS = {
@@ -63,11 +106,19 @@ def _link(row: sqlite3.Row) -> dict[str, Any]:
     out = {k: row[k] for k in ("node_id", "seq", "kind", "ref", "prev_hash", "hash")}
     out["wanted"] = bool(row["wanted"])
     body = row["body"]
+    digest = sqlite_preference_chain.record_digest if row["kind"] == "preference" else record_digest
     out["digest"] = (
-        record_digest(orjson.loads(body), bytes(row["personal_digest"]))
+        digest(orjson.loads(body), bytes(row["personal_digest"]))
         if body is not None and out["wanted"]
         else None
     )
+    return out
+
+
+def _rights_link(row: sqlite3.Row) -> dict[str, Any]:
+    out = {k: row[k] for k in ("node_id", "seq", "kind", "ref", "prev_hash", "hash")}
+    out["wanted"] = bool(row["wanted"])
+    out["digest"] = transitions.row_digest(row) if out["wanted"] else None
     return out
 
 
@@ -115,11 +166,26 @@ class SqliteAuditReader:
         finally:
             await self._run(lambda c: c.execute("COMMIT"))
 
-    def chain(self, site: str | None, since: datetime | None) -> AsyncIterator[list[Any]]:
-        return self._stream(_CHAIN, (site, _text(since)), _link)
+    async def chain(self, site: str | None, since: datetime | None) -> AsyncIterator[list[Any]]:
+        """Batches of links in (node, seq) order: the records' nodes, then the rights nodes."""
+        async for batch in self._stream(_CHAIN, (site, _text(since)), _link):
+            yield batch
+        if await self.rights_state() == "chained":
+            async for batch in self._stream(_RIGHTS_CHAIN, (site, _text(since)), _rights_link):
+                yield batch
 
-    async def unlinked(self, site: str | None, since: datetime | None) -> list[sqlite3.Row]:
-        return await self._fetch(_UNLINKED, (site, _text(since)))
+    async def rights_state(self) -> str:
+        """``absent`` (no rights tables), ``unchained`` (before the chain: the rights store
+        migrates them when it opens) or ``chained``."""
+        columns = await self._fetch("SELECT name FROM pragma_table_info('rights_transitions')")
+        names = {r["name"] for r in columns}
+        return "chained" if "personal_digest" in names else "unchained" if names else "absent"
+
+    async def unlinked(self, site: str | None, since: datetime | None) -> list[Any]:
+        found: list[Any] = await self._fetch(_UNLINKED, (site, _text(since)))
+        if await self.rights_state() == "chained":
+            found += await self._fetch(_RIGHTS_UNLINKED, (site, _text(since)))
+        return found
 
     async def heads(self) -> dict[str, tuple[int, bytes]]:
         rows = await self._fetch("SELECT node_id, seq, hash FROM audit_heads")

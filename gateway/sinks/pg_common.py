@@ -23,8 +23,13 @@ def rfc3339(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+# A migration step: SQL, or a function of the connection for what SQL alone cannot do (e.g.
+# linking existing rows into the audit chain with digests computed in Python).
+Step = str | Callable[[asyncpg.Connection], Awaitable[None]]
+
+
 async def migrate(
-    conn: asyncpg.Connection, *, lock: int, table: str, migrations: Sequence[str], what: str
+    conn: asyncpg.Connection, *, lock: int, table: str, migrations: Sequence[Step], what: str
 ) -> int:
     """Apply the migrations past the version recorded in ``table``, in one transaction and
     under the advisory ``lock``: safe when several nodes start at once. The version reached."""
@@ -36,7 +41,11 @@ async def migrate(
         )
         current = await conn.fetchval(f"SELECT coalesce(max(version), 0) FROM {table}")
         for version in range(current + 1, len(migrations) + 1):
-            await conn.execute(migrations[version - 1])
+            step = migrations[version - 1]
+            if isinstance(step, str):
+                await conn.execute(step)
+            else:
+                await step(conn)
             await conn.execute(f"INSERT INTO {table} (version) VALUES ($1)", version)
             log.info("%s schema migrated to version %d", what, version)
         return len(migrations)
@@ -46,7 +55,7 @@ Migrate = Callable[[asyncpg.Connection], Awaitable[object]]
 
 
 def migrator(
-    *, lock: int, table: str, migrations: Sequence[str], what: str
+    *, lock: int, table: str, migrations: Sequence[Step], what: str
 ) -> Callable[[asyncpg.Connection], Awaitable[int]]:
     """``migrate`` bound to one set of tables: its lock, version table and steps."""
 

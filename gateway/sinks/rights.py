@@ -243,3 +243,7 @@ class RightsStore(Protocol):
         """Correction: drop links to the ``unlink`` hashes, add ``(type, hash)`` links."""
 
     async def tombstones(self, site: str, subject_id: str) -> list[dict[str, Any]]: ...
+
+    async def erase_reasons(self, request_ids: Sequence[str]) -> int:
+        """Erase the free-text reasons of the requests' transitions (NULL), keeping their
+        chain links verifiable (gateway/sinks/rights_chain.py); how many were erased."""

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from gateway.sinks import directory_postgres, erasure_postgres, pg_common, postgres
+from gateway.sinks import directory_postgres, erasure_postgres, pg_common, postgres, rights_chain
 from gateway.sinks.pg_common import PgPooled
 from gateway.sinks.rights import (
     COLUMNS,
@@ -28,7 +28,7 @@ from gateway.sinks.rights import (
 _MIGRATION_LOCK = 0x63677269  # its own advisory lock
 
 # Times are fixed-width RFC 3339 text, as in the SQLite store: the service compares them.
-MIGRATIONS: tuple[str, ...] = (
+MIGRATIONS: tuple[pg_common.Step, ...] = (
     """
     CREATE TABLE rights_requests (
         request_id text COLLATE "C" PRIMARY KEY,
@@ -97,6 +97,8 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (site, record_id)
     );
     """,
+    # Version 2: transitions hash-chained per site, old ones linked now (rights_chain.py).
+    rights_chain.migrate_pg,
 )
 
 
@@ -109,15 +111,6 @@ async def _add_events(
             "VALUES ($1, $2, $3::jsonb, $4)",
             [(request_id, t, orjson.dumps(b).decode(), at) for t, b in events],
         )
-
-
-async def _add_transition(conn: asyncpg.Connection, t: Transition) -> None:
-    # The request's row is locked by the caller's insert or update: seq cannot race.
-    await conn.execute(
-        "INSERT INTO rights_transitions SELECT $1, coalesce(max(seq), 0) + 1, $2, $3, $4, $5, $6 "
-        "FROM rights_transitions WHERE request_id = $1",
-        t.request_id, t.from_state, t.to_state, t.actor, t.reason, t.at,
-    )  # fmt: skip
 
 
 migrate = pg_common.migrator(
@@ -150,7 +143,7 @@ class PostgresRights(PgPooled):
                 f"INSERT INTO rights_requests ({', '.join(COLUMNS)}) VALUES ({marks})",
                 *(column_value(n, getattr(request, n)) for n in COLUMNS),
             )
-            await _add_transition(conn, transition)
+            await rights_chain.add_pg(conn, request.site, transition)
             if systems:
                 await conn.executemany(
                     "INSERT INTO rights_systems VALUES ($1, $2, $3, $4, $5, NULL, NULL, 0)",
@@ -179,14 +172,15 @@ class PostgresRights(PgPooled):
             for i, n in enumerate(names)
         )
         async with self._transaction() as conn:
-            status = await conn.execute(
-                f"UPDATE rights_requests SET {sets} WHERE request_id = $1 AND state = $2",
+            site = await conn.fetchval(
+                f"UPDATE rights_requests SET {sets} WHERE request_id = $1 AND state = $2 "
+                "RETURNING site",
                 request_id, expect_state, *(column_value(n, changes[n]) for n in names),
             )  # fmt: skip
-            if status != "UPDATE 1":
+            if site is None:
                 return False
             if transition is not None:
-                await _add_transition(conn, transition)
+                await rights_chain.add_pg(conn, site, transition)
             at = transition.at if transition else str(changes.get("updated_at", ""))
             await _add_events(conn, request_id, at, events)
         return True
@@ -231,7 +225,7 @@ class PostgresRights(PgPooled):
     async def transitions(self, request_id: str) -> list[Transition]:
         async with self._conn() as conn:
             rows = await conn.fetch(
-                "SELECT request_id, from_state, to_state, actor, reason, at "
+                "SELECT request_id, from_state, to_state, actor, coalesce(reason, ''), at "
                 "FROM rights_transitions WHERE request_id = $1 ORDER BY seq",
                 request_id,
             )
@@ -314,3 +308,7 @@ class PostgresRights(PgPooled):
     async def tombstones(self, site: str, subject_id: str) -> list[dict[str, Any]]:
         async with self._conn() as conn:
             return await erasure_postgres.tombstones(conn, site, subject_id)
+
+    async def erase_reasons(self, request_ids: Sequence[str]) -> int:
+        async with self._transaction() as conn:
+            return await rights_chain.erase_reasons_pg(conn, request_ids)

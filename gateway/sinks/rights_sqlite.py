@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from gateway.sinks import erasure_sqlite
+from gateway.sinks import erasure_sqlite, rights_chain, sqlite_audit
 from gateway.sinks.rights import (
     COLUMNS,
     OPEN_STATES,
@@ -24,7 +24,7 @@ from gateway.sinks.rights import (
 )
 from gateway.sinks.sqlite_common import SqliteOwned, connect, create_tables, transaction_of
 
-_SCHEMA = """
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS rights_requests (
     request_id TEXT PRIMARY KEY,
     site TEXT NOT NULL,
@@ -52,16 +52,7 @@ CREATE TABLE IF NOT EXISTS rights_requests (
 CREATE INDEX IF NOT EXISTS rights_requests_site ON rights_requests (site, received_at);
 CREATE INDEX IF NOT EXISTS rights_requests_identity
     ON rights_requests (site, identity_hash, received_at);
-CREATE TABLE IF NOT EXISTS rights_transitions (
-    request_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    from_state TEXT,
-    to_state TEXT NOT NULL,
-    actor TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    at TEXT NOT NULL,
-    PRIMARY KEY (request_id, seq)
-) WITHOUT ROWID;
+{rights_chain.SQLITE_TABLE}
 CREATE TABLE IF NOT EXISTS rights_systems (
     request_id TEXT NOT NULL,
     system TEXT NOT NULL,
@@ -108,14 +99,6 @@ def _add_events(
     )
 
 
-def _add_transition(conn: sqlite3.Connection, t: Transition) -> None:
-    conn.execute(
-        "INSERT INTO rights_transitions SELECT ?, coalesce(max(seq), 0) + 1, ?, ?, ?, ?, ? "
-        "FROM rights_transitions WHERE request_id = ?",
-        (t.request_id, t.from_state, t.to_state, t.actor, t.reason, t.at, t.request_id),
-    )
-
-
 class SqliteRights(SqliteOwned):
     """Each call runs in a worker thread, one at a time, on a connection of its own."""
 
@@ -124,7 +107,9 @@ class SqliteRights(SqliteOwned):
 
     def _connect(self) -> sqlite3.Connection:
         conn = connect(self.path, secure_delete=True)
-        create_tables(conn, _SCHEMA)
+        # The chain's tables first (the records' store makes them too, whichever opens first).
+        create_tables(conn, sqlite_audit.SCHEMA + ";" + _SCHEMA)
+        rights_chain.migrate_sqlite(conn)
         return conn
 
     async def create(
@@ -143,7 +128,7 @@ class SqliteRights(SqliteOwned):
         def run(conn: sqlite3.Connection) -> None:
             marks = ", ".join("?" * len(COLUMNS))
             conn.execute(f"INSERT INTO rights_requests VALUES ({marks})", row)
-            _add_transition(conn, transition)
+            rights_chain.add_sqlite(conn, request.site, transition)
             conn.executemany("INSERT INTO rights_systems VALUES (?,?,?,?,?,?,?,?)", parts)
             _add_events(conn, request.request_id, transition.at, events)
 
@@ -171,14 +156,15 @@ class SqliteRights(SqliteOwned):
         values = [column_value(n, changes[n]) for n in names]
 
         def run(conn: sqlite3.Connection) -> bool:
-            cursor = conn.execute(
-                f"UPDATE rights_requests SET {sets} WHERE request_id = ? AND state = ?",
+            found = conn.execute(
+                f"UPDATE rights_requests SET {sets} WHERE request_id = ? AND state = ? "
+                "RETURNING site",
                 (*values, request_id, expect_state),
-            )
-            if cursor.rowcount != 1:
+            ).fetchone()
+            if found is None:
                 return False
             if transition is not None:
-                _add_transition(conn, transition)
+                rights_chain.add_sqlite(conn, found[0], transition)
             at = transition.at if transition else str(changes.get("updated_at", ""))
             _add_events(conn, request_id, at, events)
             return True
@@ -242,7 +228,7 @@ class SqliteRights(SqliteOwned):
     async def transitions(self, request_id: str) -> list[Transition]:
         def run(conn: sqlite3.Connection) -> list[Transition]:
             rows = conn.execute(
-                "SELECT request_id, from_state, to_state, actor, reason, at "
+                "SELECT request_id, from_state, to_state, actor, coalesce(reason, ''), at "
                 "FROM rights_transitions WHERE request_id = ? ORDER BY seq",
                 (request_id,),
             )
@@ -333,3 +319,6 @@ class SqliteRights(SqliteOwned):
 
     async def tombstones(self, site: str, subject_id: str) -> list[dict[str, Any]]:
         return await self._call(erasure_sqlite.tombstones, site, subject_id)
+
+    async def erase_reasons(self, request_ids: Sequence[str]) -> int:
+        return await self._call(rights_chain.erase_reasons_sqlite, request_ids)

@@ -11,13 +11,13 @@ from typing import Any
 import orjson
 
 from gateway.core.record_codec import CONSENT_KIND, LINK_KIND, PREFERENCE_KIND, Record, kind_of
-from gateway.sinks import sqlite_audit
+from gateway.sinks import sqlite_audit, sqlite_preference_chain
 from gateway.sinks.base import HISTORY_LIMIT
 from gateway.sinks.preference_state import SQLITE_SCHEMA, sqlite_fold
 from gateway.sinks.sqlite_common import SqliteOwned, connect, transaction_of
 
 FILE_NAME = "store.sqlite3"
-SCHEMA_VERSION = 3  # 3: the audit trail (gateway/sinks/sqlite_audit.py)
+SCHEMA_VERSION = 4  # 3: the audit trail (gateway/sinks/sqlite_audit.py); 4: preferences in it
 
 # One row per record in a rowid table (appends are cheap; WITHOUT ROWID suits small rows,
 # not ~800-byte bodies) and ONE index per record: (site, subject, time, record_id). It
@@ -173,7 +173,10 @@ def _migrate(conn: sqlite3.Connection) -> None:
             conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
         elif version < SCHEMA_VERSION:
             # Records stored before the audit trail: linked and counted now, in store order.
-            sqlite_audit.follow(conn, 0)
+            if version < 3:
+                sqlite_audit.follow(conn, 0)
+            # Preference records stored before they were chained (version 3): linked now.
+            sqlite_preference_chain.follow(conn, 0)
             conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
 
     transaction_of(body)(conn)
@@ -224,7 +227,9 @@ def _write_others(conn: sqlite3.Connection, preferences: list[str], links: list[
     changes nothing (leaf stamps; the links themselves are in the directory already)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
+        after = sqlite_preference_chain.last_seq(conn)
         _append(conn, "preference_records", preferences)
+        sqlite_preference_chain.follow(conn, after)  # chained in the same transaction
         sqlite_fold(conn, [orjson.loads(b) for b in preferences])
         _append(conn, "identity_link_records", links)
         conn.execute("COMMIT")

@@ -1,0 +1,83 @@
+"""Preference records in the embedded SQLite store's audit chain (kind ``preference``), linked
+in the write transaction that stores them, as PostgreSQL's trigger links them
+(gateway/sinks/postgres_audit.py) and as gateway/sinks/sqlite_audit.py links consents: one
+chain per node, in (recorded_at, record_id) order within a batch.
+
+A record's digest is ``split_digest`` (gateway/audit/chain.py) with the fields erasure blanks
+(PREFERENCE_ERASED_FIELDS: IP prefix, user agent, idempotency key) as its personal part, whose
+digest is kept beside the link (``audit_chain.personal_digest``): erasing them leaves the link
+verifiable; changing anything else, or the kept digest of an erased record, breaks it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping
+from itertools import groupby
+from typing import Any
+
+import orjson
+
+from gateway.audit.chain import personal_digest, split_digest
+from gateway.core.hashchain import GENESIS, link
+from gateway.sinks.rights import PREFERENCE_ERASED_FIELDS
+
+KIND = "preference"
+PERSONAL = tuple(sorted(PREFERENCE_ERASED_FIELDS))
+
+
+def is_erased(data: Mapping[str, Any]) -> bool:
+    return all(data.get(k) == v for k, v in PREFERENCE_ERASED_FIELDS.items())
+
+
+def record_digest(data: Mapping[str, Any], kept_personal: bytes | None = None) -> bytes:
+    """The digest a preference record's link commits to; an erased record's personal part
+    is the one kept beside its link."""
+    if kept_personal is not None and is_erased(data):
+        return split_digest(data, PERSONAL, kept_personal)
+    return split_digest(data, PERSONAL, personal_digest(data, PERSONAL))
+
+
+def last_seq(conn: sqlite3.Connection) -> int:
+    """The newest stored preference record's seq: what a write links after."""
+    (seq,) = conn.execute("SELECT coalesce(max(seq), 0) FROM preference_records").fetchone()
+    return int(seq)
+
+
+def follow(conn: sqlite3.Connection, after_seq: int, chunk: int = 10_000) -> None:
+    """Link the preference records stored with ``seq > after_seq`` (in the caller's write
+    transaction), ``chunk`` at a time: a batch is one chunk; linking an existing store at
+    migration holds one chunk in memory."""
+    while True:
+        rows = conn.execute(
+            "SELECT seq, body FROM preference_records WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, chunk),
+        ).fetchall()
+        if not rows:
+            return
+        _follow(conn, rows)
+        after_seq = rows[-1][0]
+
+
+def _follow(conn: sqlite3.Connection, rows: list[tuple[int, str]]) -> None:
+    found = sorted(
+        ((seq, orjson.loads(body)) for seq, body in rows),
+        key=lambda r: (r[1]["node_id"], r[1]["recorded_at"], r[1]["record_id"]),
+    )
+    links = []
+    for node, group in groupby(found, key=lambda r: str(r[1]["node_id"])):
+        head = conn.execute("SELECT seq, hash FROM audit_heads WHERE node_id = ?", (node,))
+        n, prev = head.fetchone() or (0, GENESIS)
+        for record_seq, data in group:
+            n += 1
+            kept = personal_digest(data, PERSONAL)
+            current = link(prev, KIND, split_digest(data, PERSONAL, kept))
+            links.append((node, n, KIND, data["record_id"], data["site"], data["recorded_at"],
+                          record_seq, prev, current, kept))  # fmt: skip
+            prev = current
+        conn.execute(
+            "INSERT INTO audit_heads VALUES (?, ?, ?) ON CONFLICT (node_id) "
+            "DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+            (node, n, prev),
+        )
+    conn.executemany("INSERT INTO audit_chain VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", links)
