@@ -25,7 +25,6 @@ from gateway.rights.ports import Clock, RecordReader, RequestError, StateReader,
 from gateway.sinks import directory_for
 from gateway.sinks.directory import Directory
 from gateway.sinks.rights import RightsStore, StoredRequest, SystemPart, Transition
-from gateway.sinks.rights_postgres import PostgresRights
 from gateway.sinks.rights_sqlite import SqliteRights
 from gateway.sinks.sqlite import FILE_NAME
 
@@ -41,6 +40,8 @@ def store_for(settings: Settings) -> RightsStore:
     if not url:
         return SqliteRights(settings.data_dir / FILE_NAME)
     if url.startswith(("postgresql://", "postgres://")):
+        from gateway.sinks.rights_postgres import PostgresRights  # asyncpg only when used
+
         return PostgresRights(url)
     raise ConfigError("GATEWAY_STORE_URL must be empty or a postgresql:// URL")
 
