@@ -290,6 +290,14 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_int,
     ),
     Setting(
+        "malloc_mmap_threshold",
+        "131072",
+        "Bytes from which malloc gives a block a mapping of its own, returned to the system "
+        "when freed (glibc; pinned, not raised by each big free). 0: glibc's dynamic "
+        "threshold, which left a worker ~15 MB bigger after 1M consents.",
+        _int,
+    ),
+    Setting(
         "keepalive_timeout",
         "5",
         "Seconds an idle kept-alive connection stays open between requests.",
