@@ -285,8 +285,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "rate_limit_clients",
         "20000",
-        "Client addresses, and subjects, the write limits remember (least recently seen go "
-        "first; about 160 bytes each).",
+        "Client addresses, and subjects, the write limits remember (a new one displaces the "
+        "one whose bucket is full soonest; 16 bytes each, per table).",
         _positive_int,
     ),
     Setting(
