@@ -8,12 +8,12 @@ a client over its limit gets ``429`` with ``Retry-After``. A limit of 0 turns it
 Each key's bucket holds up to ``burst`` writes and refills at ``rate`` writes a second, kept
 as one number, the time the bucket will next be full ("theoretical arrival time", GCRA): the
 same answers as counting tokens, in a third of the memory. A table keeps at most ``max_keys``
-keys, by hash, in two flat arrays allocated up front (16 bytes a key, no object per key:
-issue 15 measured ~180 bytes a key and 3.6 MB for a full table of 20,000 in the dict it
-replaced). A key has two places, chosen by its hash; a new key takes the one whose bucket
-is full soonest, which is harmless when that bucket has refilled (a full bucket is what a
-new key gets) and otherwise lets that one key start afresh, the key owing the least: a
-flood of new keys displaces the buckets nearest to full, never the ones a key drained.
+keys, by hash, in two flat arrays allocated by its first write (16 bytes a key, no object
+per key: issue 15 measured ~180 bytes a key and 3.6 MB for a full table of 20,000 in the
+OrderedDict it replaced). A key has two places, chosen by its hash; a new key takes the one
+whose bucket is full soonest, which is harmless when that bucket has refilled (a full bucket
+is what a new key gets) and otherwise lets that one key start afresh, the key owing the
+least: a flood of new keys displaces buckets nearest to full before one a key drained.
 Keys are kept by their hash (subjects by a hash of (site, subject), salted per process as
 Python's str hashes are): two keys sharing a hash would only share a limit.
 
