@@ -107,10 +107,36 @@ async def test_checkpoint_connection_has_a_small_page_cache(tmp_path: Path) -> N
         conn.close()
 
 
-def test_embedded_store_worker_does_not_import_the_postgresql_driver() -> None:
-    """asyncpg (~3 MB in a worker) is imported only when GATEWAY_STORE_URL names PostgreSQL."""
-    code = "import sys, gateway.app, gateway.cli.main; print('asyncpg' in sys.modules)"
+def test_embedded_store_worker_without_webhook_imports_no_postgresql_driver_nor_http_client(
+    tmp_path: Path,
+) -> None:
+    """asyncpg (~3 MB in a worker) is imported only when GATEWAY_STORE_URL names PostgreSQL,
+    httpx (~2 MB) only when GATEWAY_WEBHOOK_URL is set: checked after a started app's
+    lifespan, in a fresh interpreter."""
+    code = f"""
+import asyncio, sys
+from pathlib import Path
+from gateway.app import create_app
+from tests.helpers import make_settings
+
+async def lifespan() -> None:  # the app's start and stop, as uvicorn drives them
+    app = create_app(make_settings(Path({str(tmp_path)!r})))
+    inbox: asyncio.Queue = asyncio.Queue()
+    await inbox.put({{"type": "lifespan.startup"}})
+    sent = []
+
+    async def send(message):
+        sent.append(message["type"])
+        if message["type"] == "lifespan.startup.complete":
+            await inbox.put({{"type": "lifespan.shutdown"}})
+
+    await app({{"type": "lifespan", "asgi": {{"version": "3.0"}}, "state": {{}}}}, inbox.get, send)
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"], sent
+
+asyncio.run(lifespan())
+print(sorted(m for m in ("asyncpg", "httpx") if m in sys.modules))
+"""
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -11,9 +11,8 @@ import os
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from gateway.core.errors import BadRequest, ConfigError, Unavailable
@@ -27,6 +26,9 @@ from gateway.sinks.directory import Directory
 from gateway.sinks.rights import RightsStore, StoredRequest, SystemPart, Transition
 from gateway.sinks.rights_sqlite import SqliteRights
 from gateway.sinks.sqlite import FILE_NAME
+
+if TYPE_CHECKING:  # imported by the service when a webhook is configured
+    import httpx
 
 log = logging.getLogger("gateway.rights")
 
