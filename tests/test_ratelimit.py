@@ -6,6 +6,7 @@ The review's single client wrote 96,765 records in 15 s and filled a 2,000-recor
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -142,3 +143,30 @@ def test_ipv6_addresses_of_one_64_share_a_bucket(client: TestClient) -> None:
     statuses = [_post(client, f"v6-{i}", f"2001:db8:5:6::{i + 1:x}")[0] for i in range(7)]
     assert statuses == [201] * 5 + [429] * 2
     assert _post(client, "v6-other", "2001:db8:5:7::1")[0] == 201
+
+
+def test_bucket_table_stays_within_its_bound_under_ten_times_as_many_subjects() -> None:
+    """Memory threat (issue 15): every consent of a new subject adds a key an outsider
+    chooses; the table never holds more than max_keys, in arrays sized at its first write."""
+    buckets = TokenBuckets(rate=0.2, burst=6, max_keys=20_000)
+    assert sys.getsizeof(buckets._due) + sys.getsizeof(buckets._hash) < 1000  # until used
+    assert buckets.take("first", 0.0) == 0.0
+    size = buckets._due.buffer_info()[1] + buckets._hash.buffer_info()[1]
+    for i in range(200_000):
+        assert buckets.take(hash(("demo", f"subject-{i}")), i / 1000) == 0.0
+    assert len(buckets) == 20_000
+    assert buckets._due.buffer_info()[1] + buckets._hash.buffer_info()[1] == size
+    assert sys.getsizeof(buckets._due) + sys.getsizeof(buckets._hash) < 20_000 * 17
+
+
+def test_a_flood_of_new_keys_displaces_refilled_buckets_before_a_drained_one() -> None:
+    """Laundering threat: a client that drained its bucket cannot get a fresh one by making
+    others write as new keys; the displaced buckets are the ones nearest to full."""
+    buckets = TokenBuckets(rate=1.0, burst=3, max_keys=2)  # one set of two places
+    for _ in range(3):
+        assert buckets.take("drained", 0.0) == 0.0
+    assert buckets.take("drained", 0.0) > 0
+    for i in range(100):
+        assert buckets.take(f"new-{i}", 0.0) == 0.0
+    assert buckets.take("drained", 0.0) > 0  # still owes its writes
+    assert len(buckets) == 2

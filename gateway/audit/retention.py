@@ -27,7 +27,6 @@ from typing import Any
 from gateway.audit.chain import Base, KeptDigest, sign_retention
 from gateway.core.errors import BadRequest
 from gateway.core.settings import Settings
-from gateway.sinks.retention_postgres import RetentionTx
 
 _PERIOD = re.compile(r"(\d{1,5})([dmy])")
 
@@ -99,6 +98,8 @@ async def retention(settings: Settings, cutoff: datetime, *, dry_run: bool) -> R
     if cutoff > datetime.now(UTC):
         raise BadRequest("invalid_period", "the cutoff is in the future: nothing would be kept")
     report = RetentionReport(cutoff, dry_run)
+    from gateway.sinks.retention_postgres import RetentionTx  # asyncpg only when used
+
     async with RetentionTx(settings.store_url.strip()) as tx:
         tx.rollback = dry_run
         await tx.lock()

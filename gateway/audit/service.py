@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import orjson
 
@@ -31,12 +31,14 @@ from gateway.audit.chain import (
 from gateway.core.errors import BadRequest
 from gateway.core.impressions import FLUSH_SECONDS, Impressions
 from gateway.core.settings import Settings
-from gateway.sinks.audit_postgres import PostgresAuditReader
 from gateway.sinks.audit_sqlite import SqliteAuditReader
 from gateway.sinks.sqlite import FILE_NAME
 from gateway.standards.record_check import explain
 
-AuditReader = PostgresAuditReader | SqliteAuditReader
+if TYPE_CHECKING:  # asyncpg is imported only when the store is PostgreSQL
+    from gateway.sinks.audit_postgres import PostgresAuditReader
+
+AuditReader = Union["PostgresAuditReader", SqliteAuditReader]
 
 
 class AuditUnsupported(BadRequest):
@@ -56,6 +58,8 @@ def reader_for(settings: Settings) -> AuditReader:
         return SqliteAuditReader(settings.data_dir / FILE_NAME)
     if not url.startswith(("postgresql://", "postgres://")):
         raise AuditUnsupported()
+    from gateway.sinks.audit_postgres import PostgresAuditReader
+
     return PostgresAuditReader(url)
 
 

@@ -164,8 +164,10 @@ def _serve(settings: Settings) -> int:
     )
     from gateway.app import build_gateway
     from gateway.cli import workers
+    from gateway.core.malloc import pin_mmap_threshold
     from gateway.web import accesslog
 
+    pin_mmap_threshold(settings.malloc_mmap_threshold)  # before any thread or fork
     build_gateway(settings).locator.close()  # fail fast, with a one-line error, before binding
     accesslog.configure_output()  # GATEWAY_ACCESS_LOG's JSON lines, on stdout (every worker)
     count = workers.worker_count(settings.workers)

@@ -89,6 +89,7 @@ class Settings:
     subject_writes_per_minute: int = _default("subject_writes_per_minute")
     subject_write_burst: int = _default("subject_write_burst")
     rate_limit_clients: int = _default("rate_limit_clients")
+    malloc_mmap_threshold: int = _default("malloc_mmap_threshold")
     keepalive_timeout: float = _default("keepalive_timeout")
     header_timeout: float = _default("header_timeout")
     body_timeout: float = _default("body_timeout")

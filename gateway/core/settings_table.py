@@ -284,9 +284,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "rate_limit_clients",
         "20000",
-        "Client addresses, and subjects, the write limits remember (least recently seen go "
-        "first; about 160 bytes each).",
+        "Client addresses, and subjects, the write limits remember (a new one displaces the "
+        "one whose bucket is full soonest; 16 bytes each, per table).",
         _positive_int,
+    ),
+    Setting(
+        "malloc_mmap_threshold",
+        "131072",
+        "Bytes from which malloc gives a block a mapping of its own, returned to the system "
+        "when freed (glibc; pinned, not raised by each big free). 0: glibc's dynamic "
+        "threshold, which left a worker ~15 MB bigger after 1M consents.",
+        _int,
     ),
     Setting(
         "keepalive_timeout",

@@ -27,7 +27,6 @@ from pathlib import Path
 from gateway.core.errors import ConfigError
 from gateway.core.settings import Settings
 from gateway.recording.receipts import KEY_FILE, load_key
-from gateway.sinks.directory_postgres import PostgresDirectory
 
 log = logging.getLogger("gateway.recording")
 
@@ -78,6 +77,8 @@ async def _from_store(settings: Settings) -> bytes:
     path = Path(settings.data_dir) / KEY_FILE
     local = _read(path)
     # A short wait: with a copy in the data dir, an unreachable store only delays the start.
+    from gateway.sinks.directory_postgres import PostgresDirectory  # asyncpg only when used
+
     directory = PostgresDirectory(settings.store_url, pool_size=1, connect_timeout=2.0)
     try:
         shared = await directory.deployment_secret(

@@ -11,9 +11,8 @@ import os
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from gateway.core.errors import BadRequest, ConfigError, Unavailable
@@ -25,9 +24,11 @@ from gateway.rights.ports import Clock, RecordReader, RequestError, StateReader,
 from gateway.sinks import directory_for
 from gateway.sinks.directory import Directory
 from gateway.sinks.rights import RightsStore, StoredRequest, SystemPart, Transition
-from gateway.sinks.rights_postgres import PostgresRights
 from gateway.sinks.rights_sqlite import SqliteRights
 from gateway.sinks.sqlite import FILE_NAME
+
+if TYPE_CHECKING:  # imported by the service when a webhook is configured
+    import httpx
 
 log = logging.getLogger("gateway.rights")
 
@@ -41,6 +42,8 @@ def store_for(settings: Settings) -> RightsStore:
     if not url:
         return SqliteRights(settings.data_dir / FILE_NAME)
     if url.startswith(("postgresql://", "postgres://")):
+        from gateway.sinks.rights_postgres import PostgresRights  # asyncpg only when used
+
         return PostgresRights(url)
     raise ConfigError("GATEWAY_STORE_URL must be empty or a postgresql:// URL")
 

@@ -11,7 +11,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import replace
 
-import httpx
 import orjson
 
 from gateway.rights import credentials, events, kinds
@@ -21,7 +20,7 @@ from gateway.rights.fulfilment import Fulfilment
 from gateway.rights.policy import DownstreamSystem, SiteRights
 from gateway.rights.ports import RequestError, fmt, parse_time
 from gateway.sinks.rights import StoredRequest
-from gateway.sinks.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from gateway.sinks.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 log = logging.getLogger("gateway.rights")
 
@@ -151,6 +150,8 @@ class Downstream(Fulfilment):
             return 0
         at = fmt(self.clock())
         if self.settings.webhook_url and self._client is not None:
+            import httpx  # the client exists, so httpx is imported already
+
             body = orjson.dumps({"events": [e.body for e in pending]})
             timestamp = str(int(self.clock().timestamp()))
             headers = {

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import httpx
-
 from gateway.rights import kinds
 from gateway.rights.base import MAX_OPEN, store_for
 from gateway.rights.downstream import Downstream
@@ -40,7 +38,10 @@ class RightsService(Intake, Workflow, Downstream):
         await self.store.open()
         if self._own_directory:
             await self.directory.open()
-        self._client = httpx.AsyncClient(timeout=10.0, follow_redirects=False)
+        if self.settings.webhook_url:  # events go nowhere else: no client, no httpx import
+            import httpx
+
+            self._client = httpx.AsyncClient(timeout=10.0, follow_redirects=False)
         if interval > 0:
             self._loop = asyncio.create_task(self._periodic(interval))
 

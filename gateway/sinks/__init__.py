@@ -10,13 +10,13 @@ from gateway.core.errors import ConfigError
 from gateway.core.settings import Settings
 from gateway.sinks.base import PermanentSinkError, Sink, SinkError, Store
 from gateway.sinks.directory import Directory
-from gateway.sinks.directory_postgres import PostgresDirectory
 from gateway.sinks.directory_sqlite import SqliteDirectory
-from gateway.sinks.postgres import PostgresStore
 from gateway.sinks.sqlite import FILE_NAME, SqliteStore
-from gateway.sinks.webhook import EventWebhookSink, WebhookSink
 
-if TYPE_CHECKING:  # imported when a stream is configured: nats-py and aiohttp weigh ~20 MB
+# Imported only when configured, so that a worker on the embedded store does not carry them
+# (issue 15, a worker's memory): nats-py and aiohttp weigh ~20 MB, asyncpg (PostgreSQL)
+# ~5 MB, the webhook's httpx client is imported by whoever uses it.
+if TYPE_CHECKING:
     from gateway.sinks.jetstream import JetStreamSink
 
 __all__ = [
@@ -36,6 +36,8 @@ def store_for(settings: Settings) -> Store:
     if not url:
         return SqliteStore(settings.data_dir / FILE_NAME)
     if url.startswith(("postgresql://", "postgres://")):
+        from gateway.sinks.postgres import PostgresStore
+
         return PostgresStore(url, pool_size=settings.store_pool_size)
     raise ConfigError(
         "GATEWAY_STORE_URL must be empty or a postgresql:// URL",
@@ -49,6 +51,8 @@ def directory_for(settings: Settings) -> Directory:
     if not url:
         return SqliteDirectory(settings.data_dir / FILE_NAME)
     if url.startswith(("postgresql://", "postgres://")):
+        from gateway.sinks.directory_postgres import PostgresDirectory
+
         return PostgresDirectory(url)
     raise ConfigError("GATEWAY_STORE_URL must be empty or a postgresql:// URL")
 
@@ -64,6 +68,8 @@ def open_sinks(settings: Settings) -> list[Sink]:
                 "GATEWAY_WEBHOOK_URL is set but GATEWAY_WEBHOOK_SECRET is empty",
                 hint="set a shared secret so the receiver can check each batch's signature",
             )
+        from gateway.sinks.webhook import EventWebhookSink, WebhookSink
+
         cloudevents = settings.webhook_format == "cloudevents"
         if settings.webhook_data == "events":
             sinks.append(

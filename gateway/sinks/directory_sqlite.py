@@ -96,6 +96,7 @@ class SqliteDirectory(SqliteOwned):
 
     name = "sqlite"
     what = "the directory"
+    thread_name = "sqlite-directory"
 
     def _connect(self) -> sqlite3.Connection:
         conn = connect(self.path)

@@ -104,6 +104,7 @@ class SqliteRights(SqliteOwned):
 
     name = "sqlite"
     what = "the rights store"
+    thread_name = "sqlite-rights"
 
     def _connect(self) -> sqlite3.Connection:
         conn = connect(self.path, secure_delete=True)

@@ -14,8 +14,6 @@ instead: core/events.py, each with the subject's linked identities read from the
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -28,16 +26,11 @@ from gateway.core.record_codec import Record
 from gateway.sinks.base import PermanentSinkError, SinkError
 from gateway.sinks.cloudevents import BATCH_CONTENT_TYPE, envelope, wrap
 from gateway.sinks.directory import Directory
+from gateway.sinks.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
-SIGNATURE_HEADER = "X-Consent-Signature"
-TIMESTAMP_HEADER = "X-Consent-Timestamp"
+__all__ = ["SIGNATURE_HEADER", "TIMESTAMP_HEADER", "EventWebhookSink", "WebhookSink", "sign"]
+
 _TRANSIENT_4XX = (408, 425, 429)
-
-
-def sign(secret: bytes, timestamp: str, body: bytes) -> str:
-    """The signature header value for a body sent at ``timestamp``."""
-    mac = hmac.new(secret, timestamp.encode("ascii") + b"." + body, hashlib.sha256)
-    return "sha256=" + mac.hexdigest()
 
 
 class WebhookSink:

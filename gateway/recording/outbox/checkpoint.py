@@ -40,6 +40,11 @@ log = logging.getLogger("gateway.outbox")
 # Free pages are given back once they are at least this many and a quarter of the file.
 _VACUUM_MIN_PAGES = 256
 _BUSY_TIMEOUT_MS = 2000  # how long step 2 waits for a reader (a claim) or another process
+# Page cache of the checkpoint connection, KiB (SQLite's default: 2,000). A checkpoint
+# copies WAL frames into the file without the cache, and an incremental vacuum moves free
+# pages once; nothing it reads is read again soon, so a cache would only hold memory
+# (issue 15). The owner's connection keeps the default: its claims re-read fresh pages.
+CACHE_KIB = 128
 
 
 class Checkpointer:
@@ -123,6 +128,7 @@ class Checkpointer:
         if self._conn is None:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
             conn.execute("PRAGMA synchronous = NORMAL")
             self._conn = conn
         return self._conn

@@ -63,9 +63,13 @@ def _insert_records(rows: int) -> str:
 
 # Committed records kept in memory for the forwarder (oldest first), so it claims them
 # without reading them back and decoding them: measured ~3 µs of loop time per record.
-# Bounded: past this many (a forwarder that is stopped or failing), the copies are dropped
-# and the forwarder reads the rows from the database as it always can.
-FRESH_MAX = 5_000  # ~12 MB at most; the forwarder claims every ~50 ms under load
+# Bounded: past this many (a forwarder that is behind, stopped or failing), the copies are
+# dropped and the forwarder reads the rows from the database as it always can. A copy is
+# ~2.4 KB (the JSON and its object); issue 15 measured 5,000 (~12 MB at a stall of the
+# store) leaving a worker several MB bigger for good (Python's arenas stay partly used).
+# A forwarder that keeps up needs far fewer: it claims every ~50 ms under load, ~200
+# records at 4,000 consents/s; 2,000 is two of its batches (~5 MB at most).
+FRESH_MAX = 2_000
 # Group fsyncs asked of the helper at once. One: while it runs, the appends that arrive wait
 # uncommitted and form the next group, committed the moment it ends, so a slow fsync grows
 # the next group instead of queueing more small commits (each a commit, a pipe write and an
