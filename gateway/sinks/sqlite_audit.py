@@ -27,6 +27,7 @@ import orjson
 
 from gateway.core.hashchain import GENESIS, link
 from gateway.sinks.rights import ERASED_FIELDS
+from gateway.sinks.sqlite_common import stored_since
 
 PERSONAL = tuple(sorted(ERASED_FIELDS))
 
@@ -167,15 +168,8 @@ def follow(conn: sqlite3.Connection, after_seq: int, chunk: int = 10_000) -> Non
     transaction), ``chunk`` at a time, decoding their stored bodies: what migration runs over
     an existing store (holding one chunk in memory). The write path hands its records over
     decoded already (``link_stored``)."""
-    while True:
-        rows = conn.execute(
-            "SELECT seq, body FROM consent_records WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after_seq, chunk),
-        ).fetchall()
-        if not rows:
-            return
+    for rows in stored_since(conn, "consent_records", after_seq, chunk):
         link_stored(conn, [(seq, orjson.loads(body)) for seq, body in rows])
-        after_seq = rows[-1][0]
 
 
 def link_stored(conn: sqlite3.Connection, stored: Sequence[tuple[int, Mapping[str, Any]]]) -> None:

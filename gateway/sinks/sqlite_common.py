@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -98,3 +98,20 @@ class SqliteOwned:
         async with self._lock:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._thread, fn, self._conn, *args)
+
+
+def stored_since(
+    conn: sqlite3.Connection, table: str, after_seq: int, chunk: int = 10_000
+) -> Iterator[list[tuple[int, str]]]:
+    """The ``(seq, body)`` rows of an append-only record table past ``after_seq``, in store
+    order, ``chunk`` at a time (what linking an existing store holds in memory at once).
+    ``table`` is one of the stores' own table names, never input."""
+    while True:
+        rows: list[tuple[int, str]] = conn.execute(
+            f"SELECT seq, body FROM {table} WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, chunk),
+        ).fetchall()
+        if not rows:
+            return
+        yield rows
+        after_seq = rows[-1][0]

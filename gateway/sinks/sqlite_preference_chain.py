@@ -21,6 +21,7 @@ import orjson
 from gateway.audit.chain import personal_digest, split_digest
 from gateway.core.hashchain import GENESIS, link
 from gateway.sinks.rights import PREFERENCE_ERASED_FIELDS
+from gateway.sinks.sqlite_common import stored_since
 
 KIND = "preference"
 PERSONAL = tuple(sorted(PREFERENCE_ERASED_FIELDS))
@@ -48,15 +49,8 @@ def follow(conn: sqlite3.Connection, after_seq: int, chunk: int = 10_000) -> Non
     """Link the preference records stored with ``seq > after_seq`` (in the caller's write
     transaction), ``chunk`` at a time: a batch is one chunk; linking an existing store at
     migration holds one chunk in memory."""
-    while True:
-        rows = conn.execute(
-            "SELECT seq, body FROM preference_records WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after_seq, chunk),
-        ).fetchall()
-        if not rows:
-            return
+    for rows in stored_since(conn, "preference_records", after_seq, chunk):
         _follow(conn, rows)
-        after_seq = rows[-1][0]
 
 
 def _follow(conn: sqlite3.Connection, rows: list[tuple[int, str]]) -> None:
