@@ -21,8 +21,9 @@ import asyncpg
 import pytest
 from starlette.testclient import TestClient
 
-from gateway.audit import service, transitions
+from gateway.audit import service
 from gateway.audit.chain import GENESIS, personal_digest, split_digest
+from gateway.core import transition_chain as transitions
 from gateway.core.settings import Settings
 from gateway.rights.base import store_for
 from gateway.sinks import (

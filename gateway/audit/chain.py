@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from gateway.core.hashchain import GENESIS, link
+from gateway.core.hashchain import GENESIS, link, personal_digest, split_digest
 
 __all__ = [
     "GENESIS",
@@ -39,27 +38,6 @@ __all__ = [
     "sign_checkpoint",
     "split_digest",
 ]
-
-
-def canonical(data: Mapping[str, Any]) -> bytes:
-    """A record's canonical JSON (sorted keys, no spaces): what its digests hash."""
-    return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
-
-
-def personal_digest(data: Mapping[str, Any], personal: Iterable[str]) -> bytes:
-    """sha256 of a record's ``personal`` fields and its ``record_id``: kept beside its link so
-    that erasing those fields (GDPR Art. 17) leaves the link verifiable."""
-    kept = {"record_id": data.get("record_id"), **{k: data.get(k) for k in personal}}
-    return hashlib.sha256(canonical(kept)).digest()
-
-
-def split_digest(data: Mapping[str, Any], personal: Iterable[str], kept: bytes) -> bytes:
-    """The digest a link commits to: ``sha256(sha256(core) || kept)``, ``core`` the record
-    without its ``personal`` fields, ``kept`` their ``personal_digest`` (computed from the
-    record while they hold, the kept one once they are erased)."""
-    names = frozenset(personal)
-    core = hashlib.sha256(canonical({k: v for k, v in data.items() if k not in names}))
-    return hashlib.sha256(core.digest() + kept).digest()
 
 
 @dataclass(frozen=True)

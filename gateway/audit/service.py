@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 import orjson
 
-from gateway.audit import rights_metrics, rollup, rows, transitions
+from gateway.audit import rights_metrics, rollup, rows
 from gateway.audit.chain import (
     Base,
     Break,
@@ -28,6 +28,7 @@ from gateway.audit.chain import (
     sign_checkpoint,
     sign_retention,
 )
+from gateway.core import transition_chain as transitions
 from gateway.core.errors import BadRequest
 from gateway.core.impressions import FLUSH_SECONDS, Impressions
 from gateway.core.settings import Settings

@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from gateway.audit import transitions
+from gateway.core import transition_chain as transitions
 from gateway.sinks.postgres import COLUMNS
 
 BATCH = 10_000
@@ -48,7 +48,7 @@ _CHAIN = """
     ORDER BY c.node_id, c.seq
 """
 # The rights nodes (one per site, gateway/sinks/rights_chain.py): each link with its
-# transition's columns; the digest is computed in Python (gateway/audit/transitions.py).
+# transition's columns; the digest is computed in Python (gateway/core/transition_chain.py).
 _RIGHTS_CHAIN = """
     SELECT c.node_id, c.seq, c.kind, c.ref, c.prev_hash, c.hash,
            $1::text IS NULL OR c.site = $1 AS wanted,

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from gateway.audit import transitions
+from gateway.core import transition_chain as transitions
 from gateway.sinks import sqlite_preference_chain
 from gateway.sinks.sqlite_audit import record_digest
 

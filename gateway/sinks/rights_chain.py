@@ -1,5 +1,5 @@
 """Rights-request transitions in the audit chain, in both central stores: stored and linked in
-one step, in the caller's transaction (gateway/audit/transitions.py says what a link
+one step, in the caller's transaction (gateway/core/transition_chain.py says what a link
 commits to).
 
 Each site's transitions form the chain node ``rights:<site>`` in the same ``audit_chain`` and
@@ -19,14 +19,15 @@ import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 from itertools import groupby
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import asyncpg
-
-from gateway.audit import transitions
+from gateway.core import transition_chain as transitions
 from gateway.core.hashchain import GENESIS, link
 from gateway.sinks.rights import Transition
 from gateway.sinks.sqlite_common import transaction_of
+
+if TYPE_CHECKING:
+    import asyncpg  # the PostgreSQL functions' connections; a SQLite worker never loads it
 
 # The shape of rights_transitions with the chain: the request's site, the kept personal
 # digest, and a reason that erasure may set to NULL.

@@ -18,8 +18,7 @@ from typing import Any
 
 import orjson
 
-from gateway.audit.chain import personal_digest, split_digest
-from gateway.core.hashchain import GENESIS, link
+from gateway.core.hashchain import GENESIS, link, personal_digest, split_digest
 from gateway.sinks.rights import PREFERENCE_ERASED_FIELDS
 from gateway.sinks.sqlite_common import stored_since
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from gateway.audit.chain import personal_digest, split_digest
+from gateway.core.hashchain import personal_digest, split_digest
 
 KIND = "rights"
 PERSONAL = ("reason",)
