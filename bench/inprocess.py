@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from gateway.app import create_app
+from gateway.core.malloc import pin_mmap_threshold
 from gateway.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,10 +31,15 @@ HEADERS = [
 ]
 
 
-def _scope(app: Any, method: str, path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+def _scope(
+    app: Any, method: str, path: str, headers: list[tuple[bytes, bytes]], i: int = 0
+) -> dict[str, Any]:
+    # Each request from its own client address (10.x.y.z), as visitors come: the default
+    # write limits check every POST and refuse none.
+    client = f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}"
     return {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-        "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 50000), "scheme": "http",
+        "server": ("127.0.0.1", 8000), "client": (client, 50000), "scheme": "http",
         "method": method, "root_path": "", "path": path, "raw_path": path.encode(),
         "query_string": b"", "headers": headers, "app": app, "state": {},
     }  # fmt: skip
@@ -65,16 +71,13 @@ async def _measure(app: Any, n: int, make: Any) -> float:
 
 
 def _settings(access_log: str) -> Settings:
+    """The settings `consent-gateway serve` runs with (durability, write limits and all
+    defaults as shipped), the demo site's files and a scratch data dir."""
     return Settings(
         banners_dir=ROOT / "banners",
         locales_dir=ROOT / "locales",
         data_dir=Path(tempfile.mkdtemp(prefix="cg-inproc-")),
         reload=False,
-        durability="process",
-        node_id="bench",
-        # One client address makes every request: no write limit refuses them.
-        client_writes_per_minute=0,
-        subject_writes_per_minute=0,
         access_log=access_log,
     )
 
@@ -83,7 +86,9 @@ async def run(
     n: int, repeat: int, only: str = "", modes: tuple[str, ...] = ("errors",)
 ) -> dict[str, float]:
     """The least CPU per request of each case, per access-log mode; runs of the modes alternate."""
-    apps: dict[str, Any] = {mode: create_app(_settings(mode)) for mode in modes}
+    # As `serve` builds it: malloc's threshold pinned, the serving process's GC tuning.
+    pin_mmap_threshold(Settings().malloc_mmap_threshold)
+    apps: dict[str, Any] = {mode: create_app(_settings(mode), serving=True) for mode in modes}
     results: dict[str, list[float]] = {}
     async with contextlib.AsyncExitStack() as stack:
         for app in apps.values():
@@ -118,7 +123,7 @@ def _cases(app: Any) -> dict[str, Any]:
                                             "personalization": True},
             "channel": "web", "language": "en", "page_url": "https://shop.example/checkout",
         })  # fmt: skip
-        return _scope(app, "POST", "/v1/sites/demo/consents", json_headers), body, 201
+        return _scope(app, "POST", "/v1/sites/demo/consents", json_headers, i), body, 201
 
     def preferences(i: int) -> tuple[dict[str, Any], bytes, int]:
         secret = f"{i:016x}{time.monotonic_ns() & (2**64 - 1):016x}"
@@ -128,7 +133,7 @@ def _cases(app: Any) -> dict[str, Any]:
                             "topics": {"offers": {"enabled": True, "frequency": "weekly"},
                                        "newsletter": {"enabled": False}}},
         })  # fmt: skip
-        return _scope(app, "POST", "/v1/sites/demo/preferences", json_headers), body, 201
+        return _scope(app, "POST", "/v1/sites/demo/preferences", json_headers, i), body, 201
 
     return {
         "config": get("/v1/sites/demo/config"),

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import itertools
 import json
 import os
 import random
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -34,10 +34,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bench.harness import free_port, stop
+from bench.harness import free_port, gateway_command, stop
 
 ROOT = Path(__file__).resolve().parent.parent
-CLI = Path(sys.executable).parent / "consent-gateway"
 SITE = "demo"
 LANGS = ("en", "de", "fr", "es", "zh-CN", "ar", "pt-BR", "ja")
 REGIONS = ("DE", "US-CA", "GB", "FR", "BR", "CN", "JP", "US-TX", "IN", "AU")
@@ -120,9 +119,12 @@ def _post(path: str, body: bytes, headers: dict[str, str]) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-def _consent(version: str, subject: str) -> bytes:
+def _consent(version: str, visitor: str) -> bytes:
+    # As the snippet and apps record: the visitor's own secret (the gateway derives the
+    # subject id from it and refuses a client-chosen one).
+    secret = hashlib.sha256(visitor.encode()).hexdigest()[:32]
     return json.dumps({
-        "subject_id": subject, "banner_version": version, "action": "custom",
+        "subject_secret": secret, "banner_version": version, "action": "custom",
         "choices": {"analytics": True, "marketing": False, "personalization": True},
         "channel": "web", "language": "en", "page_url": "https://shop.example/checkout",
     }).encode()  # fmt: skip
@@ -391,14 +393,21 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="cg-soak-") as tmp:
         data_dir = Path(tmp) / "data"
-        env = {**os.environ, "GATEWAY_TRUSTED_PROXIES": "127.0.0.1"}
+        env = {
+            **os.environ,
+            "GATEWAY_TRUSTED_PROXIES": "127.0.0.1",
+            "GATEWAY_DATA_DIR": str(data_dir),
+            # One worker (what `auto` gives on one CPU): the soak watches the serving
+            # process's RSS, descriptors and outbox WAL, which a supervisor does not hold.
+            "GATEWAY_WORKERS": "1",
+        }
         built = ROOT / "data" / "geo" / "country.mmdb"
         if built.exists():
             env["GATEWAY_GEOIP_DB"] = str(built)
         log_path = args.log or Path(tmp) / "server.log"
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
-                [str(CLI), "serve", "--port", str(port), "--data-dir", str(data_dir)],
+                gateway_command(port),  # `consent-gateway serve` as README runs it
                 cwd=ROOT,
                 env=env,
                 stdout=log,
