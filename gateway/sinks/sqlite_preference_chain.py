@@ -7,18 +7,19 @@ A record's digest is ``split_digest`` (gateway/audit/chain.py) with the fields e
 (PREFERENCE_ERASED_FIELDS: IP prefix, user agent, idempotency key) as its personal part, whose
 digest is kept beside the link (``audit_chain.personal_digest``): erasing them leaves the link
 verifiable; changing anything else, or the kept digest of an erased record, breaks it.
+The linking itself is the consents' (``sqlite_audit.link_records``).
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Mapping
-from itertools import groupby
 from typing import Any
 
 import orjson
 
-from gateway.core.hashchain import GENESIS, link, personal_digest, split_digest
+from gateway.core.hashchain import personal_digest, split_digest
+from gateway.sinks import sqlite_audit
 from gateway.sinks.rights import PREFERENCE_ERASED_FIELDS
 from gateway.sinks.sqlite_common import stored_since
 
@@ -35,7 +36,7 @@ def record_digest(data: Mapping[str, Any], kept_personal: bytes | None = None) -
     is the one kept beside its link."""
     if kept_personal is not None and is_erased(data):
         return split_digest(data, PERSONAL, kept_personal)
-    return split_digest(data, PERSONAL, personal_digest(data, PERSONAL))
+    return _digests(data)[1]
 
 
 def last_seq(conn: sqlite3.Connection) -> int:
@@ -52,25 +53,12 @@ def follow(conn: sqlite3.Connection, after_seq: int, chunk: int = 10_000) -> Non
         _follow(conn, rows)
 
 
+def _digests(data: Mapping[str, Any]) -> tuple[bytes, bytes]:
+    kept = personal_digest(data, PERSONAL)
+    return kept, split_digest(data, PERSONAL, kept)
+
+
 def _follow(conn: sqlite3.Connection, rows: list[tuple[int, str]]) -> None:
-    found = sorted(
-        ((seq, orjson.loads(body)) for seq, body in rows),
-        key=lambda r: (r[1]["node_id"], r[1]["recorded_at"], r[1]["record_id"]),
+    sqlite_audit.link_records(
+        conn, [(seq, orjson.loads(body)) for seq, body in rows], KIND, _digests
     )
-    links = []
-    for node, group in groupby(found, key=lambda r: str(r[1]["node_id"])):
-        head = conn.execute("SELECT seq, hash FROM audit_heads WHERE node_id = ?", (node,))
-        n, prev = head.fetchone() or (0, GENESIS)
-        for record_seq, data in group:
-            n += 1
-            kept = personal_digest(data, PERSONAL)
-            current = link(prev, KIND, split_digest(data, PERSONAL, kept))
-            links.append((node, n, KIND, data["record_id"], data["site"], data["recorded_at"],
-                          record_seq, prev, current, kept))  # fmt: skip
-            prev = current
-        conn.execute(
-            "INSERT INTO audit_heads VALUES (?, ?, ?) ON CONFLICT (node_id) "
-            "DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-            (node, n, prev),
-        )
-    conn.executemany("INSERT INTO audit_chain VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", links)
