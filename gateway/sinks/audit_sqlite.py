@@ -51,25 +51,27 @@ _RIGHTS_CHAIN = """
       AND (?1 IS NULL OR c.node_id = 'rights:' || ?1)
     ORDER BY c.node_id, c.seq
 """
-_UNLINKED = """
+
+
+def _unlinked(table: str, kind: str) -> str:
+    """Up to 10 records of one of the store's own record tables with no link (``table`` and
+    ``kind`` are constants, never input)."""
+    return f"""
     SELECT * FROM (
         SELECT json_extract(r.body, '$.node_id') AS node_id, r.record_id AS ref,
-               'consent' AS kind
-        FROM consent_records r
+               '{kind}' AS kind
+        FROM {table} r
         WHERE (?1 IS NULL OR r.site = ?1) AND (?2 IS NULL OR r.recorded_at >= ?2)
           AND NOT EXISTS (SELECT 1 FROM audit_chain c
-                          WHERE c.kind = 'consent' AND c.ref = r.record_id)
-        LIMIT 10)
-    UNION ALL
-    SELECT * FROM (
-        SELECT json_extract(p.body, '$.node_id') AS node_id, p.record_id AS ref,
-               'preference' AS kind
-        FROM preference_records p
-        WHERE (?1 IS NULL OR p.site = ?1) AND (?2 IS NULL OR p.recorded_at >= ?2)
-          AND NOT EXISTS (SELECT 1 FROM audit_chain c
-                          WHERE c.kind = 'preference' AND c.ref = p.record_id)
-        LIMIT 10)
-"""
+                          WHERE c.kind = '{kind}' AND c.ref = r.record_id)
+        LIMIT 10)"""
+
+
+_UNLINKED = (
+    _unlinked("consent_records", "consent")
+    + "\n    UNION ALL"
+    + _unlinked("preference_records", "preference")
+)
 _RIGHTS_UNLINKED = """
     SELECT 'rights:' || coalesce(t.site, '') AS node_id, t.request_id || '/' || t.seq AS ref,
            'rights' AS kind
