@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
@@ -10,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from gateway.core import row_chunks
 from gateway.core.record_codec import CONSENT_KIND, LINK_KIND, PREFERENCE_KIND, Record, kind_of
 from gateway.sinks import sqlite_audit, sqlite_preference_chain
 from gateway.sinks.base import HISTORY_LIMIT
@@ -72,17 +72,15 @@ DROP TABLE IF EXISTS latest_state;
 # A batch of consents is one multi-row INSERT ... VALUES (a few, past SQLite's variable
 # limit): the columns come from the records the caller has decoded already, so SQLite parses
 # no JSON, and the chain links those records without reading them back (sqlite_audit.py).
-# The statement text depends only on the row count, so the sqlite3 statement cache keeps it.
+# row_chunks pads a chunk to one of a few statement sizes, so the connection's statement cache
+# keeps them all (and stays small).
 # recorded_at is fixed-width RFC 3339 UTC, so text order is time order.
 _MAX_ROWS = 200  # 5 parameters a row: 1,000, far below SQLite's 32,766
 
 
-@functools.lru_cache(maxsize=64)
-def _insert_consents(rows: int) -> str:
-    return (
-        "INSERT OR IGNORE INTO consent_records (site, subject_id, recorded_at, record_id, body) "
-        "VALUES " + ",".join(["(?,?,?,?,?)"] * rows)
-    )
+_INSERT_CONSENTS = (
+    "INSERT OR IGNORE INTO consent_records (site, subject_id, recorded_at, record_id, body)"
+)
 
 
 class SqliteStore(SqliteOwned):
@@ -189,13 +187,10 @@ def _write(conn: sqlite3.Connection, batch: Sequence[tuple[str, Mapping[str, Any
     conn.execute("BEGIN IMMEDIATE")
     try:
         (last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM consent_records").fetchone()
-        for start in range(0, len(batch), _MAX_ROWS):
-            chunk = batch[start : start + _MAX_ROWS]
-            params: list[Any] = []
-            for body, obj in chunk:
-                params += (obj["site"], obj["subject_id"], obj["recorded_at"], obj["record_id"],
-                           body)  # fmt: skip
-            conn.execute(_insert_consents(len(chunk)), params)
+        for chunk in row_chunks.slices(batch, _MAX_ROWS):
+            rows = [(obj["site"], obj["subject_id"], obj["recorded_at"], obj["record_id"], body)
+                    for body, obj in chunk]  # fmt: skip
+            conn.execute(*row_chunks.statement(_INSERT_CONSENTS, 5, rows, _MAX_ROWS))
         # The rows this transaction stored (not the ignored redeliveries), by record id.
         objects = {str(obj["record_id"]): obj for _, obj in batch}
         stored = conn.execute(

@@ -15,7 +15,6 @@ notes).
 
 from __future__ import annotations
 
-import functools
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -24,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from gateway.core import hashchain
+from gateway.core import hashchain, row_chunks
 from gateway.core.hashchain import GENESIS, link, split_digest
 from gateway.sinks.rights import ERASED_FIELDS
 from gateway.sinks.sqlite_common import stored_since
@@ -90,12 +89,11 @@ DO UPDATE SET granted = c.granted + excluded.granted, n = c.n + excluded.n
 
 # A batch's links go in as multi-row INSERTs, not one statement a link: every statement
 # the store's thread runs gives the GIL up and must win it back from the busy event loop.
+# row_chunks pads them to a few statement sizes (the statement cache keeps them all).
 _LINK_ROWS = 100  # 10 parameters a row: 1,000, far below SQLite's 32,766
 
 
-@functools.lru_cache(maxsize=64)
-def _insert_links(rows: int) -> str:
-    return "INSERT INTO audit_chain VALUES " + ",".join(["(?,?,?,?,?,?,?,?,?,?)"] * rows)
+_INSERT_LINKS = "INSERT INTO audit_chain"
 
 
 def _dims(data: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -205,7 +203,6 @@ def link_records(
             "DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
             (node, n, prev),
         )
-    for start in range(0, len(links), _LINK_ROWS):
-        chunk = links[start : start + _LINK_ROWS]
-        conn.execute(_insert_links(len(chunk)), [v for row in chunk for v in row])
+    for chunk in row_chunks.slices(links, _LINK_ROWS):
+        conn.execute(*row_chunks.statement(_INSERT_LINKS, 10, chunk, _LINK_ROWS))
     return found
