@@ -2,9 +2,10 @@
 restarted and loses no acknowledged record; SIGTERM drains every worker; a start with fewer
 workers delivers the outboxes of the workers no longer run; /metrics reports every worker.
 
-Threats: a crashed worker that stays down (capacity lost silently), a record acknowledged by
-a worker that died before forwarding it and never delivered (or delivered twice), an outbox
-left behind when the worker count shrinks (records lost without an error).
+Threats: a crashed worker that stays down (capacity lost silently) or keeps crashing with
+nothing in /metrics to alert on, a record acknowledged by a worker that died before
+forwarding it and never delivered (or delivered twice), an outbox left behind when the
+worker count shrinks (records lost without an error).
 """
 
 from __future__ import annotations
@@ -86,6 +87,13 @@ async def kill_one_worker_under_load(tmp_path: Path, store_url: str) -> tuple[Lo
         await asyncio.gather(*writers)
         for worker in ("1", "2"):  # both workers committed records, and both are reported
             assert f'consent_outbox_commits_total{{worker="{worker}"}}' in metrics
+        # The supervisor counted the restart, and the restarted worker reports it.
+        restarts = sorted(
+            float(m.group(1))
+            for m in re.finditer(r'^gateway_worker_restarts_total\{worker="[12]"\} (\S+)$',
+                                 metrics, re.M)
+        )  # fmt: skip
+        assert restarts == [0.0, 1.0], metrics
         assert await asyncio.to_thread(gw.stop) == 0  # SIGTERM: drained and exited cleanly
     finally:
         if gw.process.poll() is None:

@@ -133,9 +133,8 @@ class WorkerPool:
         self.started: dict[int, float] = {}  # index -> monotonic start
         self.attempts: dict[int, int] = {}  # index -> restarts in a row
         self.due: dict[int, float] = {}  # index -> monotonic time of its restart
-        self.restarts = 0
+        self.restarts: dict[int, int] = {}  # index -> restarts since the supervisor started
         self.never_started: set[int] = set()  # first runs that failed at start-up (exit 3)
-        self.restarted: set[int] = set()
         self._rng = random.Random()  # noqa: S311 -- jitter, not a secret
         self._pid = os.getpid()
 
@@ -182,7 +181,8 @@ class WorkerPool:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
                 _die_with(self._pid)
                 self.lock.release()  # its copy only: the supervisor keeps holding it
-                code = self.run_worker(self.settings, WorkerRole(index, self.count), self.sock)
+                role = WorkerRole(index, self.count, self.restarts.get(index, 0))
+                code = self.run_worker(self.settings, role, self.sock)
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
             except BaseException:
@@ -213,14 +213,13 @@ class WorkerPool:
             self.attempts[index] = 0  # it ran well for a while: start the backoff over
         attempt = self.attempts.get(index, 0)
         self.attempts[index] = attempt + 1
-        if attempt == 0 and index not in self.restarted and _exit_code(status) == _STARTUP_FAILURE:
+        if attempt == 0 and index not in self.restarts and _exit_code(status) == _STARTUP_FAILURE:
             self.never_started.add(index)
         if self.sock is None:  # shutting down: no restart
             return
         delay = backoff_delay(attempt, cap=cap, rng=self._rng, base=_FIRST_BACKOFF)
         self.due[index] = time.monotonic() + delay
-        self.restarts += 1
-        self.restarted.add(index)
+        self.restarts[index] = self.restarts.get(index, 0) + 1
         log.error(
             "worker %d (pid %d) %s after %.1fs; restarting in %.2fs",
             index, pid, _describe(status), ran, delay,

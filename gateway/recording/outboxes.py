@@ -39,10 +39,12 @@ _POLL_S = 0.2
 
 @dataclass(frozen=True)
 class WorkerRole:
-    """Worker ``index`` (1-based) of ``count`` under one supervisor."""
+    """Worker ``index`` (1-based) of ``count`` under one supervisor, started after the
+    supervisor had restarted that worker ``restarts`` times (0: its first start)."""
 
     index: int
     count: int
+    restarts: int = 0
 
 
 def own_dir(data_dir: Path, role: WorkerRole | None) -> Path:

@@ -76,6 +76,14 @@ async def own_metrics(state: Any) -> bytes:
     rights = getattr(state, "rights", None)
     if rights is not None:
         body += await rights.metrics_text()
+    worker = getattr(state, "worker", None)
+    if worker is not None:  # the supervisor's count, handed to this worker when it started
+        body += (
+            "# HELP gateway_worker_restarts_total Times the supervisor restarted this worker "
+            "after it exited or was killed.\n"
+            "# TYPE gateway_worker_restarts_total counter\n"
+            f"gateway_worker_restarts_total {worker.restarts}\n"
+        ).encode()
     cache = state.gateway.locator.cache_info()
     body += (
         "# HELP gateway_geoip_cache_hits_total GeoIP lookups answered from the cache.\n"
