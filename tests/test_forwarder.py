@@ -253,7 +253,9 @@ async def test_full_disk_on_ack_is_logged_counted_retried_and_recovers_without_r
         await store.open()
         records = [make_record(f"f{i}") for i in range(300)]
         await asyncio.gather(*(outbox.append(r, "x") for r in records))
-        await outbox.checkpointer.round(outbox.held)  # an empty WAL: the ack needs new space
+        # Two rounds: the second, idle, truncates the WAL file, so the ack needs new space.
+        await outbox.checkpointer.round(outbox.held)
+        await outbox.checkpointer.round(outbox.held)
         ballast = fill_disk(disk)
         forwarder = Forwarder(outbox, [store], base_backoff=0.01, max_backoff=0.1)
         registry = CollectorRegistry()
@@ -279,6 +281,7 @@ async def test_full_disk_on_ack_is_logged_counted_retried_and_recovers_without_r
         # Full again with delivered records unacknowledged: shutdown still completes.
         await forwarder.stop(drain=5)
         await asyncio.gather(*(outbox.append(make_record(f"g{i}"), "x") for i in range(50)))
+        await outbox.checkpointer.round(outbox.held)
         await outbox.checkpointer.round(outbox.held)
         ballast = fill_disk(disk)
         forwarder.start()

@@ -2,7 +2,9 @@
 
 The threat (security review §2b): PASSIVE checkpoints never complete while appends go on, so
 under steady traffic the WAL grew without bound (1.5 GB in 45 s with an empty queue) until
-the disk was full and every visitor got 503.
+the disk was full and every visitor got 503. And (issue 15) the rounds must not stall the
+recording path: truncating the WAL file under load held every append ~21-30 ms per round,
+so under writes a round starts the WAL over in place, and only an idle round truncates it.
 """
 
 from __future__ import annotations
@@ -106,4 +108,39 @@ async def test_a_size_triggered_round_runs_without_waiting_for_the_interval(
         *(outbox.append(make_record(f"t{i}", user_agent="u" * 500), "x") for i in range(600))
     )
     await eventually(lambda: outbox.checkpointer.rounds >= 1, within=5)
+    await outbox.close()
+
+
+async def test_the_wal_in_use_is_read_from_the_wal_index(tmp_path: Path) -> None:
+    outbox = await opened(tmp_path, durability="process", checkpoint_interval=3600)
+    assert outbox.checkpointer.wal_in_use() == wal_size(tmp_path)
+    for start in range(0, 300, 100):  # the WAL only grows: the file is exactly what is in use
+        await asyncio.gather(
+            *(outbox.append(make_record(f"u{start + i}"), "x") for i in range(100))
+        )
+        assert outbox.checkpointer.wal_in_use() == wal_size(tmp_path) > 0
+    await outbox.close()
+
+
+async def test_a_round_under_writes_reuses_the_wal_and_an_idle_round_truncates_it(
+    tmp_path: Path,
+) -> None:
+    outbox = await opened(tmp_path, durability="process", checkpoint_interval=3600)
+    checkpointer = outbox.checkpointer
+    await asyncio.gather(*(outbox.append(make_record(f"a{i}"), "x") for i in range(200)))
+    size = wal_size(tmp_path)
+    await checkpointer.round(outbox.held)  # writes came since the last round: RESTART
+    assert checkpointer.rounds == 1
+    assert wal_size(tmp_path) == size  # the file is kept for the next commits to overwrite
+    await outbox.append(make_record("next"), "x")
+    in_use = checkpointer.wal_in_use()
+    assert 0 < in_use < size // 10  # the next commit wrote the WAL from its start
+    assert wal_size(tmp_path) == size
+    await checkpointer.round(outbox.held)  # one commit since: RESTART again
+    await checkpointer.round(outbox.held)  # nothing since: the outbox is idle, TRUNCATE
+    assert checkpointer.rounds == 3
+    assert wal_size(tmp_path) == 0
+    # Every record is there, once, in order, after the WAL was reused and truncated.
+    claimed = await outbox.claim(1000)
+    assert [i.record().subject_id for i in claimed] == [f"a{i}" for i in range(200)] + ["next"]
     await outbox.close()

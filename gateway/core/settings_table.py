@@ -138,15 +138,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "outbox_checkpoint_mb",
         "16",
-        "Outbox WAL size (MiB) that triggers a checkpoint truncating it; appends are held for "
-        "its last step (milliseconds). Keeps the WAL bounded under any load.",
+        "Outbox WAL in use (MiB) that triggers a checkpoint starting it over; appends are held "
+        "for its last step (milliseconds). Keeps the WAL file about this size under any load.",
         _positive_int,
     ),
     Setting(
         "outbox_checkpoint_interval",
         "30",
-        "Seconds between outbox checkpoints that truncate a non-empty WAL below that size and "
-        "give the file's free pages back after a backlog is delivered; 0: only at that size.",
+        "Seconds between outbox checkpoints of a non-empty WAL below that size; the first that "
+        "finds the outbox idle truncates the WAL file to 0 bytes and gives the file's free "
+        "pages back after a backlog is delivered. 0: only at that size.",
         _float,
     ),
     Setting(

@@ -305,7 +305,8 @@ class ForwarderCollector(Collector):
         )
         yield GaugeMetricFamily(
             "consent_outbox_wal_bytes",
-            "Size of the outbox WAL after the last write.",
+            "Bytes of the outbox WAL in use after the last write (the file is reused under "
+            "load and truncated once the outbox is idle).",
             value=f.outbox.checkpointer.wal_bytes,
         )
         yield GaugeMetricFamily(

@@ -5,17 +5,22 @@ checkpoint has copied every frame back into the database with no write in betwee
 outbox writes without pause under load, so PASSIVE checkpoints (which never wait) never
 catch up: measured, 1.5 GB of WAL after 45 s with an empty queue (security review §2b).
 
-So whenever the WAL passes its limit (looked at after every group commit) and at least every
-``interval`` seconds while it is not empty, a round runs in this module's own thread:
+So whenever the WAL holds more than its limit (looked at after every group commit) and at
+least every ``interval`` seconds while it is not empty, a round runs in this module's own
+thread:
 
 1. a PASSIVE checkpoint copies most frames back while appends go on;
 2. the outbox holds its writes (they queue; with a single owner that is a flag), the rest is
-   copied, free pages are given back (below), and the WAL is truncated to 0 bytes; then the
-   held appends commit as one group. The hold covers only what step 1 left over.
+   copied, free pages are given back (below), and the WAL is started over; then the held
+   appends commit as one group. The hold covers only what step 1 left over.
 
-Should the WAL pass twice its limit during step 1 (appends outrunning the copy on a slow disk
-or a busy machine), the outbox lets new groups wait for the truncation (at most half a
-second each time), so the WAL stays bounded under any load.
+Under writes, step 2 is a RESTART checkpoint: the next commit writes the WAL from its start
+again, over the file's existing blocks. Truncating the file instead (TRUNCATE) held the
+writes ~21-30 ms every round (issue 15: ftruncate of a 16 MB WAL that commit-by-commit fsyncs
+had left in many extents, on this machine's ext4), and those holds were the recording p99.
+So under load the WAL file keeps its size (bounded by the throttle below), and it is
+truncated to 0 bytes by the first round that finds the outbox idle (no write since the round
+before). How much of the WAL is in use is read from the WAL-index header, not the file size.
 
 The file itself is created in incremental auto-vacuum: after a backlog drains, a round gives
 up to ``vacuum_pages`` free pages back to the file system, so the outbox does not keep its
@@ -29,6 +34,7 @@ import contextlib
 import logging
 import os
 import sqlite3
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +51,12 @@ _BUSY_TIMEOUT_MS = 2000  # how long step 2 waits for a reader (a claim) or anoth
 # pages once; nothing it reads is read again soon, so a cache would only hold memory
 # (issue 15). The owner's connection keeps the default: its claims re-read fresh pages.
 CACHE_KIB = 128
+# The WAL-index header (the -shm file's first bytes, https://www.sqlite.org/walformat.html
+# §4.1), in the host's byte order: szPage (u16, 1 meaning 65,536) at 14 and mxFrame (u32,
+# the last valid frame) at 16. A WAL frame is a 24-byte header and one page; the file a
+# 32-byte header.
+_SZPAGE, _MXFRAME = slice(14, 16), slice(16, 20)
+_FRAME_HEADER, _WAL_HEADER = 24, 32
 
 
 class Checkpointer:
@@ -60,30 +72,47 @@ class Checkpointer:
     ) -> None:
         self.path = Path(path)
         self.wal = Path(str(path) + "-wal")
+        self.shm = Path(str(path) + "-shm")
         self.limit_bytes = limit_bytes
         self.interval = interval
         self.vacuum_pages = vacuum_pages
-        self.wal_bytes = 0  # the WAL's size after the last commit
+        self.wal_bytes = 0  # bytes of WAL in use after the last commit
         self.rounds = 0  # rounds that truncated the WAL
         self.busy = 0  # rounds a reader or another process kept from truncating
         self.hold_seconds = 0.0  # summed time writes were held
         self.max_hold = 0.0
         self.vacuumed_pages = 0
+        self.writes = 0  # commits noted; a round with none since the last one truncates
+        self._writes_at_round = -1
         self._wake = asyncio.Event()
         self._thread: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
 
     def note_write(self) -> int:
-        """After a commit (on the loop): wake the round if the WAL is past its limit; the
-        WAL's size."""
-        try:
-            size = os.stat(self.wal).st_size
-        except OSError:
-            return 0
+        """After a commit (on the loop): wake the round if the WAL holds more than its
+        limit; the bytes of WAL in use."""
+        self.writes += 1
+        size = self.wal_in_use()
         self.wal_bytes = size
         if size >= self.limit_bytes:
             self._wake.set()
         return size
+
+    def wal_in_use(self) -> int:
+        """Bytes of the WAL that hold frames since it was last started over (0 without one):
+        from the WAL-index header, as the file keeps its size when a RESTART reuses it. One
+        read of 20 bytes; a torn read (a writer updating the header) is off by a commit."""
+        try:
+            with open(self.shm, "rb") as shm:
+                head = shm.read(_MXFRAME.stop)
+        except OSError:
+            return 0
+        if len(head) < _MXFRAME.stop:
+            return 0
+        frames = int.from_bytes(head[_MXFRAME], sys.byteorder)
+        page = int.from_bytes(head[_SZPAGE], sys.byteorder)
+        page = 65536 if page == 1 else page
+        return _WAL_HEADER + frames * (_FRAME_HEADER + page) if frames else 0
 
     async def run(self, hold: Callable[[], AbstractAsyncContextManager[None]]) -> None:
         """Checkpoint on every wake-up and every ``interval`` (0: on wake-ups only);
@@ -96,27 +125,35 @@ class Checkpointer:
                 async with asyncio.timeout(self.interval if self.interval > 0 else None):
                     await self._wake.wait()
             self._wake.clear()
-            if self._wal_size() > 0:
+            # Frames to copy back, or an idle outbox whose WAL file can now be truncated.
+            if self.wal_in_use() > 0 or (self._idle() and self._wal_size() > 0):
                 await self.round(hold)
 
+    def _idle(self) -> bool:
+        """No commit since the last round."""
+        return self.writes == self._writes_at_round
+
     async def round(self, hold: Callable[[], AbstractAsyncContextManager[None]]) -> None:
-        """One PASSIVE checkpoint, then the rest with writes held, and the WAL truncated."""
+        """One PASSIVE checkpoint, then the rest with writes held, and the WAL started over
+        (truncated to 0 bytes when no commit came since the last round)."""
         loop = asyncio.get_running_loop()
         if self._thread is None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="outbox-checkpoint")
-        await loop.run_in_executor(self._thread, self._passive)
+        truncate = self._idle()
+        self._writes_at_round = self.writes
+        vacuum = await loop.run_in_executor(self._thread, self._passive)
         async with hold():
             started = time.perf_counter()
-            truncated = await loop.run_in_executor(self._thread, self._truncate)
+            done = await loop.run_in_executor(self._thread, self._finish, vacuum, truncate)
             held = time.perf_counter() - started
         self.hold_seconds += held
         self.max_hold = max(self.max_hold, held)
-        self.wal_bytes = self._wal_size()
-        if truncated:
+        self.wal_bytes = self.wal_in_use()
+        if done:
             self.rounds += 1
         else:
             self.busy += 1
-            log.info("outbox checkpoint could not truncate the WAL yet (a reader was busy)")
+            log.info("outbox checkpoint could not start the WAL over yet (a reader was busy)")
 
     def _wal_size(self) -> int:
         try:
@@ -133,29 +170,38 @@ class Checkpointer:
             self._conn = conn
         return self._conn
 
-    def _passive(self) -> None:
-        self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-
-    def _truncate(self) -> bool:
-        """With the owner's writes held: give back free pages, then empty the WAL."""
+    def _passive(self) -> int:
+        """Copy back what can be copied without waiting; the free pages the held step is to
+        give back (counted here, so that with none to give the hold runs one statement: each
+        statement the thread runs under the hold must win the GIL back from the loop)."""
         conn = self._connection()
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         free = conn.execute("PRAGMA freelist_count").fetchone()[0]
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
         if free >= _VACUUM_MIN_PAGES and free * 4 >= pages:
-            count = min(free, self.vacuum_pages)
+            return int(min(free, self.vacuum_pages))
+        return 0
+
+    def _finish(self, vacuum: int, truncate: bool) -> bool:
+        """With the owner's writes held: give back ``vacuum`` free pages, then start the WAL
+        over (and truncate its file when ``truncate``)."""
+        conn = self._connection()
+        if vacuum:
             # The pragma frees one page per step, and Python's sqlite3 steps a statement
             # without result columns only once: so one call per page, in one transaction.
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for _ in range(count):
+                before = conn.execute("PRAGMA freelist_count").fetchone()[0]
+                for _ in range(min(vacuum, before)):
                     conn.execute("PRAGMA incremental_vacuum(1)")
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-            self.vacuumed_pages += count
-        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            self.vacuumed_pages += min(vacuum, before)
+        mode = "TRUNCATE" if truncate else "RESTART"
+        busy, _, _ = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
         return bool(busy == 0)
 
     async def close(self) -> None:
