@@ -16,6 +16,32 @@ log = logging.getLogger("gateway.sinks.postgres")
 
 # What an unreachable or failing server raises: retried later, never fatal at start-up.
 UNREACHABLE = (TimeoutError, OSError, asyncpg.PostgresError)
+# What a lost or refused connection raises (not a statement's error).
+_OUTAGE = (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError)
+
+
+class OneLineOutages(logging.Filter):
+    """asyncpg's pool logs a whole traceback each time it fails to reconnect a connection,
+    and while the server is unreachable it retries every few milliseconds per connection:
+    a store cut off for a minute buried the log in tracebacks that all say "connection
+    refused" (the forwarder already logs each failed batch, on one line). The warning is
+    kept, as one line that names the error; any other exception keeps its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, _OUTAGE):
+            record.msg = f"{record.getMessage()}: {type(exc).__name__}: {exc}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def quiet_outages() -> None:
+    """Attach ``OneLineOutages`` to asyncpg's pool logger (idempotent)."""
+    logger = logging.getLogger("asyncpg.pool")
+    if not any(isinstance(f, OneLineOutages) for f in logger.filters):
+        logger.addFilter(OneLineOutages())
 
 
 def rfc3339(value: datetime) -> str:
@@ -98,6 +124,7 @@ class PgPooled:
             return self._pool
         async with self._opening:
             if self._pool is None:
+                quiet_outages()
                 conn = await asyncpg.connect(self.dsn, timeout=self.connect_timeout)
                 try:
                     for step in self.migrations():
