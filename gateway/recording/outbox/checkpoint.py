@@ -77,8 +77,8 @@ class Checkpointer:
         self.interval = interval
         self.vacuum_pages = vacuum_pages
         self.wal_bytes = 0  # bytes of WAL in use after the last commit
-        self.rounds = 0  # rounds that truncated the WAL
-        self.busy = 0  # rounds a reader or another process kept from truncating
+        self.rounds = 0  # rounds that started the WAL over (or truncated it, when idle)
+        self.busy = 0  # rounds a reader or another process kept from doing so
         self.hold_seconds = 0.0  # summed time writes were held
         self.max_hold = 0.0
         self.vacuumed_pages = 0
@@ -106,9 +106,11 @@ class Checkpointer:
             with open(self.shm, "rb") as shm:
                 head = shm.read(_MXFRAME.stop)
         except OSError:
-            return 0
+            head = b""
         if len(head) < _MXFRAME.stop:
-            return 0
+            # No WAL index to read (none yet, or SQLite kept it in memory): the file's size,
+            # which is never less than what is in use, keeps the bound.
+            return self._wal_size()
         frames = int.from_bytes(head[_MXFRAME], sys.byteorder)
         page = int.from_bytes(head[_SZPAGE], sys.byteorder)
         page = 65536 if page == 1 else page
