@@ -125,17 +125,18 @@ def timings() -> list[str]:
                            consent.choices, False, "de", now)  # fmt: skip
     app_body = {"tc_string": issued.tc_string, "gpp_string": issued.gpp_string}
 
+    issuer = bundle.issuer
+
     def issue() -> object:
-        return record_signals(
-            {}, site, gvl, rule.id, Region("DE"), False, consent.choices, "de", now
-        )
+        return record_signals({}, issuer, rule.id, Region("DE"), False, consent.choices, "de", now)
 
     def check() -> object:
-        return record_signals(app_body, site, gvl, rule.id, Region("DE"), False, consent.choices,
-                              "de", now)  # fmt: skip
+        return record_signals(
+            app_body, issuer, rule.id, Region("DE"), False, consent.choices, "de", now
+        )
 
     def issue_cold() -> object:
-        issuing._ISSUED.clear()
+        issuer._issued.clear()
         return issue()
 
     def check_cold() -> object:

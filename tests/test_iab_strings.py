@@ -16,6 +16,7 @@ from gateway.core.model import Region, Site
 from gateway.sites.sitefile import read_site
 from gateway.standards import gpp, issuing, tcf
 from gateway.standards.gvl import parse
+from gateway.standards.issuing import Issuer
 from gateway.standards.record_check import explain, record_signals
 from tests.helpers import ROOT
 from tests.iab_site import GVL_FILE
@@ -151,7 +152,7 @@ def test_issued_strings_always_pass_the_check(
     region, rule = (Region("DE"), "gdpr") if eea else (Region("US", "TX"), "us-states")
     issued = _issue(SITE, choices, region, rule, gpc)
     body = {"tc_string": issued.tc_string, "gpp_string": issued.gpp_string}
-    kept = record_signals(body, SITE, GVL, rule, region, gpc, choices, "de", NOW)
+    kept = record_signals(body, Issuer(SITE, GVL), rule, region, gpc, choices, "de", NOW)
     assert kept is not None and kept.tc_string == issued.tc_string
 
 
@@ -169,8 +170,7 @@ def test_another_choices_string_is_refused_unless_it_says_the_same(
     try:
         record_signals(
             {"tc_string": issued.tc_string},
-            SITE,
-            GVL,
+            Issuer(SITE, GVL),
             "gdpr",
             Region("DE"),
             False,
@@ -198,7 +198,9 @@ def test_any_value_is_kept_or_refused_with_a_4xx(name: str, text: object) -> Non
     choices = {"necessary": True, "analytics": False, "marketing": False, "personalization": False}
     status = 0
     try:
-        record_signals({name: text}, SITE, GVL, "gdpr", Region("DE"), False, choices, "en", NOW)
+        record_signals(
+            {name: text}, Issuer(SITE, GVL), "gdpr", Region("DE"), False, choices, "en", NOW
+        )
     except BadRequest as exc:
         status = exc.status_code
     assert status == 0 or 400 <= status < 500
@@ -244,3 +246,23 @@ def test_first_layer_stacks_cover_only_declared_purposes() -> None:
 def test_the_demo_site_has_no_tcf(tmp_path: Path) -> None:
     site = read_site(ROOT / "banners" / "demo")
     assert site.tcf is None and site.gpp is None
+
+
+def test_the_issuer_remembers_per_bundle_and_stays_bounded() -> None:
+    # Threat: the cache key holds the visitor's choices, which an outsider picks; it must not
+    # grow without bound, and a result must never come from another site or vendor list.
+    issuer = issuing.Issuer(SITE, GVL, size=8)
+    applies = issuing.applicable(SITE, GVL, "gdpr", Region("DE"))
+    first = issuer.issue(applies, {"analytics": True}, False, "de", NOW)
+    assert issuer.issue(applies, {"analytics": True}, False, "de", NOW + 1) is first  # same day
+    assert first == issuing.issue(SITE, GVL, applies, {"analytics": True}, False, "de", NOW)
+    purposes = [p.id for p in SITE.purposes]
+    for n in range(40):  # choices an outsider varies
+        choices = {p: bool(n >> i & 1) for i, p in enumerate(purposes)}
+        issuer.issue(applies, choices, n % 2 == 0, "de", NOW)
+        assert len(issuer._issued) <= 8
+    # Another site's issuer never answers from this one's entries.
+    other = dataclasses.replace(SITE, id="other")
+    assert issuing.Issuer(other, GVL).issue(applies, {"analytics": True}, False, "de", NOW) is not (
+        first
+    )

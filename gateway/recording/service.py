@@ -220,7 +220,7 @@ class RecordingService:
         check_rule(consent, bundle.site, rule)
         # A "gpc" record is the browser's own GPC signal (navigator.globalPrivacyControl).
         iab = record_signals(
-            body, bundle.site, bundle.gvl, rule.id, region, gpc or consent.action == "gpc",
+            body, bundle.issuer, rule.id, region, gpc or consent.action == "gpc",
             consent.choices, consent.language or language, time.time_ns() // 100_000_000,
         )  # fmt: skip
         context = RecordContext(

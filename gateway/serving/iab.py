@@ -25,7 +25,6 @@ from gateway.standards.issuing import (
     applicable,
     disclosed,
     gpp_cmp_id,
-    issue,
     tcf_issuing,
 )
 
@@ -48,7 +47,7 @@ def iab_config(
         # Before any choice: the US sections as the visitor stands (GPC is an opt-out); the TC
         # string, and tcfeuv2 with it, only once the visitor has chosen.
         before = Applicable(False, tuple(s for s in applies.gpp_sections if s != "tcfeuv2"))
-        default = issue(site, gvl, before, None, gpc, language, 0)
+        default = bundle.issuer.issue(before, None, gpc, language, 0)
         gpp = {
             "cmp_id": gpp_cmp_id(site),
             "sections": list(applies.gpp_sections),

@@ -20,6 +20,7 @@ from gateway.sites.gvl_store import load_gvl
 from gateway.sites.sitefile import read_site
 from gateway.sites.translations import SiteTranslations, load_site_translations, po_path
 from gateway.standards.gvl import GlobalVendorList
+from gateway.standards.issuing import Issuer
 
 log = logging.getLogger("gateway.catalog")
 
@@ -132,6 +133,12 @@ class SiteBundle:
     known_versions: frozenset[str] = field(default_factory=frozenset)
     # The imported Global Vendor List, for a site with [tcf] (gateway/sites/gvl_store.py).
     gvl: GlobalVendorList | None = None
+    # The TC and GPP strings issued for this bundle's site and list, remembered (a reload's
+    # new bundle starts with its own).
+    issuer: Issuer = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "issuer", Issuer(self.site, self.gvl))
 
 
 def load_site(
@@ -259,11 +266,8 @@ class LiveCatalog:
         for site_id, bundle in bundles.items():
             old = previous.get(site_id)
             if old is not None and old.banner_version != bundle.banner_version:
-                bundle = SiteBundle(
-                    **{
-                        **bundle.__dict__,
-                        "known_versions": bundle.known_versions | old.known_versions,
-                    }
+                bundle = dataclasses.replace(
+                    bundle, known_versions=bundle.known_versions | old.known_versions
                 )
             merged[site_id] = bundle
         self._bundles = merged

@@ -197,13 +197,6 @@ def usnat(
     }
 
 
-# (site, vendor list, applies, choices, GPC, language, day) → Issued: visitors share a few
-# combinations a day, and encoding both strings costs ~150 µs (measured, bench/iab.py). Entries
-# keep the site and list they were made for, so a reload's new objects never hit an old entry.
-_ISSUED: dict[tuple[Any, ...], tuple[Site, GlobalVendorList | None, Issued]] = {}
-_MAX_ISSUED = 4096
-
-
 def issue(
     site: Site,
     gvl: GlobalVendorList | None,
@@ -213,22 +206,50 @@ def issue(
     language: str,
     now_deciseconds: int,
 ) -> Issued:
-    """The strings for a choice (None: no choice yet; then no TC string, as TCF asks first).
-    The result is shared: read it, never change it."""
+    """The strings for a choice (None: no choice yet; then no TC string, as TCF asks first),
+    dated to the day and in the consent language TCF allows. Not cached: the serving and
+    recording paths ask their site bundle's ``Issuer``."""
     day = now_deciseconds - now_deciseconds % DAY_DECISECONDS
-    language = consent_language(language)
-    key = (
-        id(site), id(gvl), applies, None if choices is None else tuple(sorted(choices.items())),
-        gpc, language, day,
-    )  # fmt: skip
-    hit = _ISSUED.get(key)
-    if hit is not None and hit[0] is site and hit[1] is gvl:
-        return hit[2]
-    issued = _issue(site, gvl, applies, choices, gpc, language, day)
-    if len(_ISSUED) >= _MAX_ISSUED:
-        _ISSUED.clear()
-    _ISSUED[key] = (site, gvl, issued)
-    return issued
+    return _issue(site, gvl, applies, choices, gpc, consent_language(language), day)
+
+
+class Issuer:
+    """``issue`` for one published site and its vendor list, remembering the results.
+
+    Visitors share a few combinations a day, and encoding both strings costs ~150 µs
+    (measured, bench/iab.py). Each site bundle holds its own (gateway/sites/catalog.py), so
+    a reload's new bundle starts empty and no entry outlives the site and list it was made
+    for; at most ``size`` entries, all dropped when full (the key holds the visitor's
+    choices, which an outsider picks). A result is shared: read it, never change it."""
+
+    def __init__(self, site: Site, gvl: GlobalVendorList | None, *, size: int = 4096) -> None:
+        self.site = site
+        self.gvl = gvl
+        self.size = size
+        self._issued: dict[tuple[Any, ...], Issued] = {}
+
+    def issue(
+        self,
+        applies: Applicable,
+        choices: Mapping[str, bool] | None,
+        gpc: bool,
+        language: str,
+        now_deciseconds: int,
+    ) -> Issued:
+        day = now_deciseconds - now_deciseconds % DAY_DECISECONDS
+        language = consent_language(language)
+        key = (
+            applies, None if choices is None else tuple(sorted(choices.items())), gpc, language,
+            day,
+        )  # fmt: skip
+        hit = self._issued.get(key)
+        if hit is not None:
+            return hit
+        issued = _issue(self.site, self.gvl, applies, choices, gpc, language, day)
+        if len(self._issued) >= self.size:
+            self._issued.clear()
+        self._issued[key] = issued
+        return issued
 
 
 def _issue(

@@ -1,9 +1,10 @@
 """The TC and GPP strings of a consent record: issued from the choice, or checked against it.
 
 A record sent without strings (the snippet's) gets the strings its choice gives where the
-site's ``[tcf]``/``[gpp]`` apply to the visitor (``issuing.issue``). A record that carries
-``tc_string`` / ``gpp_string`` (an app with its own CMP screen) is accepted only when they say
-what the choice says; anything else is a 422 naming the field and the bit:
+site's ``[tcf]``/``[gpp]`` apply to the visitor (the site bundle's ``issuing.Issuer``). A
+record that carries ``tc_string`` / ``gpp_string`` (an app with its own CMP screen) is
+accepted only when they say what the choice says; anything else is a 422 naming the field
+and the bit:
 
 - ``malformed_tc_string`` / ``malformed_gpp_string``: not a valid TCF v2.3 / GPP string;
 - ``tc_string_not_expected`` / ``gpp_section_not_expected``: TCF (that section) does not
@@ -29,8 +30,7 @@ from gateway.core.errors import BadRequest
 from gateway.core.model import Region, Site
 from gateway.standards import gpp, gpp_tcfeuv2, tcf
 from gateway.standards.errors import InvalidModel, MalformedString
-from gateway.standards.gvl import GlobalVendorList
-from gateway.standards.issuing import Applicable, Issued, applicable, issue, tc_model, usnat
+from gateway.standards.issuing import Applicable, Issued, Issuer, applicable, tc_model, usnat
 from gateway.standards.tcf_model import TCModel, to_json
 
 MAX_STRING = 8192  # a site's own vendors fit many times over; the body limit bounds it anyway
@@ -123,8 +123,7 @@ def _us_section(name: str, fields: Mapping[str, Any], want: Mapping[str, Any], g
 
 def record_signals(
     body: Mapping[str, Any],
-    site: Site,
-    gvl: GlobalVendorList | None,
+    issuer: Issuer,
     rule_id: str,
     region: Region,
     gpc: bool,
@@ -133,13 +132,14 @@ def record_signals(
     now_deciseconds: int,
 ) -> Issued | None:
     """The strings a record carries: checked when the body has them, else issued; None when
-    neither TCF nor GPP applies and none were sent."""
+    neither TCF nor GPP applies and none were sent. ``issuer`` is the site bundle's."""
+    site, gvl = issuer.site, issuer.gvl
     tc_text, gpp_text = _text(body, "tc_string"), _text(body, "gpp_string")
     applies = applicable(site, gvl, rule_id, region)
     if tc_text is None and gpp_text is None:
         if not applies.any:
             return None
-        return issue(site, gvl, applies, choices, gpc, language, now_deciseconds)
+        return issuer.issue(applies, choices, gpc, language, now_deciseconds)
     expected = None
     if applies.tcf and site.tcf is not None and gvl is not None:
         expected = tc_model(site.tcf, gvl, choices, language, now_deciseconds)

@@ -21,7 +21,7 @@ from gateway.recording.fields import parse_body
 from gateway.serving.gateway import Gateway
 from gateway.sites.catalog import SiteBundle
 from gateway.standards.issuing import applicable as iab_applicable
-from gateway.standards.issuing import iab_answer, issue
+from gateway.standards.issuing import iab_answer
 from gateway.web.answer import AnswerResponse, json_answer
 from gateway.web.errors import answer_for, raw_headers
 from gateway.web.records import cors_headers, read_body
@@ -113,10 +113,9 @@ async def iab_strings(request: Request) -> Response:
             raise BadRequest("invalid_field", "gpc: true or false", field="gpc")
         # The browser's own GPC (navigator.globalPrivacyControl) counts like the header: it
         # can only opt the visitor out.
-        issued = issue(
-            bundle.site, bundle.gvl, applies, choices, visitor.gpc or gpc, visitor.language,
-            time.time_ns() // 100_000_000,
-        )  # fmt: skip
+        issued = bundle.issuer.issue(
+            applies, choices, visitor.gpc or gpc, visitor.language, time.time_ns() // 100_000_000
+        )
     except (BadRequest, Unavailable) as exc:
         return AnswerResponse(answer_for(exc, raw_headers(cors)))
     return AnswerResponse(json_answer(200, iab_answer(issued), raw_headers(cors)))
