@@ -121,8 +121,9 @@ def timings() -> list[str]:
         return enrich(consent, context, record_id="r", recorded_at="t", node_id="n")
 
     consent = validate(parse_body(raw, "text/plain"), site, bundle.known_versions)
-    issued = issuing.issue(site, gvl, issuing.applicable(site, gvl, rule.id, Region("DE")),
-                           consent.choices, False, "de", now)  # fmt: skip
+    issued = issuing.Issuer(site, gvl).issue(
+        issuing.applicable(site, gvl, rule.id, Region("DE")), consent.choices, False, "de", now
+    )
     app_body = {"tc_string": issued.tc_string, "gpp_string": issued.gpp_string}
 
     issuer = bundle.issuer

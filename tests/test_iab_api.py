@@ -61,9 +61,8 @@ def _expected(client: TestClient, region: Region, rule: str, gpc: bool = False) 
     bundle = _bundle(client)
     applies = issuing.applicable(bundle.site, bundle.gvl, rule, region)
     choices = {"necessary": True, **CUSTOM}
-    return issuing.issue(
-        bundle.site, bundle.gvl, applies, choices, gpc, "en", time.time_ns() // 100_000_000
-    )
+    fresh = issuing.Issuer(bundle.site, bundle.gvl)  # computed anew, not the app's cache
+    return fresh.issue(applies, choices, gpc, "en", time.time_ns() // 100_000_000)
 
 
 def _model(client: TestClient) -> TCModel:

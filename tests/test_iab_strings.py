@@ -43,7 +43,7 @@ def _issue(
     site: Site, choices: dict[str, bool], region: Region, rule: str, gpc: bool = False
 ) -> issuing.Issued:
     applies = issuing.applicable(site, GVL, rule, region)
-    return issuing.issue(site, GVL, applies, choices, gpc, "de", NOW)
+    return issuing.Issuer(site, GVL).issue(applies, choices, gpc, "de", NOW)
 
 
 def test_purposes_and_vendors_follow_the_choice() -> None:
@@ -255,7 +255,7 @@ def test_the_issuer_remembers_per_bundle_and_stays_bounded() -> None:
     applies = issuing.applicable(SITE, GVL, "gdpr", Region("DE"))
     first = issuer.issue(applies, {"analytics": True}, False, "de", NOW)
     assert issuer.issue(applies, {"analytics": True}, False, "de", NOW + 1) is first  # same day
-    assert first == issuing.issue(SITE, GVL, applies, {"analytics": True}, False, "de", NOW)
+    assert first == issuing.Issuer(SITE, GVL).issue(applies, {"analytics": True}, False, "de", NOW)
     purposes = [p.id for p in SITE.purposes]
     for n in range(40):  # choices an outsider varies
         choices = {p: bool(n >> i & 1) for i, p in enumerate(purposes)}

@@ -197,24 +197,10 @@ def usnat(
     }
 
 
-def issue(
-    site: Site,
-    gvl: GlobalVendorList | None,
-    applies: Applicable,
-    choices: Mapping[str, bool] | None,
-    gpc: bool,
-    language: str,
-    now_deciseconds: int,
-) -> Issued:
-    """The strings for a choice (None: no choice yet; then no TC string, as TCF asks first),
-    dated to the day and in the consent language TCF allows. Not cached: the serving and
-    recording paths ask their site bundle's ``Issuer``."""
-    day = now_deciseconds - now_deciseconds % DAY_DECISECONDS
-    return _issue(site, gvl, applies, choices, gpc, consent_language(language), day)
-
-
 class Issuer:
-    """``issue`` for one published site and its vendor list, remembering the results.
+    """The strings for a choice (None: no choice yet; then no TC string, as TCF asks first)
+    under one published site and its vendor list, dated to the day and in the consent
+    language TCF allows, and remembered.
 
     Visitors share a few combinations a day, and encoding both strings costs ~150 µs
     (measured, bench/iab.py). Each site bundle holds its own (gateway/sites/catalog.py), so
