@@ -67,6 +67,12 @@ class Backend:
             subprocess.run, command, capture_output=True, text=True, timeout=120, check=False
         )
 
+    async def assert_cli_verifies(self, kind: str, links: int) -> None:
+        """`audit verify` exits 0 and reports ``links`` links of ``kind`` checked, ok."""
+        ran = await self.cli_verify()
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        assert f"{kind}: {links} link(s) checked, ok" in ran.stdout
+
 
 @pytest.fixture(params=STORES, name="backend")
 async def backend_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:

@@ -83,9 +83,7 @@ async def test_a_clean_store_verifies_consents_and_preferences(
     assert await backend.sql("SELECT node_id, seq FROM audit_heads") == [("test-node", 40)]
     linked = await backend.sql("SELECT count(*) FROM audit_chain WHERE kind = 'preference'")
     assert linked == [(30,)]
-    ran = await backend.cli_verify()
-    assert ran.returncode == 0, ran.stdout + ran.stderr
-    assert "preference: 30 link(s) checked, ok" in ran.stdout
+    await backend.assert_cli_verifies("preference", 30)
 
 
 async def test_a_changed_preference_record_is_located_by_the_cli(

@@ -128,9 +128,7 @@ async def test_a_clean_store_verifies_per_kind_and_checkpoints_sign_the_rights_h
     assert taken["heads"]["rights:demo"][0] == 20
     again = await service.verify(backend.settings)
     assert again.ok and again.checkpoints == 1
-    ran = await backend.cli_verify()
-    assert ran.returncode == 0, ran.stdout + ran.stderr
-    assert "rights: 40 link(s) checked, ok" in ran.stdout
+    await backend.assert_cli_verifies("rights", 40)
 
 
 async def test_a_changed_transition_is_located_by_the_cli(
