@@ -6,6 +6,7 @@ The review's single client wrote 96,765 records in 15 s and filled a 2,000-recor
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,14 @@ import pytest
 from starlette.testclient import TestClient
 
 from gateway.app import create_app
-from gateway.core.ratelimit import RateLimited, TokenBuckets, WriteLimits, client_key, retry_after
+from gateway.core.ratelimit import (
+    RateLimited,
+    SharedTables,
+    TokenBuckets,
+    WriteLimits,
+    client_key,
+    retry_after,
+)
 from gateway.core.settings import Settings
 from tests.helpers import make_settings
 from tests.pg import ORIGIN, consent_body
@@ -40,6 +48,37 @@ def test_bucket_table_is_bounded_against_address_floods() -> None:
     assert len(buckets) == 1000
     assert buckets.take(999_999, 0.0) > 0  # the most recent keys are the ones kept
     assert buckets.take(0, 0.0) == 0.0  # the oldest was dropped: it starts afresh
+
+
+def test_the_workers_of_a_node_take_from_one_bucket() -> None:
+    """Multiplying threat: under ``serve --workers N`` a client whose connections land on
+    every worker would get N times its limit. The supervisor makes the tables in shared
+    memory before it forks; a write taken in one process counts in the other."""
+    shared = SharedTables(max_keys=100)
+    mine = TokenBuckets(rate=1 / 60, burst=3, max_keys=100, shared=shared.table("client"))
+    pid = os.fork()
+    if pid == 0:  # another worker: two writes of the client's three
+        theirs = TokenBuckets(rate=1 / 60, burst=3, max_keys=100, shared=shared.table("client"))
+        os._exit(0 if [theirs.take("203.0.113.9", 10.0) for _ in range(2)] == [0.0] * 2 else 1)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    assert mine.take("203.0.113.9", 10.0) == 0.0  # the third
+    assert mine.take("203.0.113.9", 10.0) > 0  # the other worker's writes counted here
+    assert len(mine) == 1
+    # Each table of the node's memory is its own: the subject table never saw this key.
+    subjects = TokenBuckets(rate=1 / 60, burst=3, max_keys=100, shared=shared.table("subject"))
+    assert subjects.take("203.0.113.9", 10.0) == 0.0
+    with pytest.raises(ValueError, match="another max_keys"):
+        TokenBuckets(rate=1.0, burst=1, max_keys=10, shared=shared.table("admin"))
+
+
+def test_write_limits_take_the_node_tables_they_are_given() -> None:
+    shared = SharedTables(max_keys=20_000)
+    settings = Settings(client_writes_per_minute=2, client_write_burst=2)
+    one, two = WriteLimits(settings, shared=shared), WriteLimits(settings, shared=shared)
+    one.check("198.51.100.7", "demo", "s1")
+    two.check("198.51.100.7", "demo", "s2")
+    with pytest.raises(RateLimited):  # two writes from the address, on two "workers"
+        one.check("198.51.100.7", "demo", "s3")
 
 
 def test_bucket_rejects_nonsense_limits() -> None:

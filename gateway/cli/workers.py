@@ -4,8 +4,10 @@ The supervisor binds the listening socket once and forks the workers, which all 
 it (one queue: a connection waiting when a worker dies is taken by another, which
 SO_REUSEPORT's per-socket queues would reset). It owns the data dir (``gateway.lock``) and
 resolves the deployment's keys before the first fork (recording/keyring.py), so every worker
-signs and derives subject ids alike; worker ``k`` owns ``<data_dir>/worker-<k>``'s outbox
-(recording/outboxes.py, which also drains the outboxes of a worker count no longer used).
+signs and derives subject ids alike, and makes the write limits' tables in shared memory
+(core/ratelimit.py), so a client has one limit on the node, not one per worker. Worker
+``k`` owns ``<data_dir>/worker-<k>``'s outbox (recording/outboxes.py, which also drains
+the outboxes of a worker count no longer used).
 
 It restarts a worker that exits or is killed, after a jittered exponential backoff (0.5 s,
 doubling, capped at ``GATEWAY_TASK_MAX_BACKOFF``; reset once a worker ran that long). On
@@ -35,6 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gateway.core.errors import ConfigError
+from gateway.core.ratelimit import SharedTables
 from gateway.core.settings import Settings
 from gateway.core.tasks import backoff_delay
 from gateway.recording import keyring
@@ -108,7 +111,9 @@ def supervise(settings: Settings, count: int, run_worker: RunWorker) -> int:
             "supervisor %d: %d workers on http://%s:%d", os.getpid(), count, settings.host,
             settings.port,
         )  # fmt: skip
-        return WorkerPool(settings, count, sock, run_worker, lock).run()
+        # The node's write limits, one table for every worker (made before the first fork).
+        limits = SharedTables(settings.rate_limit_clients)
+        return WorkerPool(settings, count, sock, run_worker, lock, limits).run()
     finally:
         lock.release()
 
@@ -123,8 +128,10 @@ class WorkerPool:
         sock: socket.socket,
         run_worker: RunWorker,
         lock: DataDirLock,
+        limits: SharedTables | None = None,
     ) -> None:
         self.settings = settings
+        self.limits = limits
         self.count = count
         self.sock: socket.socket | None = sock
         self.run_worker = run_worker
@@ -181,7 +188,7 @@ class WorkerPool:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
                 _die_with(self._pid)
                 self.lock.release()  # its copy only: the supervisor keeps holding it
-                role = WorkerRole(index, self.count, self.restarts.get(index, 0))
+                role = WorkerRole(index, self.count, self.restarts.get(index, 0), self.limits)
                 code = self.run_worker(self.settings, role, self.sock)
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1

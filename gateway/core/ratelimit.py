@@ -17,6 +17,14 @@ least: a flood of new keys displaces buckets nearest to full before one a key dr
 Keys are kept by their hash (subjects by a hash of (site, subject), salted per process as
 Python's str hashes are): two keys sharing a hash would only share a limit.
 
+Limits are the node's, not a worker's: under ``serve --workers N`` the supervisor makes the
+tables in anonymous shared memory before it forks (``SharedTables``), and every worker, a
+restarted one too, takes from the same buckets (forked workers share the hash salt), so a
+client whose connections land on several workers still gets one limit, not N. Workers update
+a bucket without a lock (a worker killed holding one would stop them all): two workers taking
+from one key at the same instant may both pass where one would, a race measured in
+microseconds that lets a key past its limit by a write, never by N times.
+
 Pure: the caller passes the client address it located and the subject it validated, so the
 check sits wherever both are known (the recording path, the admin endpoints).
 """
@@ -24,15 +32,67 @@ check sits wherever both are known (the recording path, the admin endpoints).
 from __future__ import annotations
 
 import math
+import mmap
 import socket
 import time
 from array import array
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
+from typing import Protocol, TypeVar
 
 from gateway.core.errors import BadRequest
 from gateway.core.settings import Settings
 
-_EMPTY = -math.inf  # the due time of a place no key holds
+# The due time of a place no key holds: zero, so that zeroed memory is an empty table (a due
+# time is a monotonic clock reading plus an interval, never 0).
+_EMPTY = 0.0
+T = TypeVar("T")
+
+
+class Column(Protocol[T]):
+    """A table's column: an ``array`` of the process, or a view of shared memory."""
+
+    def __getitem__(self, index: int, /) -> T: ...
+    def __setitem__(self, index: int, value: T, /) -> None: ...
+    def __len__(self) -> int: ...
+
+
+Columns = tuple[Column[int], Column[float]]  # a table: its keys' hashes, their due times
+
+
+def places(max_keys: int) -> int:
+    """Places of a table of ``max_keys`` keys: sets of two (one place when max_keys is 1)."""
+    ways = min(2, max_keys)
+    return (max_keys // ways) * ways
+
+
+# The node's limit tables (SharedTables), by name: the recording path's and the rights
+# endpoints' (rights/limits.py).
+NODE_TABLES = (
+    "client", "admin", "subject",
+    "rights_client", "rights_subject", "rights_codes", "rights_client_codes",
+)  # fmt: skip
+
+
+class SharedTables:
+    """Token-bucket tables in anonymous shared memory (``MAP_SHARED``), made by the supervisor
+    before it forks the workers, which inherit the mapping: a table taken from here is the
+    node's. Zero pages until written: a table no worker uses costs no memory."""
+
+    def __init__(self, max_keys: int, names: Sequence[str] = NODE_TABLES) -> None:
+        if max_keys < 1:
+            raise ValueError("max_keys must be at least 1")
+        self.max_keys = max_keys
+        self.names = tuple(names)
+        self._column = 8 * places(max_keys)  # bytes of one column
+        self._memory = mmap.mmap(-1, 2 * self._column * len(self.names))
+
+    def table(self, name: str) -> Columns:
+        """The ``(hashes, due times)`` columns of table ``name`` (one of ``names``)."""
+        start = 2 * self._column * self.names.index(name)
+        view = memoryview(self._memory)
+        hashes = view[start : start + self._column].cast("q")
+        due = view[start + self._column : start + 2 * self._column].cast("d")
+        return hashes, due
 
 
 class TokenBuckets:
@@ -40,7 +100,15 @@ class TokenBuckets:
 
     __slots__ = ("_due", "_hash", "_sets", "_ways", "interval", "max_keys", "tolerance")
 
-    def __init__(self, rate: float, burst: float, max_keys: int) -> None:
+    def __init__(
+        self,
+        rate: float,
+        burst: float,
+        max_keys: int,
+        shared: Columns | None = None,
+    ) -> None:
+        """``shared``: the table's columns in the node's shared memory (SharedTables.table)
+        instead of arrays of this process."""
         if rate <= 0 or burst < 1 or max_keys < 1:
             raise ValueError("rate must be positive, burst and max_keys at least 1")
         self.interval = 1.0 / rate  # seconds one write takes from the bucket
@@ -49,19 +117,23 @@ class TokenBuckets:
         # Places ``2 * set`` and ``2 * set + 1`` (one place when max_keys is 1): their key's
         # hash, and the time its bucket is full again (_EMPTY: no key).
         self._ways = min(2, max_keys)
-        self._sets = max_keys // self._ways
+        self._sets = places(max_keys) // self._ways
         # Allocated by the first take: a worker has seven tables, most never written.
-        self._hash = array("q")
-        self._due = array("d")
+        self._hash: Column[int] = array("q")
+        self._due: Column[float] = array("d")
+        if shared is not None:
+            if not len(shared[0]) == len(shared[1]) == places(max_keys):
+                raise ValueError("the shared table was made for another max_keys")
+            self._hash, self._due = shared
 
     def _allocate(self) -> None:
-        places = self._sets * self._ways  # <= max_keys
-        self._hash = array("q", bytes(8 * places))
-        self._due = array("d", [_EMPTY]) * places
+        n = places(self.max_keys)
+        self._hash = array("q", [0]) * n  # sized exactly (from bytes, arrays over-allocate)
+        self._due = array("d", [_EMPTY]) * n
 
     def take(self, key: Hashable, now: float) -> float:
         h = hash(key)
-        if not self._due:
+        if not len(self._due):
             self._allocate()
         due, hashes = self._due, self._hash
         first = (h % self._sets) * self._ways
@@ -89,7 +161,7 @@ class TokenBuckets:
 
     def __len__(self) -> int:
         """Keys held."""
-        return sum(1 for d in self._due if d != _EMPTY)
+        return sum(1 for i in range(len(self._due)) if self._due[i] != _EMPTY)
 
 
 def retry_after(wait: float) -> int:
@@ -118,22 +190,37 @@ def client_key(ip: str | None) -> str | bytes:
         return ip
 
 
-def _buckets(per_minute: int, burst: int, max_keys: int) -> TokenBuckets | None:
-    return TokenBuckets(per_minute / 60.0, max(burst, 1), max_keys) if per_minute > 0 else None
+def node_buckets(
+    rate: float, burst: float, max_keys: int, shared: SharedTables | None, name: str
+) -> TokenBuckets:
+    """A table of buckets: table ``name`` of the node's ``shared`` memory, or the process's."""
+    return TokenBuckets(rate, burst, max_keys, shared.table(name) if shared else None)
 
 
 class WriteLimits:
-    """The gateway's write limits; ``check`` raises RateLimited for a client over its limit."""
+    """The gateway's write limits; ``check`` raises RateLimited for a client over its limit.
+    ``shared``: the node's tables (workers), else the limits are this process's."""
 
-    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
-        entries = settings.rate_limit_clients
-        per_client = (settings.client_writes_per_minute, settings.client_write_burst, entries)
-        self.by_client = _buckets(*per_client)
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Callable[[], float] = time.monotonic,
+        shared: SharedTables | None = None,
+    ) -> None:
+        def buckets(per_minute: int, burst: int, name: str) -> TokenBuckets | None:
+            if per_minute <= 0:
+                return None
+            return node_buckets(
+                per_minute / 60.0, max(burst, 1), settings.rate_limit_clients, shared, name
+            )
+
+        per_client = (settings.client_writes_per_minute, settings.client_write_burst)
+        self.by_client = buckets(*per_client, "client")
         # Admin writes from a client have buckets of their own, so that visitors behind the
         # same address (an office) cannot starve a reload, nor a reload loop their consents.
-        self.admin_by_client = _buckets(*per_client)
-        self.by_subject = _buckets(
-            settings.subject_writes_per_minute, settings.subject_write_burst, entries
+        self.admin_by_client = buckets(*per_client, "admin")
+        self.by_subject = buckets(
+            settings.subject_writes_per_minute, settings.subject_write_burst, "subject"
         )
         self.clock = clock
 

@@ -19,9 +19,10 @@ import logging
 import re
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.core.ratelimit import SharedTables
 from gateway.core.settings import Settings
 from gateway.core.tasks import Supervisor
 from gateway.recording.datalock import OUTBOX_LOCK_FILE, DataDirLock
@@ -40,11 +41,13 @@ _POLL_S = 0.2
 @dataclass(frozen=True)
 class WorkerRole:
     """Worker ``index`` (1-based) of ``count`` under one supervisor, started after the
-    supervisor had restarted that worker ``restarts`` times (0: its first start)."""
+    supervisor had restarted that worker ``restarts`` times (0: its first start); ``limits``:
+    the node's write-limit tables, shared by every worker (core/ratelimit.SharedTables)."""
 
     index: int
     count: int
     restarts: int = 0
+    limits: SharedTables | None = field(default=None, compare=False, repr=False)
 
 
 def own_dir(data_dir: Path, role: WorkerRole | None) -> Path:

@@ -94,8 +94,9 @@ class RecordingService:
         # Every background task of the process runs under this supervisor (the app adds the
         # reload watcher): failures are logged, counted on /metrics, retried with backoff.
         self.tasks = Supervisor(max_backoff=settings.task_max_backoff)
-        # Per-client and per-subject write limits (429), checked once the client is located.
-        self.limits = WriteLimits(settings)
+        # Per-client and per-subject write limits (429), checked once the client is located:
+        # the node's, shared by its workers.
+        self.limits = WriteLimits(settings, shared=worker.limits if worker else None)
         self.outbox = Outbox(
             self.outbox_dir / FILE_NAME,
             durability=settings.durability,

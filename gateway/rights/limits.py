@@ -9,8 +9,9 @@ with hourly rates. Pure: the web layer passes the client address it located.
 Each limit of N per hour lets N through at once, then one every 60/N minutes; past it the
 caller gets 429 with Retry-After, before anything is stored or sent. The answer is the same
 whether or not the identity is known: a limit counts requests, not customers. The buckets
-live in the process: with several nodes, the store's count of recent requests per identity
-(``RightsService``) stays the cluster-wide limit on code e-mails.
+are the node's (its workers share them, core/ratelimit.SharedTables): with several nodes,
+the store's count of recent requests per identity (``RightsService``) stays the
+cluster-wide limit on code e-mails.
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Hashable
 
-from gateway.core.ratelimit import RateLimited, TokenBuckets, client_key, retry_after
+from gateway.core.ratelimit import (
+    RateLimited,
+    SharedTables,
+    TokenBuckets,
+    client_key,
+    node_buckets,
+    retry_after,
+)
 from gateway.core.settings import Settings
-
-
-def _hourly(per_hour: int, max_keys: int) -> TokenBuckets | None:
-    return TokenBuckets(per_hour / 3600.0, per_hour, max_keys) if per_hour > 0 else None
 
 
 def _take(buckets: TokenBuckets | None, key: Hashable, now: float, detail: str) -> None:
@@ -35,12 +39,25 @@ def _take(buckets: TokenBuckets | None, key: Hashable, now: float, detail: str) 
 
 
 class RightsLimits:
-    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
-        keys = settings.rate_limit_clients
-        self.by_client = _hourly(settings.rights_client_per_hour, keys)
-        self.by_subject = _hourly(settings.rights_subject_per_hour, keys)
-        self.codes_by_identity = _hourly(settings.rights_codes_per_hour, keys)
-        self.codes_by_client = _hourly(settings.rights_client_codes_per_hour, keys)
+    """``shared``: the node's tables (workers), else the limits are this process's."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Callable[[], float] = time.monotonic,
+        shared: SharedTables | None = None,
+    ) -> None:
+        def hourly(per_hour: int, name: str) -> TokenBuckets | None:
+            if per_hour <= 0:
+                return None
+            return node_buckets(
+                per_hour / 3600.0, per_hour, settings.rate_limit_clients, shared, name
+            )
+
+        self.by_client = hourly(settings.rights_client_per_hour, "rights_client")
+        self.by_subject = hourly(settings.rights_subject_per_hour, "rights_subject")
+        self.codes_by_identity = hourly(settings.rights_codes_per_hour, "rights_codes")
+        self.codes_by_client = hourly(settings.rights_client_codes_per_hour, "rights_client_codes")
         self.clock = clock
 
     def client(self, ip: str | None) -> None:

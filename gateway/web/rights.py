@@ -119,7 +119,8 @@ def wire(state: Any, rights: RightsService) -> None:
     rights.records = RecordsAdapter(state.recording, state.gateway.catalog)
     rights.states = state.preferences
     rights.rights_for = state.site_rights = SiteRightsCache(state.gateway.catalog)
-    state.rights_limits = RightsLimits(state.settings)
+    worker = state.recording.worker  # the node's limits under workers
+    state.rights_limits = RightsLimits(state.settings, shared=worker.limits if worker else None)
 
 
 def site_bundle(request: Request) -> SiteBundle:
