@@ -6,7 +6,8 @@ Each key also keeps a fingerprint of what the request asked to record; the same 
 different choice is refused (409 ``idempotency_key_reused``) rather than answered with the
 first record while the new choice is dropped. Keys live for a day, then are pruned.
 
-Everything here runs on the outbox owner's connection, inside its transactions.
+Everything here runs on the outbox owner's connection, inside its transactions; a key this
+outbox does not hold is looked up in the node's other workers' outboxes (peer_keys.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import binascii
 import hashlib
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
 import orjson
@@ -47,14 +48,18 @@ CREATE TABLE IF NOT EXISTS idempotency (
 # fingerprint is NULL only for keys carried over from a file made before fingerprints: those
 # replay for any content of their subject, as they did, until they expire a day later.
 
-_FIND = """
+# The stored answers of keys (site, subject_id, key) made since ?2, with each one's index in
+# the JSON array ?1 of the keys asked for (here, and in the other workers' outboxes).
+FIND = """
 SELECT j.key, i.fingerprint, i.record_id, i.recorded_at, i.receipt
 FROM json_each(?1) AS j JOIN idempotency AS i
 ON i.site = json_extract(j.value, '$[0]') AND i.subject_id = json_extract(j.value, '$[1]')
 AND i.key = json_extract(j.value, '$[2]')
+WHERE i.created_ns >= ?2
 """
+# OR REPLACE: a key expired but not pruned yet (pruning runs every few minutes) is made anew.
 _INSERT = """
-INSERT INTO idempotency
+INSERT OR REPLACE INTO idempotency
     (site, subject_id, key, fingerprint, record_id, recorded_at, receipt, created_ns)
 SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
        json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
@@ -124,8 +129,21 @@ def scope(record: Record) -> Scope | None:
     return Scope(record.site, record.subject_id, key, fingerprint(record))
 
 
-def resolve(conn: sqlite3.Connection, scopes: Sequence[Scope | None]) -> list[Verdict]:
-    """What to do with each append of a group (inside the group's write transaction)."""
+# A row of a key found: (index of its triple, fingerprint, record_id, recorded_at, receipt).
+Found = tuple[int, str | None, str, str, str]
+Triple = tuple[str, str, str]
+# Where keys this outbox does not hold are looked up too (peer_keys.PeerKeys.find).
+Elsewhere = Callable[[Sequence[Triple], int], Iterable[Found]]
+
+
+def resolve(
+    conn: sqlite3.Connection,
+    scopes: Sequence[Scope | None],
+    now_ns: int,
+    elsewhere: Elsewhere | None = None,
+) -> list[Verdict]:
+    """What to do with each append of a group (inside the group's write transaction): keys
+    younger than a day are looked up here, then the ones not found ``elsewhere``."""
     verdicts: list[Verdict] = [None] * len(scopes)
     first: dict[tuple[str, str, str], int] = {}
     for i, s in enumerate(scopes):
@@ -136,18 +154,25 @@ def resolve(conn: sqlite3.Connection, scopes: Sequence[Scope | None]) -> list[Ve
             earlier = scopes[j]
             assert earlier is not None
             verdicts[i] = j if earlier.fingerprint == s.fingerprint else KeyReused()
-    if first:
-        triples = list(first)
-        for index, stored_print, record_id, recorded_at, receipt in conn.execute(
-            _FIND, (orjson.dumps(triples).decode(),)
-        ):
-            i = first[triples[index]]
-            s = scopes[i]
-            assert s is not None
-            if stored_print is not None and stored_print != s.fingerprint:
-                verdicts[i] = KeyReused()
-            else:
-                verdicts[i] = Earlier(record_id, recorded_at, receipt)
+    if not first:
+        return verdicts
+    since = now_ns - TTL_NS
+    triples = list(first)
+    # (the append's index, the stored answer) of each key found
+    found = [(first[triples[row[0]]], row) for row in conn.execute(
+        FIND, (orjson.dumps(triples).decode(), since)
+    )]  # fmt: skip
+    if elsewhere is not None and len(found) < len(triples):
+        held = {i for i, _ in found}
+        missing = [t for t in triples if first[t] not in held]
+        found += [(first[missing[row[0]]], row) for row in elsewhere(missing, since)]
+    for i, (_, stored_print, record_id, recorded_at, receipt) in found:
+        s = scopes[i]
+        assert s is not None
+        if stored_print is not None and stored_print != s.fingerprint:
+            verdicts[i] = KeyReused()
+        else:
+            verdicts[i] = Earlier(record_id, recorded_at, receipt)
     return verdicts
 
 
