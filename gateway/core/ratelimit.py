@@ -191,10 +191,19 @@ def client_key(ip: str | None) -> str | bytes:
 
 
 def node_buckets(
-    rate: float, burst: float, max_keys: int, shared: SharedTables | None, name: str
-) -> TokenBuckets:
-    """A table of buckets: table ``name`` of the node's ``shared`` memory, or the process's."""
-    return TokenBuckets(rate, burst, max_keys, shared.table(name) if shared else None)
+    count: int,
+    seconds: float,
+    burst: int,
+    settings: Settings,
+    shared: SharedTables | None,
+    name: str,
+) -> TokenBuckets | None:
+    """Buckets of ``count`` writes per ``seconds`` after a burst (None: a count of 0 turns the
+    limit off), in table ``name`` of the node's ``shared`` memory, or the process's."""
+    if count <= 0:
+        return None
+    columns = shared.table(name) if shared is not None else None
+    return TokenBuckets(count / seconds, max(burst, 1), settings.rate_limit_clients, columns)
 
 
 class WriteLimits:
@@ -207,21 +216,15 @@ class WriteLimits:
         clock: Callable[[], float] = time.monotonic,
         shared: SharedTables | None = None,
     ) -> None:
-        def buckets(per_minute: int, burst: int, name: str) -> TokenBuckets | None:
-            if per_minute <= 0:
-                return None
-            return node_buckets(
-                per_minute / 60.0, max(burst, 1), settings.rate_limit_clients, shared, name
-            )
-
-        per_client = (settings.client_writes_per_minute, settings.client_write_burst)
-        self.by_client = buckets(*per_client, "client")
+        per_client = (settings.client_writes_per_minute, 60.0, settings.client_write_burst)
+        self.by_client = node_buckets(*per_client, settings, shared, "client")
         # Admin writes from a client have buckets of their own, so that visitors behind the
         # same address (an office) cannot starve a reload, nor a reload loop their consents.
-        self.admin_by_client = buckets(*per_client, "admin")
-        self.by_subject = buckets(
-            settings.subject_writes_per_minute, settings.subject_write_burst, "subject"
-        )
+        self.admin_by_client = node_buckets(*per_client, settings, shared, "admin")
+        self.by_subject = node_buckets(
+            settings.subject_writes_per_minute, 60.0, settings.subject_write_burst, settings,
+            shared, "subject",
+        )  # fmt: skip
         self.clock = clock
 
     def check(self, ip: str | None, site: str, subject: str) -> None:

@@ -48,11 +48,7 @@ class RightsLimits:
         shared: SharedTables | None = None,
     ) -> None:
         def hourly(per_hour: int, name: str) -> TokenBuckets | None:
-            if per_hour <= 0:
-                return None
-            return node_buckets(
-                per_hour / 3600.0, per_hour, settings.rate_limit_clients, shared, name
-            )
+            return node_buckets(per_hour, 3600.0, per_hour, settings, shared, name)
 
         self.by_client = hourly(settings.rights_client_per_hour, "rights_client")
         self.by_subject = hourly(settings.rights_subject_per_hour, "rights_subject")
