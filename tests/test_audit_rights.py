@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
 from starlette.testclient import TestClient
 
@@ -90,8 +91,11 @@ async def _fill(settings: Settings, sites: Sequence[str], per_site: int) -> list
                 await store.create(request, first, [], [])
                 for step, (before, after, actor, reason) in enumerate(LIFE[1:], 1):
                     moved = Transition(request.request_id, before, after, actor, reason, _at(n))
-                    changes = {"state": after, "updated_at": _at(n)}
-                    assert await store.update(request.request_id, str(before), changes, moved, [])
+                    changes = {"state": after, "updated_at": _at(n), "reason": reason}
+                    # The request's event carries the reason too, as the service's do.
+                    told = [("rights.request.updated", {"request": {"reason": reason}})]
+                    assert await store.update(request.request_id, str(before), changes, moved,
+                                              told)  # fmt: skip
                     assert step
                 ids.append(request.request_id)
                 n += 1
@@ -240,6 +244,14 @@ async def test_erasing_reasons_keeps_the_chain_but_not_a_tamper(
         "AND reason IS NOT NULL", ids[0], ids[5],
     )  # fmt: skip
     assert left == [(0,)]
+    # Nor does the reason stay where the requester, the queue and downstream systems read it:
+    # the request's current reason and its stored events; another request keeps its own.
+    current = dict(await backend.sql("SELECT request_id, reason FROM rights_requests"))
+    assert current[ids[0]] == current[ids[5]] == "" and "Jane Doe" in current[ids[1]]
+    events = await backend.sql("SELECT request_id, body FROM rights_events")
+    told = {(rid, orjson.loads(body)["request"]["reason"]) for rid, body in events}
+    assert {reason for rid, reason in told if rid in (ids[0], ids[5])} == {""}
+    assert any("Jane Doe" in reason for rid, reason in told if rid == ids[1])
     report = await service.verify(backend.settings)
     assert report.ok, report.as_json()
     # The kept digest of an erased reason is now what the link rests on: changing it shows.

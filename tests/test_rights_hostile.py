@@ -309,6 +309,15 @@ def test_the_cli_lists_shows_and_closes_requests(env: Env, capsys: Any) -> None:
     assert "crm" in capsys.readouterr().err  # the required CRM has not confirmed
     assert main(["rights", "deny", made["request_id"], "--reason", "fraud", *flags]) == 0
     assert "is denied" in capsys.readouterr().out
+    # A reason may name the requester: the operator erases it; an unknown id erases nothing.
+    assert main(["rights", "erase-reasons", made["request_id"], str(uuid.uuid4()), *flags]) == 1
+    assert main(["rights", "show", made["request_id"], *flags]) == 0
+    assert "fraud" in capsys.readouterr().out
+    assert main(["rights", "erase-reasons", made["request_id"], *flags]) == 0
+    assert "erased the reasons of" in capsys.readouterr().out
+    assert main(["rights", "show", made["request_id"], *flags]) == 0
+    assert "fraud" not in capsys.readouterr().out
+    assert main(["audit", "verify", *flags]) == 0, capsys.readouterr().out  # chain intact
     assert main(["rights", "show", str(uuid.uuid4()), *flags]) == 1
     assert main(["rights", "list", "--type", "teleport", *flags]) == 1
 

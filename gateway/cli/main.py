@@ -138,7 +138,13 @@ def _parser() -> argparse.ArgumentParser:
     for cmd in (r_done, r_deny):
         cmd.add_argument("request_id")
         cmd.add_argument("--reason", default="", required=cmd is r_deny)
-    for cmd in (r_list, r_show, r_done, r_deny):
+    r_erase = rights_sub.add_parser(
+        "erase-reasons",
+        help="erase the free-text reasons of requests (they may name the requester); the "
+        "audit chain keeps verifying",
+    )
+    r_erase.add_argument("request_id", nargs="+")
+    for cmd in (r_list, r_show, r_done, r_deny, r_erase):
         _add_settings(cmd)
 
     i18n = sub.add_parser("i18n", help="gettext workflow over locales/")
@@ -302,6 +308,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             )
         elif args.rights_command == "show":
             lines = asyncio.run(rights.show(settings, args.request_id))
+        elif args.rights_command == "erase-reasons":
+            lines = asyncio.run(rights.erase_reasons(settings, args.request_id))
         else:
             lines = asyncio.run(
                 rights.act(settings, args.rights_command, args.request_id, args.reason)

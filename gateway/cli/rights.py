@@ -1,4 +1,5 @@
-"""`consent-gateway rights list|show|complete|deny`: the rights-request queue from a shell."""
+"""`consent-gateway rights list|show|complete|deny|erase-reasons`: the rights-request queue
+from a shell."""
 
 from __future__ import annotations
 
@@ -71,3 +72,13 @@ async def act(settings: Settings, action: str, request_id: str, reason: str) -> 
             request = await service.deny(request, reason, "cli")
         await service.deliver_events()
     return [f"request {request.request_id} is {request.state}"]
+
+
+async def erase_reasons(settings: Settings, request_ids: Sequence[str]) -> list[str]:
+    """Erase the free-text reasons of these requests' transitions (a reason may name the
+    requester), keeping their audit chain verifiable; every id must name a request."""
+    async with _service(settings) as service:
+        for request_id in request_ids:
+            await service.get(request_id)  # 404 (an error, nothing erased) for an unknown id
+        erased = await service.store.erase_reasons(list(request_ids))
+    return [f"erased the reasons of {erased} transitions of {len(request_ids)} requests"]

@@ -166,12 +166,22 @@ async def migrate_pg(conn: asyncpg.Connection) -> None:
 
 
 async def erase_reasons_pg(conn: asyncpg.Connection, request_ids: Sequence[str]) -> int:
-    """Erase the free-text reasons of the requests' transitions (their kept personal digests
-    keep the chain verifiable); how many were erased."""
+    """Erase the free-text reasons of the requests (in the caller's transaction): their
+    transitions' (the kept personal digests keep the chain verifiable), the request's current
+    one, and the copies in its stored events; how many transitions' reasons were erased."""
+    ids = list(request_ids)
     status = await conn.execute(
         "UPDATE rights_transitions SET reason = NULL "
         "WHERE request_id = ANY($1::text[]) AND reason IS NOT NULL",
-        list(request_ids),
+        ids,
+    )
+    await conn.execute(
+        "UPDATE rights_requests SET reason = '' WHERE request_id = ANY($1::text[])", ids
+    )
+    await conn.execute(
+        "UPDATE rights_events SET body = jsonb_set(body, '{request,reason}', '\"\"') "
+        "WHERE request_id = ANY($1::text[]) AND body #>> '{request,reason}' <> ''",
+        ids,
     )
     return int(status.split()[-1])
 
@@ -251,14 +261,20 @@ def erase_reasons_sqlite(conn: sqlite3.Connection, request_ids: Sequence[str]) -
     """As ``erase_reasons_pg``; then the erased text is overwritten in the file."""
 
     def run(conn: sqlite3.Connection) -> int:
-        return sum(
-            conn.execute(
+        erased = 0
+        for rid in request_ids:
+            erased += conn.execute(
                 "UPDATE rights_transitions SET reason = NULL "
                 "WHERE request_id = ? AND reason IS NOT NULL",
                 (rid,),
             ).rowcount
-            for rid in request_ids
-        )
+            conn.execute("UPDATE rights_requests SET reason = '' WHERE request_id = ?", (rid,))
+            conn.execute(
+                "UPDATE rights_events SET body = json_set(body, '$.request.reason', '') "
+                "WHERE request_id = ? AND json_extract(body, '$.request.reason') <> ''",
+                (rid,),
+            )
+        return erased
 
     erased = transaction_of(run)(conn)
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
