@@ -55,12 +55,17 @@ POST_LUA = (
   local body = string.format(
     '{"subject_secret":"%%08d%%024d","banner_version":"%(version)s","action":"custom",' ..
     '"choices":{"analytics":true,"marketing":false,"personalization":true},' ..
-    '"channel":"web","language":"en","page_url":"https://shop.example/checkout"}',
-    tid, counter)
+    '"channel":"web","language":"en","page_url":"https://shop.example/checkout"%(key)s}',
+    tid, counter%(key_args)s)
   return wrk.format(nil, nil, nil, body)
 end
 """
 )
+# The "keyed" endpoint: each POST carries an idempotency key of its own, as the snippet sends
+# one with every choice (with several workers, a key a worker lacks is looked up in the other
+# workers' outboxes: this is what that costs).
+_KEYED = {"key": ',"idempotency_key":"k%08d-%08d"', "key_args": ", tid, counter"}
+_UNKEYED = {"key": "", "key_args": ""}
 
 
 class Run(NamedTuple):
@@ -187,10 +192,11 @@ def measure(workers: int, endpoint: str, seconds: int, connections: int = 64) ->
             _wait(base, workers, proc.pid)
             script = None
             url = f"{base}/v1/sites/demo/config?region=DE"
-            if endpoint == "consent":
+            if endpoint in ("consent", "keyed"):
                 version = httpx.get(url).json()["banner_version"]
                 script = str(Path(data_dir) / "post.lua")
-                Path(script).write_text(POST_LUA % {"origin": ORIGIN, "version": version})
+                key = _KEYED if endpoint == "keyed" else _UNKEYED
+                Path(script).write_text(POST_LUA % {"origin": ORIGIN, "version": version, **key})
                 url = f"{base}/v1/sites/demo/consents"
             _wrk(url, 2, script, connections)  # warm-up: memos, caches, connections
             _drained(base, workers)
@@ -211,7 +217,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--endpoint", action="append", choices=["config", "consent"])
+    parser.add_argument(
+        "--endpoint", action="append", choices=["config", "consent", "keyed"],
+        help="default: config and consent; keyed: consent POSTs with an idempotency key each",
+    )  # fmt: skip
     parser.add_argument(
         "--per-worker", action="store_true",
         help="64 connections per worker (clients grow with workers) instead of 64 in all",

@@ -1,5 +1,4 @@
-"""Idempotency keys: scoped to the subject and the request's content; a retry replays, on
-whichever worker of the node takes it."""
+"""Idempotency keys: scoped to the subject and the request's content; a retry replays."""
 
 from __future__ import annotations
 
@@ -13,11 +12,7 @@ import orjson
 import pytest
 
 from gateway.core.errors import BadRequest
-from gateway.recording.outbox import peer_keys
-from gateway.recording.outbox.group_commit import Outbox
 from gateway.recording.outbox.items import Appended
-from gateway.recording.outbox.peer_keys import PeerKeys
-from gateway.recording.outboxes import WorkerRole, own_dir, peer_outboxes
 from tests.helpers import opened
 from tests.pg import make_record
 
@@ -121,94 +116,14 @@ async def test_keys_kept_by_an_older_outbox_stay_with_their_subject(tmp_path: Pa
     await outbox.close()
 
 
-async def worker_outboxes(data: Path, count: int = 2) -> list[Outbox]:
-    """The outboxes of ``count`` workers of one node, each reading its peers' keys."""
-    role = [WorkerRole(i, count) for i in range(1, count + 1)]
-    outboxes = []
-    for r in role:
-        folder = own_dir(data, r)
-        folder.mkdir(parents=True, exist_ok=True)
-        outboxes.append(await opened(folder, peers=PeerKeys(peer_outboxes(data, r))))
-    return outboxes
-
-
-async def test_a_retry_taken_by_another_worker_is_answered_from_the_first(tmp_path: Path) -> None:
-    """Duplicate threat (issue 15): under ``serve --workers N`` a retry comes on a new
-    connection, which the kernel may give to any worker; each worker keeps its keys in its
-    own outbox, so the retry recorded the choice a second time. The group commit now looks a
-    key it lacks up in the other workers' outboxes: same record, same receipt, one row."""
-    one, two = await worker_outboxes(tmp_path / "data")
-    first = await one.append(make_record("alice", key="k1", analytics=True), "receipt-1")
-    retry = await two.append(make_record("alice", key="k1", analytics=True), "receipt-2")
-    assert (retry.record_id, retry.receipt, retry.duplicate) == (first.record_id, "receipt-1", True)
-    # Another choice under the key is refused on the other worker too, and stores nothing.
-    with pytest.raises(BadRequest) as info:
-        await two.append(make_record("alice", key="k1", analytics=False), "receipt-3")
-    assert info.value.status_code == 409
-    # The key is the subject's: another subject's use of it on either worker is its own.
-    mallory = await two.append(make_record("mallory", key="k1"), "receipt-mallory")
-    assert not mallory.duplicate and mallory.receipt == "receipt-mallory"
-    # And back: a key the second worker made answers a retry on the first.
-    back = await one.append(make_record("mallory", key="k1"), "receipt-4")
-    assert (back.record_id, back.duplicate) == (mallory.record_id, True)
-    assert (one.depth, two.depth) == (1, 1)  # alice on one, mallory on two: nothing twice
-    for outbox in (one, two):
-        await outbox.close()
-
-
-async def test_keys_expire_after_a_day_here_and_on_the_other_workers(tmp_path: Path) -> None:
-    one, two = await worker_outboxes(tmp_path / "data")
-    await one.append(make_record("alice", key="old"), "receipt-1")
-    await one.append(make_record("bob", key="old"), "receipt-2")
+async def test_keys_expire_after_a_day_even_before_they_are_pruned(tmp_path: Path) -> None:
+    outbox = await opened(tmp_path)
+    await outbox.append(make_record("alice", key="old"), "receipt-1")
     day_ago = time.time_ns() - 24 * 3600 * 1_000_000_000 - 1
-    with sqlite3.connect(one.path) as conn:  # not pruned yet (pruning runs every 5 minutes)
+    with sqlite3.connect(outbox.path) as conn:  # not pruned yet (pruning runs every 5 minutes)
         conn.execute("UPDATE idempotency SET created_ns = ?", (day_ago,))
-    assert not (await one.append(make_record("alice", key="old"), "r")).duplicate
-    assert not (await two.append(make_record("bob", key="old"), "r")).duplicate
-    for outbox in (one, two):
-        await outbox.close()
-
-
-async def test_a_peer_outbox_missing_or_unreadable_never_refuses_an_append(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Availability threat: a worker that has not made its outbox yet, or whose file is
-    broken, must not turn its peers' keyed appends into errors: they are recorded."""
-    data = tmp_path / "data"
-    role = WorkerRole(1, 3)
-    folder = own_dir(data, role)
-    folder.mkdir(parents=True)
-    broken = own_dir(data, WorkerRole(3, 3)) / "outbox.sqlite3"
-    broken.parent.mkdir()
-    broken.write_bytes(b"this is not a database" * 100)
-    outbox = await opened(folder, peers=PeerKeys(peer_outboxes(data, role)))
-    with caplog.at_level("WARNING", logger="gateway.outbox"):
-        answers = [await outbox.append(make_record("alice", key=f"k{i}"), "r") for i in range(3)]
-    assert [a.duplicate for a in answers] == [False] * 3 and outbox.depth == 3
-    warned = [r for r in caplog.records if "idempotency keys of" in r.getMessage()]
-    assert len(warned) == 1  # once a minute, not once per append
+    again = await outbox.append(make_record("alice", key="old"), "receipt-2")
+    assert not again.duplicate and again.receipt == "receipt-2"  # a new record, kept anew
+    retry = await outbox.append(make_record("alice", key="old"), "receipt-3")
+    assert (retry.record_id, retry.duplicate) == (again.record_id, True)
     await outbox.close()
-
-
-def _remove(database: Path) -> None:
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{database}{suffix}").unlink(missing_ok=True)
-
-
-async def test_a_replaced_peer_outbox_is_read_anew(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A peer's outbox quarantined and made anew (database.py) is a new file: its keys are
-    read from that file, not from the one the connection first opened."""
-    monkeypatch.setattr(peer_keys, "_RECHECK_S", 0.0)
-    one, two = await worker_outboxes(tmp_path / "data")
-    await one.append(make_record("alice", key="k"), "receipt-1")
-    assert (await two.append(make_record("alice", key="k"), "r")).duplicate
-    await one.close()
-    _remove(one.path)
-    one = await opened(one.path.parent)
-    first = await one.append(make_record("carol", key="k"), "receipt-carol")
-    retry = await two.append(make_record("carol", key="k"), "r")
-    assert (retry.record_id, retry.duplicate) == (first.record_id, True)
-    for outbox in (one, two):
-        await outbox.close()

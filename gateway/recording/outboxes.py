@@ -55,17 +55,6 @@ def own_dir(data_dir: Path, role: WorkerRole | None) -> Path:
     return Path(data_dir) if role is None else Path(data_dir) / f"worker-{role.index}"
 
 
-def peer_outboxes(data_dir: Path, role: WorkerRole | None) -> list[Path]:
-    """The outbox files of the other workers under the same supervisor (none without one)."""
-    if role is None:
-        return []
-    return [
-        own_dir(data_dir, WorkerRole(i, role.count)) / FILE_NAME
-        for i in range(1, role.count + 1)
-        if i != role.index
-    ]
-
-
 def worker_dirs(data_dir: Path) -> list[tuple[int, Path]]:
     """``(index, folder)`` of every worker folder in the data dir, by index."""
     try:

@@ -33,8 +33,7 @@ from gateway.recording.forwarder import Forwarder, ForwarderCollector
 from gateway.recording.outbox.database import FILE_NAME
 from gateway.recording.outbox.group_commit import Outbox
 from gateway.recording.outbox.items import Appended
-from gateway.recording.outbox.peer_keys import PeerKeys
-from gateway.recording.outboxes import WorkerRole, drain_orphans, orphans, own_dir, peer_outboxes
+from gateway.recording.outboxes import WorkerRole, drain_orphans, orphans, own_dir
 from gateway.recording.preference import PreferenceContext
 from gateway.recording.preference import enrich as enrich_preference
 from gateway.recording.preference import validate as validate_preference
@@ -105,8 +104,6 @@ class RecordingService:
             checkpoint_bytes=settings.outbox_checkpoint_mb * 1024 * 1024,
             checkpoint_interval=settings.outbox_checkpoint_interval,
             tasks=self.tasks,
-            # A retry another worker takes is answered from this worker's record, and back.
-            peers=PeerKeys(peer_outboxes(settings.data_dir, worker)) if worker else None,
         )
         self.sinks: list[Sink] = []
         self.store: Store | None = None

@@ -42,7 +42,6 @@ from gateway.recording.outbox.items import (
     answers,
     settle_one,
 )
-from gateway.recording.outbox.peer_keys import PeerKeys
 
 log = logging.getLogger("gateway.outbox")
 
@@ -97,9 +96,7 @@ class Outbox(DeliverySide):
         checkpoint_bytes: int = 16 * 1024 * 1024,
         checkpoint_interval: float = 30.0,
         tasks: Supervisor | None = None,
-        peers: PeerKeys | None = None,
     ) -> None:
-        """``peers``: the other workers' outboxes, where keys this one lacks are looked up."""
         if durability not in ("power", "process"):
             raise ValueError(f"unknown durability {durability!r}")
         self.path = Path(path)
@@ -117,7 +114,6 @@ class Outbox(DeliverySide):
             self.path, limit_bytes=checkpoint_bytes, interval=checkpoint_interval
         )
         self.tasks = tasks if tasks is not None else Supervisor()
-        self.peers = peers
         self._conn: sqlite3.Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._syncer: ThreadPoolExecutor | None = None
@@ -196,8 +192,6 @@ class Outbox(DeliverySide):
             fsyncer.stop_reading()  # here, on the loop: the wait for the exit is not
             await self._loop.run_in_executor(self._syncer, fsyncer.close)
         await self._loop.run_in_executor(self._syncer, conn.close)
-        if self.peers is not None:
-            self.peers.close()
         self._syncer.shutdown(wait=True)
         self._syncer = None
         await self.checkpointer.close()
@@ -353,8 +347,7 @@ class Outbox(DeliverySide):
         try:
             conn.execute("BEGIN IMMEDIATE")
             if keyed:
-                elsewhere = self.peers.find if self.peers is not None else None
-                verdicts = idempotency.resolve(conn, scopes, now, elsewhere)
+                verdicts = idempotency.resolve(conn, scopes, now)
                 fresh_appends = [a for a, v in zip(appends, verdicts, strict=True) if v is None]
                 idempotency.remember(
                     conn,

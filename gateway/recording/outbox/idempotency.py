@@ -6,8 +6,7 @@ Each key also keeps a fingerprint of what the request asked to record; the same 
 different choice is refused (409 ``idempotency_key_reused``) rather than answered with the
 first record while the new choice is dropped. Keys live for a day, then are pruned.
 
-Everything here runs on the outbox owner's connection, inside its transactions; a key this
-outbox does not hold is looked up in the node's other workers' outboxes (peer_keys.py).
+Everything here runs on the outbox owner's connection, inside its transactions.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import binascii
 import hashlib
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import orjson
@@ -49,8 +48,8 @@ CREATE TABLE IF NOT EXISTS idempotency (
 # replay for any content of their subject, as they did, until they expire a day later.
 
 # The stored answers of keys (site, subject_id, key) made since ?2, with each one's index in
-# the JSON array ?1 of the keys asked for (here, and in the other workers' outboxes).
-FIND = """
+# the JSON array ?1 of the keys asked for.
+_FIND = """
 SELECT j.key, i.fingerprint, i.record_id, i.recorded_at, i.receipt
 FROM json_each(?1) AS j JOIN idempotency AS i
 ON i.site = json_extract(j.value, '$[0]') AND i.subject_id = json_extract(j.value, '$[1]')
@@ -129,21 +128,10 @@ def scope(record: Record) -> Scope | None:
     return Scope(record.site, record.subject_id, key, fingerprint(record))
 
 
-# A row of a key found: (index of its triple, fingerprint, record_id, recorded_at, receipt).
-Found = tuple[int, str | None, str, str, str]
-Triple = tuple[str, str, str]
-# Where keys this outbox does not hold are looked up too (peer_keys.PeerKeys.find).
-Elsewhere = Callable[[Sequence[Triple], int], Iterable[Found]]
-
-
-def resolve(
-    conn: sqlite3.Connection,
-    scopes: Sequence[Scope | None],
-    now_ns: int,
-    elsewhere: Elsewhere | None = None,
-) -> list[Verdict]:
-    """What to do with each append of a group (inside the group's write transaction): keys
-    younger than a day are looked up here, then the ones not found ``elsewhere``."""
+def resolve(conn: sqlite3.Connection, scopes: Sequence[Scope | None], now_ns: int
+            ) -> list[Verdict]:  # fmt: skip
+    """What to do with each append of a group (inside the group's write transaction); a key
+    older than a day is no longer held, even before the pruning removes it."""
     verdicts: list[Verdict] = [None] * len(scopes)
     first: dict[tuple[str, str, str], int] = {}
     for i, s in enumerate(scopes):
@@ -156,17 +144,11 @@ def resolve(
             verdicts[i] = j if earlier.fingerprint == s.fingerprint else KeyReused()
     if not first:
         return verdicts
-    since = now_ns - TTL_NS
     triples = list(first)
-    # (the append's index, the stored answer) of each key found
-    found = [(first[triples[row[0]]], row) for row in conn.execute(
-        FIND, (orjson.dumps(triples).decode(), since)
-    )]  # fmt: skip
-    if elsewhere is not None and len(found) < len(triples):
-        held = {i for i, _ in found}
-        missing = [t for t in triples if first[t] not in held]
-        found += [(first[missing[row[0]]], row) for row in elsewhere(missing, since)]
-    for i, (_, stored_print, record_id, recorded_at, receipt) in found:
+    for index, stored_print, record_id, recorded_at, receipt in conn.execute(
+        _FIND, (orjson.dumps(triples).decode(), now_ns - TTL_NS)
+    ):
+        i = first[triples[index]]
         s = scopes[i]
         assert s is not None
         if stored_print is not None and stored_print != s.fingerprint:
