@@ -251,3 +251,47 @@ def test_write_limits_are_the_nodes(tmp_path: Path) -> None:
             ), metrics
     finally:
         gw.stop()
+
+
+def test_a_retry_another_worker_takes_is_answered_from_the_first_record(tmp_path: Path) -> None:
+    """Duplicate threat (issue 15): a retry comes on a new connection, which the kernel may
+    give to the other worker, whose outbox does not hold the key: it recorded the choice a
+    second time. Six sends of one choice with its key (each on a new connection, so both
+    workers take some) make one record, one receipt; another choice under the key is 409."""
+    gw = Gateway(tmp_path / "data", free_port(), 2)
+    try:
+        gw.wait_ready(60, 2)
+        url = f"{gw.base}/v1/sites/demo/consents"
+        version = httpx.get(f"{gw.base}/v1/sites/demo/config").json()["banner_version"]
+        body = {"banner_version": version, "action": "reject_all", "choices": DEMO_CHOICES,
+                "subject_secret": "3" * 32, "idempotency_key": "choice-1"}  # fmt: skip
+        sends = [httpx.post(url, json=body) for _ in range(6)]
+        assert [r.status_code for r in sends] == [201] * 6, [r.text for r in sends]
+        assert len({(r.json()["record_id"], r.json()["receipt"]) for r in sends}) == 1
+        assert [r.headers.get("idempotent-replayed") for r in sends] == [None] + ["true"] * 5
+        other = {**body, "choices": {**DEMO_CHOICES, "analytics": True}, "action": "custom"}
+        refused = [httpx.post(url, json=other) for _ in range(4)]
+        assert {r.status_code for r in refused} == {409}, [r.text for r in refused]
+        metrics = gw.metrics()
+        for worker in ("1", "2"):  # both workers answered the sends
+            assert re.search(
+                rf'gateway_http_requests_total{{[^}}]*endpoint="post_consent"[^}}]*'
+                rf'worker="{worker}"',
+                metrics,
+            ), metrics
+        subject = sends[0].json()["subject_id"]
+        deadline = time.monotonic() + 20
+        while not sqlite_records(gw.data_dir):  # once delivered
+            assert time.monotonic() < deadline, "the record was not delivered"
+            time.sleep(0.1)
+        time.sleep(0.5)  # a second record, had one been made, is delivered by now too
+        conn = sqlite3.connect(gw.data_dir / "store.sqlite3")
+        try:
+            stored = conn.execute(
+                "SELECT record_id FROM consent_records WHERE subject_id = ?", (subject,)
+            ).fetchall()
+        finally:
+            conn.close()
+        assert stored == [(sends[0].json()["record_id"],)], "a retry was recorded twice"
+    finally:
+        gw.stop()

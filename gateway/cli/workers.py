@@ -5,7 +5,9 @@ it (one queue: a connection waiting when a worker dies is taken by another, whic
 SO_REUSEPORT's per-socket queues would reset). It owns the data dir (``gateway.lock``) and
 resolves the deployment's keys before the first fork (recording/keyring.py), so every worker
 signs and derives subject ids alike, and makes the write limits' tables in shared memory
-(core/ratelimit.py), so a client has one limit on the node, not one per worker. Worker
+(core/ratelimit.py), so a client has one limit on the node, not one per worker, and the
+region where each worker publishes the idempotency keys it records (recording/
+recent_keys.py), so a retry another worker takes is answered from the first record. Worker
 ``k`` owns ``<data_dir>/worker-<k>``'s outbox (recording/outboxes.py, which also drains
 the outboxes of a worker count no longer used).
 
@@ -43,6 +45,7 @@ from gateway.core.tasks import backoff_delay
 from gateway.recording import keyring
 from gateway.recording.datalock import DataDirLock
 from gateway.recording.outboxes import WorkerRole
+from gateway.recording.recent_keys import RecentKeys
 
 log = logging.getLogger("gateway.workers")
 
@@ -113,7 +116,9 @@ def supervise(settings: Settings, count: int, run_worker: RunWorker) -> int:
         )  # fmt: skip
         # The node's write limits, one table for every worker (made before the first fork).
         limits = SharedTables(settings.rate_limit_clients)
-        return WorkerPool(settings, count, sock, run_worker, lock, limits).run()
+        # And the idempotency keys each records, so a retry another worker takes is answered.
+        keys = RecentKeys(count)
+        return WorkerPool(settings, count, sock, run_worker, lock, limits, keys).run()
     finally:
         lock.release()
 
@@ -129,9 +134,11 @@ class WorkerPool:
         run_worker: RunWorker,
         lock: DataDirLock,
         limits: SharedTables | None = None,
+        keys: RecentKeys | None = None,
     ) -> None:
         self.settings = settings
         self.limits = limits
+        self.keys = keys
         self.count = count
         self.sock: socket.socket | None = sock
         self.run_worker = run_worker
@@ -188,7 +195,8 @@ class WorkerPool:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
                 _die_with(self._pid)
                 self.lock.release()  # its copy only: the supervisor keeps holding it
-                role = WorkerRole(index, self.count, self.restarts.get(index, 0), self.limits)
+                restarts = self.restarts.get(index, 0)
+                role = WorkerRole(index, self.count, restarts, self.limits, self.keys)
                 code = self.run_worker(self.settings, role, self.sock)
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1

@@ -29,6 +29,7 @@ from gateway.recording.datalock import OUTBOX_LOCK_FILE, DataDirLock
 from gateway.recording.forwarder import Forwarder
 from gateway.recording.outbox.database import FILE_NAME
 from gateway.recording.outbox.group_commit import Outbox
+from gateway.recording.recent_keys import RecentKeys
 from gateway.sinks.base import Sink
 
 log = logging.getLogger("gateway.outbox")
@@ -41,13 +42,15 @@ _POLL_S = 0.2
 @dataclass(frozen=True)
 class WorkerRole:
     """Worker ``index`` (1-based) of ``count`` under one supervisor, started after the
-    supervisor had restarted that worker ``restarts`` times (0: its first start); ``limits``:
-    the node's write-limit tables, shared by every worker (core/ratelimit.SharedTables)."""
+    supervisor had restarted that worker ``restarts`` times (0: its first start). Shared by
+    every worker: ``limits``, the node's write-limit tables (core/ratelimit.SharedTables), and
+    ``keys``, the idempotency keys each worker recorded lately (recording/recent_keys.py)."""
 
     index: int
     count: int
     restarts: int = 0
     limits: SharedTables | None = field(default=None, compare=False, repr=False)
+    keys: RecentKeys | None = field(default=None, compare=False, repr=False)
 
 
 def own_dir(data_dir: Path, role: WorkerRole | None) -> Path:

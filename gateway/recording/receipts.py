@@ -130,6 +130,14 @@ class Receipts:
         }
         return self._signer.seal(_PREFIX, claims)
 
+    def reissue(
+        self, site: str, subject_id: str, record_id: str, recorded_at: str, content_hash: str
+    ) -> str:
+        """The token ``issue`` made for a record, from its identity and content hash (a
+        retry another worker answers: the same token, or one signed with a newer key)."""
+        claims = {"s": site, "u": subject_id, "r": record_id, "t": recorded_at, "h": content_hash}
+        return self._signer.seal(_PREFIX, claims)
+
     def verify(self, token: str) -> ReceiptClaims:
         """The claims of a genuine token; ``InvalidReceipt`` for anything else."""
         return signed.opened(

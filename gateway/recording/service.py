@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import time
@@ -16,10 +17,10 @@ from prometheus_client.registry import Collector
 from gateway.core.errors import BadRequest, NotFound, Unavailable
 from gateway.core.preference_record import LINK_KIND, LinkRecord
 from gateway.core.ratelimit import WriteLimits
-from gateway.core.record_codec import new_record
+from gateway.core.record_codec import Record, new_record
 from gateway.core.settings import Settings
 from gateway.core.tasks import Supervisor, SupervisorCollector
-from gateway.recording import keyring
+from gateway.recording import keyring, recent_keys
 from gateway.recording.consent import (
     RecordContext,
     ValidatedConsent,
@@ -30,6 +31,7 @@ from gateway.recording.consent import (
 from gateway.recording.datalock import OUTBOX_LOCK_FILE, DataDirLock
 from gateway.recording.fields import Uuid7Clock, parse_body, rfc3339_utc
 from gateway.recording.forwarder import Forwarder, ForwarderCollector
+from gateway.recording.outbox import idempotency
 from gateway.recording.outbox.database import FILE_NAME
 from gateway.recording.outbox.group_commit import Outbox
 from gateway.recording.outbox.items import Appended
@@ -278,7 +280,7 @@ class RecordingService:
         )  # fmt: skip
         body_bytes = canonical_json(record)
         receipt = self.receipts.issue(record, canonical=body_bytes)
-        appended = await self.outbox.append(record, receipt, body_bytes)
+        appended = await self._append(record, receipt, body_bytes, now_ns)
         return Recorded(*appended, subject_id)
 
     async def record_links(
@@ -358,7 +360,34 @@ class RecordingService:
             record = new_record({**record.__dict__, "signals": {**record.signals, **signals}})
         body = canonical_json(record)
         receipt = self.receipts.issue(record, canonical=body)
-        return await self.outbox.append(record, receipt, body)
+        return await self._append(record, receipt, body, now_ns)
+
+    async def _append(self, record: Record, receipt: str, body: bytes, now_ns: int) -> Appended:
+        """Durably append a signed record. Under workers, a key another worker recorded lately
+        answers from that record instead (recent_keys.py), and a key this worker records is
+        published for the others; its own keys its outbox answers (outbox/idempotency.py)."""
+        worker, key = self.worker, record.idempotency_key
+        keys = worker.keys if worker is not None else None
+        if keys is None or worker is None or key is None or self.receipts is None:
+            return await self.outbox.append(record, receipt, body)
+        key_digest = recent_keys.digest(record.site, record.subject_id, key)
+        fingerprint = idempotency.fingerprint(record)
+        earlier = keys.find(worker.index, key_digest, now_ns - recent_keys.TTL_NS)
+        if earlier is not None:
+            if earlier.fingerprint != fingerprint:
+                raise idempotency.KeyReused()
+            recorded_at = rfc3339_utc(earlier.recorded_us * 1000)
+            again = self.receipts.reissue(
+                record.site, record.subject_id, earlier.record_id, recorded_at,
+                earlier.content_hash,
+            )  # fmt: skip
+            return Appended(earlier.record_id, recorded_at, again, True)
+        appended = await self.outbox.append(record, receipt, body)
+        if not appended.duplicate:
+            content = hashlib.sha256(body).hexdigest()
+            made = recent_keys.Earlier(fingerprint, appended.record_id, now_ns // 1000, content)
+            keys.publish(worker.index, key_digest, made, time.time_ns())
+        return appended
 
     async def _read_store(
         self,

@@ -1,0 +1,73 @@
+"""The node's recent idempotency keys (recording/recent_keys.py): what one worker publishes,
+another finds, whole or not at all.
+
+Threats: a retry another worker takes recorded a second time (issue 15); a slot read while
+its worker writes it (or left half written by a worker killed with -9) answering with a mix
+of two records; another subject's key answering this one; the table growing with keys.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from gateway.recording.recent_keys import _STRIDE, TTL_NS, Earlier, RecentKeys, digest
+
+NOW = time.time_ns()
+ENTRY = Earlier("ab" * 16, "0192f3a4-5b6c-7d8e-9f01-23456789abcd", NOW // 1000, "cd" * 32)
+
+
+def test_a_key_one_worker_publishes_is_found_by_another() -> None:
+    keys = RecentKeys(count=2, slots=64)
+    key = digest("demo", "subject-a", "retry-1")
+    pid = os.fork()
+    if pid == 0:  # worker 2 records the choice and publishes its key
+        keys.publish(2, key, ENTRY, NOW)
+        os._exit(0)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    assert keys.find(1, key, NOW - TTL_NS) == ENTRY  # worker 1 answers the retry from it
+    assert keys.find(2, key, NOW - TTL_NS) is None  # a worker's own keys: its outbox's
+    # The key belongs to its subject and site: the same key of another is not found.
+    assert keys.find(1, digest("demo", "subject-b", "retry-1"), NOW - TTL_NS) is None
+    assert keys.find(1, digest("shop", "subject-a", "retry-1"), NOW - TTL_NS) is None
+    assert keys.find(1, key, NOW + 1) is None  # older than asked for: expired
+
+
+def test_a_slot_being_written_or_torn_is_a_miss_never_a_mix() -> None:
+    keys = RecentKeys(count=2, slots=4)  # one set: the key is in one of its four slots
+    key = digest("demo", "subject-a", "k")
+    keys.publish(1, key, ENTRY, NOW)
+    memory = keys._memory
+    at = next(w * _STRIDE for w in range(4) if memory[w * _STRIDE + 8 : w * _STRIDE + 24] == key)
+    seq = int.from_bytes(memory[at : at + 8], "little")
+    memory[at : at + 8] = (seq + 1).to_bytes(8, "little")  # odd: its worker is writing it
+    assert keys.find(2, key, 0) is None
+    memory[at : at + 8] = seq.to_bytes(8, "little")
+    assert keys.find(2, key, 0) == ENTRY
+    memory[at + 60] ^= 0xFF  # a byte of the entry changed under a reader: the checksum shows
+    assert keys.find(2, key, 0) is None
+    # A worker killed mid-write left the slot odd; its next publish makes it whole again.
+    memory[at : at + 8] = (seq + 1).to_bytes(8, "little")
+    keys.publish(1, key, ENTRY, NOW)
+    assert keys.find(2, key, 0) == ENTRY
+    assert int.from_bytes(memory[at : at + 8], "little") % 2 == 0
+
+
+def test_a_set_keeps_its_four_newest_keys_in_bounded_memory() -> None:
+    """Memory threat: every keyed record publishes; the table never grows, the oldest of a
+    set gives way, and a key published again keeps its one slot."""
+    keys = RecentKeys(count=2, slots=4)
+    assert len(keys._memory) == 2 * 4 * _STRIDE
+    made = [digest("demo", f"subject-{i}", "k") for i in range(6)]
+    for i, key in enumerate(made):
+        keys.publish(1, key, ENTRY, NOW + i)
+    keys.publish(1, made[5], ENTRY, NOW + 9)  # again: the same slot, not a second one
+    assert [keys.find(2, key, 0) is not None for key in made] == [False, False] + [True] * 4
+
+
+def test_nonsense_sizes_are_refused() -> None:
+    for count, slots in ((0, 4), (1, 0), (1, 6)):
+        with pytest.raises(ValueError, match="count must be at least 1"):
+            RecentKeys(count, slots)
