@@ -67,6 +67,13 @@ def test_a_set_keeps_its_four_newest_keys_in_bounded_memory() -> None:
     assert [keys.find(2, key, 0) is not None for key in made] == [False, False] + [True] * 4
 
 
+def test_the_regions_share_a_budget_past_eight_workers() -> None:
+    """Memory threat: a worker maps its peers' regions as it reads them, so the table's size
+    is bounded for the node: 4 MiB a worker up to 8 workers, then a share of 32 MiB."""
+    assert [RecentKeys(n).slots for n in (1, 2, 8, 16, 64)] == [32_768] * 3 + [16_384, 4_096]
+    assert len(RecentKeys(16)._memory) == 32 * 1024 * 1024
+
+
 def test_nonsense_sizes_are_refused() -> None:
     for count, slots in ((0, 4), (1, 0), (1, 6)):
         with pytest.raises(ValueError, match="count must be at least 1"):

@@ -40,7 +40,11 @@ _BODY = slice(8, _SLOT.size - 8)  # what the checksum covers
 _MADE = struct.Struct("<q")
 _MADE_AT = 8 + _FIELDS.size - 8
 WAYS = 4
-SLOTS = 32_768  # per worker: 4 MiB, in pages touched only as keys arrive
+SLOTS = 32_768  # per worker at most: 4 MiB, in pages touched only as keys arrive
+# All regions together at most (a worker reading its peers' regions maps their pages too, and
+# counts them in its RSS): past 8 workers each region gets a share, never under 4,096 slots.
+BUDGET_BYTES = 32 * 1024 * 1024
+MIN_SLOTS = 4_096
 TTL_NS = 24 * 3600 * 1_000_000_000  # as the outboxes keep theirs
 
 
@@ -67,7 +71,10 @@ def _checksum(body: bytes) -> bytes:
 class RecentKeys:
     """``count`` regions of ``slots`` slots in shared memory; worker ``k`` writes region k."""
 
-    def __init__(self, count: int, slots: int = SLOTS) -> None:
+    def __init__(self, count: int, slots: int | None = None) -> None:
+        if slots is None:
+            share = BUDGET_BYTES // _STRIDE // max(count, 1)
+            slots = max(MIN_SLOTS, min(SLOTS, share - share % WAYS))
         if count < 1 or slots < WAYS or slots % WAYS:
             raise ValueError("count must be at least 1, slots a positive multiple of 4")
         self.count = count
