@@ -44,8 +44,8 @@ LUA = (
     + r"""function request()
   counter = counter + 1
   -- A subject secret per request (32 hex digits, as the snippet makes them): new subjects.
-  local body = string.format('{"subject_secret":"%%08x%%08x0000000000000000",%(fields)s}',
-    tid, counter)
+  local body = string.format('{"subject_secret":"%%08x%%08x0000000000000000",%(fields)s%(key)s}',
+    tid, counter%(key_args)s)
   return wrk.format(nil, nil, nil, body)
 end
 function done(summary, latency, requests)
@@ -79,6 +79,10 @@ async def _bare(request: Request) -> Response:
     body = orjson.loads(await request.body())
     answer = {"record_id": str(uuid.uuid4()), "subject_id": body["subject_secret"], "receipt": "x"}
     return Response(orjson.dumps(answer), 201, media_type="application/json")
+
+
+# --keyed: each request with an idempotency key of its own, as the snippet sends every choice.
+KEYED = {"key": ',"idempotency_key":"k%08x-%08x"', "key_args": ", tid, counter"}
 
 
 # The bare endpoint: same route shapes, parses the same JSON, stores nothing.
@@ -155,6 +159,7 @@ def http_bench(
     repeat: int = 3,
     limits: bool = True,
     kind: str = "consents",
+    keyed: bool = False,
 ) -> dict[str, Any]:
     """Load the bare endpoint and the gateway; returns medians by (app, connections).
 
@@ -198,7 +203,10 @@ def http_bench(
             version = config.json()["banner_version"]
             for _, port, script in servers.values():
                 fields = FIELDS[kind] % {"version": version}
-                script.write_text(LUA % {"fields": fields.replace("%", "%%"), "origin": ORIGIN})
+                keying = KEYED if keyed else {"key": "", "key_args": ""}
+                script.write_text(
+                    LUA % {"fields": fields.replace("%", "%%"), "origin": ORIGIN, **keying}
+                )
                 # warm-up: imports, caches, the outbox's first pages
                 _wrk(port, 64, 2, script, kind=kind)
                 _drained(servers["gateway"][1])
@@ -229,6 +237,9 @@ def main() -> None:
     parser.add_argument("--kind", default="consents", choices=sorted(FIELDS))
     parser.add_argument("--skip-forwarder", action="store_true")
     parser.add_argument(
+        "--keyed", action="store_true", help="an idempotency key in every POST, as the snippet"
+    )
+    parser.add_argument(
         "--limits",
         default="on",
         choices=["on", "off"],
@@ -239,10 +250,11 @@ def main() -> None:
     if not args.skip_http:
         results = http_bench(
             args.seconds, connections, args.durability, args.repeat, args.limits == "on",
-            args.kind,
+            args.kind, args.keyed,
         )  # fmt: skip
         print(
-            f"POST /v1/sites/demo/{args.kind}, durability={args.durability}, limits {args.limits}, "
+            f"POST /v1/sites/demo/{args.kind}{' with idempotency keys' if args.keyed else ''}, "
+            f"durability={args.durability}, limits {args.limits}, "
             f"median of {args.repeat} alternating runs of {args.seconds}s"
         )
         print(
