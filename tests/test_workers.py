@@ -279,6 +279,14 @@ def test_a_retry_another_worker_takes_is_answered_from_the_first_record(tmp_path
                 rf'worker="{worker}"',
                 metrics,
             ), metrics
+        # Each repeat counted as a replay by where its key was found (a 409 is none). Both
+        # workers took sends, so the one that did not record answered some from the other's.
+        replays = re.findall(
+            r'^consent_idempotent_replays_total\{source="(\w+)",worker="\d"\} (\S+)$',
+            metrics, re.M,
+        )  # fmt: skip
+        assert sum(float(n) for _, n in replays) == 5, metrics
+        assert "other_worker" in {source for source, n in replays if float(n)}, metrics
         subject = sends[0].json()["subject_id"]
         deadline = time.monotonic() + 20
         while not sqlite_records(gw.data_dir):  # once delivered

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.registry import Collector
 
 from gateway.core.errors import BadRequest, NotFound, Unavailable
@@ -93,6 +93,13 @@ class RecordingService:
         self.node_id = settings.effective_node_id
         # Own registry by default so several services (tests) never clash on metric names.
         self.metrics_registry = registry if registry is not None else CollectorRegistry()
+        # Retries answered from an earlier record: by this worker's outbox or another's key.
+        self.m_replays = Counter(
+            "consent_idempotent_replays_total",
+            "Keyed writes answered from the record their key made before (nothing recorded), "
+            "by where the key was found: this worker's outbox, or another worker's.",
+            ["source"], registry=self.metrics_registry,
+        )  # fmt: skip
         # Every background task of the process runs under this supervisor (the app adds the
         # reload watcher): failures are logged, counted on /metrics, retried with backoff.
         self.tasks = Supervisor(max_backoff=settings.task_max_backoff)
@@ -369,7 +376,10 @@ class RecordingService:
         worker, key = self.worker, record.idempotency_key
         keys = worker.keys if worker is not None else None
         if keys is None or worker is None or key is None or self.receipts is None:
-            return await self.outbox.append(record, receipt, body)
+            appended = await self.outbox.append(record, receipt, body)
+            if appended.duplicate:
+                self.m_replays.labels("this_worker").inc()
+            return appended
         key_digest = recent_keys.digest(record.site, record.subject_id, key)
         fingerprint = idempotency.fingerprint(record)
         earlier = keys.find(worker.index, key_digest, now_ns - recent_keys.TTL_NS)
@@ -381,9 +391,12 @@ class RecordingService:
                 record.site, record.subject_id, earlier.record_id, recorded_at,
                 earlier.content_hash,
             )  # fmt: skip
+            self.m_replays.labels("other_worker").inc()
             return Appended(earlier.record_id, recorded_at, again, True)
         appended = await self.outbox.append(record, receipt, body)
-        if not appended.duplicate:
+        if appended.duplicate:
+            self.m_replays.labels("this_worker").inc()
+        else:
             content = hashlib.sha256(body).hexdigest()
             made = recent_keys.Earlier(fingerprint, appended.record_id, now_ns // 1000, content)
             keys.publish(worker.index, key_digest, made, time.time_ns())
