@@ -121,20 +121,16 @@ class Receipts:
         """A token for this exact record (``canonical``: its canonical JSON, if at hand)."""
         if canonical is None:
             canonical = canonical_json(record)
-        claims = {
-            "s": record.site,
-            "u": record.subject_id,
-            "r": record.record_id,
-            "t": record.recorded_at,
-            "h": hashlib.sha256(canonical).hexdigest(),
-        }
-        return self._signer.seal(_PREFIX, claims)
+        content_hash = hashlib.sha256(canonical).hexdigest()
+        return self.token(
+            record.site, record.subject_id, record.record_id, record.recorded_at, content_hash
+        )
 
-    def reissue(
+    def token(
         self, site: str, subject_id: str, record_id: str, recorded_at: str, content_hash: str
     ) -> str:
-        """The token ``issue`` made for a record, from its identity and content hash (a
-        retry another worker answers: the same token, or one signed with a newer key)."""
+        """The token of a record known by its identity and content hash (so a retry another
+        worker answers gets the same token, or one signed with a newer key)."""
         claims = {"s": site, "u": subject_id, "r": record_id, "t": recorded_at, "h": content_hash}
         return self._signer.seal(_PREFIX, claims)
 

@@ -373,34 +373,36 @@ class RecordingService:
         """Durably append a signed record. Under workers, a key another worker recorded lately
         answers from that record instead (recent_keys.py), and a key this worker records is
         published for the others; its own keys its outbox answers (outbox/idempotency.py)."""
-        worker, key = self.worker, record.idempotency_key
-        keys = worker.keys if worker is not None else None
-        if keys is None or worker is None or key is None or self.receipts is None:
-            appended = await self.outbox.append(record, receipt, body)
-            if appended.duplicate:
-                self.m_replays.labels("this_worker").inc()
-            return appended
-        key_digest = recent_keys.digest(record.site, record.subject_id, key)
-        fingerprint = idempotency.fingerprint(record)
-        earlier = keys.find(worker.index, key_digest, now_ns - recent_keys.TTL_NS)
-        if earlier is not None:
-            if earlier.fingerprint != fingerprint:
-                raise idempotency.KeyReused()
-            recorded_at = rfc3339_utc(earlier.recorded_us * 1000)
-            again = self.receipts.reissue(
-                record.site, record.subject_id, earlier.record_id, recorded_at,
-                earlier.content_hash,
-            )  # fmt: skip
-            self.m_replays.labels("other_worker").inc()
-            return Appended(earlier.record_id, recorded_at, again, True)
+        role, key = self.worker, record.idempotency_key
+        shared = role.keys if role is not None and key is not None else None
+        if shared is not None and role is not None and key is not None:
+            key_digest = recent_keys.digest(record.site, record.subject_id, key)
+            fingerprint = idempotency.fingerprint(record)
+            earlier = shared.find(role.index, key_digest, now_ns - recent_keys.TTL_NS)
+            if earlier is not None:
+                return self._replay(record, earlier, fingerprint)
         appended = await self.outbox.append(record, receipt, body)
         if appended.duplicate:
             self.m_replays.labels("this_worker").inc()
-        else:
+        elif shared is not None and role is not None:
             content = hashlib.sha256(body).hexdigest()
             made = recent_keys.Earlier(fingerprint, appended.record_id, now_ns // 1000, content)
-            keys.publish(worker.index, key_digest, made, time.time_ns())
+            shared.publish(role.index, key_digest, made, time.time_ns())
         return appended
+
+    def _replay(self, record: Record, earlier: recent_keys.Earlier, fingerprint: str
+                ) -> Appended:  # fmt: skip
+        """The answer to a retry of a record another worker made (409 for another choice)."""
+        if earlier.fingerprint != fingerprint:
+            raise idempotency.KeyReused()
+        if self.receipts is None:  # record() checked it; never None here
+            raise Unavailable("the shared receipt key cannot be read yet", retry_after=5)
+        recorded_at = rfc3339_utc(earlier.recorded_us * 1000)
+        token = self.receipts.token(
+            record.site, record.subject_id, earlier.record_id, recorded_at, earlier.content_hash
+        )
+        self.m_replays.labels("other_worker").inc()
+        return Appended(earlier.record_id, recorded_at, token, True)
 
     async def _read_store(
         self,
