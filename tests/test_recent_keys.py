@@ -78,3 +78,23 @@ def test_nonsense_sizes_are_refused() -> None:
     for count, slots in ((0, 4), (1, 0), (1, 6)):
         with pytest.raises(ValueError, match="count must be at least 1"):
             RecentKeys(count, slots)
+
+
+def test_a_claim_is_no_record_and_is_dropped_only_by_its_own_request() -> None:
+    """Two copies in flight on two workers: a claim says a worker is recording the key now
+    (the other waits for its record); dropping it must never drop a record, nor a later
+    request's claim."""
+    keys = RecentKeys(count=2, slots=64)
+    key = digest("demo", "subject-a", "k")
+    keys.claim(1, key, ENTRY.fingerprint, NOW)
+    assert keys.find(2, key, 0) is None  # no record yet
+    (claimed,) = keys.others(2, key, 0)
+    assert (claimed.made_ns, claimed.region, claimed.entry.pending) == (NOW, 1, True)
+    keys.retract(1, key, NOW - 1)  # another request's: not this claim
+    assert keys.others(2, key, 0)[0].entry.pending
+    keys.retract(1, key, NOW)
+    assert keys.others(2, key, 0) == []  # dropped: made at time 0, older than any lookup
+    keys.claim(1, key, ENTRY.fingerprint, NOW + 5)
+    keys.publish(1, key, ENTRY, NOW + 6)  # the record made: the claim becomes it
+    keys.retract(1, key, NOW + 5)  # a late retract of that claim leaves the record
+    assert keys.find(2, key, 0) == ENTRY

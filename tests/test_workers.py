@@ -11,6 +11,7 @@ worker count shrinks (records lost without an error).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import os
 import re
@@ -269,6 +270,17 @@ def test_a_retry_another_worker_takes_is_answered_from_the_first_record(tmp_path
         assert [r.status_code for r in sends] == [201] * 6, [r.text for r in sends]
         assert len({(r.json()["record_id"], r.json()["receipt"]) for r in sends}) == 1
         assert [r.headers.get("idempotent-replayed") for r in sends] == [None] + ["true"] * 5
+
+        # Two copies in flight at once (a client that gave up too soon), each on its own
+        # connection: the worker that claims the key second waits for the first's record.
+        def pair(i: int) -> set[str]:
+            copy = {**body, "subject_secret": f"{i:032x}", "idempotency_key": f"pair-{i}"}
+            with concurrent.futures.ThreadPoolExecutor(2) as pool:
+                answers = list(pool.map(lambda _: httpx.post(url, json=copy), range(2)))
+            assert [a.status_code for a in answers] == [201, 201], [a.text for a in answers]
+            return {a.json()["record_id"] for a in answers}
+
+        assert all(len(pair(i)) == 1 for i in range(20)), "a pair was recorded twice"
         other = {**body, "choices": {**DEMO_CHOICES, "analytics": True}, "action": "custom"}
         refused = [httpx.post(url, json=other) for _ in range(4)]
         assert {r.status_code for r in refused} == {409}, [r.text for r in refused]
@@ -285,7 +297,7 @@ def test_a_retry_another_worker_takes_is_answered_from_the_first_record(tmp_path
             r'^consent_idempotent_replays_total\{source="(\w+)",worker="\d"\} (\S+)$',
             metrics, re.M,
         )  # fmt: skip
-        assert sum(float(n) for _, n in replays) == 5, metrics
+        assert sum(float(n) for _, n in replays) == 5 + 20, metrics  # and one of each pair
         assert "other_worker" in {source for source, n in replays if float(n)}, metrics
         subject = sends[0].json()["subject_id"]
         deadline = time.monotonic() + 20

@@ -14,9 +14,14 @@ being written, lets a reader tell a slot it read whole; a checksum backs that up
 four slots per key hash, the oldest of a set replaced. So it is a window, not a day: a key is
 found while its worker has recorded fewer than about 8,000 keyed records since (98 %; 86 % at
 16,000), while the snippet retries after 2, 6, 18 … seconds, and at the visitor's next page.
-What it leaves open: a retry older than the window on another worker, and two copies in
-flight at the same moment on two workers, are recorded again, as a retry sent to another node
-is.
+What it leaves open: a retry older than the window on another worker is recorded again, as
+a retry sent to another node is.
+
+Two copies of one request in flight at once on two workers: each worker claims the key in its
+region before it records, then looks again; the later claim (by time, then by worker) waits,
+a few milliseconds at a time and three seconds at most (a claim left by a worker that died),
+for the earlier one's record and answers with it. Only claims made within the same
+microseconds, each unseen by the other, can still both record.
 
 A slot holds no personal data in the clear: the key's (site, subject, key) as a digest, the
 content fingerprint, the record id and time, the record's content hash, when it was made.
@@ -49,12 +54,29 @@ TTL_NS = 24 * 3600 * 1_000_000_000  # as the outboxes keep theirs
 
 
 class Earlier(NamedTuple):
-    """What a worker published of a keyed record it made."""
+    """What a worker published of a keyed record it made (or, ``pending``, is making)."""
 
     fingerprint: str
     record_id: str
     recorded_us: int
     content_hash: str
+
+    @property
+    def pending(self) -> bool:
+        """A claim: the worker is recording the key's record now (no id yet)."""
+        return self.record_id == NIL
+
+
+NIL = str(uuid.UUID(int=0))
+_ZERO_16, _ZERO_32 = bytes(16), bytes(32)
+
+
+class Found(NamedTuple):
+    """An entry of another worker's region, with when it was made and by which worker."""
+
+    made_ns: int
+    region: int
+    entry: Earlier
 
 
 def digest(site: str, subject_id: str, key: str) -> bytes:
@@ -89,9 +111,16 @@ class RecentKeys:
 
     def publish(self, region: int, key_digest: bytes, entry: Earlier, made_ns: int) -> None:
         """Make ``entry`` findable by the other workers (called by region's own worker)."""
+        self._store(region, key_digest, _FIELDS.pack(
+            key_digest, bytes.fromhex(entry.fingerprint), uuid.UUID(entry.record_id).bytes,
+            entry.recorded_us, bytes.fromhex(entry.content_hash), made_ns,
+        ))  # fmt: skip
+
+    def _store(self, region: int, key_digest: bytes, body: bytes) -> None:
+        """Write ``body`` to the key's slot in region: the slot of the same key, else the
+        oldest of its set (an empty one is the oldest); one writer, so a seqlock suffices."""
         memory = self._memory
         start = self._set_start(region, key_digest)
-        # The slot of the same key, else the oldest of the set (an empty one is the oldest).
         at, oldest = start, None
         for way in range(start, start + WAYS * _STRIDE, _STRIDE):
             if memory[way + 8 : way + 24] == key_digest:
@@ -100,10 +129,6 @@ class RecentKeys:
             (made,) = _MADE.unpack_from(memory, way + _MADE_AT)
             if oldest is None or made < oldest:
                 at, oldest = way, made
-        body = _FIELDS.pack(
-            key_digest, bytes.fromhex(entry.fingerprint), uuid.UUID(entry.record_id).bytes,
-            entry.recorded_us, bytes.fromhex(entry.content_hash), made_ns,
-        )  # fmt: skip
         (seq,) = _SEQ.unpack_from(memory, at)
         seq += seq & 1  # a slot left odd by a worker killed mid-write starts over
         _SEQ.pack_into(memory, at, seq + 1)  # odd: being written
@@ -111,24 +136,44 @@ class RecentKeys:
         memory[at + _BODY.stop : at + _SLOT.size] = _checksum(body)
         _SEQ.pack_into(memory, at, seq + 2)
 
-    def find(self, region: int, key_digest: bytes, since_ns: int) -> Earlier | None:
-        """The entry another worker published for the key since ``since_ns`` (the asking
-        worker's own region is skipped: its outbox holds its keys for a day)."""
+    def claim(self, region: int, key_digest: bytes, fingerprint: str, made_ns: int) -> None:
+        """Say that region's worker is recording the key now (``publish`` ends the claim
+        with the record, ``retract`` without one)."""
+        body = _FIELDS.pack(key_digest, bytes.fromhex(fingerprint), _ZERO_16, 0, _ZERO_32, made_ns)
+        self._store(region, key_digest, body)
+
+    def retract(self, region: int, key_digest: bytes, claimed_ns: int) -> None:
+        """Drop region's claim made at ``claimed_ns`` on the key (its record was not made),
+        unless the slot holds something newer (a record, or a later request's claim): made
+        at time 0, it is older than any lookup asks for, and its slot the first reused."""
+        held = self.entry(region, key_digest, 0)
+        if held is not None and held.entry.pending and held.made_ns == claimed_ns:
+            self._store(region, key_digest, _FIELDS.pack(key_digest, _ZERO_16, _ZERO_16, 0,
+                                                         _ZERO_32, 0))  # fmt: skip
+
+    def others(self, region: int, key_digest: bytes, since_ns: int) -> list[Found]:
+        """What the other workers published for the key since ``since_ns``, records and
+        claims (the asking worker's own region is skipped: its outbox holds its keys)."""
+        found = (self.entry(other, key_digest, since_ns) for other in range(1, self.count + 1)
+                 if other != region)  # fmt: skip
+        return [f for f in found if f is not None]
+
+    def entry(self, region: int, key_digest: bytes, since_ns: int) -> Found | None:
+        """What region's worker published for the key since ``since_ns``, if anything."""
         memory = self._memory
-        for other in range(1, self.count + 1):
-            if other == region:
-                continue
-            start = self._set_start(other, key_digest)
-            for way in range(WAYS):
-                at = start + way * _STRIDE
-                if memory[at + 8 : at + 24] != key_digest:
-                    continue
-                found = self._read(at, key_digest, since_ns)
-                if found is not None:
-                    return found
+        start = self._set_start(region, key_digest)
+        for at in range(start, start + WAYS * _STRIDE, _STRIDE):
+            if memory[at + 8 : at + 24] == key_digest:
+                read = self._read(at, key_digest, since_ns)
+                return None if read is None else Found(read[0], region, read[1])
         return None
 
-    def _read(self, at: int, key_digest: bytes, since_ns: int) -> Earlier | None:
+    def find(self, region: int, key_digest: bytes, since_ns: int) -> Earlier | None:
+        """The record another worker published for the key since ``since_ns``."""
+        made = [f.entry for f in self.others(region, key_digest, since_ns) if not f.entry.pending]
+        return made[0] if made else None
+
+    def _read(self, at: int, key_digest: bytes, since_ns: int) -> tuple[int, Earlier] | None:
         memory = self._memory
         (before,) = _SEQ.unpack_from(memory, at)
         raw = memory[at : at + _SLOT.size]
@@ -136,7 +181,7 @@ class RecentKeys:
         if before & 1 or before != after or _checksum(raw[_BODY]) != raw[_BODY.stop :]:
             return None  # being written, or torn: a miss (the retry is recorded)
         _, found, fingerprint, record_id, recorded_us, content, made, _ = _SLOT.unpack(raw)
-        if found != key_digest or made < since_ns:
+        if found != key_digest or made < since_ns or not made:  # made 0: a dropped claim
             return None
-        return Earlier(fingerprint.hex(), str(uuid.UUID(bytes=record_id)), recorded_us,
-                       content.hex())  # fmt: skip
+        return made, Earlier(fingerprint.hex(), str(uuid.UUID(bytes=record_id)), recorded_us,
+                             content.hex())  # fmt: skip

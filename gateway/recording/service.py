@@ -70,6 +70,12 @@ class Recorded(NamedTuple):
     iab: Issued | None = None  # the TC/GPP strings the record carries (standards/record_check)
 
 
+# How long a keyed write waits for another worker that is recording the same key (a claim
+# older than this is a worker's that died), and how often it looks.
+CLAIM_WAIT_S = 3.0
+CLAIM_POLL_S = 0.002
+
+
 class RecordingService:
     """Start it in the app's lifespan; handlers call ``record_consent`` and ``history``.
 
@@ -370,25 +376,76 @@ class RecordingService:
         return await self._append(record, receipt, body, now_ns)
 
     async def _append(self, record: Record, receipt: str, body: bytes, now_ns: int) -> Appended:
-        """Durably append a signed record. Under workers, a key another worker recorded lately
-        answers from that record instead (recent_keys.py), and a key this worker records is
-        published for the others; its own keys its outbox answers (outbox/idempotency.py)."""
+        """Durably append a signed record. Under workers, a key another worker recorded (or is
+        recording) answers from that record instead (recent_keys.py), and a key this worker
+        records is claimed, then published for the others; its own keys its outbox answers
+        (outbox/idempotency.py)."""
         role, key = self.worker, record.idempotency_key
         shared = role.keys if role is not None and key is not None else None
-        if shared is not None and role is not None and key is not None:
-            key_digest = recent_keys.digest(record.site, record.subject_id, key)
-            fingerprint = idempotency.fingerprint(record)
-            earlier = shared.find(role.index, key_digest, now_ns - recent_keys.TTL_NS)
-            if earlier is not None:
-                return self._replay(record, earlier, fingerprint)
-        appended = await self.outbox.append(record, receipt, body)
+        if shared is None or role is None or key is None:
+            return await self._append_here(record, receipt, body)
+        key_digest = recent_keys.digest(record.site, record.subject_id, key)
+        fingerprint = idempotency.fingerprint(record)
+        since = now_ns - recent_keys.TTL_NS
+        own = shared.entry(role.index, key_digest, since)
+        if own is not None and not own.entry.pending:
+            # This worker made the key's record: its outbox answers (and keeps what it shared).
+            return await self._append_here(record, receipt, body, fingerprint)
+        # Claim the key, then look at the other workers': a record there answers; of two
+        # claims, the later one waits for the other's record.
+        mine = (time.time_ns(), role.index)
+        shared.claim(role.index, key_digest, fingerprint, mine[0])
+        earlier = await self._elsewhere(shared, role.index, key_digest, since, mine)
+        if earlier is not None:
+            shared.retract(role.index, key_digest, mine[0])
+            return self._replay(record, earlier, fingerprint)
+        try:
+            appended = await self._append_here(record, receipt, body, fingerprint)
+        except BaseException:
+            shared.retract(role.index, key_digest, mine[0])
+            raise
         if appended.duplicate:
-            self.m_replays.labels("this_worker").inc()
-        elif shared is not None and role is not None:
+            shared.retract(role.index, key_digest, mine[0])
+        else:
             content = hashlib.sha256(body).hexdigest()
             made = recent_keys.Earlier(fingerprint, appended.record_id, now_ns // 1000, content)
             shared.publish(role.index, key_digest, made, time.time_ns())
         return appended
+
+    async def _append_here(
+        self, record: Record, receipt: str, body: bytes, fingerprint: str | None = None
+    ) -> Appended:
+        """Append to this worker's outbox, which answers a key it holds from its record."""
+        appended = await self.outbox.append(record, receipt, body, fingerprint)
+        if appended.duplicate:
+            self.m_replays.labels("this_worker").inc()
+        return appended
+
+    @staticmethod
+    async def _elsewhere(
+        shared: recent_keys.RecentKeys,
+        region: int,
+        key_digest: bytes,
+        since: int,
+        mine: tuple[int, int],
+    ) -> recent_keys.Earlier | None:
+        """The record another worker made for the key; while another worker's claim on it
+        made before ``mine`` is pending, waits for its record, a few milliseconds at a time
+        and ``CLAIM_WAIT_S`` at most."""
+        deadline = time.monotonic() + CLAIM_WAIT_S
+        while True:
+            found = shared.others(region, key_digest, since)
+            made = [f.entry for f in found if not f.entry.pending]
+            if made:
+                return made[0]
+            fresh = time.time_ns() - int(CLAIM_WAIT_S * 1e9)
+            ahead = [
+                f for f in found
+                if f.entry.pending and f.made_ns >= fresh and (f.made_ns, f.region) < mine
+            ]  # fmt: skip
+            if not ahead or time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(CLAIM_POLL_S)
 
     def _replay(self, record: Record, earlier: recent_keys.Earlier, fingerprint: str
                 ) -> Appended:  # fmt: skip

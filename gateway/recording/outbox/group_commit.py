@@ -417,8 +417,15 @@ class Outbox(DeliverySide):
         self.checkpointer.note_write()
         return result
 
-    async def append(self, record: Record, receipt: str, body: bytes | None = None) -> Appended:
-        """Store a record (``body``: its JSON, if already encoded); resolves after the commit.
+    async def append(
+        self,
+        record: Record,
+        receipt: str,
+        body: bytes | None = None,
+        fingerprint: str | None = None,
+    ) -> Appended:
+        """Store a record (``body``: its JSON, if already encoded; ``fingerprint``: its
+        idempotency fingerprint, if made already); resolves after the commit.
 
         Raises ``Unavailable`` when the outbox is full or cannot write, and ``BadRequest``
         (409 ``idempotency_key_reused``) when this subject used the record's idempotency key
@@ -434,7 +441,7 @@ class Outbox(DeliverySide):
         future: asyncio.Future[Appended] = self._loop.create_future()
         encoded = encode_record(record) if body is None else body
         self._pending += 1
-        self._waiting.append(Append(record, receipt, encoded, future))
+        self._waiting.append(Append(record, receipt, encoded, future, fingerprint))
         if not self._flush_scheduled and len(self._syncing) < SYNCS_IN_FLIGHT:
             # After the callbacks already queued run: whatever arrives meanwhile joins the
             # group, with no fixed linger. While the fsyncs in flight are at the limit, the
