@@ -18,9 +18,9 @@ What it leaves open: a retry older than the window on another worker is recorded
 a retry sent to another node is.
 
 Two copies of one request in flight at once on two workers: each worker claims the key in its
-region before it records, then looks again; the later claim (by time, then by worker) waits,
-a few milliseconds at a time and three seconds at most (a claim left by a worker that died),
-for the earlier one's record and answers with it. Only claims made within the same
+region before it records, then looks at the others'; the later claim (by time, then worker)
+waits, a few milliseconds at a time and three seconds at most (a claim left by a worker
+that died), for the earlier one's record and answers with it. Only claims made within the same
 microseconds, each unseen by the other, can still both record.
 
 A slot holds no personal data in the clear: the key's (site, subject, key) as a digest, the
@@ -34,6 +34,8 @@ import mmap
 import struct
 import uuid
 from typing import NamedTuple
+
+from gateway.recording.outbox import idempotency
 
 # seq, key digest, fingerprint, record id, recorded_at (Unix µs), content hash, made (Unix
 # ns), checksum of the fields between seq and it.
@@ -50,7 +52,7 @@ SLOTS = 32_768  # per worker at most: 4 MiB, in pages touched only as keys arriv
 # counts them in its RSS): past 8 workers each region gets a share, never under 4,096 slots.
 BUDGET_BYTES = 32 * 1024 * 1024
 MIN_SLOTS = 4_096
-TTL_NS = 24 * 3600 * 1_000_000_000  # as the outboxes keep theirs
+TTL_NS = idempotency.TTL_NS  # as the outboxes keep theirs
 
 
 class Earlier(NamedTuple):
