@@ -8,11 +8,13 @@ of two records; another subject's key answering this one; the table growing with
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 
 import pytest
 
+from gateway.recording import service
 from gateway.recording.recent_keys import _STRIDE, TTL_NS, Earlier, RecentKeys, digest
 
 NOW = time.time_ns()
@@ -98,3 +100,37 @@ def test_a_claim_is_no_record_and_is_dropped_only_by_its_own_request() -> None:
     keys.publish(1, key, ENTRY, NOW + 6)  # the record made: the claim becomes it
     keys.retract(1, key, NOW + 5)  # a late retract of that claim leaves the record
     assert keys.find(2, key, 0) == ENTRY
+
+
+async def test_a_claim_ahead_is_waited_for_briefly_and_a_dead_workers_never_blocks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Availability threat: a worker killed while recording leaves its claim pending; the
+    other worker waits for it at most CLAIM_WAIT_S, and not at all once it is that old. A
+    claim made after this worker's own is never waited for (the two never wait for each
+    other). A claim that turns into a record while waited for answers with the record."""
+    monkeypatch.setattr(service, "CLAIM_WAIT_S", 0.2)
+    keys = RecentKeys(count=2, slots=64)
+    key = digest("demo", "subject-a", "k")
+    elsewhere = service.RecordingService._elsewhere
+    now = time.time_ns()
+    keys.claim(2, key, ENTRY.fingerprint, now - 10**9)  # made 1 s ago, older than the wait
+    started = time.monotonic()
+    assert await elsewhere(keys, 1, key, 0, (now, 1)) is None
+    assert time.monotonic() - started < 0.05  # a dead worker's claim: not waited for
+    keys.claim(2, key, ENTRY.fingerprint, now + 10**6)  # after this worker's own claim
+    assert await elsewhere(keys, 1, key, 0, (now, 1)) is None
+    assert time.monotonic() - started < 0.1
+    keys.claim(2, key, ENTRY.fingerprint, time.time_ns())  # ahead of a claim made now
+    started = time.monotonic()
+    assert await elsewhere(keys, 1, key, 0, (time.time_ns(), 1)) is None  # waited, in vain
+    assert 0.15 < time.monotonic() - started < 1.0
+    keys.claim(2, key, ENTRY.fingerprint, time.time_ns())
+
+    async def record_soon() -> None:
+        await asyncio.sleep(0.02)
+        keys.publish(2, key, ENTRY, time.time_ns())
+
+    recording = asyncio.create_task(record_soon())
+    assert await elsewhere(keys, 1, key, 0, (time.time_ns(), 1)) == ENTRY
+    await recording
