@@ -85,6 +85,13 @@ async def _bare(request: Request) -> Response:
 KEYED = {"key": ',"idempotency_key":"k%08x-%08x"', "key_args": ", tid, counter"}
 
 
+def lua_script(fields: str, keyed: bool = False) -> str:
+    """The wrk script that POSTs ``fields`` (one FIELDS entry, formatted) for a new subject
+    each time, with an idempotency key each when ``keyed``."""
+    keying = KEYED if keyed else {"key": "", "key_args": ""}
+    return LUA % {"fields": fields.replace("%", "%%"), "origin": ORIGIN, **keying}
+
+
 # The bare endpoint: same route shapes, parses the same JSON, stores nothing.
 bare_app = Starlette(
     routes=[
@@ -203,10 +210,7 @@ def http_bench(
             version = config.json()["banner_version"]
             for _, port, script in servers.values():
                 fields = FIELDS[kind] % {"version": version}
-                keying = KEYED if keyed else {"key": "", "key_args": ""}
-                script.write_text(
-                    LUA % {"fields": fields.replace("%", "%%"), "origin": ORIGIN, **keying}
-                )
+                script.write_text(lua_script(fields, keyed))
                 # warm-up: imports, caches, the outbox's first pages
                 _wrk(port, 64, 2, script, kind=kind)
                 _drained(servers["gateway"][1])

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 
 from bench.harness import free_port, gateway_command, stop
-from bench.record import FIELDS, LUA, OPS_TOKEN, ORIGIN, ROOT, _drained, _start, _wrk
+from bench.record import FIELDS, OPS_TOKEN, ROOT, _drained, _start, _wrk, lua_script
 
 BOUND_MB = 80.0
 
@@ -62,7 +62,7 @@ def main() -> None:
             ]
             script = Path(tmp) / "post.lua"
             fields = FIELDS["consents"] % {"version": version}
-            script.write_text(LUA % {"fields": fields.replace("%", "%%"), "origin": ORIGIN})
+            script.write_text(lua_script(fields))
             _wrk(port, 64, 2, script)  # warm-up: imports, caches, the outbox's first pages
             _drained(port)
             start_rss, _ = memory(proc.pid)
