@@ -18,6 +18,14 @@ from gateway.recording import service
 from gateway.recording.recent_keys import _STRIDE, TTL_NS, Earlier, RecentKeys, digest
 
 NOW = time.time_ns()
+
+
+def recorded(keys: RecentKeys, region: int, key: bytes, since_ns: int) -> Earlier | None:
+    """The record (not a claim) another worker than ``region``'s published for the key."""
+    made = [f.entry for f in keys.others(region, key, since_ns) if not f.entry.pending]
+    return made[0] if made else None
+
+
 ENTRY = Earlier("ab" * 16, "0192f3a4-5b6c-7d8e-9f01-23456789abcd", NOW // 1000, "cd" * 32)
 
 
@@ -29,12 +37,12 @@ def test_a_key_one_worker_publishes_is_found_by_another() -> None:
         keys.publish(2, key, ENTRY, NOW)
         os._exit(0)
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
-    assert keys.find(1, key, NOW - TTL_NS) == ENTRY  # worker 1 answers the retry from it
-    assert keys.find(2, key, NOW - TTL_NS) is None  # a worker's own keys: its outbox's
+    assert recorded(keys, 1, key, NOW - TTL_NS) == ENTRY  # worker 1 answers the retry from it
+    assert recorded(keys, 2, key, NOW - TTL_NS) is None  # a worker's own keys: its outbox's
     # The key belongs to its subject and site: the same key of another is not found.
-    assert keys.find(1, digest("demo", "subject-b", "retry-1"), NOW - TTL_NS) is None
-    assert keys.find(1, digest("shop", "subject-a", "retry-1"), NOW - TTL_NS) is None
-    assert keys.find(1, key, NOW + 1) is None  # older than asked for: expired
+    assert recorded(keys, 1, digest("demo", "subject-b", "retry-1"), NOW - TTL_NS) is None
+    assert recorded(keys, 1, digest("shop", "subject-a", "retry-1"), NOW - TTL_NS) is None
+    assert recorded(keys, 1, key, NOW + 1) is None  # older than asked for: expired
 
 
 def test_a_slot_being_written_or_torn_is_a_miss_never_a_mix() -> None:
@@ -45,15 +53,15 @@ def test_a_slot_being_written_or_torn_is_a_miss_never_a_mix() -> None:
     at = next(w * _STRIDE for w in range(4) if memory[w * _STRIDE + 8 : w * _STRIDE + 24] == key)
     seq = int.from_bytes(memory[at : at + 8], "little")
     memory[at : at + 8] = (seq + 1).to_bytes(8, "little")  # odd: its worker is writing it
-    assert keys.find(2, key, 0) is None
+    assert recorded(keys, 2, key, 0) is None
     memory[at : at + 8] = seq.to_bytes(8, "little")
-    assert keys.find(2, key, 0) == ENTRY
+    assert recorded(keys, 2, key, 0) == ENTRY
     memory[at + 60] ^= 0xFF  # a byte of the entry changed under a reader: the checksum shows
-    assert keys.find(2, key, 0) is None
+    assert recorded(keys, 2, key, 0) is None
     # A worker killed mid-write left the slot odd; its next publish makes it whole again.
     memory[at : at + 8] = (seq + 1).to_bytes(8, "little")
     keys.publish(1, key, ENTRY, NOW)
-    assert keys.find(2, key, 0) == ENTRY
+    assert recorded(keys, 2, key, 0) == ENTRY
     assert int.from_bytes(memory[at : at + 8], "little") % 2 == 0
 
 
@@ -66,7 +74,7 @@ def test_a_set_keeps_its_four_newest_keys_in_bounded_memory() -> None:
     for i, key in enumerate(made):
         keys.publish(1, key, ENTRY, NOW + i)
     keys.publish(1, made[5], ENTRY, NOW + 9)  # again: the same slot, not a second one
-    assert [keys.find(2, key, 0) is not None for key in made] == [False, False] + [True] * 4
+    assert [recorded(keys, 2, key, 0) is not None for key in made] == [False, False] + [True] * 4
 
 
 def test_the_regions_share_a_budget_past_eight_workers() -> None:
@@ -89,7 +97,7 @@ def test_a_claim_is_no_record_and_is_dropped_only_by_its_own_request() -> None:
     keys = RecentKeys(count=2, slots=64)
     key = digest("demo", "subject-a", "k")
     keys.claim(1, key, ENTRY.fingerprint, NOW)
-    assert keys.find(2, key, 0) is None  # no record yet
+    assert recorded(keys, 2, key, 0) is None  # no record yet
     (claimed,) = keys.others(2, key, 0)
     assert (claimed.made_ns, claimed.region, claimed.entry.pending) == (NOW, 1, True)
     keys.retract(1, key, NOW - 1)  # another request's: not this claim
@@ -99,7 +107,7 @@ def test_a_claim_is_no_record_and_is_dropped_only_by_its_own_request() -> None:
     keys.claim(1, key, ENTRY.fingerprint, NOW + 5)
     keys.publish(1, key, ENTRY, NOW + 6)  # the record made: the claim becomes it
     keys.retract(1, key, NOW + 5)  # a late retract of that claim leaves the record
-    assert keys.find(2, key, 0) == ENTRY
+    assert recorded(keys, 2, key, 0) == ENTRY
 
 
 async def test_a_claim_ahead_is_waited_for_briefly_and_a_dead_workers_never_blocks(

@@ -170,11 +170,6 @@ class RecentKeys:
                 return None if read is None else Found(read[0], region, read[1])
         return None
 
-    def find(self, region: int, key_digest: bytes, since_ns: int) -> Earlier | None:
-        """The record another worker published for the key since ``since_ns``."""
-        made = [f.entry for f in self.others(region, key_digest, since_ns) if not f.entry.pending]
-        return made[0] if made else None
-
     def _read(self, at: int, key_digest: bytes, since_ns: int) -> tuple[int, Earlier] | None:
         memory = self._memory
         (before,) = _SEQ.unpack_from(memory, at)
