@@ -75,8 +75,9 @@ async def act(settings: Settings, action: str, request_id: str, reason: str) -> 
 
 
 async def erase_reasons(settings: Settings, request_ids: Sequence[str]) -> list[str]:
-    """Erase the free-text reasons of these requests' transitions (a reason may name the
-    requester), keeping their audit chain verifiable; every id must name a request."""
+    """Erase the free-text reasons of these requests (a reason may name the requester): their
+    transitions', the current one and the copies in their events, the audit chain staying
+    verifiable; every id must name a request, else nothing is erased."""
     async with _service(settings) as service:
         for request_id in request_ids:
             await service.get(request_id)  # 404 (an error, nothing erased) for an unknown id
