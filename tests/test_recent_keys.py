@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from gateway.recording import service
+from gateway.recording import keyed_appends
 from gateway.recording.recent_keys import _STRIDE, TTL_NS, Earlier, RecentKeys, digest
 
 NOW = time.time_ns()
@@ -117,10 +117,10 @@ async def test_a_claim_ahead_is_waited_for_briefly_and_a_dead_workers_never_bloc
     other worker waits for it at most CLAIM_WAIT_S, and not at all once it is that old. A
     claim made after this worker's own is never waited for (the two never wait for each
     other). A claim that turns into a record while waited for answers with the record."""
-    monkeypatch.setattr(service, "CLAIM_WAIT_S", 0.2)
+    monkeypatch.setattr(keyed_appends, "CLAIM_WAIT_S", 0.2)
     keys = RecentKeys(count=2, slots=64)
     key = digest("demo", "subject-a", "k")
-    elsewhere = service.RecordingService._elsewhere
+    elsewhere = keyed_appends.KeyedAppends._elsewhere
     now = time.time_ns()
     keys.claim(2, key, ENTRY.fingerprint, now - 10**9)  # made 1 s ago, older than the wait
     started = time.monotonic()

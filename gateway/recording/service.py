@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import time
@@ -11,16 +10,16 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector
 
 from gateway.core.errors import BadRequest, NotFound, Unavailable
 from gateway.core.preference_record import LINK_KIND, LinkRecord
 from gateway.core.ratelimit import WriteLimits
-from gateway.core.record_codec import Record, new_record
+from gateway.core.record_codec import new_record
 from gateway.core.settings import Settings
 from gateway.core.tasks import Supervisor, SupervisorCollector
-from gateway.recording import keyring, recent_keys
+from gateway.recording import keyring
 from gateway.recording.consent import (
     RecordContext,
     ValidatedConsent,
@@ -31,7 +30,7 @@ from gateway.recording.consent import (
 from gateway.recording.datalock import OUTBOX_LOCK_FILE, DataDirLock
 from gateway.recording.fields import Uuid7Clock, parse_body, rfc3339_utc
 from gateway.recording.forwarder import Forwarder, ForwarderCollector
-from gateway.recording.outbox import idempotency
+from gateway.recording.keyed_appends import KeyedAppends
 from gateway.recording.outbox.database import FILE_NAME
 from gateway.recording.outbox.group_commit import Outbox
 from gateway.recording.outbox.items import Appended
@@ -70,12 +69,6 @@ class Recorded(NamedTuple):
     iab: Issued | None = None  # the TC/GPP strings the record carries (standards/record_check)
 
 
-# How long a keyed write waits for another worker that is recording the same key (a claim
-# older than this is a worker's that died), and how often it looks.
-CLAIM_WAIT_S = 3.0
-CLAIM_POLL_S = 0.002
-
-
 class RecordingService:
     """Start it in the app's lifespan; handlers call ``record_consent`` and ``history``.
 
@@ -99,13 +92,6 @@ class RecordingService:
         self.node_id = settings.effective_node_id
         # Own registry by default so several services (tests) never clash on metric names.
         self.metrics_registry = registry if registry is not None else CollectorRegistry()
-        # Retries answered from an earlier record: by this worker's outbox or another's key.
-        self.m_replays = Counter(
-            "consent_idempotent_replays_total",
-            "Keyed writes answered from the record their key made before (nothing recorded), "
-            "by where the key was found: this worker's outbox, or another worker's.",
-            ["source"], registry=self.metrics_registry,
-        )  # fmt: skip
         # Every background task of the process runs under this supervisor (the app adds the
         # reload watcher): failures are logged, counted on /metrics, retried with backoff.
         self.tasks = Supervisor(max_backoff=settings.task_max_backoff)
@@ -120,6 +106,8 @@ class RecordingService:
             checkpoint_interval=settings.outbox_checkpoint_interval,
             tasks=self.tasks,
         )
+        # Appends through the outbox, keyed ones answered across the node's workers.
+        self.appends = KeyedAppends(self.outbox, self.metrics_registry, worker)
         self.sinks: list[Sink] = []
         self.store: Store | None = None
         self.forwarder: Forwarder | None = None
@@ -293,7 +281,7 @@ class RecordingService:
         )  # fmt: skip
         body_bytes = canonical_json(record)
         receipt = self.receipts.issue(record, canonical=body_bytes)
-        appended = await self._append(record, receipt, body_bytes, now_ns)
+        appended = await self.appends.append(record, receipt, body_bytes, now_ns, self.receipts)
         return Recorded(*appended, subject_id)
 
     async def record_links(
@@ -373,93 +361,7 @@ class RecordingService:
             record = new_record({**record.__dict__, "signals": {**record.signals, **signals}})
         body = canonical_json(record)
         receipt = self.receipts.issue(record, canonical=body)
-        return await self._append(record, receipt, body, now_ns)
-
-    async def _append(self, record: Record, receipt: str, body: bytes, now_ns: int) -> Appended:
-        """Durably append a signed record. Under workers, a key another worker recorded (or is
-        recording) answers from that record instead (recent_keys.py), and a key this worker
-        records is claimed, then published for the others; its own keys its outbox answers
-        (outbox/idempotency.py)."""
-        role, key = self.worker, record.idempotency_key
-        shared = role.keys if role is not None and key is not None else None
-        if shared is None or role is None or key is None:
-            return await self._append_here(record, receipt, body)
-        key_digest = recent_keys.digest(record.site, record.subject_id, key)
-        fingerprint = idempotency.fingerprint(record)
-        since = now_ns - recent_keys.TTL_NS
-        own = shared.entry(role.index, key_digest, since)
-        if own is not None and not own.entry.pending:
-            # This worker made the key's record: its outbox answers (and keeps what it shared).
-            return await self._append_here(record, receipt, body, fingerprint)
-        # Claim the key, then look at the other workers': a record there answers; of two
-        # claims, the later one waits for the other's record.
-        mine = (time.time_ns(), role.index)
-        shared.claim(role.index, key_digest, fingerprint, mine[0])
-        earlier = await self._elsewhere(shared, role.index, key_digest, since, mine)
-        if earlier is not None:
-            shared.retract(role.index, key_digest, mine[0])
-            return self._replay(record, earlier, fingerprint)
-        try:
-            appended = await self._append_here(record, receipt, body, fingerprint)
-        except BaseException:
-            shared.retract(role.index, key_digest, mine[0])
-            raise
-        if appended.duplicate:
-            shared.retract(role.index, key_digest, mine[0])
-        else:
-            content = hashlib.sha256(body).hexdigest()
-            made = recent_keys.Earlier(fingerprint, appended.record_id, now_ns // 1000, content)
-            shared.publish(role.index, key_digest, made, time.time_ns())
-        return appended
-
-    async def _append_here(
-        self, record: Record, receipt: str, body: bytes, fingerprint: str | None = None
-    ) -> Appended:
-        """Append to this worker's outbox, which answers a key it holds from its record."""
-        appended = await self.outbox.append(record, receipt, body, fingerprint)
-        if appended.duplicate:
-            self.m_replays.labels("this_worker").inc()
-        return appended
-
-    @staticmethod
-    async def _elsewhere(
-        shared: recent_keys.RecentKeys,
-        region: int,
-        key_digest: bytes,
-        since: int,
-        mine: tuple[int, int],
-    ) -> recent_keys.Earlier | None:
-        """The record another worker made for the key; while another worker's claim on it
-        made before ``mine`` is pending, waits for its record, a few milliseconds at a time
-        and ``CLAIM_WAIT_S`` at most."""
-        deadline = time.monotonic() + CLAIM_WAIT_S
-        while True:
-            found = shared.others(region, key_digest, since)
-            made = [f.entry for f in found if not f.entry.pending]
-            if made:
-                return made[0]
-            fresh = time.time_ns() - int(CLAIM_WAIT_S * 1e9)
-            ahead = [
-                f for f in found
-                if f.entry.pending and f.made_ns >= fresh and (f.made_ns, f.region) < mine
-            ]  # fmt: skip
-            if not ahead or time.monotonic() >= deadline:
-                return None
-            await asyncio.sleep(CLAIM_POLL_S)
-
-    def _replay(self, record: Record, earlier: recent_keys.Earlier, fingerprint: str
-                ) -> Appended:  # fmt: skip
-        """The answer to a retry of a record another worker made (409 for another choice)."""
-        if earlier.fingerprint != fingerprint:
-            raise idempotency.KeyReused()
-        if self.receipts is None:  # record() checked it; never None here
-            raise Unavailable("the shared receipt key cannot be read yet", retry_after=5)
-        recorded_at = rfc3339_utc(earlier.recorded_us * 1000)
-        token = self.receipts.token(
-            record.site, record.subject_id, earlier.record_id, recorded_at, earlier.content_hash
-        )
-        self.m_replays.labels("other_worker").inc()
-        return Appended(earlier.record_id, recorded_at, token, True)
+        return await self.appends.append(record, receipt, body, now_ns, self.receipts)
 
     async def _read_store(
         self,

@@ -40,6 +40,7 @@ from gateway.recording.outbox.items import (
     OutboxItem,
     Settled,
     answers,
+    keys_of,
     settle_one,
 )
 
@@ -342,22 +343,10 @@ class Outbox(DeliverySide):
         # switch interval (5 ms); so a whole group is written with a handful of statements
         # over JSON arrays instead of one statement per record.
         now = time.time_ns()
-        scopes = [a.scope for a in appends]
-        keyed = any(s is not None for s in scopes)
+        keyed = any(a.scope is not None for a in appends)
         try:
             conn.execute("BEGIN IMMEDIATE")
-            if keyed:
-                verdicts = idempotency.resolve(conn, scopes, now)
-                fresh_appends = [a for a, v in zip(appends, verdicts, strict=True) if v is None]
-                idempotency.remember(
-                    conn,
-                    [(a.scope, a.record_id, a.recorded_at, a.receipt)
-                     for a in fresh_appends if a.scope is not None],
-                    now,
-                )  # fmt: skip
-            else:
-                verdicts = []
-                fresh_appends = appends
+            verdicts, fresh_appends = keys_of(conn, appends, now) if keyed else ([], appends)
             stored: list[OutboxItem] = []
             for chunk in row_chunks.slices(fresh_appends, _MAX_ROWS):
                 bodies = [a.body.decode() for a in chunk]

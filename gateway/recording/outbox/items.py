@@ -6,6 +6,7 @@ Plain and slotted: one of each is built per request.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
@@ -63,6 +64,21 @@ class Append:
 
 
 Settled = list[tuple["asyncio.Future[Any]", Any, BaseException | None]]
+
+
+def keys_of(
+    conn: sqlite3.Connection, appends: list[Append], now_ns: int
+) -> tuple[list[idempotency.Verdict], list[Append]]:
+    """What ``idempotency.resolve`` says of each append of a group, and the appends to store,
+    whose keys it remembers (inside the group's write transaction)."""
+    verdicts = idempotency.resolve(conn, [a.scope for a in appends], now_ns)
+    fresh = [a for a, v in zip(appends, verdicts, strict=True) if v is None]
+    idempotency.remember(
+        conn,
+        [(a.scope, a.record_id, a.recorded_at, a.receipt) for a in fresh if a.scope is not None],
+        now_ns,
+    )
+    return verdicts, fresh
 
 
 def answers(appends: list[Append], verdicts: list[idempotency.Verdict]) -> Settled:
