@@ -1,9 +1,16 @@
-"""Idempotency keys: scoped to the subject and the request's content; a retry replays."""
+"""Idempotency keys: scoped to the subject and the request's content; a retry replays.
+
+The outbox keeps a key's record id, time and content hash (never the receipt, nor the key or
+subject in the clear): a retry from an earlier group is answered with them and an empty
+receipt, which the caller signs again (tests/test_records_idempotency.py proves the same
+receipt comes back over HTTP); a retry inside the same group gets its first copy's answer.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import sqlite3
 import time
 from pathlib import Path
@@ -12,21 +19,31 @@ import orjson
 import pytest
 
 from gateway.core.errors import BadRequest
+from gateway.core.record_codec import Record, encode_record
+from gateway.recording.outbox import idempotency
 from gateway.recording.outbox.items import Appended
 from tests.helpers import opened
 from tests.pg import make_record
 
 
+def _hash(record: Record) -> str:
+    """The content hash the outbox keeps of a record appended without a body."""
+    return hashlib.sha256(encode_record(record)).hexdigest()
+
+
 async def test_same_idempotency_key_returns_the_original(tmp_path: Path) -> None:
     outbox = await opened(tmp_path)
-    first = await outbox.append(make_record("a", key="k1"), "receipt-1")
+    original = make_record("a", key="k1")
+    first = await outbox.append(original, "receipt-1")
     # Concurrent retries land in one group commit: still one record.
     retries = await asyncio.gather(
         *(outbox.append(make_record("a", key="k1"), "r") for _ in range(5))
     )
     other_site = await outbox.append(make_record("a", key="k1", site="shop"), "receipt-2")
+    first_hash = _hash(original)
     assert all(
-        (a.record_id, a.receipt, a.duplicate) == (first.record_id, "receipt-1", True)
+        (a.record_id, a.recorded_at, a.receipt, a.duplicate, a.content_hash)
+        == (first.record_id, first.recorded_at, "", True, first_hash)
         for a in retries
     )
     assert not other_site.duplicate
@@ -43,6 +60,12 @@ async def test_another_subjects_key_never_returns_that_subjects_receipt(tmp_path
     assert not mallory.duplicate
     assert (mallory.record_id, mallory.receipt) != (alice.record_id, alice.receipt)
     assert mallory.receipt == "receipt-mallory"
+    # Nothing of a key is kept in the clear: neither the key nor the subject.
+    with sqlite3.connect(outbox.path) as conn:
+        kept = conn.execute("SELECT * FROM idempotency_keys").fetchall()
+    assert len(kept) == 2 and not any(
+        isinstance(v, str) and ("order-12345" in v or "alice" in v) for row in kept for v in row
+    )
     # In one group too.
     both = await asyncio.gather(
         outbox.append(make_record("bob", key="shared"), "receipt-bob"),
@@ -62,7 +85,8 @@ async def test_same_key_with_a_different_choice_is_refused_never_silently_droppe
     tmp_path: Path,
 ) -> None:
     outbox = await opened(tmp_path)
-    first = await outbox.append(make_record("alice", key="k", analytics=True), "receipt-1")
+    original = make_record("alice", key="k", analytics=True)
+    first = await outbox.append(original, "receipt-1")
     with pytest.raises(BadRequest) as info:
         await outbox.append(make_record("alice", key="k", analytics=False), "receipt-2")
     assert (info.value.status_code, info.value.code) == (409, "idempotency_key_reused")
@@ -81,10 +105,11 @@ async def test_same_key_with_a_different_choice_is_refused_never_silently_droppe
     await outbox.close()
     outbox = await opened(tmp_path)
     again = await outbox.append(make_record("alice", key="k", analytics=True), "receipt-6")
-    assert (again.record_id, again.receipt, again.duplicate) == (
+    assert (again.record_id, again.receipt, again.duplicate, again.content_hash) == (
         first.record_id,
-        "receipt-1",
+        "",
         True,
+        _hash(original),
     )
     assert outbox.depth == 2  # alice's first and bob's first; nothing refused was stored
     await outbox.close()
@@ -109,10 +134,63 @@ async def test_keys_kept_by_an_older_outbox_stay_with_their_subject(tmp_path: Pa
         )
     outbox = await opened(tmp_path)
     retry = await outbox.append(make_record("alice", key="k"), "new-receipt")
-    assert (retry.record_id, retry.duplicate) == ("rid-1", True)
+    assert (retry.record_id, retry.receipt, retry.duplicate) == (
+        "rid-1", _receipt_naming("alice"), True
+    )  # fmt: skip
     other = await outbox.append(make_record("mallory", key="k"), "receipt-mallory")
     assert not other.duplicate
     assert other.receipt == "receipt-mallory"
+    await outbox.close()
+
+
+async def test_keys_of_the_table_before_digests_are_carried_over(tmp_path: Path) -> None:
+    """An outbox made before keys were kept by digest: its keys still answer for their day
+    (with the receipts they kept, and 409 for another choice), and the old table, which
+    held subjects and keys in the clear, is gone."""
+    path = tmp_path / "outbox.sqlite3"
+    record = make_record("alice", key="k")
+    printed = idempotency.fingerprint(record)
+    with sqlite3.connect(path) as conn:  # the table as it was, keyed in the clear
+        conn.execute(
+            "CREATE TABLE idempotency (site TEXT NOT NULL, subject_id TEXT NOT NULL, "
+            "key TEXT NOT NULL, fingerprint TEXT, record_id TEXT NOT NULL, "
+            "recorded_at TEXT NOT NULL, receipt TEXT NOT NULL, created_ns INTEGER NOT NULL, "
+            "PRIMARY KEY (site, subject_id, key)) WITHOUT ROWID"
+        )
+        conn.execute(
+            "INSERT INTO idempotency VALUES ('demo', 'alice', 'k', ?, 'rid-1', 'at-1', "
+            "'receipt-kept', ?)",
+            (printed, time.time_ns()),
+        )
+    outbox = await opened(tmp_path)
+    retry = await outbox.append(make_record("alice", key="k"), "new-receipt")
+    assert (retry.record_id, retry.recorded_at, retry.receipt, retry.duplicate) == (
+        "rid-1", "at-1", "receipt-kept", True
+    )  # fmt: skip
+    with pytest.raises(BadRequest) as refused:
+        await outbox.append(make_record("alice", key="k", analytics=False), "r")
+    assert refused.value.status_code == 409
+    with sqlite3.connect(path) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    assert "idempotency" not in tables and "idempotency_keys" in tables
+    await outbox.close()
+
+
+async def test_pruning_reads_only_the_expired_head(tmp_path: Path) -> None:
+    """Keys are pruned oldest first, a day after they were made, the rest kept."""
+    outbox = await opened(tmp_path)
+    for i in range(5):
+        await outbox.append(make_record(f"s{i}", key=f"k{i}"), f"receipt-{i}")
+    day_ago = time.time_ns() - 24 * 3600 * 1_000_000_000 - 1
+    with sqlite3.connect(outbox.path) as conn:
+        conn.execute("UPDATE idempotency_keys SET created_ns = ? WHERE id <= 3", (day_ago,))
+    assert await outbox.prune() == 3
+    assert await outbox.prune() == 0
+    retry = await outbox.append(make_record("s4", key="k4"), "again")
+    assert retry.duplicate  # the young key still answers
+    with sqlite3.connect(outbox.path) as conn:  # all expired: all pruned
+        conn.execute("UPDATE idempotency_keys SET created_ns = ?", (day_ago,))
+    assert await outbox.prune() == 2
     await outbox.close()
 
 
@@ -121,7 +199,7 @@ async def test_keys_expire_after_a_day_even_before_they_are_pruned(tmp_path: Pat
     await outbox.append(make_record("alice", key="old"), "receipt-1")
     day_ago = time.time_ns() - 24 * 3600 * 1_000_000_000 - 1
     with sqlite3.connect(outbox.path) as conn:  # not pruned yet (pruning runs every 5 minutes)
-        conn.execute("UPDATE idempotency SET created_ns = ?", (day_ago,))
+        conn.execute("UPDATE idempotency_keys SET created_ns = ?", (day_ago,))
     again = await outbox.append(make_record("alice", key="old"), "receipt-2")
     assert not again.duplicate and again.receipt == "receipt-2"  # a new record, kept anew
     retry = await outbox.append(make_record("alice", key="old"), "receipt-3")

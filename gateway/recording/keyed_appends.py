@@ -52,14 +52,14 @@ class KeyedAppends:
         role, key = self.role, record.idempotency_key
         shared = role.keys if role is not None and key is not None else None
         if shared is None or role is None or key is None:
-            return await self._append_here(record, receipt, body)
+            return await self._append_here(record, receipt, body, receipts)
         key_digest = recent_keys.digest(record.site, record.subject_id, key)
         fingerprint = idempotency.fingerprint(record)
         since = now_ns - recent_keys.TTL_NS
         own = shared.entry(role.index, key_digest, since)
         if own is not None and not own.entry.pending:
             # This worker made the key's record: its outbox answers (and keeps what it shared).
-            return await self._append_here(record, receipt, body, fingerprint)
+            return await self._append_here(record, receipt, body, receipts, fingerprint)
         # Claim the key, then look at the other workers': a record there answers; of two
         # claims, the later one waits for the other's record.
         mine = (time.time_ns(), role.index)
@@ -69,7 +69,7 @@ class KeyedAppends:
             shared.retract(role.index, key_digest, mine[0])
             return self._replay(record, earlier, fingerprint, receipts)
         try:
-            appended = await self._append_here(record, receipt, body, fingerprint)
+            appended = await self._append_here(record, receipt, body, receipts, fingerprint)
         except BaseException:
             shared.retract(role.index, key_digest, mine[0])
             raise
@@ -82,13 +82,23 @@ class KeyedAppends:
         return appended
 
     async def _append_here(
-        self, record: Record, receipt: str, body: bytes, fingerprint: str | None = None
+        self,
+        record: Record,
+        receipt: str,
+        body: bytes,
+        receipts: Receipts | None,
+        fingerprint: str | None = None,
     ) -> Appended:
-        """Append to this worker's outbox, which answers a key it holds from its record."""
+        """Append to this worker's outbox, which answers a key it holds from its record
+        (with the record's content hash: its receipt is signed again here)."""
         appended = await self.outbox.append(record, receipt, body, fingerprint)
-        if appended.duplicate:
-            self.m_replays.labels("this_worker").inc()
-        return appended
+        if not appended.duplicate:
+            return appended
+        self.m_replays.labels("this_worker").inc()
+        if appended.receipt:
+            return appended  # a key kept with its receipt (carried over from the old table)
+        return self._signed(record, appended.record_id, appended.recorded_at,
+                            appended.content_hash, receipts)  # fmt: skip
 
     @staticmethod
     async def _elsewhere(
@@ -126,11 +136,23 @@ class KeyedAppends:
         """The answer to a retry of a record another worker made (409 for another choice)."""
         if earlier.fingerprint != fingerprint:
             raise idempotency.KeyReused()
+        self.m_replays.labels("other_worker").inc()
+        recorded_at = rfc3339_utc(earlier.recorded_us * 1000)
+        return self._signed(record, earlier.record_id, recorded_at, earlier.content_hash,
+                            receipts)  # fmt: skip
+
+    @staticmethod
+    def _signed(
+        record: Record,
+        record_id: str,
+        recorded_at: str,
+        content_hash: str,
+        receipts: Receipts | None,
+    ) -> Appended:
+        """A retry's answer: the earlier record, with its receipt signed again (the same
+        token for the same record, or one signed with a newer key)."""
         if receipts is None:  # the service checked it before signing; never None here
             raise Unavailable("the shared receipt key cannot be read yet", retry_after=5)
-        recorded_at = rfc3339_utc(earlier.recorded_us * 1000)
-        token = receipts.token(
-            record.site, record.subject_id, earlier.record_id, recorded_at, earlier.content_hash
-        )
-        self.m_replays.labels("other_worker").inc()
-        return Appended(earlier.record_id, recorded_at, token, True)
+        token = receipts.token(record.site, record.subject_id, record_id, recorded_at,
+                               content_hash)  # fmt: skip
+        return Appended(record_id, recorded_at, token, True)

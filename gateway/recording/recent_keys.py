@@ -81,11 +81,8 @@ class Found(NamedTuple):
     entry: Earlier
 
 
-def digest(site: str, subject_id: str, key: str) -> bytes:
-    """The slot key of an idempotency key: its (site, subject, key), hashed."""
-    return hashlib.blake2b(
-        f"{site}\0{subject_id}\0{key}".encode(), digest_size=16, person=b"cg-idem-key"
-    ).digest()
+# The slot key of an idempotency key: its (site, subject, key), hashed, as the outbox keeps it.
+digest = idempotency.key_digest
 
 
 def _checksum(body: bytes) -> bytes:

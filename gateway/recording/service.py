@@ -239,7 +239,7 @@ class RecordingService:
         )
         signals = None if iab is None else strings_of(iab)
         appended = await self.record(consent, context, signals)
-        return Recorded(*appended, consent.subject_id, iab)
+        return Recorded(*appended[:4], consent.subject_id, iab)
 
     def check_preferences(self, bundle: SiteBundle, body: Mapping[str, Any]) -> None:
         """Validate a change on a subject's behalf before its subject is found or made (an
@@ -282,7 +282,7 @@ class RecordingService:
         body_bytes = canonical_json(record)
         receipt = self.receipts.issue(record, canonical=body_bytes)
         appended = await self.appends.append(record, receipt, body_bytes, now_ns, self.receipts)
-        return Recorded(*appended, subject_id)
+        return Recorded(*appended[:4], subject_id)
 
     async def record_links(
         self, site: str, subject_id: str, identities: Sequence[tuple[str, str]], source: str

@@ -1,7 +1,8 @@
 """Idempotency keys: a retried request is answered with the record it created, and only then.
 
-A key belongs to one subject of one site: the table is keyed on (site, subject_id, key), so
-another subject sending the same key gets a record of its own, never that subject's receipt.
+A key belongs to one subject of one site: it is kept by a digest of (site, subject_id, key),
+so another subject sending the same key gets a record of its own, never that subject's
+receipt.
 Each key also keeps a fingerprint of what the request asked to record; the same key with a
 different choice is refused (409 ``idempotency_key_reused``) rather than answered with the
 first record while the new choice is dropped. Keys live for a day, then are pruned.
@@ -13,14 +14,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import logging
 import sqlite3
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
 
+from gateway.core import row_chunks
 from gateway.core.errors import BadRequest
 from gateway.core.model import ConsentRecord
 from gateway.core.preference_record import PreferenceRecord
@@ -31,40 +34,53 @@ log = logging.getLogger("gateway.outbox")
 TTL_NS = 24 * 3600 * 1_000_000_000
 PRUNE_EVERY_S = 300.0
 
+# One row per key, appended in the order keys are made (a rowid table: a group's rows go at
+# its end, a few pages), found by the key's digest (a small unique index). The table it
+# replaces (``idempotency``) was keyed on (site, subject_id, key) and held each receipt: its
+# ~450-byte rows went in at random places, so every keyed record dirtied a page of its own
+# for the WAL, the fsync and the checkpoint, and the file grew by ~450 bytes a key for a day.
+# Measured (groups of 30, 300,000 keys, this machine): 54 µs of loop time and 26 µs of
+# checkpoint a keyed record, 179 MB; now 16 and 8 µs, 42 MB.
+# The digest keeps neither the subject nor the client's key in the clear; the content hash
+# lets a retry be answered with its record's receipt signed again (receipts.py: the same
+# token for the same record). ``receipt`` is kept only for keys carried over from the old
+# table; ``fingerprint`` is NULL only for keys made before fingerprints (both expire within
+# a day of the upgrade).
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS idempotency (
-    site TEXT NOT NULL,
-    subject_id TEXT NOT NULL,
-    key TEXT NOT NULL,
-    fingerprint TEXT,
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    id INTEGER PRIMARY KEY,
+    digest BLOB NOT NULL,
+    fingerprint BLOB,
     record_id TEXT NOT NULL,
     recorded_at TEXT NOT NULL,
-    receipt TEXT NOT NULL,
-    created_ns INTEGER NOT NULL,
-    PRIMARY KEY (site, subject_id, key)
-) WITHOUT ROWID
+    content BLOB,
+    receipt TEXT,
+    created_ns INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS idempotency_keys_digest ON idempotency_keys (digest)
 """
-# fingerprint is NULL only for keys carried over from a file made before fingerprints: those
-# replay for any content of their subject, as they did, until they expire a day later.
-
-# The stored answers of keys (site, subject_id, key) made since ?2, with each one's index in
-# the JSON array ?1 of the keys asked for.
-_FIND = """
-SELECT j.key, i.fingerprint, i.record_id, i.recorded_at, i.receipt
-FROM json_each(?1) AS j JOIN idempotency AS i
-ON i.site = json_extract(j.value, '$[0]') AND i.subject_id = json_extract(j.value, '$[1]')
-AND i.key = json_extract(j.value, '$[2]')
-WHERE i.created_ns >= ?2
-"""
+_COLUMNS = "(digest, fingerprint, record_id, recorded_at, content, receipt, created_ns)"
 # OR REPLACE: a key expired but not pruned yet (pruning runs every few minutes) is made anew.
-_INSERT = """
-INSERT OR REPLACE INTO idempotency
-    (site, subject_id, key, fingerprint, record_id, recorded_at, receipt, created_ns)
-SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
-       json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
-       json_extract(value, '$[6]'), ?1
-FROM json_each(?2)
-"""
+_INSERT = f"INSERT OR REPLACE INTO idempotency_keys {_COLUMNS}"
+_MAX_KEYS = 500  # per statement: 7 values a row (row_chunks pads to a few sizes)
+
+
+@functools.lru_cache(maxsize=16)
+def _find(count: int) -> str:
+    """The stored answers of the keys whose digests are the ``count`` parameters after the
+    first (made since it; NULL digests, row_chunks' padding, match nothing)."""
+    return (
+        "SELECT digest, fingerprint, record_id, recorded_at, content, receipt "
+        "FROM idempotency_keys WHERE digest IN (" + ",".join("?" * count) + ") "
+        "AND created_ns >= ?"
+    )
+
+
+def key_digest(site: str, subject_id: str, key: str) -> bytes:
+    """What a key is kept and looked up by: its (site, subject, key), hashed (16 bytes)."""
+    return hashlib.blake2b(
+        f"{site}\0{subject_id}\0{key}".encode(), digest_size=16, person=b"cg-idem-key"
+    ).digest()
 
 
 class KeyReused(BadRequest):
@@ -81,24 +97,27 @@ class KeyReused(BadRequest):
 
 
 class Scope(NamedTuple):
-    """Where a key applies, and the fingerprint of the request that carries it."""
+    """Where a key applies (its digest: site, subject, key), and the fingerprint of the
+    request that carries it."""
 
-    site: str
-    subject_id: str
-    key: str
+    digest: bytes
     fingerprint: str
 
 
 class Earlier(NamedTuple):
-    """The stored answer of the request that first used a key."""
+    """The stored answer of the request that first used a key: its record, and the hash of
+    that record's content to sign its receipt again (or, for a key carried over from the old
+    table, the receipt itself, and no hash)."""
 
     record_id: str
     recorded_at: str
     receipt: str
+    content_hash: str
 
 
-# What ``resolve`` says of each append: None, store it; an int, the index of an earlier append
-# in the same group it repeats; Earlier, answer with that record; KeyReused, refuse it.
+# What ``resolve`` says of each append of a group: None, store it; an int, the index of an
+# earlier append in the same group it repeats; Earlier, answer with that record; KeyReused,
+# refuse it.
 Verdict = None | int | Earlier | KeyReused
 
 
@@ -126,7 +145,7 @@ def scope(record: Record, printed: str | None = None) -> Scope | None:
     key = record.idempotency_key
     if key is None:
         return None
-    return Scope(record.site, record.subject_id, key, printed or fingerprint(record))
+    return Scope(key_digest(record.site, record.subject_id, key), printed or fingerprint(record))
 
 
 def resolve(conn: sqlite3.Connection, scopes: Sequence[Scope | None], now_ns: int
@@ -134,71 +153,98 @@ def resolve(conn: sqlite3.Connection, scopes: Sequence[Scope | None], now_ns: in
     """What to do with each append of a group (inside the group's write transaction); a key
     older than a day is no longer held, even before the pruning removes it."""
     verdicts: list[Verdict] = [None] * len(scopes)
-    first: dict[tuple[str, str, str], int] = {}
+    first: dict[bytes, int] = {}
     for i, s in enumerate(scopes):
         if s is None:
             continue
-        j = first.setdefault((s.site, s.subject_id, s.key), i)
+        j = first.setdefault(s.digest, i)
         if j != i:  # a retry inside the same group
             earlier = scopes[j]
             assert earlier is not None
             verdicts[i] = j if earlier.fingerprint == s.fingerprint else KeyReused()
-    if not first:
-        return verdicts
-    triples = list(first)
-    for index, stored_print, record_id, recorded_at, receipt in conn.execute(
-        _FIND, (orjson.dumps(triples).decode(), now_ns - TTL_NS)
-    ):
-        i = first[triples[index]]
-        s = scopes[i]
-        assert s is not None
-        if stored_print is not None and stored_print != s.fingerprint:
-            verdicts[i] = KeyReused()
-        else:
-            verdicts[i] = Earlier(record_id, recorded_at, receipt)
+    digests = list(first)
+    for chunk in row_chunks.slices(digests, _MAX_KEYS):
+        count = row_chunks.size(len(chunk), _MAX_KEYS)
+        params = [*chunk, *[None] * (count - len(chunk)), now_ns - TTL_NS]
+        for digest, printed, record_id, recorded_at, content, receipt in conn.execute(
+            _find(count), params
+        ):
+            i = first[digest]
+            s = scopes[i]
+            assert s is not None
+            if printed is not None and printed.hex() != s.fingerprint:
+                verdicts[i] = KeyReused()
+            else:
+                hashed = content.hex() if content is not None else ""
+                verdicts[i] = Earlier(record_id, recorded_at, receipt or "", hashed)
     return verdicts
 
 
 def remember(
-    conn: sqlite3.Connection, keys: Sequence[tuple[Scope, str, str, str]], now_ns: int
+    conn: sqlite3.Connection, keys: Sequence[tuple[Scope, str, str, bytes]], now_ns: int
 ) -> None:
-    """Keep ``(scope, record_id, recorded_at, receipt)`` of each newly stored keyed record."""
-    if keys:
-        rows = [[*s, record_id, at, receipt] for s, record_id, at, receipt in keys]
-        conn.execute(_INSERT, (now_ns, orjson.dumps(rows).decode()))
+    """Keep ``(scope, record_id, recorded_at, body)`` of each newly stored keyed record
+    (``body``: its canonical JSON, whose hash its receipt signs)."""
+    rows = [
+        (s.digest, bytes.fromhex(s.fingerprint), record_id, at,
+         hashlib.sha256(body).digest(), None, now_ns)
+        for s, record_id, at, body in keys
+    ]  # fmt: skip
+    for chunk in row_chunks.slices(rows, _MAX_KEYS):
+        conn.execute(*row_chunks.statement(_INSERT, 7, chunk, _MAX_KEYS))
 
 
 def prune(conn: sqlite3.Connection, now_ns: int) -> int:
-    """Forget keys older than a day; how many."""
-    return conn.execute("DELETE FROM idempotency WHERE created_ns < ?", (now_ns - TTL_NS,)).rowcount
+    """Forget keys older than a day; how many. Rows are in the order their keys were made,
+    so only the expired head is read (a key made after a clock step back waits for the keys
+    before it; a lookup never answers with it after its day all the same)."""
+    return conn.execute(
+        "DELETE FROM idempotency_keys WHERE id < coalesce((SELECT id FROM idempotency_keys "
+        "WHERE created_ns >= ? ORDER BY id LIMIT 1), (SELECT max(id) + 1 FROM idempotency_keys))",
+        (now_ns - TTL_NS,),
+    ).rowcount
 
 
 def create(conn: sqlite3.Connection) -> None:
-    """Create the table, or convert one that scoped keys to the site only."""
+    """Create the table; carry over the keys of the table it replaces (``idempotency``,
+    keyed in the clear, with receipts; or, older still, keyed per site only), then drop it."""
     columns = [row[1] for row in conn.execute("PRAGMA table_info(idempotency)")]
     if not columns:
-        conn.execute(SCHEMA)
+        for statement in SCHEMA.split(";"):
+            conn.execute(statement)
         return
-    if "subject_id" in columns:
-        return
-    rows = conn.execute(
-        "SELECT site, key, record_id, recorded_at, receipt, created_ns FROM idempotency"
-    ).fetchall()
-    kept = []
-    for site, key, record_id, recorded_at, receipt, created_ns in rows:
-        subject = _receipt_subject(receipt)
-        if subject is not None:
-            kept.append((site, subject, key, None, record_id, recorded_at, receipt, created_ns))
+    kept = [
+        (key_digest(site, subject, key), bytes.fromhex(printed) if printed else None,
+         record_id, recorded_at, None, receipt, created_ns)
+        for site, subject, key, printed, record_id, recorded_at, receipt, created_ns
+        in _old_rows(conn, columns) if subject is not None
+    ]  # fmt: skip
     conn.execute("BEGIN IMMEDIATE")
     try:
+        for statement in SCHEMA.split(";"):
+            conn.execute(statement)
+        conn.executemany(f"{_INSERT} VALUES (?, ?, ?, ?, ?, ?, ?)", kept)
         conn.execute("DROP TABLE idempotency")
-        conn.execute(SCHEMA)
-        conn.executemany("INSERT INTO idempotency VALUES (?, ?, ?, ?, ?, ?, ?, ?)", kept)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    log.info("outbox idempotency keys scoped to their subjects (%d kept)", len(kept))
+    log.info("outbox idempotency keys carried over to idempotency_keys (%d kept)", len(kept))
+
+
+def _old_rows(conn: sqlite3.Connection, columns: list[str]) -> list[tuple[Any, ...]]:
+    """The old table's keys as (site, subject, key, fingerprint, record_id, recorded_at,
+    receipt, created_ns); a table keyed per site only names the subject in its receipts."""
+    if "subject_id" in columns:
+        return conn.execute(
+            "SELECT site, subject_id, key, fingerprint, record_id, recorded_at, receipt, "
+            "created_ns FROM idempotency"
+        ).fetchall()
+    rows = conn.execute(
+        "SELECT site, key, record_id, recorded_at, receipt, created_ns FROM idempotency"
+    ).fetchall()
+    return [(site, _receipt_subject(receipt), key, None, record_id, recorded_at, receipt, made)
+            for site, key, record_id, recorded_at, receipt, made in rows]  # fmt: skip
 
 
 def _receipt_subject(receipt: str) -> str | None:

@@ -23,6 +23,9 @@ class Appended(NamedTuple):
     recorded_at: str
     receipt: str
     duplicate: bool  # True when an earlier record with the same idempotency key answered
+    # A retry answered from a key the outbox kept: the hash of its record's content, whose
+    # receipt the caller signs again (``receipt`` is empty then; keyed_appends.py).
+    content_hash: str = ""
 
 
 class OutboxItem(NamedTuple):
@@ -75,7 +78,7 @@ def keys_of(
     fresh = [a for a, v in zip(appends, verdicts, strict=True) if v is None]
     idempotency.remember(
         conn,
-        [(a.scope, a.record_id, a.recorded_at, a.receipt) for a in fresh if a.scope is not None],
+        [(a.scope, a.record_id, a.recorded_at, a.body) for a in fresh if a.scope is not None],
         now_ns,
     )
     return verdicts, fresh
@@ -93,7 +96,8 @@ def answers(appends: list[Append], verdicts: list[idempotency.Verdict]) -> Settl
             earlier = answers[verdict]
             answer = earlier._replace(duplicate=True) if isinstance(earlier, Appended) else earlier
         elif isinstance(verdict, idempotency.Earlier):
-            answer = Appended(*verdict, True)
+            answer = Appended(verdict.record_id, verdict.recorded_at, verdict.receipt, True,
+                              verdict.content_hash)  # fmt: skip
         else:
             answer = verdict  # the key was used for another choice: 409, nothing stored
         answers.append(answer)
