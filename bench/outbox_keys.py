@@ -7,8 +7,9 @@ consents with random subjects (subject ids are keyed hashes: random, as in produ
 groups of ``--group`` concurrent appends, through the real outbox (``--durability``, with
 its fsync helper and checkpointer), acknowledging delivered rows as the forwarder does, and
 reports for each window of records the process's CPU per record (its threads included; the
-fsync helper's own process is not) and the outbox file's size. The same script runs on an
-older checkout (``PYTHONPATH=<checkout>``) to compare the two.
+fsync helper's own process is not) and the outbox's size. ``--unkeyed``: the same appends
+without keys, the baseline. The same script runs on an older checkout
+(``PYTHONPATH=<checkout>``) to compare the two.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 
-def _record(clock: Any) -> Any:
+def _record(clock: Any, keyed: bool = True) -> Any:
     from gateway.core.model import ConsentRecord
     from gateway.recording.fields import rfc3339_utc
 
@@ -36,7 +37,7 @@ def _record(clock: Any) -> Any:
         region_subdivision=None, region_source="header", gpc=False,
         ip_truncated="203.0.113.0/24", user_agent="bench", origin="http://127.0.0.1:8000",
         page_url="https://shop.example/", node_id="bench",
-        idempotency_key=f"k-{uuid.uuid4().hex[:16]}",
+        idempotency_key=f"k-{uuid.uuid4().hex[:16]}" if keyed else None,
     )  # fmt: skip
 
 
@@ -45,7 +46,7 @@ def _megabytes(path: Path) -> float:
     return sum(os.path.getsize(p) for p in (path, Path(f"{path}-wal")) if p.exists()) / 1e6
 
 
-async def run(records: int, window: int, group: int, durability: str) -> None:
+async def run(records: int, window: int, group: int, durability: str, keyed: bool) -> None:
     from gateway.recording.fields import Uuid7Clock
     from gateway.recording.outbox.group_commit import Outbox
     from gateway.recording.receipts import canonical_json
@@ -55,14 +56,16 @@ async def run(records: int, window: int, group: int, durability: str) -> None:
         path = Path(tmp) / "outbox.sqlite3"
         outbox = Outbox(path, durability=durability)
         await outbox.open()
-        print(f"keyed appends, groups of {group}, durability={durability}")
+        print(
+            f"{'keyed' if keyed else 'unkeyed'} appends, groups of {group}, durability={durability}"
+        )
         print("   keys held   CPU us/record   wall us/record   outbox MB (file + WAL)")
         done = 0
         while done < records:
             start, cpu, wall = done, 0.0, 0.0
             while done < min(records, start + window):
                 # Made outside the timed part (~5 µs each, the same in any checkout).
-                batch = [_record(clock) for _ in range(min(group, records - done))]
+                batch = [_record(clock, keyed) for _ in range(min(group, records - done))]
                 bodies = [canonical_json(r) for r in batch]
                 cpu0, wall0 = time.process_time(), time.perf_counter()
                 await asyncio.gather(*(outbox.append(r, "receipt", b)
@@ -85,8 +88,9 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=50_000)
     parser.add_argument("--group", type=int, default=30, help="concurrent appends per group")
     parser.add_argument("--durability", default="power", choices=["power", "process"])
+    parser.add_argument("--unkeyed", action="store_true", help="no keys: the baseline")
     args = parser.parse_args()
-    asyncio.run(run(args.records, args.window, args.group, args.durability))
+    asyncio.run(run(args.records, args.window, args.group, args.durability, not args.unkeyed))
 
 
 if __name__ == "__main__":
