@@ -249,9 +249,17 @@ class Outbox(DeliverySide):
             await asyncio.sleep(idempotency.PRUNE_EVERY_S)
 
     async def prune(self) -> int:
-        """Forget idempotency keys older than a day; how many."""
-        pruned: int = await self._write(lambda conn: idempotency.prune(conn, time.time_ns()))
-        return pruned
+        """Forget idempotency keys older than a day, a few hundred at a time with group
+        commits in between; how many."""
+        now = time.time_ns()
+        end: int = await self._write(lambda conn: idempotency.expired_end(conn, now))
+        pruned, chunk = 0, idempotency.PRUNE_CHUNK
+        while True:
+            done: int = await self._write(lambda conn: idempotency.prune(conn, end, chunk))
+            pruned += done
+            if done < chunk:
+                return pruned
+            await asyncio.sleep(0)  # the appends that arrived meanwhile commit first
 
     async def _watch_fsyncer(self) -> None:
         """Start the fsync helper again when it is gone (raises while it cannot start)."""

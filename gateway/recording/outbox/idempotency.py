@@ -33,6 +33,11 @@ log = logging.getLogger("gateway.outbox")
 
 TTL_NS = 24 * 3600 * 1_000_000_000
 PRUNE_EVERY_S = 300.0
+# Keys forgotten per statement: each statement runs on the loop between group commits (each
+# key a row and a place in the digest index: ~5 ms a thousand here), so five minutes of keys
+# at a high rate (30,000 at 100 keyed POSTs/s) never stall the loop at once (165 ms measured
+# in one statement; 285 ms for the table this one replaced).
+PRUNE_CHUNK = 500
 
 # One row per key, appended in the order keys are made (a rowid table: a group's rows go at
 # its end, a few pages), found by the key's digest (a small unique index). The table it
@@ -194,14 +199,24 @@ def remember(
         conn.execute(*row_chunks.statement(_INSERT, 7, chunk, _MAX_KEYS))
 
 
-def prune(conn: sqlite3.Connection, now_ns: int) -> int:
-    """Forget keys older than a day; how many. Rows are in the order their keys were made,
+def expired_end(conn: sqlite3.Connection, now_ns: int) -> int:
+    """The id below which every key has expired: rows are in the order their keys were made,
     so only the expired head is read (a key made after a clock step back waits for the keys
-    before it; a lookup never answers with it after its day all the same)."""
-    return conn.execute(
-        "DELETE FROM idempotency_keys WHERE id < coalesce((SELECT id FROM idempotency_keys "
-        "WHERE created_ns >= ? ORDER BY id LIMIT 1), (SELECT max(id) + 1 FROM idempotency_keys))",
+    before it to expire; a lookup never answers with it after its day all the same)."""
+    (end,) = conn.execute(
+        "SELECT coalesce((SELECT id FROM idempotency_keys WHERE created_ns >= ? ORDER BY id "
+        "LIMIT 1), (SELECT coalesce(max(id), 0) + 1 FROM idempotency_keys))",
         (now_ns - TTL_NS,),
+    ).fetchone()
+    return int(end)
+
+
+def prune(conn: sqlite3.Connection, end: int, limit: int) -> int:
+    """Forget at most ``limit`` keys below id ``end``, oldest first; how many."""
+    return conn.execute(
+        "DELETE FROM idempotency_keys WHERE id IN "
+        "(SELECT id FROM idempotency_keys WHERE id < ? ORDER BY id LIMIT ?)",
+        (end, limit),
     ).rowcount
 
 
