@@ -162,6 +162,12 @@ async def test_keys_of_the_table_before_digests_are_carried_over(tmp_path: Path)
             "'receipt-kept', ?)",
             (printed, time.time_ns()),
         )
+        # Expired already (not pruned yet): not carried over.
+        conn.execute(
+            "INSERT INTO idempotency VALUES ('demo', 'bob', 'k', ?, 'rid-2', 'at-2', "
+            "'receipt-bob', ?)",
+            (printed, time.time_ns() - 24 * 3600 * 1_000_000_000 - 1),
+        )
     outbox = await opened(tmp_path)
     retry = await outbox.append(make_record("alice", key="k"), "new-receipt")
     assert (retry.record_id, retry.recorded_at, retry.receipt, retry.duplicate) == (
@@ -170,6 +176,8 @@ async def test_keys_of_the_table_before_digests_are_carried_over(tmp_path: Path)
     with pytest.raises(BadRequest) as refused:
         await outbox.append(make_record("alice", key="k", analytics=False), "r")
     assert refused.value.status_code == 409
+    bob = await outbox.append(make_record("bob", key="k"), "receipt-bob-now")
+    assert not bob.duplicate and bob.receipt == "receipt-bob-now"
     with sqlite3.connect(path) as conn:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
     assert "idempotency" not in tables and "idempotency_keys" in tables

@@ -18,7 +18,8 @@ import functools
 import hashlib
 import logging
 import sqlite3
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import orjson
@@ -220,46 +221,52 @@ def prune(conn: sqlite3.Connection, end: int, limit: int) -> int:
     ).rowcount
 
 
-def create(conn: sqlite3.Connection) -> None:
-    """Create the table; carry over the keys of the table it replaces (``idempotency``,
-    keyed in the clear, with receipts; or, older still, keyed per site only), then drop it."""
+def create(conn: sqlite3.Connection, now_ns: int | None = None) -> None:
+    """Create the table; carry over the unexpired keys of the table it replaces
+    (``idempotency``, keyed in the clear, with receipts; or, older still, keyed per site
+    only), a row at a time (a busy worker's day of keys never sits in memory), then drop it."""
     columns = [row[1] for row in conn.execute("PRAGMA table_info(idempotency)")]
     if not columns:
         for statement in SCHEMA.split(";"):
             conn.execute(statement)
         return
-    kept = [
-        (key_digest(site, subject, key), bytes.fromhex(printed) if printed else None,
-         record_id, recorded_at, None, receipt, created_ns)
-        for site, subject, key, printed, record_id, recorded_at, receipt, created_ns
-        in _old_rows(conn, columns) if subject is not None
-    ]  # fmt: skip
+    since = (time.time_ns() if now_ns is None else now_ns) - TTL_NS
     conn.execute("BEGIN IMMEDIATE")
     try:
         for statement in SCHEMA.split(";"):
             conn.execute(statement)
-        conn.executemany(f"{_INSERT} VALUES (?, ?, ?, ?, ?, ?, ?)", kept)
+        carried = conn.executemany(
+            f"{_INSERT} VALUES (?, ?, ?, ?, ?, ?, ?)", _carried(conn, columns, since)
+        ).rowcount
         conn.execute("DROP TABLE idempotency")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    log.info("outbox idempotency keys carried over to idempotency_keys (%d kept)", len(kept))
+    log.info("outbox idempotency keys carried over to idempotency_keys (%d)", carried)
 
 
-def _old_rows(conn: sqlite3.Connection, columns: list[str]) -> list[tuple[Any, ...]]:
-    """The old table's keys as (site, subject, key, fingerprint, record_id, recorded_at,
-    receipt, created_ns); a table keyed per site only names the subject in its receipts."""
-    if "subject_id" in columns:
-        return conn.execute(
-            "SELECT site, subject_id, key, fingerprint, record_id, recorded_at, receipt, "
-            "created_ns FROM idempotency"
-        ).fetchall()
+def _carried(
+    conn: sqlite3.Connection, columns: list[str], since_ns: int
+) -> Iterator[tuple[Any, ...]]:
+    """The old table's keys made since ``since_ns``, as rows of the new one; a table keyed
+    per site only names the subject in its receipts (a key whose receipt names none goes)."""
+    scoped = "subject_id" in columns
     rows = conn.execute(
-        "SELECT site, key, record_id, recorded_at, receipt, created_ns FROM idempotency"
-    ).fetchall()
-    return [(site, _receipt_subject(receipt), key, None, record_id, recorded_at, receipt, made)
-            for site, key, record_id, recorded_at, receipt, made in rows]  # fmt: skip
+        "SELECT site, " + ("subject_id, " if scoped else "") + "key, "
+        + ("fingerprint, " if scoped else "") + "record_id, recorded_at, receipt, created_ns "
+        "FROM idempotency WHERE created_ns >= ?",
+        (since_ns,),
+    )  # fmt: skip
+    for row in rows:
+        if scoped:
+            site, subject, key, printed, record_id, recorded_at, receipt, made = row
+        else:
+            site, key, record_id, recorded_at, receipt, made = row
+            subject, printed = _receipt_subject(receipt), None
+        if subject is not None:
+            yield (key_digest(site, subject, key), bytes.fromhex(printed) if printed else None,
+                   record_id, recorded_at, None, receipt, made)  # fmt: skip
 
 
 def _receipt_subject(receipt: str) -> str | None:
