@@ -21,6 +21,7 @@ import pytest
 from gateway.core.errors import BadRequest
 from gateway.core.record_codec import Record, encode_record
 from gateway.recording.outbox import idempotency
+from gateway.recording.outbox.group_commit import Outbox
 from gateway.recording.outbox.items import Appended
 from tests.helpers import opened
 from tests.pg import make_record
@@ -166,7 +167,7 @@ async def test_keys_of_the_table_before_digests_are_carried_over(tmp_path: Path)
         conn.execute(
             "INSERT INTO idempotency VALUES ('demo', 'bob', 'k', ?, 'rid-2', 'at-2', "
             "'receipt-bob', ?)",
-            (printed, time.time_ns() - 24 * 3600 * 1_000_000_000 - 1),
+            (printed, _day_ago()),
         )
     outbox = await opened(tmp_path)
     retry = await outbox.append(make_record("alice", key="k"), "new-receipt")
@@ -184,20 +185,32 @@ async def test_keys_of_the_table_before_digests_are_carried_over(tmp_path: Path)
     await outbox.close()
 
 
+async def _keys_expiring(tmp_path: Path, made: int, expired: int) -> Outbox:
+    """An outbox holding ``made`` keys of subjects s0, s1, … whose first ``expired`` were
+    made more than a day ago."""
+    outbox = await opened(tmp_path)
+    for i in range(made):
+        await outbox.append(make_record(f"s{i}", key=f"k{i}"), f"receipt-{i}")
+    with sqlite3.connect(outbox.path) as conn:
+        conn.execute(
+            "UPDATE idempotency_keys SET created_ns = ? WHERE id <= ?", (_day_ago(), expired)
+        )
+    return outbox
+
+
+def _day_ago() -> int:
+    return time.time_ns() - idempotency.TTL_NS - 1
+
+
 async def test_pruning_reads_only_the_expired_head(tmp_path: Path) -> None:
     """Keys are pruned oldest first, a day after they were made, the rest kept."""
-    outbox = await opened(tmp_path)
-    for i in range(5):
-        await outbox.append(make_record(f"s{i}", key=f"k{i}"), f"receipt-{i}")
-    day_ago = time.time_ns() - 24 * 3600 * 1_000_000_000 - 1
-    with sqlite3.connect(outbox.path) as conn:
-        conn.execute("UPDATE idempotency_keys SET created_ns = ? WHERE id <= 3", (day_ago,))
+    outbox = await _keys_expiring(tmp_path, made=5, expired=3)
     assert await outbox.prune() == 3
     assert await outbox.prune() == 0
     retry = await outbox.append(make_record("s4", key="k4"), "again")
     assert retry.duplicate  # the young key still answers
     with sqlite3.connect(outbox.path) as conn:  # all expired: all pruned
-        conn.execute("UPDATE idempotency_keys SET created_ns = ?", (day_ago,))
+        conn.execute("UPDATE idempotency_keys SET created_ns = ?", (_day_ago(),))
     assert await outbox.prune() == 2
     await outbox.close()
 
@@ -205,9 +218,8 @@ async def test_pruning_reads_only_the_expired_head(tmp_path: Path) -> None:
 async def test_keys_expire_after_a_day_even_before_they_are_pruned(tmp_path: Path) -> None:
     outbox = await opened(tmp_path)
     await outbox.append(make_record("alice", key="old"), "receipt-1")
-    day_ago = time.time_ns() - 24 * 3600 * 1_000_000_000 - 1
     with sqlite3.connect(outbox.path) as conn:  # not pruned yet (pruning runs every 5 minutes)
-        conn.execute("UPDATE idempotency_keys SET created_ns = ?", (day_ago,))
+        conn.execute("UPDATE idempotency_keys SET created_ns = ?", (_day_ago(),))
     again = await outbox.append(make_record("alice", key="old"), "receipt-2")
     assert not again.duplicate and again.receipt == "receipt-2"  # a new record, kept anew
     retry = await outbox.append(make_record("alice", key="old"), "receipt-3")
@@ -222,12 +234,7 @@ async def test_pruning_forgets_a_chunk_at_a_time(
     request for its length (165-285 ms at 30,000 keys); pruning now deletes a chunk at a
     time and lets the loop run between chunks."""
     monkeypatch.setattr(idempotency, "PRUNE_CHUNK", 2)
-    outbox = await opened(tmp_path)
-    for i in range(7):
-        await outbox.append(make_record(f"s{i}", key=f"k{i}"), f"receipt-{i}")
-    day_ago = time.time_ns() - 24 * 3600 * 1_000_000_000 - 1
-    with sqlite3.connect(outbox.path) as conn:
-        conn.execute("UPDATE idempotency_keys SET created_ns = ? WHERE id <= 5", (day_ago,))
+    outbox = await _keys_expiring(tmp_path, made=7, expired=5)
     statements: list[str] = []
     assert outbox._conn is not None
     outbox._conn.set_trace_callback(statements.append)
