@@ -83,3 +83,22 @@ def test_reused_idempotency_key_with_a_different_body_is_409_never_a_silent_201(
     assert again.headers["idempotent-replayed"] == "true"
     assert again.json() == first.json()
     assert len(history(client, first.json()["subject_id"], first.json()["receipt"])) == 1
+
+
+def test_a_retry_after_a_restart_gets_the_same_record_and_receipt(tmp_path: Path) -> None:
+    """The outbox keeps a key's record id, time and content hash, not its receipt: a retry
+    the snippet sends after the gateway restarted (a deploy between its tries) is answered
+    with the receipt signed again, which must be the very token the first answer carried,
+    and must still read the subject's history. Threat: a replay whose receipt no longer
+    verifies, or a second record."""
+    body = consent_body(BUNDLE, "sub-restart", idempotency_key="click-after-deploy")
+    with TestClient(recording_app(make_settings(tmp_path))) as before:
+        first = before.post(URL, json=body)
+        assert first.status_code == 201
+    with TestClient(recording_app(make_settings(tmp_path))) as after:
+        again = after.post(URL, json=body)
+        assert again.status_code == 201
+        assert again.headers["idempotent-replayed"] == "true"
+        assert again.json() == first.json()
+        receipt = again.json()["receipt"]
+        assert len(history(after, first.json()["subject_id"], receipt)) == 1
