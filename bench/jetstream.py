@@ -7,8 +7,8 @@ stream of its own and deletes it afterwards. Batches are the forwarder's default
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import sys
 import time
 import uuid
 
@@ -42,5 +42,11 @@ async def run(total: int) -> None:
             await js.delete_stream(stream)
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("records", type=int, nargs="?", default=50_000)
+    asyncio.run(run(parser.parse_args().records))
+
+
 if __name__ == "__main__":
-    asyncio.run(run(int(sys.argv[1]) if len(sys.argv) > 1 else 50_000))
+    main()

@@ -10,10 +10,10 @@ another origin, cookieconsent is self-hosted on the page's origin as its docs re
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import json
 import statistics
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,10 +216,14 @@ def sizes() -> None:
 
 
 def main() -> None:
-    if "--sizes" in sys.argv:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", type=int, nargs="?", default=15, help="cold loads of each page")
+    parser.add_argument("--sizes", action="store_true", help="only the first visit's bytes")
+    args = parser.parse_args()
+    if args.sizes:
         sizes()
         return
-    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 15
+    runs = args.runs
     site: LoopbackServer = publisher_site()
     site.file(
         "/cc/cookieconsent.umd.js",
