@@ -10,6 +10,7 @@ the TC/GPP work, issuing strings (the snippet's records) and checking an app's s
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import shutil
 import subprocess
@@ -159,6 +160,7 @@ def timings() -> list[str]:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     for line in sizes():
         print(line)
     for line in timings():

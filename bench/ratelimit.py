@@ -9,6 +9,7 @@ HTTP load, where the differences drown in the machine's noise.
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable
 
@@ -29,6 +30,7 @@ def _time(label: str, limits: WriteLimits, call: Callable[[WriteLimits, int], No
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     big = Settings(client_writes_per_minute=10**12, client_write_burst=10**12)
     _time(
         "one client, distinct subjects",

@@ -8,6 +8,7 @@ restrictions), and a GPP string with tcfeuv2, usnat and usca.
 
 from __future__ import annotations
 
+import argparse
 import timeit
 from collections.abc import Callable
 
@@ -60,6 +61,7 @@ def measure(kind: str, text: str) -> tuple[float, float]:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     cases = strings()
     answers = reference(
         [{"op": f"{kind}_decode_us", "string": text, "n": N} for kind, text in cases.values()]
