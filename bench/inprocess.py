@@ -3,7 +3,10 @@
 Run: `.venv/bin/python -m bench.inprocess`. wrk figures on a shared 2-core machine swing by
 ±50% with other load; the process CPU time the app spends per request swings far less, so
 this is what to compare between two versions of the code (run each a few times, alternating).
-It drives the app with the ASGI protocol only, so it runs against older code as well.
+It drives the app with the ASGI protocol only, so it runs against older code as well. The app
+is the one `consent-gateway serve` runs: built by the same factory (`create_app(settings,
+serving=True)`) with the settings `serve`'s own command line gives (`command_settings`), so
+what it times is what users run, less the sockets (which bench.serve and bench.record keep).
 """
 
 from __future__ import annotations
@@ -71,15 +74,19 @@ async def _measure(app: Any, n: int, make: Any) -> float:
 
 
 def _settings(access_log: str) -> Settings:
-    """The settings `consent-gateway serve` runs with (durability, write limits and all
-    defaults as shipped), the demo site's files and a scratch data dir."""
-    return Settings(
-        banners_dir=ROOT / "banners",
-        locales_dir=ROOT / "locales",
-        data_dir=Path(tempfile.mkdtemp(prefix="cg-inproc-")),
-        reload=False,
-        access_log=access_log,
-    )
+    """The settings `consent-gateway serve` runs with, parsed by its own command line (the
+    GATEWAY_* environment and every default as shipped), given the demo site's files, a
+    scratch data dir and the access-log mode."""
+    data_dir = Path(tempfile.mkdtemp(prefix="cg-inproc-"))
+    argv = ["serve", "--banners-dir", str(ROOT / "banners"), "--locales-dir",
+            str(ROOT / "locales"), "--data-dir", str(data_dir), "--reload", "false",
+            "--access-log", access_log]  # fmt: skip
+    try:
+        from gateway.cli.main import command_settings
+    except ImportError:  # a checkout from before it: the same defaults, built directly
+        return Settings(banners_dir=ROOT / "banners", locales_dir=ROOT / "locales",
+                        data_dir=data_dir, reload=False, access_log=access_log)  # fmt: skip
+    return command_settings(argv)
 
 
 async def run(
@@ -87,8 +94,9 @@ async def run(
 ) -> dict[str, float]:
     """The least CPU per request of each case, per access-log mode; runs of the modes alternate."""
     # As `serve` builds it: malloc's threshold pinned, the serving process's GC tuning.
-    pin_mmap_threshold(Settings().malloc_mmap_threshold)
-    apps: dict[str, Any] = {mode: create_app(_settings(mode), serving=True) for mode in modes}
+    settings = {mode: _settings(mode) for mode in modes}
+    pin_mmap_threshold(settings[modes[0]].malloc_mmap_threshold)
+    apps: dict[str, Any] = {mode: create_app(settings[mode], serving=True) for mode in modes}
     results: dict[str, list[float]] = {}
     async with contextlib.AsyncExitStack() as stack:
         for app in apps.values():

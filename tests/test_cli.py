@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from gateway.cli.main import main
+from gateway.core.errors import ConfigError
 from tests.helpers import GEOIP_DIR, ROOT
 
 
@@ -66,3 +67,19 @@ def test_help_lists_every_setting(capsys: pytest.CaptureFixture[str]) -> None:
         main(["serve", "--help"])
     out = capsys.readouterr().out
     assert "GATEWAY_TRUSTED_PROXIES" in out and "--geoip-db" in out
+
+
+def test_command_settings_are_what_the_command_runs_with(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """bench.inprocess builds the app itself with these: a flag wins over GATEWAY_*, which
+    wins over the default, as for `consent-gateway serve`; an unknown variable is refused."""
+    from gateway.cli.main import command_settings
+
+    monkeypatch.setenv("GATEWAY_ACCESS_LOG", "all")
+    monkeypatch.setenv("GATEWAY_WORKERS", "3")
+    settings = command_settings(["serve", "--access-log", "off"])
+    assert (settings.access_log, settings.workers) == ("off", 3)
+    monkeypatch.setenv("GATEWAY_NO_SUCH_SETTING", "1")
+    with pytest.raises(ConfigError):
+        command_settings(["serve"])

@@ -42,6 +42,12 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(overrides=overrides)
 
 
+def command_settings(argv: Sequence[str]) -> Settings:
+    """The settings ``consent-gateway <argv>`` runs with (flags, then ``GATEWAY_*``
+    variables, then defaults): what a harness that builds the app itself measures."""
+    return _settings(_parser().parse_args(list(argv)))
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="consent-gateway",
