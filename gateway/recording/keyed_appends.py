@@ -53,13 +53,17 @@ class KeyedAppends:
         shared = role.keys if role is not None and key is not None else None
         if shared is None or role is None or key is None:
             return await self._append_here(record, receipt, body, receipts)
-        key_digest = recent_keys.digest(record.site, record.subject_id, key)
-        fingerprint = idempotency.fingerprint(record)
+        # The key's digest and fingerprint, made once: the shared regions and the outbox
+        # both keep the key by them.
+        scope = idempotency.Scope(
+            recent_keys.digest(record.site, record.subject_id, key), idempotency.fingerprint(record)
+        )
+        key_digest, fingerprint = scope
         since = now_ns - recent_keys.TTL_NS
         own = shared.entry(role.index, key_digest, since)
         if own is not None and not own.entry.pending:
             # This worker made the key's record: its outbox answers (and keeps what it shared).
-            return await self._append_here(record, receipt, body, receipts, fingerprint)
+            return await self._append_here(record, receipt, body, receipts, scope)
         # Claim the key, then look at the other workers': a record there answers; of two
         # claims, the later one waits for the other's record.
         mine = (time.time_ns(), role.index)
@@ -69,7 +73,7 @@ class KeyedAppends:
             shared.retract(role.index, key_digest, mine[0])
             return self._replay(record, earlier, fingerprint, receipts)
         try:
-            appended = await self._append_here(record, receipt, body, receipts, fingerprint)
+            appended = await self._append_here(record, receipt, body, receipts, scope)
         except BaseException:
             shared.retract(role.index, key_digest, mine[0])
             raise
@@ -87,11 +91,11 @@ class KeyedAppends:
         receipt: str,
         body: bytes,
         receipts: Receipts | None,
-        fingerprint: str | None = None,
+        scope: idempotency.Scope | None = None,
     ) -> Appended:
         """Append to this worker's outbox, which answers a key it holds from its record
         (with the record's content hash: its receipt is signed again here)."""
-        appended = await self.outbox.append(record, receipt, body, fingerprint)
+        appended = await self.outbox.append(record, receipt, body, scope)
         if not appended.duplicate:
             return appended
         self.m_replays.labels("this_worker").inc()

@@ -419,10 +419,10 @@ class Outbox(DeliverySide):
         record: Record,
         receipt: str,
         body: bytes | None = None,
-        fingerprint: str | None = None,
+        scope: idempotency.Scope | None = None,
     ) -> Appended:
-        """Store a record (``body``: its JSON, if already encoded; ``fingerprint``: its
-        idempotency fingerprint, if made already); resolves after the commit.
+        """Store a record (``body``: its JSON, if already encoded; ``scope``: its idempotency
+        key's digest and fingerprint, if made already); resolves after the commit.
 
         Raises ``Unavailable`` when the outbox is full or cannot write, and ``BadRequest``
         (409 ``idempotency_key_reused``) when this subject used the record's idempotency key
@@ -438,7 +438,7 @@ class Outbox(DeliverySide):
         future: asyncio.Future[Appended] = self._loop.create_future()
         encoded = encode_record(record) if body is None else body
         self._pending += 1
-        self._waiting.append(Append(record, receipt, encoded, future, fingerprint))
+        self._waiting.append(Append(record, receipt, encoded, future, scope))
         if not self._flush_scheduled and len(self._syncing) < SYNCS_IN_FLIGHT:
             # After the callbacks already queued run: whatever arrives meanwhile joins the
             # group, with no fixed linger. While the fsyncs in flight are at the limit, the

@@ -146,13 +146,12 @@ def fingerprint(record: Record) -> str:
     return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
 
 
-def scope(record: Record, printed: str | None = None) -> Scope | None:
-    """The key's scope for a record that carries one (``printed``: its fingerprint, if the
-    caller made it already)."""
+def scope(record: Record) -> Scope | None:
+    """The key's scope for a record that carries one."""
     key = record.idempotency_key
     if key is None:
         return None
-    return Scope(key_digest(record.site, record.subject_id, key), printed or fingerprint(record))
+    return Scope(key_digest(record.site, record.subject_id, key), fingerprint(record))
 
 
 def resolve(conn: sqlite3.Connection, scopes: Sequence[Scope | None], now_ns: int

@@ -55,12 +55,12 @@ class Append:
         receipt: str,
         body: bytes,
         future: asyncio.Future[Appended],
-        fingerprint: str | None = None,
+        scope: idempotency.Scope | None = None,
     ) -> None:
         self.record = record
         self.record_id = record.record_id
         self.recorded_at = record.recorded_at
-        self.scope = idempotency.scope(record, fingerprint)
+        self.scope = scope if scope is not None else idempotency.scope(record)
         self.receipt = receipt
         self.body = body
         self.future = future
