@@ -62,8 +62,8 @@ end
 """
 )
 # The "keyed" endpoint: each POST carries an idempotency key of its own, as the snippet sends
-# one with every choice (with several workers, a key a worker lacks is looked up in the other
-# workers' outboxes: this is what that costs).
+# one with every choice (with several workers, each key is claimed, looked up and published
+# in the memory the workers share, recording/recent_keys.py: this is what that costs).
 _KEYED = {"key": ',"idempotency_key":"k%08d-%08d"', "key_args": ", tid, counter"}
 _UNKEYED = {"key": "", "key_args": ""}
 
