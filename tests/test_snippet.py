@@ -27,7 +27,8 @@ from tests.helpers import shipped_rules
 STATIC = ROOT / "static"
 # First visit, gzipped as the gateway sends it: JS + CSS + one locale's strings and the first
 # layer; the preferences panel is a part loaded when opened (gateway/serving/parts.py).
-BUDGET = 5632  # 5.5 KB
+# Issue 15's "5.5 KB", read as browsers' developer tools count it: 5,500 bytes (not 5.5 KiB).
+BUDGET = 5500
 
 
 @pytest.fixture(scope="module")

@@ -7,17 +7,19 @@ small memo of the header values browsers actually send.
 
 from __future__ import annotations
 
-import gzip
 from dataclasses import dataclass
 
 import brotli  # type: ignore[import-untyped]
+import deflate
 
 IDENTITY, GZIP, BROTLI = "identity", "gzip", "br"
 # Preferred first when a client weighs codings alike: the smallest.
 CODINGS = (BROTLI, GZIP, IDENTITY)
-# Once per cache entry, so the slowest settings: ~1 ms (gzip 9) and ~20 ms (brotli 11) for a
-# 17 KB consent.js, and 6-14 % fewer bytes than gzip -6 for every visitor after the first.
-GZIP_LEVEL = 9
+# Once per cache entry, so the slowest settings: ~1 ms (libdeflate 12) and ~20 ms (brotli 11)
+# for a 12-17 KB consent.js. libdeflate's level 12 is a better DEFLATE encoder than zlib's 9,
+# readable by every gzip decoder: measured on the first visit, ~1.3 % fewer bytes (5,565 →
+# 5,493 B for Japanese under PIPL) for ~0.7 ms instead of ~0.15 ms, once per cache entry.
+GZIP_LEVEL = 12
 BROTLI_QUALITY = 11
 MIN_SIZE = 256  # smaller bodies gain less than a packet: sent as they are
 CHOICES_MAX = 256  # distinct Accept-Encoding values remembered (browsers send a handful)
@@ -46,7 +48,7 @@ def compress(content: bytes, etag: str) -> dict[str, Variant]:
     if len(content) < MIN_SIZE:
         return variants
     for coding, packed in (
-        (GZIP, gzip.compress(content, compresslevel=GZIP_LEVEL, mtime=0)),
+        (GZIP, bytes(deflate.gzip_compress(content, GZIP_LEVEL))),
         (BROTLI, brotli.compress(content, quality=BROTLI_QUALITY)),
     ):
         if len(packed) < len(content):
