@@ -41,9 +41,13 @@
     const queue = () => load(QKEY) || mem;
     function setQueue(q) { mem = q; store(QKEY, q); }
     function flush() {
-      const body = queue()[0];
+      const q = queue(), body = q[0];
       if (!body || flushing) return Promise.resolve();
       flushing = 1;
+      // Counted before it goes (kept with the queue): a body sent before is a retry, which
+      // another node may have recorded while its answer was lost; the server looks it up.
+      body.attempt = (body.attempt || 0) + 1;
+      setQueue(q);
       const done = (drop) => {
         flushing = 0;
         if (drop) setQueue(queue().filter((b) => b.idempotency_key != body.idempotency_key));

@@ -22,6 +22,7 @@ from gateway.recording.fields import (
     LANGUAGE_RE,
     MAX_ORIGIN,
     MAX_USER_AGENT,
+    attempt_field,
     bounded_text,
     optional_field,
     string_field,
@@ -56,6 +57,7 @@ class ValidatedConsent(NamedTuple):
     idempotency_key: str | None
     withdraws: str | None
     age: int | None = None  # the site's age signal, when it knows the visitor's age
+    attempt: int = 1  # the client's count of its sends of this body (never stored)
 
 
 class RecordContext(NamedTuple):
@@ -213,6 +215,7 @@ def validate(
         idempotency_key=key,
         withdraws=withdraws,
         age=age,
+        attempt=attempt_field(body),
     )
 
 

@@ -77,6 +77,26 @@ def optional_field(
     return string_field(body, name, pattern, what)
 
 
+# The highest send count (``attempt``) a body may carry: a snippet retries a queued body on
+# every page until it is answered, far fewer times than this.
+MAX_ATTEMPT = 1000
+
+
+def attempt_field(body: Mapping[str, Any]) -> int:
+    """Which send of this body the client says the request is: 1 (or no ``attempt``) for the
+    first, more for a retry after an answer that never came (recording/store_retries.py)."""
+    value = body.get("attempt")
+    if value is None:
+        return 1
+    if type(value) is not int or not 1 <= value <= MAX_ATTEMPT:
+        raise BadRequest(
+            "invalid_field",
+            f"attempt must be a whole number from 1 to {MAX_ATTEMPT} (this body's send)",
+            field="attempt",
+        )
+    return value
+
+
 def truncate_ip(ip: str | None) -> str | None:
     """The /24 (IPv4) or /48 (IPv6) network of an address, so the raw IP is never stored."""
     if not ip:

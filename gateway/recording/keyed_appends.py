@@ -3,7 +3,9 @@
 A worker's outbox answers a retry whose key it holds (outbox/idempotency.py). Under workers,
 a key another worker recorded (or is recording) answers from that record instead
 (recent_keys.py), and a key this worker records is claimed, then published for the others.
-``consent_idempotent_replays_total{source}`` counts the retries answered either way.
+A body that says it is a retry is first looked for in the central store, where another node's
+record of it is (store_retries.py). ``consent_idempotent_replays_total{source}`` counts the
+retries answered each way.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from gateway.recording.outbox import idempotency
 from gateway.recording.outbox.group_commit import Outbox
 from gateway.recording.outbox.items import Appended
 from gateway.recording.outboxes import WorkerRole
-from gateway.recording.receipts import Receipts
+from gateway.recording.receipts import Receipts, content_hash
+from gateway.recording.store_retries import StoreRetries
 
 # How long a keyed write waits for another worker that is recording the same key (a claim
 # older than this is a worker's that died), and how often it looks.
@@ -33,22 +36,39 @@ CLAIM_POLL_S = 0.002
 class KeyedAppends:
     """The appends of one worker (``role``; None: a single process) to its ``outbox``."""
 
-    def __init__(self, outbox: Outbox, registry: CollectorRegistry, role: WorkerRole | None
-                 ) -> None:  # fmt: skip
+    def __init__(
+        self,
+        outbox: Outbox,
+        registry: CollectorRegistry,
+        role: WorkerRole | None,
+        stored: StoreRetries | None = None,
+    ) -> None:
         self.outbox = outbox
         self.role = role
+        self.stored = stored  # None: retries are not looked for in a store
         self.m_replays = Counter(
             "consent_idempotent_replays_total",
             "Keyed writes answered from the record their key made before (nothing recorded), "
-            "by where the key was found: this worker's outbox, or another worker's.",
+            "by where the key was found: this worker's outbox, another worker's, or the "
+            "central store (another node's record).",
             ["source"], registry=registry,
         )  # fmt: skip
 
     async def append(
-        self, record: Record, receipt: str, body: bytes, now_ns: int, receipts: Receipts | None
+        self,
+        record: Record,
+        receipt: str,
+        body: bytes,
+        now_ns: int,
+        receipts: Receipts | None,
+        retry: bool = False,
     ) -> Appended:
         """Durably append a signed record (``receipts``: the signer of its receipt, which
-        signs a retry's answer again)."""
+        signs a retry's answer again; ``retry``: the client says it sent this body before)."""
+        if retry and self.stored is not None and record.idempotency_key is not None:
+            stored = await self.stored.earlier(record, now_ns - idempotency.TTL_NS)
+            if stored is not None:
+                return self._from_store(record, stored, receipts)
         role, key = self.role, record.idempotency_key
         shared = role.keys if role is not None and key is not None else None
         if shared is None or role is None or key is None:
@@ -144,6 +164,15 @@ class KeyedAppends:
         recorded_at = rfc3339_utc(earlier.recorded_us * 1000)
         return self._signed(record, earlier.record_id, recorded_at, earlier.content_hash,
                             receipts)  # fmt: skip
+
+    def _from_store(self, record: Record, earlier: Record, receipts: Receipts | None
+                    ) -> Appended:  # fmt: skip
+        """The answer to a retry whose record the store holds (409 for another choice)."""
+        if idempotency.fingerprint(earlier) != idempotency.fingerprint(record):
+            raise idempotency.KeyReused()
+        self.m_replays.labels("store").inc()
+        return self._signed(record, earlier.record_id, earlier.recorded_at,
+                            content_hash(earlier), receipts)  # fmt: skip
 
     @staticmethod
     def _signed(

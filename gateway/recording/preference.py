@@ -3,8 +3,10 @@
 The body (ARCHITECTURE, round two): ``subject_id`` (with ``subject_secret`` from a browser or
 app), ``preferences`` = ``{"channels": {id: bool}, "topics": {id: {"enabled": bool,
 "frequency": str or null}}}``, optional ``product_line``, ``channel``, ``evidence``,
-``language``, ``idempotency_key``. ``400`` for a malformed body or field, ``422`` (naming the
-field) for a channel, topic, frequency or product line the site does not declare.
+``language``, ``idempotency_key``, ``attempt`` (which send of the body this is: a retry is
+looked up in the store, recording/store_retries.py). ``400`` for a malformed body or field,
+``422`` (naming the field) for a channel, topic, frequency or product line the site does not
+declare.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from gateway.recording.fields import (
     LANGUAGE_RE,
     MAX_ORIGIN,
     MAX_USER_AGENT,
+    attempt_field,
     bounded_text,
     optional_field,
     truncate_ip,
@@ -54,6 +57,7 @@ BODY_KEYS = frozenset(
         "evidence",
         "language",
         "idempotency_key",
+        "attempt",
     }
 )
 
@@ -69,6 +73,7 @@ class ValidatedPreference(NamedTuple):
     evidence: Mapping[str, Any] | None
     language: str | None
     idempotency_key: str | None
+    attempt: int = 1  # the client's count of its sends of this body (never stored)
 
 
 class PreferenceContext(NamedTuple):
@@ -177,6 +182,7 @@ def validate(
         idempotency_key=optional_field(
             body, "idempotency_key", KEY_RE, "1-128 printable ASCII characters"
         ),
+        attempt=attempt_field(body),
     )
 
 

@@ -39,6 +39,7 @@ from gateway.recording.preference import PreferenceContext
 from gateway.recording.preference import enrich as enrich_preference
 from gateway.recording.preference import validate as validate_preference
 from gateway.recording.receipts import Receipts, canonical_json
+from gateway.recording.store_retries import StoreRetries
 from gateway.recording.subjects import (
     SubjectForbidden,
     SubjectKeys,
@@ -106,10 +107,12 @@ class RecordingService:
             checkpoint_interval=settings.outbox_checkpoint_interval,
             tasks=self.tasks,
         )
-        # Appends through the outbox, keyed ones answered across the node's workers.
-        self.appends = KeyedAppends(self.outbox, self.metrics_registry, worker)
-        self.sinks: list[Sink] = []
+        # Appends through the outbox, keyed ones answered across the node's workers, and a
+        # retry another node took first answered from the central store.
         self.store: Store | None = None
+        retries = StoreRetries(lambda: self.store, self.metrics_registry)
+        self.appends = KeyedAppends(self.outbox, self.metrics_registry, worker, retries)
+        self.sinks: list[Sink] = []
         self.forwarder: Forwarder | None = None
         self.receipts: Receipts | None = None
         self.subjects: SubjectKeys | None = None
@@ -281,7 +284,9 @@ class RecordingService:
         )  # fmt: skip
         body_bytes = canonical_json(record)
         receipt = self.receipts.issue(record, canonical=body_bytes)
-        appended = await self.appends.append(record, receipt, body_bytes, now_ns, self.receipts)
+        appended = await self.appends.append(
+            record, receipt, body_bytes, now_ns, self.receipts, change.attempt > 1
+        )
         return Recorded(*appended[:4], subject_id)
 
     async def record_links(
@@ -361,7 +366,9 @@ class RecordingService:
             record = new_record({**record.__dict__, "signals": {**record.signals, **signals}})
         body = canonical_json(record)
         receipt = self.receipts.issue(record, canonical=body)
-        return await self.appends.append(record, receipt, body, now_ns, self.receipts)
+        return await self.appends.append(
+            record, receipt, body, now_ns, self.receipts, consent.attempt > 1
+        )
 
     async def _read_store(
         self,

@@ -73,6 +73,13 @@ class Store(Sink, Protocol):
     async def preference_history(self, site: str, subject_id: str) -> list[dict[str, Any]]:
         """A subject's preference records, newest first."""
 
+    async def keyed_record(
+        self, kind: str, site: str, subject_id: str, key: str, since: str
+    ) -> dict[str, Any] | None:
+        """The subject's first ``kind`` record (``consent`` or ``preference``) made with
+        idempotency key ``key`` at ``since`` (RFC 3339 UTC) or later, or None: a retry that
+        another node took first (recording/store_retries.py)."""
+
     async def publish_version(
         self,
         site_id: str,

@@ -12,7 +12,7 @@ import asyncpg
 import orjson
 
 from gateway.core.model import RECORD_COLUMNS
-from gateway.core.record_codec import CONSENT_KIND, Record, kind_of
+from gateway.core.record_codec import CONSENT_KIND, PREFERENCE_KIND, Record, kind_of
 from gateway.sinks import (
     directory_postgres,
     pg_common,
@@ -291,6 +291,24 @@ class PostgresStore(PgPooled):
             self._partitions.forget()
             await self._partitions.ensure(conn, months)
             await _insert(conn, rows)
+
+    async def keyed_record(
+        self, kind: str, site: str, subject_id: str, key: str, since: str
+    ) -> dict[str, Any] | None:
+        after = datetime.fromisoformat(since)
+        async with self._conn() as conn:
+            if kind == PREFERENCE_KIND:
+                return await postgres_preferences.keyed(conn, site, subject_id, key, after)
+            if kind != CONSENT_KIND:
+                raise ValueError(f"no keyed records of kind {kind!r}")
+            # The subject index narrows it to the subject's records of the period.
+            row = await conn.fetchrow(
+                f"SELECT {_COLS} FROM consent_records WHERE site = $1 AND subject_id = $2 "
+                "AND recorded_at >= $3 AND idempotency_key = $4 "
+                "ORDER BY recorded_at, record_id LIMIT 1",
+                site, subject_id, after, key,
+            )  # fmt: skip
+        return None if row is None else _record_json(row)
 
     async def subject_history(self, site: str, subject_id: str) -> dict[str, Any]:
         async with self._conn() as conn:

@@ -148,12 +148,27 @@ async def history(conn: asyncpg.Connection, site: str, subject_id: str) -> list[
         "WHERE site = $1 AND subject_id = $2 ORDER BY recorded_at DESC, record_id DESC LIMIT $3",
         site, subject_id, HISTORY_LIMIT,
     )  # fmt: skip
-    out = []
-    for row in rows:
-        data: dict[str, Any] = {"kind": "preference", **dict(row)}
-        data["record_id"] = str(row["record_id"])
-        data["recorded_at"] = row["recorded_at"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        for name in ("preferences", "evidence", "extra"):
-            data[name] = None if row[name] is None else orjson.loads(row[name])
-        out.append(data)
-    return out
+    return [_record_json(row) for row in rows]
+
+
+async def keyed(
+    conn: asyncpg.Connection, site: str, subject_id: str, key: str, since: datetime
+) -> dict[str, Any] | None:
+    """The subject's first preference record with idempotency key ``key`` since ``since``."""
+    row = await conn.fetchrow(
+        f"SELECT {', '.join(COLUMNS)} FROM preference_records WHERE site = $1 "
+        "AND subject_id = $2 AND recorded_at >= $3 AND idempotency_key = $4 "
+        "ORDER BY recorded_at, record_id LIMIT 1",
+        site, subject_id, since, key,
+    )  # fmt: skip
+    return None if row is None else _record_json(row)
+
+
+def _record_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored row as the record's JSON object."""
+    data: dict[str, Any] = {"kind": "preference", **dict(row)}
+    data["record_id"] = str(row["record_id"])
+    data["recorded_at"] = row["recorded_at"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    for name in ("preferences", "evidence", "extra"):
+        data[name] = None if row[name] is None else orjson.loads(row[name])
+    return data

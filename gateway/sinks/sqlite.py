@@ -130,6 +130,13 @@ class SqliteStore(SqliteOwned):
     async def subject_history(self, site: str, subject_id: str) -> dict[str, Any]:
         return await self._call(_history, site, subject_id)
 
+    async def keyed_record(
+        self, kind: str, site: str, subject_id: str, key: str, since: str
+    ) -> dict[str, Any] | None:
+        table = _KEYED_TABLES[kind]
+        found: dict[str, Any] | None = await self._call(_keyed, table, site, subject_id, key, since)
+        return found
+
     async def publish_version(
         self,
         site_id: str,
@@ -241,6 +248,23 @@ def _preference_history(conn: sqlite3.Connection, site: str, subject_id: str
         (site, subject_id, HISTORY_LIMIT),
     ).fetchall()
     return [orjson.loads(r[0]) for r in rows]
+
+
+# The tables a keyed record is looked for in, by kind (names from here only, never a caller's).
+_KEYED_TABLES = {CONSENT_KIND: "consent_records", PREFERENCE_KIND: "preference_records"}
+
+
+def _keyed(
+    conn: sqlite3.Connection, table: str, site: str, subject_id: str, key: str, since: str
+) -> dict[str, Any] | None:
+    """The subject's first record in ``table`` with ``key`` since ``since``: the subject
+    index narrows it to the subject's records of the period (text order is time order)."""
+    row = conn.execute(
+        f"SELECT body FROM {table} WHERE site = ? AND subject_id = ? AND recorded_at >= ? "
+        "AND json_extract(body, '$.idempotency_key') = ? ORDER BY recorded_at, record_id LIMIT 1",
+        (site, subject_id, since, key),
+    ).fetchone()
+    return None if row is None else dict(orjson.loads(row[0]))
 
 
 def _history(conn: sqlite3.Connection, site: str, subject_id: str) -> dict[str, Any]:

@@ -134,6 +134,14 @@ function create(options) {
     };
   }
   function send(body) {
+    // Counted before it goes (kept with the queue): a body sent before is a retry, which
+    // another node may have recorded while its answer was lost; the server looks it up.
+    body.attempt = (body.attempt || 0) + 1;
+    var queued = load();
+    (queued.queue || []).forEach(function (b) {
+      if (b.idempotency_key === body.idempotency_key) b.attempt = body.attempt;
+    });
+    save(queued);
     return request("POST", "/consents", body).then(function (res) {
       var state = load();
       state.queue = (state.queue || []).filter(function (b) { return b.idempotency_key !== body.idempotency_key; });

@@ -296,6 +296,8 @@ def test_offline_choice_is_queued_and_sent_when_back_online(
     page.wait_for_timeout(200)
     queued = json.loads(page.evaluate("localStorage.getItem('cg_queue')"))
     assert [q["action"] for q in queued] == ["accept_all"]
+    # Counted before it went: the next send says it is a retry (store_retries.py).
+    assert [q["attempt"] for q in queued] == [1]
     context.set_offline(False)
     [record] = stored(gateway, recorded(page))
     assert record["action"] == "accept_all"

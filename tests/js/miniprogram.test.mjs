@@ -177,6 +177,10 @@ test("offline, a choice waits in storage and is sent once when back", async () =
   await cg.flush(); // nothing left: no second record
   const mine = stored(wx);
   assert.equal(mine.queue.length, 0);
+  // Each send is counted: the one after the failure says it is a retry, so a node that did not
+  // take the first looks for it in the store (recording/store_retries.py).
+  const posts = wx.requests.filter((r) => r.method === "POST" && r.url.endsWith("/consents"));
+  assert.deepEqual(posts.map((r) => r.data.attempt), [1, 2]);
   const h = await history(mine.subject_id, mine.secret, 1);
   assert.equal(h.history.length, 1);
   assert.equal(h.history[0].action, "reject_all");
