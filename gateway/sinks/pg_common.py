@@ -44,6 +44,26 @@ def quiet_outages() -> None:
         logger.addFilter(OneLineOutages())
 
 
+async def first_keyed(
+    conn: asyncpg.Connection,
+    table: str,
+    columns: str,
+    site: str,
+    subject_id: str,
+    key: str,
+    since: datetime,
+) -> asyncpg.Record | None:
+    """``columns`` of the subject's first row in ``table`` (names from the stores' code, never
+    a caller's) made with idempotency key ``key`` at ``since`` or later: the subject index
+    narrows it to the subject's rows of the period."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"SELECT {columns} FROM {table} WHERE site = $1 AND subject_id = $2 "
+        "AND recorded_at >= $3 AND idempotency_key = $4 ORDER BY recorded_at, record_id LIMIT 1",
+        site, subject_id, since, key,
+    )  # fmt: skip
+    return row
+
+
 def rfc3339(value: datetime) -> str:
     """A stored time as the fixed-width RFC 3339 UTC text every store answers with."""
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

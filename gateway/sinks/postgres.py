@@ -21,7 +21,7 @@ from gateway.sinks import (
     postgres_preferences,
 )
 from gateway.sinks.base import HISTORY_LIMIT, PermanentSinkError, SinkError
-from gateway.sinks.pg_common import PgPooled, rfc3339
+from gateway.sinks.pg_common import PgPooled, first_keyed, rfc3339
 from gateway.sinks.postgres_partitions import Partitions, month_of
 
 log = logging.getLogger("gateway.sinks.postgres")
@@ -301,13 +301,7 @@ class PostgresStore(PgPooled):
                 return await postgres_preferences.keyed(conn, site, subject_id, key, after)
             if kind != CONSENT_KIND:
                 raise ValueError(f"no keyed records of kind {kind!r}")
-            # The subject index narrows it to the subject's records of the period.
-            row = await conn.fetchrow(
-                f"SELECT {_COLS} FROM consent_records WHERE site = $1 AND subject_id = $2 "
-                "AND recorded_at >= $3 AND idempotency_key = $4 "
-                "ORDER BY recorded_at, record_id LIMIT 1",
-                site, subject_id, after, key,
-            )  # fmt: skip
+            row = await first_keyed(conn, "consent_records", _COLS, site, subject_id, key, after)
         return None if row is None else _record_json(row)
 
     async def subject_history(self, site: str, subject_id: str) -> dict[str, Any]:

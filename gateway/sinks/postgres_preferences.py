@@ -20,6 +20,7 @@ import orjson
 
 from gateway.core.record_codec import LINK_KIND, PREFERENCE_COLUMNS, kind_of
 from gateway.sinks.base import HISTORY_LIMIT
+from gateway.sinks.pg_common import first_keyed
 from gateway.sinks.preference_state import Key, State, fold
 
 # Table columns: every record field but ``kind`` (the table is the kind), in field order.
@@ -155,12 +156,8 @@ async def keyed(
     conn: asyncpg.Connection, site: str, subject_id: str, key: str, since: datetime
 ) -> dict[str, Any] | None:
     """The subject's first preference record with idempotency key ``key`` since ``since``."""
-    row = await conn.fetchrow(
-        f"SELECT {', '.join(COLUMNS)} FROM preference_records WHERE site = $1 "
-        "AND subject_id = $2 AND recorded_at >= $3 AND idempotency_key = $4 "
-        "ORDER BY recorded_at, record_id LIMIT 1",
-        site, subject_id, since, key,
-    )  # fmt: skip
+    columns = ", ".join(COLUMNS)
+    row = await first_keyed(conn, "preference_records", columns, site, subject_id, key, since)
     return None if row is None else _record_json(row)
 
 
