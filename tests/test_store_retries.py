@@ -214,10 +214,11 @@ async def test_lookups_are_bounded_in_number_and_in_time(
 ) -> None:
     """A store that hangs (a lock held on the records) and a burst of retries: at most
     IN_FLIGHT lookups wait, each at most TIMEOUT_S; the others are not asked at all, and
-    every retry goes on to be recorded."""
+    every retry goes on to be recorded. After a failure the store is left alone for the
+    cooldown (a retry is recorded at once), then asked again."""
     store = PostgresStore(pg_dsn, pool_size=store_retries.IN_FLIGHT + 2)
     await store.open()
-    retries = StoreRetries(lambda: store, CollectorRegistry())
+    retries = StoreRetries(lambda: store, CollectorRegistry(), cooldown=0.5)
     holder = await asyncpg.connect(pg_dsn)
     try:
         await holder.execute("BEGIN; LOCK TABLE consent_records IN ACCESS EXCLUSIVE MODE")
@@ -229,7 +230,16 @@ async def test_lookups_are_bounded_in_number_and_in_time(
         assert store_retries.TIMEOUT_S <= elapsed < store_retries.TIMEOUT_S + 2
         outcomes = {o: retries.m_lookups.labels(o)._value.get() for o in ("failed", "busy")}
         assert outcomes == {"failed": store_retries.IN_FLIGHT, "busy": 3}
-    finally:
+        start = time.monotonic()
+        assert await retries.earlier(burst[0], time.time_ns() - DAY_NS) is None
+        assert time.monotonic() - start < 0.1  # not asked: the store failed moments ago
+        assert retries.m_lookups.labels("unreachable")._value.get() == 1
         await holder.execute("ROLLBACK")
+        await asyncio.sleep(0.5)
+        assert await retries.earlier(burst[0], time.time_ns() - DAY_NS) is None
+        assert retries.m_lookups.labels("missing")._value.get() == 1  # asked again
+    finally:
+        if holder.is_in_transaction():
+            await holder.execute("ROLLBACK")
         await holder.close()
         await store.close()

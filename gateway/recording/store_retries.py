@@ -15,13 +15,16 @@ or while the store cannot be reached is recorded again, as it was before.
 
 Bounded (threat: a client marking every POST as a retry to load the central store with
 reads): at most ``IN_FLIGHT`` lookups per worker at once and ``TIMEOUT_S`` each; past either,
-the retry is recorded. Such POSTs count against the write limits like any other.
+the retry is recorded. Such POSTs count against the write limits like any other. A lookup
+that failed keeps the store from being asked for ``COOLDOWN_S``, so while it is down a retry
+is recorded at once instead of waiting out a timeout each.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter
@@ -36,19 +39,28 @@ log = logging.getLogger("gateway.recording")
 
 IN_FLIGHT = 8
 TIMEOUT_S = 1.0
+COOLDOWN_S = 5.0
 
 
 class StoreRetries:
     """Looks up retries in the store ``store()`` gives (None: no readable store yet)."""
 
-    def __init__(self, store: Callable[[], Store | None], registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        store: Callable[[], Store | None],
+        registry: CollectorRegistry,
+        cooldown: float = COOLDOWN_S,
+    ) -> None:
         self._store = store
         self._in_flight = 0
+        self._cooldown = cooldown
+        self._down_until = 0.0  # monotonic time before which the store is not asked
         self.m_lookups = Counter(
             "consent_retry_store_lookups_total",
             "Retries (attempt above 1) looked for in the central store, by outcome: found "
             "(answered from the store's record), missing (recorded), busy (too many lookups "
-            "at once: recorded), failed (the store did not answer in time: recorded).",
+            "at once: recorded), failed (the store did not answer in time: recorded), "
+            "unreachable (not asked, a lookup failed moments ago: recorded).",
             ["outcome"], registry=registry,
         )  # fmt: skip
 
@@ -65,6 +77,9 @@ class StoreRetries:
             kind = PREFERENCE_KIND
         else:
             return None
+        if time.monotonic() < self._down_until:
+            self.m_lookups.labels("unreachable").inc()
+            return None
         if self._in_flight >= IN_FLIGHT:
             self.m_lookups.labels("busy").inc()
             return None
@@ -77,7 +92,9 @@ class StoreRetries:
             )  # fmt: skip
             earlier = None if found is None else record_from_object(found)
         except Exception as exc:  # the store is down or slow: the retry is recorded
-            log.warning("looking up a retry in the store failed: %r", exc)
+            if time.monotonic() >= self._down_until:  # once per outage, not per retry
+                log.warning("looking up a retry in the store failed: %r", exc)
+            self._down_until = time.monotonic() + self._cooldown
             self.m_lookups.labels("failed").inc()
             return None
         finally:
