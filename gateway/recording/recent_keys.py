@@ -14,8 +14,9 @@ being written, lets a reader tell a slot it read whole; a checksum backs that up
 four slots per key hash, the oldest of a set replaced. So it is a window, not a day: a key is
 found while its worker has recorded fewer than about 8,000 keyed records since (98 %; 86 % at
 16,000), while the snippet retries after 2, 6, 18 … seconds, and at the visitor's next page.
-What it leaves open: a retry older than the window on another worker is recorded again, as
-a retry sent to another node is.
+What it leaves open: a retry older than the window on another worker is recorded again,
+unless it says it is a retry (``attempt``): then the central store answers for it, as for a
+retry sent to another node (store_retries.py).
 
 Two copies of one request in flight at once on two workers: each worker claims the key in its
 region before it records, then looks at the others'; the later claim (by time, then worker)
