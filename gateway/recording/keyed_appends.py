@@ -11,7 +11,6 @@ retries answered each way.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 
 from prometheus_client import CollectorRegistry, Counter
@@ -62,23 +61,24 @@ class KeyedAppends:
         now_ns: int,
         receipts: Receipts | None,
         retry: bool = False,
+        content: bytes | None = None,
     ) -> Appended:
-        """Durably append a signed record (``receipts``: the signer of its receipt, which
-        signs a retry's answer again; ``retry``: the client says it sent this body before)."""
+        """Durably append a signed record (``body``: its canonical JSON, ``content`` the hash
+        of it that the receipt signs, when made already; ``receipts``: the signer of its
+        receipt, which signs a retry's answer again; ``retry``: the client says it sent this
+        body before)."""
         if retry and self.stored is not None and record.idempotency_key is not None:
             stored = await self.stored.earlier(record, now_ns - idempotency.TTL_NS)
             if stored is not None:
                 return self._from_store(record, stored, receipts)
-        role, key = self.role, record.idempotency_key
-        shared = role.keys if role is not None and key is not None else None
-        if shared is None or role is None or key is None:
-            return await self._append_here(record, receipt, body, receipts)
-        # The key's digest and fingerprint, made once: the shared regions and the outbox
-        # both keep the key by them.
-        scope = idempotency.Scope(
-            recent_keys.digest(record.site, record.subject_id, key), idempotency.fingerprint(record)
-        )
-        key_digest, fingerprint = scope
+        # The key's digest, fingerprint and content hash, made once: the shared regions and
+        # the outbox both keep the key by them.
+        scope = idempotency.scope(record, body, content)
+        role = self.role
+        shared = role.keys if role is not None and scope is not None else None
+        if shared is None or role is None or scope is None:
+            return await self._append_here(record, receipt, body, receipts, scope)
+        key_digest, fingerprint, content_hash = scope
         since = now_ns - recent_keys.TTL_NS
         own = shared.entry(role.index, key_digest, since)
         if own is not None and not own.entry.pending:
@@ -100,8 +100,9 @@ class KeyedAppends:
         if appended.duplicate:
             shared.retract(role.index, key_digest, mine[0])
         else:
-            content = hashlib.sha256(body).hexdigest()
-            made = recent_keys.Earlier(fingerprint, appended.record_id, now_ns // 1000, content)
+            made = recent_keys.Earlier(
+                fingerprint, appended.record_id, now_ns // 1000, content_hash.hex()
+            )
             shared.publish(role.index, key_digest, made, time.time_ns())
         return appended
 

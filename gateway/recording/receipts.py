@@ -117,11 +117,16 @@ class Receipts:
     def _sign(self, payload: str) -> str:
         return self._signer.sign(payload)
 
-    def issue(self, record: Record, canonical: bytes | None = None) -> str:
-        """A token for this exact record (``canonical``: its canonical JSON, if at hand)."""
-        if canonical is None:
-            canonical = canonical_json(record)
-        content_hash = hashlib.sha256(canonical).hexdigest()
+    def issue(
+        self, record: Record, canonical: bytes | None = None, digest: bytes | None = None
+    ) -> str:
+        """A token for this exact record (``canonical``: its canonical JSON, or ``digest``:
+        that JSON's SHA-256, if at hand)."""
+        if digest is None:
+            if canonical is None:
+                canonical = canonical_json(record)
+            digest = hashlib.sha256(canonical).digest()
+        content_hash = digest.hex()
         return self.token(
             record.site, record.subject_id, record.record_id, record.recorded_at, content_hash
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import time
@@ -283,9 +284,10 @@ class RecordingService:
             node_id=self.node_id,
         )  # fmt: skip
         body_bytes = canonical_json(record)
-        receipt = self.receipts.issue(record, canonical=body_bytes)
+        digest = hashlib.sha256(body_bytes).digest()  # the receipt's and the key's
+        receipt = self.receipts.issue(record, digest=digest)
         appended = await self.appends.append(
-            record, receipt, body_bytes, now_ns, self.receipts, change.attempt > 1
+            record, receipt, body_bytes, now_ns, self.receipts, change.attempt > 1, digest
         )
         return Recorded(*appended[:4], subject_id)
 
@@ -365,9 +367,10 @@ class RecordingService:
         if signals:
             record = new_record({**record.__dict__, "signals": {**record.signals, **signals}})
         body = canonical_json(record)
-        receipt = self.receipts.issue(record, canonical=body)
+        digest = hashlib.sha256(body).digest()  # the receipt's and the key's
+        receipt = self.receipts.issue(record, digest=digest)
         return await self.appends.append(
-            record, receipt, body, now_ns, self.receipts, consent.attempt > 1
+            record, receipt, body, now_ns, self.receipts, consent.attempt > 1, digest
         )
 
     async def _read_store(

@@ -104,11 +104,13 @@ class KeyReused(BadRequest):
 
 
 class Scope(NamedTuple):
-    """Where a key applies (its digest: site, subject, key), and the fingerprint of the
-    request that carries it."""
+    """Where a key applies (its digest: site, subject, key), the fingerprint of the request
+    that carries it, and its record's content hash (SHA-256 of the canonical JSON its
+    receipt signs: made once per request, kept with the key)."""
 
     digest: bytes
     fingerprint: str
+    content: bytes
 
 
 class Earlier(NamedTuple):
@@ -146,12 +148,15 @@ def fingerprint(record: Record) -> str:
     return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
 
 
-def scope(record: Record) -> Scope | None:
-    """The key's scope for a record that carries one."""
+def scope(record: Record, body: bytes, content: bytes | None = None) -> Scope | None:
+    """The key's scope for a record that carries one (``body``: its canonical JSON, whose
+    hash ``content`` is, when made already)."""
     key = record.idempotency_key
     if key is None:
         return None
-    return Scope(key_digest(record.site, record.subject_id, key), fingerprint(record))
+    if content is None:
+        content = hashlib.sha256(body).digest()
+    return Scope(key_digest(record.site, record.subject_id, key), fingerprint(record), content)
 
 
 def resolve(conn: sqlite3.Connection, scopes: Sequence[Scope | None], now_ns: int
@@ -186,15 +191,12 @@ def resolve(conn: sqlite3.Connection, scopes: Sequence[Scope | None], now_ns: in
     return verdicts
 
 
-def remember(
-    conn: sqlite3.Connection, keys: Sequence[tuple[Scope, str, str, bytes]], now_ns: int
-) -> None:
-    """Keep ``(scope, record_id, recorded_at, body)`` of each newly stored keyed record
-    (``body``: its canonical JSON, whose hash its receipt signs)."""
+def remember(conn: sqlite3.Connection, keys: Sequence[tuple[Scope, str, str]], now_ns: int) -> None:
+    """Keep ``(scope, record_id, recorded_at)`` of each newly stored keyed record (with the
+    scope's content hash, which its receipt signs)."""
     rows = [
-        (s.digest, bytes.fromhex(s.fingerprint), record_id, at,
-         hashlib.sha256(body).digest(), None, now_ns)
-        for s, record_id, at, body in keys
+        (s.digest, bytes.fromhex(s.fingerprint), record_id, at, s.content, None, now_ns)
+        for s, record_id, at in keys
     ]  # fmt: skip
     for chunk in row_chunks.slices(rows, _MAX_KEYS):
         conn.execute(*row_chunks.statement(_INSERT, 7, chunk, _MAX_KEYS))

@@ -60,7 +60,7 @@ class Append:
         self.record = record
         self.record_id = record.record_id
         self.recorded_at = record.recorded_at
-        self.scope = scope if scope is not None else idempotency.scope(record)
+        self.scope = scope if scope is not None else idempotency.scope(record, body)
         self.receipt = receipt
         self.body = body
         self.future = future
@@ -78,7 +78,7 @@ def keys_of(
     fresh = [a for a, v in zip(appends, verdicts, strict=True) if v is None]
     idempotency.remember(
         conn,
-        [(a.scope, a.record_id, a.recorded_at, a.body) for a in fresh if a.scope is not None],
+        [(a.scope, a.record_id, a.recorded_at) for a in fresh if a.scope is not None],
         now_ns,
     )
     return verdicts, fresh
