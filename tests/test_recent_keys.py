@@ -15,7 +15,8 @@ import time
 import pytest
 
 from gateway.recording import keyed_appends
-from gateway.recording.recent_keys import _STRIDE, TTL_NS, Earlier, RecentKeys, digest
+from gateway.recording.outbox.idempotency import key_digest as digest
+from gateway.recording.recent_keys import _STRIDE, TTL_NS, Earlier, RecentKeys
 
 NOW = time.time_ns()
 

@@ -117,18 +117,13 @@ class Receipts:
     def _sign(self, payload: str) -> str:
         return self._signer.sign(payload)
 
-    def issue(
-        self, record: Record, canonical: bytes | None = None, digest: bytes | None = None
-    ) -> str:
-        """A token for this exact record (``canonical``: its canonical JSON, or ``digest``:
-        that JSON's SHA-256, if at hand)."""
+    def issue(self, record: Record, digest: bytes | None = None) -> str:
+        """A token for this exact record (``digest``: the SHA-256 of its canonical JSON, if
+        made already)."""
         if digest is None:
-            if canonical is None:
-                canonical = canonical_json(record)
-            digest = hashlib.sha256(canonical).digest()
-        content_hash = digest.hex()
+            digest = hashlib.sha256(canonical_json(record)).digest()
         return self.token(
-            record.site, record.subject_id, record.record_id, record.recorded_at, content_hash
+            record.site, record.subject_id, record.record_id, record.recorded_at, digest.hex()
         )
 
     def token(

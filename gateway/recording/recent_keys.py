@@ -24,8 +24,9 @@ waits, a few milliseconds at a time and three seconds at most (a claim left by a
 that died), for the earlier one's record and answers with it. Only claims made within the same
 microseconds, each unseen by the other, can still both record.
 
-A slot holds no personal data in the clear: the key's (site, subject, key) as a digest, the
-content fingerprint, the record id and time, the record's content hash, when it was made.
+A slot holds no personal data in the clear: the key's (site, subject, key) as the digest the
+outbox keeps it by (idempotency.key_digest), the content fingerprint, the record id and time,
+the record's content hash, when it was made.
 """
 
 from __future__ import annotations
@@ -80,10 +81,6 @@ class Found(NamedTuple):
     made_ns: int
     region: int
     entry: Earlier
-
-
-# The slot key of an idempotency key: its (site, subject, key), hashed, as the outbox keeps it.
-digest = idempotency.key_digest
 
 
 def _checksum(body: bytes) -> bytes:

@@ -422,7 +422,7 @@ class Outbox(DeliverySide):
         scope: idempotency.Scope | None = None,
     ) -> Appended:
         """Store a record (``body``: its JSON, if already encoded; ``scope``: its idempotency
-        key's digest and fingerprint, if made already); resolves after the commit.
+        key's digest, fingerprint and content hash, if made already); resolves after the commit.
 
         Raises ``Unavailable`` when the outbox is full or cannot write, and ``BadRequest``
         (409 ``idempotency_key_reused``) when this subject used the record's idempotency key
