@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 from prometheus_client import CollectorRegistry
@@ -20,7 +18,7 @@ from gateway.core.ratelimit import WriteLimits
 from gateway.core.record_codec import new_record
 from gateway.core.settings import Settings
 from gateway.core.tasks import Supervisor, SupervisorCollector
-from gateway.recording import keyring
+from gateway.recording import keyring, readiness
 from gateway.recording.consent import (
     RecordContext,
     ValidatedConsent,
@@ -408,50 +406,8 @@ class RecordingService:
 
     def health(self) -> dict[str, Any]:
         """Readiness facts for /readyz; ``problems`` names what makes it unready."""
-        f = self.forwarder
-        since = None
-        if f is not None and f.last_delivery is not None:
-            since = round(time.monotonic() - f.last_delivery, 3)
-        oldest = self.outbox.oldest_age()
-        free = free_bytes(self.outbox_dir)
-        problems = []
-        if not self._accepting:
-            problems.append("not_accepting")
-        if self.receipts is None:
-            problems.append("keys_unavailable")
-        if not self.outbox.writable:
-            problems.append("outbox_not_writable")
-        if f is None or not f.running:
-            problems.append("forwarder_not_running")
-        problems += [f"task_down:{name}" for name in self.tasks.down()]
-        min_free = self.settings.ready_min_free_mb * 1024 * 1024
-        if min_free and free is not None and free < min_free:
-            problems.append("disk_low")
-        lag_limit = self.settings.ready_max_forward_lag
-        if lag_limit and oldest is not None and oldest > lag_limit:
-            problems.append("forwarder_stalled")
-        return {
-            "ok": not problems,
-            "problems": problems,
-            "accepting": self._accepting,
-            "outbox_writable": self.outbox.writable,
-            "outbox_depth": self.outbox.depth,
-            "outbox_oldest_age_seconds": None if oldest is None else round(oldest, 3),
-            "outbox_wal_bytes": self.outbox.checkpointer.wal_bytes,
-            "disk_free_bytes": free,
-            "forwarder_running": f is not None and f.running,
-            "forwarder_lag_seconds": None if oldest is None else round(oldest, 3),
-            "seconds_since_last_delivery": since,
-            "forwarder_last_error": f.last_error if f else None,
-            "tasks": self.tasks.status(),
-            "outbox_quarantined": str(self.outbox.quarantined) if self.outbox.quarantined else None,
-        }
-
-
-def free_bytes(path: Path) -> int | None:
-    """Bytes free for this process on the file system holding ``path`` (None if unknown)."""
-    try:
-        st = os.statvfs(path)
-    except OSError:
-        return None
-    return st.f_bavail * st.f_frsize
+        return readiness.report(
+            self.settings, accepting=self._accepting, keys_ready=self.receipts is not None,
+            outbox=self.outbox, outbox_dir=self.outbox_dir, forwarder=self.forwarder,
+            tasks=self.tasks,
+        )  # fmt: skip
