@@ -23,7 +23,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.harness import CONSENT_GATEWAY, ROOT, gateway
+from bench.harness import CONSENT_GATEWAY, ROOT, as_make_run, gateway
 from gateway.core.model import Region
 from gateway.recording.consent import RecordContext, check_rule, enrich, validate
 from gateway.recording.fields import parse_body
@@ -77,7 +77,8 @@ def sizes() -> list[str]:
         work = Path(tmp)
         banners, locales = _workspace(work)
         env = {"GATEWAY_BANNERS_DIR": str(banners), "GATEWAY_LOCALES_DIR": str(locales),
-               "GATEWAY_DATA_DIR": str(work / "data"), "GATEWAY_RELOAD": "false"}  # fmt: skip
+               "GATEWAY_DATA_DIR": as_make_run(work / "data"),
+               "GATEWAY_RELOAD": "false"}  # fmt: skip
         with gateway(env) as base:
             plain = _get(f"{base}/v1/sites/demo/consent.js?region=DE")
             news = _get(f"{base}/v1/sites/news/consent.js?region=DE")

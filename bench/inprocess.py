@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from bench.harness import as_make_run
 from gateway.app import create_app
 from gateway.core.malloc import pin_mmap_threshold
 from gateway.core.settings import Settings
@@ -77,7 +78,7 @@ def _settings(access_log: str) -> Settings:
     """The settings `consent-gateway serve` runs with, parsed by its own command line (the
     GATEWAY_* environment and every default as shipped), given the demo site's files, a
     scratch data dir and the access-log mode."""
-    data_dir = Path(tempfile.mkdtemp(prefix="cg-inproc-"))
+    data_dir = Path(as_make_run(tempfile.mkdtemp(prefix="cg-inproc-")))  # as `make run` leaves it
     argv = ["serve", "--banners-dir", str(ROOT / "banners"), "--locales-dir",
             str(ROOT / "locales"), "--data-dir", str(data_dir), "--reload", "false",
             "--access-log", access_log]  # fmt: skip

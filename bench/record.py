@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bench.harness import free_port, gateway_command, stop, uvicorn_command
+from bench.harness import as_make_run, free_port, gateway_command, stop, uvicorn_command
 from bench.workers import LUA_PRELUDE, tree_cpu
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -177,6 +177,7 @@ def http_bench(
     """
     runs: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="cg-bench-") as tmp:
+        as_make_run(tmp)
         env = {
             **os.environ,
             "PYTHONPATH": str(ROOT),

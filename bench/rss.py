@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.harness import free_port, gateway_command, stop
+from bench.harness import as_make_run, free_port, gateway_command, stop
 from bench.record import FIELDS, OPS_TOKEN, ROOT, _drained, _start, _wrk, lua_script
 
 BOUND_MB = 80.0
@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--round-seconds", type=int, default=20)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cg-rss-") as tmp:
+        as_make_run(tmp)
         env = {
             **os.environ,
             "GATEWAY_DATA_DIR": tmp,

@@ -182,9 +182,10 @@ def sizes() -> None:
     the gateway started as README tells users (`consent-gateway serve`)."""
     import httpx
 
-    from bench.harness import gateway
+    from bench.harness import gateway, temp_data_dir
 
-    with gateway() as base, httpx.Client(base_url=base, timeout=10) as client:
+    env = {"GATEWAY_DATA_DIR": temp_data_dir()}
+    with gateway(env) as base, httpx.Client(base_url=base, timeout=10) as client:
 
         def sent(path: str, coding: str) -> int:
             answer = client.get(path, headers={"Accept-Encoding": coding})

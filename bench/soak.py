@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bench.harness import free_port, gateway_command, stop
+from bench.harness import as_make_run, free_port, gateway_command, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE = "demo"
@@ -392,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
 
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="cg-soak-") as tmp:
-        data_dir = Path(tmp) / "data"
+        data_dir = Path(as_make_run(Path(tmp) / "data"))
         env = {
             **os.environ,
             "GATEWAY_TRUSTED_PROXIES": "127.0.0.1",

@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import httpx
 
-from bench.harness import CONSENT_GATEWAY, ROOT, free_port, stop
+from bench.harness import CONSENT_GATEWAY, ROOT, as_make_run, free_port, stop
 
 OPS = {"Authorization": "Bearer bench-ops-token"}
 ORIGIN = "http://127.0.0.1:8000"
@@ -184,6 +184,7 @@ def measure(workers: int, endpoint: str, seconds: int, connections: int = 64) ->
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="cg-bench-workers-") as data_dir:
+        as_make_run(data_dir)
         proc = subprocess.Popen(
             [CONSENT_GATEWAY, "serve", "--host", "127.0.0.1", "--port", str(port)],
             cwd=ROOT, env=_env(data_dir, workers, port),
