@@ -160,6 +160,32 @@ def test_a_retry_on_another_node_is_answered_with_the_first_nodes_record(
 
 
 @pytest.mark.postgres
+def test_a_counted_retry_never_answers_with_another_subjects_record(
+    two_nodes: tuple[TestClient, TestClient],
+    pg_dsn: str,  # noqa: F811
+) -> None:
+    """Threat: Mallory sends Alice's idempotency key (seen in a log, say) marked as a retry
+    to another node, to be answered with Alice's record and a receipt that reads her
+    history. The store is asked for Mallory's own subject only: she gets a record of her own."""
+    a, b = two_nodes
+    alice = a.post(CONSENTS, json=consent_body(BUNDLE, "alice", idempotency_key="shared-9"),
+                   headers=ORIGIN)  # fmt: skip
+    assert alice.status_code == 201
+    drained(a)
+    mallory = b.post(
+        CONSENTS,
+        json=consent_body(BUNDLE, "mallory", idempotency_key="shared-9", attempt=2),
+        headers=ORIGIN,
+    )
+    assert mallory.status_code == 201 and "idempotent-replayed" not in mallory.headers
+    assert mallory.json()["record_id"] != alice.json()["record_id"]
+    assert mallory.json()["subject_id"] != alice.json()["subject_id"]
+    assert _lookups(b, "missing") == 1
+    drained(b)
+    assert _stored(pg_dsn, "consent_records", "shared-9") == 2
+
+
+@pytest.mark.postgres
 def test_a_preference_retry_on_another_node_is_answered_from_the_store(
     two_nodes: tuple[TestClient, TestClient],
     pg_dsn: str,  # noqa: F811
