@@ -7,6 +7,11 @@ It drives the app with the ASGI protocol only, so it runs against older code as 
 is the one `consent-gateway serve` runs: built by the same factory (`create_app(settings,
 serving=True)`) with the settings `serve`'s own command line gives (`command_settings`), so
 what it times is what users run, less the sockets (which bench.serve and bench.record keep).
+
+Requests run one after the other by default, so each POST is its own fsync'd group commit.
+`--in-flight 64` holds 64 at once, as bench.record's wrk connections do, so POSTs share
+group commits as they do under load (GETs then also pay for a task each, the harness's own
+cost).
 """
 
 from __future__ import annotations
@@ -64,13 +69,22 @@ async def _call(app: Any, scope: dict[str, Any], body: bytes) -> int:
     return status
 
 
-async def _measure(app: Any, n: int, make: Any) -> float:
-    """Microseconds of process CPU per request over n sequential requests."""
-    start = time.process_time()
-    for i in range(n):
+async def _measure(app: Any, n: int, make: Any, in_flight: int = 1) -> float:
+    """Microseconds of process CPU per request over n requests, ``in_flight`` at a time (1:
+    one after the other; more: as many at once as a loaded server holds, so POSTs share
+    group commits as they do under wrk)."""
+
+    async def one(i: int) -> None:
         scope, body, expected = make(i)
         status = await _call(app, scope, body)
         assert status == expected, status
+
+    start = time.process_time()
+    for first in range(0, n, in_flight):
+        if in_flight == 1:
+            await one(first)
+        else:
+            await asyncio.gather(*(one(i) for i in range(first, min(n, first + in_flight))))
     return (time.process_time() - start) / n * 1e6
 
 
@@ -91,7 +105,11 @@ def _settings(access_log: str) -> Settings:
 
 
 async def run(
-    n: int, repeat: int, only: str = "", modes: tuple[str, ...] = ("errors",)
+    n: int,
+    repeat: int,
+    only: str = "",
+    modes: tuple[str, ...] = ("errors",),
+    in_flight: int = 1,
 ) -> dict[str, float]:
     """The least CPU per request of each case, per access-log mode; runs of the modes alternate."""
     # As `serve` builds it: malloc's threshold pinned, the serving process's GC tuning.
@@ -107,12 +125,12 @@ async def run(
             if only and only not in name:
                 continue
             for mode in modes:
-                await _measure(apps[mode], 200, cases[mode][name])  # warm the caches
+                await _measure(apps[mode], 200, cases[mode][name], in_flight)  # warm caches
             for _ in range(repeat):
                 for mode in modes:
                     key = f"{name} (log {mode})" if len(modes) > 1 else name
                     runs = results.setdefault(key, [])
-                    runs.append(await _measure(apps[mode], n, cases[mode][name]))
+                    runs.append(await _measure(apps[mode], n, cases[mode][name], in_flight))
     # The least CPU a run took: other load on the machine only ever adds to it.
     return {name: min(values) for name, values in results.items()}
 
@@ -162,11 +180,23 @@ def main() -> None:
         default="errors",
         help="GATEWAY_ACCESS_LOG modes to compare, e.g. errors,off",
     )
+    parser.add_argument(
+        "--in-flight",
+        type=int,
+        default=1,
+        help="requests at once (default 1: sequential, so each POST is its own fsync'd group; "
+        "64: as bench.record's wrk holds them, so POSTs share group commits)",
+    )
     args = parser.parse_args()
+    if args.in_flight < 1:
+        parser.error("--in-flight must be at least 1")
     modes = tuple(args.access_log.split(","))
-    found = asyncio.run(run(args.n, args.repeat, args.only, modes))
+    found = asyncio.run(run(args.n, args.repeat, args.only, modes, args.in_flight))
+    how = f"least of {args.repeat}" + (
+        f", {args.in_flight} in flight" if args.in_flight > 1 else ""
+    )
     for name, micros in found.items():
-        print(f"{name:<28} {micros:7.1f} us CPU per request (in-process, least of {args.repeat})")
+        print(f"{name:<28} {micros:7.1f} us CPU per request (in-process, {how})")
     if "off" in modes and len(modes) > 1:
         for name in {k.split(" (log")[0] for k in found}:
             off = found[f"{name} (log off)"]

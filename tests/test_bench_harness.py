@@ -49,3 +49,41 @@ def test_a_bench_data_dir_holds_the_geo_database_make_run_builds(
     assert (other / "geo" / "country.mmdb").read_bytes() == (
         data / "geo" / "country.mmdb"
     ).read_bytes()
+
+
+def test_in_process_requests_in_flight_share_the_loop_and_all_run() -> None:
+    """`bench.inprocess --in-flight 64` holds 64 requests at once, as wrk's connections do, so
+    POSTs share group commits; every request still runs once and its status is checked (a
+    figure from requests that failed fast would flatter the gateway)."""
+    import asyncio
+
+    from bench import inprocess
+
+    seen: list[int] = []
+    now = 0
+    most = 0
+
+    async def app(scope: dict[str, object], receive: object, send: object) -> None:
+        nonlocal now, most
+        now += 1
+        most = max(most, now)
+        await asyncio.sleep(0)
+        seen.append(int(str(scope["path"]).rsplit("/", 1)[1]))
+        now -= 1
+        await send({"type": "http.response.start", "status": 201})  # type: ignore[operator]
+
+    def make(i: int) -> tuple[dict[str, object], bytes, int]:
+        return inprocess._scope(app, "POST", f"/r/{i}", []), b"", 201
+
+    asyncio.run(inprocess._measure(app, 130, make, in_flight=64))
+    assert sorted(seen) == list(range(130)) and most == 64
+    seen.clear()
+    most = 0
+    asyncio.run(inprocess._measure(app, 10, make))
+    assert seen == list(range(10)) and most == 1
+
+    def failing(i: int) -> tuple[dict[str, object], bytes, int]:
+        return inprocess._scope(app, "POST", f"/r/{i}", []), b"", 400
+
+    with pytest.raises(AssertionError):
+        asyncio.run(inprocess._measure(app, 70, failing, in_flight=64))
