@@ -28,6 +28,7 @@ lint:
 
 bench:
 	$(BIN)/python -m bench.serve
+	$(BIN)/python -m bench.protocol
 	$(BIN)/python -m bench.record
 	$(BIN)/python -m bench.snippet
 	$(BIN)/python -m bench.standards

@@ -9,12 +9,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-BODY = b"x" * int(os.environ.get("BARE_BODY_BYTES", "2048"))
-MEDIA = os.environ.get("BARE_MEDIA_TYPE", "application/json")
+
+def make_app(size: int, media: str) -> Starlette:
+    """A Starlette app whose one route answers ``size`` bytes of ``media``."""
+    body = b"x" * size
+
+    async def endpoint(request: Request) -> Response:
+        return Response(body, media_type=media)
+
+    return Starlette(routes=[Route("/", endpoint)])
 
 
-async def endpoint(request: Request) -> Response:
-    return Response(BODY, media_type=MEDIA)
-
-
-app = Starlette(routes=[Route("/", endpoint)])
+app = make_app(
+    int(os.environ.get("BARE_BODY_BYTES", "2048")),
+    os.environ.get("BARE_MEDIA_TYPE", "application/json"),
+)

@@ -87,3 +87,34 @@ def test_in_process_requests_in_flight_share_the_loop_and_all_run() -> None:
 
     with pytest.raises(AssertionError):
         asyncio.run(inprocess._measure(app, 70, failing, in_flight=64))
+
+
+def test_the_protocol_bench_drives_serve_s_own_protocol_and_checks_every_answer() -> None:
+    """`bench.protocol` times the gateway through the uvicorn configuration `serve` runs
+    (its guarded protocol class included) and bare through plain httptools, every answer a
+    200 with a body as long as the gateway's. Threat: a figure from a protocol users never
+    run, or from requests answered with errors (cheaper than the banner)."""
+    import uvloop
+
+    from bench import protocol
+    from gateway.cli.main import server_config
+    from gateway.web.connections import GuardedHttpToolsProtocol
+
+    config = protocol.gateway_config()
+    config.load()
+    assert issubclass(config.http_protocol_class, GuardedHttpToolsProtocol)
+    assert server_config.__module__ == "gateway.cli.main"
+
+    found = uvloop.run(protocol.run(protocol.CONNECTIONS * 2, 1, ("/v1/sites/demo/config",)))
+    figures = found["/v1/sites/demo/config"]
+    assert figures["bare"] > 0 and figures["gateway"] > 0
+    assert figures["body_bytes"] > 1000  # the banner's config, not an error
+
+    side = protocol.Side(protocol.bare_config(10, "application/json"))
+
+    async def refused() -> None:
+        side.connect()
+        await side.measure(protocol.REQUEST % b"/missing", protocol.CONNECTIONS)
+
+    with pytest.raises(RuntimeError, match="answers of 200"):
+        uvloop.run(refused())

@@ -21,6 +21,8 @@ from gateway.core.settings import Settings, load_settings
 from gateway.core.settings_table import SETTINGS
 
 if TYPE_CHECKING:
+    import uvicorn
+
     from gateway.recording.outboxes import WorkerRole
 
 
@@ -194,10 +196,19 @@ def _run_server(
     """uvicorn serving the app: on ``settings``' host and port, or on a worker's socket."""
     import uvicorn
 
+    server = uvicorn.Server(server_config(settings, worker))
+    server.run(sockets=None if sock is None else [sock])
+    return 0 if server.started else 3  # 3: start-up failed, as uvicorn.run says
+
+
+def server_config(settings: Settings, worker: WorkerRole | None = None) -> uvicorn.Config:
+    """The uvicorn configuration `serve` runs the app with (bench.protocol drives the same)."""
+    import uvicorn
+
     from gateway.app import create_app
     from gateway.web import connections
 
-    config = uvicorn.Config(
+    return uvicorn.Config(
         create_app(settings, serving=True, worker=worker),
         host=settings.host,
         port=settings.port,
@@ -212,9 +223,6 @@ def _run_server(
         # Head and body timeouts, the connection cap and the keep-alive timeout.
         **connections.server_options(settings),
     )
-    server = uvicorn.Server(config)
-    server.run(sockets=None if sock is None else [sock])
-    return 0 if server.started else 3  # 3: start-up failed, as uvicorn.run says
 
 
 def _print_check(settings: Settings) -> int:
