@@ -154,7 +154,7 @@ async def run(requests: int, repeat: int, paths: tuple[str, ...] = PATHS) -> dic
     """The least CPU per request of each side per path, runs alternating."""
     gateway = Side(gateway_config())
     results: dict[str, Any] = {}
-    app = gateway.config.app
+    app: Any = gateway.config.app  # the Starlette app `serve` runs (uvicorn types it loosely)
     async with app.router.lifespan_context(app):
         gateway.connect()
         for path in paths:
