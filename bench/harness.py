@@ -70,12 +70,25 @@ def cpu_seconds(pid: int) -> float:
 CONSENT_GATEWAY = str(Path(PYTHON).parent / "consent-gateway")
 
 
+# How the bare endpoints run under uvicorn (one worker, uvloop, httptools, no log), as
+# uvicorn.Config's keywords: uvicorn_command spells them as its command line's flags.
+BARE_UVICORN: dict[str, str | bool] = {
+    "loop": "uvloop", "http": "httptools", "access_log": False, "log_level": "warning",
+}  # fmt: skip
+
+
 def uvicorn_command(app: str, port: int) -> list[str]:
-    """`uvicorn app` as the bare endpoints run (one worker, uvloop, httptools, no log); the
-    gateway itself is never started this way (gateway_command)."""
-    return [PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
-            "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-            "--log-level", "warning"]  # fmt: skip
+    """`uvicorn app` as the bare endpoints run (BARE_UVICORN); the gateway itself is never
+    started this way (gateway_command)."""
+    flags: list[str] = []
+    for name, value in BARE_UVICORN.items():
+        flag = name.replace("_", "-")
+        flags += (
+            [f"--{flag}", value]
+            if isinstance(value, str)
+            else [f"--{'' if value else 'no-'}{flag}"]
+        )
+    return [PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), *flags]
 
 
 def gateway_command(port: int) -> list[str]:

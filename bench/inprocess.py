@@ -88,14 +88,14 @@ async def _measure(app: Any, n: int, make: Any, in_flight: int = 1) -> float:
     return (time.process_time() - start) / n * 1e6
 
 
-def _settings(access_log: str) -> Settings:
+def _settings(access_log: str, *extra: str) -> Settings:
     """The settings `consent-gateway serve` runs with, parsed by its own command line (the
     GATEWAY_* environment and every default as shipped), given the demo site's files, a
     scratch data dir and the access-log mode."""
     data_dir = Path(as_make_run(tempfile.mkdtemp(prefix="cg-inproc-")))  # as `make run` leaves it
     argv = ["serve", "--banners-dir", str(ROOT / "banners"), "--locales-dir",
             str(ROOT / "locales"), "--data-dir", str(data_dir), "--reload", "false",
-            "--access-log", access_log]  # fmt: skip
+            "--access-log", access_log, *extra]  # fmt: skip
     try:
         from gateway.cli.main import command_settings
     except ImportError:  # a checkout from before it: the same defaults, built directly

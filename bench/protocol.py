@@ -7,12 +7,16 @@ parsing, the request cycle, the response head, and the gateway's connection guar
 drives each side's own protocol class over an in-memory transport instead, 64 keep-alive
 connections each fed the GET that bench.serve's wrk sends, every answer's status checked:
 
-- the gateway with the uvicorn configuration `consent-gateway serve` runs
-  (`gateway.cli.main.server_config`), its settings parsed by `serve`'s own command line
-  (`bench.inprocess`), on a data dir as `make run` leaves it, with 127.0.0.1 as a trusted
-  proxy and Cloudflare's headers (as bench.serve);
-- bare: `uvicorn bench.bare:app --loop uvloop --http httptools --no-access-log`, its body as
-  long as the gateway's answer.
+- the gateway as `consent-gateway serve` sets up its process and builds its uvicorn
+  configuration (`gateway.cli.main.prepare_serving` and `server_config`, the functions
+  `serve` itself calls), its settings parsed by `serve`'s own command line, on a data dir as
+  `make run` leaves it, with 127.0.0.1 as a trusted proxy and Cloudflare's headers (as
+  bench.serve);
+- bare: `bench.bare:app` with the uvicorn options bench.serve's bare command gives
+  (`harness.BARE_UVICORN`), its body as long as the gateway's answer.
+
+It is a diagnostic, not the issue's figure: the serving target is bench.serve's, which
+starts `consent-gateway serve` itself and loads it through real sockets.
 
 Runs alternate and each figure is the least of `--repeat`. What it leaves out is what both
 sides share: the socket system calls and uvloop's own I/O. So its ratio is lower than
@@ -24,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import os
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -33,6 +35,8 @@ from typing import Any
 import uvicorn
 import uvloop
 from uvicorn.server import ServerState
+
+from bench.harness import BARE_UVICORN
 
 PATHS = ("/v1/sites/demo/config", "/v1/sites/demo/consent.js")
 REQUEST = (
@@ -44,20 +48,19 @@ CONNECTIONS = 64
 
 class MemoryTransport(asyncio.Transport):
     """A connection's transport that keeps the status of every response written to it and
-    the bytes of the last one."""
+    the pieces of the last one (kept, not copied: both sides' cost stays theirs)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.statuses: list[int] = []
-        self.last = bytearray()
+        self.last: list[bytes | bytearray | memoryview] = []
         self._closing = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        chunk = bytes(data)
-        if chunk.startswith(b"HTTP/1.1 "):
-            self.statuses.append(int(chunk[9:12]))
-            self.last.clear()
-        self.last += chunk
+        if data[:9] == b"HTTP/1.1 ":
+            self.statuses.append(int(bytes(data[9:12])))
+            self.last = []
+        self.last.append(data)
 
     def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
         for data in list_of_data:
@@ -124,30 +127,33 @@ class Side:
 
     def body_bytes(self) -> int:
         """The length of the body of the last answer on the first connection."""
-        last = bytes(self.links[0][1].last)
+        last = b"".join(self.links[0][1].last)
         return len(last) - (last.index(b"\r\n\r\n") + 4)
+
+    def close(self) -> None:
+        for protocol, _ in self.links:
+            protocol.connection_lost(None)
+        self.links = []
 
 
 def gateway_config() -> uvicorn.Config:
+    """The configuration `serve` builds, after what `serve` does in its process first; with
+    127.0.0.1 as a trusted proxy and Cloudflare's headers, as bench.serve runs it."""
     from bench.inprocess import _settings
-    from gateway.cli.main import server_config
-    from gateway.core.malloc import pin_mmap_threshold
+    from gateway.cli.main import prepare_serving, server_config
 
-    os.environ.setdefault("GATEWAY_TRUSTED_PROXIES", "127.0.0.1")
-    os.environ.setdefault("GATEWAY_GEO_HEADERS", "cloudflare")
-    settings = _settings("errors")  # the shipped default
-    pin_mmap_threshold(settings.malloc_mmap_threshold)
+    settings = _settings(
+        "errors", "--trusted-proxies", "127.0.0.1", "--geo-headers", "cloudflare"
+    )  # the shipped default log
+    prepare_serving(settings)
     return server_config(settings)
 
 
 def bare_config(size: int, media: str) -> uvicorn.Config:
-    """As `uvicorn bench.bare:app --loop uvloop --http httptools --no-access-log` runs it."""
+    """bench.bare's app as bench.serve's `uvicorn` command runs it (harness.BARE_UVICORN)."""
     from bench.bare import make_app
 
-    return uvicorn.Config(
-        make_app(size, media), loop="uvloop", http="httptools", access_log=False,
-        log_level="warning",
-    )  # fmt: skip
+    return uvicorn.Config(make_app(size, media), **BARE_UVICORN)  # type: ignore[arg-type]
 
 
 async def run(requests: int, repeat: int, paths: tuple[str, ...] = PATHS) -> dict[str, Any]:
@@ -170,9 +176,8 @@ async def run(requests: int, repeat: int, paths: tuple[str, ...] = PATHS) -> dic
                 runs["gateway"].append(await gateway.measure(request, requests))
             results[path] = {side: min(values) for side, values in runs.items()}
             results[path]["body_bytes"] = gateway.body_bytes()
-            with contextlib.suppress(Exception):
-                for protocol, _ in bare.links:
-                    protocol.connection_lost(None)
+            bare.close()
+        gateway.close()
     return results
 
 

@@ -176,18 +176,24 @@ def _serve(settings: Settings) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    from gateway.app import build_gateway
     from gateway.cli import workers
+
+    prepare_serving(settings)
+    count = workers.worker_count(settings.workers)
+    if count > 1:  # a supervisor forks the workers, each runs _run_server on its socket
+        return workers.supervise(settings, count, _run_server)
+    return _run_server(settings)
+
+
+def prepare_serving(settings: Settings) -> None:
+    """What `serve` does in its process before it serves (bench.protocol does the same)."""
+    from gateway.app import build_gateway
     from gateway.core.malloc import pin_mmap_threshold
     from gateway.web import accesslog
 
     pin_mmap_threshold(settings.malloc_mmap_threshold)  # before any thread or fork
     build_gateway(settings).locator.close()  # fail fast, with a one-line error, before binding
     accesslog.configure_output()  # GATEWAY_ACCESS_LOG's JSON lines, on stdout (every worker)
-    count = workers.worker_count(settings.workers)
-    if count > 1:  # a supervisor forks the workers, each runs _run_server on its socket
-        return workers.supervise(settings, count, _run_server)
-    return _run_server(settings)
 
 
 def _run_server(
