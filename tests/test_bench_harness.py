@@ -7,6 +7,7 @@ looks every visitor's address up in it; a bench on a bare data dir measured a ga
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
@@ -100,10 +101,18 @@ def test_the_protocol_bench_drives_serve_s_own_protocol_and_checks_every_answer(
     from gateway.cli.main import server_config
     from gateway.web.connections import GuardedHttpToolsProtocol
 
+    before = dict(os.environ)
     config = protocol.gateway_config()
     config.load()
     assert issubclass(config.http_protocol_class, GuardedHttpToolsProtocol)
     assert server_config.__module__ == "gateway.cli.main"
+    assert dict(os.environ) == before  # its settings go by argv: later tests see no change
+    bare = protocol.bare_config(10, "application/json")
+    assert (bare.loop, bare.http, bare.access_log) == ("uvloop", "httptools", False)
+    assert harness.uvicorn_command("bench.bare:app", 9)[4:] == [
+        "--host", "127.0.0.1", "--port", "9", "--loop", "uvloop", "--http", "httptools",
+        "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
 
     found = uvloop.run(protocol.run(protocol.CONNECTIONS * 2, 1, ("/v1/sites/demo/config",)))
     figures = found["/v1/sites/demo/config"]
@@ -118,3 +127,17 @@ def test_the_protocol_bench_drives_serve_s_own_protocol_and_checks_every_answer(
 
     with pytest.raises(RuntimeError, match="answers of 200"):
         uvloop.run(refused())
+
+
+def test_in_process_refuses_fewer_than_one_request_in_flight(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--in-flight 0` (or less) would time no request at all: refused before any app is
+    built, with the flag named."""
+    from bench import inprocess
+
+    monkeypatch.setattr("sys.argv", ["bench.inprocess", "--in-flight", "0"])
+    with pytest.raises(SystemExit) as exited:
+        inprocess.main()
+    assert exited.value.code == 2
+    assert "--in-flight must be at least 1" in capsys.readouterr().err
