@@ -200,9 +200,6 @@ def main() -> None:
             "GATEWAY_STORE_URL": dsn,
             "GATEWAY_IDENTITY_KEY": IDENTITY_KEY,
             "GATEWAY_DATA_DIR": temp_data_dir(),
-            "GATEWAY_RELOAD": "false",
-            "GATEWAY_DURABILITY": "process",
-            "GATEWAY_LOG_LEVEL": "warning",
         }
         if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
             os.sched_setaffinity(0, {1})

@@ -96,6 +96,43 @@ def gateway_command(port: int) -> list[str]:
     return [CONSENT_GATEWAY, "serve", "--host", "127.0.0.1", "--port", str(port)]
 
 
+# The settings a bench may give the gateway, each for a reason of the bench's own; every other
+# setting keeps the default users get. gateway_env refuses any other name.
+_WRK_ONE_CLIENT = (
+    "wrk is one client address: its bucket is checked on every POST but set so high that it "
+    "never refuses; each POST's own subject keeps its default bucket"
+)
+_CDN_EDGE = "wrk plays a Cloudflare edge on loopback, so CF-IPCountry decides the region"
+BENCH_SETTINGS: dict[str, str] = {
+    "GATEWAY_DATA_DIR": "a fresh data dir as `make run` leaves it (as_make_run), not the user's",
+    "GATEWAY_WORKERS": "1 where a figure is one worker's, as the bare endpoint has (`auto` is "
+    "one per CPU); bench.workers compares counts",
+    "GATEWAY_OPS_TOKEN": "to read /readyz's details and /metrics (outbox depth, commits)",
+    "GATEWAY_CLIENT_WRITES_PER_MINUTE": _WRK_ONE_CLIENT,
+    "GATEWAY_CLIENT_WRITE_BURST": _WRK_ONE_CLIENT,
+    "GATEWAY_SUBJECT_WRITES_PER_MINUTE": "bench.record --limits off (its default keeps it)",
+    "GATEWAY_DURABILITY": "bench.record --durability (its default is the shipped `power`)",
+    "GATEWAY_ACCESS_LOG": "bench.serve sets the log modes it compares with the default",
+    "GATEWAY_TRUSTED_PROXIES": _CDN_EDGE,
+    "GATEWAY_GEO_HEADERS": _CDN_EDGE,
+    "GATEWAY_STORE_URL": "the benches of the PostgreSQL store",
+    "GATEWAY_IDENTITY_KEY": "bench.contactability's subjects are keyed with it",
+    "GATEWAY_BANNERS_DIR": "bench.iab's scratch copy of the demo beside a TCF site",
+    "GATEWAY_LOCALES_DIR": "bench.iab's scratch copy of the demo beside a TCF site",
+}
+
+
+def gateway_env(settings: Mapping[str, str]) -> dict[str, str]:
+    """The environment `consent-gateway serve` runs in under a bench: this process's, less its
+    GATEWAY_* variables (a developer's shell would configure the measured server), plus
+    ``settings``, each of which BENCH_SETTINGS must give a reason for."""
+    unlisted = sorted(set(settings) - set(BENCH_SETTINGS))
+    if unlisted:
+        raise ValueError(f"not a setting benches change (BENCH_SETTINGS): {', '.join(unlisted)}")
+    kept = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    return {**kept, **settings}
+
+
 @contextlib.contextmanager
 def running(
     command: Callable[[int], list[str]],
@@ -104,12 +141,13 @@ def running(
     ready_path: str = "/",
     cpu: str = "0",
 ) -> Iterator[str]:
-    """Run ``command(port)`` pinned to ``cpu``; yield its base URL once it answers."""
+    """Run ``command(port)`` pinned to ``cpu``, in ``env`` (default: this process's); yield
+    its base URL once it answers."""
     port = free_port()
     cmd = command(port)
     if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
         cmd = ["taskset", "-c", cpu, *cmd]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})})
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ if env is None else env))
     base = f"http://127.0.0.1:{port}"
     PIDS[base] = proc.pid
     try:
@@ -123,16 +161,18 @@ def running(
 def server(
     app: str, *, env: Mapping[str, str] | None = None, ready_path: str = "/", cpu: str = "0"
 ) -> contextlib.AbstractContextManager[str]:
-    """A bare ASGI app under uvicorn (see uvicorn_command)."""
-    return running(lambda port: uvicorn_command(app, port), env=env, ready_path=ready_path,
-                   cpu=cpu)  # fmt: skip
+    """A bare ASGI app under uvicorn (see uvicorn_command), in this process's environment
+    plus ``env``."""
+    return running(lambda port: uvicorn_command(app, port), env={**os.environ, **(env or {})},
+                   ready_path=ready_path, cpu=cpu)  # fmt: skip
 
 
 def gateway(
     env: Mapping[str, str] | None = None, *, ready_path: str = "/healthz", cpu: str = "0"
 ) -> contextlib.AbstractContextManager[str]:
-    """The gateway started as README tells users: `consent-gateway serve`."""
-    return running(gateway_command, env=env, ready_path=ready_path, cpu=cpu)
+    """The gateway started as README tells users: `consent-gateway serve`, with ``env``'s
+    settings (gateway_env) and every other at its default."""
+    return running(gateway_command, env=gateway_env(env or {}), ready_path=ready_path, cpu=cpu)
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}

@@ -77,8 +77,7 @@ def sizes() -> list[str]:
         work = Path(tmp)
         banners, locales = _workspace(work)
         env = {"GATEWAY_BANNERS_DIR": str(banners), "GATEWAY_LOCALES_DIR": str(locales),
-               "GATEWAY_DATA_DIR": as_make_run(work / "data"),
-               "GATEWAY_RELOAD": "false"}  # fmt: skip
+               "GATEWAY_DATA_DIR": as_make_run(work / "data")}  # fmt: skip
         with gateway(env) as base:
             plain = _get(f"{base}/v1/sites/demo/consent.js?region=DE")
             news = _get(f"{base}/v1/sites/news/consent.js?region=DE")

@@ -94,13 +94,13 @@ def _settings(access_log: str, *extra: str) -> Settings:
     scratch data dir and the access-log mode."""
     data_dir = Path(as_make_run(tempfile.mkdtemp(prefix="cg-inproc-")))  # as `make run` leaves it
     argv = ["serve", "--banners-dir", str(ROOT / "banners"), "--locales-dir",
-            str(ROOT / "locales"), "--data-dir", str(data_dir), "--reload", "false",
-            "--access-log", access_log, *extra]  # fmt: skip
+            str(ROOT / "locales"), "--data-dir", str(data_dir), "--access-log", access_log,
+            *extra]  # fmt: skip
     try:
         from gateway.cli.main import command_settings
     except ImportError:  # a checkout from before it: the same defaults, built directly
         return Settings(banners_dir=ROOT / "banners", locales_dir=ROOT / "locales",
-                        data_dir=data_dir, reload=False, access_log=access_log)  # fmt: skip
+                        data_dir=data_dir, access_log=access_log)  # fmt: skip
     return command_settings(argv)
 
 

@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 import collections
 import http.client
-import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from bench.harness import ROOT, free_port, gateway_command, stop, temp_data_dir
+from bench.harness import ROOT, free_port, gateway_command, gateway_env, stop, temp_data_dir
 
 Request = tuple[str, dict[str, str]]
 
@@ -66,9 +65,7 @@ def attacks(n: int) -> dict[str, Callable[[], Iterator[Request]]]:
 
 def run(name: str, requests: Iterator[Request]) -> str:
     port = free_port()
-    env = {**os.environ, "GATEWAY_DATA_DIR": temp_data_dir(), "GATEWAY_RELOAD": "false",
-           "GATEWAY_BANNERS_DIR": str(ROOT / "banners"),
-           "GATEWAY_LOCALES_DIR": str(ROOT / "locales")}  # fmt: skip
+    env = gateway_env({"GATEWAY_DATA_DIR": temp_data_dir()})
     cmd = gateway_command(port)  # as README tells users to run it
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
     try:

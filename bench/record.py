@@ -31,7 +31,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bench.harness import as_make_run, free_port, gateway_command, stop, uvicorn_command
+from bench.harness import (
+    as_make_run,
+    free_port,
+    gateway_command,
+    gateway_env,
+    stop,
+    uvicorn_command,
+)
 from bench.workers import LUA_PRELUDE, tree_cpu
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -178,15 +185,9 @@ def http_bench(
     runs: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="cg-bench-") as tmp:
         as_make_run(tmp)
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
+        env = gateway_env({
             "GATEWAY_DATA_DIR": tmp,
-            "GATEWAY_BANNERS_DIR": str(ROOT / "banners"),
-            "GATEWAY_LOCALES_DIR": str(ROOT / "locales"),
-            "GATEWAY_RELOAD": "false",
             "GATEWAY_DURABILITY": durability,
-            "GATEWAY_LOG_LEVEL": "warning",
             "GATEWAY_OPS_TOKEN": OPS_TOKEN,
             # One worker, as the bare endpoint has (bench.workers compares worker counts).
             "GATEWAY_WORKERS": "1",
@@ -196,7 +197,8 @@ def http_bench(
             "GATEWAY_CLIENT_WRITES_PER_MINUTE": str(10**12 if limits else 0),
             "GATEWAY_CLIENT_WRITE_BURST": str(10**12),
             "GATEWAY_SUBJECT_WRITES_PER_MINUTE": "12" if limits else "0",
-        }
+        })  # fmt: skip
+        env["PYTHONPATH"] = str(ROOT)  # the bare app, bench.record:bare_app
         # The gateway as shipped (`consent-gateway serve`), the bare app under plain uvicorn.
         targets = {
             "bare": lambda port: uvicorn_command("bench.record:bare_app", port),

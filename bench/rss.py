@@ -12,14 +12,13 @@ within the bound.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 from pathlib import Path
 
 import httpx
 
-from bench.harness import as_make_run, free_port, gateway_command, stop
-from bench.record import FIELDS, OPS_TOKEN, ROOT, _drained, _start, _wrk, lua_script
+from bench.harness import as_make_run, free_port, gateway_command, gateway_env, stop
+from bench.record import FIELDS, OPS_TOKEN, _drained, _start, _wrk, lua_script
 
 BOUND_MB = 80.0
 
@@ -41,20 +40,14 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cg-rss-") as tmp:
         as_make_run(tmp)
-        env = {
-            **os.environ,
+        env = gateway_env({
             "GATEWAY_DATA_DIR": tmp,
-            "GATEWAY_BANNERS_DIR": str(ROOT / "banners"),
-            "GATEWAY_LOCALES_DIR": str(ROOT / "locales"),
-            "GATEWAY_RELOAD": "false",
-            "GATEWAY_LOG_LEVEL": "warning",
             "GATEWAY_OPS_TOKEN": OPS_TOKEN,
             "GATEWAY_WORKERS": "1",
-            # wrk is one client address: its bucket never refuses (each request is a new
-            # subject, so the per-subject bucket keeps its default).
+            # wrk is one client address (BENCH_SETTINGS says why these two).
             "GATEWAY_CLIENT_WRITES_PER_MINUTE": str(10**12),
             "GATEWAY_CLIENT_WRITE_BURST": str(10**12),
-        }
+        })  # fmt: skip
         port = free_port()
         proc = _start(gateway_command(port), port, env)
         try:

@@ -13,7 +13,7 @@ import os
 import statistics
 import urllib.request
 
-from bench.harness import PIDS, ROOT, Result, gateway, server, temp_data_dir, wrk
+from bench.harness import PIDS, Result, gateway, server, temp_data_dir, wrk
 
 HEADERS = {"Accept-Language": "de-DE,de;q=0.9,en;q=0.8", "CF-IPCountry": "DE"}
 PATHS = ("/v1/sites/demo/config", "/v1/sites/demo/consent.js")
@@ -53,9 +53,6 @@ def main() -> None:
     conns = [int(c) for c in args.connections.split(",")]
     modes = args.log_modes.split(",")
     base_env = {
-        "GATEWAY_RELOAD": "false",
-        "GATEWAY_BANNERS_DIR": str(ROOT / "banners"),
-        "GATEWAY_LOCALES_DIR": str(ROOT / "locales"),
         # wrk plays a Cloudflare edge on loopback, so CF-IPCountry decides the region.
         "GATEWAY_TRUSTED_PROXIES": "127.0.0.1",
         "GATEWAY_GEO_HEADERS": "cloudflare",

@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bench.harness import as_make_run, free_port, gateway_command, stop
+from bench.harness import as_make_run, free_port, gateway_command, gateway_env, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE = "demo"
@@ -393,17 +393,15 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="cg-soak-") as tmp:
         data_dir = Path(as_make_run(Path(tmp) / "data"))
-        env = {
-            **os.environ,
+        env = gateway_env({
+            # The soak's visitors come through a proxy on loopback, their addresses in
+            # X-Forwarded-For, and are placed by the geo database as_make_run put there.
             "GATEWAY_TRUSTED_PROXIES": "127.0.0.1",
             "GATEWAY_DATA_DIR": str(data_dir),
             # One worker (what `auto` gives on one CPU): the soak watches the serving
             # process's RSS, descriptors and outbox WAL, which a supervisor does not hold.
             "GATEWAY_WORKERS": "1",
-        }
-        built = ROOT / "data" / "geo" / "country.mmdb"
-        if built.exists():
-            env["GATEWAY_GEOIP_DB"] = str(built)
+        })  # fmt: skip
         log_path = args.log or Path(tmp) / "server.log"
         with log_path.open("wb") as log:
             proc = subprocess.Popen(

@@ -24,7 +24,14 @@ from typing import NamedTuple
 
 import httpx
 
-from bench.harness import CONSENT_GATEWAY, ROOT, as_make_run, free_port, stop
+from bench.harness import (
+    ROOT,
+    as_make_run,
+    free_port,
+    gateway_command,
+    gateway_env,
+    stop,
+)
 
 OPS = {"Authorization": "Bearer bench-ops-token"}
 ORIGIN = "http://127.0.0.1:8000"
@@ -121,18 +128,12 @@ def counters(base: str) -> dict[str, float]:
     return sums
 
 
-def _env(data_dir: str, workers: int, port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    env.update({
+def _env(data_dir: str, workers: int) -> dict[str, str]:
+    env = gateway_env({
         "GATEWAY_DATA_DIR": data_dir,
-        "GATEWAY_PORT": str(port),
         "GATEWAY_WORKERS": str(workers),
-        "GATEWAY_RELOAD": "false",
-        "GATEWAY_LOG_LEVEL": "warning",
         "GATEWAY_OPS_TOKEN": OPS["Authorization"].split()[1],
-        # wrk is one client address: the per-client bucket is checked on every request but
-        # never refuses (as bench.record); each POST has its own subject, whose bucket keeps
-        # its default.
+        # wrk is one client address (BENCH_SETTINGS says why these two).
         "GATEWAY_CLIENT_WRITES_PER_MINUTE": str(10**12),
         "GATEWAY_CLIENT_WRITE_BURST": str(10**12),
     })  # fmt: skip
@@ -186,8 +187,7 @@ def measure(workers: int, endpoint: str, seconds: int, connections: int = 64) ->
     with tempfile.TemporaryDirectory(prefix="cg-bench-workers-") as data_dir:
         as_make_run(data_dir)
         proc = subprocess.Popen(
-            [CONSENT_GATEWAY, "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT, env=_env(data_dir, workers, port),
+            gateway_command(port), cwd=ROOT, env=_env(data_dir, workers),
         )  # fmt: skip
         try:
             _wait(base, workers, proc.pid)

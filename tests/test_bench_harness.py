@@ -141,3 +141,46 @@ def test_in_process_refuses_fewer_than_one_request_in_flight(
         inprocess.main()
     assert exited.value.code == 2
     assert "--in-flight must be at least 1" in capsys.readouterr().err
+
+
+def test_benches_change_only_the_settings_they_give_a_reason_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The measured server keeps every default users get but those BENCH_SETTINGS explains:
+    a variable of the developer's shell does not reach it, a setting without a reason (live
+    reload off, a quieter log level: both ran under the benches once) is refused, and no
+    bench names one outside the table."""
+    monkeypatch.setenv("GATEWAY_RELOAD", "false")
+    monkeypatch.setenv("GATEWAY_ACCESS_LOG", "all")
+    env = harness.gateway_env({"GATEWAY_DATA_DIR": "/tmp/x"})
+    assert env["GATEWAY_DATA_DIR"] == "/tmp/x"
+    assert "GATEWAY_RELOAD" not in env and "GATEWAY_ACCESS_LOG" not in env
+    assert env["PATH"] == os.environ["PATH"]
+    for unlisted in ("GATEWAY_RELOAD", "GATEWAY_LOG_LEVEL"):
+        with pytest.raises(ValueError, match=unlisted):
+            harness.gateway_env({unlisted: "false"})
+    named = {
+        name
+        for path in (ROOT / "bench").glob("*.py")
+        for name in re.findall(r"[\"'](GATEWAY_[A-Z_]+)[\"']", path.read_text())
+    }
+    assert named and named <= set(harness.BENCH_SETTINGS), named - set(harness.BENCH_SETTINGS)
+    # Every bench starts the gateway through gateway_command, none with its own spelling.
+    for path in (ROOT / "bench").glob("*.py"):
+        if path.name != "harness.py":
+            assert '"serve", "--host"' not in path.read_text(), path.name
+
+
+def test_in_process_settings_are_serve_s_defaults() -> None:
+    """bench.inprocess and bench.protocol build the app from the settings `serve` parses with
+    no option but the demo's files, a scratch data dir and the log mode: live reload on."""
+    from dataclasses import fields
+
+    from bench import inprocess
+    from gateway.cli.main import command_settings
+
+    ours = inprocess._settings("errors")
+    shipped = command_settings(["serve"])
+    differ = {f.name for f in fields(Settings) if getattr(ours, f.name) != getattr(shipped, f.name)}
+    assert differ <= {"data_dir", "banners_dir", "locales_dir"}, differ
+    assert ours.reload is True
