@@ -103,6 +103,8 @@ _WRK_ONE_CLIENT = (
     "never refuses; each POST's own subject keeps its default bucket"
 )
 _CDN_EDGE = "wrk plays a Cloudflare edge on loopback, so CF-IPCountry decides the region"
+# Those two as bench.serve and bench.protocol give them.
+CDN_EDGE = {"GATEWAY_TRUSTED_PROXIES": "127.0.0.1", "GATEWAY_GEO_HEADERS": "cloudflare"}
 BENCH_SETTINGS: dict[str, str] = {
     "GATEWAY_DATA_DIR": "a fresh data dir as `make run` leaves it (as_make_run), not the user's",
     "GATEWAY_WORKERS": "1 where a figure is one worker's, as the bare endpoint has (`auto` is "
@@ -131,6 +133,14 @@ def gateway_env(settings: Mapping[str, str]) -> dict[str, str]:
         raise ValueError(f"not a setting benches change (BENCH_SETTINGS): {', '.join(unlisted)}")
     kept = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     return {**kept, **settings}
+
+
+def as_flags(settings: Mapping[str, str]) -> list[str]:
+    """``settings`` as `serve`'s command-line flags (GATEWAY_GEO_HEADERS: --geo-headers)."""
+    flags: list[str] = []
+    for name, value in settings.items():
+        flags += ["--" + name.removeprefix("GATEWAY_").lower().replace("_", "-"), value]
+    return flags
 
 
 @contextlib.contextmanager

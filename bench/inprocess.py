@@ -88,7 +88,7 @@ async def _measure(app: Any, n: int, make: Any, in_flight: int = 1) -> float:
     return (time.process_time() - start) / n * 1e6
 
 
-def _settings(access_log: str, *extra: str) -> Settings:
+def serve_settings(access_log: str, *extra: str) -> Settings:
     """The settings `consent-gateway serve` runs with, parsed by its own command line (the
     GATEWAY_* environment and every default as shipped), given the demo site's files, a
     scratch data dir and the access-log mode."""
@@ -113,7 +113,7 @@ async def run(
 ) -> dict[str, float]:
     """The least CPU per request of each case, per access-log mode; runs of the modes alternate."""
     # As `serve` builds it: malloc's threshold pinned, the serving process's GC tuning.
-    settings = {mode: _settings(mode) for mode in modes}
+    settings = {mode: serve_settings(mode) for mode in modes}
     pin_mmap_threshold(settings[modes[0]].malloc_mmap_threshold)
     apps: dict[str, Any] = {mode: create_app(settings[mode], serving=True) for mode in modes}
     results: dict[str, list[float]] = {}

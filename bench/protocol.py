@@ -36,12 +36,15 @@ import uvicorn
 import uvloop
 from uvicorn.server import ServerState
 
-from bench.harness import BARE_UVICORN
+from bench.harness import BARE_UVICORN, CDN_EDGE, as_flags
+from bench.serve import HEADERS
 
 PATHS = ("/v1/sites/demo/config", "/v1/sites/demo/consent.js")
+# The GET bench.serve's wrk sends (its HEADERS, after wrk's Host).
 REQUEST = (
     b"GET %s HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n"
-    b"Accept-Language: de-DE,de;q=0.9,en;q=0.8\r\nCF-IPCountry: DE\r\n\r\n"
+    + "".join(f"{name}: {value}\r\n" for name, value in HEADERS.items()).encode()
+    + b"\r\n"
 )
 CONNECTIONS = 64
 
@@ -139,12 +142,10 @@ class Side:
 def gateway_config() -> uvicorn.Config:
     """The configuration `serve` builds, after what `serve` does in its process first; with
     127.0.0.1 as a trusted proxy and Cloudflare's headers, as bench.serve runs it."""
-    from bench.inprocess import _settings
+    from bench.inprocess import serve_settings
     from gateway.cli.main import prepare_serving, server_config
 
-    settings = _settings(
-        "errors", "--trusted-proxies", "127.0.0.1", "--geo-headers", "cloudflare"
-    )  # the shipped default log
+    settings = serve_settings("errors", *as_flags(CDN_EDGE))  # the shipped default log
     prepare_serving(settings)
     return server_config(settings)
 

@@ -13,7 +13,7 @@ import os
 import statistics
 import urllib.request
 
-from bench.harness import PIDS, Result, gateway, server, temp_data_dir, wrk
+from bench.harness import CDN_EDGE, PIDS, Result, gateway, server, temp_data_dir, wrk
 
 HEADERS = {"Accept-Language": "de-DE,de;q=0.9,en;q=0.8", "CF-IPCountry": "DE"}
 PATHS = ("/v1/sites/demo/config", "/v1/sites/demo/consent.js")
@@ -52,11 +52,7 @@ def main() -> None:
     args = parser.parse_args()
     conns = [int(c) for c in args.connections.split(",")]
     modes = args.log_modes.split(",")
-    base_env = {
-        # wrk plays a Cloudflare edge on loopback, so CF-IPCountry decides the region.
-        "GATEWAY_TRUSTED_PROXIES": "127.0.0.1",
-        "GATEWAY_GEO_HEADERS": "cloudflare",
-    }
+    base_env = CDN_EDGE  # wrk plays a Cloudflare edge on loopback (HEADERS' CF-IPCountry)
     with contextlib.ExitStack() as stack:
         gateways = {}
         for mode in modes:

@@ -179,7 +179,7 @@ def test_in_process_settings_are_serve_s_defaults() -> None:
     from bench import inprocess
     from gateway.cli.main import command_settings
 
-    ours = inprocess._settings("errors")
+    ours = inprocess.serve_settings("errors")
     shipped = command_settings(["serve"])
     differ = {f.name for f in fields(Settings) if getattr(ours, f.name) != getattr(shipped, f.name)}
     assert differ <= {"data_dir", "banners_dir", "locales_dir"}, differ
